@@ -1,0 +1,31 @@
+//! WebWire for tokio: request-reply, signals and sessions over one WebSocket.
+//!
+//! WebWire is a compact binary protocol (v2.0) spoken by the WebWire JavaScript client and
+//! the Go server and client; this crate speaks it byte for byte.
+//!
+//! # Modules
+//! | module | holds |
+//! |---|---|
+//! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O |
+//! | [`session`] | [`Session`], its info and its JSON wire form |
+//! | `payload` | [`Payload`] and [`Encoding`]: the data messages carry |
+//! | `error` | [`ProtocolError`], [`PayloadError`]: one error enum per concern |
+//!
+//! ```
+//! use tokio_webwire::{Payload, protocol::{Message, Name}};
+//!
+//! let frame = Message::signal(Name::from_static("chat"), Payload::utf8("hi there")).encode()?;
+//! assert_eq!(&frame[..], b"\x40\x04chathi there");
+//! let parsed = Message::parse(frame)?;
+//! assert_eq!(parsed.payload().unwrap().to_text().unwrap(), "hi there");
+//! # Ok::<(), tokio_webwire::ProtocolError>(())
+//! ```
+
+mod error;
+mod payload;
+pub mod protocol;
+pub mod session;
+
+pub use error::{PayloadError, ProtocolError};
+pub use payload::{Encoding, Payload};
+pub use session::{Session, SessionInfo};

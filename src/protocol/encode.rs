@@ -1,0 +1,191 @@
+//! [`Message`] → frame: validate first (§2.5), then write into one exactly-sized buffer.
+
+use bytes::Bytes;
+
+use crate::error::ProtocolError;
+use crate::protocol::{Message, MessageType, RequestId};
+
+/// The parts of a message after its type byte, in wire order. Every message type is some
+/// selection of them, so one writer serves all 21.
+struct Layout<'a> {
+    id: Option<&'a RequestId>,
+    /// AcceptConf's version, read timeout and buffer size.
+    fixed: Option<[u8; 10]>,
+    /// A name or error code, written behind its length byte.
+    short: Option<(u8, &'a [u8])>,
+    /// One `00` byte that keeps a UTF-16 payload at an even offset.
+    padding: bool,
+    body: &'a [u8],
+}
+
+impl Layout<'_> {
+    fn len(&self) -> usize {
+        1 + self.id.map_or(0, |_| 8)
+            + self.fixed.map_or(0, |f| f.len())
+            + self.short.map_or(0, |(_, s)| 1 + s.len())
+            + usize::from(self.padding)
+            + self.body.len()
+    }
+}
+
+impl Message {
+    /// Encodes the message into one frame, allocating exactly once.
+    ///
+    /// Refuses, instead of producing bytes a peer would reject (PROTOCOL.md §2.5): a request
+    /// or signal with neither name nor payload, a UTF-16 payload of odd length, a UTF-16
+    /// signal with fewer than 2 payload bytes, an empty session key or session JSON, and a
+    /// read timeout over `u32::MAX` milliseconds. Names and error codes are valid by
+    /// construction ([`Name`](crate::protocol::Name),
+    /// [`ErrorCode`](crate::protocol::ErrorCode)). UTF-16 padding is written as §2.3 says.
+    ///
+    /// ```
+    /// use tokio_webwire::{Payload, ProtocolError, protocol::{Message, Name}};
+    ///
+    /// let frame = Message::signal(Name::from_static("abc"), Payload::utf16("hi")).encode().unwrap();
+    /// assert_eq!(&frame[..], b"\x41\x03abc\x00h\x00i\x00"); // padded after the odd name
+    ///
+    /// let empty = Message::signal(Name::empty(), Payload::empty());
+    /// assert!(matches!(empty.encode(), Err(ProtocolError::NoNameNoPayload { .. })));
+    /// ```
+    pub fn encode(&self) -> Result<Bytes, ProtocolError> {
+        let layout = self.layout()?;
+        let len = layout.len();
+        let mut buf = Vec::with_capacity(len);
+        buf.push(self.message_type() as u8);
+        if let Some(id) = layout.id {
+            buf.extend_from_slice(id.as_bytes());
+        }
+        if let Some(fixed) = &layout.fixed {
+            buf.extend_from_slice(fixed);
+        }
+        if let Some((short_len, short)) = layout.short {
+            buf.push(short_len);
+            buf.extend_from_slice(short);
+        }
+        if layout.padding {
+            buf.push(0);
+        }
+        buf.extend_from_slice(layout.body);
+        debug_assert_eq!(buf.len(), len);
+        // `len == capacity`, so this hands the allocation over without another one.
+        Ok(Bytes::from(buf))
+    }
+
+    fn layout(&self) -> Result<Layout<'_>, ProtocolError> {
+        let ty = self.message_type();
+        let utf16 = ty.encoding() == Some(crate::Encoding::Utf16);
+        let mut layout = Layout {
+            id: None,
+            fixed: None,
+            short: None,
+            padding: false,
+            body: &[],
+        };
+        match self {
+            Message::ReplyError { id, code, message } => {
+                layout.id = Some(id);
+                layout.short = Some(short(code.as_bytes(), "error code")?);
+                layout.body = message;
+            }
+            Message::ReplyShutdown { id }
+            | Message::ReplyInternalError { id }
+            | Message::ReplySessionNotFound { id }
+            | Message::ReplyMaxSessConnsReached { id }
+            | Message::ReplySessionsDisabled { id }
+            | Message::RequestCloseSession { id } => layout.id = Some(id),
+            Message::NotifySessionCreated { session } => {
+                non_empty(session, "session JSON")?;
+                layout.body = session;
+            }
+            Message::NotifySessionClosed | Message::Heartbeat => {}
+            Message::AcceptConf(conf) => {
+                let millis = conf.read_timeout.as_millis();
+                let timeout = u32::try_from(millis)
+                    .map_err(|_| ProtocolError::ReadTimeoutOverflow { millis })?;
+                let mut fixed = [0; 10];
+                fixed[0] = conf.version.major;
+                fixed[1] = conf.version.minor;
+                fixed[2..6].copy_from_slice(&timeout.to_le_bytes());
+                fixed[6..10].copy_from_slice(&conf.message_buffer_size.to_le_bytes());
+                layout.fixed = Some(fixed);
+                layout.body = &conf.sub_protocol;
+            }
+            Message::RequestRestoreSession { id, key } => {
+                non_empty(key, "session key")?;
+                layout.id = Some(id);
+                layout.body = key;
+            }
+            Message::SignalBinary { name, data }
+            | Message::SignalUtf8 { name, data }
+            | Message::SignalUtf16 { name, data } => {
+                if name.is_empty() && data.is_empty() {
+                    return Err(ProtocolError::NoNameNoPayload { message_type: ty });
+                }
+                if utf16 {
+                    whole_units(ty, data)?;
+                    // Every parser rejects a UTF-16 signal without a code unit (§2.5).
+                    if data.is_empty() {
+                        return Err(ProtocolError::Utf16SignalTooShort { len: data.len() });
+                    }
+                }
+                layout.short = Some(short(name.as_bytes(), "name")?);
+                layout.padding = utf16 && name.len() % 2 == 1;
+                layout.body = data;
+            }
+            Message::RequestBinary { id, name, data }
+            | Message::RequestUtf8 { id, name, data }
+            | Message::RequestUtf16 { id, name, data } => {
+                if name.is_empty() && data.is_empty() {
+                    return Err(ProtocolError::NoNameNoPayload { message_type: ty });
+                }
+                if utf16 {
+                    whole_units(ty, data)?;
+                }
+                layout.id = Some(id);
+                layout.short = Some(short(name.as_bytes(), "name")?);
+                // Padding follows an odd name even when no payload follows (§2.4, `81`).
+                layout.padding = utf16 && name.len() % 2 == 1;
+                layout.body = data;
+            }
+            Message::ReplyBinary { id, data }
+            | Message::ReplyUtf8 { id, data }
+            | Message::ReplyUtf16 { id, data } => {
+                if utf16 {
+                    whole_units(ty, data)?;
+                }
+                layout.id = Some(id);
+                // A UTF-16 reply always has its padding byte at offset 9.
+                layout.padding = utf16;
+                layout.body = data;
+            }
+        }
+        Ok(layout)
+    }
+}
+
+/// A name or error code with its length byte. Their types already limit them to 255 bytes;
+/// the conversion only keeps a broken invariant from truncating the length on the wire.
+fn short<'a>(bytes: &'a [u8], field: &'static str) -> Result<(u8, &'a [u8]), ProtocolError> {
+    let len = u8::try_from(bytes.len()).map_err(|_| ProtocolError::TooLong {
+        field,
+        len: bytes.len(),
+    })?;
+    Ok((len, bytes))
+}
+
+fn non_empty(bytes: &[u8], field: &'static str) -> Result<(), ProtocolError> {
+    if bytes.is_empty() {
+        return Err(ProtocolError::EmptyField { field });
+    }
+    Ok(())
+}
+
+fn whole_units(message_type: MessageType, data: &[u8]) -> Result<(), ProtocolError> {
+    if data.len() % 2 != 0 {
+        return Err(ProtocolError::OddUtf16Payload {
+            message_type,
+            len: data.len(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Sessions: the value both sides share, and its JSON wire form (PROTOCOL.md §4.1).
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`Session`], [`SessionInfo`] |
+//! | `json.rs` | the `{"k","c","l","i"}` wire form, written as Go writes it |
+
+mod json;
+
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+/// A session: created by the server, synchronised to the client, restorable by its key.
+///
+/// ```
+/// use tokio_webwire::{Session, SessionInfo};
+///
+/// let mut info = SessionInfo::new();
+/// info.insert("user", &"alice").unwrap();
+/// let session = Session::new("key-1", info);
+/// let json = session.to_json().unwrap();
+/// assert_eq!(Session::from_json(&json).unwrap(), session);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The key that identifies the session; clients treat it as opaque.
+    pub key: String,
+    /// When the session was created.
+    pub created: OffsetDateTime,
+    /// When the session was last looked up in its store (equal to `created` at first).
+    pub last_lookup: OffsetDateTime,
+    /// Application data attached to the session: a JSON object.
+    pub info: SessionInfo,
+}
+
+impl Session {
+    /// A session created now (UTC), with `last_lookup` equal to `created`.
+    #[must_use]
+    pub fn new(key: impl Into<String>, info: SessionInfo) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Session {
+            key: key.into(),
+            created: now,
+            last_lookup: now,
+            info,
+        }
+    }
+}
+
+/// The info object of a [`Session`]: string keys, arbitrary JSON values.
+///
+/// Keys are kept sorted, as Go writes them.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tokio_webwire::SessionInfo;
+///
+/// #[derive(Serialize, Deserialize, PartialEq, Debug)]
+/// struct User { uid: u64, user: String }
+///
+/// let info = SessionInfo::from_serializable(&User { uid: 42, user: "alice".into() }).unwrap();
+/// assert_eq!(info.get::<u64>("uid").unwrap(), Some(42));
+/// assert_eq!(info.get::<u64>("missing").unwrap(), None);
+/// assert_eq!(info.deserialize::<User>().unwrap(), User { uid: 42, user: "alice".into() });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionInfo(Map<String, Value>);
+
+impl SessionInfo {
+    /// An empty info object.
+    #[must_use]
+    pub fn new() -> Self {
+        SessionInfo(Map::new())
+    }
+
+    /// The info object `value` serialises to; anything but a JSON object is an error.
+    pub fn from_serializable<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        match serde_json::to_value(value)? {
+            Value::Object(map) => Ok(SessionInfo(map)),
+            other => Err(serde::ser::Error::custom(format_args!(
+                "session info must be a JSON object, not {other}"
+            ))),
+        }
+    }
+
+    /// The whole object deserialised into `T`.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&Value::Object(self.0.clone()))
+    }
+
+    /// The value under `key` deserialised into `T`; `Ok(None)` when the key is absent.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        self.0.get(key).map(T::deserialize).transpose()
+    }
+
+    /// The raw JSON value under `key`.
+    #[must_use]
+    pub fn get_value(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn insert<T: Serialize + ?Sized>(
+        &mut self,
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        self.0.insert(key.into(), serde_json::to_value(value)?);
+        Ok(())
+    }
+
+    /// Removes and returns the value under `key`.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        self.0.remove(key)
+    }
+
+    /// The number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the object has no entries (it is then left out of the wire form).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The underlying JSON object.
+    #[must_use]
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+impl From<Map<String, Value>> for SessionInfo {
+    fn from(map: Map<String, Value>) -> Self {
+        SessionInfo(map)
+    }
+}
+
+impl From<SessionInfo> for Map<String, Value> {
+    fn from(info: SessionInfo) -> Self {
+        info.0
+    }
+}
