@@ -29,3 +29,8 @@ pub mod session;
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
 pub use session::{Session, SessionInfo};
+
+/// The README's examples, compiled and run as doc tests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
