@@ -173,6 +173,9 @@ pub enum PayloadError {
         /// The payload length in bytes.
         len: usize,
     },
+    /// A UTF-16 payload was asked for as borrowed UTF-8 text; decode it with `to_text`.
+    #[error("a UTF-16 payload cannot be borrowed as UTF-8 text; decode it with to_text")]
+    Utf16NotBorrowable,
     /// A UTF-16 payload with a surrogate that has no partner.
     #[error("unpaired UTF-16 surrogate at code unit {index}")]
     UnpairedSurrogate {

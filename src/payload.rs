@@ -148,13 +148,20 @@ impl Payload {
 
     /// Borrows a binary or UTF-8 payload as `&str` without copying.
     ///
-    /// UTF-16 payloads cannot be borrowed as UTF-8; they report
-    /// [`PayloadError::InvalidUtf8`] only if their bytes happen not to be UTF-8, so use
-    /// [`Payload::to_text`] when the encoding may be UTF-16.
+    /// A UTF-16 payload cannot be borrowed as UTF-8 text and reports
+    /// [`PayloadError::Utf16NotBorrowable`] (its bytes may well be valid UTF-8, `"h\0i\0"`,
+    /// which is not the text); [`Payload::to_text`] decodes every encoding.
+    ///
+    /// ```
+    /// # use tokio_webwire::{Payload, PayloadError};
+    /// assert_eq!(Payload::utf8("hi").as_str(), Ok("hi"));
+    /// assert_eq!(Payload::utf16("hi").as_str(), Err(PayloadError::Utf16NotBorrowable));
+    /// ```
     pub fn as_str(&self) -> Result<&str, PayloadError> {
-        std::str::from_utf8(&self.data).map_err(|e| PayloadError::InvalidUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })
+        if self.encoding == Encoding::Utf16 {
+            return Err(PayloadError::Utf16NotBorrowable);
+        }
+        utf8(&self.data)
     }
 
     /// Decodes the payload into a `String`, losslessly.
@@ -164,10 +171,16 @@ impl Payload {
     /// a replacement character.
     pub fn to_text(&self) -> Result<String, PayloadError> {
         match self.encoding {
-            Encoding::Binary | Encoding::Utf8 => self.as_str().map(str::to_owned),
+            Encoding::Binary | Encoding::Utf8 => utf8(&self.data).map(str::to_owned),
             Encoding::Utf16 => decode_utf16_le(&self.data),
         }
     }
+}
+
+fn utf8(data: &[u8]) -> Result<&str, PayloadError> {
+    std::str::from_utf8(data).map_err(|e| PayloadError::InvalidUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })
 }
 
 /// Decodes little-endian UTF-16, refusing odd lengths and unpaired surrogates.

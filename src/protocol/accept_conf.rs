@@ -67,7 +67,7 @@ impl AcceptConf {
 
     /// The sub-protocol name, if the server announced one.
     #[must_use]
-    pub fn sub_protocol(&self) -> Option<&[u8]> {
+    pub fn sub_protocol_name(&self) -> Option<&[u8]> {
         (!self.sub_protocol.is_empty()).then_some(&self.sub_protocol[..])
     }
 }

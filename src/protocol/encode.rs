@@ -71,6 +71,20 @@ impl Message {
         Ok(Bytes::from(buf))
     }
 
+    /// The length of the frame [`Message::encode`] would produce, or why it would refuse.
+    ///
+    /// Lets a sender check a size limit before it allocates.
+    ///
+    /// ```
+    /// use tokio_webwire::{Payload, protocol::{Message, RequestId}};
+    ///
+    /// let reply = Message::reply(RequestId::from(1), Payload::utf16("hi"));
+    /// assert_eq!(reply.encoded_len(), Ok(14)); // type, id, padding, 4 payload bytes
+    /// ```
+    pub fn encoded_len(&self) -> Result<usize, ProtocolError> {
+        self.layout().map(|layout| layout.len())
+    }
+
     fn layout(&self) -> Result<Layout<'_>, ProtocolError> {
         let ty = self.message_type();
         let utf16 = ty.encoding() == Some(crate::Encoding::Utf16);

@@ -92,6 +92,25 @@ fn check_printable(
     }
 }
 
+/// A literal name or error code as `Bytes`, panicking (at compile time in a `const`) unless
+/// it is at most 255 bytes of printable ASCII.
+const fn static_field(text: &'static str) -> Bytes {
+    let bytes = text.as_bytes();
+    assert!(
+        bytes.len() <= MAX_NAME_LEN,
+        "a WebWire name or error code is at most 255 bytes"
+    );
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(
+            bytes[i] >= 0x20 && bytes[i] <= 0x7e,
+            "a WebWire name or error code is printable ASCII (0x20..=0x7E)"
+        );
+        i += 1;
+    }
+    Bytes::from_static(bytes)
+}
+
 /// The name ("namespace") of a request or signal: 0 to 255 bytes of printable ASCII.
 ///
 /// An empty name means "no name". A parsed name is a slice of the frame it came from.
@@ -117,6 +136,9 @@ impl Name {
     }
 
     /// A name from text or bytes, checked: at most 255 bytes, each in 0x20..=0x7E.
+    ///
+    /// Takes what converts into [`Bytes`] without a copy (`String`, `Vec<u8>`,
+    /// `&'static str`); for a borrowed `&str` use `Name::try_from(s)`, which copies.
     pub fn new(name: impl Into<Bytes>) -> Result<Self, ProtocolError> {
         Self::checked(name.into(), None)
     }
@@ -128,20 +150,7 @@ impl Name {
     /// error, never caused by a peer.
     #[must_use]
     pub const fn from_static(name: &'static str) -> Self {
-        let bytes = name.as_bytes();
-        assert!(
-            bytes.len() <= MAX_NAME_LEN,
-            "a WebWire name is at most 255 bytes"
-        );
-        let mut i = 0;
-        while i < bytes.len() {
-            assert!(
-                bytes[i] >= 0x20 && bytes[i] <= 0x7e,
-                "a WebWire name is printable ASCII (0x20..=0x7E)"
-            );
-            i += 1;
-        }
-        Name(Bytes::from_static(bytes))
+        Name(static_field(name))
     }
 
     pub(crate) fn checked(
@@ -237,8 +246,21 @@ pub struct ErrorCode(Bytes);
 
 impl ErrorCode {
     /// An error code from text or bytes, checked: 1..=255 bytes, each in 0x20..=0x7E.
+    ///
+    /// Takes what converts into [`Bytes`] without a copy; for a borrowed `&str` use
+    /// `ErrorCode::try_from(s)`, which copies.
     pub fn new(code: impl Into<Bytes>) -> Result<Self, ProtocolError> {
         Self::checked(code.into(), None)
+    }
+
+    /// An error code from a string literal, checked at compile time when used in a `const`.
+    ///
+    /// # Panics
+    /// If `code` is empty, longer than 255 bytes or has a byte outside 0x20..=0x7E.
+    #[must_use]
+    pub const fn from_static(code: &'static str) -> Self {
+        assert!(!code.is_empty(), "a WebWire error code is not empty");
+        ErrorCode(static_field(code))
     }
 
     pub(crate) fn checked(
@@ -277,6 +299,18 @@ impl fmt::Debug for ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
     }
 }
 

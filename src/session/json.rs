@@ -22,8 +22,8 @@ struct WireOut<'a> {
     c: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     l: OffsetDateTime,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    i: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "SortedMap::is_empty")]
+    i: SortedMap<'a>,
 }
 
 #[derive(Deserialize)]
@@ -31,16 +31,51 @@ struct WireIn {
     k: String,
     #[serde(with = "time::serde::rfc3339")]
     c: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    l: OffsetDateTime,
+    /// Both reference clients ignore `l`, and Go reads a missing one as the zero time; we
+    /// read it as `c`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    l: Option<OffsetDateTime>,
     #[serde(default)]
     i: Option<Map<String, Value>>,
+}
+
+/// An object written with its keys sorted at every level, as Go writes maps. serde_json's
+/// `Map` sorts only while its `preserve_order` feature is off, and any crate in a build can
+/// switch that on.
+struct SortedMap<'a>(&'a Map<String, Value>);
+
+impl SortedMap<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<_> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        serializer.collect_map(entries.into_iter().map(|(k, v)| (k, Sorted(v))))
+    }
+}
+
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => SortedMap(map).serialize(serializer),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(Sorted)),
+            scalar => scalar.serialize(serializer),
+        }
+    }
 }
 
 impl Session {
     /// The session's JSON wire form, as NotifySessionCreated and a restore reply carry it.
     ///
-    /// Fails only for timestamps RFC 3339 cannot express (years outside 0..=9999).
+    /// Fails only for timestamps RFC 3339 cannot express: years outside 0..=9999, and UTC
+    /// offsets with a seconds part (historical local mean times; Go would drop the seconds
+    /// and so write a different instant).
     ///
     /// ```
     /// use tokio_webwire::{Session, SessionInfo};
@@ -62,7 +97,7 @@ impl Session {
             k: &self.key,
             c: self.created,
             l: self.last_lookup,
-            i: self.info.as_map(),
+            i: SortedMap(self.info.as_map()),
         };
         let mut out = Vec::with_capacity(128);
         let mut serializer = serde_json::Serializer::with_formatter(&mut out, GoEscapes);
@@ -85,7 +120,7 @@ impl Session {
         Ok(Session {
             key: wire.k,
             created: wire.c,
-            last_lookup: wire.l,
+            last_lookup: wire.l.unwrap_or(wire.c),
             info: SessionInfo::from(wire.i.unwrap_or_default()),
         })
     }
@@ -139,7 +174,38 @@ mod tests {
             std::str::from_utf8(&json).unwrap(),
             r#"{"k":"k\u0026","c":"2019-01-04T21:19:06.1+01:00","l":"2019-01-04T21:19:06.000000001-05:30","i":{"a":1,"z":"a\u003cb\u003e\u0026c\u2028\u2029"}}"#
         );
-        assert_eq!(Session::from_json(&json).unwrap(), session);
+        let back = Session::from_json(&json).unwrap();
+        assert_eq!(back, session);
+        // `OffsetDateTime` equality ignores the offset; the wire form must keep it.
+        assert_eq!(back.created.offset(), session.created.offset());
+        assert_eq!(back.last_lookup.offset(), session.last_lookup.offset());
+    }
+
+    #[test]
+    fn nested_objects_are_written_sorted() {
+        let info: Map<String, Value> =
+            serde_json::from_str(r#"{"b":[{"y":1,"x":2}],"a":{"d":1,"c":{"f":0,"e":0}}}"#).unwrap();
+        let session = Session {
+            key: "k".into(),
+            created: datetime!(2019-01-04 21:19:06 UTC),
+            last_lookup: datetime!(2019-01-04 21:19:06 UTC),
+            info: SessionInfo::from(info),
+        };
+        let json = session.to_json().unwrap();
+        assert!(
+            std::str::from_utf8(&json)
+                .unwrap()
+                .ends_with(r#""i":{"a":{"c":{"e":0,"f":0},"d":1},"b":[{"x":2,"y":1}]}}"#),
+            "{json:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_last_lookup_reads_as_the_creation_time() {
+        let s = Session::from_json(br#"{"k":"x","c":"2019-01-04T21:19:06+01:00"}"#).unwrap();
+        assert_eq!(s.last_lookup, s.created);
+        let s = Session::from_json(br#"{"k":"x","c":"2019-01-04T21:19:06Z","l":null}"#).unwrap();
+        assert_eq!(s.last_lookup, s.created);
     }
 
     #[test]
@@ -158,7 +224,7 @@ mod tests {
             "",
             "[]",
             r#"{"k":"x","c":"yesterday","l":"2019-01-04T21:19:06Z"}"#,
-            r#"{"k":"x","c":"2019-01-04T21:19:06Z"}"#,
+            r#"{"k":"x","l":"2019-01-04T21:19:06Z"}"#,
             r#"{"k":1,"c":"2019-01-04T21:19:06Z","l":"2019-01-04T21:19:06Z"}"#,
             r#"{"k":"x","c":"2019-01-04T21:19:06Z","l":"2019-01-04T21:19:06Z","i":[1]}"#,
         ] {

@@ -50,7 +50,7 @@ impl Session {
 
 /// The info object of a [`Session`]: string keys, arbitrary JSON values.
 ///
-/// Keys are kept sorted, as Go writes them.
+/// Written with its keys sorted at every level, as Go writes them.
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ impl SessionInfo {
 
     /// The whole object deserialised into `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&Value::Object(self.0.clone()))
+        T::deserialize(&self.0)
     }
 
     /// The value under `key` deserialised into `T`; `Ok(None)` when the key is absent.
