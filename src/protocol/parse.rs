@@ -16,10 +16,11 @@ impl Message {
     /// Names, payloads, keys and texts in the result are slices of `frame`: parsing copies
     /// nothing, and allocates nothing once the frame's buffer is shared (as frames from the
     /// WebSocket layer are; the first slice of a `Bytes` made from a `Vec` allocates its
-    /// small shared header once). Every length
-    /// rule of the reference parser is enforced, and names and error codes must be printable
-    /// ASCII (0x20..=0x7E), which the reference parser does not check. Payload text is not
-    /// validated here; see [`Payload::to_text`].
+    /// small shared header once).
+    ///
+    /// Every length rule of the reference parser is enforced (PROTOCOL.md §2.4), and names
+    /// and error codes must be printable ASCII (0x20..=0x7E), which the reference parser
+    /// does not check. Payload text is not validated here; see [`Payload::to_text`].
     ///
     /// Never panics, whatever the bytes.
     ///
