@@ -92,6 +92,72 @@ fn check_printable(
     }
 }
 
+/// What [`Name`] and [`ErrorCode`] share: both wrap printable ASCII checked on construction.
+macro_rules! printable_text {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("The ", $what, " as text.")]
+            #[must_use]
+            pub fn as_str(&self) -> &str {
+                // Construction admits only printable ASCII, which is always valid UTF-8.
+                std::str::from_utf8(&self.0).unwrap_or_default()
+            }
+
+            #[doc = concat!("The ", $what, "'s bytes.")]
+            #[must_use]
+            pub fn as_bytes(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.as_str(), f)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<str> for $ty {
+            fn eq(&self, other: &str) -> bool {
+                self.as_bytes() == other.as_bytes()
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_bytes() == other.as_bytes()
+            }
+        }
+
+        impl TryFrom<&str> for $ty {
+            type Error = ProtocolError;
+            /// Copies the text.
+            fn try_from(text: &str) -> Result<Self, ProtocolError> {
+                $ty::new(Bytes::copy_from_slice(text.as_bytes()))
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = ProtocolError;
+            fn try_from(text: String) -> Result<Self, ProtocolError> {
+                $ty::new(text)
+            }
+        }
+
+        impl TryFrom<Bytes> for $ty {
+            type Error = ProtocolError;
+            fn try_from(bytes: Bytes) -> Result<Self, ProtocolError> {
+                $ty::new(bytes)
+            }
+        }
+    };
+}
+
 /// A literal name or error code as `Bytes`, panicking (at compile time in a `const`) unless
 /// it is at most 255 bytes of printable ASCII.
 const fn static_field(text: &'static str) -> Bytes {
@@ -161,19 +227,6 @@ impl Name {
         Ok(Name(bytes))
     }
 
-    /// The name as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        // Construction admits only printable ASCII, which is always valid UTF-8.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The name's bytes.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
     /// The length in bytes (0..=255).
     #[must_use]
     pub fn len(&self) -> usize {
@@ -187,50 +240,7 @@ impl Name {
     }
 }
 
-impl fmt::Debug for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Name {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl TryFrom<&str> for Name {
-    type Error = ProtocolError;
-    fn try_from(name: &str) -> Result<Self, ProtocolError> {
-        Name::new(Bytes::copy_from_slice(name.as_bytes()))
-    }
-}
-
-impl TryFrom<String> for Name {
-    type Error = ProtocolError;
-    fn try_from(name: String) -> Result<Self, ProtocolError> {
-        Name::new(name)
-    }
-}
-
-impl TryFrom<Bytes> for Name {
-    type Error = ProtocolError;
-    fn try_from(name: Bytes) -> Result<Self, ProtocolError> {
-        Name::new(name)
-    }
-}
+printable_text!(Name, "name");
 
 /// The code of an error reply: 1 to 255 bytes of printable ASCII.
 ///
@@ -275,58 +285,9 @@ impl ErrorCode {
         check_printable(&bytes, "error code", message_type)?;
         Ok(ErrorCode(bytes))
     }
-
-    /// The code as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        // Construction admits only printable ASCII, which is always valid UTF-8.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The code's bytes.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
 }
 
-impl fmt::Debug for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for ErrorCode {
-    fn eq(&self, other: &str) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for ErrorCode {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl TryFrom<&str> for ErrorCode {
-    type Error = ProtocolError;
-    fn try_from(code: &str) -> Result<Self, ProtocolError> {
-        ErrorCode::new(Bytes::copy_from_slice(code.as_bytes()))
-    }
-}
-
-impl TryFrom<String> for ErrorCode {
-    type Error = ProtocolError;
-    fn try_from(code: String) -> Result<Self, ProtocolError> {
-        ErrorCode::new(code)
-    }
-}
+printable_text!(ErrorCode, "error code");
 
 #[cfg(test)]
 mod tests {
