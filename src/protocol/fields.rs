@@ -20,7 +20,7 @@ use crate::protocol::MessageType;
 /// assert_eq!(id.to_u64(), 1);
 /// assert_eq!(id.to_string(), "0100000000000000");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RequestId([u8; 8]);
 
 impl RequestId {
@@ -53,6 +53,12 @@ impl From<u64> for RequestId {
 impl From<[u8; 8]> for RequestId {
     fn from(bytes: [u8; 8]) -> Self {
         RequestId(bytes)
+    }
+}
+
+impl fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RequestId({self})")
     }
 }
 
