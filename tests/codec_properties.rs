@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tokio_webwire::protocol::{
     AcceptConf, ErrorCode, Message, MessageType, Name, ProtocolVersion, RequestId,
 };
-use tokio_webwire::{Encoding, Payload};
+use tokio_webwire::{Encoding, Payload, Session, SessionInfo};
 
 /// Payload sizes: mostly small, sometimes up to 64 KiB.
 fn data(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -112,6 +112,40 @@ fn message() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// Any instant RFC 3339 can write, at any whole-minute UTC offset.
+fn timestamp() -> impl Strategy<Value = time::OffsetDateTime> {
+    (
+        0i64..253_402_300_799,
+        0u32..1_000_000_000,
+        -(23 * 60 + 59)..=(23 * 60 + 59i32),
+    )
+        .prop_filter_map("out of range", |(secs, nanos, offset_minutes)| {
+            let offset = time::UtcOffset::from_whole_seconds(offset_minutes * 60).ok()?;
+            let at = time::OffsetDateTime::from_unix_timestamp(secs).ok()?;
+            let at = at
+                .replace_nanosecond(nanos)
+                .ok()?
+                .checked_to_offset(offset)?;
+            (0..=9999).contains(&at.year()).then_some(at)
+        })
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        ".{0,20}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(".{0,8}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
@@ -141,5 +175,27 @@ proptest! {
             let again = msg.encode().map_err(|e| TestCaseError::fail(format!("{msg:?}: {e}")))?;
             prop_assert_eq!(Message::parse(again), Ok(msg));
         }
+    }
+
+    /// The session JSON reads back to the same session, offsets included.
+    #[test]
+    fn session_json_round_trips(
+        key in ".{1,80}",
+        created in timestamp(),
+        last_lookup in timestamp(),
+        info in prop::collection::btree_map(".{0,12}", json_value(), 0..6),
+    ) {
+        let session = Session {
+            key,
+            created,
+            last_lookup,
+            info: SessionInfo::from(info.into_iter().collect::<serde_json::Map<_, _>>()),
+        };
+        let json = session.to_json().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let back = Session::from_json(&json).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        prop_assert_eq!(back.created.offset(), created.offset());
+        prop_assert_eq!(back.last_lookup.offset(), last_lookup.offset());
+        prop_assert_eq!(back.to_json(), Ok(json));
+        prop_assert_eq!(back, session);
     }
 }
