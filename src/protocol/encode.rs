@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use crate::error::ProtocolError;
-use crate::protocol::{Message, MessageType, RequestId};
+use crate::payload::Encoding;
+use crate::protocol::{Message, MessageType, Name, RequestId};
 
 /// The parts of a message after its type byte, in wire order. Every message type is some
 /// selection of them, so one writer serves all 21.
@@ -18,7 +19,26 @@ struct Layout<'a> {
     body: &'a [u8],
 }
 
-impl Layout<'_> {
+impl<'a> Layout<'a> {
+    /// The name and payload of a signal or request: at least one of them, whole UTF-16 code
+    /// units, and the padding byte after an odd name in a UTF-16 message (written even when
+    /// no payload follows, §2.4 `81`).
+    fn named(
+        &mut self,
+        ty: MessageType,
+        name: &'a Name,
+        data: &'a [u8],
+    ) -> Result<(), ProtocolError> {
+        if name.is_empty() && data.is_empty() {
+            return Err(ProtocolError::NoNameNoPayload { message_type: ty });
+        }
+        whole_units(ty, data)?;
+        self.short = Some(short(name.as_bytes(), "name")?);
+        self.padding = ty.encoding() == Some(Encoding::Utf16) && name.len() % 2 == 1;
+        self.body = data;
+        Ok(())
+    }
+
     fn len(&self) -> usize {
         1 + self.id.map_or(0, |_| 8)
             + self.fixed.map_or(0, |f| f.len())
@@ -87,7 +107,7 @@ impl Message {
 
     fn layout(&self) -> Result<Layout<'_>, ProtocolError> {
         let ty = self.message_type();
-        let utf16 = ty.encoding() == Some(crate::Encoding::Utf16);
+        let utf16 = ty.encoding() == Some(Encoding::Utf16);
         let mut layout = Layout {
             id: None,
             fixed: None,
@@ -132,41 +152,22 @@ impl Message {
             Message::SignalBinary { name, data }
             | Message::SignalUtf8 { name, data }
             | Message::SignalUtf16 { name, data } => {
-                if name.is_empty() && data.is_empty() {
-                    return Err(ProtocolError::NoNameNoPayload { message_type: ty });
+                // Every parser rejects a UTF-16 signal without a code unit (§2.5).
+                if utf16 && data.is_empty() && !name.is_empty() {
+                    return Err(ProtocolError::Utf16SignalTooShort { len: 0 });
                 }
-                if utf16 {
-                    whole_units(ty, data)?;
-                    // Every parser rejects a UTF-16 signal without a code unit (§2.5).
-                    if data.is_empty() {
-                        return Err(ProtocolError::Utf16SignalTooShort { len: data.len() });
-                    }
-                }
-                layout.short = Some(short(name.as_bytes(), "name")?);
-                layout.padding = utf16 && name.len() % 2 == 1;
-                layout.body = data;
+                layout.named(ty, name, data)?;
             }
             Message::RequestBinary { id, name, data }
             | Message::RequestUtf8 { id, name, data }
             | Message::RequestUtf16 { id, name, data } => {
-                if name.is_empty() && data.is_empty() {
-                    return Err(ProtocolError::NoNameNoPayload { message_type: ty });
-                }
-                if utf16 {
-                    whole_units(ty, data)?;
-                }
                 layout.id = Some(id);
-                layout.short = Some(short(name.as_bytes(), "name")?);
-                // Padding follows an odd name even when no payload follows (§2.4, `81`).
-                layout.padding = utf16 && name.len() % 2 == 1;
-                layout.body = data;
+                layout.named(ty, name, data)?;
             }
             Message::ReplyBinary { id, data }
             | Message::ReplyUtf8 { id, data }
             | Message::ReplyUtf16 { id, data } => {
-                if utf16 {
-                    whole_units(ty, data)?;
-                }
+                whole_units(ty, data)?;
                 layout.id = Some(id);
                 // A UTF-16 reply always has its padding byte at offset 9.
                 layout.padding = utf16;
@@ -194,8 +195,9 @@ fn non_empty(bytes: &[u8], field: &'static str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// A UTF-16 payload must be whole code units; other encodings pass.
 fn whole_units(message_type: MessageType, data: &[u8]) -> Result<(), ProtocolError> {
-    if data.len() % 2 != 0 {
+    if message_type.encoding() == Some(Encoding::Utf16) && data.len() % 2 != 0 {
         return Err(ProtocolError::OddUtf16Payload {
             message_type,
             len: data.len(),
