@@ -25,6 +25,7 @@ mod error;
 mod payload;
 pub mod protocol;
 pub mod session;
+mod transport;
 
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
