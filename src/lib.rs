@@ -24,12 +24,18 @@
 mod error;
 mod payload;
 pub mod protocol;
+pub mod server;
 pub mod session;
 mod transport;
 
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
 pub use session::{Session, SessionInfo};
+
+/// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).
+pub use tokio_tungstenite;
+/// HTTP types of the upgrade request ([`server::Handler::before_upgrade`]).
+pub use tokio_tungstenite::tungstenite::http;
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,272 @@
+//! [`ServerBuilder`]: every option of a server, its default and its limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::protocol::{AcceptConf, Message};
+use crate::server::{Handler, Server, Shared};
+
+/// Why a server configuration was refused by [`ServerBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The read timeout must be at least one second (clients send heartbeats at 75 % of
+    /// it) and at most `u32::MAX` milliseconds (it travels as a `u32` in the handshake).
+    #[error("read timeout {0:?} is outside 1 s ..= u32::MAX ms")]
+    ReadTimeout(Duration),
+    /// The message size limit must be at least 32 bytes and fit in a `u32`.
+    #[error("message size limit {0} is outside 32 ..= u32::MAX bytes")]
+    MaxMessageSize(usize),
+    /// The sub-protocol name is longer than the message size limit allows.
+    #[error("the sub-protocol name ({0} bytes) does not fit in the handshake message")]
+    SubProtocol(usize),
+    /// A limit is 0, or too large to be counted (over `u32::MAX`).
+    #[error("{0} must be in 1 ..= u32::MAX")]
+    Limit(&'static str),
+    /// A timeout that must be positive is zero.
+    #[error("{0} must be longer than zero")]
+    ZeroTimeout(&'static str),
+}
+
+/// The options of a server, read by its connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_concurrent_requests: usize,
+    pub(crate) outbound_queue_len: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_upgrade_request_size: usize,
+    pub(crate) shutdown_timeout: Duration,
+    /// The handshake every connection starts with, encoded once.
+    pub(crate) accept_conf: Bytes,
+}
+
+/// Builds a [`Server`]: `Server::builder(handler)`, options, [`build`](Self::build).
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | [`read_timeout`](Self::read_timeout) | 60 s | close a connection that sent nothing (not even a heartbeat or ping) for this long |
+/// | [`max_message_size`](Self::max_message_size) | 8192 B | largest message accepted; larger ones close the connection (1009) |
+/// | [`sub_protocol`](Self::sub_protocol) | none | application protocol name sent in the handshake |
+/// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 64 | requests and signals of one connection handled at once; reading pauses beyond |
+/// | [`outbound_queue_len`](Self::outbound_queue_len) | 64 | messages waiting to be written to one connection; senders wait beyond |
+/// | [`write_timeout`](Self::write_timeout) | 10 s | drop a connection whose peer accepts no data for this long |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
+/// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio_webwire::server::Server;
+///
+/// let server = Server::builder(())
+///     .read_timeout(Duration::from_secs(30))
+///     .max_message_size(64 * 1024)
+///     .sub_protocol("chat")
+///     .build()
+///     .unwrap();
+/// # drop(server);
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ServerBuilder<H> {
+    handler: H,
+    read_timeout: Duration,
+    max_message_size: usize,
+    sub_protocol: Bytes,
+    max_concurrent_requests: usize,
+    outbound_queue_len: usize,
+    write_timeout: Duration,
+    handshake_timeout: Duration,
+    max_upgrade_request_size: usize,
+    shutdown_timeout: Duration,
+}
+
+impl<H: Handler> ServerBuilder<H> {
+    pub(crate) fn new(handler: H) -> Self {
+        ServerBuilder {
+            handler,
+            read_timeout: Duration::from_secs(60),
+            max_message_size: 8192,
+            sub_protocol: Bytes::new(),
+            max_concurrent_requests: 64,
+            outbound_queue_len: 64,
+            write_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_upgrade_request_size: 8 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// How long a connection may stay silent before the server closes it (default 60 s,
+    /// at least 1 s). Sent to clients in the handshake; they send heartbeats at 75 % of it.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// The largest message, in bytes, the server accepts (default 8192, at least 32): a
+    /// larger one closes the connection with code 1009. Sent to clients in the handshake
+    /// (the protocol's "message buffer size"); the Go client expects 8192 unless configured
+    /// otherwise. Server signals larger than this are refused before they are sent.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The application protocol name sent in the handshake (default: none). Clients that
+    /// expect a name refuse a server that sends another.
+    pub fn sub_protocol(mut self, name: impl Into<Bytes>) -> Self {
+        self.sub_protocol = name.into();
+        self
+    }
+
+    /// How many requests and signals of one connection are handled at once (default 64).
+    /// When all are busy the server stops reading that connection until one finishes;
+    /// 1 handles them one by one, in order.
+    pub fn max_concurrent_requests(mut self, limit: usize) -> Self {
+        self.max_concurrent_requests = limit;
+        self
+    }
+
+    /// How many messages may wait to be written to one connection (default 64). When the
+    /// queue is full, whoever sends (a reply, [`Connection::signal`](crate::server::Connection::signal))
+    /// waits; memory per connection stays bounded by this times the message size.
+    pub fn outbound_queue_len(mut self, len: usize) -> Self {
+        self.outbound_queue_len = len;
+        self
+    }
+
+    /// How long a write may wait for a peer that does not read (default 10 s); then the
+    /// connection is dropped.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// How long a new socket has to send its HTTP upgrade request (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest HTTP upgrade request, head and headers, in bytes (default 8 KiB).
+    pub fn max_upgrade_request_size(mut self, bytes: usize) -> Self {
+        self.max_upgrade_request_size = bytes;
+        self
+    }
+
+    /// How long [`Server::shutdown`] waits for running handlers before it stops them
+    /// (default 30 s). Requests whose handler was stopped are answered with the shutdown
+    /// reply.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Checks the options and builds the server.
+    pub fn build(self) -> Result<Server<H>, ConfigError> {
+        let read_timeout_ms = self.read_timeout.as_millis();
+        if self.read_timeout < Duration::from_secs(1) || read_timeout_ms > u128::from(u32::MAX) {
+            return Err(ConfigError::ReadTimeout(self.read_timeout));
+        }
+        let buffer_size = u32::try_from(self.max_message_size)
+            .ok()
+            .filter(|&size| size >= 32)
+            .ok_or(ConfigError::MaxMessageSize(self.max_message_size))?;
+        for (name, value) in [
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("outbound_queue_len", self.outbound_queue_len),
+            ("max_upgrade_request_size", self.max_upgrade_request_size),
+        ] {
+            if value == 0 || u32::try_from(value).is_err() {
+                return Err(ConfigError::Limit(name));
+            }
+        }
+        for (name, value) in [
+            ("write_timeout", self.write_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroTimeout(name));
+            }
+        }
+        let sub_protocol_len = self.sub_protocol.len();
+        let conf = AcceptConf {
+            sub_protocol: self.sub_protocol,
+            ..AcceptConf::new(self.read_timeout, buffer_size)
+        };
+        let accept_conf = Message::AcceptConf(conf)
+            .encode()
+            .map_err(|_| ConfigError::ReadTimeout(self.read_timeout))?;
+        if accept_conf.len() > self.max_message_size {
+            return Err(ConfigError::SubProtocol(sub_protocol_len));
+        }
+        let config = Config {
+            read_timeout: self.read_timeout,
+            max_message_size: self.max_message_size,
+            max_concurrent_requests: self.max_concurrent_requests,
+            outbound_queue_len: self.outbound_queue_len,
+            write_timeout: self.write_timeout,
+            handshake_timeout: self.handshake_timeout,
+            max_upgrade_request_size: self.max_upgrade_request_size,
+            shutdown_timeout: self.shutdown_timeout,
+            accept_conf,
+        };
+        Ok(Server {
+            shared: Arc::new(Shared::new(self.handler, config)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_encode_the_reference_handshake() {
+        let server = Server::builder(()).build().unwrap();
+        assert_eq!(
+            &server.shared.config.accept_conf[..],
+            b"\x17\x02\x00\x60\xea\x00\x00\x00\x20\x00\x00"
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let b = || Server::builder(());
+        assert_eq!(
+            b().read_timeout(Duration::from_millis(999)).build().err(),
+            Some(ConfigError::ReadTimeout(Duration::from_millis(999)))
+        );
+        assert!(
+            b().read_timeout(Duration::from_secs(5_000_000))
+                .build()
+                .is_err()
+        );
+        assert_eq!(
+            b().max_message_size(31).build().err(),
+            Some(ConfigError::MaxMessageSize(31))
+        );
+        assert!(b().max_message_size(32).build().is_ok());
+        assert_eq!(
+            b().max_concurrent_requests(0).build().err(),
+            Some(ConfigError::Limit("max_concurrent_requests"))
+        );
+        assert_eq!(
+            b().write_timeout(Duration::ZERO).build().err(),
+            Some(ConfigError::ZeroTimeout("write_timeout"))
+        );
+        assert_eq!(
+            b().max_message_size(32)
+                .sub_protocol("x".repeat(30))
+                .build()
+                .err(),
+            Some(ConfigError::SubProtocol(30))
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! [`Connection`]: the handle to one client connection that every hook receives.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProtocolError;
+use crate::payload::Payload;
+use crate::protocol::{Message, Name};
+use crate::server::CloseReason;
+
+/// Why [`Connection::signal`] could not send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed (or closing): nothing more can be sent on it.
+    #[error("the connection is closed")]
+    Closed,
+    /// The outbound queue is full ([`Connection::try_signal`] only).
+    #[error("the connection's outbound queue is full")]
+    QueueFull,
+    /// The encoded message would exceed the server's message size limit, which clients
+    /// also use as theirs.
+    #[error("the message is {len} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The server's `max_message_size`.
+        limit: usize,
+    },
+    /// The name or payload cannot be sent (an invalid name, an odd-length UTF-16 payload, a
+    /// signal with neither name nor payload, ...).
+    #[error(transparent)]
+    Invalid(#[from] ProtocolError),
+}
+
+impl From<std::convert::Infallible> for SendError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// What the writer task of a connection is asked to do.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Write one encoded WebWire message.
+    Frame(Bytes),
+    /// Write what is queued, then this close frame (if any), then stop.
+    Close(Option<CloseFrame>),
+}
+
+/// One client connection, as the server's hooks see it.
+///
+/// Cheap to clone (a reference count) and usable from any task, also after the hook that
+/// received it has returned: store it to push signals later (pub-sub). Once the connection
+/// is closed every send fails with [`SendError::Closed`].
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    remote_addr: Option<SocketAddr>,
+    user_agent: Option<Box<str>>,
+    connected_at: SystemTime,
+    max_message_size: usize,
+    outbound: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection should stop reading: [`Connection::close`], a failed
+    /// write, or (through its parent) the end of a server shutdown.
+    closing: CancellationToken,
+    /// Why `closing` was cancelled, when the connection itself cancelled it; `None` with a
+    /// cancelled token means the server shut down.
+    close_reason: Mutex<Option<CloseReason>>,
+}
+
+/// What the server knows about a connection before it starts: the parts of
+/// [`Connection`] that come from the accepted socket and the upgrade request.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Peer {
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) user_agent: Option<Box<str>>,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: u64,
+        peer: Peer,
+        max_message_size: usize,
+        outbound: mpsc::Sender<Outbound>,
+        closing: CancellationToken,
+    ) -> Self {
+        Connection {
+            inner: Arc::new(Inner {
+                id,
+                remote_addr: peer.remote_addr,
+                user_agent: peer.user_agent,
+                connected_at: SystemTime::now(),
+                max_message_size,
+                outbound,
+                closing,
+                close_reason: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A number that identifies this connection among the server's connections, as in its
+    /// log lines.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The client's address, when the transport has one.
+    #[must_use]
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.inner.remote_addr
+    }
+
+    /// The `User-Agent` header of the upgrade request, when there was one.
+    #[must_use]
+    pub fn user_agent(&self) -> Option<&str> {
+        self.inner.user_agent.as_deref()
+    }
+
+    /// When the connection was established.
+    #[must_use]
+    pub fn connected_at(&self) -> SystemTime {
+        self.inner.connected_at
+    }
+
+    /// Whether the connection is closed or closing: sends will fail.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.inner.closing.is_cancelled() || self.inner.outbound.is_closed()
+    }
+
+    /// Sends a signal to the client, waiting while the outbound queue is full.
+    ///
+    /// `name` is a [`Name`] or anything that converts into one (`&str`, `String`, ...);
+    /// `payload` anything that converts into a [`Payload`]. The signal is checked before
+    /// it is queued: a signal the client would reject, or one over the message size limit,
+    /// is refused with an error and nothing is sent.
+    ///
+    /// Cancel safety: dropping the future before it completes sends nothing.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::SendError> {
+    /// use tokio_webwire::Payload;
+    /// conn.signal("news", Payload::utf8("tokio-webwire released")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal<N>(&self, name: N, payload: impl Into<Payload>) -> Result<(), SendError>
+    where
+        N: TryInto<Name, Error: Into<SendError>>,
+    {
+        let frame = self.signal_frame(name, payload.into())?;
+        self.send(frame).await
+    }
+
+    /// Like [`signal`](Self::signal), but fails at once with [`SendError::QueueFull`]
+    /// instead of waiting for room in the outbound queue: for broadcasting to many
+    /// connections, where one slow client must not hold up the others.
+    pub fn try_signal<N>(&self, name: N, payload: impl Into<Payload>) -> Result<(), SendError>
+    where
+        N: TryInto<Name, Error: Into<SendError>>,
+    {
+        let frame = self.signal_frame(name, payload.into())?;
+        self.inner
+            .outbound
+            .try_send(Outbound::Frame(frame))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
+    }
+
+    fn signal_frame<N>(&self, name: N, payload: Payload) -> Result<Bytes, SendError>
+    where
+        N: TryInto<Name, Error: Into<SendError>>,
+    {
+        let name = name.try_into().map_err(Into::into)?;
+        let message = Message::signal(name, payload);
+        let len = message.encoded_len()?;
+        if len > self.inner.max_message_size {
+            return Err(SendError::TooLarge {
+                len,
+                limit: self.inner.max_message_size,
+            });
+        }
+        Ok(message.encode()?)
+    }
+
+    /// Closes the connection: it reads no more messages, lets the handlers that are
+    /// running finish and send their replies, then closes the socket with code 1000.
+    /// Returns at once; [`Handler::disconnected`](crate::server::Handler::disconnected)
+    /// runs when the connection is gone.
+    pub fn close(&self) {
+        self.close_with(CloseReason::Closed);
+    }
+
+    /// Stops the connection for `reason`, unless it is already stopping for another.
+    pub(crate) fn close_with(&self, reason: CloseReason) {
+        if let Ok(mut slot) = self.inner.close_reason.lock() {
+            slot.get_or_insert(reason);
+        }
+        self.inner.closing.cancel();
+    }
+
+    /// Why the connection was stopped by [`close_with`](Self::close_with); `None` when it
+    /// was not (the server is shutting down).
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.inner
+            .close_reason
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone())
+    }
+
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.inner.closing
+    }
+
+    /// Queues an encoded message, waiting for room.
+    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), SendError> {
+        self.send_outbound(Outbound::Frame(frame)).await
+    }
+
+    pub(crate) async fn send_outbound(&self, outbound: Outbound) -> Result<(), SendError> {
+        self.inner
+            .outbound
+            .send(outbound)
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("remote_addr", &self.inner.remote_addr)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}

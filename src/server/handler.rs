@@ -1,0 +1,303 @@
+//! The hooks a server calls: [`Handler`], and what a request handler may fail with.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::http::{Request as HttpRequest, StatusCode};
+
+use crate::payload::Payload;
+use crate::protocol::{ErrorCode, Name};
+use crate::server::Connection;
+
+/// The application behind a [`Server`](crate::server::Server): one hook per event.
+///
+/// Every method has a default, so a handler implements only what it needs; most implement
+/// [`request`](Handler::request) and [`signal`](Handler::signal). Implement the methods
+/// with `async fn`. The server shares one handler between all connections and calls it
+/// from many tasks at once, hence `Send + Sync`; keep shared state in fields (behind a
+/// lock or atomics), or implement the trait for your state and pass it as an `Arc`.
+///
+/// ```
+/// use tokio_webwire::server::{Connection, Handler, HandlerError};
+/// use tokio_webwire::{Payload, protocol::{ErrorCode, Name}};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     async fn request(
+///         &self,
+///         _conn: &Connection,
+///         name: Name,
+///         payload: Payload,
+///     ) -> Result<Payload, HandlerError> {
+///         match name.as_str() {
+///             "echo" => Ok(payload),
+///             _ => Err(HandlerError::reply(ErrorCode::from_static("UNKNOWN"), "no such request")),
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Decides whether an HTTP request may be upgraded to a WebWire connection.
+    ///
+    /// Runs before the WebSocket handshake for connections the server upgrades itself
+    /// ([`Server::serve`](crate::server::Server::serve),
+    /// [`Server::serve_connection`](crate::server::Server::serve_connection)); `Err(status)`
+    /// refuses the upgrade with that HTTP status. This is the place to check the `Origin`
+    /// header against cross-site WebSocket hijacking, or an authorization header.
+    /// The default accepts every request.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use tokio_webwire::server::Handler;
+    /// use tokio_webwire::http::{Request, StatusCode};
+    ///
+    /// struct SameOrigin;
+    ///
+    /// impl Handler for SameOrigin {
+    ///     async fn before_upgrade(
+    ///         &self,
+    ///         request: &Request<()>,
+    ///         _remote_addr: Option<SocketAddr>,
+    ///     ) -> Result<(), StatusCode> {
+    ///         match request.headers().get("origin") {
+    ///             Some(origin) if origin == "https://example.com" => Ok(()),
+    ///             _ => Err(StatusCode::FORBIDDEN),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn before_upgrade(
+        &self,
+        request: &HttpRequest<()>,
+        remote_addr: Option<SocketAddr>,
+    ) -> impl Future<Output = Result<(), StatusCode>> + Send {
+        let _ = (request, remote_addr);
+        async { Ok(()) }
+    }
+
+    /// A connection was established: the server has sent its handshake (AcceptConf), and
+    /// the connection reads no message until this hook returns.
+    fn connected(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
+        let _ = conn;
+        async {}
+    }
+
+    /// The connection is closed: its socket is gone and no hook of it is still running.
+    fn disconnected(
+        &self,
+        conn: &Connection,
+        reason: &CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, reason);
+        async {}
+    }
+
+    /// Answers a request: `Ok(payload)` becomes the reply (in the payload's encoding),
+    /// `Err` an error reply ([`HandlerError`]). Requests of one connection run
+    /// concurrently, so replies may leave in any order. The default answers every request
+    /// with an error reply of code `NOT_IMPLEMENTED`.
+    fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
+        let _ = (conn, name, payload);
+        async {
+            Err(HandlerError::reply(
+                ErrorCode::from_static("NOT_IMPLEMENTED"),
+                "this server answers no requests",
+            ))
+        }
+    }
+
+    /// Receives a signal: a one-way message, never answered. The default drops it.
+    fn signal(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, name, payload);
+        async {}
+    }
+}
+
+/// A handler behind an `Arc` is a handler, so state can be shared with the rest of the
+/// program.
+impl<H: Handler> Handler for Arc<H> {
+    fn before_upgrade(
+        &self,
+        request: &HttpRequest<()>,
+        remote_addr: Option<SocketAddr>,
+    ) -> impl Future<Output = Result<(), StatusCode>> + Send {
+        (**self).before_upgrade(request, remote_addr)
+    }
+
+    fn connected(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
+        (**self).connected(conn)
+    }
+
+    fn disconnected(
+        &self,
+        conn: &Connection,
+        reason: &CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        (**self).disconnected(conn, reason)
+    }
+
+    fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
+        (**self).request(conn, name, payload)
+    }
+
+    fn signal(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = ()> + Send {
+        (**self).signal(conn, name, payload)
+    }
+}
+
+/// How a request handler failed.
+///
+/// Either an error the client is meant to see ([`HandlerError::reply`]: an error reply with
+/// a code and a message), or any other error ([`HandlerError::internal`], or `?` on any
+/// `std::error::Error`), which reaches the client only as an internal-error reply while its
+/// text is logged on the server. A panicking handler counts as an internal error too.
+///
+/// ```
+/// use tokio_webwire::server::HandlerError;
+/// use tokio_webwire::protocol::ErrorCode;
+///
+/// fn parse(text: &str) -> Result<u32, HandlerError> {
+///     if text.is_empty() {
+///         return Err(HandlerError::reply(ErrorCode::from_static("EMPTY"), "say something"));
+///     }
+///     Ok(text.parse::<u32>()?) // a parse failure becomes an internal error
+/// }
+/// assert!(parse("").unwrap_err().is_reply());
+/// assert!(!parse("x").unwrap_err().is_reply());
+/// ```
+pub struct HandlerError(Failure);
+
+enum Failure {
+    Reply { code: ErrorCode, message: String },
+    Internal(Box<dyn StdError + Send + Sync>),
+}
+
+impl HandlerError {
+    /// An error reply the client receives as is: `code` (printable ASCII, 1..=255 bytes,
+    /// checked when the [`ErrorCode`] is built) and a UTF-8 `message`.
+    #[must_use]
+    pub fn reply(code: ErrorCode, message: impl Into<String>) -> Self {
+        HandlerError(Failure::Reply {
+            code,
+            message: message.into(),
+        })
+    }
+
+    /// An internal error: the client learns only that the request failed, the server logs
+    /// `error`.
+    #[must_use]
+    pub fn internal(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        HandlerError(Failure::Internal(error.into()))
+    }
+
+    /// Whether the client sees this error's code and message.
+    #[must_use]
+    pub fn is_reply(&self) -> bool {
+        matches!(self.0, Failure::Reply { .. })
+    }
+
+    /// The code and message of an error reply; `None` for an internal error.
+    pub(crate) fn as_reply(&self) -> Option<(&ErrorCode, &str)> {
+        match &self.0 {
+            Failure::Reply { code, message } => Some((code, message)),
+            Failure::Internal(_) => None,
+        }
+    }
+}
+
+/// Any error turns into an internal error, so a handler can use `?` freely. (This is why
+/// `HandlerError` itself does not implement `std::error::Error`.)
+impl<E: StdError + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::internal(error)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Failure::Reply { code, message } => f
+                .debug_struct("HandlerError::Reply")
+                .field("code", code)
+                .field("message", message)
+                .finish(),
+            Failure::Internal(error) => f
+                .debug_tuple("HandlerError::Internal")
+                .field(error)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Failure::Reply { code, message } => write!(f, "error reply {code}: {message}"),
+            Failure::Internal(error) => write!(f, "internal error: {error}"),
+        }
+    }
+}
+
+/// Why a connection ended, as given to [`Handler::disconnected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The client closed the connection with a close frame.
+    ClientClosed,
+    /// The socket failed or the client vanished without a close frame.
+    ConnectionLost,
+    /// No message arrived within the server's read timeout.
+    ReadTimeout,
+    /// The client did not read what the server sent within the write timeout.
+    WriteTimeout,
+    /// The client broke the protocol (the text says how); the server closed the
+    /// connection with a close code.
+    ProtocolViolation(String),
+    /// [`Connection::close`] was called.
+    Closed,
+    /// The server shut down.
+    ServerShutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClientClosed => f.write_str("closed by the client"),
+            CloseReason::ConnectionLost => f.write_str("connection lost"),
+            CloseReason::ReadTimeout => f.write_str("read timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout"),
+            CloseReason::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+            CloseReason::Closed => f.write_str("closed by the server"),
+            CloseReason::ServerShutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// The handler that accepts every connection, answers every request with a
+/// `NOT_IMPLEMENTED` error reply and drops signals: for tests and for servers that only
+/// push signals through stored [`Connection`]s.
+impl Handler for () {}

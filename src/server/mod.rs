@@ -1,0 +1,289 @@
+//! The server: accepts WebWire connections and hands their messages to a [`Handler`].
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`Server`]: listening, headless connections, shutdown |
+//! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
+//! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
+//! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
+//! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
+//! | `reader.rs` | per connection: read, check, dispatch; spawn handlers |
+//! | `writer.rs` | per connection: the one task that writes, in batches |
+//!
+//! ```no_run
+//! use tokio::net::TcpListener;
+//! use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+//! use tokio_webwire::{Payload, protocol::Name};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     async fn request(&self, _: &Connection, _: Name, payload: Payload) -> Result<Payload, HandlerError> {
+//!         Ok(payload)
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::new(Echo);
+//! let listener = TcpListener::bind("127.0.0.1:8081").await?;
+//! tokio::spawn(server.serve(listener));
+//! // ... later:
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod connection;
+mod handler;
+mod reader;
+mod upgrade;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use builder::{ConfigError, ServerBuilder};
+pub use connection::{Connection, SendError};
+pub use handler::{CloseReason, Handler, HandlerError};
+
+use builder::Config;
+use connection::Peer;
+
+/// A WebWire server: a [`Handler`] and its options, serving any number of connections.
+///
+/// Cheap to clone (all clones are the same server). Connections come from
+/// [`serve`](Self::serve) (a listener the server accepts on), or headless from the
+/// program's own HTTP stack: [`serve_connection`](Self::serve_connection) for an accepted
+/// socket the server upgrades itself, [`serve_websocket`](Self::serve_websocket) for an
+/// already-upgraded WebSocket. [`shutdown`](Self::shutdown) ends them all gracefully.
+pub struct Server<H> {
+    shared: Arc<Shared<H>>,
+}
+
+/// What all connections of a server share.
+pub(crate) struct Shared<H> {
+    pub(crate) handler: H,
+    pub(crate) config: Config,
+    /// Cancelled when a shutdown begins: upgrades get 503, requests the shutdown reply,
+    /// signals are dropped.
+    pub(crate) shutting_down: CancellationToken,
+    /// Cancelled when the shutdown has drained the handlers: every connection closes
+    /// (each connection's `closing` token is a child of this one).
+    pub(crate) close_all: CancellationToken,
+    /// Cancelled when the shutdown deadline passes: handlers still running are dropped.
+    pub(crate) stop_handlers: CancellationToken,
+    /// Connection tasks, from HTTP request to `disconnected` hook.
+    connections: TaskTracker,
+    /// Request and signal handler tasks.
+    pub(crate) handlers: TaskTracker,
+    next_connection_id: AtomicU64,
+}
+
+impl<H> Shared<H> {
+    fn new(handler: H, config: Config) -> Self {
+        Shared {
+            handler,
+            config,
+            shutting_down: CancellationToken::new(),
+            close_all: CancellationToken::new(),
+            stop_handlers: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            handlers: TaskTracker::new(),
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// A server with `handler` and the default options (see [`ServerBuilder`]).
+    pub fn new(handler: H) -> Self {
+        Self::builder(handler)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// A builder to set options before the server is built.
+    pub fn builder(handler: H) -> ServerBuilder<H> {
+        ServerBuilder::new(handler)
+    }
+
+    /// The handler, e.g. to reach state it holds.
+    #[must_use]
+    pub fn handler(&self) -> &H {
+        &self.shared.handler
+    }
+
+    /// Accepts connections on `listener` until the server shuts down; every path of the
+    /// HTTP endpoint leads to WebWire.
+    ///
+    /// The returned future owns what it needs, so it can be spawned. It completes once a
+    /// shutdown has closed the connections (until then a shutting-down server answers
+    /// new requests with 503), or with the error of a listener that cannot accept any more.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+        let server = self.clone();
+        async move {
+            let close_all = server.shared.close_all.clone();
+            loop {
+                let accepted = tokio::select! {
+                    () = close_all.cancelled() => return Ok(()),
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((socket, remote_addr)) => {
+                        // Replies are batched by the writer: Nagle would only add delay.
+                        let _ = socket.set_nodelay(true);
+                        server.serve_connection(socket, Some(remote_addr));
+                    }
+                    Err(error) if is_per_connection(&error) => {
+                        tracing::debug!(%error, "accept failed");
+                    }
+                    Err(error) => {
+                        // Out of file descriptors or memory: wait for connections to end
+                        // instead of spinning.
+                        tracing::warn!(%error, "accept failed, retrying in 100 ms");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves one accepted connection (headless mode): reads its HTTP upgrade request,
+    /// asks [`Handler::before_upgrade`], upgrades it and serves it until it closes.
+    /// Runs on its own task and is included in [`shutdown`](Self::shutdown).
+    pub fn serve_connection<S>(&self, io: S, remote_addr: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        self.shared.connections.spawn(async move {
+            let peer = Peer {
+                remote_addr,
+                user_agent: None,
+            };
+            if let Some((ws, peer)) = upgrade::upgrade(&shared, io, peer).await {
+                reader::serve(shared, ws, peer).await;
+            }
+        });
+    }
+
+    /// Serves a WebSocket the program has already upgraded (headless mode, e.g. behind
+    /// its own HTTP router) until it closes. `remote_addr` and `user_agent` are what
+    /// [`Connection`] reports. Runs on its own task and is included in
+    /// [`shutdown`](Self::shutdown); during a shutdown the socket is closed at once
+    /// with code 1001.
+    ///
+    /// Configure the WebSocket's maximum message size to the server's
+    /// [`max_message_size`](ServerBuilder::max_message_size): the server checks sizes
+    /// only as far as the WebSocket layer reports them.
+    pub fn serve_websocket<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        remote_addr: Option<SocketAddr>,
+        user_agent: Option<&str>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let peer = Peer {
+            remote_addr,
+            user_agent: user_agent.map(Into::into),
+        };
+        self.shared.connections.spawn(async move {
+            if shared.shutting_down.is_cancelled() {
+                let frame = CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "server shutting down".into(),
+                };
+                let _ =
+                    tokio::time::timeout(shared.config.write_timeout, ws.close(Some(frame))).await;
+                return;
+            }
+            reader::serve(shared, ws, peer).await;
+        });
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.is_cancelled()
+    }
+
+    /// Shuts the server down gracefully and returns when every connection is closed.
+    ///
+    /// 1. New HTTP requests are answered with 503; new requests on open connections with
+    ///    the shutdown reply; new signals are dropped.
+    /// 2. Running handlers finish and their replies are sent, for at most the
+    ///    [`shutdown_timeout`](ServerBuilder::shutdown_timeout); handlers still running then
+    ///    are stopped and their requests answered with the shutdown reply.
+    /// 3. Every connection, headless ones included, is closed with code 1001, and its
+    ///    `disconnected` hook runs; the listener of [`serve`](Self::serve) stops.
+    ///
+    /// Calling it again (or from several tasks) waits for the same shutdown. Cancel safety:
+    /// dropping the future does not stop the shutdown once it has begun.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        if !shared.shutting_down.is_cancelled() {
+            tracing::info!("shutting down");
+        }
+        shared.shutting_down.cancel();
+        shared.handlers.close();
+        let drained = tokio::time::timeout(shared.config.shutdown_timeout, shared.handlers.wait());
+        if drained.await.is_err() {
+            tracing::warn!("shutdown deadline passed: stopping the handlers still running");
+            shared.stop_handlers.cancel();
+            shared.handlers.wait().await;
+        }
+        shared.close_all.cancel();
+        shared.connections.close();
+        shared.connections.wait().await;
+    }
+}
+
+/// An accept error that concerns only the connection being accepted.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+impl<H> Clone for Server<H> {
+    fn clone(&self) -> Self {
+        Server {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<H> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.shared.config)
+            .field("connections", &self.shared.connections.len())
+            .field("shutting_down", &self.shared.shutting_down.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}

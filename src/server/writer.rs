@@ -1,0 +1,78 @@
+//! The writer task of a connection: the only code that writes to its socket.
+
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+
+use crate::server::CloseReason;
+use crate::server::connection::{Connection, Outbound};
+
+/// At most this many queued messages are written between two flushes, so a steady stream
+/// of replies still reaches the socket regularly.
+const MAX_BATCH: usize = 64;
+
+/// Writes queued messages until told to close or the socket fails.
+///
+/// Messages are fed into tungstenite's write buffer as long as more are queued, then
+/// flushed: a burst of replies leaves in one system call, a lone reply at once. A batch
+/// (or the final close) that takes longer than `write_timeout` means the peer stopped
+/// reading: the connection is dropped.
+pub(crate) async fn write_loop<S>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Outbound>,
+    conn: Connection,
+    write_timeout: Duration,
+) where
+    S: Sink<WsMessage, Error = WsError> + Unpin,
+{
+    let mut close = None;
+    while let Some(first) = queue.recv().await {
+        let batch = async {
+            let mut next = Some(first);
+            let mut written = 0;
+            while let Some(outbound) = next.take() {
+                match outbound {
+                    Outbound::Frame(frame) => sink.feed(WsMessage::Binary(frame)).await?,
+                    Outbound::Close(frame) => {
+                        close = Some(frame);
+                        break;
+                    }
+                }
+                written += 1;
+                if written < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(write_timeout, batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "write failed");
+                conn.close_with(CloseReason::ConnectionLost);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?write_timeout, "peer stopped reading: write timed out");
+                conn.close_with(CloseReason::WriteTimeout);
+                return;
+            }
+        }
+        if close.is_some() {
+            break;
+        }
+    }
+    // Stop taking messages before the (possibly slow) close, so senders fail fast.
+    queue.close();
+    if let Some(Some(frame)) = close {
+        let goodbye = async {
+            sink.send(WsMessage::Close(Some(frame))).await?;
+            sink.close().await
+        };
+        if let Ok(Err(error)) = tokio::time::timeout(write_timeout, goodbye).await {
+            tracing::trace!(%error, "close frame not delivered");
+        }
+    }
+}

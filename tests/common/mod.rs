@@ -1,0 +1,147 @@
+//! Helpers shared by the integration tests: the golden vectors, and a raw WebSocket peer
+//! that speaks bytes, so server tests do not depend on our own client.
+
+// Each test file uses a different subset of these helpers, through `mod common`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_webwire::server::{Handler, Server};
+
+const VENDORED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/protocol-vectors.json"
+);
+
+/// Every golden vector of PROTOCOL.md §7 (the vendored copy; `tests/vectors.rs` checks it
+/// against the shared one).
+pub fn vectors() -> Vec<Value> {
+    let text = std::fs::read_to_string(VENDORED).expect("vendored vectors");
+    serde_json::from_str::<Vec<Value>>(&text).expect("vectors are a JSON array")
+}
+
+/// The bytes of the golden vector `name`.
+pub fn vector(name: &str) -> Vec<u8> {
+    let all = vectors();
+    let found = all
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no vector {name}"));
+    unhex(found["hex"].as_str().expect("hex is a string"))
+}
+
+/// Hex digits (no spaces) to bytes.
+pub fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len() % 2 == 0, "odd hex {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
+        .collect()
+}
+
+/// Every await in a test is bounded by this.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Awaits `future` for at most [`LIMIT`].
+pub async fn bounded<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .expect("test step timed out")
+}
+
+/// Starts `server` on a fresh port of 127.0.0.1 and returns its address.
+pub async fn listen<H: Handler>(server: &Server<H>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(server.serve(listener));
+    addr
+}
+
+/// A raw WebSocket peer: sends and receives WebWire frames as bytes.
+pub struct RawClient<S = MaybeTlsStream<TcpStream>> {
+    pub ws: WebSocketStream<S>,
+}
+
+impl RawClient {
+    /// Connects without reading anything.
+    pub async fn connect_only(addr: SocketAddr) -> RawClient {
+        let (ws, _) = bounded(tokio_tungstenite::connect_async(format!("ws://{addr}/")))
+            .await
+            .expect("WebSocket connect");
+        RawClient { ws }
+    }
+
+    /// Connects and reads the server's handshake, which it returns.
+    pub async fn connect(addr: SocketAddr) -> (RawClient, Bytes) {
+        let mut client = Self::connect_only(addr).await;
+        let accept_conf = client.recv().await;
+        (client, accept_conf)
+    }
+
+    /// Connects to `server` through an in-memory pipe of `buffer` bytes each way, which
+    /// the server accepts as a headless connection. Unlike a socket, the pipe wakes its
+    /// reader at once, so tests with paused time never see the clock jump past a message
+    /// that the kernel has not yet delivered.
+    pub async fn connect_in_memory<H: Handler>(
+        server: &Server<H>,
+        buffer: usize,
+    ) -> (RawClient<DuplexStream>, Bytes) {
+        let (ours, theirs) = tokio::io::duplex(buffer);
+        server.serve_connection(theirs, None);
+        let (ws, _) = bounded(tokio_tungstenite::client_async("ws://in-memory/", ours))
+            .await
+            .expect("WebSocket handshake");
+        let mut client = RawClient { ws };
+        let accept_conf = client.recv().await;
+        (client, accept_conf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// Sends one binary frame.
+    pub async fn send(&mut self, frame: impl Into<Bytes>) {
+        bounded(self.ws.send(WsMessage::Binary(frame.into())))
+            .await
+            .expect("send");
+    }
+
+    /// Receives the next binary frame (skipping pings and pongs); panics on anything else.
+    pub async fn recv(&mut self) -> Bytes {
+        loop {
+            match self.next().await {
+                Some(WsMessage::Binary(frame)) => return frame,
+                Some(WsMessage::Ping(_) | WsMessage::Pong(_)) => {}
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<WsMessage> {
+        match bounded(self.ws.next()).await {
+            Some(Ok(message)) => Some(message),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// Reads until the server's close frame and returns it (frames before it are skipped).
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            match self.next().await {
+                Some(WsMessage::Close(frame)) => return frame,
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! The server over real sockets on 127.0.0.1, driven by a raw WebSocket client that sends
+//! and checks bytes (the golden vectors), so these tests do not depend on our client.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{RawClient, bounded, listen, unhex, vector};
+use tokio::sync::{Barrier, Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
+use tokio_webwire::server::{
+    CloseReason, Connection, Handler, HandlerError, SendError, Server, ServerBuilder,
+};
+use tokio_webwire::{Encoding, Payload};
+
+/// A handler whose behaviour each test steers by request name, and which reports what
+/// happens through channels.
+struct Probe {
+    /// "gate" requests wait for a permit here.
+    gate: Semaphore,
+    /// "barrier" requests all wait here until 100 are running at once.
+    barrier: Barrier,
+    /// Says when a "gate" request has started.
+    entered: mpsc::UnboundedSender<()>,
+    connected: mpsc::UnboundedSender<Connection>,
+    disconnected: mpsc::UnboundedSender<CloseReason>,
+    signals: mpsc::UnboundedSender<(Name, Payload)>,
+}
+
+struct Events {
+    entered: mpsc::UnboundedReceiver<()>,
+    connected: mpsc::UnboundedReceiver<Connection>,
+    disconnected: mpsc::UnboundedReceiver<CloseReason>,
+    signals: mpsc::UnboundedReceiver<(Name, Payload)>,
+}
+
+impl Handler for Probe {
+    async fn connected(&self, conn: &Connection) {
+        let _ = self.connected.send(conn.clone());
+    }
+
+    async fn disconnected(&self, _conn: &Connection, reason: &CloseReason) {
+        let _ = self.disconnected.send(reason.clone());
+    }
+
+    async fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        match name.as_str() {
+            "fail" => Err(HandlerError::reply(
+                ErrorCode::from_static("SAMPLE_ERROR"),
+                "Sample error message",
+            )),
+            "internal" => Err(HandlerError::internal("a secret the client must not see")),
+            "panic" => panic!("handler panics on purpose"),
+            "odd16" => Ok(Payload {
+                encoding: Encoding::Utf16,
+                data: Bytes::from_static(b"abc"),
+            }),
+            "gate" => {
+                let _ = self.entered.send(());
+                let permit = self.gate.acquire().await?;
+                permit.forget();
+                Ok(payload)
+            }
+            "barrier" => {
+                self.barrier.wait().await;
+                Ok(payload)
+            }
+            "notify" => {
+                conn.signal("news", payload.clone()).await?;
+                Ok(payload)
+            }
+            _ => Ok(payload),
+        }
+    }
+
+    async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
+        if name == "panic" {
+            panic!("signal handler panics on purpose");
+        }
+        let _ = self.signals.send((name, payload));
+    }
+}
+
+fn probe() -> (Probe, Events) {
+    let (entered, entered_rx) = mpsc::unbounded_channel();
+    let (connected, connected_rx) = mpsc::unbounded_channel();
+    let (disconnected, disconnected_rx) = mpsc::unbounded_channel();
+    let (signals, signals_rx) = mpsc::unbounded_channel();
+    let probe = Probe {
+        gate: Semaphore::new(0),
+        barrier: Barrier::new(100),
+        entered,
+        connected,
+        disconnected,
+        signals,
+    };
+    let events = Events {
+        entered: entered_rx,
+        connected: connected_rx,
+        disconnected: disconnected_rx,
+        signals: signals_rx,
+    };
+    (probe, events)
+}
+
+/// A probe server with options set by `configure`, listening on a fresh port.
+async fn start(
+    configure: impl FnOnce(ServerBuilder<Arc<Probe>>) -> ServerBuilder<Arc<Probe>>,
+) -> (Server<Arc<Probe>>, Events, std::net::SocketAddr) {
+    let (probe, events) = probe();
+    let server = configure(Server::builder(Arc::new(probe)))
+        .build()
+        .expect("valid options");
+    let addr = listen(&server).await;
+    (server, events, addr)
+}
+
+fn request(id: u64, name: &'static str, payload: Payload) -> Bytes {
+    Message::request(RequestId::from(id), Name::from_static(name), payload)
+        .encode()
+        .expect("valid request")
+}
+
+fn parse(frame: Bytes) -> Message {
+    Message::parse(frame).expect("the server sends valid messages")
+}
+
+#[tokio::test]
+async fn handshake_is_accept_conf_first() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (_client, accept_conf) = RawClient::connect(addr).await;
+    assert_eq!(&accept_conf[..], &vector("accept_conf_defaults")[..]);
+
+    let (_server, _events, addr) = start(|b| {
+        b.read_timeout(Duration::from_secs(3))
+            .max_message_size(1024)
+            .sub_protocol("chat")
+    })
+    .await;
+    let (_client, accept_conf) = RawClient::connect(addr).await;
+    assert_eq!(
+        &accept_conf[..],
+        &vector("accept_conf_with_subprotocol")[..]
+    );
+}
+
+#[tokio::test]
+async fn echo_in_every_encoding_named_and_unnamed() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let requests = [
+        "request_binary_named",
+        "request_binary_payload_only",
+        "request_utf8_named",
+        "request_utf8_name_only",
+        "request_utf16_even_name",
+        "request_utf16_odd_name_padded",
+        "request_utf16_unnamed",
+        "request_utf16_odd_name_only_padded",
+        "request_utf16_even_name_only",
+        "request_utf16_padding_value_ignored",
+        "request_binary_name_255_no_payload",
+        "diagram_example_request_utf8",
+    ];
+    for name in requests {
+        let frame = Bytes::from(vector(name));
+        let sent = parse(frame.clone());
+        client.send(frame).await;
+        let reply = parse(client.recv().await);
+        let expected = Message::reply(sent.request_id().unwrap(), sent.payload().unwrap());
+        assert_eq!(reply, expected, "echo of {name}");
+    }
+    // Byte for byte, the padding byte of a UTF-16 reply included.
+    client.send(vector("request_utf16_even_name")).await;
+    assert_eq!(
+        &client.recv().await[..],
+        &unhex("c101000000000000000061006200")[..]
+    );
+}
+
+#[tokio::test]
+async fn error_replies_hide_internal_errors() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+
+    client.send(request(1, "fail", Payload::empty())).await;
+    assert_eq!(&client.recv().await[..], &vector("reply_error")[..]);
+
+    for (id, name) in [(2, "internal"), (3, "panic"), (4, "odd16")] {
+        client.send(request(id, name, Payload::utf8("x"))).await;
+        let reply = parse(client.recv().await);
+        assert_eq!(
+            reply,
+            Message::ReplyInternalError {
+                id: RequestId::from(id)
+            },
+            "{name} becomes an internal error"
+        );
+    }
+    // The connection survived the panic.
+    client
+        .send(request(5, "echo", Payload::utf8("alive")))
+        .await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::reply(RequestId::from(5), Payload::utf8("alive"))
+    );
+}
+
+#[tokio::test]
+async fn hundred_concurrent_requests_each_answered_once_with_its_id() {
+    let (_server, _events, addr) = start(|b| b.max_concurrent_requests(100)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    for id in 1..=100u64 {
+        let payload = Payload::binary(id.to_le_bytes().to_vec());
+        client.send(request(id, "barrier", payload)).await;
+    }
+    // The barrier only opens when all 100 handlers run at once.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let reply = parse(client.recv().await);
+        let id = reply.request_id().unwrap();
+        assert_eq!(
+            &reply.payload().unwrap().data[..],
+            &id.to_u64().to_le_bytes()
+        );
+        assert!(seen.insert(id.to_u64()), "{id} answered twice");
+    }
+    assert_eq!(seen.len(), 100);
+}
+
+#[tokio::test]
+async fn a_slow_request_does_not_hold_up_others() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(request(1, "gate", Payload::utf8("slow"))).await;
+    bounded(events.entered.recv()).await;
+    client.send(request(2, "echo", Payload::utf8("fast"))).await;
+    client.send(vector("signal_binary_named")).await;
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(2))
+    );
+    let (name, payload) = bounded(events.signals.recv()).await.unwrap();
+    assert_eq!(
+        (name.as_str(), &payload.data[..]),
+        ("event", &[1u8, 2, 3][..])
+    );
+    server.handler().gate.add_permits(1);
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+}
+
+#[tokio::test]
+async fn one_slot_means_requests_in_order() {
+    let (server, mut events, addr) = start(|b| b.max_concurrent_requests(1)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "gate", Payload::utf8("first")))
+        .await;
+    client
+        .send(request(2, "echo", Payload::utf8("second")))
+        .await;
+    bounded(events.entered.recv()).await;
+    server.handler().gate.add_permits(1);
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(2))
+    );
+}
+
+#[tokio::test]
+async fn server_signals_reach_the_client() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    // From inside a request handler, before its reply.
+    client
+        .send(request(1, "notify", Payload::utf8("hi there")))
+        .await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::signal(Name::from_static("news"), Payload::utf8("hi there"))
+    );
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+    // From any task, through a stored connection.
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    tokio::spawn(async move { conn.signal("chat", Payload::utf8("hi there")).await });
+    assert_eq!(&client.recv().await[..], &vector("signal_utf8_named")[..]);
+}
+
+#[tokio::test]
+async fn signals_the_client_would_reject_are_refused() {
+    let (_server, mut events, addr) = start(|b| b.max_message_size(64)).await;
+    let (_client, _) = RawClient::connect(addr).await;
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    assert!(matches!(
+        conn.signal("", Payload::empty()).await,
+        Err(SendError::Invalid(_))
+    ));
+    assert!(matches!(
+        conn.signal("a", Payload::utf16("")).await,
+        Err(SendError::Invalid(_))
+    ));
+    assert!(matches!(
+        conn.signal("bad\nname", Payload::utf8("x")).await,
+        Err(SendError::Invalid(_))
+    ));
+    assert_eq!(
+        conn.signal("big", Payload::binary(vec![0u8; 60])).await,
+        Err(SendError::TooLarge { len: 65, limit: 64 })
+    );
+}
+
+#[tokio::test]
+async fn bad_input_closes_with_the_matching_code() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let cases: [(&str, WsMessage, CloseCode); 6] = [
+        (
+            "malformed",
+            WsMessage::binary(vector("request_name_flag_exceeds_data")),
+            CloseCode::Protocol,
+        ),
+        (
+            "unknown type",
+            WsMessage::binary(vector("unknown_type_200")),
+            CloseCode::Protocol,
+        ),
+        ("empty", WsMessage::binary(Vec::new()), CloseCode::Protocol),
+        (
+            "strict name",
+            WsMessage::binary(vector("signal_name_control_char_parser_accepts")),
+            CloseCode::Protocol,
+        ),
+        ("text", WsMessage::text("hello"), CloseCode::Unsupported),
+        (
+            "too large",
+            WsMessage::binary(vec![0x3f; 8193]),
+            CloseCode::Size,
+        ),
+    ];
+    for (what, message, code) in cases {
+        let (mut client, _) = RawClient::connect(addr).await;
+        bounded(futures_util::SinkExt::send(&mut client.ws, message))
+            .await
+            .unwrap();
+        let frame = client
+            .closed()
+            .await
+            .unwrap_or_else(|| panic!("{what}: no close frame"));
+        assert_eq!(frame.code, code, "{what}");
+        let reason = bounded(events.disconnected.recv()).await.unwrap();
+        assert!(
+            matches!(reason, CloseReason::ProtocolViolation(_)),
+            "{what}: {reason:?}"
+        );
+    }
+    // A message of exactly the limit is fine.
+    let (mut client, _) = RawClient::connect(addr).await;
+    let mut exact = vec![0x3fu8, 0];
+    exact.resize(8192, b'x');
+    client.send(exact).await;
+    client
+        .send(request(1, "echo", Payload::utf8("still here")))
+        .await;
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+}
+
+#[tokio::test]
+async fn client_bound_messages_are_ignored_and_pings_answered() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    for name in [
+        "reply_binary",
+        "accept_conf_defaults",
+        "notify_session_closed",
+        "reply_shutdown",
+    ] {
+        client.send(vector(name)).await;
+    }
+    bounded(futures_util::SinkExt::send(
+        &mut client.ws,
+        WsMessage::Ping(Bytes::from_static(b"p")),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        client.next().await,
+        Some(WsMessage::Pong(Bytes::from_static(b"p")))
+    );
+    client.send(request(9, "echo", Payload::utf8("ok"))).await;
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(9))
+    );
+}
+
+#[tokio::test]
+async fn session_requests_are_refused_while_sessions_are_disabled() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(vector("restore_session_request")).await;
+    assert_eq!(
+        &client.recv().await[..],
+        &vector("reply_sessions_disabled")[..]
+    );
+    client.send(vector("close_session_request")).await;
+    assert_eq!(
+        &client.recv().await[..],
+        &vector("reply_sessions_disabled")[..]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
+    let (server, mut events, _addr) = start(|b| b.read_timeout(Duration::from_secs(2))).await;
+
+    let (mut quiet, _) = RawClient::connect_in_memory(&server, 4096).await;
+    let started = tokio::time::Instant::now();
+    let frame = quiet.closed().await.expect("close frame");
+    assert_eq!(frame.code, CloseCode::Normal);
+    assert_eq!(frame.reason, "read timeout");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ReadTimeout)
+    );
+
+    let (mut chatty, _) = RawClient::connect_in_memory(&server, 4096).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        chatty.send(vector("heartbeat")).await;
+    }
+    // Pings count as activity too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bounded(futures_util::SinkExt::send(
+        &mut chatty.ws,
+        WsMessage::Ping(Bytes::new()),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    chatty
+        .send(request(1, "echo", Payload::utf8("after 10.5 s")))
+        .await;
+    assert_eq!(
+        parse(chatty.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_flood_is_harmless() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    for _ in 0..20_000 {
+        futures_util::SinkExt::feed(&mut client.ws, WsMessage::binary(vec![0x21]))
+            .await
+            .unwrap();
+    }
+    client
+        .send(request(1, "echo", Payload::utf8("after the flood")))
+        .await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::reply(RequestId::from(1), Payload::utf8("after the flood"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let queue = 8;
+    let (server, mut events, _addr) = start(|b| {
+        b.write_timeout(Duration::from_secs(5))
+            .outbound_queue_len(queue)
+            .max_message_size(64 * 1024)
+    })
+    .await;
+    let pipe = 64 * 1024;
+    let (_silent, _) = RawClient::connect_in_memory(&server, pipe).await;
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    let chunk = Payload::binary(vec![7u8; 60 * 1024]);
+    let mut sent = 0usize;
+    let outcome = loop {
+        match conn.signal("flood", chunk.clone()).await {
+            Ok(()) => sent += 1,
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(outcome, SendError::Closed);
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::WriteTimeout)
+    );
+    // What was accepted is the queue, one batch in tungstenite's write buffer and what the
+    // pipe took: bounded by configuration, however long the server kept trying.
+    let bound = queue + 64 + pipe / (60 * 1024) + 1;
+    assert!(sent <= bound, "{sent} signals accepted, bound {bound}");
+}
+
+#[tokio::test]
+async fn before_upgrade_can_refuse() {
+    struct Gatekeeper;
+    impl Handler for Gatekeeper {
+        async fn before_upgrade(
+            &self,
+            request: &tokio_webwire::http::Request<()>,
+            _remote: Option<std::net::SocketAddr>,
+        ) -> Result<(), tokio_webwire::http::StatusCode> {
+            match request.uri().path() {
+                "/allowed" => Ok(()),
+                _ => Err(tokio_webwire::http::StatusCode::FORBIDDEN),
+            }
+        }
+    }
+    let server = Server::new(Gatekeeper);
+    let addr = listen(&server).await;
+    let refused = bounded(tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/other"
+    )))
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let accepted = bounded(tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/allowed"
+    )))
+    .await;
+    assert!(accepted.is_ok());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_every_request() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    for id in 1..=5 {
+        client
+            .send(request(id, "gate", Payload::utf8("in flight")))
+            .await;
+    }
+    for _ in 1..=5 {
+        bounded(events.entered.recv()).await;
+    }
+    let shutdown = server.shutdown();
+    tokio::pin!(shutdown);
+    // Poll once: the shutdown has begun and now waits for the five handlers.
+    tokio::select! {
+        biased;
+        () = &mut shutdown => panic!("shutdown finished with handlers running"),
+        () = std::future::ready(()) => {}
+    }
+    assert!(server.is_shutting_down());
+    for id in 6..=8 {
+        client
+            .send(request(id, "echo", Payload::utf8("late")))
+            .await;
+    }
+    client.send(vector("signal_binary_named")).await;
+    client.send(vector("restore_session_request")).await;
+    let refused = bounded(tokio_tungstenite::connect_async(format!("ws://{addr}/"))).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{refused:?}"
+    );
+    let (shutdown_done, replies) = tokio::join!(bounded(&mut shutdown), async {
+        let mut replies = Vec::new();
+        for _ in 6..=8 {
+            replies.push(parse(client.recv().await));
+        }
+        replies.push(parse(client.recv().await));
+        server.handler().gate.add_permits(5);
+        for _ in 1..=5 {
+            replies.push(parse(client.recv().await));
+        }
+        let close = client.closed().await;
+        (replies, close)
+    });
+    let () = shutdown_done;
+    let (replies, close) = replies;
+    // Requests 6..=8 and the restore request (its id is 1) got the shutdown reply ...
+    let shutdown_replies = replies
+        .iter()
+        .filter(|reply| matches!(reply, Message::ReplyShutdown { .. }))
+        .count();
+    assert_eq!(shutdown_replies, 4, "{replies:?}");
+    // ... and the five in flight their real reply: none lost.
+    for id in 1..=5 {
+        assert!(
+            replies.contains(&Message::reply(
+                RequestId::from(id),
+                Payload::utf8("in flight")
+            )),
+            "request {id} lost"
+        );
+    }
+    assert_eq!(close.map(|frame| frame.code), Some(CloseCode::Away));
+    assert!(
+        events.signals.try_recv().is_err(),
+        "a signal was handled during shutdown"
+    );
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ServerShutdown)
+    );
+}
