@@ -4,21 +4,15 @@
 //! The vectors live in `../shared/protocol-vectors.json`; `tests/data/` keeps a copy so the
 //! crate tests on its own, and this test fails if the two ever differ.
 
+mod common;
+
 use bytes::Bytes;
+use common::{unhex, vectors};
 use serde_json::Value;
 use tokio_webwire::protocol::{
     AcceptConf, ErrorCode, Message, MessageType, Name, ProtocolVersion, RequestId,
 };
 use tokio_webwire::{Encoding, Payload, ProtocolError, Session};
-
-const VENDORED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/protocol-vectors.json"
-);
-const SHARED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/protocol-vectors.json"
-);
 
 /// Valid vectors whose bytes the Go writer does not reproduce (PROTOCOL.md §7): the padding
 /// byte is written as 00, trailing bytes of a special reply are not written.
@@ -26,25 +20,6 @@ const WRITER_DIFFERS: [&str; 2] = [
     "request_utf16_padding_value_ignored",
     "reply_internal_error_trailing_bytes",
 ];
-
-fn vectors() -> Vec<Value> {
-    let text = std::fs::read_to_string(VENDORED).expect("vendored vectors");
-    if let Ok(shared) = std::fs::read_to_string(SHARED) {
-        assert_eq!(
-            shared, text,
-            "tests/data/protocol-vectors.json differs from {SHARED}"
-        );
-    }
-    serde_json::from_str::<Vec<Value>>(&text).expect("vectors are a JSON array")
-}
-
-fn unhex(hex: &str) -> Vec<u8> {
-    assert!(hex.len() % 2 == 0, "odd hex {hex}");
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
-        .collect()
-}
 
 fn field<'a>(decoded: &'a Value, key: &str) -> &'a Value {
     decoded

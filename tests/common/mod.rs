@@ -4,6 +4,8 @@
 // Each test file uses a different subset of these helpers, through `mod common`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod probe;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,10 +25,23 @@ const VENDORED: &str = concat!(
     "/tests/data/protocol-vectors.json"
 );
 
-/// Every golden vector of PROTOCOL.md §7 (the vendored copy; `tests/vectors.rs` checks it
-/// against the shared one).
+/// Where the golden vectors are kept for all implementations, when the crate is checked
+/// out beside them.
+pub const SHARED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/protocol-vectors.json"
+);
+
+/// Every golden vector of PROTOCOL.md §7, from the vendored copy, which must equal the
+/// shared one where that exists.
 pub fn vectors() -> Vec<Value> {
     let text = std::fs::read_to_string(VENDORED).expect("vendored vectors");
+    if let Ok(shared) = std::fs::read_to_string(SHARED) {
+        assert_eq!(
+            shared, text,
+            "tests/data/protocol-vectors.json differs from {SHARED}"
+        );
+    }
     serde_json::from_str::<Vec<Value>>(&text).expect("vectors are a JSON array")
 }
 

@@ -1,0 +1,134 @@
+//! A handler whose behaviour each test steers by request name, reporting what happens
+//! through channels; and helpers to speak to it in raw frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{Barrier, Semaphore, mpsc};
+use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
+use tokio_webwire::server::{
+    CloseReason, Connection, Handler, HandlerError, Server, ServerBuilder,
+};
+use tokio_webwire::{Encoding, Payload};
+
+use super::listen;
+
+/// A handler whose behaviour each test steers by request name, and which reports what
+/// happens through channels.
+pub struct Probe {
+    /// "gate" requests wait for a permit here.
+    pub gate: Semaphore,
+    /// "barrier" requests all wait here until 100 are running at once.
+    pub barrier: Barrier,
+    /// Says when a "gate" request has started.
+    pub entered: mpsc::UnboundedSender<()>,
+    pub connected: mpsc::UnboundedSender<Connection>,
+    pub disconnected: mpsc::UnboundedSender<CloseReason>,
+    pub signals: mpsc::UnboundedSender<(Name, Payload)>,
+}
+
+pub struct Events {
+    pub entered: mpsc::UnboundedReceiver<()>,
+    pub connected: mpsc::UnboundedReceiver<Connection>,
+    pub disconnected: mpsc::UnboundedReceiver<CloseReason>,
+    pub signals: mpsc::UnboundedReceiver<(Name, Payload)>,
+}
+
+impl Handler for Probe {
+    async fn connected(&self, conn: &Connection) {
+        let _ = self.connected.send(conn.clone());
+    }
+
+    async fn disconnected(&self, _conn: &Connection, reason: &CloseReason) {
+        let _ = self.disconnected.send(reason.clone());
+    }
+
+    async fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        match name.as_str() {
+            "fail" => Err(HandlerError::reply(
+                ErrorCode::from_static("SAMPLE_ERROR"),
+                "Sample error message",
+            )),
+            "internal" => Err(HandlerError::internal("a secret the client must not see")),
+            "panic" => panic!("handler panics on purpose"),
+            "odd16" => Ok(Payload {
+                encoding: Encoding::Utf16,
+                data: Bytes::from_static(b"abc"),
+            }),
+            "gate" => {
+                let _ = self.entered.send(());
+                let permit = self.gate.acquire().await?;
+                permit.forget();
+                Ok(payload)
+            }
+            "barrier" => {
+                self.barrier.wait().await;
+                Ok(payload)
+            }
+            "notify" => {
+                conn.signal("news", payload.clone()).await?;
+                Ok(payload)
+            }
+            _ => Ok(payload),
+        }
+    }
+
+    async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
+        if name == "panic" {
+            panic!("signal handler panics on purpose");
+        }
+        let _ = self.signals.send((name, payload));
+    }
+}
+
+pub fn probe() -> (Probe, Events) {
+    let (entered, entered_rx) = mpsc::unbounded_channel();
+    let (connected, connected_rx) = mpsc::unbounded_channel();
+    let (disconnected, disconnected_rx) = mpsc::unbounded_channel();
+    let (signals, signals_rx) = mpsc::unbounded_channel();
+    let probe = Probe {
+        gate: Semaphore::new(0),
+        barrier: Barrier::new(100),
+        entered,
+        connected,
+        disconnected,
+        signals,
+    };
+    let events = Events {
+        entered: entered_rx,
+        connected: connected_rx,
+        disconnected: disconnected_rx,
+        signals: signals_rx,
+    };
+    (probe, events)
+}
+
+/// A probe server with options set by `configure`, listening on a fresh port.
+pub async fn start(
+    configure: impl FnOnce(ServerBuilder<Arc<Probe>>) -> ServerBuilder<Arc<Probe>>,
+) -> (Server<Arc<Probe>>, Events, SocketAddr) {
+    let (probe, events) = probe();
+    let server = configure(Server::builder(Arc::new(probe)))
+        .build()
+        .expect("valid options");
+    let addr = listen(&server).await;
+    (server, events, addr)
+}
+
+/// An encoded request.
+pub fn request(id: u64, name: &'static str, payload: Payload) -> Bytes {
+    Message::request(RequestId::from(id), Name::from_static(name), payload)
+        .encode()
+        .expect("valid request")
+}
+
+/// Parses what the server sent.
+pub fn parse(frame: Bytes) -> Message {
+    Message::parse(frame).expect("the server sends valid messages")
+}

@@ -1,0 +1,284 @@
+//! The server's life cycle: HTTP upgrade and refusal, headless connections, closing a
+//! connection, graceful shutdown (with and without a deadline).
+
+mod common;
+
+use std::time::Duration;
+
+use common::probe::{parse, request, start};
+use common::{RawClient, bounded, listen, vector};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_webwire::Payload;
+use tokio_webwire::protocol::{Message, RequestId};
+use tokio_webwire::server::{CloseReason, Handler, Server};
+
+#[tokio::test]
+async fn before_upgrade_can_refuse() {
+    struct Gatekeeper;
+    impl Handler for Gatekeeper {
+        async fn before_upgrade(
+            &self,
+            request: &tokio_webwire::http::Request<()>,
+            _remote: Option<std::net::SocketAddr>,
+        ) -> Result<(), tokio_webwire::http::StatusCode> {
+            match request.uri().path() {
+                "/allowed" => Ok(()),
+                _ => Err(tokio_webwire::http::StatusCode::FORBIDDEN),
+            }
+        }
+    }
+    let server = Server::new(Gatekeeper);
+    let addr = listen(&server).await;
+    let refused = bounded(tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/other"
+    )))
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let accepted = bounded(tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/allowed"
+    )))
+    .await;
+    assert!(accepted.is_ok());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_every_request() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    for id in 1..=5 {
+        client
+            .send(request(id, "gate", Payload::utf8("in flight")))
+            .await;
+    }
+    for _ in 1..=5 {
+        bounded(events.entered.recv()).await;
+    }
+    let shutdown = server.shutdown();
+    tokio::pin!(shutdown);
+    // Poll once: the shutdown has begun and now waits for the five handlers.
+    tokio::select! {
+        biased;
+        () = &mut shutdown => panic!("shutdown finished with handlers running"),
+        () = std::future::ready(()) => {}
+    }
+    assert!(server.is_shutting_down());
+    for id in 6..=8 {
+        client
+            .send(request(id, "echo", Payload::utf8("late")))
+            .await;
+    }
+    client.send(vector("signal_binary_named")).await;
+    client.send(vector("restore_session_request")).await;
+    let refused = bounded(tokio_tungstenite::connect_async(format!("ws://{addr}/"))).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{refused:?}"
+    );
+    let (shutdown_done, replies) = tokio::join!(bounded(&mut shutdown), async {
+        let mut replies = Vec::new();
+        for _ in 6..=8 {
+            replies.push(parse(client.recv().await));
+        }
+        replies.push(parse(client.recv().await));
+        server.handler().gate.add_permits(5);
+        for _ in 1..=5 {
+            replies.push(parse(client.recv().await));
+        }
+        let close = client.closed().await;
+        (replies, close)
+    });
+    let () = shutdown_done;
+    let (replies, close) = replies;
+    // Requests 6..=8 and the restore request (its id is 1) got the shutdown reply ...
+    let shutdown_replies = replies
+        .iter()
+        .filter(|reply| matches!(reply, Message::ReplyShutdown { .. }))
+        .count();
+    assert_eq!(shutdown_replies, 4, "{replies:?}");
+    // ... and the five in flight their real reply: none lost.
+    for id in 1..=5 {
+        assert!(
+            replies.contains(&Message::reply(
+                RequestId::from(id),
+                Payload::utf8("in flight")
+            )),
+            "request {id} lost"
+        );
+    }
+    assert_eq!(close.map(|frame| frame.code), Some(CloseCode::Away));
+    assert!(
+        events.signals.try_recv().is_err(),
+        "a signal was handled during shutdown"
+    );
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ServerShutdown)
+    );
+}
+
+/// Sends raw HTTP and returns the status line of the answer.
+async fn http_status(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    bounded(socket.write_all(request.as_bytes())).await.unwrap();
+    let mut answer = Vec::new();
+    bounded(socket.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn requests_that_are_not_upgrades_get_an_http_answer() {
+    let (_server, _events, addr) = start(|b| b.max_upgrade_request_size(1024)).await;
+    assert_eq!(
+        http_status(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(
+        http_status(addr, "OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        "HTTP/1.1 200 OK"
+    );
+    let huge = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "a".repeat(2000));
+    assert_eq!(
+        http_status(addr, &huge).await,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(
+        http_status(addr, "\x16\x03\x01 not http at all\r\n\r\n").await,
+        "HTTP/1.1 400 Bad Request"
+    );
+}
+
+#[tokio::test]
+async fn headless_connections_are_served_and_included_in_shutdown() {
+    let (server, mut events, _addr) = start(|b| b).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = server.clone();
+    tokio::spawn(async move {
+        // First socket: the program upgrades it itself and hands over the WebSocket.
+        let (socket, remote) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        accepting.serve_websocket(ws, Some(remote), Some("upgraded-by-the-program"));
+        // Second socket: handed over raw, the server upgrades it.
+        let (socket, remote) = listener.accept().await.unwrap();
+        accepting.serve_connection(socket, Some(remote));
+    });
+
+    let (mut upgraded, accept_conf) = RawClient::connect(addr).await;
+    assert_eq!(&accept_conf[..], &vector("accept_conf_defaults")[..]);
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    assert_eq!(conn.user_agent(), Some("upgraded-by-the-program"));
+    assert!(conn.remote_addr().is_some_and(|a| a.ip().is_loopback()));
+
+    let request_with_agent = tokio_webwire::http::Request::builder()
+        .uri(format!("ws://{addr}/any/path"))
+        .header("Host", addr.to_string())
+        .header("User-Agent", "raw-test/1")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (ws, _) = bounded(tokio_tungstenite::connect_async(request_with_agent))
+        .await
+        .unwrap();
+    let mut raw = RawClient { ws };
+    assert_eq!(&raw.recv().await[..], &vector("accept_conf_defaults")[..]);
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    assert_eq!(conn.user_agent(), Some("raw-test/1"));
+
+    for client in [&mut upgraded, &mut raw] {
+        client.send(request(1, "echo", Payload::utf8("hi"))).await;
+        assert_eq!(
+            parse(client.recv().await),
+            Message::reply(RequestId::from(1), Payload::utf8("hi"))
+        );
+    }
+    bounded(server.shutdown()).await;
+    for client in [&mut upgraded, &mut raw] {
+        assert_eq!(
+            client.closed().await.map(|frame| frame.code),
+            Some(CloseCode::Away)
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            bounded(events.disconnected.recv()).await,
+            Some(CloseReason::ServerShutdown)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_stops_stuck_handlers_with_the_shutdown_reply() {
+    let (server, mut events, _addr) = start(|b| b.shutdown_timeout(Duration::from_secs(3))).await;
+    let (mut client, _) = RawClient::connect_in_memory(&server, 4096).await;
+    client
+        .send(request(7, "gate", Payload::utf8("never released")))
+        .await;
+    bounded(events.entered.recv()).await;
+    let started = tokio::time::Instant::now();
+    let (_, reply) = tokio::join!(bounded(server.shutdown()), client.recv());
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(
+        parse(reply),
+        Message::ReplyShutdown {
+            id: RequestId::from(7)
+        }
+    );
+    assert_eq!(
+        client.closed().await.map(|frame| frame.code),
+        Some(CloseCode::Away)
+    );
+}
+
+#[tokio::test]
+async fn close_lets_running_handlers_reply_then_closes_with_1000() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    client
+        .send(request(1, "gate", Payload::utf8("running")))
+        .await;
+    bounded(events.entered.recv()).await;
+    conn.close();
+    assert!(conn.is_closed());
+    server.handler().gate.add_permits(1);
+    assert_eq!(
+        parse(client.recv().await),
+        Message::reply(RequestId::from(1), Payload::utf8("running"))
+    );
+    assert_eq!(
+        client.closed().await.map(|frame| frame.code),
+        Some(CloseCode::Normal)
+    );
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::Closed)
+    );
+    assert!(
+        conn.signal("late", Payload::utf8("x")).await.is_err(),
+        "a closed connection accepts no signal"
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_frame_ends_the_connection() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    bounded(client.ws.close(None)).await.unwrap();
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ClientClosed)
+    );
+}
