@@ -6,6 +6,7 @@
 //! # Modules
 //! | module | holds |
 //! |---|---|
+//! | [`client`] | [`Client`]: requests, signals, reconnects; [`ClientHandler`] for server signals |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O |
 //! | [`session`] | [`Session`], its info and its JSON wire form |
 //! | `payload` | [`Payload`] and [`Encoding`]: the data messages carry |
@@ -21,12 +22,14 @@
 //! # Ok::<(), tokio_webwire::ProtocolError>(())
 //! ```
 
+pub mod client;
 mod error;
 mod payload;
 pub mod protocol;
 pub mod session;
 mod transport;
 
+pub use client::{Client, ClientBuilder, ClientHandler, ConnectError, RequestError};
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
 pub use session::{Session, SessionInfo};
