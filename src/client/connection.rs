@@ -265,7 +265,13 @@ async fn read_loop(
             () = shared.stop.cancelled() => {
                 // The writer sends the close frame; wait (briefly) for the server's answer,
                 // keeping `close_tx` alive so the writer gets to send it.
-                let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+                let drain = async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                };
                 let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
                 return Ended::Closing;
             }
@@ -401,16 +407,15 @@ async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
                 }
                 return Ok(());
             }
-            () = stop.cancelled() => {
-                // Graceful: what was queued before the close still goes out.
-                while let Ok(frame) = frames.try_recv() {
-                    sink.feed(WsMessage::Binary(frame)).await?;
-                }
-                let normal = close_frame(CloseCode::Normal, "client closed");
-                return sink.send(WsMessage::Close(Some(normal))).await;
-            }
+            () = stop.cancelled() => return close_gracefully(sink, frames).await,
             frame = frames.recv() => {
-                let Some(frame) = frame else { return Ok(()) };
+                let Some(frame) = frame else {
+                    // Every link handle is gone: the client closed, or the reader ended.
+                    if stop.is_cancelled() {
+                        return close_gracefully(sink, frames).await;
+                    }
+                    return Ok(());
+                };
                 sink.feed(WsMessage::Binary(frame)).await?;
                 for _ in 1..MAX_BATCH {
                     match frames.try_recv() {
@@ -429,6 +434,19 @@ async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
             beat.as_mut().reset(deadline);
         }
     }
+}
+
+/// The client closes: what was queued before the close still goes out, then a normal
+/// close frame.
+async fn close_gracefully(
+    mut sink: SplitSink<WsStream, WsMessage>,
+    mut frames: mpsc::Receiver<Bytes>,
+) -> Result<(), tungstenite::Error> {
+    while let Ok(frame) = frames.try_recv() {
+        sink.feed(WsMessage::Binary(frame)).await?;
+    }
+    let normal = close_frame(CloseCode::Normal, "client closed");
+    sink.send(WsMessage::Close(Some(normal))).await
 }
 
 #[cfg(test)]

@@ -192,8 +192,10 @@ impl Shared {
     /// Closes the client without waiting: no new work, pending requests fail, background
     /// tasks wind down (the writer sends a close frame).
     fn shut_down(&self) {
-        self.state.send_replace(State::Closed);
+        // Cancel first: when the state drops the link, the writer must already see the
+        // close coming, so that it sends a close frame rather than just stopping.
         self.stop.cancel();
+        self.state.send_replace(State::Closed);
         self.pending.fail_all(&RequestError::ClientClosed);
     }
 
