@@ -239,8 +239,19 @@ pub(crate) async fn run(
     // dropped its queue, so that every frame that was queued belongs to a pending entry the
     // caller sweeps.
     shared.unpublish(generation);
-    if let Err(err) = writer.await {
-        warn!(%err, "the writer task failed");
+    let mut writer = writer;
+    // A peer that stopped reading could block the writer's last write forever.
+    let joined = match tokio::time::timeout(CLOSE_GRACE, &mut writer).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            debug!(generation, "the writer is stuck; aborting it");
+            writer.abort();
+            writer.await
+        }
+    };
+    match joined {
+        Err(err) if !err.is_cancelled() => warn!(%err, "the writer task failed"),
+        _ => {}
     }
     debug!(generation, ?ended, "connection ended");
     ended
