@@ -869,6 +869,21 @@ async fn text_message_is_a_violation_too() {
     );
 }
 
+#[tokio::test]
+async fn oversize_message_from_the_server_is_a_violation() {
+    let script = Script::bind().await;
+    let builder = no_reconnect().max_message_size(64);
+    let (client, mut ws) = connect_with(builder, &script, &vector("accept_conf_defaults")).await;
+    let mut signal = b"\x3f\x01s".to_vec();
+    signal.resize(65, 0);
+    send(&mut ws, &signal).await;
+    assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Size));
+    assert_eq!(
+        within(client.request("q", "x")).await,
+        Err(RequestError::Disconnected)
+    );
+}
+
 fn fast_backoff() -> Reconnect {
     Reconnect::Backoff(
         Backoff::default()
@@ -898,12 +913,14 @@ async fn malformed_frame_reconnects_when_enabled() {
     assert_eq!(code, Some(CloseCode::Protocol));
     assert_eq!(within(seen.recv()).await, Some(Seen::Disconnected));
 
-    // Issued while disconnected: waits for the reconnection, then succeeds.
+    // Issued while disconnected: they wait for the reconnection, then succeed.
     let server = tokio::spawn(async move {
         let ws = script.accept().await;
         echo(ws).await;
     });
-    let reply = within(client.request("q", "again")).await;
+    let (signal, reply) =
+        within(async { tokio::join!(client.signal("s", "x"), client.request("q", "again")) }).await;
+    assert_eq!(signal, Ok(()));
     assert_eq!(reply, Ok(Payload::utf8("again")));
     assert_eq!(within(seen.recv()).await, Some(Seen::Connected));
     assert_eq!(client.pending_requests(), 0);
