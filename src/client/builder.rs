@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 pub(crate) const SEND_QUEUE: usize = 1024;
 
 /// Everything a connection needs to know, fixed when the client is built.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) url: String,
     pub(crate) dial_timeout: Duration,
@@ -28,6 +28,22 @@ pub(crate) struct Config {
     pub(crate) reconnect: Reconnect,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_message_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    /// Header values stay out of logs: they often carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("sub_protocol", &self.sub_protocol)
+            .field("reconnect", &self.reconnect)
+            .field("header_names", &header_names)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
 }
 
 /// Options for a [`Client`], then [`connect`](ClientBuilder::connect).
@@ -178,5 +194,13 @@ mod tests {
         assert_eq!(builder.config.max_message_size, 16 << 20);
         assert!(builder.config.reconnect.is_enabled());
         assert_eq!(builder.sub_protocol("").config.sub_protocol, None);
+    }
+
+    #[test]
+    fn debug_output_hides_header_values() {
+        let builder = ClientBuilder::new().header("Authorization", "Bearer secret");
+        let debug = format!("{builder:?}");
+        assert!(debug.contains("Authorization"));
+        assert!(!debug.contains("secret"));
     }
 }
