@@ -716,9 +716,12 @@ async fn request_timeout_leaves_nothing_pending() {
     let builder = no_reconnect().request_timeout(Duration::from_secs(3));
     let (client, mut ws) = connect_with(builder, &script, &vector("accept_conf_defaults")).await;
     let start = Instant::now();
-    let (reply, id) = tokio::join!(client.request("slow", "x"), async {
-        recv_request(&mut ws).await.request_id().unwrap()
-    });
+    let (reply, id) = within(async {
+        tokio::join!(client.request("slow", "x"), async {
+            recv_request(&mut ws).await.request_id().unwrap()
+        })
+    })
+    .await;
     assert_eq!(
         reply,
         Err(RequestError::Timeout {
@@ -730,12 +733,15 @@ async fn request_timeout_leaves_nothing_pending() {
 
     // Its late reply is ignored; the per-request timeout overrides the default.
     send(&mut ws, &reply_vector("reply_binary", id)).await;
-    let (reply, ()) = tokio::join!(
-        client.request_with_timeout("q", "x", Duration::from_millis(10)),
-        async {
-            recv_request(&mut ws).await;
-        }
-    );
+    let (reply, ()) = within(async {
+        tokio::join!(
+            client.request_with_timeout("q", "x", Duration::from_millis(10)),
+            async {
+                recv_request(&mut ws).await;
+            }
+        )
+    })
+    .await;
     assert_eq!(
         reply,
         Err(RequestError::Timeout {
@@ -815,12 +821,15 @@ async fn heartbeats_at_three_quarters_of_the_read_timeout() {
 
     // So does a request, at 11.5 s: next heartbeat at 14.5 s.
     tokio::time::sleep_until(at(11_500)).await;
-    let (_, ()) = tokio::join!(
-        client.request_with_timeout("q", "x", Duration::from_millis(1)),
-        async {
-            recv_request(&mut ws).await;
-        }
-    );
+    let (_, ()) = within(async {
+        tokio::join!(
+            client.request_with_timeout("q", "x", Duration::from_millis(1)),
+            async {
+                recv_request(&mut ws).await;
+            }
+        )
+    })
+    .await;
     assert_eq!(&within(recv(&mut ws)).await[..], b"\x21");
     assert_eq!(Instant::now(), at(14_500));
 }
