@@ -6,6 +6,8 @@
 //! # Modules
 //! | module | holds |
 //! |---|---|
+//! | [`client`] | [`Client`]: requests, signals, reconnects; [`ClientHandler`] for server signals |
+//! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O |
 //! | [`session`] | [`Session`], its info and its JSON wire form |
 //! | `payload` | [`Payload`] and [`Encoding`]: the data messages carry |
@@ -21,6 +23,7 @@
 //! # Ok::<(), tokio_webwire::ProtocolError>(())
 //! ```
 
+pub mod client;
 mod error;
 mod payload;
 pub mod protocol;
@@ -28,6 +31,7 @@ pub mod server;
 pub mod session;
 mod transport;
 
+pub use client::{Client, ClientBuilder, ClientHandler, ConnectError, RequestError};
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
 pub use session::{Session, SessionInfo};

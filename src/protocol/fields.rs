@@ -248,6 +248,58 @@ impl Name {
 
 printable_text!(Name, "name");
 
+/// Something a request or signal name can be made from: [`Name`], `&Name`, `&str`,
+/// `String`, `&String` or [`Bytes`]. Text and bytes are checked (0..=255 bytes of printable
+/// ASCII) when the request is made; a borrowed `&str` is copied, so a `const` name from
+/// [`Name::from_static`] is the cheapest.
+///
+/// ```
+/// use tokio_webwire::protocol::{IntoName, Name};
+///
+/// assert_eq!("echo".into_name().unwrap(), Name::from_static("echo"));
+/// assert!("tab\t".into_name().is_err());
+/// ```
+pub trait IntoName {
+    /// The checked name.
+    fn into_name(self) -> Result<Name, ProtocolError>;
+}
+
+impl IntoName for Name {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Ok(self)
+    }
+}
+
+impl IntoName for &Name {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoName for &str {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Name::try_from(self)
+    }
+}
+
+impl IntoName for String {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Name::new(self)
+    }
+}
+
+impl IntoName for &String {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Name::try_from(self.as_str())
+    }
+}
+
+impl IntoName for Bytes {
+    fn into_name(self) -> Result<Name, ProtocolError> {
+        Name::new(self)
+    }
+}
+
 /// The code of an error reply: 1 to 255 bytes of printable ASCII.
 ///
 /// ```
@@ -351,5 +403,16 @@ mod tests {
             RequestId::new(*id.as_bytes()).to_u64(),
             0x0102_0304_0506_0708
         );
+    }
+
+    #[test]
+    fn names_from_every_kind_of_text() {
+        let expected = Name::from_static("n");
+        assert_eq!("n".into_name(), Ok(expected.clone()));
+        assert_eq!(String::from("n").into_name(), Ok(expected.clone()));
+        assert_eq!((&String::from("n")).into_name(), Ok(expected.clone()));
+        assert_eq!(Bytes::from_static(b"n").into_name(), Ok(expected.clone()));
+        assert_eq!((&expected).into_name(), Ok(expected.clone()));
+        assert!(String::from("\u{e9}").into_name().is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `message_type.rs` | [`MessageType`], the type byte |
-//! | `fields.rs` | [`RequestId`], [`Name`], [`ErrorCode`]: validated header fields |
+//! | `fields.rs` | [`RequestId`], [`Name`] (and [`IntoName`]), [`ErrorCode`]: validated header fields |
 //! | `accept_conf.rs` | [`AcceptConf`], [`ProtocolVersion`]: the handshake |
 //! | `message.rs` | [`Message`]: one variant per message type |
 //! | `parse.rs` | frame → message |
@@ -36,6 +36,6 @@ mod message_type;
 mod parse;
 
 pub use accept_conf::{AcceptConf, ProtocolVersion};
-pub use fields::{ErrorCode, MAX_NAME_LEN, Name, RequestId};
+pub use fields::{ErrorCode, IntoName, MAX_NAME_LEN, Name, RequestId};
 pub use message::Message;
 pub use message_type::MessageType;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProtocolError;
 use crate::payload::Payload;
-use crate::protocol::{Message, Name};
+use crate::protocol::{IntoName, Message};
 use crate::server::CloseReason;
 
 /// Why [`Connection::signal`] could not send.
@@ -38,12 +38,6 @@ pub enum SendError {
     /// signal with neither name nor payload, ...).
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
-}
-
-impl From<std::convert::Infallible> for SendError {
-    fn from(never: std::convert::Infallible) -> Self {
-        match never {}
-    }
 }
 
 /// What the writer task of a connection is asked to do.
@@ -143,7 +137,7 @@ impl Connection {
 
     /// Sends a signal to the client, waiting while the outbound queue is full.
     ///
-    /// `name` is a [`Name`] or anything that converts into one (`&str`, `String`, ...);
+    /// `name` is a [`Name`](crate::protocol::Name) or text ([`IntoName`]);
     /// `payload` anything that converts into a [`Payload`]. The signal is checked before
     /// it is queued: a signal the client would reject, or one over the message size limit,
     /// is refused with an error and nothing is sent.
@@ -156,10 +150,11 @@ impl Connection {
     /// conn.signal("news", Payload::utf8("tokio-webwire released")).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn signal<N>(&self, name: N, payload: impl Into<Payload>) -> Result<(), SendError>
-    where
-        N: TryInto<Name, Error: Into<SendError>>,
-    {
+    pub async fn signal(
+        &self,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<(), SendError> {
         let frame = self.signal_frame(name, payload.into())?;
         self.send(frame).await
     }
@@ -167,10 +162,11 @@ impl Connection {
     /// Like [`signal`](Self::signal), but fails at once with [`SendError::QueueFull`]
     /// instead of waiting for room in the outbound queue: for broadcasting to many
     /// connections, where one slow client must not hold up the others.
-    pub fn try_signal<N>(&self, name: N, payload: impl Into<Payload>) -> Result<(), SendError>
-    where
-        N: TryInto<Name, Error: Into<SendError>>,
-    {
+    pub fn try_signal(
+        &self,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<(), SendError> {
         let frame = self.signal_frame(name, payload.into())?;
         self.inner
             .outbound
@@ -181,11 +177,8 @@ impl Connection {
             })
     }
 
-    fn signal_frame<N>(&self, name: N, payload: Payload) -> Result<Bytes, SendError>
-    where
-        N: TryInto<Name, Error: Into<SendError>>,
-    {
-        let name = name.try_into().map_err(Into::into)?;
+    fn signal_frame(&self, name: impl IntoName, payload: Payload) -> Result<Bytes, SendError> {
+        let name = name.into_name()?;
         let message = Message::signal(name, payload);
         let len = message.encoded_len()?;
         if len > self.inner.max_message_size {

@@ -1,0 +1,206 @@
+//! The client's options, with their defaults, and the builder that sets them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::client::{Client, ClientHandler, ConnectError, Reconnect};
+
+/// The default [`ClientBuilder::dial_timeout`]: 5 s, as the Go client.
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default [`ClientBuilder::request_timeout`]: 60 s, as both reference clients.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default [`ClientBuilder::max_message_size`]: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// How many encoded frames may wait for the writer of a connection before senders wait.
+pub(crate) const SEND_QUEUE: usize = 1024;
+
+/// Everything a connection needs to know, fixed when the client is built.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) url: String,
+    pub(crate) dial_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) sub_protocol: Option<Bytes>,
+    pub(crate) reconnect: Reconnect,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) max_message_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    /// Header values stay out of logs: they often carry credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("sub_protocol", &self.sub_protocol)
+            .field("reconnect", &self.reconnect)
+            .field("header_names", &header_names)
+            .field("max_message_size", &self.max_message_size)
+            .finish()
+    }
+}
+
+/// Options for a [`Client`], then [`connect`](ClientBuilder::connect).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokio_webwire::{Client, client::{Backoff, Reconnect}};
+///
+/// # async fn demo() -> Result<(), tokio_webwire::ConnectError> {
+/// let client = Client::builder()
+///     .dial_timeout(Duration::from_secs(2))
+///     .request_timeout(Duration::from_secs(10))
+///     .sub_protocol("chat")
+///     .header("Authorization", "Bearer 0123")
+///     .reconnect(Reconnect::Backoff(Backoff::default().max_attempts(10)))
+///     .connect("ws://127.0.0.1:8081/")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct ClientBuilder<H = ()> {
+    config: Config,
+    handler: H,
+}
+
+impl Default for ClientBuilder<()> {
+    fn default() -> Self {
+        ClientBuilder {
+            config: Config {
+                url: String::new(),
+                dial_timeout: DEFAULT_DIAL_TIMEOUT,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                sub_protocol: None,
+                reconnect: Reconnect::default(),
+                headers: Vec::new(),
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            },
+            handler: (),
+        }
+    }
+}
+
+impl ClientBuilder<()> {
+    /// A builder with every option at its default and no handler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<H: ClientHandler> ClientBuilder<H> {
+    /// How long establishing a connection may take, from the TCP connect through the
+    /// WebSocket upgrade to the server's AcceptConf message. Default: 5 s.
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// How long [`Client::request`] waits for its reply (including, while reconnecting, the
+    /// wait for a connection). [`Client::request_with_timeout`] overrides it per request.
+    /// Default: 60 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// The application sub-protocol name the server must announce in its AcceptConf, byte
+    /// for byte. Without it the server must announce none. (This is WebWire's own label,
+    /// not the `Sec-WebSocket-Protocol` header.) An empty name means none.
+    pub fn sub_protocol(mut self, name: impl Into<Bytes>) -> Self {
+        let name = name.into();
+        self.config.sub_protocol = (!name.is_empty()).then_some(name);
+        self
+    }
+
+    /// What to do when the connection is lost. Default: reconnect with
+    /// [`Backoff::default`](crate::client::Backoff).
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.config.reconnect = policy;
+        self
+    }
+
+    /// An extra HTTP header for the WebSocket upgrade request, such as `Authorization` or
+    /// `Origin`. Repeatable; an invalid name or value fails
+    /// [`connect`](ClientBuilder::connect) with [`ConnectError::InvalidHeader`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The largest message the client accepts from the server, in bytes. A larger one is a
+    /// protocol violation: the client closes the connection with code 1009 and reconnects
+    /// per its policy. Default: 16 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// The handler for server signals and connection events.
+    pub fn handler<H2: ClientHandler>(self, handler: H2) -> ClientBuilder<H2> {
+        ClientBuilder {
+            config: self.config,
+            handler,
+        }
+    }
+
+    /// Connects to `url` and performs the handshake.
+    ///
+    /// `url` is `ws://host[:port][/path]`; as with the Go client, `http://` is read as
+    /// `ws://` and `https://` as `wss://` (this build has no TLS, so `wss` fails with
+    /// [`ConnectError::InvalidUrl`]). Fails when no connection is established within the
+    /// dial timeout, whatever the reconnect policy: the policy applies to connections lost
+    /// later.
+    pub async fn connect(self, url: impl AsRef<str>) -> Result<Client, ConnectError> {
+        let mut config = self.config;
+        config.url = websocket_url(url.as_ref());
+        Client::start(config, self.handler).await
+    }
+}
+
+/// `http(s)://` → `ws(s)://`, as the Go client does; anything else is left alone.
+fn websocket_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => format!("ws://{rest}"),
+        "https" => format!("wss://{rest}"),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_schemes_become_websocket_schemes() {
+        assert_eq!(websocket_url("http://h:1/x"), "ws://h:1/x");
+        assert_eq!(websocket_url("HTTPS://h/"), "wss://h/");
+        assert_eq!(websocket_url("ws://h/"), "ws://h/");
+        assert_eq!(websocket_url("h:1"), "h:1");
+    }
+
+    #[test]
+    fn defaults() {
+        let builder = ClientBuilder::new();
+        assert_eq!(builder.config.dial_timeout, Duration::from_secs(5));
+        assert_eq!(builder.config.request_timeout, Duration::from_secs(60));
+        assert_eq!(builder.config.max_message_size, 16 << 20);
+        assert!(builder.config.reconnect.is_enabled());
+        assert_eq!(builder.sub_protocol("").config.sub_protocol, None);
+    }
+
+    #[test]
+    fn debug_output_hides_header_values() {
+        let builder = ClientBuilder::new().header("Authorization", "Bearer secret");
+        let debug = format!("{builder:?}");
+        assert!(debug.contains("Authorization"));
+        assert!(!debug.contains("secret"));
+    }
+}

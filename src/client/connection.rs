@@ -1,0 +1,505 @@
+//! One connection to the server: dial and handshake, then one reader loop and one writer
+//! task until the connection ends.
+//!
+//! ```text
+//! socket ─► reader (read_loop) ─► parse ─┬─► reply:  pending map ─► the waiting request
+//!                                        └─► signal: event queue ─► ClientHandler
+//! socket ◄── writer task ◄── bounded mpsc of encoded frames ◄── request() / signal()
+//!            (batches, flushes when the queue is momentarily empty, sends heartbeats)
+//! ```
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::client::builder::Config;
+use crate::client::handler::Event;
+use crate::client::{ConnectError, RequestError, Shared};
+use crate::protocol::{AcceptConf, Message, MessageType, RequestId};
+use crate::transport::{Incoming, close_frame, websocket_config};
+
+pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The one-byte heartbeat frame (§1.5), shared rather than encoded each time.
+const HEARTBEAT: &[u8] = &[MessageType::Heartbeat as u8];
+
+/// At most this many queued frames are fed to the socket before a flush, so one busy
+/// queue cannot postpone the flush indefinitely.
+const MAX_BATCH: usize = 256;
+
+/// How long a closing client waits for the server to answer its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What requests and signals see of a live connection: where to put frames, and the
+/// server's parameters. Replaced in the client's state when the connection changes.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Counts the client's connections from 1; pending requests remember theirs.
+    pub(crate) generation: u64,
+    /// Encoded frames for the writer task.
+    pub(crate) frames: mpsc::Sender<Bytes>,
+    /// The server's AcceptConf.
+    pub(crate) conf: AcceptConf,
+}
+
+impl Link {
+    /// The largest message the server accepts.
+    pub(crate) fn limit(&self) -> usize {
+        usize::try_from(self.conf.message_buffer_size).unwrap_or(usize::MAX)
+    }
+
+    /// Refuses a message of `len` bytes that the server would not accept.
+    pub(crate) fn check_size(&self, len: usize) -> Result<(), RequestError> {
+        let limit = self.limit();
+        if len > limit {
+            return Err(RequestError::PayloadTooLarge { len, limit });
+        }
+        Ok(())
+    }
+}
+
+/// The client's heartbeat period for a server read timeout: 75 % of it (§1.5). A zero
+/// timeout means the server has no read deadline, so no heartbeats.
+pub(crate) fn heartbeat_interval(read_timeout: Duration) -> Option<Duration> {
+    (!read_timeout.is_zero()).then(|| read_timeout - read_timeout / 4)
+}
+
+/// Checks the server's AcceptConf against what the client expects (§1.3): major version
+/// 2 (the minor is informational) and the same sub-protocol name, byte for byte.
+pub(crate) fn check_accept_conf(
+    conf: &AcceptConf,
+    expected_sub_protocol: Option<&Bytes>,
+) -> Result<(), ConnectError> {
+    if conf.version.major != 2 {
+        return Err(ConnectError::UnsupportedVersion {
+            version: conf.version,
+        });
+    }
+    let actual = conf.sub_protocol_name();
+    if actual != expected_sub_protocol.map(|b| &b[..]) {
+        return Err(ConnectError::SubProtocolMismatch {
+            expected: expected_sub_protocol.cloned(),
+            actual: actual.map(|_| conf.sub_protocol.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// Connects, upgrades and reads the AcceptConf, all within the dial timeout.
+pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
+    let after = config.dial_timeout;
+    tokio::time::timeout(after, dial_within(config))
+        .await
+        .unwrap_or(Err(ConnectError::Timeout { after }))
+}
+
+async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
+    let request = upgrade_request(config)?;
+    // Nagle off: the writer batches frames itself and flushes once per batch.
+    let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(
+        request,
+        Some(websocket_config(config.max_message_size)),
+        true,
+    )
+    .await
+    .map_err(ConnectError::from_ws)?;
+    let checked = match read_accept_conf(&mut ws).await {
+        Ok(conf) => check_accept_conf(&conf, config.sub_protocol.as_ref()).map(|()| conf),
+        Err(err) => Err(err),
+    };
+    match checked {
+        Ok(conf) => Ok((ws, conf)),
+        Err(err) => {
+            let reason = match err {
+                ConnectError::UnsupportedVersion { .. } => "unsupported protocol version",
+                ConnectError::SubProtocolMismatch { .. } => "sub-protocol mismatch",
+                _ => "invalid handshake",
+            };
+            // Best effort: the connection is abandoned either way.
+            let _ = ws
+                .close(Some(close_frame(CloseCode::Protocol, reason)))
+                .await;
+            Err(err)
+        }
+    }
+}
+
+/// The HTTP upgrade request: the URL plus the configured extra headers.
+fn upgrade_request(config: &Config) -> Result<Request, ConnectError> {
+    let mut request = config
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(ConnectError::from_ws)?;
+    for (name, value) in &config.headers {
+        let invalid = || ConnectError::InvalidHeader { name: name.clone() };
+        let header = HeaderName::try_from(name.as_str()).map_err(|_| invalid())?;
+        let value = HeaderValue::try_from(value.as_str()).map_err(|_| invalid())?;
+        request.headers_mut().append(header, value);
+    }
+    Ok(request)
+}
+
+/// Reads the server's first message, which must be an AcceptConf.
+async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError> {
+    loop {
+        let message = match ws.next().await {
+            None => return Err(ConnectError::ClosedBeforeHandshake),
+            Some(Err(err)) => return Err(ConnectError::from_ws(err)),
+            Some(Ok(message)) => message,
+        };
+        let frame = match Incoming::from_ws(message) {
+            Incoming::Frame(frame) => frame,
+            Incoming::Alive => continue,
+            Incoming::Closed(_) => return Err(ConnectError::ClosedBeforeHandshake),
+            Incoming::Violation(_, reason) => {
+                return Err(ConnectError::InvalidHandshake {
+                    reason: reason.to_owned(),
+                });
+            }
+        };
+        return match Message::parse(frame) {
+            Ok(Message::AcceptConf(conf)) => Ok(conf),
+            Ok(other) => Err(ConnectError::UnexpectedMessage {
+                message_type: other.message_type(),
+            }),
+            Err(err) => Err(ConnectError::InvalidHandshake {
+                reason: err.to_string(),
+            }),
+        };
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The server closed it, the socket failed, or the writer could not write.
+    Lost,
+    /// The server broke the protocol; the client closed the connection.
+    Violation,
+    /// The client is closing.
+    Closing,
+}
+
+/// Runs one established connection until it ends. Publishes its [`Link`] first (unless
+/// the client is closing).
+pub(crate) async fn run(
+    shared: &Shared,
+    ws: WsStream,
+    conf: AcceptConf,
+    generation: u64,
+    events: &mpsc::Sender<Event>,
+) -> Ended {
+    let (sink, mut stream) = ws.split();
+    let (frames_tx, frames_rx) = mpsc::channel(crate::client::builder::SEND_QUEUE);
+    let (close_tx, close_rx) = oneshot::channel();
+    let writer_done = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        Writer {
+            sink,
+            frames: frames_rx,
+            close: close_rx,
+            heartbeat: heartbeat_interval(conf.read_timeout),
+            stop: shared.stop.clone(),
+        },
+        writer_done.clone(),
+    ));
+    debug!(
+        generation,
+        read_timeout = ?conf.read_timeout,
+        limit = conf.message_buffer_size,
+        "connected"
+    );
+    let link = std::sync::Arc::new(Link {
+        generation,
+        frames: frames_tx,
+        conf,
+    });
+    if shared.publish(link) {
+        shared.notify(events, Event::Connected).await;
+    }
+
+    let ended = read_loop(shared, &mut stream, events, &writer_done, close_tx).await;
+
+    // No new request may pick this connection any more; then wait until the writer has
+    // dropped its queue, so that every frame that was queued belongs to a pending entry the
+    // caller sweeps.
+    shared.unpublish(generation);
+    let mut writer = writer;
+    // A peer that stopped reading could block the writer's last write forever.
+    let joined = match tokio::time::timeout(CLOSE_GRACE, &mut writer).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            debug!(generation, "the writer is stuck; aborting it");
+            writer.abort();
+            writer.await
+        }
+    };
+    match joined {
+        Err(err) if !err.is_cancelled() => warn!(%err, "the writer task failed"),
+        _ => {}
+    }
+    debug!(generation, ?ended, "connection ended");
+    ended
+}
+
+async fn read_loop(
+    shared: &Shared,
+    stream: &mut SplitStream<WsStream>,
+    events: &mpsc::Sender<Event>,
+    writer_done: &CancellationToken,
+    close_tx: oneshot::Sender<CloseFrame>,
+) -> Ended {
+    let violation = |code: CloseCode, reason: &'static str| {
+        // The writer sends the close frame and stops.
+        let _ = close_tx.send(close_frame(code, reason));
+        Ended::Violation
+    };
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = writer_done.cancelled() => return Ended::Lost,
+            () = shared.stop.cancelled() => {
+                // The writer sends the close frame; wait (briefly) for the server's answer,
+                // keeping `close_tx` alive so the writer gets to send it.
+                let drain = async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                return Ended::Closing;
+            }
+        };
+        let message = match item {
+            None => return Ended::Lost,
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
+                return match Incoming::from_error(&err) {
+                    Some(Incoming::Violation(code, reason)) => {
+                        warn!(%err, "closing the connection");
+                        violation(code, reason)
+                    }
+                    _ => {
+                        debug!(%err, "connection lost");
+                        Ended::Lost
+                    }
+                };
+            }
+        };
+        match Incoming::from_ws(message) {
+            Incoming::Frame(frame) => match Message::parse(frame) {
+                Ok(message) => dispatch(shared, message, events).await,
+                Err(err) => {
+                    warn!(%err, "malformed message from the server; closing the connection");
+                    return violation(CloseCode::Protocol, "malformed WebWire message");
+                }
+            },
+            Incoming::Alive => {}
+            Incoming::Closed(frame) => {
+                debug!(?frame, "the server closed the connection");
+                return Ended::Lost;
+            }
+            Incoming::Violation(code, reason) => {
+                warn!(reason, "closing the connection");
+                return violation(code, reason);
+            }
+        }
+    }
+}
+
+/// Hands one well-formed message from the server to whoever waits for it.
+async fn dispatch(shared: &Shared, message: Message, events: &mpsc::Sender<Event>) {
+    let (id, outcome): (RequestId, Result<_, RequestError>) = match message {
+        Message::ReplyBinary { id, .. }
+        | Message::ReplyUtf8 { id, .. }
+        | Message::ReplyUtf16 { id, .. } => match message.payload() {
+            Some(payload) => (id, Ok(payload)),
+            None => return,
+        },
+        Message::ReplyError { id, code, message } => (
+            id,
+            Err(RequestError::Reply {
+                code,
+                message: String::from_utf8_lossy(&message).into_owned(),
+            }),
+        ),
+        Message::ReplyShutdown { id } => (id, Err(RequestError::Shutdown)),
+        Message::ReplyInternalError { id } => (id, Err(RequestError::Internal)),
+        Message::ReplySessionNotFound { id } => (id, Err(RequestError::SessionNotFound)),
+        Message::ReplyMaxSessConnsReached { id } => {
+            (id, Err(RequestError::MaxSessionConnectionsReached))
+        }
+        Message::ReplySessionsDisabled { id } => (id, Err(RequestError::SessionsDisabled)),
+        Message::SignalBinary { .. } | Message::SignalUtf8 { .. } | Message::SignalUtf16 { .. } => {
+            if let (Some(name), Some(payload)) = (message.name(), message.payload()) {
+                shared
+                    .notify(events, Event::Signal(name.clone(), payload))
+                    .await;
+            }
+            return;
+        }
+        // Sessions come with their own issue; until then their notifications are dropped.
+        Message::NotifySessionCreated { .. } | Message::NotifySessionClosed => {
+            debug!(message_type = %message.message_type(), "session notification ignored");
+            return;
+        }
+        // Well-formed, but not something a server sends (or a second AcceptConf): ignored,
+        // as the Go client does.
+        Message::AcceptConf(_)
+        | Message::RequestCloseSession { .. }
+        | Message::RequestRestoreSession { .. }
+        | Message::Heartbeat
+        | Message::RequestBinary { .. }
+        | Message::RequestUtf8 { .. }
+        | Message::RequestUtf16 { .. } => {
+            debug!(message_type = %message.message_type(), "unexpected message from the server ignored");
+            return;
+        }
+    };
+    if !shared.pending.complete(id.to_u64(), outcome) {
+        debug!(%id, "reply for no pending request ignored");
+    }
+}
+
+/// The writer task's half of a connection.
+struct Writer {
+    sink: SplitSink<WsStream, WsMessage>,
+    frames: mpsc::Receiver<Bytes>,
+    /// A close frame from the reader (protocol violation), or its end (connection over).
+    close: oneshot::Receiver<CloseFrame>,
+    heartbeat: Option<Duration>,
+    stop: CancellationToken,
+}
+
+/// Writes queued frames, batched, and heartbeats when nothing else was written for the
+/// heartbeat period. Ends when the reader ends or asks for a close, when the client closes
+/// (after writing what was queued and a normal close frame), or when a write fails.
+async fn write_loop(writer: Writer, done: CancellationToken) {
+    let _done = done.drop_guard();
+    if let Err(err) = write_frames(writer).await {
+        debug!(%err, "write failed");
+    }
+}
+
+async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
+    let Writer {
+        mut sink,
+        mut frames,
+        mut close,
+        heartbeat,
+        stop,
+    } = writer;
+    let period = heartbeat.unwrap_or(Duration::MAX);
+    let beat = tokio::time::sleep(period);
+    tokio::pin!(beat);
+    loop {
+        tokio::select! {
+            biased;
+            frame = &mut close => {
+                if let Ok(frame) = frame {
+                    sink.send(WsMessage::Close(Some(frame))).await?;
+                }
+                return Ok(());
+            }
+            () = stop.cancelled() => return close_gracefully(sink, frames).await,
+            frame = frames.recv() => {
+                let Some(frame) = frame else {
+                    // Every link handle is gone: the client closed, or the reader ended.
+                    if stop.is_cancelled() {
+                        return close_gracefully(sink, frames).await;
+                    }
+                    return Ok(());
+                };
+                sink.feed(WsMessage::Binary(frame)).await?;
+                for _ in 1..MAX_BATCH {
+                    match frames.try_recv() {
+                        Ok(frame) => sink.feed(WsMessage::Binary(frame)).await?,
+                        Err(_) => break,
+                    }
+                }
+                sink.flush().await?;
+            }
+            () = &mut beat, if heartbeat.is_some() => {
+                sink.send(WsMessage::Binary(Bytes::from_static(HEARTBEAT))).await?;
+            }
+        }
+        // Every outgoing message restarts the heartbeat timer.
+        if let Some(deadline) = Instant::now().checked_add(period) {
+            beat.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// The client closes: what was queued before the close still goes out, then a normal
+/// close frame.
+async fn close_gracefully(
+    mut sink: SplitSink<WsStream, WsMessage>,
+    mut frames: mpsc::Receiver<Bytes>,
+) -> Result<(), tungstenite::Error> {
+    while let Ok(frame) = frames.try_recv() {
+        sink.feed(WsMessage::Binary(frame)).await?;
+    }
+    let normal = close_frame(CloseCode::Normal, "client closed");
+    sink.send(WsMessage::Close(Some(normal))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolVersion;
+
+    #[test]
+    fn heartbeat_at_three_quarters_of_the_read_timeout() {
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(60)),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(3_000)),
+            Some(Duration::from_millis(2_250))
+        );
+        assert_eq!(heartbeat_interval(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn accept_conf_checks() {
+        let mut conf = AcceptConf::new(Duration::from_secs(60), 8192);
+        assert_eq!(check_accept_conf(&conf, None), Ok(()));
+        conf.version = ProtocolVersion { major: 2, minor: 7 };
+        assert_eq!(check_accept_conf(&conf, None), Ok(()));
+        conf.version = ProtocolVersion { major: 3, minor: 0 };
+        assert!(matches!(
+            check_accept_conf(&conf, None),
+            Err(ConnectError::UnsupportedVersion { .. })
+        ));
+        conf.version = ProtocolVersion::V2_0;
+        let chat = Bytes::from_static(b"chat");
+        assert!(matches!(
+            check_accept_conf(&conf, Some(&chat)),
+            Err(ConnectError::SubProtocolMismatch { actual: None, .. })
+        ));
+        conf.sub_protocol = chat.clone();
+        assert_eq!(check_accept_conf(&conf, Some(&chat)), Ok(()));
+        assert!(matches!(
+            check_accept_conf(&conf, None),
+            Err(ConnectError::SubProtocolMismatch { expected: None, .. })
+        ));
+    }
+}

@@ -1,0 +1,267 @@
+//! What can go wrong on the client: one error enum per concern.
+//!
+//! [`ConnectError`] says why a connection could not be established (the first one, from
+//! [`Client::connect`](crate::Client::connect), or a reconnection, logged);
+//! [`RequestError`] says how a request or signal ended without success.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite;
+
+use crate::error::ProtocolError;
+use crate::protocol::{ErrorCode, MessageType, ProtocolVersion};
+
+/// How a [`Client::request`](crate::Client::request) (or a signal) ended without a reply
+/// payload.
+///
+/// One variant for each way a request can end: the five special replies of the protocol,
+/// the server's application error, and what the client itself decides (timeout, lost or
+/// closed connection, refused input). Cheap to clone and comparable, so callers can `match`
+/// and tests can `assert_eq!`.
+///
+/// ```
+/// use tokio_webwire::RequestError;
+///
+/// fn should_retry(err: &RequestError) -> bool {
+///     matches!(err, RequestError::Timeout { .. } | RequestError::Disconnected | RequestError::Shutdown)
+/// }
+/// assert!(should_retry(&RequestError::Disconnected));
+/// assert!(!should_retry(&RequestError::ClientClosed));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The server's handler failed the request with an application error (`00` reply).
+    #[error("the server answered with error {code}: {message}")]
+    Reply {
+        /// The error code: 1..=255 bytes of printable ASCII.
+        code: ErrorCode,
+        /// The error message (invalid UTF-8 replaced with U+FFFD), possibly empty.
+        message: String,
+    },
+
+    /// The server failed internally while handling the request (`02` reply); the details
+    /// stay in the server's log.
+    #[error("the server failed internally")]
+    Internal,
+
+    /// The server is shutting down and did not handle the request (`01` reply).
+    #[error("the server is shutting down")]
+    Shutdown,
+
+    /// The session to restore does not exist on the server (`03` reply).
+    #[error("session not found")]
+    SessionNotFound,
+
+    /// The session to restore already has as many connections as the server allows
+    /// (`04` reply).
+    #[error("the session has reached its connection limit")]
+    MaxSessionConnectionsReached,
+
+    /// Sessions are disabled on the server (`05` reply).
+    #[error("sessions are disabled on the server")]
+    SessionsDisabled,
+
+    /// No reply arrived within the request's timeout. The request may still have reached
+    /// the server and been handled; a reply that comes later is ignored.
+    #[error("no reply within {after:?}")]
+    Timeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
+    /// The connection was lost after the request was handed to it (its reply can never
+    /// come: replies travel on the connection that carried the request), or the client is
+    /// disconnected and its reconnect policy does not wait. The request may or may not have
+    /// reached the server.
+    #[error("disconnected from the server")]
+    Disconnected,
+
+    /// The client was closed with [`Client::close`](crate::Client::close) (or every
+    /// handle to it was dropped).
+    #[error("the client is closed")]
+    ClientClosed,
+
+    /// The encoded message is larger than the server accepts (its AcceptConf message
+    /// buffer size). Refused locally: nothing was sent.
+    #[error("message of {len} bytes exceeds the server's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The length of the encoded message.
+        len: usize,
+        /// The server's limit.
+        limit: usize,
+    },
+
+    /// The name is not 0..=255 bytes of printable ASCII. Nothing was sent.
+    #[error("invalid name: {0}")]
+    InvalidName(ProtocolError),
+
+    /// The message would be rejected by every peer (PROTOCOL.md §2.5): no name and no
+    /// payload, a UTF-16 payload of odd length, a named UTF-16 signal without payload.
+    /// Nothing was sent.
+    #[error("invalid message: {0}")]
+    InvalidMessage(ProtocolError),
+}
+
+/// Why a connection to a WebWire server could not be established.
+///
+/// Returned by [`ClientBuilder::connect`](crate::ClientBuilder::connect); failed
+/// reconnections are logged with `tracing` and retried per the reconnect policy.
+///
+/// ```
+/// # async fn demo() {
+/// use tokio_webwire::{Client, ConnectError};
+///
+/// match Client::connect("ws://127.0.0.1:1/").await {
+///     Err(ConnectError::Io { .. }) => { /* nobody listens there */ }
+///     other => println!("{other:?}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL could not be used for a WebSocket connection.
+    #[error("invalid URL: {reason}")]
+    InvalidUrl {
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// An extra HTTP header has an invalid name or value.
+    #[error("invalid HTTP header {name:?}")]
+    InvalidHeader {
+        /// The header's name.
+        name: String,
+    },
+
+    /// The TCP connection failed.
+    #[error("I/O error: {message}")]
+    Io {
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+        /// The operating system's description.
+        message: String,
+    },
+
+    /// The server answered the upgrade with an HTTP status instead of switching protocols
+    /// (the reference server answers `503` while it shuts down).
+    #[error("the server refused the WebSocket upgrade with HTTP status {status}")]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+    },
+
+    /// The WebSocket handshake failed for another reason.
+    #[error("WebSocket handshake failed: {reason}")]
+    WebSocket {
+        /// What tungstenite reported.
+        reason: String,
+    },
+
+    /// The connection, the upgrade and the AcceptConf message together took longer than
+    /// the dial timeout.
+    #[error("no connection within the dial timeout of {after:?}")]
+    Timeout {
+        /// The dial timeout.
+        after: Duration,
+    },
+
+    /// The server closed the connection before it sent its AcceptConf message.
+    #[error("the server closed the connection before the handshake")]
+    ClosedBeforeHandshake,
+
+    /// The server's first message is well-formed but not an AcceptConf.
+    #[error("expected AcceptConf as the server's first message, got {message_type}")]
+    UnexpectedMessage {
+        /// What the server sent instead.
+        message_type: MessageType,
+    },
+
+    /// The server's first message is not a valid WebWire message (or not binary).
+    #[error("invalid handshake message: {reason}")]
+    InvalidHandshake {
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// The server speaks another major version of the protocol (this client speaks 2).
+    #[error("the server speaks protocol version {version}, this client speaks 2.x")]
+    UnsupportedVersion {
+        /// The version the server announced.
+        version: ProtocolVersion,
+    },
+
+    /// The server's sub-protocol name differs from the one the client expects.
+    #[error(
+        "sub-protocol mismatch: expected {}, the server speaks {}",
+        show(.expected),
+        show(.actual)
+    )]
+    SubProtocolMismatch {
+        /// What the client was configured to expect (`None`: no sub-protocol).
+        expected: Option<Bytes>,
+        /// What the server announced (`None`: no sub-protocol).
+        actual: Option<Bytes>,
+    },
+}
+
+fn show(name: &Option<Bytes>) -> String {
+    match name {
+        Some(bytes) => format!("{:?}", String::from_utf8_lossy(bytes)),
+        None => "none".to_owned(),
+    }
+}
+
+impl ConnectError {
+    /// Translates a tungstenite error from the TCP connection or the upgrade.
+    pub(crate) fn from_ws(error: tungstenite::Error) -> Self {
+        use tungstenite::Error;
+        match error {
+            Error::Io(e) => ConnectError::Io {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+            Error::Url(e) => ConnectError::InvalidUrl {
+                reason: e.to_string(),
+            },
+            Error::HttpFormat(e) => ConnectError::InvalidUrl {
+                reason: e.to_string(),
+            },
+            Error::Http(response) => ConnectError::Http {
+                status: response.status().as_u16(),
+            },
+            Error::ConnectionClosed | Error::AlreadyClosed => ConnectError::ClosedBeforeHandshake,
+            other => ConnectError::WebSocket {
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_happened() {
+        let err = RequestError::Reply {
+            code: ErrorCode::from_static("E"),
+            message: "bad".into(),
+        };
+        assert_eq!(err.to_string(), "the server answered with error E: bad");
+        let err = ConnectError::SubProtocolMismatch {
+            expected: Some(Bytes::from_static(b"chat")),
+            actual: None,
+        };
+        assert_eq!(
+            err.to_string(),
+            "sub-protocol mismatch: expected \"chat\", the server speaks none"
+        );
+        assert_eq!(
+            RequestError::PayloadTooLarge { len: 9, limit: 8 }.to_string(),
+            "message of 9 bytes exceeds the server's limit of 8 bytes"
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! The client: requests, signals and server signals over one WebSocket, with reconnects.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mod.rs` | [`Client`], the state shared with the background tasks |
+//! | `builder.rs` | [`ClientBuilder`]: options and their defaults |
+//! | `error.rs` | [`RequestError`], [`ConnectError`] |
+//! | `handler.rs` | [`ClientHandler`]: server signals, connection events |
+//! | `pending.rs` | requests waiting for replies, and the guard that cleans up after them |
+//! | `connection.rs` | dial and handshake, the reader loop and the writer task |
+//! | `supervisor.rs` | the background task: one connection after another |
+//! | `reconnect.rs` | [`Reconnect`], [`Backoff`]: the policy and its schedule |
+//!
+//! See [`Client`] for an example.
+
+mod builder;
+mod connection;
+mod error;
+mod handler;
+mod pending;
+mod reconnect;
+mod supervisor;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use builder::{
+    ClientBuilder, DEFAULT_DIAL_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use error::{ConnectError, RequestError};
+pub use handler::ClientHandler;
+pub use reconnect::{Backoff, Reconnect};
+
+use crate::Payload;
+use crate::protocol::{AcceptConf, IntoName, Message, RequestId};
+use builder::Config;
+use connection::Link;
+use handler::Event;
+use pending::{Pending, PendingGuard};
+
+/// How many handler events (signals, connection changes) may wait for the handler before
+/// the reader waits too.
+const EVENT_QUEUE: usize = 64;
+
+/// A WebWire client: sends requests and signals to one server and receives its signals.
+///
+/// `Client` is a cheap handle (`Clone + Send + Sync`): clone it into as many tasks as you
+/// like; they share one connection, and any number of requests may be in flight at once.
+/// Replies are matched to requests by an 8-byte identifier, a per-client `u64` counter
+/// from 1 written little-endian, as the Go client does.
+///
+/// When the connection is lost, requests that were already handed to it fail with
+/// [`RequestError::Disconnected`] (their reply can never come). The client then reconnects
+/// per its [`Reconnect`] policy; requests and signals issued meanwhile wait for the new
+/// connection up to their own timeout, or fail at once with `Disconnected` when
+/// reconnecting is off (or has given up). A malformed message from the server is a
+/// protocol violation: the client closes the connection (code 1002) and treats it as lost.
+///
+/// After [`close`](Client::close), or once every handle is dropped, every method fails
+/// with [`RequestError::ClientClosed`].
+///
+/// # Cancel safety
+/// [`request`](Client::request), [`request_with_timeout`](Client::request_with_timeout) and
+/// [`signal`](Client::signal) may be dropped at any await point (a `select!`, a timeout of
+/// your own, an aborted task): a dropped request removes its pending entry, so nothing
+/// leaks, and a reply that arrives later is ignored. Dropping does not recall what was
+/// already queued: the request or signal may still reach the server and be handled.
+///
+/// # Example
+/// ```no_run
+/// use std::time::Duration;
+/// use tokio_webwire::{Client, Payload, RequestError};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::connect("ws://127.0.0.1:8081/").await?;
+///
+/// // Names and payloads from &str, String, Bytes, Payload; replies as Payload.
+/// let reply = client.request("echo", "hello").await?;
+/// assert_eq!(reply.to_text()?, "hello");
+///
+/// match client
+///     .request_with_timeout("auth", Payload::binary(vec![1, 2, 3]), Duration::from_secs(2))
+///     .await
+/// {
+///     Ok(reply) => println!("{} bytes", reply.len()),
+///     Err(RequestError::Reply { code, message }) => println!("refused: {code} {message}"),
+///     Err(other) => return Err(other.into()),
+/// }
+///
+/// client.signal("ping", Payload::empty()).await?;
+/// client.close().await;
+/// assert_eq!(client.request("echo", "late").await, Err(RequestError::ClientClosed));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+/// The user-facing side of a client; the last one dropped closes the client.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    /// The supervisor task, which owns the connection tasks.
+    tasks: TaskTracker,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shut_down();
+    }
+}
+
+/// Where the client's connection stands, as requests and signals see it.
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Establishing the first connection, or reconnecting: wait.
+    Connecting,
+    /// Connected: send through this link.
+    Connected(Arc<Link>),
+    /// Disconnected for good (reconnecting is off or gave up): fail with `Disconnected`.
+    Down,
+    /// Closed by the user: fail with `ClientClosed`.
+    Closed,
+}
+
+/// What the handles and the background tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    next_id: AtomicU64,
+    pub(crate) pending: Pending,
+    state: watch::Sender<State>,
+    /// Cancelled when the client closes.
+    pub(crate) stop: CancellationToken,
+}
+
+impl Shared {
+    /// Makes `link` the connection requests use, unless the client is closed.
+    pub(crate) fn publish(&self, link: Arc<Link>) -> bool {
+        self.state.send_if_modified(|state| {
+            if matches!(state, State::Closed) {
+                return false;
+            }
+            *state = State::Connected(link);
+            true
+        })
+    }
+
+    /// Takes connection `generation` out of use (unless the state has moved on already).
+    pub(crate) fn unpublish(&self, generation: u64) {
+        let next = if self.config.reconnect.is_enabled() {
+            State::Connecting
+        } else {
+            State::Down
+        };
+        self.state.send_if_modified(|state| match state {
+            State::Connected(link) if link.generation == generation => {
+                *state = next;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Moves to `next`, unless the client is closed.
+    pub(crate) fn set_state(&self, next: State) {
+        self.state.send_if_modified(|state| {
+            if matches!(state, State::Closed) {
+                return false;
+            }
+            *state = next;
+            true
+        });
+    }
+
+    /// Queues an event for the handler, unless the client closes meanwhile.
+    pub(crate) async fn notify(&self, events: &mpsc::Sender<Event>, event: Event) {
+        tokio::select! {
+            _ = events.send(event) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Closes the client without waiting: no new work, pending requests fail, background
+    /// tasks wind down (the writer sends a close frame).
+    fn shut_down(&self) {
+        // Cancel first: when the state drops the link, the writer must already see the
+        // close coming, so that it sends a close frame rather than just stopping.
+        self.stop.cancel();
+        self.state.send_replace(State::Closed);
+        self.pending.fail_all(&RequestError::ClientClosed);
+    }
+
+    /// The connection to send through, waiting while connecting. With `stale`, a link
+    /// whose queue turned out to be closed: wait until the state has moved past it.
+    async fn link(&self, stale: Option<&Arc<Link>>) -> Result<Arc<Link>, RequestError> {
+        let usable = |state: &State| match state {
+            State::Connecting => false,
+            State::Connected(link) => stale.is_none_or(|stale| !Arc::ptr_eq(link, stale)),
+            State::Down | State::Closed => true,
+        };
+        let resolve = |state: &State| match state {
+            State::Connected(link) => Ok(link.clone()),
+            State::Down => Err(RequestError::Disconnected),
+            State::Connecting | State::Closed => Err(RequestError::ClientClosed),
+        };
+        {
+            // Fast path: connected, no subscription needed.
+            let state = self.state.borrow();
+            if usable(&state) {
+                return resolve(&state);
+            }
+        }
+        let mut changes = self.state.subscribe();
+        let state = changes
+            .wait_for(usable)
+            .await
+            .map_err(|_| RequestError::ClientClosed)?;
+        resolve(&state)
+    }
+
+    fn check_open(&self) -> Result<(), RequestError> {
+        if self.stop.is_cancelled() {
+            return Err(RequestError::ClientClosed);
+        }
+        Ok(())
+    }
+
+    /// Sends request `message` and waits for its reply, over whichever connection is
+    /// current, registering it as pending before its frame is queued.
+    async fn exchange(
+        &self,
+        message: &Message,
+        len: usize,
+        id: u64,
+        guard: &mut PendingGuard<'_>,
+    ) -> Result<Payload, RequestError> {
+        let mut frame: Option<Bytes> = None;
+        let mut link = self.link(None).await?;
+        loop {
+            link.check_size(len)?;
+            let bytes = match &frame {
+                Some(bytes) => bytes.clone(),
+                None => frame.insert(encode(message)?).clone(),
+            };
+            let reply = self.pending.insert(id, link.generation);
+            if link.frames.send(bytes).await.is_ok() {
+                let outcome = reply.await;
+                // Whatever the outcome, its delivery removed the entry.
+                guard.disarm();
+                return outcome.unwrap_or(Err(RequestError::Disconnected));
+            }
+            // The connection ended before its writer took the frame: nothing was sent, so
+            // it is safe to try the next connection.
+            self.pending.remove(id);
+            link = self.link(Some(&link)).await?;
+        }
+    }
+
+    /// Queues signal `message` on whichever connection is current.
+    async fn send_signal(&self, message: &Message, len: usize) -> Result<(), RequestError> {
+        let mut frame: Option<Bytes> = None;
+        let mut link = self.link(None).await?;
+        loop {
+            link.check_size(len)?;
+            let bytes = match &frame {
+                Some(bytes) => bytes.clone(),
+                None => frame.insert(encode(message)?).clone(),
+            };
+            if link.frames.send(bytes).await.is_ok() {
+                return Ok(());
+            }
+            link = self.link(Some(&link)).await?;
+        }
+    }
+}
+
+fn encode(message: &Message) -> Result<Bytes, RequestError> {
+    message.encode().map_err(RequestError::InvalidMessage)
+}
+
+impl Client {
+    /// Connects to `url` with every option at its default (see [`ClientBuilder`]).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tokio_webwire::ConnectError> {
+    /// let client = tokio_webwire::Client::connect("ws://127.0.0.1:8081/").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: impl AsRef<str>) -> Result<Client, ConnectError> {
+        ClientBuilder::new().connect(url).await
+    }
+
+    /// A builder for a client with options: timeouts, sub-protocol, reconnect policy,
+    /// upgrade headers, a handler.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Dials, then hands the connection to the supervisor task.
+    async fn start<H: ClientHandler>(config: Config, handler: H) -> Result<Client, ConnectError> {
+        let first = connection::dial(&config).await?;
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        // Not tracked: a handler may close the client, and `close` waits for the tracker.
+        tokio::spawn(handler::run_events(handler, events_rx));
+        let shared = Arc::new(Shared {
+            config,
+            next_id: AtomicU64::new(1),
+            pending: Pending::default(),
+            state: watch::Sender::new(State::Connecting),
+            stop: CancellationToken::new(),
+        });
+        let mut published = shared.state.subscribe();
+        let tasks = TaskTracker::new();
+        tasks.spawn(supervisor::supervise(shared.clone(), first, events));
+        tasks.close();
+        let client = Client {
+            handle: Arc::new(Handle { shared, tasks }),
+        };
+        // Return once the connection is in use, so `is_connected` holds from the start.
+        let _ = published
+            .wait_for(|state| !matches!(state, State::Connecting))
+            .await;
+        Ok(client)
+    }
+
+    /// Sends request `name` with `payload` and waits for the reply, for at most the
+    /// client's request timeout (60 s unless configured).
+    ///
+    /// `name` may be empty, but not together with an empty payload. See
+    /// [`request_with_timeout`](Client::request_with_timeout) for the details, and the
+    /// type's documentation for cancel safety.
+    pub async fn request(
+        &self,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<Payload, RequestError> {
+        let timeout = self.handle.shared.config.request_timeout;
+        self.request_with_timeout(name, payload, timeout).await
+    }
+
+    /// Sends request `name` with `payload` and waits up to `timeout` for the reply.
+    ///
+    /// The timeout covers everything: waiting for a connection while reconnecting, waiting
+    /// for room in the send queue, and the reply. Fails locally, sending nothing, when the
+    /// name is invalid ([`RequestError::InvalidName`]), the message could not be parsed
+    /// by any peer ([`RequestError::InvalidMessage`]) or is larger than the server
+    /// accepts ([`RequestError::PayloadTooLarge`]). Cancel safe in the sense of the type's
+    /// documentation.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokio_webwire::Client) {
+    /// use std::time::Duration;
+    /// use tokio_webwire::RequestError;
+    ///
+    /// let reply = client.request_with_timeout("slow", "x", Duration::from_millis(100)).await;
+    /// assert!(matches!(reply, Ok(_) | Err(RequestError::Timeout { .. })));
+    /// # }
+    /// ```
+    pub async fn request_with_timeout(
+        &self,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Payload, RequestError> {
+        let shared = &*self.handle.shared;
+        shared.check_open()?;
+        let name = name.into_name().map_err(RequestError::InvalidName)?;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let message = Message::request(RequestId::from(id), name, payload.into());
+        let len = message
+            .encoded_len()
+            .map_err(RequestError::InvalidMessage)?;
+        let mut guard = PendingGuard::new(&shared.pending, id);
+        tokio::time::timeout(timeout, shared.exchange(&message, len, id, &mut guard))
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+    }
+
+    /// Sends signal `name` with `payload`: one-way, never answered.
+    ///
+    /// Returns once the signal is queued for the connection's writer, which is no proof
+    /// that it reached the server. While reconnecting it waits for the connection, up to
+    /// the client's request timeout ([`RequestError::Timeout`]). Fails locally like
+    /// [`request`](Client::request) on invalid input, and also for a named UTF-16 signal
+    /// without payload, which no parser accepts. Cancel safe: dropped before it returns,
+    /// the signal was either queued or not sent at all.
+    pub async fn signal(
+        &self,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<(), RequestError> {
+        let shared = &*self.handle.shared;
+        shared.check_open()?;
+        let name = name.into_name().map_err(RequestError::InvalidName)?;
+        let message = Message::signal(name, payload.into());
+        let len = message
+            .encoded_len()
+            .map_err(RequestError::InvalidMessage)?;
+        let timeout = shared.config.request_timeout;
+        tokio::time::timeout(timeout, shared.send_signal(&message, len))
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+    }
+
+    /// Closes the client gracefully and waits until its connection is closed.
+    ///
+    /// Pending requests fail with [`RequestError::ClientClosed`]; signals queued before
+    /// the call are still written, then a close frame (1000), and the client waits briefly
+    /// for the server's answer. Afterwards every method fails with `ClientClosed`, on every
+    /// clone. Closing twice is harmless. Cancel safe: the close proceeds in the background
+    /// if the returned future is dropped.
+    pub async fn close(&self) {
+        self.handle.shared.shut_down();
+        self.handle.tasks.wait().await;
+    }
+
+    /// Whether the client is connected right now.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        matches!(*self.handle.shared.state.borrow(), State::Connected(_))
+    }
+
+    /// The server's handshake parameters (protocol version, read timeout, message size
+    /// limit, sub-protocol) of the current connection, if connected.
+    #[must_use]
+    pub fn server_conf(&self) -> Option<AcceptConf> {
+        match &*self.handle.shared.state.borrow() {
+            State::Connected(link) => Some(link.conf.clone()),
+            _ => None,
+        }
+    }
+
+    /// The number of requests waiting for a reply. A test hook, not a stable API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn pending_requests(&self) -> usize {
+        self.handle.shared.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+
+    #[test]
+    fn client_is_clone_send_sync() {
+        assert_send_sync::<Client>();
+    }
+}

@@ -1,0 +1,74 @@
+//! The client's background task: runs one connection after another, fails the requests a
+//! lost connection strands, and reconnects per the policy.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::client::connection::{self, WsStream};
+use crate::client::handler::Event;
+use crate::client::reconnect::random_jitter;
+use crate::client::{Reconnect, RequestError, Shared, State};
+use crate::protocol::AcceptConf;
+
+/// Owns the connections of one client until it is closed or gives up reconnecting.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    first: (WsStream, AcceptConf),
+    events: mpsc::Sender<Event>,
+) {
+    let mut next = Some(first);
+    let mut generation = 0;
+    while let Some((ws, conf)) = next.take() {
+        generation += 1;
+        let span = info_span!("webwire_client", url = %shared.config.url, generation);
+        let ended = connection::run(&shared, ws, conf, generation, &events)
+            .instrument(span)
+            .await;
+        // Requests handed to that connection cannot get a reply any more.
+        let closing = shared.stop.is_cancelled();
+        let error = if closing {
+            RequestError::ClientClosed
+        } else {
+            RequestError::Disconnected
+        };
+        let failed = shared.pending.fail_generation(generation, &error);
+        if closing {
+            // The handler may be the one closing the client: never wait for it here.
+            let _ = events.try_send(Event::Disconnected);
+            break;
+        }
+        info!(generation, ?ended, failed, "disconnected");
+        shared.notify(&events, Event::Disconnected).await;
+        next = reconnect(&shared).await;
+    }
+}
+
+/// Dials until a connection is established, the policy gives up, or the client closes.
+async fn reconnect(shared: &Shared) -> Option<(WsStream, AcceptConf)> {
+    let Reconnect::Backoff(backoff) = &shared.config.reconnect else {
+        shared.set_state(State::Down);
+        return None;
+    };
+    shared.set_state(State::Connecting);
+    let mut attempt = 0;
+    while backoff.allows(attempt) {
+        let delay = backoff.delay(attempt, random_jitter());
+        let dialed = tokio::select! {
+            () = shared.stop.cancelled() => return None,
+            dialed = async {
+                tokio::time::sleep(delay).await;
+                connection::dial(&shared.config).await
+            } => dialed,
+        };
+        match dialed {
+            Ok(connection) => return Some(connection),
+            Err(err) => warn!(attempt, ?delay, %err, "reconnection failed"),
+        }
+        attempt = attempt.saturating_add(1);
+    }
+    warn!(attempt, "giving up reconnecting");
+    shared.set_state(State::Down);
+    None
+}
