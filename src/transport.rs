@@ -67,8 +67,12 @@ impl Incoming {
     /// Classifies a read error: a size or protocol violation deserves a close frame with
     /// the matching code; anything else means the socket is gone (`None`).
     pub(crate) fn from_error(error: &tungstenite::Error) -> Option<Self> {
-        use tungstenite::error::{CapacityError, Error};
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
         match error {
+            // The peer vanished without a close frame: gone, not misbehaving.
+            Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake | ProtocolError::ReceivedAfterClosing,
+            ) => None,
             Error::Capacity(CapacityError::MessageTooLong { .. }) => Some(Incoming::Violation(
                 CloseCode::Size,
                 "message exceeds the size limit",
@@ -78,10 +82,7 @@ impl Incoming {
                 CloseCode::Protocol,
                 "WebSocket protocol violation",
             )),
-            Error::Utf8(_) => Some(Incoming::Violation(
-                CloseCode::Invalid,
-                "invalid UTF-8 in a control frame",
-            )),
+            Error::Utf8(_) => Some(Incoming::Violation(CloseCode::Invalid, "invalid UTF-8")),
             _ => None,
         }
     }

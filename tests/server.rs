@@ -76,7 +76,13 @@ async fn error_replies_hide_internal_errors() {
     client.send(request(1, "fail", Payload::empty())).await;
     assert_eq!(&client.recv().await[..], &vector("reply_error")[..]);
 
-    for (id, name) in [(2, "internal"), (3, "panic"), (4, "odd16")] {
+    for (id, name) in [
+        (2, "internal"),
+        (3, "panic"),
+        (4, "odd16"),
+        (6, "big"),
+        (7, "bigerror"),
+    ] {
         client.send(request(id, name, Payload::utf8("x"))).await;
         let reply = parse(client.recv().await);
         assert_eq!(
@@ -318,10 +324,15 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
 
     let (mut quiet, _) = RawClient::connect_in_memory(&server, 4096).await;
     let started = tokio::time::Instant::now();
+    // Checked every quarter of the timeout: it fires between 2 and 2.5 s of silence.
     let frame = quiet.closed().await.expect("close frame");
     assert_eq!(frame.code, CloseCode::Normal);
     assert_eq!(frame.reason, "read timeout");
-    assert!(started.elapsed() >= Duration::from_secs(2));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2500),
+        "{elapsed:?}"
+    );
     assert_eq!(
         bounded(events.disconnected.recv()).await,
         Some(CloseReason::ReadTimeout)
@@ -395,7 +406,7 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     );
     // What was accepted is the queue, one batch in tungstenite's write buffer and what the
     // pipe took: bounded by configuration, however long the server kept trying.
-    let bound = queue + 64 + pipe / (60 * 1024) + 1;
+    let bound = queue + 4 + pipe / (60 * 1024);
     assert!(sent <= bound, "{sent} signals accepted, bound {bound}");
 }
 

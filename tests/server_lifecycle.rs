@@ -229,7 +229,11 @@ async fn shutdown_deadline_stops_stuck_handlers_with_the_shutdown_reply() {
     bounded(events.entered.recv()).await;
     let started = tokio::time::Instant::now();
     let (_, reply) = tokio::join!(bounded(server.shutdown()), client.recv());
-    assert!(started.elapsed() >= Duration::from_secs(3));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_millis(3100),
+        "{elapsed:?}"
+    );
     assert_eq!(
         parse(reply),
         Message::ReplyShutdown {
@@ -281,4 +285,146 @@ async fn a_client_close_frame_ends_the_connection() {
         bounded(events.disconnected.recv()).await,
         Some(CloseReason::ClientClosed)
     );
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_slot_during_shutdown_gets_the_shutdown_reply() {
+    let (server, mut events, _addr) = start(|b| b.max_concurrent_requests(1)).await;
+    // In memory, the server reads a frame as soon as it is written: request 2 is read
+    // before the shutdown begins, and waits for the slot request 1 holds. It must be
+    // answered, and must not start a handler after the drain.
+    let (mut client, _) = RawClient::connect_in_memory(&server, 4096).await;
+    client
+        .send(request(1, "gate", Payload::utf8("running")))
+        .await;
+    bounded(events.entered.recv()).await;
+    client
+        .send(request(2, "gate", Payload::utf8("waiting")))
+        .await;
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown().await }
+    });
+    while !server.is_shutting_down() {
+        tokio::task::yield_now().await;
+    }
+    server.handler().gate.add_permits(1);
+    let mut replies = vec![parse(client.recv().await), parse(client.recv().await)];
+    replies.sort_by_key(|reply| reply.request_id());
+    assert_eq!(
+        replies,
+        [
+            Message::reply(RequestId::from(1), Payload::utf8("running")),
+            Message::ReplyShutdown {
+                id: RequestId::from(2)
+            },
+        ]
+    );
+    bounded(shutdown).await.unwrap();
+    assert_eq!(client.closed().await.map(|f| f.code), Some(CloseCode::Away));
+}
+
+#[tokio::test]
+async fn dropping_the_shutdown_future_does_not_stop_the_shutdown() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "gate", Payload::utf8("running")))
+        .await;
+    bounded(events.entered.recv()).await;
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), server.shutdown()).await;
+    assert!(gave_up.is_err(), "the handler is still running");
+    server.handler().gate.add_permits(1);
+    assert_eq!(
+        parse(client.recv().await),
+        Message::reply(RequestId::from(1), Payload::utf8("running"))
+    );
+    // Nobody awaits the shutdown any more, yet the connection is closed.
+    assert_eq!(client.closed().await.map(|f| f.code), Some(CloseCode::Away));
+    bounded(server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_panicking_connected_hook_closes_with_1011() {
+    struct PanicsOnConnect(tokio::sync::mpsc::UnboundedSender<CloseReason>);
+    impl Handler for PanicsOnConnect {
+        async fn connected(&self, _conn: &tokio_webwire::server::Connection) {
+            panic!("connected hook panics on purpose");
+        }
+        async fn disconnected(&self, _: &tokio_webwire::server::Connection, reason: &CloseReason) {
+            let _ = self.0.send(reason.clone());
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::new(PanicsOnConnect(tx));
+    let addr = listen(&server).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    assert_eq!(
+        client.closed().await.map(|f| f.code),
+        Some(CloseCode::Error)
+    );
+    assert_eq!(bounded(rx.recv()).await, Some(CloseReason::HookFailed));
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_before_its_first_await_is_answered() {
+    struct PanicsEarly;
+    impl Handler for PanicsEarly {
+        #[allow(clippy::manual_async_fn)]
+        fn request(
+            &self,
+            _conn: &tokio_webwire::server::Connection,
+            name: tokio_webwire::protocol::Name,
+            payload: Payload,
+        ) -> impl std::future::Future<Output = Result<Payload, tokio_webwire::server::HandlerError>> + Send
+        {
+            if name == "early" {
+                panic!("panics while building its future");
+            }
+            async move { Ok(payload) }
+        }
+    }
+    let server = Server::new(PanicsEarly);
+    let addr = listen(&server).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(request(1, "early", Payload::utf8("x"))).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplyInternalError {
+            id: RequestId::from(1)
+        }
+    );
+    client.send(request(2, "fine", Payload::utf8("x"))).await;
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(2))
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_is_a_lost_connection() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let (client, _) = RawClient::connect(addr).await;
+    drop(client); // no close frame: the socket just goes away
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ConnectionLost)
+    );
+}
+
+#[tokio::test]
+async fn a_headless_websocket_is_held_to_the_size_limit() {
+    let (server, _events, _addr) = start(|b| b.max_message_size(1024)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = server.clone();
+    tokio::spawn(async move {
+        let (socket, remote) = listener.accept().await.unwrap();
+        // tungstenite's defaults accept far more than the server's limit.
+        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        accepting.serve_websocket(ws, Some(remote), None);
+    });
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(vec![0x3f_u8; 1025]).await;
+    assert_eq!(client.closed().await.map(|f| f.code), Some(CloseCode::Size));
 }

@@ -71,7 +71,6 @@ pub(crate) struct Config {
 ///     .unwrap();
 /// # drop(server);
 /// ```
-#[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ServerBuilder<H> {
     handler: H,
@@ -220,6 +219,22 @@ impl<H: Handler> ServerBuilder<H> {
         Ok(Server {
             shared: Arc::new(Shared::new(self.handler, config)),
         })
+    }
+}
+
+impl<H> std::fmt::Debug for ServerBuilder<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("read_timeout", &self.read_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("sub_protocol", &self.sub_protocol)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("outbound_queue_len", &self.outbound_queue_len)
+            .field("write_timeout", &self.write_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_upgrade_request_size", &self.max_upgrade_request_size)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
     }
 }
 

@@ -135,7 +135,8 @@ impl Connection {
         self.inner.closing.is_cancelled() || self.inner.outbound.is_closed()
     }
 
-    /// Sends a signal to the client, waiting while the outbound queue is full.
+    /// Sends a signal to the client, waiting while the outbound queue is full. Fails with
+    /// [`SendError::Closed`] once the connection is closing ([`is_closed`](Self::is_closed)).
     ///
     /// `name` is a [`Name`](crate::protocol::Name) or text ([`IntoName`]);
     /// `payload` anything that converts into a [`Payload`]. The signal is checked before
@@ -178,6 +179,9 @@ impl Connection {
     }
 
     fn signal_frame(&self, name: impl IntoName, payload: Payload) -> Result<Bytes, SendError> {
+        if self.inner.closing.is_cancelled() {
+            return Err(SendError::Closed);
+        }
         let name = name.into_name()?;
         let message = Message::signal(name, payload);
         let len = message.encoded_len()?;

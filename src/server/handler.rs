@@ -279,6 +279,8 @@ pub enum CloseReason {
     ProtocolViolation(String),
     /// [`Connection::close`] was called.
     Closed,
+    /// The `connected` hook panicked; the server closed the connection with code 1011.
+    HookFailed,
     /// The server shut down.
     ServerShutdown,
 }
@@ -292,6 +294,7 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimeout => f.write_str("write timeout"),
             CloseReason::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
             CloseReason::Closed => f.write_str("closed by the server"),
+            CloseReason::HookFailed => f.write_str("the connected hook failed"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
         }
     }

@@ -44,7 +44,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -89,6 +89,10 @@ pub(crate) struct Shared<H> {
     /// Request and signal handler tasks.
     pub(crate) handlers: TaskTracker,
     next_connection_id: AtomicU64,
+    /// Whether [`Server::shutdown`] has started the shutdown task.
+    shutdown_started: AtomicBool,
+    /// Cancelled when the shutdown is complete.
+    shutdown_done: CancellationToken,
 }
 
 impl<H> Shared<H> {
@@ -102,6 +106,8 @@ impl<H> Shared<H> {
             connections: TaskTracker::new(),
             handlers: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+            shutdown_started: AtomicBool::new(false),
+            shutdown_done: CancellationToken::new(),
         }
     }
 
@@ -132,19 +138,17 @@ impl<H: Handler> Server<H> {
     /// Accepts connections on `listener` until the server shuts down; every path of the
     /// HTTP endpoint leads to WebWire.
     ///
-    /// The returned future owns what it needs, so it can be spawned. It completes once a
-    /// shutdown has closed the connections (until then a shutting-down server answers
-    /// new requests with 503), or with the error of a listener that cannot accept any more.
-    pub fn serve(
-        &self,
-        listener: TcpListener,
-    ) -> impl Future<Output = io::Result<()>> + Send + 'static {
+    /// The returned future owns what it needs, so it can be spawned. It completes when a
+    /// shutdown has drained the handlers and starts closing the connections (until then a
+    /// shutting-down server answers new HTTP requests with 503). Accept errors are logged
+    /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
+    pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
         async move {
             let close_all = server.shared.close_all.clone();
             loop {
                 let accepted = tokio::select! {
-                    () = close_all.cancelled() => return Ok(()),
+                    () = close_all.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
                 match accepted {
@@ -238,25 +242,47 @@ impl<H: Handler> Server<H> {
     /// 3. Every connection, headless ones included, is closed with code 1001, and its
     ///    `disconnected` hook runs; the listener of [`serve`](Self::serve) stops.
     ///
-    /// Calling it again (or from several tasks) waits for the same shutdown. Cancel safety:
-    /// dropping the future does not stop the shutdown once it has begun.
+    /// Calling it again, or from several tasks, waits for the same shutdown.
+    ///
+    /// Cancel safety: the shutdown runs on a task of its own; dropping this future stops
+    /// only the waiting, never the shutdown.
     pub async fn shutdown(&self) {
         let shared = &self.shared;
-        if !shared.shutting_down.is_cancelled() {
-            tracing::info!("shutting down");
+        if !shared.shutdown_started.swap(true, Ordering::AcqRel) {
+            // From the first poll on, new work is refused.
+            shared.shutting_down.cancel();
+            tokio::spawn(drain(Arc::clone(shared)));
         }
-        shared.shutting_down.cancel();
-        shared.handlers.close();
-        let drained = tokio::time::timeout(shared.config.shutdown_timeout, shared.handlers.wait());
-        if drained.await.is_err() {
+        shared.shutdown_done.cancelled().await;
+    }
+}
+
+/// The shutdown sequence of [`Server::shutdown`].
+async fn drain<H: Handler>(shared: Arc<Shared<H>>) {
+    tracing::info!("shutting down");
+    // The deadline holds for every handler and hook, also one that slipped past the flag.
+    let timeout = shared.config.shutdown_timeout;
+    let deadline = tokio::spawn({
+        let stop = shared.stop_handlers.clone();
+        async move {
+            tokio::time::sleep(timeout).await;
+            stop.cancel();
+        }
+    });
+    shared.handlers.close();
+    tokio::select! {
+        () = shared.handlers.wait() => {}
+        () = shared.stop_handlers.cancelled() => {
             tracing::warn!("shutdown deadline passed: stopping the handlers still running");
-            shared.stop_handlers.cancel();
             shared.handlers.wait().await;
         }
-        shared.close_all.cancel();
-        shared.connections.close();
-        shared.connections.wait().await;
     }
+    shared.close_all.cancel();
+    shared.connections.close();
+    shared.connections.wait().await;
+    deadline.abort();
+    tracing::info!("shut down");
+    shared.shutdown_done.cancel();
 }
 
 /// An accept error that concerns only the connection being accepted.

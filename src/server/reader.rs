@@ -1,26 +1,28 @@
 //! The reader task of a connection: reads, checks and dispatches every client message,
 //! and owns the connection's life from handshake to `disconnected`.
 
-use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message as WsMessage, protocol::frame::coding::CloseCode,
 };
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::payload::Payload;
-use crate::protocol::{Message, Name, RequestId};
+use crate::protocol::{Message, RequestId};
 use crate::server::connection::{Connection, Outbound, Peer};
 use crate::server::writer::write_loop;
-use crate::server::{CloseReason, Handler, Shared};
+use crate::server::{CloseReason, Handler, HandlerError, Shared};
 use crate::transport::{Incoming, close_frame};
 
 /// Serves one upgraded connection until it is closed, then runs the `disconnected` hook.
@@ -41,9 +43,19 @@ where
         shared.close_all.child_token(),
     );
     async {
-        let (sink, stream) = ws.split();
+        let (sink, mut stream) = ws.split();
+        // Stops the writer if this task ends without telling it (a panic, an abort).
+        let writer_stop = CancellationToken::new();
+        let _stop_writer = writer_stop.clone().drop_guard();
         let writer = tokio::spawn(
-            write_loop(sink, queued, conn.clone(), config.write_timeout).in_current_span(),
+            write_loop(
+                sink,
+                queued,
+                conn.clone(),
+                config.write_timeout,
+                writer_stop,
+            )
+            .in_current_span(),
         );
         tracing::debug!("connected");
         // The handshake goes first; the queue is empty, so this never waits.
@@ -54,8 +66,17 @@ where
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             violation: None,
         };
-        shared.handler.connected(&conn).await;
-        let reason = reader.read_loop(stream).await;
+        let connected = tokio::select! {
+            outcome = catch_panic(async { shared.handler.connected(&conn).await }) => outcome,
+            () = conn.closing().cancelled() => Ok(()),
+        };
+        let reason = match connected {
+            Ok(()) => reader.read_loop(&mut stream).await,
+            Err(panic) => {
+                tracing::error!(panic, "the connected hook panicked");
+                CloseReason::HookFailed
+            }
+        };
         tracing::debug!(%reason, "closing");
 
         let close = match &reason {
@@ -69,6 +90,7 @@ where
                 Some(close_frame(CloseCode::Away, "server shutting down"))
             }
             CloseReason::ReadTimeout => Some(close_frame(CloseCode::Normal, "read timeout")),
+            CloseReason::HookFailed => Some(close_frame(CloseCode::Error, "internal error")),
             CloseReason::ProtocolViolation(_) => reader.violation.take(),
             CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
                 None
@@ -77,7 +99,17 @@ where
         let _ = conn.send_outbound(Outbound::Close(close)).await;
         let _ = writer.await;
         reader.wait_for_handlers().await;
-        shared.handler.disconnected(&conn, &reason).await;
+        // A hook that hangs must not hold up a shutdown past its deadline.
+        tokio::select! {
+            outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {
+                if let Err(panic) = outcome {
+                    tracing::error!(panic, "the disconnected hook panicked");
+                }
+            }
+            () = shared.stop_handlers.cancelled() => {
+                tracing::warn!("disconnected hook stopped: shutdown deadline passed");
+            }
+        }
         tracing::debug!("disconnected");
     }
     .instrument(span)
@@ -87,43 +119,54 @@ where
 struct Reader<'a, H> {
     shared: &'a Arc<Shared<H>>,
     conn: &'a Connection,
-    /// One permit per request or signal being handled: bounds the handlers of this
+    /// One permit per handler running on its own task: bounds the handlers of this
     /// connection, and all permits free means none is running.
     permits: Arc<Semaphore>,
     /// The close frame for a protocol violation.
     violation: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
 }
 
+/// How often the read timeout is checked, as a fraction of it: the timeout fires between
+/// `T` and `T + T/4` after the last message, which spares a clock read per message.
+const READ_TIMEOUT_TICKS: u32 = 4;
+
 impl<H: Handler> Reader<'_, H> {
     /// Reads until the connection has to close, and says why.
-    async fn read_loop<R>(&mut self, mut stream: R) -> CloseReason
+    async fn read_loop<R>(&mut self, stream: &mut R) -> CloseReason
     where
         R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
+        let conn = self.conn;
         let read_timeout = self.shared.config.read_timeout;
-        // One timer for the connection's life: instead of resetting it on every message
-        // (a timer-wheel update each), remember the last activity and, when the timer
-        // fires early, push it to the real deadline.
-        let mut last_activity = Instant::now();
-        let deadline = tokio::time::sleep(read_timeout);
-        tokio::pin!(deadline);
+        let tick = read_timeout / READ_TIMEOUT_TICKS;
+        // One timer for the connection's life: rather than resetting a deadline on every
+        // message (a clock read and a timer-wheel update each), count messages and look at
+        // the count every quarter of the timeout.
+        let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut messages = 0u64;
+        let mut messages_at_last_tick = 0u64;
+        let mut idle_since = Instant::now();
+        let closing = conn.closing().cancelled();
+        tokio::pin!(closing);
         loop {
             let item = tokio::select! {
                 biased;
-                () = self.conn.closing().cancelled() => {
-                    return self.conn.close_reason().unwrap_or(CloseReason::ServerShutdown);
+                () = &mut closing => {
+                    return conn.close_reason().unwrap_or(CloseReason::ServerShutdown);
                 }
                 item = stream.next() => item,
-                () = &mut deadline => {
-                    let due = last_activity + read_timeout;
-                    if Instant::now() >= due {
+                now = ticker.tick() => {
+                    if messages != messages_at_last_tick {
+                        messages_at_last_tick = messages;
+                        idle_since = now;
+                    } else if now - idle_since >= read_timeout {
                         return CloseReason::ReadTimeout;
                     }
-                    deadline.as_mut().reset(due);
                     continue;
                 }
             };
-            last_activity = Instant::now();
+            messages = messages.wrapping_add(1);
             let incoming = match item {
                 Some(Ok(message)) => Incoming::from_ws(message),
                 Some(Err(error)) => match Incoming::from_error(&error) {
@@ -136,10 +179,17 @@ impl<H: Handler> Reader<'_, H> {
                 None => return CloseReason::ConnectionLost,
             };
             match incoming {
+                // A headless WebSocket may have been configured with a larger limit.
+                Incoming::Frame(frame) if frame.len() > self.shared.config.max_message_size => {
+                    let why = format!("{} bytes over the limit", frame.len());
+                    return self.violation(CloseCode::Size, "message exceeds the size limit", why);
+                }
                 Incoming::Frame(frame) => match Message::parse(frame) {
                     Ok(message) => {
                         if self.dispatch(message).await == Dispatched::AfterWaiting {
-                            last_activity = Instant::now();
+                            // Reading was paused for a slot: not the client's silence.
+                            ticker.reset();
+                            idle_since = Instant::now();
                         }
                     }
                     Err(error) => {
@@ -167,147 +217,170 @@ impl<H: Handler> Reader<'_, H> {
 
     /// Acts on one well-formed message.
     async fn dispatch(&mut self, message: Message) -> Dispatched {
-        let shutting_down = self.shared.shutting_down.is_cancelled();
-        match message {
-            Message::Heartbeat => Dispatched::AtOnce,
-            Message::SignalBinary { .. }
-            | Message::SignalUtf8 { .. }
-            | Message::SignalUtf16 { .. } => {
-                if shutting_down {
-                    tracing::debug!("signal dropped: shutting down");
-                    return Dispatched::AtOnce;
-                }
-                let (name, payload) = named_payload(&message);
-                let Some((permit, waited)) = self.permit().await else {
-                    return Dispatched::AfterWaiting;
-                };
-                self.spawn_signal(permit, name, payload);
-                waited
-            }
-            Message::RequestBinary { id, .. }
-            | Message::RequestUtf8 { id, .. }
-            | Message::RequestUtf16 { id, .. } => {
-                if shutting_down {
-                    return self.reply_now(Message::ReplyShutdown { id }).await;
-                }
-                let (name, payload) = named_payload(&message);
-                let Some((permit, waited)) = self.permit().await else {
-                    return Dispatched::AfterWaiting;
-                };
-                self.spawn_request(permit, id, name, payload);
-                waited
-            }
+        use crate::payload::Encoding::{Binary, Utf8, Utf16};
+        let (id, name, payload) = match message {
+            Message::Heartbeat => return Dispatched::AtOnce,
+            Message::SignalBinary { name, data } => (
+                None,
+                name,
+                Payload {
+                    encoding: Binary,
+                    data,
+                },
+            ),
+            Message::SignalUtf8 { name, data } => (
+                None,
+                name,
+                Payload {
+                    encoding: Utf8,
+                    data,
+                },
+            ),
+            Message::SignalUtf16 { name, data } => (
+                None,
+                name,
+                Payload {
+                    encoding: Utf16,
+                    data,
+                },
+            ),
+            Message::RequestBinary { id, name, data } => (
+                Some(id),
+                name,
+                Payload {
+                    encoding: Binary,
+                    data,
+                },
+            ),
+            Message::RequestUtf8 { id, name, data } => (
+                Some(id),
+                name,
+                Payload {
+                    encoding: Utf8,
+                    data,
+                },
+            ),
+            Message::RequestUtf16 { id, name, data } => (
+                Some(id),
+                name,
+                Payload {
+                    encoding: Utf16,
+                    data,
+                },
+            ),
             Message::RequestRestoreSession { id, .. } | Message::RequestCloseSession { id } => {
-                let reply = if shutting_down {
+                let reply = if self.shared.shutting_down.is_cancelled() {
                     Message::ReplyShutdown { id }
                 } else {
                     Message::ReplySessionsDisabled { id }
                 };
-                self.reply_now(reply).await
+                self.reply_now(reply).await;
+                return Dispatched::AtOnce;
             }
             other => {
                 tracing::debug!(message_type = %other.message_type(), "ignored: not a client message");
-                Dispatched::AtOnce
+                return Dispatched::AtOnce;
+            }
+        };
+        // Wait for a slot first: the shutdown may begin meanwhile.
+        let waited = if self.permits.available_permits() > 0 {
+            Dispatched::AtOnce
+        } else {
+            let all_busy = self.permits.acquire().await;
+            drop(all_busy);
+            Dispatched::AfterWaiting
+        };
+        if self.shared.shutting_down.is_cancelled() {
+            match id {
+                Some(id) => self.reply_now(Message::ReplyShutdown { id }).await,
+                None => tracing::debug!("signal dropped: shutting down"),
+            }
+            return waited;
+        }
+        let shared = Arc::clone(self.shared);
+        let conn = self.conn.clone();
+        match id {
+            Some(id) => {
+                let span = tracing::debug_span!("request", %id, %name);
+                self.run(
+                    span,
+                    async move {
+                        let outcome = catch_panic(async {
+                            shared.handler.request(&conn, name, payload).await
+                        });
+                        let reply = reply_to(id, outcome.await);
+                        let _ = conn
+                            .send(encode_reply(id, reply, shared.config.max_message_size))
+                            .await;
+                    },
+                    Some((self.conn, id)),
+                );
+            }
+            None => {
+                let span = tracing::debug_span!("signal", %name);
+                self.run(
+                    span,
+                    async move {
+                        let outcome = catch_panic(async {
+                            shared.handler.signal(&conn, name, payload).await
+                        });
+                        if let Err(panic) = outcome.await {
+                            tracing::error!(panic, "signal handler panicked");
+                        }
+                    },
+                    None,
+                );
             }
         }
+        waited
     }
 
-    async fn reply_now(&self, reply: Message) -> Dispatched {
+    /// Runs a handler: polled once right here, which finishes most handlers (those that do
+    /// not wait for anything) without a task, a permit or a wake-up of their own; one that
+    /// has to wait continues on a task of its own, holding a handler slot, until it is done
+    /// or the shutdown deadline stops it (a stopped request gets the shutdown reply).
+    fn run(
+        &self,
+        span: tracing::Span,
+        handling: impl Future<Output = ()> + Send + 'static,
+        request: Option<(&Connection, RequestId)>,
+    ) {
+        let mut handling = Box::pin(handling.instrument(span));
+        let mut cx = Context::from_waker(Waker::noop());
+        if handling.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        // A slot was free when `dispatch` looked, and only this task takes slots.
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            tracing::error!("no handler slot free: handler dropped");
+            return;
+        };
+        let stop = self.shared.stop_handlers.clone();
+        let stopped_reply = request.map(|(conn, id)| (conn.clone(), id));
+        self.shared.handlers.spawn(async move {
+            tokio::select! {
+                biased;
+                () = &mut handling => {}
+                () = stop.cancelled() => {
+                    tracing::warn!("handler stopped: shutdown deadline passed");
+                    if let Some((conn, id)) = stopped_reply {
+                        let _ = conn.send(encode_special(Message::ReplyShutdown { id })).await;
+                    }
+                }
+            }
+            // Only now: a connection that waits for its handlers must find the reply queued.
+            drop(permit);
+        });
+    }
+
+    async fn reply_now(&self, reply: Message) {
         let _ = self.conn.send(encode_special(reply)).await;
-        Dispatched::AtOnce
-    }
-
-    /// A handler slot: at once when one is free, otherwise after waiting (reading pauses
-    /// meanwhile). `None` when the connection closed while waiting.
-    async fn permit(&self) -> Option<(OwnedSemaphorePermit, Dispatched)> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Some((permit, Dispatched::AtOnce));
-        }
-        tokio::select! {
-            permit = self.permits.clone().acquire_owned() => {
-                permit.ok().map(|permit| (permit, Dispatched::AfterWaiting))
-            }
-            () = self.conn.closing().cancelled() => None,
-        }
     }
 
     /// Waits until no handler of this connection is running.
     async fn wait_for_handlers(&self) {
         let all = u32::try_from(self.shared.config.max_concurrent_requests).unwrap_or(u32::MAX);
         let _ = self.permits.acquire_many(all).await;
-    }
-
-    fn spawn_request(
-        &self,
-        permit: OwnedSemaphorePermit,
-        id: RequestId,
-        name: Name,
-        payload: Payload,
-    ) {
-        let shared = Arc::clone(self.shared);
-        let conn = self.conn.clone();
-        let span = tracing::debug_span!("request", %id, %name);
-        let task = async move {
-            let outcome = tokio::select! {
-                biased;
-                outcome = AssertUnwindSafe(shared.handler.request(&conn, name, payload)).catch_unwind() => outcome,
-                () = shared.stop_handlers.cancelled() => {
-                    tracing::warn!("handler stopped: shutdown deadline passed");
-                    let _ = conn.send(encode_special(Message::ReplyShutdown { id })).await;
-                    return;
-                }
-            };
-            let reply = match outcome {
-                Ok(Ok(payload)) => Message::reply(id, payload)
-                    .encode()
-                    .unwrap_or_else(|error| {
-                        tracing::error!(%error, "the handler's reply cannot be encoded");
-                        encode_special(Message::ReplyInternalError { id })
-                    }),
-                Ok(Err(error)) => match error.as_reply() {
-                    Some((code, message)) => Message::ReplyError {
-                        id,
-                        code: code.clone(),
-                        message: Bytes::copy_from_slice(message.as_bytes()),
-                    }
-                    .encode()
-                    .unwrap_or_else(|_| encode_special(Message::ReplyInternalError { id })),
-                    None => {
-                        tracing::error!(%error, "request failed");
-                        encode_special(Message::ReplyInternalError { id })
-                    }
-                },
-                Err(panic) => {
-                    tracing::error!(panic = panic_message(&panic), "request handler panicked");
-                    encode_special(Message::ReplyInternalError { id })
-                }
-            };
-            let _ = conn.send(reply).await;
-            // Only now: a connection that waits for its handlers must find the reply queued.
-            drop(permit);
-        };
-        self.shared.handlers.spawn(task.instrument(span));
-    }
-
-    fn spawn_signal(&self, permit: OwnedSemaphorePermit, name: Name, payload: Payload) {
-        let shared = Arc::clone(self.shared);
-        let conn = self.conn.clone();
-        let span = tracing::debug_span!("signal", %name);
-        let task = async move {
-            let _permit = permit;
-            tokio::select! {
-                biased;
-                outcome = AssertUnwindSafe(shared.handler.signal(&conn, name, payload)).catch_unwind() => {
-                    if let Err(panic) = outcome {
-                        tracing::error!(panic = panic_message(&panic), "signal handler panicked");
-                    }
-                }
-                () = shared.stop_handlers.cancelled() => {
-                    tracing::warn!("handler stopped: shutdown deadline passed");
-                }
-            }
-        };
-        self.shared.handlers.spawn(task.instrument(span));
     }
 }
 
@@ -319,11 +392,41 @@ enum Dispatched {
     AfterWaiting,
 }
 
-/// The name and payload of a signal or request.
-fn named_payload(message: &Message) -> (Name, Payload) {
-    let name = message.name().cloned().unwrap_or_default();
-    let payload = message.payload().unwrap_or_default();
-    (name, payload)
+/// The reply to request `id`, from what its handler returned.
+fn reply_to(id: RequestId, outcome: Result<Result<Payload, HandlerError>, String>) -> Message {
+    match outcome {
+        Ok(Ok(payload)) => Message::reply(id, payload),
+        Ok(Err(error)) => match error.as_reply() {
+            Some((code, message)) => Message::ReplyError {
+                id,
+                code: code.clone(),
+                message: Bytes::copy_from_slice(message.as_bytes()),
+            },
+            None => {
+                tracing::error!(%error, "request failed");
+                Message::ReplyInternalError { id }
+            }
+        },
+        Err(panic) => {
+            tracing::error!(panic, "request handler panicked");
+            Message::ReplyInternalError { id }
+        }
+    }
+}
+
+/// Encodes the reply to request `id`; a reply the client must not receive (one the encoder
+/// refuses, or one over the message size limit, which clients use as their receive limit)
+/// is logged and replaced by an internal-error reply, so the request is always answered.
+fn encode_reply(id: RequestId, reply: Message, limit: usize) -> Bytes {
+    match reply.encoded_len() {
+        Ok(len) if len <= limit => match reply.encode() {
+            Ok(frame) => return frame,
+            Err(error) => tracing::error!(%error, "the reply cannot be encoded"),
+        },
+        Ok(len) => tracing::error!(len, limit, "the reply exceeds the message size limit"),
+        Err(error) => tracing::error!(%error, "the reply cannot be encoded"),
+    }
+    encode_special(Message::ReplyInternalError { id })
 }
 
 /// Encodes a reply that consists of a type and an identifier only.
@@ -334,10 +437,17 @@ fn encode_special(reply: Message) -> Bytes {
         .expect("a reply of a type and an identifier always encodes")
 }
 
-fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)")
+/// Runs `future`, turning a panic into its message. The whole call is inside the future,
+/// so a handler that panics before its first await is caught too.
+async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(not a string)".to_owned())
+        })
 }

@@ -16,7 +16,30 @@ use crate::server::{Handler, Shared};
 use crate::transport::websocket_config;
 
 /// Upgrades `io` to a WebSocket, or answers the HTTP request and returns `None`.
+///
+/// The whole exchange (reading the request, the `before_upgrade` hook, the answer) is
+/// bounded by the handshake timeout, and abandoned when the server closes its connections.
 pub(crate) async fn upgrade<H, S>(
+    shared: &Shared<H>,
+    io: S,
+    peer: Peer,
+) -> Option<(WebSocketStream<S>, Peer)>
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange =
+        tokio::time::timeout(shared.config.handshake_timeout, exchange(shared, io, peer));
+    tokio::select! {
+        upgraded = exchange => upgraded.unwrap_or_else(|_| {
+            tracing::debug!("upgrade abandoned: handshake timeout");
+            None
+        }),
+        () = shared.close_all.cancelled() => None,
+    }
+}
+
+async fn exchange<H, S>(
     shared: &Shared<H>,
     mut io: S,
     mut peer: Peer,
@@ -26,30 +49,20 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let read = tokio::time::timeout(
-        config.handshake_timeout,
-        read_request(&mut io, config.max_upgrade_request_size),
-    );
-    let (request, rest) = match read.await {
-        Ok(Ok(parsed)) => parsed,
-        Ok(Err(status)) => {
+    let read = read_request(&mut io, config.max_upgrade_request_size).await;
+    // Whatever was asked, a server that is shutting down says so.
+    if shared.shutting_down.is_cancelled() {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        respond(&mut io, status, "server shutting down").await;
+        return None;
+    }
+    let (request, rest) = match read {
+        Ok(parsed) => parsed,
+        Err(status) => {
             respond(&mut io, status, "").await;
             return None;
         }
-        Err(_) => {
-            tracing::debug!("no upgrade request within the handshake timeout");
-            return None;
-        }
     };
-    if shared.shutting_down.is_cancelled() {
-        respond(
-            &mut io,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server shutting down",
-        )
-        .await;
-        return None;
-    }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(error) => {
@@ -58,11 +71,8 @@ where
             return None;
         }
     };
-    if let Err(status) = shared
-        .handler
-        .before_upgrade(&request, peer.remote_addr)
-        .await
-    {
+    let verdict = shared.handler.before_upgrade(&request, peer.remote_addr);
+    if let Err(status) = verdict.await {
         tracing::debug!(%status, "upgrade refused by the handler");
         respond(&mut io, status, "").await;
         return None;

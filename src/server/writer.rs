@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
 
 use crate::server::CloseReason;
 use crate::server::connection::{Connection, Outbound};
@@ -24,11 +25,18 @@ pub(crate) async fn write_loop<S>(
     mut queue: mpsc::Receiver<Outbound>,
     conn: Connection,
     write_timeout: Duration,
+    stop: CancellationToken,
 ) where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
     let mut close = None;
-    while let Some(first) = queue.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            first = queue.recv() => first,
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
         let batch = async {
             let mut next = Some(first);
             let mut written = 0;
@@ -52,6 +60,9 @@ pub(crate) async fn write_loop<S>(
             Ok(Err(error)) => {
                 tracing::debug!(%error, "write failed");
                 conn.close_with(CloseReason::ConnectionLost);
+                // After the client's close frame, tungstenite refuses new messages but still
+                // owes the client its close answer: give it a chance to leave.
+                let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
                 return;
             }
             Err(_) => {

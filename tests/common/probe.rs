@@ -61,6 +61,11 @@ impl Handler for Probe {
                 encoding: Encoding::Utf16,
                 data: Bytes::from_static(b"abc"),
             }),
+            "big" => Ok(Payload::binary(vec![0u8; 100_000])),
+            "bigerror" => Err(HandlerError::reply(
+                ErrorCode::from_static("BIG"),
+                "x".repeat(100_000),
+            )),
             "gate" => {
                 let _ = self.entered.send(());
                 let permit = self.gate.acquire().await?;
