@@ -1,0 +1,1018 @@
+//! Server load benchmark: our server against a minimal tokio-tungstenite echo server.
+//!
+//! Each server runs in its own process (this binary re-executed as `serve --impl ours|minimal`,
+//! printing its address on stdout), so the load generator in this process never shares a
+//! runtime with it, and the server's CPU time (`/proc/<pid>/task/*/schedstat`) and memory
+//! (`VmRSS`) can be read on their own. The load generator is a separate piece behind the
+//! [`LoadGenerator`] trait: `C` connections, each with `P` binary requests named `"echo"` of
+//! `S` payload bytes in flight; every reply is checked (type, an outstanding id, length,
+//! payload bytes).
+//!
+//! ```text
+//! cargo bench --bench load                       # the table below, then idle RSS
+//! cargo bench --bench load -- run --configs 4x64x16 --duration 5
+//! cargo bench --bench load -- idle --conns 10000 # or scripts/idle-rss.sh (raises ulimit -n)
+//! cargo bench --bench load -- serve --impl ours  # a server for perf/valgrind; prints addr
+//! cargo bench --bench load -- drive --addr 127.0.0.1:PORT --configs 4x64x16
+//! ```
+//!
+//! Modes and options (sizes accept a `k` suffix, durations are seconds):
+//!
+//! | mode | options (default) |
+//! |---|---|
+//! | `run` (default) | `--configs CxPxS,..` (`1x1x16,4x64x16,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
+//! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
+//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1) |
+//! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_webwire::Payload;
+use tokio_webwire::protocol::{AcceptConf, Message, Name, RequestId};
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+
+/// The default load configurations of the issue: (connections, pipeline depth, payload bytes).
+const DEFAULT_CONFIGS: &str = "1x1x16,4x64x16,4x16x256k";
+
+/// Room for the header of a request (type, id, name length, `"echo"`) in the size limit.
+const HEADER_ROOM: usize = 64;
+
+/// The type byte of a binary request and of a binary reply (PROTOCOL.md §2).
+const REQUEST_BINARY: u8 = 0x7F;
+const REPLY_BINARY: u8 = 0xBF;
+const ACCEPT_CONF: u8 = 0x17;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+fn main() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` appends `--bench`; `cargo test --benches` runs us without it.
+    let benching = args.iter().any(|a| a == "--bench");
+    args.retain(|a| a != "--bench");
+    let mode = match args.first() {
+        Some(first) if !first.starts_with('-') => args.remove(0),
+        _ if benching => "run".to_owned(),
+        _ => "smoke".to_owned(),
+    };
+    let opts = Options::parse(&args)?;
+    match mode.as_str() {
+        "serve" => serve_main(&opts),
+        "run" => run_main(&opts, false),
+        "smoke" => run_main(&opts, true),
+        "idle" => idle_main(&opts),
+        "drive" => drive_main(&opts),
+        other => Err(format!("unknown mode {other:?} (run, idle, serve, drive)").into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+/// `--name value` pairs, parsed on demand.
+#[derive(Debug, Default)]
+struct Options(Vec<(String, String)>);
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(name) = it.next() {
+            let Some(key) = name.strip_prefix("--") else {
+                return Err(format!("unexpected argument {name:?}").into());
+            };
+            let value = it.next().ok_or_else(|| format!("--{key} needs a value"))?;
+            pairs.push((key.to_owned(), value.clone()));
+        }
+        Ok(Options(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn str_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
+        self.get(key).unwrap_or(default)
+    }
+
+    fn size_or(&self, key: &str, default: usize) -> Result<usize> {
+        self.get(key).map_or(Ok(default), parse_size)
+    }
+
+    fn secs_or(&self, key: &str, default: f64) -> Result<Duration> {
+        let secs = match self.get(key) {
+            Some(v) => v.parse::<f64>()?,
+            None => default,
+        };
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    fn impls(&self) -> Result<Vec<Impl>> {
+        self.str_or("impls", "ours,minimal")
+            .split(',')
+            .map(str::parse)
+            .collect()
+    }
+}
+
+/// `16`, `256k` (KiB), `1m` (MiB).
+fn parse_size(text: &str) -> Result<usize> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => match lower.strip_suffix('m') {
+            Some(d) => (d, 1024 * 1024),
+            None => (lower.as_str(), 1),
+        },
+    };
+    Ok(digits.parse::<usize>()? * unit)
+}
+
+/// Which server a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    /// `tokio_webwire::server::Server` with an echo handler.
+    Ours,
+    /// [`serve_minimal`]: tokio-tungstenite and nothing else.
+    Minimal,
+}
+
+impl std::str::FromStr for Impl {
+    type Err = BoxError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ours" => Ok(Impl::Ours),
+            "minimal" => Ok(Impl::Minimal),
+            _ => Err(format!("unknown server {s:?} (ours, minimal)").into()),
+        }
+    }
+}
+
+impl fmt::Display for Impl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Impl::Ours => "ours",
+            Impl::Minimal => "minimal",
+        })
+    }
+}
+
+/// One load configuration: C connections × P requests in flight × S payload bytes.
+#[derive(Debug, Clone, Copy)]
+struct LoadSpec {
+    conns: usize,
+    pipeline: usize,
+    size: usize,
+}
+
+impl LoadSpec {
+    fn parse_list(text: &str) -> Result<Vec<Self>> {
+        text.split(',')
+            .map(|item| {
+                let parts: Vec<&str> = item.split('x').collect();
+                let [c, p, s] = parts[..] else {
+                    return Err(format!("config {item:?} is not CxPxS").into());
+                };
+                let spec = LoadSpec {
+                    conns: c.parse()?,
+                    pipeline: p.parse()?,
+                    size: parse_size(s)?,
+                };
+                if spec.conns == 0 || spec.pipeline == 0 {
+                    return Err(format!("config {item:?}: C and P must be positive").into());
+                }
+                Ok(spec)
+            })
+            .collect()
+    }
+
+    /// The message size limit both servers get for this load.
+    fn max_message_size(&self) -> usize {
+        (self.size + HEADER_ROOM).max(8192)
+    }
+}
+
+impl fmt::Display for LoadSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let size = if self.size >= 1024 && self.size % 1024 == 0 {
+            format!("{}KiB", self.size / 1024)
+        } else {
+            format!("{}B", self.size)
+        };
+        write!(f, "C={} P={} S={size}", self.conns, self.pipeline)
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server processes
+
+/// A server running in a child process (this binary in `serve` mode).
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn spawn(
+        which: Impl,
+        max_message_size: usize,
+        max_concurrent: usize,
+        threads: usize,
+    ) -> Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--impl", &which.to_string()])
+            .args(["--max-message-size", &max_message_size.to_string()])
+            .args(["--max-concurrent", &max_concurrent.to_string()])
+            .args(["--threads", &threads.to_string()])
+            // The server exits when this pipe closes, so it never outlives us.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = match line.trim().parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("server printed {line:?}, not an address").into());
+            }
+        };
+        Ok(ServerProcess { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time of every live thread of a process, in nanoseconds (`/proc/<pid>/task/*/schedstat`:
+/// nanosecond resolution, where `/proc/<pid>/stat` counts clock ticks).
+fn cpu_ns(pid: &str) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// Resident memory of a process in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS".into())
+}
+
+/// The soft limit on open files of this process (`/proc/self/limits`).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The servers (child process)
+
+fn serve_main(opts: &Options) -> Result<()> {
+    let which: Impl = opts.str_or("impl", "ours").parse()?;
+    let limit = opts.size_or("max-message-size", 8192)?;
+    let max_concurrent = opts.size_or("max-concurrent", 64)?;
+    let threads = opts.size_or("threads", 1)?;
+    // Exit when the parent goes away (it holds our stdin).
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    runtime(threads)?.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{}", listener.local_addr()?)?;
+        stdout.flush()?;
+        match which {
+            Impl::Ours => serve_ours(listener, limit, max_concurrent).await,
+            Impl::Minimal => serve_minimal(listener, limit).await,
+        }
+    })
+}
+
+/// Our server's handler: every request is answered with its payload.
+struct Echo;
+
+impl Handler for Echo {
+    async fn request(
+        &self,
+        _conn: &Connection,
+        _name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        Ok(payload)
+    }
+}
+
+async fn serve_ours(listener: TcpListener, limit: usize, max_concurrent: usize) -> Result<()> {
+    let server = Server::builder(Echo)
+        .max_message_size(limit)
+        .max_concurrent_requests(max_concurrent)
+        .outbound_queue_len(max_concurrent.max(64))
+        .build()?;
+    server.serve(listener).await?;
+    Ok(())
+}
+
+/// The tungstenite configuration of `src/transport.rs` (`websocket_config`), replicated so
+/// the minimal server reads and writes through buffers of the same sizes.
+fn server_ws_config(limit: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(16 * 1024 + limit * 2 + 1024)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+}
+
+/// The baseline: tokio-tungstenite's own handshake, then per connection one task that reads
+/// requests and writes replies in the same poll loop ([`pump`]: no channel, no task per
+/// request, one flush per batch). It parses the type byte, the id and the name length only.
+async fn serve_minimal(listener: TcpListener, limit: usize) -> Result<()> {
+    // The same first message as ours, so the generator sees no difference.
+    let accept_conf = Message::AcceptConf(AcceptConf::new(
+        Duration::from_secs(60),
+        u32::try_from(limit)?,
+    ))
+    .encode()?;
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        let accept_conf = accept_conf.clone();
+        tokio::spawn(async move {
+            let config = server_ws_config(limit);
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(socket, Some(config)).await
+            else {
+                return;
+            };
+            if ws.send(WsMessage::Binary(accept_conf)).await.is_err() {
+                return;
+            }
+            let mut out = VecDeque::new();
+            let _ = pump(&mut ws, &mut out, 64, |frame, out| {
+                out.push_back(echo_reply(&frame)?);
+                Ok(Flow::Continue)
+            })
+            .await;
+        });
+    }
+}
+
+/// `0xBF` + id + payload of a binary request, in one buffer.
+fn echo_reply(frame: &[u8]) -> Result<Bytes, String> {
+    if frame.len() < 10 || frame[0] != REQUEST_BINARY {
+        return Err("not a binary request".into());
+    }
+    let start = 10 + usize::from(frame[9]);
+    let payload = frame.get(start..).ok_or("name past the end")?;
+    let mut reply = BytesMut::with_capacity(9 + payload.len());
+    reply.put_u8(REPLY_BINARY);
+    reply.put_slice(&frame[1..9]);
+    reply.put_slice(payload);
+    Ok(reply.freeze())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full-duplex WebSocket loop, shared by the minimal server and the generator
+
+/// What a frame handler tells [`pump`].
+enum Flow {
+    Continue,
+    Done,
+}
+
+/// How [`pump`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The frame handler said [`Flow::Done`].
+    Done,
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// Reads and writes one WebSocket in a single poll loop: every binary message goes to
+/// `on_frame`, which may queue frames in `out`; queued frames are fed to tungstenite and
+/// flushed once per round (a round reads until the socket has nothing more). Reading pauses
+/// while `out` holds `max_out` frames. Reads and writes never wait for each other, so large
+/// pipelined messages cannot deadlock.
+async fn pump<S, F>(
+    ws: &mut WebSocketStream<S>,
+    out: &mut VecDeque<Bytes>,
+    max_out: usize,
+    mut on_frame: F,
+) -> Result<Ended, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Bytes, &mut VecDeque<Bytes>) -> Result<Flow, String>,
+{
+    let mut unflushed = false;
+    poll_fn(|cx| {
+        loop {
+            let mut progress = false;
+            while out.len() < max_out {
+                match Pin::new(&mut *ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(WsMessage::Binary(frame)))) => {
+                        progress = true;
+                        if let Flow::Done = on_frame(frame, out)? {
+                            return Poll::Ready(Ok(Ended::Done));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(WsMessage::Close(_))) | None) => {
+                        return Poll::Ready(Ok(Ended::Closed));
+                    }
+                    Poll::Ready(Some(Ok(_))) => progress = true,
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.to_string())),
+                    Poll::Pending => break,
+                }
+            }
+            while !out.is_empty() {
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let frame = out.pop_front().expect("not empty");
+                        Pin::new(&mut *ws)
+                            .start_send(WsMessage::Binary(frame))
+                            .map_err(|e| e.to_string())?;
+                        unflushed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.to_string())),
+                    Poll::Pending => break,
+                }
+            }
+            if unflushed {
+                match Pin::new(&mut *ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error.to_string())),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generators
+
+/// Shared between a generator and the measuring harness.
+#[derive(Debug, Default)]
+struct LoadCounters {
+    /// Verified replies so far, all connections.
+    replies: AtomicU64,
+    /// Set by the harness: send no more requests, wait for the outstanding replies, return.
+    stop: AtomicBool,
+}
+
+/// A source of load. `run` opens `spec.conns` connections to `addr`, keeps `spec.pipeline`
+/// requests of `spec.size` payload bytes in flight on each, checks every reply and counts it
+/// in `counters.replies`; once `counters.stop` is set it sends no more and returns when every
+/// request sent was answered. `ready` is called once all connections are established.
+///
+/// [`TungsteniteGenerator`] is the only one for now; a generator built on our own client
+/// plugs in here.
+trait LoadGenerator: Sync {
+    fn name(&self) -> &'static str;
+
+    fn run<'a>(
+        &'a self,
+        addr: SocketAddr,
+        spec: LoadSpec,
+        counters: Arc<LoadCounters>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+}
+
+/// Raw tokio-tungstenite connections, one [`pump`] task each: the cheapest load we can make,
+/// so the server is what limits throughput as far as possible.
+struct TungsteniteGenerator;
+
+impl LoadGenerator for TungsteniteGenerator {
+    fn name(&self) -> &'static str {
+        "tokio-tungstenite"
+    }
+
+    fn run<'a>(
+        &'a self,
+        addr: SocketAddr,
+        spec: LoadSpec,
+        counters: Arc<LoadCounters>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(spec.max_message_size()))
+                .max_frame_size(Some(spec.max_message_size()));
+            let mut conns = Vec::with_capacity(spec.conns);
+            for _ in 0..spec.conns {
+                conns.push(connect(addr, config).await?);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for ws in conns {
+                tasks.spawn(drive_connection(ws, spec, Arc::clone(&counters)));
+            }
+            while let Some(joined) = tasks.join_next().await {
+                joined??;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Opens a WebSocket to `addr` and reads the server's first message, which must be an
+/// AcceptConf.
+async fn connect(addr: SocketAddr, config: WebSocketConfig) -> Result<WebSocketStream<TcpStream>> {
+    let socket = TcpStream::connect(addr).await?;
+    socket.set_nodelay(true)?;
+    let url = format!("ws://{addr}/");
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, socket, Some(config)).await?;
+    match ws.next().await {
+        Some(Ok(WsMessage::Binary(frame))) if frame.first() == Some(&ACCEPT_CONF) => Ok(ws),
+        other => Err(format!("expected AcceptConf, got {other:?}").into()),
+    }
+}
+
+/// The requests one connection has sent and not yet seen answered. Ids are a counter; a
+/// window of flags from the oldest unanswered id catches unknown and duplicate replies.
+#[derive(Debug, Default)]
+struct Outstanding {
+    /// The oldest id not yet answered.
+    base: u64,
+    /// The next id to send.
+    next: u64,
+    /// For ids `base..next`: answered yet?
+    answered: VecDeque<bool>,
+    in_flight: usize,
+}
+
+impl Outstanding {
+    fn send(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.answered.push_back(false);
+        self.in_flight += 1;
+        id
+    }
+
+    fn answer(&mut self, id: u64) -> Result<(), String> {
+        if id < self.base || id >= self.next {
+            return Err(format!(
+                "reply to id {id}, never sent (sent {}..{})",
+                self.base, self.next
+            ));
+        }
+        let slot = &mut self.answered[(id - self.base) as usize];
+        if *slot {
+            return Err(format!("second reply to id {id}"));
+        }
+        *slot = true;
+        self.in_flight -= 1;
+        while self.answered.front() == Some(&true) {
+            self.answered.pop_front();
+            self.base += 1;
+        }
+        Ok(())
+    }
+}
+
+/// One connection of [`TungsteniteGenerator`]: P requests first, then one more per reply.
+async fn drive_connection(
+    mut ws: WebSocketStream<TcpStream>,
+    spec: LoadSpec,
+    counters: Arc<LoadCounters>,
+) -> Result<()> {
+    let payload: Vec<u8> = (0..spec.size).map(|i| (i % 251) as u8 + 1).collect();
+    // The codec builds the frame once; each request is a copy with its id patched in.
+    let template = Message::request(
+        RequestId::from(0),
+        Name::from_static("echo"),
+        Payload::binary(payload.clone()),
+    )
+    .encode()?;
+    let request = |id: u64| {
+        let mut frame = BytesMut::from(&template[..]);
+        frame[1..9].copy_from_slice(&id.to_le_bytes());
+        frame.freeze()
+    };
+    let mut state = Outstanding::default();
+    let mut out: VecDeque<Bytes> = (0..spec.pipeline).map(|_| request(state.send())).collect();
+    let ended = pump(&mut ws, &mut out, usize::MAX, |reply, out| {
+        if reply.len() != 9 + spec.size || reply[0] != REPLY_BINARY {
+            return Err(format!(
+                "bad reply: type {:#04x}, {} bytes (expected {:#04x}, {})",
+                reply.first().copied().unwrap_or(0),
+                reply.len(),
+                REPLY_BINARY,
+                9 + spec.size
+            ));
+        }
+        let id = u64::from_le_bytes(reply[1..9].try_into().expect("8 bytes"));
+        state.answer(id)?;
+        // All of a small payload, the ends of a large one.
+        let data = &reply[9..];
+        let checked = if spec.size <= 256 {
+            data == &payload[..]
+        } else {
+            data[..64] == payload[..64] && data[spec.size - 64..] == payload[spec.size - 64..]
+        };
+        if !checked {
+            return Err(format!("reply to id {id}: payload differs"));
+        }
+        counters.replies.fetch_add(1, Ordering::Relaxed);
+        if !counters.stop.load(Ordering::Relaxed) {
+            out.push_back(request(state.send()));
+        } else if state.in_flight == 0 {
+            return Ok(Flow::Done);
+        }
+        Ok(Flow::Continue)
+    })
+    .await?;
+    if ended != Ended::Done {
+        return Err(format!("server closed with {} requests unanswered", state.in_flight).into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+/// What one load run against one server measured.
+#[derive(Debug, Clone, Copy)]
+struct Measurement {
+    requests: u64,
+    elapsed: Duration,
+    /// Server process CPU time in the measured window.
+    server_cpu: Option<Duration>,
+    /// This process's CPU time (the generator) in the measured window.
+    client_cpu: Duration,
+    size: usize,
+}
+
+impl Measurement {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn mib_per_s(&self) -> f64 {
+        self.rate() * self.size as f64 / (1024.0 * 1024.0)
+    }
+
+    fn server_us_per_req(&self) -> Option<f64> {
+        self.server_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64)
+    }
+
+    /// CPU use as a fraction of one core.
+    fn load(cpu: Duration, elapsed: Duration) -> f64 {
+        cpu.as_secs_f64() / elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `generator` against `addr`: connects, warms up, measures, stops and checks that every
+/// request was answered.
+async fn measure(
+    generator: &dyn LoadGenerator,
+    addr: SocketAddr,
+    server_pid: Option<u32>,
+    spec: LoadSpec,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Measurement> {
+    let counters = Arc::new(LoadCounters::default());
+    let mut load = generator.run(addr, spec, Arc::clone(&counters));
+    let server_cpu =
+        || -> Result<Option<u64>> { server_pid.map(|pid| cpu_ns(&pid.to_string())).transpose() };
+    // Drive the generator while the harness sleeps; it must not finish on its own.
+    let window = async {
+        tokio::time::sleep(warmup).await;
+        let start = (
+            counters.replies.load(Ordering::Relaxed),
+            Instant::now(),
+            server_cpu()?,
+            cpu_ns("self")?,
+        );
+        tokio::time::sleep(duration).await;
+        let end = (
+            counters.replies.load(Ordering::Relaxed),
+            Instant::now(),
+            server_cpu()?,
+            cpu_ns("self")?,
+        );
+        Ok::<_, BoxError>((start, end))
+    };
+    tokio::pin!(window);
+    let (start, end) = tokio::select! {
+        result = &mut load => {
+            result?;
+            return Err(format!("the {} generator stopped early", generator.name()).into());
+        }
+        window = &mut window => window?,
+    };
+    counters.stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(30), load)
+        .await
+        .map_err(|_| "outstanding replies did not arrive within 30 s")??;
+    if end.0 == start.0 {
+        return Err("no replies in the measured window".into());
+    }
+    Ok(Measurement {
+        requests: end.0 - start.0,
+        elapsed: end.1 - start.1,
+        server_cpu: match (start.2, end.2) {
+            (Some(a), Some(b)) => Some(Duration::from_nanos(b - a)),
+            _ => None,
+        },
+        client_cpu: Duration::from_nanos(end.3 - start.3),
+        size: spec.size,
+    })
+}
+
+fn run_main(opts: &Options, smoke: bool) -> Result<()> {
+    let (default_configs, default_warmup, default_duration, default_idle) = if smoke {
+        ("1x4x16,2x2x100k", 0.1, 0.3, 0)
+    } else {
+        (DEFAULT_CONFIGS, 1.0, 3.0, 10_000)
+    };
+    let specs = LoadSpec::parse_list(opts.str_or("configs", default_configs))?;
+    let warmup = opts.secs_or("warmup", default_warmup)?;
+    let duration = opts.secs_or("duration", default_duration)?;
+    let impls = opts.impls()?;
+    let server_threads = opts.size_or("server-threads", 1)?;
+    let client_threads = opts.size_or("client-threads", 1)?;
+    let idle_conns = opts.size_or("idle-conns", default_idle)?;
+    let repeat = opts.size_or("repeat", 1)?.max(1);
+    let generator = TungsteniteGenerator;
+    if smoke {
+        println!("smoke check (run with `cargo bench --bench load` for figures)");
+    }
+    println!(
+        "load: {} generator, {client_threads} client thread(s); servers: {server_threads} worker thread(s); \
+         warm-up {warmup:?}, measured {duration:?}",
+        generator.name()
+    );
+    let rt = runtime(client_threads)?;
+    let mut rows = Vec::new();
+    for spec in &specs {
+        let mut results = Vec::new();
+        for &which in impls.iter().cycle().take(impls.len() * repeat) {
+            let server = ServerProcess::spawn(
+                which,
+                spec.max_message_size(),
+                spec.pipeline.max(64),
+                server_threads,
+            )?;
+            let m = rt.block_on(measure(
+                &generator,
+                server.addr,
+                Some(server.pid()),
+                *spec,
+                warmup,
+                duration,
+            ))?;
+            println!(
+                "  {:<22} {which:<8} {:>10.0} req/s {:>9.1} MiB/s  server {:>6.2} µs/req ({:>3.0}% of a core)  client {:>3.0}%",
+                spec.to_string(),
+                m.rate(),
+                m.mib_per_s(),
+                m.server_us_per_req().unwrap_or(f64::NAN),
+                m.server_cpu
+                    .map_or(f64::NAN, |c| 100.0 * Measurement::load(c, m.elapsed)),
+                100.0 * Measurement::load(m.client_cpu, m.elapsed),
+            );
+            results.push((which, m));
+        }
+        rows.push((*spec, results));
+    }
+    print_table(&rows);
+    if idle_conns > 0 {
+        println!();
+        idle_report(idle_conns, &impls, server_threads)?;
+    }
+    Ok(())
+}
+
+/// The median of each figure over the runs of one server (with `--repeat`).
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    rate: f64,
+    mib_per_s: f64,
+    us_per_req: Option<f64>,
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+fn summarize(results: &[(Impl, Measurement)], which: Impl) -> Option<Summary> {
+    let runs: Vec<Measurement> = results
+        .iter()
+        .filter(|(w, _)| *w == which)
+        .map(|(_, m)| *m)
+        .collect();
+    Some(Summary {
+        rate: median(runs.iter().map(Measurement::rate).collect())?,
+        mib_per_s: median(runs.iter().map(Measurement::mib_per_s).collect())?,
+        us_per_req: median(
+            runs.iter()
+                .filter_map(Measurement::server_us_per_req)
+                .collect(),
+        ),
+    })
+}
+
+fn print_table(rows: &[(LoadSpec, Vec<(Impl, Measurement)>)]) {
+    println!();
+    println!(
+        "| config | ours req/s | minimal req/s | ratio (≥ 0.9) | ours MiB/s | ours CPU µs/req | minimal CPU µs/req | ratio (≤ 1.5) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    let show = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    for (spec, results) in rows {
+        let ours = summarize(results, Impl::Ours);
+        let minimal = summarize(results, Impl::Minimal);
+        let rate = |s: Option<Summary>| s.map(|s| s.rate);
+        let cpu = |s: Option<Summary>| s.and_then(|s| s.us_per_req);
+        println!(
+            "| {spec} | {} | {} | {} | {} | {} | {} | {} |",
+            show(rate(ours), 0),
+            show(rate(minimal), 0),
+            ratio(rate(ours), rate(minimal)),
+            show(ours.map(|s| s.mib_per_s), 1),
+            show(cpu(ours), 2),
+            show(cpu(minimal), 2),
+            ratio(cpu(ours), cpu(minimal)),
+        );
+    }
+}
+
+/// `drive`: load an already-running server (e.g. one under `perf record`).
+fn drive_main(opts: &Options) -> Result<()> {
+    let addr: SocketAddr = opts.get("addr").ok_or("drive needs --addr")?.parse()?;
+    let pid = opts.get("pid").map(str::parse::<u32>).transpose()?;
+    let specs = LoadSpec::parse_list(opts.str_or("configs", DEFAULT_CONFIGS))?;
+    let warmup = opts.secs_or("warmup", 1.0)?;
+    let duration = opts.secs_or("duration", 3.0)?;
+    let rt = runtime(opts.size_or("client-threads", 1)?)?;
+    for spec in specs {
+        let m = rt.block_on(measure(
+            &TungsteniteGenerator,
+            addr,
+            pid,
+            spec,
+            warmup,
+            duration,
+        ))?;
+        println!(
+            "{spec}: {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
+            m.requests,
+            m.rate(),
+            m.mib_per_s(),
+            m.server_us_per_req()
+                .map_or("?".into(), |us| format!("{us:.2}"))
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections
+
+fn idle_main(opts: &Options) -> Result<()> {
+    let conns = opts.size_or("conns", 10_000)?;
+    idle_report(conns, &opts.impls()?, opts.size_or("server-threads", 1)?)
+}
+
+fn idle_report(conns: usize, impls: &[Impl], server_threads: usize) -> Result<()> {
+    // Each connection costs a descriptor here and one in the server.
+    let limit = open_files_limit().unwrap_or(1024);
+    let conns = if conns + 64 > limit {
+        let fit = limit.saturating_sub(64);
+        println!(
+            "idle: open files limited to {limit}: {fit} connections instead of {conns} \
+             (scripts/idle-rss.sh raises the limit)"
+        );
+        fit
+    } else {
+        conns
+    };
+    if conns < 200 {
+        return Err("too few connections for an idle measurement".into());
+    }
+    // One-time costs (runtime, first allocations) land before the first checkpoint, so the
+    // marginal figure is what each further connection costs.
+    let first = conns / 10;
+    let rt = runtime(1)?;
+    println!("idle connections: server RSS (KiB), WebSocket handshake and AcceptConf read");
+    println!(
+        "| server | RSS empty | RSS at {first} | RSS at {conns} | KiB/conn (marginal, ≤ 16) | KiB/conn (from empty) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &which in impls {
+        let server = ServerProcess::spawn(which, 8192, 64, server_threads)?;
+        let pid = server.pid();
+        let rss = || -> Result<u64> {
+            std::thread::sleep(Duration::from_millis(500));
+            rss_kib(pid)
+        };
+        let empty = rss()?;
+        let (at_first, at_all) = rt.block_on(async {
+            let config = WebSocketConfig::default()
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(4 * 1024);
+            let mut open = Vec::with_capacity(conns);
+            open_idle(server.addr, config, first, &mut open).await?;
+            let at_first = rss()?;
+            open_idle(server.addr, config, conns - first, &mut open).await?;
+            let at_all = rss()?;
+            Ok::<_, BoxError>((at_first, at_all))
+        })?;
+        let marginal = (at_all - at_first) as f64 / (conns - first) as f64;
+        let average = (at_all - empty) as f64 / conns as f64;
+        println!("| {which} | {empty} | {at_first} | {at_all} | {marginal:.1} | {average:.1} |");
+    }
+    Ok(())
+}
+
+/// Opens `n` more connections to `addr`, at most 128 handshakes at a time, into `open`.
+async fn open_idle(
+    addr: SocketAddr,
+    config: WebSocketConfig,
+    n: usize,
+    open: &mut Vec<WebSocketStream<TcpStream>>,
+) -> Result<()> {
+    let mut pending = tokio::task::JoinSet::new();
+    let mut started = 0;
+    while started < n || !pending.is_empty() {
+        while started < n && pending.len() < 128 {
+            pending.spawn(connect(addr, config));
+            started += 1;
+        }
+        if let Some(joined) = pending.join_next().await {
+            open.push(joined?.map_err(|e| format!("connection {}: {e}", open.len()))?);
+        }
+    }
+    Ok(())
+}
