@@ -366,7 +366,7 @@ async fn serve_ours(listener: TcpListener, limit: usize, max_concurrent: usize) 
         .max_concurrent_requests(max_concurrent)
         .outbound_queue_len(max_concurrent.max(64))
         .build()?;
-    server.serve(listener).await?;
+    server.serve(listener).await;
     Ok(())
 }
 
