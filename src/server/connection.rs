@@ -230,6 +230,12 @@ impl Connection {
     }
 
     pub(crate) async fn send_outbound(&self, outbound: Outbound) -> Result<(), SendError> {
+        // Most sends find room: spare them the future of `send`.
+        let outbound = match self.inner.outbound.try_send(outbound) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(outbound)) => outbound,
+        };
         self.inner
             .outbound
             .send(outbound)

@@ -76,9 +76,10 @@ pub struct Server<H> {
 pub(crate) struct Shared<H> {
     pub(crate) handler: H,
     pub(crate) config: Config,
-    /// Cancelled when a shutdown begins: upgrades get 503, requests the shutdown reply,
-    /// signals are dropped.
-    pub(crate) shutting_down: CancellationToken,
+    /// Set when a shutdown begins: upgrades get 503, requests the shutdown reply, signals
+    /// are dropped. (A flag, not a token: it is read for every message, and a token's
+    /// `is_cancelled` takes a lock.)
+    shutting_down: AtomicBool,
     /// Cancelled when the shutdown has drained the handlers: every connection closes
     /// (each connection's `closing` token is a child of this one).
     pub(crate) close_all: CancellationToken,
@@ -89,8 +90,6 @@ pub(crate) struct Shared<H> {
     /// Request and signal handler tasks.
     pub(crate) handlers: TaskTracker,
     next_connection_id: AtomicU64,
-    /// Whether [`Server::shutdown`] has started the shutdown task.
-    shutdown_started: AtomicBool,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
 }
@@ -100,15 +99,18 @@ impl<H> Shared<H> {
         Shared {
             handler,
             config,
-            shutting_down: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
             close_all: CancellationToken::new(),
             stop_handlers: CancellationToken::new(),
             connections: TaskTracker::new(),
             handlers: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
-            shutdown_started: AtomicBool::new(false),
             shutdown_done: CancellationToken::new(),
         }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     pub(crate) fn next_connection_id(&self) -> u64 {
@@ -213,7 +215,7 @@ impl<H: Handler> Server<H> {
             user_agent: user_agent.map(Into::into),
         };
         self.shared.connections.spawn(async move {
-            if shared.shutting_down.is_cancelled() {
+            if shared.is_shutting_down() {
                 let frame = CloseFrame {
                     code: CloseCode::Away,
                     reason: "server shutting down".into(),
@@ -229,7 +231,7 @@ impl<H: Handler> Server<H> {
     /// Whether [`shutdown`](Self::shutdown) has begun.
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
-        self.shared.shutting_down.is_cancelled()
+        self.shared.is_shutting_down()
     }
 
     /// Shuts the server down gracefully and returns when every connection is closed.
@@ -248,9 +250,8 @@ impl<H: Handler> Server<H> {
     /// only the waiting, never the shutdown.
     pub async fn shutdown(&self) {
         let shared = &self.shared;
-        if !shared.shutdown_started.swap(true, Ordering::AcqRel) {
-            // From the first poll on, new work is refused.
-            shared.shutting_down.cancel();
+        // From the first poll on, new work is refused.
+        if !shared.shutting_down.swap(true, Ordering::AcqRel) {
             tokio::spawn(drain(Arc::clone(shared)));
         }
         shared.shutdown_done.cancelled().await;
@@ -309,7 +310,7 @@ impl<H> fmt::Debug for Server<H> {
         f.debug_struct("Server")
             .field("config", &self.shared.config)
             .field("connections", &self.shared.connections.len())
-            .field("shutting_down", &self.shared.shutting_down.is_cancelled())
+            .field("shutting_down", &self.shared.is_shutting_down())
             .finish_non_exhaustive()
     }
 }

@@ -269,7 +269,7 @@ impl<H: Handler> Reader<'_, H> {
                 },
             ),
             Message::RequestRestoreSession { id, .. } | Message::RequestCloseSession { id } => {
-                let reply = if self.shared.shutting_down.is_cancelled() {
+                let reply = if self.shared.is_shutting_down() {
                     Message::ReplyShutdown { id }
                 } else {
                     Message::ReplySessionsDisabled { id }
@@ -290,7 +290,7 @@ impl<H: Handler> Reader<'_, H> {
             drop(all_busy);
             Dispatched::AfterWaiting
         };
-        if self.shared.shutting_down.is_cancelled() {
+        if self.shared.is_shutting_down() {
             match id {
                 Some(id) => self.reply_now(Message::ReplyShutdown { id }).await,
                 None => tracing::debug!("signal dropped: shutting down"),
@@ -418,12 +418,13 @@ fn reply_to(id: RequestId, outcome: Result<Result<Payload, HandlerError>, String
 /// refuses, or one over the message size limit, which clients use as their receive limit)
 /// is logged and replaced by an internal-error reply, so the request is always answered.
 fn encode_reply(id: RequestId, reply: Message, limit: usize) -> Bytes {
-    match reply.encoded_len() {
-        Ok(len) if len <= limit => match reply.encode() {
-            Ok(frame) => return frame,
-            Err(error) => tracing::error!(%error, "the reply cannot be encoded"),
-        },
-        Ok(len) => tracing::error!(len, limit, "the reply exceeds the message size limit"),
+    match reply.encode() {
+        Ok(frame) if frame.len() <= limit => return frame,
+        Ok(frame) => tracing::error!(
+            len = frame.len(),
+            limit,
+            "the reply exceeds the message size limit"
+        ),
         Err(error) => tracing::error!(%error, "the reply cannot be encoded"),
     }
     encode_special(Message::ReplyInternalError { id })

@@ -51,7 +51,7 @@ where
     let config = &shared.config;
     let read = read_request(&mut io, config.max_upgrade_request_size).await;
     // Whatever was asked, a server that is shutting down says so.
-    if shared.shutting_down.is_cancelled() {
+    if shared.is_shutting_down() {
         let status = StatusCode::SERVICE_UNAVAILABLE;
         respond(&mut io, status, "server shutting down").await;
         return None;

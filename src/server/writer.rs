@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt};
+use futures_util::{FutureExt, Sink, SinkExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +12,7 @@ use crate::server::connection::{Connection, Outbound};
 
 /// At most this many queued messages are written between two flushes, so a steady stream
 /// of replies still reaches the socket regularly.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 1024;
 
 /// Writes queued messages until told to close or the socket fails.
 ///
@@ -55,7 +55,15 @@ pub(crate) async fn write_loop<S>(
             }
             sink.flush().await
         };
-        match tokio::time::timeout(write_timeout, batch).await {
+        // Most batches go out at once: only one that has to wait gets a timer.
+        let written = {
+            tokio::pin!(batch);
+            match (&mut batch).now_or_never() {
+                Some(result) => Ok(result),
+                None => tokio::time::timeout(write_timeout, batch).await,
+            }
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::debug!(%error, "write failed");
