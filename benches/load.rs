@@ -20,7 +20,7 @@
 //!
 //! | mode | options (default) |
 //! |---|---|
-//! | `run` (default) | `--configs CxPxS,..` (`1x1x16,4x64x16,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
+//! | `run` (default) | `--generators raw,client` (`raw`: tokio-tungstenite; `client`: our `Client`), `--configs CxPxS,..` (`1x1x16,4x64x16,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
 //! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
 //! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1) |
 //! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
@@ -528,8 +528,7 @@ struct LoadCounters {
 /// in `counters.replies`; once `counters.stop` is set it sends no more and returns when every
 /// request sent was answered. `ready` is called once all connections are established.
 ///
-/// [`TungsteniteGenerator`] is the only one for now; a generator built on our own client
-/// plugs in here.
+/// [`TungsteniteGenerator`] is the baseline; [`ClientGenerator`] is our own client.
 trait LoadGenerator: Sync {
     fn name(&self) -> &'static str;
 
@@ -569,6 +568,55 @@ impl LoadGenerator for TungsteniteGenerator {
                 tasks.spawn(drive_connection(ws, spec, Arc::clone(&counters)));
             }
             while let Some(joined) = tasks.join_next().await {
+                joined??;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Our own [`Client`](tokio_webwire::Client): one per connection, `P` request loops on each
+/// (a request, its reply checked, the next request), all multiplexed by the client.
+struct ClientGenerator;
+
+impl LoadGenerator for ClientGenerator {
+    fn name(&self) -> &'static str {
+        "tokio-webwire client"
+    }
+
+    fn run<'a>(
+        &'a self,
+        addr: SocketAddr,
+        spec: LoadSpec,
+        counters: Arc<LoadCounters>,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let payload =
+                Payload::binary((0..spec.size).map(|i| (i % 251) as u8 + 1).collect::<Vec<u8>>());
+            let mut loops = tokio::task::JoinSet::new();
+            for _ in 0..spec.conns {
+                let client = tokio_webwire::Client::builder()
+                    .reconnect(tokio_webwire::client::Reconnect::Off)
+                    .max_message_size(spec.max_message_size())
+                    .connect(format!("ws://{addr}/"))
+                    .await?;
+                for _ in 0..spec.pipeline {
+                    let (client, payload, counters) =
+                        (client.clone(), payload.clone(), Arc::clone(&counters));
+                    loops.spawn(async move {
+                        const ECHO: Name = Name::from_static("echo");
+                        while !counters.stop.load(Ordering::Relaxed) {
+                            let reply = client.request(&ECHO, payload.clone()).await?;
+                            if reply != payload {
+                                return Err::<(), BoxError>("reply differs from the request".into());
+                            }
+                            counters.replies.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            while let Some(joined) = loops.join_next().await {
                 joined??;
             }
             Ok(())
@@ -799,49 +847,76 @@ fn run_main(opts: &Options, smoke: bool) -> Result<()> {
     let client_threads = opts.size_or("client-threads", 1)?;
     let idle_conns = opts.size_or("idle-conns", default_idle)?;
     let repeat = opts.size_or("repeat", 1)?.max(1);
-    let generator = TungsteniteGenerator;
+    let generators: Vec<&dyn LoadGenerator> = opts
+        .str_or("generators", "raw")
+        .split(',')
+        .map(|name| match name {
+            "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
+            "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
+            other => Err(format!("unknown generator {other:?} (raw, client)")),
+        })
+        .collect::<std::result::Result<_, _>>()?;
     if smoke {
         println!("smoke check (run with `cargo bench --bench load` for figures)");
     }
-    println!(
-        "load: {} generator, {client_threads} client thread(s); servers: {server_threads} worker thread(s); \
-         warm-up {warmup:?}, measured {duration:?}",
-        generator.name()
-    );
     let rt = runtime(client_threads)?;
-    let mut rows = Vec::new();
-    for spec in &specs {
-        let mut results = Vec::new();
-        for &which in impls.iter().cycle().take(impls.len() * repeat) {
-            let server = ServerProcess::spawn(
-                which,
-                spec.max_message_size(),
-                spec.pipeline.max(64),
-                server_threads,
-            )?;
-            let m = rt.block_on(measure(
-                &generator,
-                server.addr,
-                Some(server.pid()),
-                *spec,
-                warmup,
-                duration,
-            ))?;
-            println!(
-                "  {:<22} {which:<8} {:>10.0} req/s {:>9.1} MiB/s  server {:>6.2} µs/req ({:>3.0}% of a core)  client {:>3.0}%",
-                spec.to_string(),
-                m.rate(),
-                m.mib_per_s(),
-                m.server_us_per_req().unwrap_or(f64::NAN),
-                m.server_cpu
-                    .map_or(f64::NAN, |c| 100.0 * Measurement::load(c, m.elapsed)),
-                100.0 * Measurement::load(m.client_cpu, m.elapsed),
-            );
-            results.push((which, m));
+    let mut tables = Vec::new();
+    for generator in generators {
+        println!(
+            "load: {} generator, {client_threads} client thread(s); servers: {server_threads} worker thread(s); \
+             warm-up {warmup:?}, measured {duration:?}",
+            generator.name()
+        );
+        let mut rows = Vec::new();
+        for spec in &specs {
+            let mut results = Vec::new();
+            for &which in impls.iter().cycle().take(impls.len() * repeat) {
+                let server = ServerProcess::spawn(
+                    which,
+                    spec.max_message_size(),
+                    spec.pipeline.max(64),
+                    server_threads,
+                )?;
+                let m = rt.block_on(measure(
+                    generator,
+                    server.addr,
+                    Some(server.pid()),
+                    *spec,
+                    warmup,
+                    duration,
+                ))?;
+                println!(
+                    "  {:<22} {which:<8} {:>10.0} req/s {:>9.1} MiB/s  server {:>6.2} µs/req ({:>3.0}% of a core)  client {:>3.0}%",
+                    spec.to_string(),
+                    m.rate(),
+                    m.mib_per_s(),
+                    m.server_us_per_req().unwrap_or(f64::NAN),
+                    m.server_cpu
+                        .map_or(f64::NAN, |c| 100.0 * Measurement::load(c, m.elapsed)),
+                    100.0 * Measurement::load(m.client_cpu, m.elapsed),
+                );
+                results.push((which, m));
+            }
+            rows.push((*spec, results));
         }
-        rows.push((*spec, results));
+        tables.push((generator.name(), rows));
     }
-    print_table(&rows);
+    for (name, rows) in &tables {
+        println!();
+        println!("load from the {name} generator:");
+        print_table(rows);
+    }
+    if let [(raw, raw_rows), (client, client_rows)] = &tables[..] {
+        println!();
+        println!("| config | ours ← {client} req/s | ours ← {raw} req/s | ratio (≥ 0.9) |");
+        println!("|---|---:|---:|---:|");
+        for ((spec, by_client), (_, by_raw)) in client_rows.iter().zip(raw_rows) {
+            let rate = |results| summarize(results, Impl::Ours).map(|s| s.rate);
+            if let (Some(c), Some(r)) = (rate(by_client), rate(by_raw)) {
+                println!("| {spec} | {c:.0} | {r:.0} | {:.2} |", c / r);
+            }
+        }
+    }
     if idle_conns > 0 {
         println!();
         idle_report(idle_conns, &impls, server_threads)?;

@@ -427,6 +427,9 @@ async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
                     }
                     return Ok(());
                 };
+                // Requesters woke this task with their first frame and run on: let the
+                // others queue theirs too, so a burst leaves in one write.
+                tokio::task::yield_now().await;
                 sink.feed(WsMessage::Binary(frame)).await?;
                 for _ in 1..MAX_BATCH {
                     match frames.try_recv() {
