@@ -591,8 +591,11 @@ impl LoadGenerator for ClientGenerator {
         counters: Arc<LoadCounters>,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            let payload =
-                Payload::binary((0..spec.size).map(|i| (i % 251) as u8 + 1).collect::<Vec<u8>>());
+            let payload = Payload::binary(
+                (0..spec.size)
+                    .map(|i| (i % 251) as u8 + 1)
+                    .collect::<Vec<u8>>(),
+            );
             let mut loops = tokio::task::JoinSet::new();
             for _ in 0..spec.conns {
                 let client = tokio_webwire::Client::builder()
@@ -608,7 +611,9 @@ impl LoadGenerator for ClientGenerator {
                         while !counters.stop.load(Ordering::Relaxed) {
                             let reply = client.request(&ECHO, payload.clone()).await?;
                             if reply != payload {
-                                return Err::<(), BoxError>("reply differs from the request".into());
+                                return Err::<(), BoxError>(
+                                    "reply differs from the request".into(),
+                                );
                             }
                             counters.replies.fetch_add(1, Ordering::Relaxed);
                         }
