@@ -1,11 +1,25 @@
-//! Sessions: the value both sides share, and its JSON wire form (PROTOCOL.md §4.1).
+//! Sessions: the value both sides share, its JSON wire form (PROTOCOL.md §4.1), and the
+//! server's building blocks (§4.2, §4.7).
 //!
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | [`Session`], [`SessionInfo`] |
 //! | `json.rs` | the `{"k","c","l","i"}` wire form, written as Go writes it |
+//! | `error.rs` | [`SessionError`]: why creating, restoring or closing failed |
+//! | `key.rs` | [`SessionKeyGenerator`], [`DefaultKeyGenerator`] (256 random bits), the key check |
 
+mod error;
 mod json;
+mod key;
+
+pub use error::SessionError;
+pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
+
+#[expect(
+    unused_imports,
+    reason = "the server uses them once sessions are integrated"
+)]
+pub(crate) use key::check_key;
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
