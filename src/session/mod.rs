@@ -7,19 +7,25 @@
 //! | `json.rs` | the `{"k","c","l","i"}` wire form, written as Go writes it |
 //! | `error.rs` | [`SessionError`]: why creating, restoring or closing failed |
 //! | `key.rs` | [`SessionKeyGenerator`], [`DefaultKeyGenerator`] (256 random bits), the key check |
+//! | `store.rs` | [`SessionStore`] (save, lookup, remove), [`StoreError`], the type-erased store |
+//! | `memory_store.rs` | [`MemoryStore`]: the default, in a map |
 
 mod error;
 mod json;
 mod key;
+mod memory_store;
+mod store;
 
 pub use error::SessionError;
 pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
+pub use memory_store::MemoryStore;
+pub use store::{SessionStore, StoreError};
 
 #[expect(
     unused_imports,
     reason = "the server uses them once sessions are integrated"
 )]
-pub(crate) use key::check_key;
+pub(crate) use {key::check_key, store::DynSessionStore};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
