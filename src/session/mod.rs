@@ -9,14 +9,17 @@
 //! | `key.rs` | [`SessionKeyGenerator`], [`DefaultKeyGenerator`] (256 random bits), the key check |
 //! | `store.rs` | [`SessionStore`] (save, lookup, remove), [`StoreError`], the type-erased store |
 //! | `memory_store.rs` | [`MemoryStore`]: the default, in a map |
+//! | `file_store.rs` | [`FileStore`]: one file per session, atomic writes, safe file names |
 
 mod error;
+mod file_store;
 mod json;
 mod key;
 mod memory_store;
 mod store;
 
 pub use error::SessionError;
+pub use file_store::FileStore;
 pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
 pub use memory_store::MemoryStore;
 pub use store::{SessionStore, StoreError};

@@ -22,7 +22,8 @@ use super::{Session, SessionError};
 /// treat them as untrusted input (never a path, never a query string).
 ///
 /// Implement it with `async fn`; the futures must be `Send`, which the compiler checks.
-/// [`MemoryStore`](super::MemoryStore) is the default. An `Arc<S>` is a store too.
+/// [`MemoryStore`](super::MemoryStore) is the default, [`FileStore`](super::FileStore)
+/// survives restarts. An `Arc<S>` is a store too.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
