@@ -1,5 +1,5 @@
 //! Sessions: the value both sides share, its JSON wire form (PROTOCOL.md §4.1), and the
-//! server's building blocks (§4.2, §4.7).
+//! server's building blocks: key generators, stores and the registry (§4.2, §4.6, §4.7).
 //!
 //! | file | holds |
 //! |---|---|
@@ -10,12 +10,14 @@
 //! | `store.rs` | [`SessionStore`] (save, lookup, remove), [`StoreError`], the type-erased store |
 //! | `memory_store.rs` | [`MemoryStore`]: the default, in a map |
 //! | `file_store.rs` | [`FileStore`]: one file per session, atomic writes, safe file names |
+//! | `registry.rs` | the server's key → connection ids map with the per-session limit |
 
 mod error;
 mod file_store;
 mod json;
 mod key;
 mod memory_store;
+mod registry;
 mod store;
 
 pub use error::SessionError;
@@ -28,7 +30,11 @@ pub use store::{SessionStore, StoreError};
     unused_imports,
     reason = "the server uses them once sessions are integrated"
 )]
-pub(crate) use {key::check_key, store::DynSessionStore};
+pub(crate) use {
+    key::check_key,
+    registry::{RegisterError, SessionRegistry},
+    store::DynSessionStore,
+};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
