@@ -9,7 +9,7 @@
 //! | [`client`] | [`Client`]: requests, signals, reconnects; [`ClientHandler`] for server signals |
 //! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O |
-//! | [`session`] | [`Session`], its info and its JSON wire form |
+//! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
 //! | `payload` | [`Payload`] and [`Encoding`]: the data messages carry |
 //! | `error` | [`ProtocolError`], [`PayloadError`]: one error enum per concern |
 //!
@@ -34,7 +34,7 @@ mod transport;
 pub use client::{Client, ClientBuilder, ClientHandler, ConnectError, RequestError};
 pub use error::{PayloadError, ProtocolError};
 pub use payload::{Encoding, Payload};
-pub use session::{Session, SessionInfo};
+pub use session::{Session, SessionError, SessionInfo};
 
 /// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).
 pub use tokio_tungstenite;

@@ -1,11 +1,40 @@
-//! Sessions: the value both sides share, and its JSON wire form (PROTOCOL.md §4.1).
+//! Sessions: the value both sides share, its JSON wire form (PROTOCOL.md §4.1), and the
+//! server's building blocks: key generators, stores and the registry (§4.2, §4.6, §4.7).
 //!
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | [`Session`], [`SessionInfo`] |
 //! | `json.rs` | the `{"k","c","l","i"}` wire form, written as Go writes it |
+//! | `error.rs` | [`SessionError`]: why creating, restoring or closing failed |
+//! | `key.rs` | [`SessionKeyGenerator`], [`DefaultKeyGenerator`] (256 random bits), the key check |
+//! | `store.rs` | [`SessionStore`] (save, lookup, remove), [`StoreError`], the type-erased store |
+//! | `memory_store.rs` | [`MemoryStore`]: the default, in a map |
+//! | `file_store.rs` | [`FileStore`]: one file per session, atomic writes, safe file names |
+//! | `registry.rs` | the server's key → connection ids map with the per-session limit |
 
+mod error;
+mod file_store;
 mod json;
+mod key;
+mod memory_store;
+mod registry;
+mod store;
+
+pub use error::SessionError;
+pub use file_store::FileStore;
+pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
+pub use memory_store::MemoryStore;
+pub use store::{SessionStore, StoreError};
+
+#[expect(
+    unused_imports,
+    reason = "the server uses them once sessions are integrated"
+)]
+pub(crate) use {
+    key::check_key,
+    registry::{RegisterError, SessionRegistry},
+    store::DynSessionStore,
+};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};

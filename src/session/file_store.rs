@@ -1,0 +1,480 @@
+//! [`FileStore`]: one JSON file per session in a directory, so sessions survive restarts.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+
+use super::{Session, SessionStore, StoreError};
+
+/// The file name of a session is its key plus this extension, as in the Go server.
+const EXTENSION: &str = ".wwrsess";
+
+/// The lengths of keys a [`FileStore`] accepts. The lower bound keeps Windows device names
+/// (`CON`, `NUL`, `COM1`: at most four letters) out, and any key shorter is too guessable to
+/// be a session key; the upper bound keeps file names far below the usual 255-byte limit.
+const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;
+
+/// Operations on one key run one at a time (a lookup's rewrite must not bring back a file
+/// that a concurrent remove just deleted); keys are spread over this many locks.
+const LOCKS: usize = 32;
+
+/// Sessions as files: `<key>.wwrsess` in one directory, each holding the session's JSON wire
+/// form ([`Session::to_json`]).
+///
+/// **Keys.** A file name never comes from an arbitrary key: the store accepts only keys of
+/// 16 to 128 characters from the URL-safe base64 alphabet `A-Z a-z 0-9 - _`, which the
+/// default key generator makes. Such a name cannot hold `/`, `\`, `.`, `..`, NUL or a drive
+/// letter, nor name a Windows device, so no key reaches outside the directory. A session with
+/// any other key cannot be saved ([`StoreError::InvalidKey`]); looking one up finds nothing
+/// and removing one does nothing. On a case-insensitive file system a key differing only in
+/// case finds nothing either: the key inside the file must match exactly.
+///
+/// **Writes** are atomic: the JSON goes to a temporary file in the same directory (named
+/// `.<unique>.tmp`, never mistaken for a session), which is flushed to disk and renamed over
+/// the session's file; on Unix the directory is then synced too (best effort). A crash leaves
+/// the old file or the new one, never half of one, plus at worst a stray temporary file.
+/// New files and directories are readable by their owner only on Unix: they hold secrets.
+///
+/// **Lookups** record the time of the lookup in the file (rewriting it) and return it as
+/// `last_lookup`. Nothing expires on its own: a cleaner can delete files whose `l` is old.
+///
+/// The blocking file work runs on tokio's blocking pool, so the store needs a tokio
+/// runtime. Dropping a future does not stop an operation already started; it completes.
+///
+/// ```
+/// use tokio_webwire::session::{DefaultKeyGenerator, FileStore, SessionKeyGenerator, SessionStore};
+/// use tokio_webwire::{Session, SessionInfo};
+///
+/// # let dir = std::env::temp_dir().join(format!("wwr-doc-{}", std::process::id()));
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = FileStore::new(&dir)?;
+/// let session = Session::new(DefaultKeyGenerator.generate(), SessionInfo::new());
+/// store.save(&session).await?;
+///
+/// // A new store on the same directory, as after a restart, finds it.
+/// let store = FileStore::new(&dir)?;
+/// let found = store.lookup(&session.key).await?.unwrap();
+/// assert_eq!(found.created, session.created);
+///
+/// // Keys that could name other files are refused outright.
+/// assert!(store.lookup("../../etc/passwd").await?.is_none());
+/// store.remove(&session.key).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    locks: [Mutex<()>; LOCKS],
+    hasher: RandomState,
+}
+
+impl FileStore {
+    /// A store keeping its files in `dir`, which is created (with its parents) if missing.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                dir,
+                locks: std::array::from_fn(|_| Mutex::new(())),
+                hasher: RandomState::new(),
+            }),
+        })
+    }
+
+    /// The directory holding the session files.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Runs `op` on the blocking pool while holding the lock of `key`.
+    async fn run<T, F>(&self, key: &str, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let lock = inner.hasher.hash_one(key) as usize % LOCKS;
+        tokio::task::spawn_blocking(move || {
+            // The lock guards no data, only the order of file operations.
+            let _guard = inner.locks[lock]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            op(&inner.dir)
+        })
+        .await
+        .map_err(|err| StoreError::other(format!("session file task failed: {err}")))?
+    }
+}
+
+impl SessionStore for FileStore {
+    /// Writes the session's file, replacing one with the same key.
+    async fn save(&self, session: &Session) -> Result<(), StoreError> {
+        let name = file_name(&session.key).map_err(|reason| StoreError::InvalidKey { reason })?;
+        let json = session.to_json().map_err(invalid_record)?;
+        self.run(&session.key, move |dir| write_atomic(dir, &name, &json))
+            .await
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Option<Session>, StoreError> {
+        let Ok(name) = file_name(key) else {
+            return Ok(None);
+        };
+        let wanted = key.to_owned();
+        self.run(key, move |dir| {
+            let json = match fs::read(dir.join(&name)) {
+                Ok(json) => json,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(err.into()),
+            };
+            let mut session = Session::from_json(&json).map_err(invalid_record)?;
+            if session.key != wanted {
+                // A key differing in case, on a case-insensitive file system.
+                return Ok(None);
+            }
+            session.last_lookup = OffsetDateTime::now_utc();
+            let json = session.to_json().map_err(invalid_record)?;
+            write_atomic(dir, &name, &json)?;
+            Ok(Some(session))
+        })
+        .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let Ok(name) = file_name(key) else {
+            return Ok(());
+        };
+        self.run(key, move |dir| {
+            match fs::remove_file(dir.join(name)) {
+                Ok(()) => sync_dir(dir),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The file name for `key`, or why the key cannot have one (see [`FileStore`]).
+fn file_name(key: &str) -> Result<String, &'static str> {
+    if !KEY_LEN.contains(&key.len()) {
+        return Err("a file store needs keys of 16 to 128 characters");
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("a file store needs keys of A-Z a-z 0-9 - _ only");
+    }
+    Ok(format!("{key}{EXTENSION}"))
+}
+
+fn invalid_record(err: crate::ProtocolError) -> StoreError {
+    StoreError::InvalidRecord {
+        reason: err.to_string(),
+    }
+}
+
+/// Replaces `dir/name` with `contents` so that a crash leaves the old or the new file.
+fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = dir.join(format!(
+        ".{}-{}-{nanos}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+    ));
+    let written = write_new(&temp, contents).and_then(|()| fs::rename(&temp, dir.join(name)));
+    if let Err(err) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(err.into());
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Creates `path` (which must not exist), writes `contents` and flushes them to disk.
+fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes a rename or a removal in `dir` durable, where the platform allows (Unix).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Err(err) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(%err, "could not sync the session directory");
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{DefaultKeyGenerator, SessionInfo, SessionKeyGenerator};
+
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let path = std::env::temp_dir().join(format!(
+                "tokio-webwire-file-store-{}-{}-{nanos}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed),
+            ));
+            fs::create_dir(&path).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn session() -> Session {
+        let mut info = SessionInfo::new();
+        info.insert("uid", &42).unwrap();
+        info.insert("user", &"alice").unwrap();
+        Session::new(DefaultKeyGenerator.generate(), info)
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(tmp.0.join("sessions")).unwrap();
+        let session = session();
+        store.save(&session).await.unwrap();
+        assert_eq!(listing(store.dir()), [format!("{}.wwrsess", session.key)]);
+
+        let found = store.lookup(&session.key).await.unwrap().unwrap();
+        assert_eq!(found.key, session.key);
+        assert_eq!(found.created, session.created);
+        assert_eq!(found.info, session.info);
+        assert!(found.last_lookup >= session.last_lookup);
+
+        store.remove(&session.key).await.unwrap();
+        assert_eq!(store.lookup(&session.key).await.unwrap(), None);
+        store.remove(&session.key).await.unwrap();
+        assert!(listing(store.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn lookup_writes_the_new_last_lookup_to_disk() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        let mut session = session();
+        session.last_lookup = session.created - time::Duration::hours(1);
+        store.save(&session).await.unwrap();
+
+        let found = store.lookup(&session.key).await.unwrap().unwrap();
+        assert!(found.last_lookup > session.last_lookup);
+        let on_disk =
+            Session::from_json(&fs::read(tmp.0.join(format!("{}.wwrsess", session.key))).unwrap())
+                .unwrap();
+        assert_eq!(on_disk, found);
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_a_restart() {
+        let tmp = TempDir::new();
+        let session = session();
+        FileStore::new(&tmp.0)
+            .unwrap()
+            .save(&session)
+            .await
+            .unwrap();
+
+        let store = FileStore::new(&tmp.0).unwrap();
+        let found = store.lookup(&session.key).await.unwrap().unwrap();
+        assert_eq!(found.created, session.created);
+        assert_eq!(found.info, session.info);
+    }
+
+    #[tokio::test]
+    async fn malicious_keys_touch_nothing() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(tmp.0.join("store")).unwrap();
+        // Files a path traversal would reach: beside the store and one level up.
+        fs::write(tmp.0.join("victim.wwrsess"), b"keep").unwrap();
+        let long = "a".repeat(10_000);
+        let just_too_long = "a".repeat(129);
+        let absolute = format!("{}", tmp.0.join("victim").display());
+        let keys = [
+            "../etc/passwd",
+            "../victim",
+            "a/b",
+            "a\\b",
+            "..",
+            ".",
+            "",
+            "a\0b",
+            "%2e%2e",
+            "%2e%2e%2fvictim",
+            "C:victim",
+            "CON",
+            "NUL",
+            "short",
+            "sixteen.chars.ok",
+            "sixteen chars ok",
+            long.as_str(),
+            just_too_long.as_str(),
+            absolute.as_str(),
+        ];
+        for key in keys {
+            let err = store
+                .save(&Session::new(key, SessionInfo::new()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidKey { .. }),
+                "{key:?}: {err}"
+            );
+            assert!(key.len() < 4 || !err.to_string().contains(key), "{key:?}");
+            assert_eq!(store.lookup(key).await.unwrap(), None, "{key:?}");
+            store.remove(key).await.unwrap();
+        }
+        assert!(listing(store.dir()).is_empty());
+        assert_eq!(listing(&tmp.0), ["store", "victim.wwrsess"]);
+        assert_eq!(fs::read(tmp.0.join("victim.wwrsess")).unwrap(), b"keep");
+    }
+
+    #[tokio::test]
+    async fn key_length_limits() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        for key in ["a".repeat(16), "Z_-9".repeat(32)] {
+            store
+                .save(&Session::new(key.clone(), SessionInfo::new()))
+                .await
+                .unwrap();
+            assert!(store.lookup(&key).await.unwrap().is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn stray_temporary_files_do_no_harm() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        let session = session();
+        store.save(&session).await.unwrap();
+        // What a crash between creating and renaming a temporary file leaves behind.
+        fs::write(tmp.0.join(".1-0-0.tmp"), br#"{"k":"#).unwrap();
+        fs::write(tmp.0.join(format!(".{}.wwrsess.tmp", session.key)), b"{").unwrap();
+
+        let found = store.lookup(&session.key).await.unwrap().unwrap();
+        assert_eq!(found.created, session.created);
+        store.save(&self::session()).await.unwrap();
+        assert_eq!(listing(&tmp.0).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_an_error_not_a_panic() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        let key = DefaultKeyGenerator.generate();
+        fs::write(tmp.0.join(format!("{key}.wwrsess")), br#"{"k":"#).unwrap();
+        let err = store.lookup(&key).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidRecord { .. }), "{err}");
+        assert!(!err.to_string().contains(&key));
+    }
+
+    #[tokio::test]
+    async fn a_file_of_another_key_is_not_found() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        let session = session();
+        let other = DefaultKeyGenerator.generate();
+        fs::write(
+            tmp.0.join(format!("{other}.wwrsess")),
+            session.to_json().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.lookup(&other).await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_lookups_leave_a_valid_file() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap();
+        let session = session();
+        store.save(&session).await.unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (store, key) = (store.clone(), session.key.clone());
+                tokio::spawn(async move { store.lookup(&key).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(listing(&tmp.0), [format!("{}.wwrsess", session.key)]);
+        let found = store.lookup(&session.key).await.unwrap().unwrap();
+        assert_eq!(found.info, session.info);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_are_private_on_unix() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let tmp = TempDir::new();
+        let dir = tmp.0.join("new");
+        let store = FileStore::new(&dir).unwrap();
+        let session = session();
+        store.save(&session).await.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(format!("{}.wwrsess", session.key))), 0o600);
+    }
+}
