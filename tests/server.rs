@@ -304,7 +304,7 @@ async fn client_bound_messages_are_ignored_and_pings_answered() {
 
 #[tokio::test]
 async fn session_requests_are_refused_while_sessions_are_disabled() {
-    let (_server, _events, addr) = start(|b| b).await;
+    let (_server, _events, addr) = start(|b| b.sessions(false)).await;
     let (mut client, _) = RawClient::connect(addr).await;
     client.send(vector("restore_session_request")).await;
     assert_eq!(

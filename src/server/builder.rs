@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::protocol::{AcceptConf, Message};
+use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
+use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
 
 /// Why a server configuration was refused by [`ServerBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,10 @@ pub(crate) struct Config {
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
+/// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
+/// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
+/// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
+/// | [`max_session_connections`](Self::max_session_connections) | 0 (no limit) | connections per session |
 ///
 /// ```
 /// use std::time::Duration;
@@ -83,6 +89,7 @@ pub struct ServerBuilder<H> {
     handshake_timeout: Duration,
     max_upgrade_request_size: usize,
     shutdown_timeout: Duration,
+    sessions: SessionConfig,
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -98,7 +105,42 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            sessions: SessionConfig {
+                enabled: true,
+                store: Arc::new(MemoryStore::default()),
+                keys: Arc::new(DefaultKeyGenerator),
+                max_connections: 0,
+            },
         }
+    }
+
+    /// Whether clients may have sessions (default: yes). Without, session requests are
+    /// answered with "sessions disabled" and [`Connection::create_session`] fails.
+    ///
+    /// [`Connection::create_session`]: crate::server::Connection::create_session
+    pub fn sessions(mut self, enabled: bool) -> Self {
+        self.sessions.enabled = enabled;
+        self
+    }
+
+    /// Where sessions are kept (default: [`MemoryStore`], lost when the process ends;
+    /// [`FileStore`](crate::session::FileStore) survives restarts).
+    pub fn session_store(mut self, store: impl SessionStore) -> Self {
+        self.sessions.store = Arc::new(store);
+        self
+    }
+
+    /// How session keys are made (default: [`DefaultKeyGenerator`], 256 random bits).
+    pub fn session_key_generator(mut self, keys: impl SessionKeyGenerator) -> Self {
+        self.sessions.keys = Arc::new(keys);
+        self
+    }
+
+    /// How many connections may hold one session at once (default 0: no limit); a restore
+    /// beyond it is refused.
+    pub fn max_session_connections(mut self, limit: usize) -> Self {
+        self.sessions.max_connections = limit;
+        self
     }
 
     /// How long a connection may stay silent before the server closes it (default 60 s,
@@ -217,7 +259,7 @@ impl<H: Handler> ServerBuilder<H> {
             accept_conf,
         };
         Ok(Server {
-            shared: Arc::new(Shared::new(self.handler, config)),
+            shared: Arc::new(Shared::new(self.handler, config, self.sessions)),
         })
     }
 }
@@ -234,6 +276,8 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_upgrade_request_size", &self.max_upgrade_request_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("sessions", &self.sessions.enabled)
+            .field("max_session_connections", &self.sessions.max_connections)
             .finish_non_exhaustive()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -14,6 +14,8 @@ use crate::error::ProtocolError;
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message};
 use crate::server::CloseReason;
+use crate::server::sessions::Sessions;
+use crate::session::{Session, SessionError, SessionInfo};
 
 /// Why [`Connection::signal`] could not send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +74,11 @@ struct Inner {
     /// Why `closing` was cancelled, when the connection itself cancelled it; `None` with a
     /// cancelled token means the server shut down.
     close_reason: Mutex<Option<CloseReason>>,
+    sessions: Arc<Sessions>,
+    /// The session this connection holds.
+    session: Mutex<Option<Session>>,
+    /// Serialises this connection's session operations (held across their awaits).
+    session_op: tokio::sync::Mutex<()>,
 }
 
 /// What the server knows about a connection before it starts: the parts of
@@ -89,6 +96,7 @@ impl Connection {
         max_message_size: usize,
         outbound: mpsc::Sender<Outbound>,
         closing: CancellationToken,
+        sessions: Arc<Sessions>,
     ) -> Self {
         Connection {
             inner: Arc::new(Inner {
@@ -100,6 +108,9 @@ impl Connection {
                 outbound,
                 closing,
                 close_reason: Mutex::new(None),
+                sessions,
+                session: Mutex::new(None),
+                session_op: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -194,6 +205,69 @@ impl Connection {
         Ok(message.encode()?)
     }
 
+    /// The session this connection holds, if any.
+    #[must_use]
+    pub fn session(&self) -> Option<Session> {
+        self.inner
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Creates a session for this connection (PROTOCOL.md §4.3) with `info`, and returns it.
+    ///
+    /// The key comes from the server's key generator; the client is told with a
+    /// session-created notification that precedes the reply of the request being handled;
+    /// the session is registered under its key, saved in the server's store (a store failure
+    /// is logged: the session lives on but cannot be restored later), and
+    /// [`Handler::session_created`](crate::server::Handler::session_created) runs.
+    ///
+    /// Fails if sessions are disabled, the connection is closed, it already holds a session,
+    /// or the key generator made an invalid key.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {
+    /// use tokio_webwire::SessionInfo;
+    ///
+    /// let mut info = SessionInfo::new();
+    /// info.insert("user", "alice").expect("a string is JSON");
+    /// let session = conn.create_session(info).await?;
+    /// println!("logged in, session {}", session.key);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: dropping the future may leave the session created or not; the
+    /// connection never holds half a session.
+    pub async fn create_session(&self, info: SessionInfo) -> Result<Session, SessionError> {
+        self.inner.sessions.create(self, info).await
+    }
+
+    /// Closes this connection's session (PROTOCOL.md §4.5): the connection leaves it, the
+    /// client is told with a session-closed notification, and if no other connection holds
+    /// the session it is removed from the store and
+    /// [`Handler::session_closed`](crate::server::Handler::session_closed) runs. Does nothing
+    /// without a session; fails only if sessions are disabled.
+    pub async fn close_session(&self) -> Result<(), SessionError> {
+        self.inner.sessions.close(self).await
+    }
+
+    pub(crate) fn set_session(&self, session: Option<Session>) {
+        *self
+            .inner
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = session;
+    }
+
+    pub(crate) async fn session_op(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.session_op.lock().await
+    }
+
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
     /// Closes the connection: it reads no more messages, lets the handlers that are
     /// running finish and send their replies, then closes the socket with code 1000.
     /// Returns at once; [`Handler::disconnected`](crate::server::Handler::disconnected)
@@ -241,6 +315,22 @@ impl Connection {
             .send(outbound)
             .await
             .map_err(|_| SendError::Closed)
+    }
+}
+
+/// Connections are equal when they are the same connection (clones of one handle), so they
+/// can key a map or fill a set, e.g. of subscribers.
+impl PartialEq for Connection {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Connection {}
+
+impl std::hash::Hash for Connection {
+    fn hash<S: std::hash::Hasher>(&self, state: &mut S) {
+        self.inner.id.hash(state);
     }
 }
 

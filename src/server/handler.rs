@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::http::{Request as HttpRequest, StatusCode};
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name};
 use crate::server::Connection;
+use crate::session::Session;
 
 /// The application behind a [`Server`](crate::server::Server): one hook per event.
 ///
@@ -115,6 +116,26 @@ pub trait Handler: Send + Sync + 'static {
         }
     }
 
+    /// A session was created on `conn` ([`Connection::create_session`]): the client has
+    /// been told and the store has it. The default does nothing.
+    fn session_created(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (conn, session);
+        async {}
+    }
+
+    /// The session `key` was closed for good: its last connection left it explicitly
+    /// ([`Connection::close_session`], a client's close request, or
+    /// [`Server::close_session`](crate::server::Server::close_session)), and it was removed
+    /// from the store. A disconnect does not close a session. The default does nothing.
+    fn session_closed(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+        let _ = (conn, key);
+        async {}
+    }
+
     /// Receives a signal: a one-way message, never answered. The default drops it.
     fn signal(
         &self,
@@ -157,6 +178,18 @@ impl<H: Handler> Handler for Arc<H> {
         payload: Payload,
     ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
         (**self).request(conn, name, payload)
+    }
+
+    fn session_created(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = ()> + Send {
+        (**self).session_created(conn, session)
+    }
+
+    fn session_closed(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+        (**self).session_closed(conn, key)
     }
 
     fn signal(

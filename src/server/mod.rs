@@ -8,6 +8,7 @@
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `reader.rs` | per connection: read, check, dispatch; spawn handlers |
+//! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //! | `writer.rs` | per connection: the one task that writes, in batches |
 //!
 //! ```no_run
@@ -36,6 +37,7 @@ mod builder;
 mod connection;
 mod handler;
 mod reader;
+mod sessions;
 mod upgrade;
 mod writer;
 
@@ -60,6 +62,7 @@ pub use handler::{CloseReason, Handler, HandlerError};
 
 use builder::Config;
 use connection::Peer;
+use sessions::{SessionConfig, SessionEvents, Sessions};
 
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
 ///
@@ -74,7 +77,8 @@ pub struct Server<H> {
 
 /// What all connections of a server share.
 pub(crate) struct Shared<H> {
-    pub(crate) handler: H,
+    pub(crate) handler: Arc<H>,
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) config: Config,
     /// Set when a shutdown begins: upgrades get 503, requests the shutdown reply, signals
     /// are dropped. (A flag, not a token: it is read for every message, and a token's
@@ -95,8 +99,14 @@ pub(crate) struct Shared<H> {
 }
 
 impl<H> Shared<H> {
-    fn new(handler: H, config: Config) -> Self {
+    fn new(handler: H, config: Config, sessions: SessionConfig) -> Self
+    where
+        H: Handler,
+    {
+        let handler = Arc::new(handler);
+        let events: Arc<dyn SessionEvents> = handler.clone();
         Shared {
+            sessions: Arc::new(Sessions::new(sessions, events)),
             handler,
             config,
             shutting_down: AtomicBool::new(false),
@@ -226,6 +236,31 @@ impl<H: Handler> Server<H> {
             }
             reader::serve(shared, ws, peer).await;
         });
+    }
+
+    /// Closes the session `key` on every connection that holds it (each is told with a
+    /// session-closed notification; the last one's leaving removes the session from the
+    /// store). Returns how many connections held it.
+    pub async fn close_session(&self, key: &str) -> usize {
+        let holders = self.shared.sessions.connections(key);
+        for conn in &holders {
+            if let Err(error) = conn.close_session().await {
+                tracing::debug!(%error, "session not closed on a connection");
+            }
+        }
+        holders.len()
+    }
+
+    /// The connections that hold the session `key` (empty when none does).
+    #[must_use]
+    pub fn session_connections(&self, key: &str) -> Vec<Connection> {
+        self.shared.sessions.connections(key)
+    }
+
+    /// How many sessions are held by at least one connection.
+    #[must_use]
+    pub fn active_sessions(&self) -> usize {
+        self.shared.sessions.active()
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.

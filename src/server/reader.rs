@@ -41,6 +41,7 @@ where
         config.max_message_size,
         queue,
         shared.close_all.child_token(),
+        Arc::clone(&shared.sessions),
     );
     async {
         let (sink, mut stream) = ws.split();
@@ -99,6 +100,7 @@ where
         let _ = conn.send_outbound(Outbound::Close(close)).await;
         let _ = writer.await;
         reader.wait_for_handlers().await;
+        conn.sessions().disconnected(&conn);
         // A hook that hangs must not hold up a shutdown past its deadline.
         tokio::select! {
             outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {
@@ -268,11 +270,21 @@ impl<H: Handler> Reader<'_, H> {
                     data,
                 },
             ),
-            Message::RequestRestoreSession { id, .. } | Message::RequestCloseSession { id } => {
+            // Session requests are handled here, in order, as the reference does.
+            Message::RequestRestoreSession { id, key } => {
                 let reply = if self.shared.is_shutting_down() {
                     Message::ReplyShutdown { id }
                 } else {
-                    Message::ReplySessionsDisabled { id }
+                    self.conn.sessions().restore(self.conn, id, key).await
+                };
+                self.reply_now(reply).await;
+                return Dispatched::AtOnce;
+            }
+            Message::RequestCloseSession { id } => {
+                let reply = if self.shared.is_shutting_down() {
+                    Message::ReplyShutdown { id }
+                } else {
+                    self.conn.sessions().close_requested(self.conn, id).await
                 };
                 self.reply_now(reply).await;
                 return Dispatched::AtOnce;
@@ -374,7 +386,9 @@ impl<H: Handler> Reader<'_, H> {
     }
 
     async fn reply_now(&self, reply: Message) {
-        let _ = self.conn.send(encode_special(reply)).await;
+        let limit = self.shared.config.max_message_size;
+        let id = reply.request_id().unwrap_or_default();
+        let _ = self.conn.send(encode_reply(id, reply, limit)).await;
     }
 
     /// Waits until no handler of this connection is running.

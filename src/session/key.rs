@@ -86,10 +86,6 @@ impl SessionKeyGenerator for DefaultKeyGenerator {
 ///
 /// The server runs it on every generated key; a key that fails cannot be created (a custom
 /// generator's bug becomes an error, not a panic or a key the JS client refuses).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the server calls it once sessions are integrated")
-)]
 pub(crate) fn check_key(key: &str) -> Result<(), SessionError> {
     let reason = if key.is_empty() {
         "empty"

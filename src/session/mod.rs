@@ -26,15 +26,7 @@ pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
 pub use memory_store::MemoryStore;
 pub use store::{SessionStore, StoreError};
 
-#[expect(
-    unused_imports,
-    reason = "the server uses them once sessions are integrated"
-)]
-pub(crate) use {
-    key::check_key,
-    registry::{RegisterError, SessionRegistry},
-    store::DynSessionStore,
-};
+pub(crate) use {key::check_key, registry::SessionRegistry, store::DynSessionStore};
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};

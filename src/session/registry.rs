@@ -4,11 +4,6 @@
 //! check and the registration happen under one lock, so two restores racing for the last
 //! free place cannot both win (the Go server checks and registers separately, §8 defect 2).
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the server uses it once sessions are integrated")
-)]
-
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -94,19 +89,9 @@ impl SessionRegistry {
         self.sessions().get(key).cloned().unwrap_or_default()
     }
 
-    /// How many connections hold `key`.
-    pub(crate) fn connection_count(&self, key: &str) -> usize {
-        self.sessions().get(key).map_or(0, Vec::len)
-    }
-
     /// The number of sessions with at least one connection.
     pub(crate) fn active_sessions(&self) -> usize {
         self.sessions().len()
-    }
-
-    /// The configured limit (0: none).
-    pub(crate) fn max_connections_per_session(&self) -> usize {
-        self.max_connections_per_session
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Vec<u64>>> {
@@ -162,11 +147,11 @@ mod tests {
         for _ in 0..20 {
             let (registry, wins) = race(1, 16);
             assert_eq!(wins, 1);
-            assert_eq!(registry.connection_count("k"), 1);
+            assert_eq!(registry.connections("k").len(), 1);
 
             let (registry, wins) = race(3, 32);
             assert_eq!(wins, 3);
-            assert_eq!(registry.connection_count("k"), 3);
+            assert_eq!(registry.connections("k").len(), 3);
         }
     }
 
@@ -220,9 +205,8 @@ mod tests {
         assert!(!registry.deregister("a", 2), "already gone");
 
         assert_eq!(registry.active_sessions(), 1);
-        assert_eq!(registry.connection_count("a"), 0);
+        assert_eq!(registry.connections("a").len(), 0);
         assert!(registry.connections("a").is_empty());
-        assert_eq!(registry.max_connections_per_session(), 0);
     }
 
     #[test]

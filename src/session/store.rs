@@ -140,10 +140,6 @@ impl From<StoreError> for SessionError {
 
 /// A [`SessionStore`] behind a pointer: the trait's `impl Future` methods make it unusable
 /// as `dyn SessionStore`, so the server erases the store's type through this.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the server uses it once sessions are integrated")
-)]
 pub(crate) trait DynSessionStore: Send + Sync + 'static {
     fn save<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), StoreError>>;
     fn lookup<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;

@@ -10,7 +10,7 @@ use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, HandlerError, Server, ServerBuilder,
 };
-use tokio_webwire::{Encoding, Payload};
+use tokio_webwire::{Encoding, Payload, Session, SessionInfo};
 
 use super::listen;
 
@@ -26,6 +26,8 @@ pub struct Probe {
     pub connected: mpsc::UnboundedSender<Connection>,
     pub disconnected: mpsc::UnboundedSender<CloseReason>,
     pub signals: mpsc::UnboundedSender<(Name, Payload)>,
+    /// Session hooks: `created <key>` and `closed <key>`.
+    pub session_events: mpsc::UnboundedSender<String>,
 }
 
 pub struct Events {
@@ -33,6 +35,7 @@ pub struct Events {
     pub connected: mpsc::UnboundedReceiver<Connection>,
     pub disconnected: mpsc::UnboundedReceiver<CloseReason>,
     pub signals: mpsc::UnboundedReceiver<(Name, Payload)>,
+    pub session_events: mpsc::UnboundedReceiver<String>,
 }
 
 impl Handler for Probe {
@@ -76,12 +79,33 @@ impl Handler for Probe {
                 self.barrier.wait().await;
                 Ok(payload)
             }
+            // Creates a session whose info holds the payload as "user"; replies its key.
+            "login" => {
+                let mut info = SessionInfo::new();
+                info.insert("user", &payload.to_text()?)?;
+                let session = conn.create_session(info).await.map_err(|error| {
+                    HandlerError::reply(ErrorCode::from_static("SESSION"), error.to_string())
+                })?;
+                Ok(Payload::utf8(session.key))
+            }
+            "logout" => {
+                conn.close_session().await?;
+                Ok(Payload::empty())
+            }
             "notify" => {
                 conn.signal("news", payload.clone()).await?;
                 Ok(payload)
             }
             _ => Ok(payload),
         }
+    }
+
+    async fn session_created(&self, _conn: &Connection, session: &Session) {
+        let _ = self.session_events.send(format!("created {}", session.key));
+    }
+
+    async fn session_closed(&self, _conn: &Connection, key: &str) {
+        let _ = self.session_events.send(format!("closed {key}"));
     }
 
     async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
@@ -97,6 +121,7 @@ pub fn probe() -> (Probe, Events) {
     let (connected, connected_rx) = mpsc::unbounded_channel();
     let (disconnected, disconnected_rx) = mpsc::unbounded_channel();
     let (signals, signals_rx) = mpsc::unbounded_channel();
+    let (session_events, session_events_rx) = mpsc::unbounded_channel();
     let probe = Probe {
         gate: Semaphore::new(0),
         barrier: Barrier::new(100),
@@ -104,12 +129,14 @@ pub fn probe() -> (Probe, Events) {
         connected,
         disconnected,
         signals,
+        session_events,
     };
     let events = Events {
         entered: entered_rx,
         connected: connected_rx,
         disconnected: disconnected_rx,
         signals: signals_rx,
+        session_events: session_events_rx,
     };
     (probe, events)
 }

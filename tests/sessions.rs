@@ -1,0 +1,356 @@
+//! Sessions end to end on the server (PROTOCOL.md §4), spoken in raw frames: creation,
+//! restore, limits, lookups that fail, closing by either side, disconnects, a file store
+//! across a restart, and keys a client made up.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::probe::{Events, Probe, parse, probe, request, start};
+use common::{RawClient, bounded, listen, vector};
+use tokio_webwire::protocol::{Message, RequestId};
+use tokio_webwire::server::Server;
+use tokio_webwire::session::{FileStore, MemoryStore, SessionStore, StoreError};
+use tokio_webwire::{Payload, Session};
+
+fn restore(id: u64, key: &[u8]) -> Bytes {
+    Message::RequestRestoreSession {
+        id: RequestId::from(id),
+        key: Bytes::copy_from_slice(key),
+    }
+    .encode()
+    .expect("valid restore request")
+}
+
+fn close(id: u64) -> Bytes {
+    Message::RequestCloseSession {
+        id: RequestId::from(id),
+    }
+    .encode()
+    .expect("valid close request")
+}
+
+/// Logs `client` in as `user`: the notification must come before the reply.
+async fn login<S>(client: &mut RawClient<S>, id: u64, user: &str) -> Session
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client
+        .send(request(id, "login", Payload::utf8(user.to_owned())))
+        .await;
+    let Message::NotifySessionCreated { session } = parse(client.recv().await) else {
+        panic!("the session notification must precede the reply");
+    };
+    let session = Session::from_json(&session).expect("session JSON");
+    let reply = parse(client.recv().await);
+    assert_eq!(
+        reply,
+        Message::reply(RequestId::from(id), Payload::utf8(session.key.clone()))
+    );
+    session
+}
+
+/// Restores `key` and returns the session the server answered with.
+async fn restored<S>(client: &mut RawClient<S>, id: u64, key: &str) -> Session
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client.send(restore(id, key.as_bytes())).await;
+    match parse(client.recv().await) {
+        Message::ReplyUtf8 { id: got, data } if got == RequestId::from(id) => {
+            Session::from_json(&data).expect("session JSON")
+        }
+        other => panic!("expected the session, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_then_restore_from_a_second_connection() {
+    let store = Arc::new(MemoryStore::default());
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut first, _) = RawClient::connect(addr).await;
+    let session = login(&mut first, 1, "alice").await;
+    assert_eq!(session.key.len(), 43, "256 bits, URL-safe base64");
+    assert_eq!(
+        session.info.get::<String>("user").unwrap().as_deref(),
+        Some("alice")
+    );
+    assert_eq!(session.created, session.last_lookup);
+    assert_eq!(
+        bounded(events.session_events.recv()).await,
+        Some(format!("created {}", session.key))
+    );
+    assert_eq!(store.len(), 1);
+
+    let (mut second, _) = RawClient::connect(addr).await;
+    let again = restored(&mut second, 7, &session.key).await;
+    assert_eq!(
+        (again.key.as_str(), &again.info),
+        (session.key.as_str(), &session.info)
+    );
+    assert_eq!(server.session_connections(&session.key).len(), 2);
+    assert_eq!(server.active_sessions(), 1);
+
+    // Restoring the session a connection already holds answers with it again.
+    let same = restored(&mut second, 8, &session.key).await;
+    assert_eq!(same.key, session.key);
+    assert_eq!(server.session_connections(&session.key).len(), 2);
+}
+
+#[tokio::test]
+async fn a_second_login_on_one_connection_fails() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    login(&mut client, 1, "alice").await;
+    client.send(request(2, "login", Payload::utf8("bob"))).await;
+    let Message::ReplyError { code, message, .. } = parse(client.recv().await) else {
+        panic!("a second session on one connection must fail");
+    };
+    assert_eq!(code, "SESSION");
+    assert_eq!(&message[..], b"the connection already holds a session");
+}
+
+#[tokio::test]
+async fn concurrent_restores_respect_the_connection_limit() {
+    let (server, _events, addr) = start(|b| b.max_session_connections(2)).await;
+    let (mut owner, _) = RawClient::connect(addr).await;
+    let key = login(&mut owner, 1, "alice").await.key;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let (mut b, _) = RawClient::connect(addr).await;
+    // Both requests are on the wire before either answer is read.
+    a.send(restore(1, key.as_bytes())).await;
+    b.send(restore(1, key.as_bytes())).await;
+    let (answer_a, answer_b) = tokio::join!(a.recv(), b.recv());
+    let mut answers = [parse(answer_a), parse(answer_b)].map(|m| m.message_type().to_string());
+    answers.sort();
+    assert_eq!(
+        answers,
+        ["ReplyMaxSessConnsReached (0x04)", "ReplyUtf8 (0xc0)"],
+        "exactly one restore wins the last place"
+    );
+    assert_eq!(server.session_connections(&key).len(), 2);
+}
+
+#[tokio::test]
+async fn unknown_and_made_up_keys_are_not_found() {
+    let (server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(vector("restore_session_request")).await;
+    assert_eq!(
+        &client.recv().await[..],
+        &vector("reply_session_not_found")[..]
+    );
+    for key in [
+        &b"../../etc/passwd"[..],
+        b"a b",
+        b"\xff\xfe",
+        b"\x00",
+        &[b'k'; 2000][..],
+    ] {
+        client.send(restore(2, key)).await;
+        assert_eq!(
+            parse(client.recv().await),
+            Message::ReplySessionNotFound {
+                id: RequestId::from(2)
+            },
+            "{key:?}"
+        );
+    }
+    assert_eq!(server.active_sessions(), 0);
+}
+
+/// A store whose lookups fail.
+struct Broken;
+
+impl SessionStore for Broken {
+    async fn save(&self, _: &Session) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn lookup(&self, _: &str) -> Result<Option<Session>, StoreError> {
+        Err(StoreError::other("the database is down"))
+    }
+    async fn remove(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_lookup_is_an_internal_error() {
+    let (server, _events, addr) = start(|b| b.session_store(Broken)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(vector("restore_session_request")).await;
+    assert_eq!(
+        &client.recv().await[..],
+        &vector("reply_internal_error")[..]
+    );
+    assert_eq!(server.active_sessions(), 0, "the reservation is released");
+}
+
+#[tokio::test]
+async fn client_close_destroys_the_session_only_with_its_last_connection() {
+    let store = Arc::new(MemoryStore::default());
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    bounded(events.session_events.recv()).await;
+    let (mut b, _) = RawClient::connect(addr).await;
+    restored(&mut b, 1, &key).await;
+
+    a.send(close(2)).await;
+    assert_eq!(
+        &a.recv().await[..],
+        &Message::reply(RequestId::from(2), Payload::empty())
+            .encode()
+            .unwrap()[..],
+        "an empty reply, and no session-closed notification to the requester"
+    );
+    assert_eq!(store.len(), 1, "b still holds the session");
+    assert_eq!(server.session_connections(&key).len(), 1);
+
+    b.send(close(2)).await;
+    assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(2)));
+    assert_eq!(store.len(), 0);
+    assert_eq!(
+        bounded(events.session_events.recv()).await,
+        Some(format!("closed {key}"))
+    );
+    // Closing without a session is answered all the same.
+    b.send(close(3)).await;
+    assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(3)));
+    // Gone for good.
+    b.send(restore(4, key.as_bytes())).await;
+    assert_eq!(
+        parse(b.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(4)
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_server_closes_a_session_on_one_connection_or_on_all() {
+    let store = Arc::new(MemoryStore::default());
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    login(&mut a, 1, "alice").await;
+    bounded(events.session_events.recv()).await;
+
+    // One connection, from a handler: the notification, then the reply.
+    a.send(request(2, "logout", Payload::empty())).await;
+    assert_eq!(&a.recv().await[..], &vector("notify_session_closed")[..]);
+    assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(2)));
+    assert_eq!(store.len(), 0);
+    bounded(events.session_events.recv()).await;
+
+    // Every connection of a key.
+    let key = login(&mut a, 3, "alice").await.key;
+    let (mut b, _) = RawClient::connect(addr).await;
+    let (mut c, _) = RawClient::connect(addr).await;
+    restored(&mut b, 1, &key).await;
+    restored(&mut c, 1, &key).await;
+    assert_eq!(bounded(server.close_session(&key)).await, 3);
+    for client in [&mut a, &mut b, &mut c] {
+        assert_eq!(
+            &client.recv().await[..],
+            &vector("notify_session_closed")[..]
+        );
+    }
+    assert_eq!(server.active_sessions(), 0);
+    assert_eq!(store.len(), 0);
+}
+
+#[tokio::test]
+async fn a_disconnect_keeps_the_session_restorable() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    drop(a);
+    bounded(events.disconnected.recv()).await;
+    assert_eq!(server.active_sessions(), 0, "no connection holds it");
+    let (mut b, _) = RawClient::connect(addr).await;
+    assert_eq!(restored(&mut b, 1, &key).await.key, key);
+}
+
+#[tokio::test]
+async fn restoring_another_session_leaves_the_first() {
+    let (server, _events, addr) = start(|b| b).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let first = login(&mut a, 1, "alice").await.key;
+    let (mut b, _) = RawClient::connect(addr).await;
+    let second = login(&mut b, 1, "bob").await.key;
+    restored(&mut a, 2, &second).await;
+    assert!(
+        server.session_connections(&first).is_empty(),
+        "no leaked registration"
+    );
+    assert_eq!(server.session_connections(&second).len(), 2);
+}
+
+#[tokio::test]
+async fn sessions_disabled_refuse_creation() {
+    let (_server, _events, addr) = start(|b| b.sessions(false)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "login", Payload::utf8("alice")))
+        .await;
+    let Message::ReplyError { message, .. } = parse(client.recv().await) else {
+        panic!("creation must fail");
+    };
+    assert_eq!(&message[..], b"sessions are disabled");
+}
+
+#[tokio::test]
+async fn a_file_store_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "tokio-webwire-sessions-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    ));
+    let serve = |events: &mut Option<Events>| {
+        let (handler, ev): (Probe, Events) = probe();
+        *events = Some(ev);
+        Server::builder(Arc::new(handler))
+            .session_store(FileStore::new(&dir).expect("session directory"))
+            .build()
+            .expect("valid options")
+    };
+    let mut events = None;
+    let first = serve(&mut events);
+    let addr = listen(&first).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let session = login(&mut client, 1, "alice").await;
+    bounded(first.shutdown()).await;
+
+    let second = serve(&mut events);
+    let addr = listen(&second).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let again = restored(&mut client, 1, &session.key).await;
+    assert_eq!((again.key, again.info), (session.key, session.info));
+    assert!(again.last_lookup >= session.last_lookup);
+    bounded(second.shutdown()).await;
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[tokio::test]
+async fn session_requests_are_handled_in_the_order_they_arrive() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let session = login(&mut client, 1, "alice").await;
+    client.send(close(2)).await;
+    client.send(restore(3, session.key.as_bytes())).await;
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(2))
+    );
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(3)
+        },
+        "closed by its only connection, the session is gone"
+    );
+}
