@@ -63,8 +63,14 @@ const EVENT_QUEUE: usize = 64;
 /// reconnecting is off (or has given up). A malformed message from the server is a
 /// protocol violation: the client closes the connection (code 1002) and treats it as lost.
 ///
+/// The server may give the connection a session ([`ClientHandler::session_created`]);
+/// [`session`](Client::session) returns it, [`restore_session`](Client::restore_session)
+/// and [`close_session`](Client::close_session) restore one by its key and close it. The
+/// client keeps its session across reconnections: it restores it on each new connection
+/// before any request may use it.
+///
 /// After [`close`](Client::close), or once every handle is dropped, every method fails
-/// with [`RequestError::ClientClosed`].
+/// with [`RequestError::ClientClosed`] (except [`session`](Client::session)).
 ///
 /// # Cancel safety
 /// [`request`](Client::request), [`request_with_timeout`](Client::request_with_timeout) and
