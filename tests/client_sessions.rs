@@ -242,6 +242,36 @@ async fn restore_failures_leave_no_session() {
 }
 
 #[tokio::test]
+async fn a_late_restore_reply_still_becomes_the_session() {
+    let script = Script::bind().await;
+    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
+    let (client, mut ws, mut events) = connect(builder, &script).await;
+    let (restored, frame) = bounded(async {
+        tokio::join!(
+            client.restore_session("testsessionkey"),
+            recv_frame(&mut ws)
+        )
+    })
+    .await;
+    assert_eq!(
+        restored,
+        Err(RequestError::Timeout {
+            after: Duration::from_millis(100)
+        })
+    );
+    assert_eq!(client.session(), None);
+    // The server did restore it: its reply, late, keeps the client in step.
+    let reply = reply_vector("reply_utf8_restored_session", id_of(&frame));
+    send(&mut ws, &reply).await;
+    let Seen::SessionCreated(session) = events.next().await else {
+        panic!("expected the session event");
+    };
+    assert_eq!(session.key, "testsessionkey");
+    assert_eq!(client.session(), Some(session));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
 async fn restore_while_a_session_is_active_is_refused_locally() {
     let script = Script::bind().await;
     let (client, mut ws, mut events) = connect(no_reconnect(), &script).await;

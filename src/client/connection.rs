@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::Session;
 use crate::client::builder::Config;
 use crate::client::handler::Event;
-use crate::client::pending::{Kind, PendingGuard};
+use crate::client::pending::Kind;
 use crate::client::{ConnectError, RequestError, Shared, encode};
 use crate::protocol::{AcceptConf, Message, MessageType, RequestId};
 use crate::transport::{Incoming, close_frame, websocket_config};
@@ -324,18 +324,19 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
         .map_err(RequestError::InvalidMessage)?;
     link.check_size(len)?;
     let frame = encode(&message)?;
-    let mut guard = PendingGuard::new(&shared.pending, id);
+    // No guard: a late reply must still reach the reader, which applies it (after a timeout
+    // forgot the session, a late success brings it back, with its event).
     let reply = shared
         .pending
         .insert(id, link.generation, Kind::RestoreSession);
     if link.frames.send(frame).await.is_err() {
+        shared.pending.remove(id);
         return Err(RequestError::Disconnected);
     }
     let after = shared.config.request_timeout;
     let outcome = tokio::time::timeout(after, reply)
         .await
         .map_err(|_| RequestError::Timeout { after })?;
-    guard.disarm();
     outcome.unwrap_or(Err(RequestError::Disconnected)).map(drop)
 }
 

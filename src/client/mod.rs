@@ -513,8 +513,10 @@ impl Client {
     /// [`RequestError::InvalidReply`]. On every error the local session is left as it was. An
     /// empty key is [`RequestError::InvalidMessage`], nothing sent.
     ///
-    /// Cancel safe like [`request`](Client::request); if it is dropped after the request
-    /// left, a success reply still becomes the client's session.
+    /// Cancel safe like [`request`](Client::request), with one difference: once the request
+    /// left, its reply is applied even if the call was dropped or timed out, so the client
+    /// stays in step with the server (a late success still becomes the client's session and
+    /// fires `session_created`).
     ///
     /// ```no_run
     /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
@@ -544,7 +546,7 @@ impl Client {
             let len = message
                 .encoded_len()
                 .map_err(RequestError::InvalidMessage)?;
-            let mut guard = PendingGuard::new(&shared.pending, id);
+            let mut guard = PendingGuard::keep(&shared.pending, id);
             let reply = shared
                 .exchange(&message, len, (id, Kind::RestoreSession), &mut guard)
                 .await?;
@@ -566,8 +568,9 @@ impl Client {
     /// and calling again retries. While disconnected (or reconnecting) it only forgets the
     /// session locally, as the Go client does: the server keeps it, restorable by its key.
     ///
-    /// If the call is dropped after the request left, a confirmation that arrives later
-    /// is ignored and the session is kept locally.
+    /// Once the request left, the server's confirmation is applied even if the call was
+    /// dropped or timed out: a late one still forgets the session and fires
+    /// `session_closed`.
     pub async fn close_session(&self) -> Result<(), RequestError> {
         let shared = &*self.handle.shared;
         shared.check_open()?;
@@ -587,18 +590,20 @@ impl Client {
                 let frame = encode(&Message::RequestCloseSession {
                     id: RequestId::from(id),
                 })?;
-                let mut guard = PendingGuard::new(&shared.pending, id);
+                // No guard: the reply must reach the reader even if this call is dropped.
                 let reply = shared
                     .pending
                     .insert(id, link.generation, Kind::CloseSession);
                 if link.frames.send(frame).await.is_ok() {
-                    let outcome = reply.await;
-                    guard.disarm();
                     // On success the reader has forgotten the session already.
-                    return outcome.unwrap_or(Err(RequestError::Disconnected)).map(drop);
+                    return reply
+                        .await
+                        .unwrap_or(Err(RequestError::Disconnected))
+                        .map(drop);
                 }
                 // The connection ended before its writer took the frame: nothing was sent,
                 // and the client is offline now.
+                shared.pending.remove(id);
             }
             let events = lock(&shared.events).clone();
             match events {

@@ -150,6 +150,17 @@ impl<'a> PendingGuard<'a> {
         }
     }
 
+    /// A guard that never removes the entry: for session requests, whose reply must reach
+    /// the reader (which changes the session) even when nobody waits for it any more. The
+    /// entry goes with its reply, or with its connection.
+    pub(crate) fn keep(pending: &'a Pending, id: u64) -> Self {
+        PendingGuard {
+            pending,
+            id,
+            armed: false,
+        }
+    }
+
     /// The entry is known to be gone: dropping the guard need not take the lock.
     pub(crate) fn disarm(&mut self) {
         self.armed = false;
