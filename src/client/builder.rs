@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) reconnect: Reconnect,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_message_size: usize,
+    pub(crate) restore_session: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -42,6 +43,7 @@ impl std::fmt::Debug for Config {
             .field("reconnect", &self.reconnect)
             .field("header_names", &header_names)
             .field("max_message_size", &self.max_message_size)
+            .field("restore_session", &self.restore_session)
             .finish()
     }
 }
@@ -81,6 +83,7 @@ impl Default for ClientBuilder<()> {
                 reconnect: Reconnect::default(),
                 headers: Vec::new(),
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                restore_session: true,
             },
             handler: (),
         }
@@ -142,7 +145,21 @@ impl<H: ClientHandler> ClientBuilder<H> {
         self
     }
 
-    /// The handler for server signals and connection events.
+    /// Whether the client restores its session after each reconnection (PROTOCOL.md
+    /// §4.4), before requests may use the new connection. Default: `true`, as both
+    /// reference clients do.
+    ///
+    /// With `false` the session does not survive a reconnection: the new connection holds
+    /// none on the server, so the client forgets its local one and calls
+    /// [`ClientHandler::session_closed`] before it reports the connection. Keep the key
+    /// from [`ClientHandler::session_created`] to restore the session yourself with
+    /// [`Client::restore_session`].
+    pub fn restore_session_on_reconnect(mut self, restore: bool) -> Self {
+        self.config.restore_session = restore;
+        self
+    }
+
+    /// The handler for server signals, connection and session events.
     pub fn handler<H2: ClientHandler>(self, handler: H2) -> ClientBuilder<H2> {
         ClientBuilder {
             config: self.config,
@@ -193,6 +210,7 @@ mod tests {
         assert_eq!(builder.config.request_timeout, Duration::from_secs(60));
         assert_eq!(builder.config.max_message_size, 16 << 20);
         assert!(builder.config.reconnect.is_enabled());
+        assert!(builder.config.restore_session);
         assert_eq!(builder.sub_protocol("").config.sub_protocol, None);
     }
 

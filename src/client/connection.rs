@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! socket ─► reader (read_loop) ─► parse ─┬─► reply:  pending map ─► the waiting request
-//!                                        └─► signal: event queue ─► ClientHandler
+//!                                        │   (session replies also update the session)
+//!                                        ├─► signal: event queue ─► ClientHandler
+//!                                        └─► session notification: session, event queue
 //! socket ◄── writer task ◄── bounded mpsc of encoded frames ◄── request() / signal()
 //!            (batches, flushes when the queue is momentarily empty, sends heartbeats)
 //! ```
@@ -26,9 +28,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::Session;
 use crate::client::builder::Config;
 use crate::client::handler::Event;
-use crate::client::{ConnectError, RequestError, Shared};
+use crate::client::pending::Kind;
+use crate::client::{ConnectError, RequestError, Shared, encode};
 use crate::protocol::{AcceptConf, Message, MessageType, RequestId};
 use crate::transport::{Incoming, close_frame, websocket_config};
 
@@ -196,7 +200,8 @@ pub(crate) enum Ended {
 }
 
 /// Runs one established connection until it ends. Publishes its [`Link`] first (unless
-/// the client is closing).
+/// the client is closing); after a reconnection (`generation` > 1) it first restores the
+/// client's session, if it has one, so that no request overtakes the restore.
 pub(crate) async fn run(
     shared: &Shared,
     ws: WsStream,
@@ -229,11 +234,26 @@ pub(crate) async fn run(
         frames: frames_tx,
         conf,
     });
-    if shared.publish(link) {
-        shared.notify(events, Event::Connected).await;
+    let reading = read_loop(shared, &mut stream, events, &writer_done, close_tx);
+    tokio::pin!(reading);
+    let ended = async {
+        // The reader runs meanwhile: it delivers the restore's reply.
+        let mut op = None;
+        if generation > 1 && shared.session_key().is_some() {
+            tokio::select! {
+                biased;
+                ended = &mut reading => return ended,
+                guard = resume_session(shared, &link, events) => op = Some(guard),
+            }
+        }
+        let published = shared.publish(link);
+        drop(op);
+        if published {
+            shared.notify(events, Event::Connected).await;
+        }
+        reading.await
     }
-
-    let ended = read_loop(shared, &mut stream, events, &writer_done, close_tx).await;
+    .await;
 
     // No new request may pick this connection any more; then wait until the writer has
     // dropped its queue, so that every frame that was queued belongs to a pending entry the
@@ -255,6 +275,69 @@ pub(crate) async fn run(
     }
     debug!(generation, ?ended, "connection ended");
     ended
+}
+
+/// The session after a reconnection (PROTOCOL.md §4.4): restored by its key, or forgotten
+/// (with `session_closed`) when the server refuses it, the reply is not a session, no reply
+/// comes within the request timeout, or restoring is turned off. Kept when the connection
+/// ends first or the server is shutting down: the next connection tries again. Returns the
+/// session lock, held until the connection is published, so that `close_session` finds the
+/// client connected.
+async fn resume_session<'a>(
+    shared: &'a Shared,
+    link: &Link,
+    events: &mpsc::Sender<Event>,
+) -> tokio::sync::MutexGuard<'a, ()> {
+    let op = shared.session_op().await;
+    let Some(key) = shared.session_key() else {
+        // Closed offline meanwhile.
+        return op;
+    };
+    if !shared.config.restore_session {
+        debug!("restoring the session is off; forgetting it");
+        shared.forget_session(events).await;
+        return op;
+    }
+    match restore_on(shared, link, key).await {
+        Ok(()) => debug!("session restored"),
+        Err(err @ (RequestError::Disconnected | RequestError::Shutdown)) => {
+            debug!(%err, "session not restored; keeping it for the next connection");
+        }
+        Err(err) => {
+            warn!(%err, "the session could not be restored; forgetting it");
+            shared.forget_session(events).await;
+        }
+    }
+    op
+}
+
+/// Sends RequestRestoreSession for `key` on `link` and waits for the reply, which the
+/// reader turns into the client's session.
+async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), RequestError> {
+    let id = shared.next_id();
+    let message = Message::RequestRestoreSession {
+        id: RequestId::from(id),
+        key: Bytes::from(key),
+    };
+    let len = message
+        .encoded_len()
+        .map_err(RequestError::InvalidMessage)?;
+    link.check_size(len)?;
+    let frame = encode(&message)?;
+    // No guard: a late reply must still reach the reader, which applies it (after a timeout
+    // forgot the session, a late success brings it back, with its event).
+    let reply = shared
+        .pending
+        .insert(id, link.generation, Kind::RestoreSession);
+    if link.frames.send(frame).await.is_err() {
+        shared.pending.remove(id);
+        return Err(RequestError::Disconnected);
+    }
+    let after = shared.config.request_timeout;
+    let outcome = tokio::time::timeout(after, reply)
+        .await
+        .map_err(|_| RequestError::Timeout { after })?;
+    outcome.unwrap_or(Err(RequestError::Disconnected)).map(drop)
 }
 
 async fn read_loop(
@@ -305,7 +388,11 @@ async fn read_loop(
         };
         match Incoming::from_ws(message) {
             Incoming::Frame(frame) => match Message::parse(frame) {
-                Ok(message) => dispatch(shared, message, events).await,
+                Ok(message) => {
+                    if let Err(reason) = dispatch(shared, message, events).await {
+                        return violation(CloseCode::Protocol, reason);
+                    }
+                }
                 Err(err) => {
                     warn!(%err, "malformed message from the server; closing the connection");
                     return violation(CloseCode::Protocol, "malformed WebWire message");
@@ -324,14 +411,20 @@ async fn read_loop(
     }
 }
 
-/// Hands one well-formed message from the server to whoever waits for it.
-async fn dispatch(shared: &Shared, message: Message, events: &mpsc::Sender<Event>) {
+/// Hands one well-formed message from the server to whoever waits for it. An error is a
+/// protocol violation (a session notification whose JSON is not a session), the reason
+/// for the close frame.
+async fn dispatch(
+    shared: &Shared,
+    message: Message,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), &'static str> {
     let (id, outcome): (RequestId, Result<_, RequestError>) = match message {
         Message::ReplyBinary { id, .. }
         | Message::ReplyUtf8 { id, .. }
         | Message::ReplyUtf16 { id, .. } => match message.payload() {
             Some(payload) => (id, Ok(payload)),
-            None => return,
+            None => return Ok(()),
         },
         Message::ReplyError { id, code, message } => (
             id,
@@ -353,12 +446,23 @@ async fn dispatch(shared: &Shared, message: Message, events: &mpsc::Sender<Event
                     .notify(events, Event::Signal(name.clone(), payload))
                     .await;
             }
-            return;
+            return Ok(());
         }
-        // Sessions come with their own issue; until then their notifications are dropped.
-        Message::NotifySessionCreated { .. } | Message::NotifySessionClosed => {
-            debug!(message_type = %message.message_type(), "session notification ignored");
-            return;
+        Message::NotifySessionCreated { session } => {
+            return match Session::from_json(&session) {
+                Ok(session) => {
+                    shared.store_session(session, events).await;
+                    Ok(())
+                }
+                Err(err) => {
+                    warn!(%err, "invalid session from the server; closing the connection");
+                    Err("malformed session JSON")
+                }
+            };
+        }
+        Message::NotifySessionClosed => {
+            shared.forget_session(events).await;
+            return Ok(());
         }
         // Well-formed, but not something a server sends (or a second AcceptConf): ignored,
         // as the Go client does.
@@ -370,12 +474,34 @@ async fn dispatch(shared: &Shared, message: Message, events: &mpsc::Sender<Event
         | Message::RequestUtf8 { .. }
         | Message::RequestUtf16 { .. } => {
             debug!(message_type = %message.message_type(), "unexpected message from the server ignored");
-            return;
+            return Ok(());
         }
     };
-    if !shared.pending.complete(id.to_u64(), outcome) {
+    let Some(entry) = shared.pending.take(id.to_u64()) else {
         debug!(%id, "reply for no pending request ignored");
-    }
+        return Ok(());
+    };
+    // Session replies change the session here, in the order of the messages around them.
+    let outcome = match (entry.kind, outcome) {
+        (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
+            Ok(session) => {
+                shared.store_session(session, events).await;
+                Ok(payload)
+            }
+            Err(err) => {
+                warn!(%err, "invalid session in a restore reply");
+                Err(RequestError::InvalidReply(err))
+            }
+        },
+        (Kind::CloseSession, Ok(payload)) => {
+            shared.forget_session(events).await;
+            Ok(payload)
+        }
+        (_, outcome) => outcome,
+    };
+    // The requester may have given up meanwhile; that is fine.
+    let _ = entry.reply.send(outcome);
+    Ok(())
 }
 
 /// The writer task's half of a connection.

@@ -98,10 +98,22 @@ pub enum RequestError {
     InvalidName(ProtocolError),
 
     /// The message would be rejected by every peer (PROTOCOL.md §2.5): no name and no
-    /// payload, a UTF-16 payload of odd length, a named UTF-16 signal without payload.
-    /// Nothing was sent.
+    /// payload, a UTF-16 payload of odd length, a named UTF-16 signal without payload, an
+    /// empty session key. Nothing was sent.
     #[error("invalid message: {0}")]
     InvalidMessage(ProtocolError),
+
+    /// [`Client::restore_session`](crate::Client::restore_session) was called while a
+    /// session is active. A client holds at most one session: close it first with
+    /// [`Client::close_session`](crate::Client::close_session). Refused locally: nothing
+    /// was sent.
+    #[error("a session is already active")]
+    SessionActive,
+
+    /// The server's reply could not be read: the session JSON of a restore reply is
+    /// invalid (PROTOCOL.md §4.1). The local session was left as it was.
+    #[error("invalid reply from the server: {0}")]
+    InvalidReply(ProtocolError),
 }
 
 /// Why a connection to a WebWire server could not be established.

@@ -1,13 +1,14 @@
-//! The hooks a client calls for what the server starts: signals and connection events.
+//! The hooks a client calls for what the server starts: signals, connection and session
+//! events.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::Payload;
 use crate::protocol::Name;
+use crate::{Payload, Session};
 
-/// What a [`Client`](crate::Client) tells the application: server signals and connection
-/// events. Every method has a default that does nothing, so implement only what you need;
+/// What a [`Client`](crate::Client) tells the application: server signals, connection
+/// and session events. Every method has a default that does nothing, so implement only what you need;
 /// `async fn` works for each.
 ///
 /// The client calls the methods one at a time, in the order the events happened, from one
@@ -50,6 +51,23 @@ pub trait ClientHandler: Send + Sync + 'static {
     fn disconnected(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// The client's session was created or replaced: the server created one for this
+    /// connection, [`Client::restore_session`](crate::Client::restore_session) succeeded,
+    /// or the session was restored automatically after a reconnection (this event then
+    /// comes before [`connected`](ClientHandler::connected)).
+    /// [`Client::session`](crate::Client::session) already returns it.
+    fn session_created(&self, session: &Session) -> impl Future<Output = ()> + Send {
+        let _ = session;
+        async {}
+    }
+
+    /// The client's session is gone: the server closed it, it was closed with
+    /// [`Client::close_session`](crate::Client::close_session), or it could not be restored
+    /// after a reconnection. Only fired when there was a session.
+    fn session_closed(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// The handler that ignores every event.
@@ -67,6 +85,14 @@ impl<H: ClientHandler> ClientHandler for Arc<H> {
     fn disconnected(&self) -> impl Future<Output = ()> + Send {
         H::disconnected(self)
     }
+
+    fn session_created(&self, session: &Session) -> impl Future<Output = ()> + Send {
+        H::session_created(self, session)
+    }
+
+    fn session_closed(&self) -> impl Future<Output = ()> + Send {
+        H::session_closed(self)
+    }
 }
 
 /// One thing the handler is told about, queued in the order it happened.
@@ -75,6 +101,8 @@ pub(crate) enum Event {
     Connected,
     Disconnected,
     Signal(Name, Payload),
+    SessionCreated(Session),
+    SessionClosed,
 }
 
 /// Runs the handler for each event until every sender of the queue is gone.
@@ -87,6 +115,8 @@ pub(crate) async fn run_events<H: ClientHandler>(
             Event::Connected => handler.connected().await,
             Event::Disconnected => handler.disconnected().await,
             Event::Signal(name, payload) => handler.signal(name, payload).await,
+            Event::SessionCreated(session) => handler.session_created(&session).await,
+            Event::SessionClosed => handler.session_closed().await,
         }
     }
 }

@@ -1,11 +1,12 @@
-//! The client: requests, signals and server signals over one WebSocket, with reconnects.
+//! The client: requests, signals and server signals over one WebSocket, with reconnects
+//! and sessions.
 //!
 //! | file | holds |
 //! |---|---|
 //! | `mod.rs` | [`Client`], the state shared with the background tasks |
 //! | `builder.rs` | [`ClientBuilder`]: options and their defaults |
 //! | `error.rs` | [`RequestError`], [`ConnectError`] |
-//! | `handler.rs` | [`ClientHandler`]: server signals, connection events |
+//! | `handler.rs` | [`ClientHandler`]: server signals, connection and session events |
 //! | `pending.rs` | requests waiting for replies, and the guard that cleans up after them |
 //! | `connection.rs` | dial and handshake, the reader loop and the writer task |
 //! | `supervisor.rs` | the background task: one connection after another |
@@ -21,8 +22,8 @@ mod pending;
 mod reconnect;
 mod supervisor;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,12 +38,12 @@ pub use error::{ConnectError, RequestError};
 pub use handler::ClientHandler;
 pub use reconnect::{Backoff, Reconnect};
 
-use crate::Payload;
 use crate::protocol::{AcceptConf, IntoName, Message, RequestId};
+use crate::{Payload, Session};
 use builder::Config;
 use connection::Link;
 use handler::Event;
-use pending::{Pending, PendingGuard};
+use pending::{Kind, Pending, PendingGuard};
 
 /// How many handler events (signals, connection changes) may wait for the handler before
 /// the reader waits too.
@@ -62,8 +63,14 @@ const EVENT_QUEUE: usize = 64;
 /// reconnecting is off (or has given up). A malformed message from the server is a
 /// protocol violation: the client closes the connection (code 1002) and treats it as lost.
 ///
+/// The server may give the connection a session ([`ClientHandler::session_created`]);
+/// [`session`](Client::session) returns it, [`restore_session`](Client::restore_session)
+/// and [`close_session`](Client::close_session) restore one by its key and close it. The
+/// client keeps its session across reconnections: it restores it on each new connection
+/// before any request may use it.
+///
 /// After [`close`](Client::close), or once every handle is dropped, every method fails
-/// with [`RequestError::ClientClosed`].
+/// with [`RequestError::ClientClosed`] (except [`session`](Client::session)).
 ///
 /// # Cancel safety
 /// [`request`](Client::request), [`request_with_timeout`](Client::request_with_timeout) and
@@ -139,6 +146,18 @@ pub(crate) struct Shared {
     state: watch::Sender<State>,
     /// Cancelled when the client closes.
     pub(crate) stop: CancellationToken,
+    /// The client's session, if any: changed by the reader (notifications, restore and
+    /// close replies) and, while no connection is in use, by `close_session` and the
+    /// restore after a reconnection. A `std` mutex, never held across an await.
+    session: Mutex<Option<Session>>,
+    /// Held by `restore_session`, `close_session` and the restore after a reconnection, so
+    /// that they never interleave: a session closed offline is not resurrected by a restore
+    /// still in flight, and a restore never starts while another one is pending.
+    session_op: tokio::sync::Mutex<()>,
+    /// The handler's queue, for events the user's calls cause (`close_session` offline).
+    /// Taken when the client closes, so that a handler holding a `Client` cannot keep its
+    /// own task alive.
+    events: Mutex<Option<mpsc::Sender<Event>>>,
 }
 
 impl Shared {
@@ -180,6 +199,42 @@ impl Shared {
         });
     }
 
+    /// A fresh request identifier: one counter per client, from 1.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The current session.
+    pub(crate) fn session(&self) -> Option<Session> {
+        lock(&self.session).clone()
+    }
+
+    /// The key of the current session.
+    pub(crate) fn session_key(&self) -> Option<String> {
+        lock(&self.session)
+            .as_ref()
+            .map(|session| session.key.clone())
+    }
+
+    /// Makes `session` the client's session and tells the handler.
+    pub(crate) async fn store_session(&self, session: Session, events: &mpsc::Sender<Event>) {
+        *lock(&self.session) = Some(session.clone());
+        self.notify(events, Event::SessionCreated(session)).await;
+    }
+
+    /// Forgets the client's session and tells the handler, if there was one.
+    pub(crate) async fn forget_session(&self, events: &mpsc::Sender<Event>) {
+        let gone = lock(&self.session).take();
+        if gone.is_some() {
+            self.notify(events, Event::SessionClosed).await;
+        }
+    }
+
+    /// Waits until no other session operation runs.
+    pub(crate) async fn session_op(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.session_op.lock().await
+    }
+
     /// Queues an event for the handler, unless the client closes meanwhile.
     pub(crate) async fn notify(&self, events: &mpsc::Sender<Event>, event: Event) {
         tokio::select! {
@@ -196,6 +251,7 @@ impl Shared {
         self.stop.cancel();
         self.state.send_replace(State::Closed);
         self.pending.fail_all(&RequestError::ClientClosed);
+        lock(&self.events).take();
     }
 
     /// The connection to send through, waiting while connecting. With `stale`, a link
@@ -239,7 +295,7 @@ impl Shared {
         &self,
         message: &Message,
         len: usize,
-        id: u64,
+        (id, kind): (u64, Kind),
         guard: &mut PendingGuard<'_>,
     ) -> Result<Payload, RequestError> {
         let mut frame: Option<Bytes> = None;
@@ -250,7 +306,7 @@ impl Shared {
                 Some(bytes) => bytes.clone(),
                 None => frame.insert(encode(message)?).clone(),
             };
-            let reply = self.pending.insert(id, link.generation);
+            let reply = self.pending.insert(id, link.generation, kind);
             if link.frames.send(bytes).await.is_ok() {
                 let outcome = reply.await;
                 // Whatever the outcome, its delivery removed the entry.
@@ -280,6 +336,12 @@ impl Shared {
             link = self.link(Some(&link)).await?;
         }
     }
+}
+
+/// Locks `mutex`. Nothing panics while one of the client's locks is held; if something did,
+/// the value is still whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn encode(message: &Message) -> Result<Bytes, RequestError> {
@@ -316,6 +378,9 @@ impl Client {
             pending: Pending::default(),
             state: watch::Sender::new(State::Connecting),
             stop: CancellationToken::new(),
+            session: Mutex::new(None),
+            session_op: tokio::sync::Mutex::new(()),
+            events: Mutex::new(Some(events.clone())),
         });
         let mut published = shared.state.subscribe();
         let tasks = TaskTracker::new();
@@ -373,13 +438,14 @@ impl Client {
         let shared = &*self.handle.shared;
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = shared.next_id();
         let message = Message::request(RequestId::from(id), name, payload.into());
         let len = message
             .encoded_len()
             .map_err(RequestError::InvalidMessage)?;
         let mut guard = PendingGuard::new(&shared.pending, id);
-        tokio::time::timeout(timeout, shared.exchange(&message, len, id, &mut guard))
+        let exchange = shared.exchange(&message, len, (id, Kind::Request), &mut guard);
+        tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(RequestError::Timeout { after: timeout }))
     }
@@ -420,6 +486,135 @@ impl Client {
     pub async fn close(&self) {
         self.handle.shared.shut_down();
         self.handle.tasks.wait().await;
+    }
+
+    /// The client's session (a copy), if it has one.
+    ///
+    /// The server creates sessions ([`ClientHandler::session_created`] tells when);
+    /// [`restore_session`](Client::restore_session) restores one by its key. The session is
+    /// kept while disconnected and restored automatically after a reconnection (see
+    /// [`ClientBuilder::restore_session_on_reconnect`]).
+    #[must_use]
+    pub fn session(&self) -> Option<Session> {
+        self.handle.shared.session()
+    }
+
+    /// Restores the session stored on the server under `key` (RequestRestoreSession,
+    /// PROTOCOL.md §4.4), makes it the client's session, calls
+    /// [`ClientHandler::session_created`], and returns it.
+    ///
+    /// A client holds at most one session: while one is active the call is refused locally
+    /// with [`RequestError::SessionActive`]. Otherwise it behaves like a request with the
+    /// client's request timeout (waiting for a connection while reconnecting). The
+    /// server's refusals: [`RequestError::SessionNotFound`] (`03`),
+    /// [`RequestError::MaxSessionConnectionsReached`] (`04`),
+    /// [`RequestError::SessionsDisabled`] (`05`), [`RequestError::Internal`] (`02`),
+    /// [`RequestError::Shutdown`] (`01`); a reply whose JSON is not a session is
+    /// [`RequestError::InvalidReply`]. On every error the local session is left as it was. An
+    /// empty key is [`RequestError::InvalidMessage`], nothing sent.
+    ///
+    /// Cancel safe like [`request`](Client::request), with one difference: once the request
+    /// left, its reply is applied even if the call was dropped or timed out, so the client
+    /// stays in step with the server (a late success still becomes the client's session and
+    /// fires `session_created`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
+    /// use tokio_webwire::RequestError;
+    ///
+    /// match client.restore_session("key saved from session_created").await {
+    ///     Ok(session) => println!("welcome back, {:?}", session.info.get_value("user")),
+    ///     Err(RequestError::SessionNotFound) => println!("expired: log in again"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn restore_session(&self, key: &str) -> Result<Session, RequestError> {
+        let shared = &*self.handle.shared;
+        shared.check_open()?;
+        let timeout = shared.config.request_timeout;
+        let restore = async {
+            let _op = shared.session_op().await;
+            if lock(&shared.session).is_some() {
+                return Err(RequestError::SessionActive);
+            }
+            let id = shared.next_id();
+            let message = Message::RequestRestoreSession {
+                id: RequestId::from(id),
+                key: Bytes::copy_from_slice(key.as_bytes()),
+            };
+            let len = message
+                .encoded_len()
+                .map_err(RequestError::InvalidMessage)?;
+            let mut guard = PendingGuard::keep(&shared.pending, id);
+            let reply = shared
+                .exchange(&message, len, (id, Kind::RestoreSession), &mut guard)
+                .await?;
+            // The reader checked and stored the session already; this parse cannot fail.
+            Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
+        };
+        tokio::time::timeout(timeout, restore)
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+    }
+
+    /// Closes the client's session (PROTOCOL.md §4.5) and calls
+    /// [`ClientHandler::session_closed`]. Without a session it returns `Ok(())` at once.
+    ///
+    /// While connected it sends RequestCloseSession and waits for the server's
+    /// confirmation (up to the client's request timeout) before it forgets the session;
+    /// on an error ([`RequestError::SessionsDisabled`], [`RequestError::Shutdown`],
+    /// [`RequestError::Timeout`], [`RequestError::Disconnected`], ...) the session is kept,
+    /// and calling again retries. While disconnected (or reconnecting) it only forgets the
+    /// session locally, as the Go client does: the server keeps it, restorable by its key.
+    ///
+    /// Once the request left, the server's confirmation is applied even if the call was
+    /// dropped or timed out: a late one still forgets the session and fires
+    /// `session_closed`.
+    pub async fn close_session(&self) -> Result<(), RequestError> {
+        let shared = &*self.handle.shared;
+        shared.check_open()?;
+        let timeout = shared.config.request_timeout;
+        let close = async {
+            let _op = shared.session_op().await;
+            if lock(&shared.session).is_none() {
+                return Ok(());
+            }
+            let link = match &*shared.state.borrow() {
+                State::Connected(link) => Some(link.clone()),
+                State::Closed => return Err(RequestError::ClientClosed),
+                State::Connecting | State::Down => None,
+            };
+            if let Some(link) = link {
+                let id = shared.next_id();
+                let frame = encode(&Message::RequestCloseSession {
+                    id: RequestId::from(id),
+                })?;
+                // No guard: the reply must reach the reader even if this call is dropped.
+                let reply = shared
+                    .pending
+                    .insert(id, link.generation, Kind::CloseSession);
+                if link.frames.send(frame).await.is_ok() {
+                    // On success the reader has forgotten the session already.
+                    return reply
+                        .await
+                        .unwrap_or(Err(RequestError::Disconnected))
+                        .map(drop);
+                }
+                // The connection ended before its writer took the frame: nothing was sent,
+                // and the client is offline now.
+                shared.pending.remove(id);
+            }
+            let events = lock(&shared.events).clone();
+            match events {
+                Some(events) => shared.forget_session(&events).await,
+                None => return Err(RequestError::ClientClosed),
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, close)
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
     }
 
     /// Whether the client is connected right now.

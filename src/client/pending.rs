@@ -11,10 +11,25 @@ use crate::client::RequestError;
 /// What a request ends in, as delivered by the reader (or by a sweep).
 pub(crate) type Outcome = Result<Payload, RequestError>;
 
-struct Entry {
+/// What a pending request is, which decides what its reply does besides reaching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An application request: the reply goes to the requester, nothing else.
+    Request,
+    /// RequestRestoreSession: a successful reply also becomes the client's session.
+    RestoreSession,
+    /// RequestCloseSession: a successful reply also ends the client's session.
+    CloseSession,
+}
+
+/// A pending request as the reader takes it out of the map.
+pub(crate) struct Entry {
     /// The connection the request was handed to: when it drops, so does the request.
     generation: u64,
-    reply: oneshot::Sender<Outcome>,
+    /// What the reply means.
+    pub(crate) kind: Kind,
+    /// Where the outcome goes.
+    pub(crate) reply: oneshot::Sender<Outcome>,
 }
 
 /// The pending requests of one client, keyed by the `u64` of their [`RequestId`].
@@ -40,20 +55,37 @@ impl Pending {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers request `id` as handed to connection `generation`, replacing an earlier
-    /// registration of the same id (a retry after the frame could not be queued).
-    pub(crate) fn insert(&self, id: u64, generation: u64) -> oneshot::Receiver<Outcome> {
+    /// Registers request `id` of `kind` as handed to connection `generation`, replacing an
+    /// earlier registration of the same id (a retry after the frame could not be queued).
+    pub(crate) fn insert(
+        &self,
+        id: u64,
+        generation: u64,
+        kind: Kind,
+    ) -> oneshot::Receiver<Outcome> {
         let (reply, receiver) = oneshot::channel();
-        self.lock().insert(id, Entry { generation, reply });
+        self.lock().insert(
+            id,
+            Entry {
+                generation,
+                kind,
+                reply,
+            },
+        );
         receiver
     }
 
-    /// Delivers the outcome of request `id`. `false` when no such request is pending (a late
-    /// reply after a timeout, or a duplicate).
+    /// Takes request `id` out of the map, for the reader to deliver its outcome. `None`
+    /// when no such request is pending (a late reply after a timeout, or a duplicate).
+    /// The requester may give up after this; sending to it then fails harmlessly.
+    pub(crate) fn take(&self, id: u64) -> Option<Entry> {
+        self.lock().remove(&id)
+    }
+
+    /// Delivers the outcome of request `id`. `false` when no such request is pending.
+    #[cfg(test)]
     pub(crate) fn complete(&self, id: u64, outcome: Outcome) -> bool {
-        let entry = self.lock().remove(&id);
-        match entry {
-            // The requester may have given up between the removal and now; that is fine.
+        match self.take(id) {
             Some(entry) => {
                 let _ = entry.reply.send(outcome);
                 true
@@ -118,6 +150,17 @@ impl<'a> PendingGuard<'a> {
         }
     }
 
+    /// A guard that never removes the entry: for session requests, whose reply must reach
+    /// the reader (which changes the session) even when nobody waits for it any more. The
+    /// entry goes with its reply, or with its connection.
+    pub(crate) fn keep(pending: &'a Pending, id: u64) -> Self {
+        PendingGuard {
+            pending,
+            id,
+            armed: false,
+        }
+    }
+
     /// The entry is known to be gone: dropping the guard need not take the lock.
     pub(crate) fn disarm(&mut self) {
         self.armed = false;
@@ -139,7 +182,7 @@ mod tests {
     #[test]
     fn complete_delivers_once_and_ignores_unknown_ids() {
         let pending = Pending::default();
-        let mut rx = pending.insert(1, 0);
+        let mut rx = pending.insert(1, 0, Kind::Request);
         assert!(!pending.complete(2, Ok(Payload::empty())));
         assert!(pending.complete(1, Ok(Payload::utf8("x"))));
         assert!(!pending.complete(1, Ok(Payload::empty())));
@@ -150,8 +193,8 @@ mod tests {
     #[test]
     fn sweep_takes_only_its_generation() {
         let pending = Pending::default();
-        let mut old = pending.insert(1, 7);
-        let mut new = pending.insert(2, 8);
+        let mut old = pending.insert(1, 7, Kind::Request);
+        let mut new = pending.insert(2, 8, Kind::Request);
         assert_eq!(pending.fail_generation(7, &RequestError::Disconnected), 1);
         assert_eq!(old.try_recv(), Ok(Err(RequestError::Disconnected)));
         assert!(new.try_recv().is_err());
@@ -163,11 +206,11 @@ mod tests {
     #[test]
     fn guard_removes_unless_disarmed() {
         let pending = Pending::default();
-        let _rx = pending.insert(1, 0);
+        let _rx = pending.insert(1, 0, Kind::Request);
         drop(PendingGuard::new(&pending, 1));
         assert_eq!(pending.len(), 0);
 
-        let _rx = pending.insert(2, 0);
+        let _rx = pending.insert(2, 0, Kind::Request);
         let mut guard = PendingGuard::new(&pending, 2);
         guard.disarm();
         drop(guard);

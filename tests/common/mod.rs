@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod probe;
+pub mod script;
 
 use std::future::Future;
 use std::net::SocketAddr;
