@@ -428,3 +428,41 @@ async fn a_headless_websocket_is_held_to_the_size_limit() {
     client.send(vec![0x3f_u8; 1025]).await;
     assert_eq!(client.closed().await.map(|f| f.code), Some(CloseCode::Size));
 }
+
+#[tokio::test]
+async fn beyond_the_connection_limit_upgrades_get_503() {
+    let (server, mut events, addr) = start(|b| b.max_connections(2)).await;
+    let (first, _) = RawClient::connect(addr).await;
+    let (_second, _) = RawClient::connect(addr).await;
+    assert_eq!(server.connection_count(), 2);
+    let refused = bounded(tokio_tungstenite::connect_async(format!("ws://{addr}/"))).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503),
+        "{refused:?}"
+    );
+    // A headless WebSocket beyond the limit is closed with 1013 (try again later).
+    let (ours, theirs) = tokio::io::duplex(4096);
+    let handshake = tokio::spawn(tokio_tungstenite::client_async("ws://in-memory/", ours));
+    let ws = bounded(tokio_tungstenite::accept_async(theirs))
+        .await
+        .unwrap();
+    server.serve_websocket(ws, None, None);
+    let (ws, _) = bounded(handshake).await.unwrap().unwrap();
+    let mut headless = RawClient { ws };
+    assert_eq!(
+        headless.closed().await.map(|f| f.code),
+        Some(CloseCode::Again)
+    );
+
+    // A place frees up when a connection ends.
+    drop(first);
+    bounded(events.disconnected.recv()).await;
+    assert_eq!(server.connection_count(), 1);
+    let (mut third, _) = RawClient::connect(addr).await;
+    third.send(request(1, "echo", Payload::utf8("in"))).await;
+    assert_eq!(
+        parse(third.recv().await).request_id(),
+        Some(RequestId::from(1))
+    );
+    assert_eq!(server.connection_count(), 2);
+}

@@ -43,6 +43,7 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_upgrade_request_size: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_connections: usize,
     /// The handshake every connection starts with, encoded once.
     pub(crate) accept_conf: Bytes,
 }
@@ -60,6 +61,7 @@ pub(crate) struct Config {
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
+/// | [`max_connections`](Self::max_connections) | 0 (no limit) | open connections at once; 503 beyond |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
 /// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
@@ -89,6 +91,7 @@ pub struct ServerBuilder<H> {
     handshake_timeout: Duration,
     max_upgrade_request_size: usize,
     shutdown_timeout: Duration,
+    max_connections: usize,
     sessions: SessionConfig,
 }
 
@@ -105,6 +108,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: 0,
             sessions: SessionConfig {
                 enabled: true,
                 store: Arc::new(MemoryStore::default()),
@@ -112,6 +116,15 @@ impl<H: Handler> ServerBuilder<H> {
                 max_connections: 0,
             },
         }
+    }
+
+    /// How many WebWire connections may be open at once (default 0: no limit). Beyond it,
+    /// upgrades are refused with HTTP 503 `too many connections` (headless WebSockets are
+    /// closed with code 1013), so a flood of clients cannot exhaust memory or file
+    /// descriptors. Each idle connection costs about 11 KiB.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.max_connections = limit;
+        self
     }
 
     /// Whether clients may have sessions (default: yes). Without, session requests are
@@ -256,6 +269,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: self.handshake_timeout,
             max_upgrade_request_size: self.max_upgrade_request_size,
             shutdown_timeout: self.shutdown_timeout,
+            max_connections: self.max_connections,
             accept_conf,
         };
         Ok(Server {
@@ -276,6 +290,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_upgrade_request_size", &self.max_upgrade_request_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("max_connections", &self.max_connections)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)
             .finish_non_exhaustive()

@@ -46,7 +46,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -94,6 +94,8 @@ pub(crate) struct Shared<H> {
     /// Request and signal handler tasks.
     pub(crate) handlers: TaskTracker,
     next_connection_id: AtomicU64,
+    /// Live WebWire connections, against `max_connections`.
+    pub(crate) slots: Arc<Slots>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
 }
@@ -105,6 +107,10 @@ impl<H> Shared<H> {
     {
         let handler = Arc::new(handler);
         let events: Arc<dyn SessionEvents> = handler.clone();
+        let slots = Arc::new(Slots {
+            live: AtomicUsize::new(0),
+            max: config.max_connections,
+        });
         Shared {
             sessions: Arc::new(Sessions::new(sessions, events)),
             handler,
@@ -115,6 +121,7 @@ impl<H> Shared<H> {
             connections: TaskTracker::new(),
             handlers: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+            slots,
             shutdown_done: CancellationToken::new(),
         }
     }
@@ -196,8 +203,8 @@ impl<H: Handler> Server<H> {
                 remote_addr,
                 user_agent: None,
             };
-            if let Some((ws, peer)) = upgrade::upgrade(&shared, io, peer).await {
-                reader::serve(shared, ws, peer).await;
+            if let Some((ws, peer, slot)) = upgrade::upgrade(&shared, io, peer).await {
+                reader::serve(shared, ws, peer, slot).await;
             }
         });
     }
@@ -206,7 +213,8 @@ impl<H: Handler> Server<H> {
     /// its own HTTP router) until it closes. `remote_addr` and `user_agent` are what
     /// [`Connection`] reports. Runs on its own task and is included in
     /// [`shutdown`](Self::shutdown); during a shutdown the socket is closed at once
-    /// with code 1001.
+    /// with code 1001, and beyond [`max_connections`](ServerBuilder::max_connections) with
+    /// code 1013 (try again later).
     ///
     /// Configure the WebSocket's maximum message size to the server's
     /// [`max_message_size`](ServerBuilder::max_message_size): the server checks sizes
@@ -225,16 +233,19 @@ impl<H: Handler> Server<H> {
             user_agent: user_agent.map(Into::into),
         };
         self.shared.connections.spawn(async move {
-            if shared.is_shutting_down() {
-                let frame = CloseFrame {
-                    code: CloseCode::Away,
-                    reason: "server shutting down".into(),
-                };
-                let _ =
-                    tokio::time::timeout(shared.config.write_timeout, ws.close(Some(frame))).await;
+            let refusal = if shared.is_shutting_down() {
+                (CloseCode::Away, "server shutting down")
+            } else if let Some(slot) = shared.slots.try_take() {
+                reader::serve(shared, ws, peer, slot).await;
                 return;
-            }
-            reader::serve(shared, ws, peer).await;
+            } else {
+                (CloseCode::Again, "too many connections")
+            };
+            let frame = CloseFrame {
+                code: refusal.0,
+                reason: refusal.1.into(),
+            };
+            let _ = tokio::time::timeout(shared.config.write_timeout, ws.close(Some(frame))).await;
         });
     }
 
@@ -261,6 +272,12 @@ impl<H: Handler> Server<H> {
     #[must_use]
     pub fn active_sessions(&self) -> usize {
         self.shared.sessions.active()
+    }
+
+    /// How many WebWire connections are open (upgraded, not yet closed).
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.shared.slots.live.load(Ordering::Acquire)
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.
@@ -319,6 +336,36 @@ async fn drain<H: Handler>(shared: Arc<Shared<H>>) {
     deadline.abort();
     tracing::info!("shut down");
     shared.shutdown_done.cancel();
+}
+
+/// Counts the open WebWire connections against the server's `max_connections`.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    live: AtomicUsize,
+    /// 0: no limit.
+    max: usize,
+}
+
+/// One open connection's place among the server's `max_connections`; given back on drop.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// A place for one more connection, unless the server is full. Checking and counting is
+    /// one step, so racing upgrades cannot overshoot the limit.
+    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// An accept error that concerns only the connection being accepted.

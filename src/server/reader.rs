@@ -22,12 +22,19 @@ use crate::payload::Payload;
 use crate::protocol::{Message, RequestId};
 use crate::server::connection::{Connection, Outbound, Peer};
 use crate::server::writer::write_loop;
-use crate::server::{CloseReason, Handler, HandlerError, Shared};
+use crate::server::{CloseReason, Handler, HandlerError, Shared, Slot};
 use crate::transport::{Incoming, close_frame};
 
 /// Serves one upgraded connection until it is closed, then runs the `disconnected` hook.
-pub(crate) async fn serve<H, S>(shared: Arc<Shared<H>>, ws: WebSocketStream<S>, peer: Peer)
-where
+///
+/// `slot` is the connection's place among the server's `max_connections`, held until the
+/// connection is gone.
+pub(crate) async fn serve<H, S>(
+    shared: Arc<Shared<H>>,
+    ws: WebSocketStream<S>,
+    peer: Peer,
+    slot: Slot,
+) where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -101,6 +108,8 @@ where
         let _ = writer.await;
         reader.wait_for_handlers().await;
         conn.sessions().disconnected(&conn);
+        // The socket is closed: its place is free before the hook hears of it.
+        drop(slot);
         // A hook that hangs must not hold up a shutdown past its deadline.
         tokio::select! {
             outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {

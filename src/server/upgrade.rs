@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
-use crate::server::{Handler, Shared};
+use crate::server::{Handler, Shared, Slot};
 use crate::transport::websocket_config;
 
 /// Upgrades `io` to a WebSocket, or answers the HTTP request and returns `None`.
@@ -23,7 +23,7 @@ pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
     io: S,
     peer: Peer,
-) -> Option<(WebSocketStream<S>, Peer)>
+) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -43,7 +43,7 @@ async fn exchange<H, S>(
     shared: &Shared<H>,
     mut io: S,
     mut peer: Peer,
-) -> Option<(WebSocketStream<S>, Peer)>
+) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -77,6 +77,12 @@ where
         respond(&mut io, status, "").await;
         return None;
     }
+    let Some(slot) = shared.slots.try_take() else {
+        tracing::debug!("upgrade refused: too many connections");
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        respond(&mut io, status, "too many connections").await;
+        return None;
+    };
     let mut head = Vec::with_capacity(160);
     if write_response(&mut head, &response).is_err() || io.write_all(&head).await.is_err() {
         return None;
@@ -88,7 +94,7 @@ where
         .map(Into::into);
     let ws_config = websocket_config(config.max_message_size);
     let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config)).await;
-    Some((ws, peer))
+    Some((ws, peer, slot))
 }
 
 /// Reads one HTTP upgrade request head; also returns the bytes read past it (the client's
