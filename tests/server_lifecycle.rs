@@ -280,7 +280,10 @@ async fn close_lets_running_handlers_reply_then_closes_with_1000() {
 async fn a_client_close_frame_ends_the_connection() {
     let (_server, mut events, addr) = start(|b| b).await;
     let (mut client, _) = RawClient::connect(addr).await;
+    let conn = bounded(events.connected.recv()).await.unwrap();
+    let watcher = tokio::spawn(async move { conn.closed().await });
     bounded(client.ws.close(None)).await.unwrap();
+    bounded(watcher).await.unwrap();
     assert_eq!(
         bounded(events.disconnected.recv()).await,
         Some(CloseReason::ClientClosed)

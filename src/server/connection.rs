@@ -146,6 +146,17 @@ impl Connection {
         self.inner.closing.is_cancelled() || self.inner.outbound.is_closed()
     }
 
+    /// Waits until the connection is closed, for whatever reason: for a task that serves
+    /// one connection (a subscription, a stream of updates) to know when to stop.
+    ///
+    /// Cancel safe: dropping the future changes nothing.
+    pub async fn closed(&self) {
+        tokio::select! {
+            () = self.inner.closing.cancelled() => {}
+            () = self.inner.outbound.closed() => {}
+        }
+    }
+
     /// Sends a signal to the client, waiting while the outbound queue is full. Fails with
     /// [`SendError::Closed`] once the connection is closing ([`is_closed`](Self::is_closed)).
     ///
