@@ -241,6 +241,10 @@ impl<H: Handler> Server<H> {
     /// Closes the session `key` on every connection that holds it (each is told with a
     /// session-closed notification; the last one's leaving removes the session from the
     /// store). Returns how many connections held it.
+    ///
+    /// Cancel safety: not cancel safe. The connections are handled one after another, each
+    /// as [`Connection::close_session`]; dropped part-way, some of them may still hold the
+    /// session, and one may be left half done (see there).
     pub async fn close_session(&self, key: &str) -> usize {
         let holders = self.shared.sessions.connections(key);
         for conn in &holders {
