@@ -308,6 +308,13 @@ impl Connection {
     /// running finish and send their replies, then closes the socket with code 1000.
     /// Returns at once; [`Handler::disconnected`](crate::server::Handler::disconnected)
     /// runs when the connection is gone.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// conn.close();
+    /// assert!(conn.is_closed());
+    /// # }
+    /// ```
     pub fn close(&self) {
         self.close_with(CloseReason::Closed);
     }

@@ -142,6 +142,23 @@ impl<H: Handler> Server<H> {
     }
 
     /// The handler, e.g. to reach state it holds.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use tokio_webwire::server::{Connection, Handler, Server};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter(AtomicUsize);
+    ///
+    /// impl Handler for Counter {
+    ///     async fn connected(&self, _conn: &Connection) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let server = Server::new(Counter::default());
+    /// assert_eq!(server.handler().0.load(Ordering::Relaxed), 0);
+    /// ```
     #[must_use]
     pub fn handler(&self) -> &H {
         &self.shared.handler
@@ -186,6 +203,17 @@ impl<H: Handler> Server<H> {
     /// Serves one accepted connection (headless mode): reads its HTTP upgrade request,
     /// asks [`Handler::before_upgrade`], upgrades it and serves it until it closes.
     /// Runs on its own task and is included in [`shutdown`](Self::shutdown).
+    ///
+    /// ```no_run
+    /// # async fn run(server: tokio_webwire::server::Server<()>) -> std::io::Result<()> {
+    /// // An accept loop of one's own, e.g. to limit connections per address first.
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+    /// loop {
+    ///     let (socket, addr) = listener.accept().await?;
+    ///     server.serve_connection(socket, Some(addr));
+    /// }
+    /// # }
+    /// ```
     pub fn serve_connection<S>(&self, io: S, remote_addr: Option<SocketAddr>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
