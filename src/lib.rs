@@ -1,18 +1,74 @@
 //! WebWire for tokio: request-reply, signals and sessions over one WebSocket.
 //!
 //! WebWire is a compact binary protocol (v2.0) spoken by the WebWire JavaScript client and
-//! the Go server and client; this crate speaks it byte for byte.
+//! the Go server and client; this crate speaks it byte for byte, with a [server] and a
+//! [client](Client) on tokio. Over one connection:
+//! - **requests** get exactly one reply, or an error reply with a code and a message;
+//!   any number may be in flight at once;
+//! - **signals** are one-way messages, from the client to the server and back;
+//! - **sessions** are created by the server (a login), mirrored to the client, and
+//!   restored by their key after a reconnect, from a store that may outlive the server.
+//!
+//! Every payload carries its encoding: binary, UTF-8 or UTF-16 ([`Payload`]).
+//!
+//! # Example
+//! A server that answers every request with its payload, and a client that asks it
+//! something:
+//!
+//! ```
+//! use tokio::net::TcpListener;
+//! use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+//! use tokio_webwire::{Client, Payload, protocol::Name};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     async fn request(&self, _: &Connection, _: Name, payload: Payload)
+//!         -> Result<Payload, HandlerError>
+//!     {
+//!         Ok(payload)
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let listener = TcpListener::bind("127.0.0.1:0").await?; // any free port
+//!     let url = format!("ws://{}/", listener.local_addr()?);
+//!     let server = Server::new(Echo);
+//!     tokio::spawn(server.serve(listener));
+//!
+//!     let client = Client::connect(&url).await?;
+//!     let reply = client.request("echo", Payload::utf16("hello")).await?;
+//!     assert_eq!(reply, Payload::utf16("hello")); // in the request's encoding
+//!
+//!     client.close().await;
+//!     server.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The `examples/` directory holds more: `echo` (with a client), `pubsub` (storing
+//! [`Connection`](server::Connection)s, broadcasting) and `chatroom` (logins as sessions
+//! that survive a reconnect). The README lists every option of both sides.
 //!
 //! # Modules
 //! | module | holds |
 //! |---|---|
-//! | [`client`] | [`Client`]: requests, signals, reconnects; [`ClientHandler`] for server signals |
-//! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles |
-//! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O |
+//! | [`client`] | [`Client`]: requests, signals, reconnects, its session; [`ClientBuilder`], [`ClientHandler`] for server signals and events, [`RequestError`], [`ConnectError`] |
+//! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`] |
 //! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
-//! | `payload` | [`Payload`] and [`Encoding`]: the data messages carry |
-//! | `error` | [`ProtocolError`], [`PayloadError`]: one error enum per concern |
+//! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids |
+//! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`ProtocolError`], [`PayloadError`] |
 //!
+//! # Cancel safety
+//! Every public async method says in its documentation what dropping its future
+//! (a `select!`, a timeout, an aborted task) leaves behind. In short: the client's
+//! requests, signals and session calls, [`Client::close`] and
+//! [`server::Server::shutdown`] are cancel safe; the server's session operations
+//! ([`server::Connection::create_session`], [`server::Connection::close_session`],
+//! [`server::Server::close_session`]) are not: await them to the end.
+//!
+//! # The codec alone
 //! ```
 //! use tokio_webwire::{Payload, protocol::{Message, Name}};
 //!

@@ -174,6 +174,9 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// [`ConnectError::InvalidUrl`]). Fails when no connection is established within the
     /// dial timeout, whatever the reconnect policy: the policy applies to connections lost
     /// later.
+    ///
+    /// Cancel safety: dropping the future abandons the attempt; a connection already made
+    /// is closed and no background task is left running.
     pub async fn connect(self, url: impl AsRef<str>) -> Result<Client, ConnectError> {
         let mut config = self.config;
         config.url = websocket_url(url.as_ref());

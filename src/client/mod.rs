@@ -349,7 +349,9 @@ fn encode(message: &Message) -> Result<Bytes, RequestError> {
 }
 
 impl Client {
-    /// Connects to `url` with every option at its default (see [`ClientBuilder`]).
+    /// Connects to `url` with every option at its default (see [`ClientBuilder`]), and
+    /// returns once the connection is ready for requests. Cancel safe as
+    /// [`ClientBuilder::connect`].
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), tokio_webwire::ConnectError> {
@@ -400,8 +402,10 @@ impl Client {
     /// client's request timeout (60 s unless configured).
     ///
     /// `name` may be empty, but not together with an empty payload. See
-    /// [`request_with_timeout`](Client::request_with_timeout) for the details, and the
-    /// type's documentation for cancel safety.
+    /// [`request_with_timeout`](Client::request_with_timeout) for the details.
+    ///
+    /// Cancel safety: cancel safe in the sense of the [type's documentation](Client#cancel-safety):
+    /// a dropped request leaves nothing behind, but may still reach the server.
     pub async fn request(
         &self,
         name: impl IntoName,
@@ -568,9 +572,9 @@ impl Client {
     /// and calling again retries. While disconnected (or reconnecting) it only forgets the
     /// session locally, as the Go client does: the server keeps it, restorable by its key.
     ///
-    /// Once the request left, the server's confirmation is applied even if the call was
-    /// dropped or timed out: a late one still forgets the session and fires
-    /// `session_closed`.
+    /// Cancel safety: cancel safe. Dropped before the request left, nothing happened; once
+    /// it left, the server's confirmation is applied even if the call was dropped or timed
+    /// out: a late one still forgets the session and fires `session_closed`.
     pub async fn close_session(&self) -> Result<(), RequestError> {
         let shared = &*self.handle.shared;
         shared.check_open()?;

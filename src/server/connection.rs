@@ -184,7 +184,27 @@ impl Connection {
 
     /// Like [`signal`](Self::signal), but fails at once with [`SendError::QueueFull`]
     /// instead of waiting for room in the outbound queue: for broadcasting to many
-    /// connections, where one slow client must not hold up the others.
+    /// connections, where one slow client must not hold up the others. Not async, so it
+    /// can be called under a lock.
+    ///
+    /// ```
+    /// use std::collections::HashSet;
+    /// use tokio_webwire::Payload;
+    /// use tokio_webwire::server::{Connection, SendError};
+    ///
+    /// /// Sends `text` to every subscriber, forgetting those whose connection is closed;
+    /// /// a subscriber with a full queue misses this one message.
+    /// fn broadcast(subscribers: &mut HashSet<Connection>, text: &str) {
+    ///     let payload = Payload::utf8(text);
+    ///     subscribers.retain(|conn| {
+    ///         !matches!(conn.try_signal("news", payload.clone()), Err(SendError::Closed))
+    ///     });
+    /// }
+    /// # broadcast(&mut HashSet::new(), "hi");
+    /// ```
+    ///
+    /// Each call checks and encodes the signal anew; a broadcast to `n` connections encodes
+    /// it `n` times.
     pub fn try_signal(
         &self,
         name: impl IntoName,
@@ -248,8 +268,11 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     ///
-    /// Cancel safety: dropping the future may leave the session created or not; the
-    /// connection never holds half a session.
+    /// Cancel safety: not cancel safe. The steps (register the key, tell the client, save
+    /// to the store, run the hook) are not undone when the future is dropped between them:
+    /// the client may hold a session the connection does not, or one that was never
+    /// saved. Await it to the end (spawn it if it must not hold up a `select!`). The server
+    /// itself drops it only at a shutdown's deadline.
     pub async fn create_session(&self, info: SessionInfo) -> Result<Session, SessionError> {
         self.inner.sessions.create(self, info).await
     }
@@ -259,6 +282,19 @@ impl Connection {
     /// the session it is removed from the store and
     /// [`Handler::session_closed`](crate::server::Handler::session_closed) runs. Does nothing
     /// without a session; fails only if sessions are disabled.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {
+    /// // A "logout" request handler:
+    /// conn.close_session().await?;
+    /// assert!(conn.session().is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: not cancel safe. The connection leaves the session first, then the
+    /// store and the client are told; dropped in between, the session may stay in the
+    /// store (restorable by its key) or the client may not learn that it lost it. Await it
+    /// to the end (spawn it if it must not hold up a `select!`).
     pub async fn close_session(&self) -> Result<(), SessionError> {
         self.inner.sessions.close(self).await
     }
@@ -283,6 +319,13 @@ impl Connection {
     /// running finish and send their replies, then closes the socket with code 1000.
     /// Returns at once; [`Handler::disconnected`](crate::server::Handler::disconnected)
     /// runs when the connection is gone.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// conn.close();
+    /// assert!(conn.is_closed());
+    /// # }
+    /// ```
     pub fn close(&self) {
         self.close_with(CloseReason::Closed);
     }

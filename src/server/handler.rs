@@ -21,6 +21,17 @@ use crate::session::Session;
 /// from many tasks at once, hence `Send + Sync`; keep shared state in fields (behind a
 /// lock or atomics), or implement the trait for your state and pass it as an `Arc`.
 ///
+/// # Cancellation
+/// The server drops a hook's future, at whatever await point it has reached, only when
+/// waiting longer would be pointless or past a deadline:
+/// [`before_upgrade`](Handler::before_upgrade) at the
+/// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout),
+/// [`connected`](Handler::connected) when its connection closes meanwhile, and every hook
+/// still running when a [`Server::shutdown`](crate::server::Server::shutdown) reaches its
+/// [`shutdown_timeout`](crate::server::ServerBuilder::shutdown_timeout) (a request stopped
+/// that way is answered with the shutdown reply). Otherwise hooks run to completion, also
+/// when their client has gone.
+///
 /// ```
 /// use tokio_webwire::server::{Connection, Handler, HandlerError};
 /// use tokio_webwire::{Payload, protocol::{ErrorCode, Name}};

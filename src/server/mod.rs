@@ -149,6 +149,23 @@ impl<H: Handler> Server<H> {
     }
 
     /// The handler, e.g. to reach state it holds.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use tokio_webwire::server::{Connection, Handler, Server};
+    ///
+    /// #[derive(Default)]
+    /// struct Counter(AtomicUsize);
+    ///
+    /// impl Handler for Counter {
+    ///     async fn connected(&self, _conn: &Connection) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let server = Server::new(Counter::default());
+    /// assert_eq!(server.handler().0.load(Ordering::Relaxed), 0);
+    /// ```
     #[must_use]
     pub fn handler(&self) -> &H {
         &self.shared.handler
@@ -193,6 +210,17 @@ impl<H: Handler> Server<H> {
     /// Serves one accepted connection (headless mode): reads its HTTP upgrade request,
     /// asks [`Handler::before_upgrade`], upgrades it and serves it until it closes.
     /// Runs on its own task and is included in [`shutdown`](Self::shutdown).
+    ///
+    /// ```no_run
+    /// # async fn run(server: tokio_webwire::server::Server<()>) -> std::io::Result<()> {
+    /// // An accept loop of one's own, e.g. to limit connections per address first.
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+    /// loop {
+    ///     let (socket, addr) = listener.accept().await?;
+    ///     server.serve_connection(socket, Some(addr));
+    /// }
+    /// # }
+    /// ```
     pub fn serve_connection<S>(&self, io: S, remote_addr: Option<SocketAddr>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -252,6 +280,10 @@ impl<H: Handler> Server<H> {
     /// Closes the session `key` on every connection that holds it (each is told with a
     /// session-closed notification; the last one's leaving removes the session from the
     /// store). Returns how many connections held it.
+    ///
+    /// Cancel safety: not cancel safe. The connections are handled one after another, each
+    /// as [`Connection::close_session`]; dropped part-way, some of them may still hold the
+    /// session, and one may be left half done (see there).
     pub async fn close_session(&self, key: &str) -> usize {
         let holders = self.shared.sessions.connections(key);
         for conn in &holders {

@@ -1,0 +1,106 @@
+//! The chat room's terminal client: what a typed line does, and how server events are
+//! shown. Everything it would print goes through a channel, so the test can read it.
+//!
+//! Shared by `examples/chatroom/main.rs` (`--client`) and `tests/example_chatroom.rs`.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_webwire::client::{Backoff, ClientHandler, Reconnect};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::{Client, ConnectError, Payload, RequestError, Session};
+
+use crate::server::{ChatMessage, Login, MESSAGE};
+
+/// What the client prints: a line of text.
+pub(crate) type Output = mpsc::UnboundedSender<String>;
+
+pub(crate) const HELP: &str = "/login USER PASSWORD, /logout, /quit; anything else is said";
+
+/// Shows what the server starts: messages, connection and session changes.
+#[derive(Debug)]
+struct Terminal(Output);
+
+impl Terminal {
+    fn show(&self, line: String) {
+        let _ = self.0.send(line);
+    }
+}
+
+fn user(session: &Session) -> String {
+    session
+        .info
+        .get::<String>("user")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+impl ClientHandler for Terminal {
+    async fn signal(&self, name: Name, payload: Payload) {
+        match payload.parse_json::<ChatMessage>() {
+            Ok(message) if name == MESSAGE => {
+                self.show(format!("<{}> {}", message.from, message.text));
+            }
+            _ => self.show(format!("* unexpected signal {name}")),
+        }
+    }
+
+    async fn connected(&self) {
+        self.show("* connected".to_owned());
+    }
+
+    async fn disconnected(&self) {
+        self.show("* disconnected, reconnecting".to_owned());
+    }
+
+    /// After `/login`, and after each reconnection: the client restores its session on its
+    /// own, before the connection is used, so nobody types the password twice.
+    async fn session_created(&self, session: &Session) {
+        self.show(format!("* logged in as {}", user(session)));
+    }
+
+    async fn session_closed(&self) {
+        self.show("* logged out".to_owned());
+    }
+}
+
+/// Connects to the chat room at `url`, showing events on `output`; reconnects after
+/// `backoff` delays whenever the connection is lost, with the session restored.
+pub(crate) async fn connect(
+    url: &str,
+    backoff: Backoff,
+    output: Output,
+) -> Result<Client, ConnectError> {
+    Client::builder()
+        .request_timeout(Duration::from_secs(10))
+        .reconnect(Reconnect::Backoff(backoff))
+        .handler(Terminal(output))
+        .connect(url)
+        .await
+}
+
+/// Runs one typed line (without its line end); returns what to print, if anything.
+pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
+    let line = line.trim();
+    let result = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        [] => return None,
+        ["/login", user, password] => {
+            let login = Login {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            };
+            let payload = Payload::json(&login).expect("strings serialise");
+            client.request("login", payload).await
+        }
+        ["/logout"] => client.request("logout", Payload::empty()).await,
+        [command, ..] if command.starts_with('/') => return Some(HELP.to_owned()),
+        _ => client.request("say", line).await,
+    };
+    match result {
+        // The session events and the messages say what happened.
+        Ok(_) => None,
+        Err(RequestError::Reply { code, message }) => Some(format!("! {code}: {message}")),
+        Err(error) => Some(format!("! {error}")),
+    }
+}

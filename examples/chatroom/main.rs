@@ -1,0 +1,109 @@
+//! A chat room with logins that survive reconnects, and a terminal client for it.
+//!
+//! ```sh
+//! cargo run --example chatroom                             # server on ws://127.0.0.1:8083/
+//! cargo run --example chatroom -- --sessions /tmp/chat     # sessions kept in files
+//! cargo run --example chatroom -- --client                 # a terminal client (run two)
+//! ```
+//!
+//! In the client, `/login alice wonderland` (or `bob builder`), then type. Restart a
+//! server started with `--sessions DIR`: the clients reconnect, restore their sessions and
+//! carry on without logging in again (with the default in-memory store the sessions die
+//! with the server, and the clients are told they are logged out).
+//!
+//! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
+//! The server logic is in `server.rs`, the client's in `client.rs`;
+//! `tests/example_chatroom.rs` drives both.
+
+mod client;
+mod server;
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_webwire::client::Backoff;
+use tokio_webwire::session::{FileStore, MemoryStore};
+
+const DEFAULT_ADDR: &str = "127.0.0.1:8083";
+const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR]\n       \
+                     chatroom --client [ws://HOST:PORT/]";
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
+        ["--client", url] => chat(url).await,
+        ref server_args => match server_options(server_args) {
+            Some((addr, sessions)) => serve(addr, sessions).await,
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `[--addr HOST:PORT] [--sessions DIR]`, in any order.
+fn server_options<'a>(mut args: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
+    let (mut addr, mut sessions) = (DEFAULT_ADDR, None);
+    while let [option, value, rest @ ..] = args {
+        match *option {
+            "--addr" => addr = value,
+            "--sessions" => sessions = Some(*value),
+            _ => return None,
+        }
+        args = rest;
+    }
+    args.is_empty().then_some((addr, sessions))
+}
+
+/// Serves until Ctrl-C, then shuts down gracefully.
+async fn serve(addr: &str, sessions: Option<&str>) -> Result {
+    let (server, local) = match sessions {
+        Some(dir) => server::start(addr, FileStore::new(dir)?).await?,
+        None => server::start(addr, MemoryStore::new()).await?,
+    };
+    println!("ws://{local}/");
+    tokio::signal::ctrl_c().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// The terminal client: typed lines in, messages and events out, until `/quit` or the
+/// end of input.
+async fn chat(url: &str) -> Result {
+    let (output, mut printed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(line) = printed.recv().await {
+            println!("{line}");
+        }
+    });
+    let backoff = Backoff::default().max(Duration::from_secs(5));
+    let client = client::connect(url, backoff, output.clone()).await?;
+    let _ = output.send(client::HELP.to_owned());
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim() == "/quit" {
+            break;
+        }
+        if let Some(answer) = client::execute(&client, &line).await {
+            let _ = output.send(answer);
+        }
+    }
+    client.close().await;
+    Ok(())
+}

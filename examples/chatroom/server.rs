@@ -1,0 +1,178 @@
+//! The chat room server: log in with a request, say things, and everyone logged in hears
+//! them as `message` signals. Logging in creates a session holding the user name, so a
+//! client that reconnects (to this server or, with a shared store, to one restarted) is
+//! still logged in.
+//!
+//! Shared by `examples/chatroom/main.rs` and `tests/example_chatroom.rs`.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_webwire::protocol::{ErrorCode, Name};
+use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
+use tokio_webwire::session::SessionStore;
+use tokio_webwire::{Payload, SessionInfo};
+
+/// Error code: the user name and password do not match.
+pub(crate) const WRONG_CREDENTIALS: &str = "WRONG_CREDENTIALS";
+/// Error code: the request needs a session, and the connection holds none.
+pub(crate) const NOT_LOGGED_IN: &str = "NOT_LOGGED_IN";
+/// Error code: already logged in; log out first.
+pub(crate) const ALREADY_LOGGED_IN: &str = "ALREADY_LOGGED_IN";
+/// Error code: the payload is not what the request expects.
+pub(crate) const BAD_REQUEST: &str = "BAD_REQUEST";
+/// Error code: no such request.
+pub(crate) const UNKNOWN_REQUEST: &str = "UNKNOWN_REQUEST";
+
+/// The name of the signal that carries a [`ChatMessage`].
+pub(crate) const MESSAGE: &str = "message";
+
+/// A demo's user table: name and password. A real server would keep password hashes.
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+/// The payload of a `login` request (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Login {
+    pub(crate) user: String,
+    pub(crate) password: String,
+}
+
+/// The payload of a `message` signal (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChatMessage {
+    pub(crate) from: String,
+    pub(crate) text: String,
+}
+
+/// The handler: every open connection, logged in or not.
+#[derive(Debug, Default)]
+pub(crate) struct ChatRoom {
+    connections: Mutex<HashSet<Connection>>,
+}
+
+fn reply(code: &'static str, message: &str) -> HandlerError {
+    HandlerError::reply(ErrorCode::from_static(code), message)
+}
+
+impl ChatRoom {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashSet<Connection>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `message` to every connection that is logged in; returns to how many.
+    ///
+    /// "Logged in" is "holds a session": a connection that restored its session after a
+    /// reconnect holds one too, though no hook told the handler (only creating a session
+    /// does), which is why the handler keeps every connection rather than a list of logins.
+    /// `try_signal`, as in the pub-sub example: a member that stopped reading misses the
+    /// message instead of holding up the room.
+    pub(crate) fn broadcast(&self, message: &ChatMessage) -> Result<usize, HandlerError> {
+        let payload = Payload::json(message)?;
+        let name = Name::from_static(MESSAGE);
+        let connections = self.connections();
+        let delivered = connections
+            .iter()
+            .filter(|conn| conn.session().is_some())
+            .filter(|conn| conn.try_signal(&name, payload.clone()).is_ok())
+            .count();
+        Ok(delivered)
+    }
+
+    async fn login(&self, conn: &Connection, payload: &Payload) -> Result<Payload, HandlerError> {
+        let login: Login = payload.parse_json().map_err(|_| {
+            reply(
+                BAD_REQUEST,
+                r#"expected {"user": "...", "password": "..."}"#,
+            )
+        })?;
+        let known = USERS
+            .iter()
+            .any(|&(user, password)| user == login.user && password == login.password);
+        if !known {
+            return Err(reply(WRONG_CREDENTIALS, "unknown user or wrong password"));
+        }
+        if conn.session().is_some() {
+            return Err(reply(ALREADY_LOGGED_IN, "log out first"));
+        }
+        let mut info = SessionInfo::new();
+        info.insert("user", &login.user)?;
+        // The client learns of the session (key and info) before it gets this reply, and
+        // restores it by its key after a reconnection.
+        conn.create_session(info).await?;
+        Ok(Payload::utf8(login.user))
+    }
+}
+
+/// The user name in `conn`'s session.
+fn user(conn: &Connection) -> Result<String, HandlerError> {
+    let session = conn
+        .session()
+        .ok_or_else(|| reply(NOT_LOGGED_IN, "log in first"))?;
+    session
+        .info
+        .get::<String>("user")?
+        .ok_or_else(|| HandlerError::internal("a session without a user"))
+}
+
+impl Handler for ChatRoom {
+    async fn connected(&self, conn: &Connection) {
+        self.connections().insert(conn.clone());
+    }
+
+    async fn disconnected(&self, conn: &Connection, _reason: &CloseReason) {
+        self.connections().remove(conn);
+    }
+
+    /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
+    /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal), `logout`.
+    async fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        if name == "login" {
+            return self.login(conn, &payload).await;
+        }
+        let from = user(conn)?;
+        match name.as_str() {
+            "say" => {
+                let text = payload
+                    .to_text()
+                    .map_err(|_| reply(BAD_REQUEST, "say something in text"))?;
+                if text.trim().is_empty() {
+                    return Err(reply(BAD_REQUEST, "say something"));
+                }
+                self.broadcast(&ChatMessage { from, text })?;
+                Ok(Payload::empty())
+            }
+            "logout" => {
+                conn.close_session().await?;
+                Ok(Payload::empty())
+            }
+            _ => Err(reply(UNKNOWN_REQUEST, "requests: login, say, logout")),
+        }
+    }
+}
+
+/// Binds `addr` and serves a [`ChatRoom`] keeping its sessions in `store` (in a task of
+/// its own). Returns the server and the address it listens on.
+pub(crate) async fn start(
+    addr: &str,
+    store: impl SessionStore,
+) -> io::Result<(Server<ChatRoom>, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let server = Server::builder(ChatRoom::default())
+        .session_store(store)
+        .build()
+        .expect("valid options");
+    tokio::spawn(server.serve(listener));
+    Ok((server, local))
+}

@@ -1,0 +1,79 @@
+//! The echo example's client: a request in each encoding and one signal, each printed
+//! with what came back.
+//!
+//! Shared by `examples/echo/main.rs` (`--client`) and `tests/example_echo.rs`.
+
+use std::error::Error;
+use std::io::Write;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::{Client, Encoding, Payload};
+
+/// How long the client waits for anything: a reply, the echoed signal.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hands the server's signals to [`run`] through a channel.
+#[derive(Debug)]
+struct Signals(mpsc::UnboundedSender<(Name, Payload)>);
+
+impl ClientHandler for Signals {
+    async fn signal(&self, name: Name, payload: Payload) {
+        let _ = self.0.send((name, payload));
+    }
+}
+
+/// Connects to the echo server at `url`, sends a request in each encoding and a signal,
+/// and writes one line per exchange to `out`.
+pub(crate) async fn run(
+    url: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let (signals, mut incoming) = mpsc::unbounded_channel();
+    let client = Client::builder()
+        .request_timeout(TIMEOUT)
+        // A demo: if the server goes away, say so instead of waiting for it to return.
+        .reconnect(Reconnect::Off)
+        .handler(Signals(signals))
+        .connect(url)
+        .await?;
+    writeln!(out, "connected to {url}")?;
+
+    let requests = [
+        Payload::utf8("hello, WebWire"),
+        Payload::utf16("grüße aus UTF-16 🦀"),
+        Payload::binary(vec![0x00, 0x01, 0xfe, 0xff]),
+    ];
+    for payload in requests {
+        let sent = describe(&payload);
+        let reply = client.request("echo", payload).await?;
+        writeln!(out, "request echo {sent} -> reply {}", describe(&reply))?;
+    }
+
+    let payload = Payload::utf8("are you there?");
+    let sent = describe(&payload);
+    client.signal("ping", payload).await?;
+    let (name, back) = tokio::time::timeout(TIMEOUT, incoming.recv())
+        .await
+        .map_err(|_| "the signal did not come back")?
+        .ok_or("the client closed")?;
+    writeln!(
+        out,
+        "signal ping {sent} -> signal {name} {}",
+        describe(&back)
+    )?;
+
+    client.close().await;
+    Ok(())
+}
+
+/// `utf8 "text"`, `utf16 "text"` or `binary [00, 01]`.
+pub(crate) fn describe(payload: &Payload) -> String {
+    match (payload.encoding, payload.to_text()) {
+        (Encoding::Utf8, Ok(text)) => format!("utf8 {text:?}"),
+        (Encoding::Utf16, Ok(text)) => format!("utf16 {text:?}"),
+        _ => format!("binary {:02x?}", &payload.data[..]),
+    }
+}

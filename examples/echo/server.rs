@@ -1,0 +1,47 @@
+//! The echo server: every request is answered with its own payload, in its own encoding,
+//! and every signal goes back to the connection that sent it.
+//!
+//! Shared by `examples/echo/main.rs` and `tests/example_echo.rs`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_webwire::Payload;
+use tokio_webwire::protocol::Name;
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+
+/// The handler: stateless, so one value serves every connection.
+#[derive(Debug)]
+pub(crate) struct Echo;
+
+impl Handler for Echo {
+    /// Any request name: the reply is the request's payload. A `Payload` carries its
+    /// encoding, so UTF-8 stays UTF-8, UTF-16 stays UTF-16 and binary stays binary.
+    async fn request(
+        &self,
+        _conn: &Connection,
+        _name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        Ok(payload)
+    }
+
+    /// A signal is never answered, but the server may send signals of its own: send this
+    /// one back, under the same name, to its sender.
+    async fn signal(&self, conn: &Connection, name: Name, payload: Payload) {
+        // Fails only if the client has gone meanwhile: then nobody is left to tell.
+        let _ = conn.signal(name, payload).await;
+    }
+}
+
+/// Binds `addr` and serves the echo handler on it (in a task of its own) until the
+/// server shuts down. Returns the server, for [`Server::shutdown`], and the address it
+/// listens on: with port 0 the system picks a free one.
+pub(crate) async fn start(addr: &str) -> io::Result<(Server<Echo>, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let server = Server::new(Echo);
+    tokio::spawn(server.serve(listener));
+    Ok((server, local))
+}

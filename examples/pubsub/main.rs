@@ -1,0 +1,138 @@
+//! Publish-subscribe: clients subscribe, and what is published reaches them all as signals.
+//!
+//! ```sh
+//! cargo run --example pubsub                               # server on ws://127.0.0.1:8082/, a tick a second
+//! cargo run --example pubsub -- --subscribe                # prints what is published (any number of them)
+//! cargo run --example pubsub -- --publish "hello, all"     # a news signal to every subscriber
+//! ```
+//!
+//! `--addr HOST:PORT` moves the server; `--url ws://HOST:PORT/` points the clients at it.
+//!
+//! The server (`server.rs`) keeps the subscribers' `Connection` handles in a set, sends to
+//! them with `try_signal`, and forgets a subscriber when it disconnects. Stop a subscriber
+//! with Ctrl-C and watch the server's subscriber count drop. `tests/example_pubsub.rs`
+//! drives the same server code.
+
+mod server;
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::{Client, Payload};
+
+const DEFAULT_ADDR: &str = "127.0.0.1:8082";
+const USAGE: &str = "usage: pubsub [--addr HOST:PORT]\n       \
+                     pubsub --subscribe [--url ws://HOST:PORT/]\n       \
+                     pubsub --publish TEXT [--url ws://HOST:PORT/]";
+
+type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let default_url = format!("ws://{DEFAULT_ADDR}/");
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => serve(DEFAULT_ADDR).await,
+        ["--addr", addr] => serve(addr).await,
+        ["--subscribe"] => subscribe(&default_url).await,
+        ["--subscribe", "--url", url] => subscribe(url).await,
+        ["--publish", text] => publish(&default_url, text).await,
+        ["--publish", text, "--url", url] => publish(url, text).await,
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
+async fn serve(addr: &str) -> Result {
+    let (server, local) = server::start(addr).await?;
+    println!("ws://{local}/");
+
+    let mut count = server.handler().subscribers();
+    tokio::spawn(async move {
+        while count.changed().await.is_ok() {
+            let n = *count.borrow_and_update();
+            println!("subscribers: {n}");
+        }
+    });
+
+    let ticker = server.clone();
+    tokio::spawn(async move {
+        let tick = Name::from_static("tick");
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
+        for n in 1u64.. {
+            every_second.tick().await;
+            ticker
+                .handler()
+                .publish(&tick, &Payload::utf8(format!("tick {n}")));
+        }
+    });
+
+    tokio::signal::ctrl_c().await?;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Prints every signal the server sends; says when the connection is gone.
+#[derive(Debug)]
+struct Print {
+    gone: Arc<Notify>,
+}
+
+impl ClientHandler for Print {
+    async fn signal(&self, name: Name, payload: Payload) {
+        match payload.to_text() {
+            Ok(text) => println!("{name}: {text}"),
+            Err(_) => println!("{name}: {} bytes", payload.len()),
+        }
+    }
+
+    async fn disconnected(&self) {
+        println!("disconnected");
+        self.gone.notify_one();
+    }
+}
+
+async fn subscribe(url: &str) -> Result {
+    let gone = Arc::new(Notify::new());
+    let client = Client::builder()
+        // The subscription lives on the server, per connection: a new connection would not
+        // have it. Stop instead (see the chat room example for state that survives).
+        .reconnect(Reconnect::Off)
+        .handler(Print { gone: gone.clone() })
+        .connect(url)
+        .await?;
+    client.request("subscribe", Payload::empty()).await?;
+    println!("subscribed to {url}; Ctrl-C to stop");
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        () = gone.notified() => {}
+    }
+    client.close().await;
+    Ok(())
+}
+
+async fn publish(url: &str, text: &str) -> Result {
+    let client = Client::builder()
+        .reconnect(Reconnect::Off)
+        .connect(url)
+        .await?;
+    let delivered = client.request("publish", text).await?;
+    println!("delivered to {} subscribers", delivered.to_text()?);
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `examples/chatroom`: its server on port 0, driven by its terminal client's code and by
+//! our client; logins, broadcast, and a session that survives a server restart.
+
+mod common;
+
+// The client module refers to the server module as `crate::server`, as in the example.
+#[path = "../examples/chatroom/client.rs"]
+mod client;
+#[path = "../examples/chatroom/server.rs"]
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::bounded;
+use tokio::sync::mpsc;
+use tokio_webwire::client::{Backoff, Reconnect};
+use tokio_webwire::server::Server;
+use tokio_webwire::session::FileStore;
+use tokio_webwire::{Client, Payload, RequestError};
+
+/// Reconnects quickly, so a restart costs the test milliseconds.
+fn quick() -> Backoff {
+    Backoff::default()
+        .min(Duration::from_millis(5))
+        .max(Duration::from_millis(50))
+}
+
+/// A terminal client of the example, and what it printed.
+struct Terminal {
+    client: Client,
+    printed: mpsc::UnboundedReceiver<String>,
+}
+
+impl Terminal {
+    async fn connect(addr: SocketAddr) -> Terminal {
+        let (output, printed) = mpsc::unbounded_channel();
+        let client = bounded(client::connect(&format!("ws://{addr}/"), quick(), output))
+            .await
+            .expect("connects");
+        Terminal { client, printed }
+    }
+
+    /// Types `line`; returns what the client answered.
+    async fn typed(&self, line: &str) -> Option<String> {
+        bounded(client::execute(&self.client, line)).await
+    }
+
+    /// Waits until the client prints `line`, skipping the lines before it.
+    async fn shows(&mut self, line: &str) {
+        loop {
+            let printed = bounded(self.printed.recv()).await.expect("output");
+            if printed == line {
+                return;
+            }
+        }
+    }
+
+    /// The next chat message the client prints, skipping events.
+    async fn next_message(&mut self) -> String {
+        loop {
+            let printed = bounded(self.printed.recv()).await.expect("output");
+            if printed.starts_with('<') {
+                return printed;
+            }
+        }
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "tokio-webwire-chatroom-{}-{nanos}",
+            std::process::id()
+        ));
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts the example's server on `addr` (port 0 for a new one) with sessions in `dir`;
+/// retries while the port of a server just shut down is not yet free again.
+async fn start(addr: SocketAddr, dir: &TempDir) -> (Server<server::ChatRoom>, SocketAddr) {
+    bounded(async {
+        loop {
+            let store = FileStore::new(&dir.0).expect("a session directory");
+            match server::start(&addr.to_string(), store).await {
+                Ok(started) => return started,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn login_broadcast_and_a_session_that_survives_a_restart() {
+    let sessions = TempDir::new();
+    let (server, addr) = start("127.0.0.1:0".parse().unwrap(), &sessions).await;
+    let mut alice = Terminal::connect(addr).await;
+    let mut bob = Terminal::connect(addr).await;
+
+    // Nothing but login without a session; wrong credentials are refused.
+    assert_eq!(
+        alice.typed("hello?").await.as_deref(),
+        Some("! NOT_LOGGED_IN: log in first")
+    );
+    assert_eq!(
+        bob.typed("/login bob wonderland").await.as_deref(),
+        Some("! WRONG_CREDENTIALS: unknown user or wrong password")
+    );
+    assert!(bob.client.session().is_none());
+
+    assert_eq!(bob.typed("/login bob builder").await, None);
+    bob.shows("* logged in as bob").await;
+    assert_eq!(alice.typed("/login alice wonderland").await, None);
+    alice.shows("* logged in as alice").await;
+    assert_eq!(
+        alice.typed("/login alice wonderland").await.as_deref(),
+        Some("! ALREADY_LOGGED_IN: log out first")
+    );
+    let key = alice.client.session().expect("a session").key;
+    assert_eq!(server.active_sessions(), 2);
+
+    // Messages reach everyone logged in, the sender included.
+    assert_eq!(alice.typed("hi bob").await, None);
+    assert_eq!(alice.next_message().await, "<alice> hi bob");
+    assert_eq!(bob.next_message().await, "<alice> hi bob");
+    assert_eq!(bob.typed("hi alice").await, None);
+    assert_eq!(alice.next_message().await, "<bob> hi alice");
+    assert_eq!(bob.next_message().await, "<bob> hi alice");
+
+    // The server restarts on the same port with the same session files: both clients
+    // reconnect, restore their sessions, and say things without logging in again.
+    bounded(server.shutdown()).await;
+    alice.shows("* disconnected, reconnecting").await;
+    bob.shows("* disconnected, reconnecting").await;
+    let (server, _) = start(addr, &sessions).await;
+    alice.shows("* logged in as alice").await;
+    alice.shows("* connected").await;
+    bob.shows("* connected").await;
+    assert_eq!(alice.client.session().map(|s| s.key), Some(key.clone()));
+    assert_eq!(server.session_connections(&key).len(), 1);
+    assert_eq!(alice.typed("still here").await, None);
+    assert_eq!(alice.next_message().await, "<alice> still here");
+    assert_eq!(bob.next_message().await, "<alice> still here");
+
+    // Logging out ends the session for good: the next line is refused.
+    assert_eq!(alice.typed("/logout").await, None);
+    alice.shows("* logged out").await;
+    assert_eq!(
+        alice.typed("bye").await.as_deref(),
+        Some("! NOT_LOGGED_IN: log in first")
+    );
+    assert_eq!(server.active_sessions(), 1);
+
+    bounded(alice.client.close()).await;
+    bounded(bob.client.close()).await;
+    bounded(server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn the_wire_contract_for_other_clients() {
+    let sessions = TempDir::new();
+    let (server, addr) = start("127.0.0.1:0".parse().unwrap(), &sessions).await;
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let code = |result: Result<Payload, RequestError>| match result {
+        Err(RequestError::Reply { code, .. }) => code.as_str().to_owned(),
+        other => panic!("expected an error reply, got {other:?}"),
+    };
+
+    let login = |user: &str, password: &str| {
+        Payload::json(&server::Login {
+            user: user.into(),
+            password: password.into(),
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        code(bounded(client.request("login", "not json")).await),
+        server::BAD_REQUEST
+    );
+    assert_eq!(
+        code(bounded(client.request("login", login("mallory", "x"))).await),
+        server::WRONG_CREDENTIALS
+    );
+    assert_eq!(
+        code(bounded(client.request("say", "hi")).await),
+        server::NOT_LOGGED_IN
+    );
+    // UTF-16 JSON works as well as UTF-8: the reply is the user name.
+    let json = r#"{"user":"bob","password":"builder"}"#;
+    let reply = bounded(client.request("login", Payload::utf16(json)))
+        .await
+        .expect("logged in");
+    assert_eq!(reply.to_text().unwrap(), "bob");
+    let session = client.session().expect("the session came before the reply");
+    assert_eq!(
+        session.info.get::<String>("user").unwrap().as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        code(bounded(client.request("say", "  ")).await),
+        server::BAD_REQUEST
+    );
+    assert_eq!(
+        code(bounded(client.request("dance", "")).await),
+        server::UNKNOWN_REQUEST
+    );
+    // Sent directly from server code, as a moderator would.
+    let delivered = server
+        .handler()
+        .broadcast(&server::ChatMessage {
+            from: "server".into(),
+            text: "welcome".into(),
+        })
+        .unwrap();
+    assert_eq!(delivered, 1);
+
+    bounded(client.close()).await;
+    bounded(server.shutdown()).await;
+}

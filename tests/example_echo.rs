@@ -1,0 +1,97 @@
+//! `examples/echo`: its server on port 0, driven by its own client and by ours.
+
+mod common;
+
+#[path = "../examples/echo/client.rs"]
+mod echo_client;
+#[path = "../examples/echo/server.rs"]
+mod echo_server;
+
+use common::bounded;
+use tokio::sync::mpsc;
+use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::{Client, Encoding, Payload};
+
+#[tokio::test]
+async fn the_example_client_prints_every_exchange() {
+    let (server, addr) = echo_server::start("127.0.0.1:0").await.expect("binds");
+    let url = format!("ws://{addr}/");
+    let mut out = Vec::new();
+    bounded(echo_client::run(&url, &mut out))
+        .await
+        .expect("the client runs");
+    let out = String::from_utf8(out).expect("text");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            &*format!("connected to {url}"),
+            r#"request echo utf8 "hello, WebWire" -> reply utf8 "hello, WebWire""#,
+            r#"request echo utf16 "grüße aus UTF-16 🦀" -> reply utf16 "grüße aus UTF-16 🦀""#,
+            "request echo binary [00, 01, fe, ff] -> reply binary [00, 01, fe, ff]",
+            r#"signal ping utf8 "are you there?" -> signal ping utf8 "are you there?""#,
+        ]
+    );
+    bounded(server.shutdown()).await;
+}
+
+/// Forwards signals to the test.
+struct Signals(mpsc::UnboundedSender<(Name, Payload)>);
+
+impl ClientHandler for Signals {
+    async fn signal(&self, name: Name, payload: Payload) {
+        let _ = self.0.send((name, payload));
+    }
+}
+
+async fn connect(url: &str) -> (Client, mpsc::UnboundedReceiver<(Name, Payload)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .handler(Signals(tx))
+            .connect(url),
+    )
+    .await
+    .expect("connects");
+    (client, rx)
+}
+
+#[tokio::test]
+async fn replies_keep_the_encoding_and_signals_return_to_their_sender_only() {
+    let (server, addr) = echo_server::start("127.0.0.1:0").await.expect("binds");
+    let url = format!("ws://{addr}/");
+    let (a, mut a_signals) = connect(&url).await;
+    let (b, mut b_signals) = connect(&url).await;
+
+    for (name, payload) in [
+        ("", Payload::utf8("no name needed")),
+        ("x", Payload::utf16("ü")),
+        ("bytes", Payload::binary(vec![0xff; 1000])),
+        ("empty", Payload::empty()),
+    ] {
+        let reply = bounded(a.request(name, payload.clone()))
+            .await
+            .expect("a reply");
+        assert_eq!(reply, payload, "request {name:?}");
+    }
+
+    bounded(a.signal("hi", Payload::utf16("from a")))
+        .await
+        .expect("sent");
+    let (name, payload) = bounded(a_signals.recv()).await.expect("echoed");
+    assert_eq!(name, "hi");
+    assert_eq!(payload.encoding, Encoding::Utf16);
+    assert_eq!(payload.to_text().unwrap(), "from a");
+
+    // b's own signal comes back to b; a's never reached it.
+    bounded(b.signal("hi", "from b")).await.expect("sent");
+    let (_, payload) = bounded(b_signals.recv()).await.expect("echoed");
+    assert_eq!(payload.as_str().unwrap(), "from b");
+    assert!(b_signals.try_recv().is_err());
+
+    bounded(a.close()).await;
+    bounded(b.close()).await;
+    bounded(server.shutdown()).await;
+}
