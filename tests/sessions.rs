@@ -354,3 +354,25 @@ async fn session_requests_are_handled_in_the_order_they_arrive() {
         "closed by its only connection, the session is gone"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
+    let (server, mut events, _addr) = start(|b| b.outbound_queue_len(1)).await;
+    // A client that reads nothing: the pipe and then the queue fill up.
+    let (_silent, _) = RawClient::connect_in_memory(&server, 1024).await;
+    let conn = bounded(events.connected.recv()).await.expect("connected");
+    // With paused time, a send that waits 1 ms waits for a writer stuck on the full pipe.
+    let fill = || conn.signal("fill", Payload::binary(vec![0u8; 512]));
+    while tokio::time::timeout(std::time::Duration::from_millis(1), fill())
+        .await
+        .is_ok()
+    {}
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(10),
+        conn.create_session(tokio_webwire::SessionInfo::new()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the notification cannot be queued");
+    assert!(conn.session().is_none());
+    assert_eq!(server.active_sessions(), 0, "no registration left behind");
+}

@@ -268,11 +268,12 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     ///
-    /// Cancel safety: not cancel safe. The steps (register the key, tell the client, save
-    /// to the store, run the hook) are not undone when the future is dropped between them:
-    /// the client may hold a session the connection does not, or one that was never
-    /// saved. Await it to the end (spawn it if it must not hold up a `select!`). The server
-    /// itself drops it only at a shutdown's deadline.
+    /// Cancel safety: dropped before the client has been told (while waiting for room in
+    /// the outbound queue), nothing has happened. Dropped later, the session exists on the
+    /// connection and the client knows it, but it may not be saved in the store yet (so not
+    /// restorable later) and the hook may not have run. Await it to the end when that
+    /// matters (spawn it if it must not hold up a `select!`). The server itself drops it
+    /// only at a shutdown's deadline.
     pub async fn create_session(&self, info: SessionInfo) -> Result<Session, SessionError> {
         self.inner.sessions.create(self, info).await
     }

@@ -93,6 +93,8 @@ pub(crate) struct Shared<H> {
     connections: TaskTracker,
     /// Request and signal handler tasks.
     pub(crate) handlers: TaskTracker,
+    /// Running `serve` loops, each until its listener is dropped.
+    listeners: TaskTracker,
     next_connection_id: AtomicU64,
     /// Live WebWire connections, against `max_connections`.
     pub(crate) slots: Arc<Slots>,
@@ -120,6 +122,7 @@ impl<H> Shared<H> {
             stop_handlers: CancellationToken::new(),
             connections: TaskTracker::new(),
             handlers: TaskTracker::new(),
+            listeners: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             slots,
             shutdown_done: CancellationToken::new(),
@@ -180,11 +183,18 @@ impl<H: Handler> Server<H> {
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
+        // Counted until the listener is dropped, so that a shutdown returns with the port
+        // free again (a restart on the same address can bind at once).
+        let listening = self.shared.listeners.token();
         async move {
             let close_all = server.shared.close_all.clone();
             loop {
                 let accepted = tokio::select! {
-                    () = close_all.cancelled() => return,
+                    () = close_all.cancelled() => {
+                        drop(listener);
+                        drop(listening);
+                        return;
+                    }
                     accepted = listener.accept() => accepted,
                 };
                 match accepted {
@@ -326,7 +336,9 @@ impl<H: Handler> Server<H> {
     ///    [`shutdown_timeout`](ServerBuilder::shutdown_timeout); handlers still running then
     ///    are stopped and their requests answered with the shutdown reply.
     /// 3. Every connection, headless ones included, is closed with code 1001, and its
-    ///    `disconnected` hook runs; the listener of [`serve`](Self::serve) stops.
+    ///    `disconnected` hook runs; every [`serve`](Self::serve) loop stops and drops its
+    ///    listener, so the address is free again when this returns (a `serve` future
+    ///    that is kept but never polled holds the shutdown up: spawn it or drop it).
     ///
     /// Calling it again, or from several tasks, waits for the same shutdown.
     ///
@@ -365,6 +377,8 @@ async fn drain<H: Handler>(shared: Arc<Shared<H>>) {
     shared.close_all.cancel();
     shared.connections.close();
     shared.connections.wait().await;
+    shared.listeners.close();
+    shared.listeners.wait().await;
     deadline.abort();
     tracing::info!("shut down");
     shared.shutdown_done.cancel();

@@ -38,6 +38,19 @@ impl<H: Handler> SessionEvents for H {
     }
 }
 
+/// A registration not yet backed by an attached session: withdrawn when dropped.
+struct Reservation<'a> {
+    registry: &'a SessionRegistry,
+    key: &'a str,
+    conn_id: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.registry.deregister(self.key, self.conn_id);
+    }
+}
+
 /// The session state of a server, shared by its connections.
 pub(crate) struct Sessions {
     enabled: bool,
@@ -125,12 +138,19 @@ impl Sessions {
             .encode()
             .map_err(|error| SessionError::Store(error.to_string()))?;
         // Registered before it is announced (a custom generator that repeats a key must not
-        // push a session past its connection limit); undone if the announcement fails.
+        // push a session past its connection limit); undone if the announcement fails or
+        // this future is dropped while it waits for room in the queue.
         self.registry.try_register(&session.key, conn.id())?;
+        let reservation = Reservation {
+            registry: &self.registry,
+            key: &session.key,
+            conn_id: conn.id(),
+        };
         if conn.send(notification).await.is_err() {
-            self.registry.deregister(&session.key, conn.id());
             return Err(SessionError::Closed);
         }
+        // Announced: from here on the registration belongs to the attached session.
+        std::mem::forget(reservation);
         self.attach(conn, session.clone());
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
