@@ -318,8 +318,9 @@ pub enum CloseReason {
     ReadTimeout,
     /// The client did not read what the server sent within the write timeout.
     WriteTimeout,
-    /// The client broke the protocol (the text says how); the server closed the
-    /// connection with a close code.
+    /// The client broke the protocol (the text says how); the server read nothing more,
+    /// let the handlers already running send their replies, and closed the connection
+    /// with a close code.
     ProtocolViolation(String),
     /// [`Connection::close`] was called.
     Closed,

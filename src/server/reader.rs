@@ -87,14 +87,12 @@ pub(crate) async fn serve<H, S>(
         };
         tracing::debug!(%reason, "closing");
 
+        // Requests read before the end are answered, as the reference server does: running
+        // handlers finish and their replies go out before the close frame, unless the peer
+        // is gone anyway.
         let close = match &reason {
-            // Let running handlers deliver their replies before the socket closes.
-            CloseReason::Closed => {
-                reader.wait_for_handlers().await;
-                Some(close_frame(CloseCode::Normal, "closed by the server"))
-            }
+            CloseReason::Closed => Some(close_frame(CloseCode::Normal, "closed by the server")),
             CloseReason::ServerShutdown => {
-                reader.wait_for_handlers().await;
                 Some(close_frame(CloseCode::Away, "server shutting down"))
             }
             CloseReason::ReadTimeout => Some(close_frame(CloseCode::Normal, "read timeout")),
@@ -104,21 +102,31 @@ pub(crate) async fn serve<H, S>(
                 None
             }
         };
+        if close.is_some() {
+            reader.wait_for_handlers().await;
+        }
         let _ = conn.send_outbound(Outbound::Close(close)).await;
         let _ = writer.await;
         reader.wait_for_handlers().await;
         conn.sessions().disconnected(&conn);
         // The socket is closed: its place is free before the hook hears of it.
         drop(slot);
-        // A hook that hangs must not hold up a shutdown past its deadline.
+        // The hook always runs; one that hangs is stopped a shutdown timeout after the
+        // shutdown deadline (or after it started, if later), so it cannot hold a shutdown
+        // up for ever.
+        let give_up = async {
+            shared.stop_handlers.cancelled().await;
+            tokio::time::sleep(shared.config.shutdown_timeout).await;
+        };
         tokio::select! {
+            biased;
             outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {
                 if let Err(panic) = outcome {
                     tracing::error!(panic, "the disconnected hook panicked");
                 }
             }
-            () = shared.stop_handlers.cancelled() => {
-                tracing::warn!("disconnected hook stopped: shutdown deadline passed");
+            () = give_up => {
+                tracing::warn!("disconnected hook stopped: it outlived the shutdown deadline");
             }
         }
         tracing::debug!("disconnected");
