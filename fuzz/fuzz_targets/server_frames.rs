@@ -419,10 +419,14 @@ fn check(model: &Model, received: &Received, close_early: bool) {
         let Some(candidates) = candidates else {
             panic!("a reply to an identifier never requested (or answered too often): {reply:?}");
         };
-        match candidates
-            .iter()
-            .position(|e| matches!(e, Expect::Exact { frame: want, .. } if want == frame))
-        {
+        // Identical replies are interchangeable; a slow handler's reply is the one that
+        // may be missing in lenient mode, so fast expectations are matched first.
+        let exact = |slow_ok: bool| {
+            candidates.iter().position(|e| {
+                matches!(e, Expect::Exact { frame: want, slow, .. } if want == frame && (slow_ok || !slow))
+            })
+        };
+        match exact(false).or_else(|| exact(true)) {
             Some(at) => {
                 candidates.swap_remove(at);
             }
