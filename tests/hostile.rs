@@ -110,7 +110,9 @@ async fn misbehave(addr: SocketAddr, bad: Bad) -> Outcome {
             raw.extend_from_slice(&[0x55; 10]);
             let socket = client.ws.get_mut();
             bounded(socket.write_all(&raw)).await.expect("raw write");
-            bounded(socket.shutdown()).await.expect("close the write half");
+            bounded(socket.shutdown())
+                .await
+                .expect("close the write half");
         }
         Bad::Random(seed) => {
             for frame in random_frames(seed) {
@@ -250,7 +252,10 @@ async fn bad_connections_are_closed_and_good_clients_never_notice() {
         }
     }
     assert_eq!((violations, lost), (bad.len() - PER_KIND, PER_KIND));
-    assert!(events.disconnected.try_recv().is_err(), "a good client lost");
+    assert!(
+        events.disconnected.try_recv().is_err(),
+        "a good client lost"
+    );
     for client in &clients {
         assert!(client.is_connected());
         assert_eq!(client.pending_requests(), 0);
