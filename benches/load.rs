@@ -1285,7 +1285,10 @@ async fn soak_churn(addr: SocketAddr, period: Duration, stats: Arc<SoakStats>) {
 
 async fn churn_client(addr: SocketAddr, n: u64, stats: &Arc<SoakStats>) -> Result<()> {
     let client = soak_connect(addr, stats, Arc::default()).await?;
-    let key = client.request("login", format!("churn{n}")).await?.to_text()?;
+    let key = client
+        .request("login", format!("churn{n}"))
+        .await?
+        .to_text()?;
     if client.session().map(|s| s.key) != Some(key) {
         return Err("no session after login".into());
     }

@@ -330,7 +330,6 @@ async fn during_a_shutdown_every_request_read_is_answered_exactly_once() {
 /// cancelled: both branches are ready at the first poll, tokio picks one at random, and
 /// the hook, although it would finish at once, is skipped for about half the connections.
 #[tokio::test]
-#[ignore = "bug: after the shutdown deadline, disconnected hooks are skipped at random (unbiased select in src/server/reader.rs)"]
 async fn after_the_shutdown_deadline_every_disconnected_hook_still_runs() {
     let (server, mut events, addr) = start(|b| b.shutdown_timeout(Duration::from_millis(50))).await;
     let mut held = Vec::new();

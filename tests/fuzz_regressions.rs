@@ -81,7 +81,6 @@ fn sleep_request(id: u64) -> WsMessage {
 /// Ignored until the server is fixed (run with `cargo test --test fuzz_regressions --
 /// --ignored`).
 #[tokio::test(start_paused = true)]
-#[ignore = "known server bug: replies of running handlers are lost at a protocol violation"]
 async fn running_handler_is_answered_before_a_violation_closes() {
     // `7F` alone: a request of 1 byte, which `Message::parse` rejects (malformed, 1002).
     let (frames, close) = exchange(vec![
@@ -106,7 +105,6 @@ async fn running_handler_is_answered_before_a_violation_closes() {
 
 /// The same with a text message as the violation (1003).
 #[tokio::test(start_paused = true)]
-#[ignore = "known server bug: replies of running handlers are lost at a protocol violation"]
 async fn running_handler_is_answered_before_a_text_message_closes() {
     let (frames, close) = exchange(vec![sleep_request(2), WsMessage::text("hi")]).await;
     assert_eq!(close, Some(CloseCode::Unsupported));

@@ -43,6 +43,7 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_upgrade_request_size: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
     /// The handshake every connection starts with, encoded once.
     pub(crate) accept_conf: Bytes,
@@ -61,6 +62,7 @@ pub(crate) struct Config {
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
+/// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
 /// | [`max_connections`](Self::max_connections) | 0 (no limit) | open connections at once; 503 beyond |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
@@ -91,6 +93,7 @@ pub struct ServerBuilder<H> {
     handshake_timeout: Duration,
     max_upgrade_request_size: usize,
     shutdown_timeout: Duration,
+    close_timeout: Duration,
     max_connections: usize,
     sessions: SessionConfig,
 }
@@ -108,6 +111,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(2),
             max_connections: 0,
             sessions: SessionConfig {
                 enabled: true,
@@ -222,6 +226,21 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
+    /// How long the server waits for the client to answer its close frame (default 2 s),
+    /// reading and dropping whatever the client still sends meanwhile; then, or once the
+    /// client has answered, the TCP connection is closed.
+    ///
+    /// The wait is the WebSocket closing handshake (RFC 6455 §7.1.1), and it protects the
+    /// last replies: a socket closed with unread data in it is reset by the kernel, and a
+    /// reset can destroy the replies and the close frame still on their way to the client.
+    /// Zero closes at once. The wait delays the
+    /// [`disconnected`](crate::server::Handler::disconnected) hook and, for clients that
+    /// never answer, [`Server::shutdown`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
     /// Checks the options and builds the server.
     pub fn build(self) -> Result<Server<H>, ConfigError> {
         let read_timeout_ms = self.read_timeout.as_millis();
@@ -269,6 +288,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: self.handshake_timeout,
             max_upgrade_request_size: self.max_upgrade_request_size,
             shutdown_timeout: self.shutdown_timeout,
+            close_timeout: self.close_timeout,
             max_connections: self.max_connections,
             accept_conf,
         };
@@ -290,6 +310,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_upgrade_request_size", &self.max_upgrade_request_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("close_timeout", &self.close_timeout)
             .field("max_connections", &self.max_connections)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)

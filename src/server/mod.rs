@@ -335,8 +335,9 @@ impl<H: Handler> Server<H> {
     /// 2. Running handlers finish and their replies are sent, for at most the
     ///    [`shutdown_timeout`](ServerBuilder::shutdown_timeout); handlers still running then
     ///    are stopped and their requests answered with the shutdown reply.
-    /// 3. Every connection, headless ones included, is closed with code 1001, and its
-    ///    `disconnected` hook runs; every [`serve`](Self::serve) loop stops and drops its
+    /// 3. Every connection, headless ones included, is closed with code 1001 (a client
+    ///    gets up to the [`close_timeout`](ServerBuilder::close_timeout) to answer the
+    ///    close frame), and its `disconnected` hook runs; every [`serve`](Self::serve) loop stops and drops its
     ///    listener, so the address is free again when this returns (a `serve` future
     ///    that is kept but never polled holds the shutdown up: spawn it or drop it).
     ///

@@ -106,7 +106,14 @@ pub(crate) async fn serve<H, S>(
             reader.wait_for_handlers().await;
         }
         let _ = conn.send_outbound(Outbound::Close(close)).await;
-        let _ = writer.await;
+        if writer.await.unwrap_or(false) {
+            // The closing handshake: until the client answers the close frame, whatever it
+            // still sends is read and dropped. Closing a socket with unread data makes the
+            // kernel reset the connection, and a reset can destroy the replies and the close
+            // frame still on their way.
+            let answered = async { while let Some(Ok(_)) = stream.next().await {} };
+            let _ = tokio::time::timeout(config.close_timeout, answered).await;
+        }
         reader.wait_for_handlers().await;
         conn.sessions().disconnected(&conn);
         // The socket is closed: its place is free before the hook hears of it.

@@ -20,13 +20,16 @@ const MAX_BATCH: usize = 1024;
 /// flushed: a burst of replies leaves in one system call, a lone reply at once. A batch
 /// (or the final close) that takes longer than `write_timeout` means the peer stopped
 /// reading: the connection is dropped.
+///
+/// Returns whether a close frame was delivered, so the reader knows the peer owes an answer.
 pub(crate) async fn write_loop<S>(
     mut sink: S,
     mut queue: mpsc::Receiver<Outbound>,
     conn: Connection,
     write_timeout: Duration,
     stop: CancellationToken,
-) where
+) -> bool
+where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
     let mut close = None;
@@ -71,12 +74,12 @@ pub(crate) async fn write_loop<S>(
                 // After the client's close frame, tungstenite refuses new messages but still
                 // owes the client its close answer: give it a chance to leave.
                 let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
-                return;
+                return false;
             }
             Err(_) => {
                 tracing::debug!(?write_timeout, "peer stopped reading: write timed out");
                 conn.close_with(CloseReason::WriteTimeout);
-                return;
+                return false;
             }
         }
         if close.is_some() {
@@ -90,8 +93,11 @@ pub(crate) async fn write_loop<S>(
             sink.send(WsMessage::Close(Some(frame))).await?;
             sink.close().await
         };
-        if let Ok(Err(error)) = tokio::time::timeout(write_timeout, goodbye).await {
-            tracing::trace!(%error, "close frame not delivered");
+        match tokio::time::timeout(write_timeout, goodbye).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => tracing::trace!(%error, "close frame not delivered"),
+            Err(_) => tracing::trace!("close frame not delivered: write timed out"),
         }
     }
+    false
 }

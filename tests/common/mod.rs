@@ -151,10 +151,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 
     /// Reads until the server's close frame and returns it (frames before it are skipped).
+    /// Like a well-behaved client, it then reads on until the stream ends, which sends the
+    /// answer to the close frame (tungstenite writes it on the next read).
     pub async fn closed(&mut self) -> Option<CloseFrame> {
         loop {
             match self.next().await {
-                Some(WsMessage::Close(frame)) => return frame,
+                Some(WsMessage::Close(frame)) => {
+                    while self.next().await.is_some() {}
+                    return frame;
+                }
                 Some(_) => {}
                 None => return None,
             }
