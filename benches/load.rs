@@ -12,6 +12,7 @@
 //! cargo bench --bench load                       # the table below, then idle RSS
 //! cargo bench --bench load -- run --configs 4x64x16 --duration 5
 //! cargo bench --bench load -- idle --conns 10000 # or scripts/idle-rss.sh (raises ulimit -n)
+//! cargo bench --bench load -- soak --duration 600  # or scripts/soak.sh: RSS flat, no error
 //! cargo bench --bench load -- serve --impl ours  # a server for perf/valgrind; prints addr
 //! cargo bench --bench load -- drive --addr 127.0.0.1:PORT --configs 4x64x16
 //! ```
@@ -22,6 +23,7 @@
 //! |---|---|
 //! | `run` (default) | `--generators raw,client` (`raw`: tokio-tungstenite; `client`: our `Client`), `--configs CxPxS,..` (`1x1x16,4x64x16,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
 //! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
+//! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
 //! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1) |
 //! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
@@ -1369,7 +1371,7 @@ fn soak_main(opts: &Options) -> Result<()> {
             }
             let rss = rss_kib(pid)?;
             println!(
-                "  t={:>5.0} s  RSS {rss:>7} KiB  requests {:>9}  signals out {:>8} in {:>8}  \
+                "  t={:>5.0} s  RSS {rss:>7} KiB  requests {:>9}  signals to server {:>8} to clients {:>8}  \
                  churned {:>7}  errors {}",
                 started.elapsed().as_secs_f64(),
                 stats.requests.load(Ordering::Relaxed),
@@ -1412,7 +1414,7 @@ fn soak_main(opts: &Options) -> Result<()> {
     let errors = stats.errors.load(Ordering::Relaxed);
     println!(
         "soak: RSS start {start} KiB, end {end} KiB ({:+} KiB; margin {margin_kib}), max {} KiB, \
-         after the clients left {} KiB; {} requests, {} signals out, {} in, {} churned; \
+         after the clients left {} KiB; {} requests, {} signals to the server, {} to clients, {} churned; \
          {errors} errors",
         end as i64 - start as i64,
         samples.iter().max().copied().unwrap_or(0),

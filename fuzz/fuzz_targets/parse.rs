@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
         Err(err) => panic!("encode failed on a parsed message: {err:?}\nmessage: {msg:?}"),
     };
 
-    assert_eq!(msg.encoded_len(), Ok(encoded.len()), "encoded_len disagrees with encode");
+    assert_eq!(
+        msg.encoded_len(),
+        Ok(encoded.len()),
+        "encoded_len disagrees with encode"
+    );
 
     let expected = normalized(data, &msg);
     assert_eq!(

@@ -56,10 +56,7 @@
 //!    either "session not found" or a UTF-8 reply holding the session JSON of that key.
 //! 4. The server's close frame carries the code of the violation (1003 text, 1009 too
 //!    large, 1002 malformed), or, without a violation, no error code.
-//!
-//! Set `SERVER_FRAMES_LENIENT=1` to let a request whose handler is still running at a
-//! protocol violation go unanswered (a known server behaviour, see fuzz/README.md), so that
-//! fuzzing can go on past it.
+
 #![no_main]
 
 use std::collections::HashMap;
@@ -128,11 +125,7 @@ impl Handler for FuzzHandler {
 #[derive(Debug)]
 enum Expect {
     /// A reply with exactly these bytes.
-    Exact {
-        id: RequestId,
-        frame: Bytes,
-        slow: bool,
-    },
+    Exact { id: RequestId, frame: Bytes },
     /// A restore request's reply: "not found", or the session of `key`.
     Restore { id: RequestId, key: Bytes },
 }
@@ -204,7 +197,6 @@ fn model(messages: &[WsMessage], ws_limit: bool) -> Model {
                 Expect::Exact {
                     id,
                     frame: reply.encode().expect("the expected reply encodes"),
-                    slow: name.as_bytes() == b"sleep",
                 }
             }
             Message::RequestCloseSession { id } => Expect::Exact {
@@ -215,7 +207,6 @@ fn model(messages: &[WsMessage], ws_limit: bool) -> Model {
                 }
                 .encode()
                 .unwrap(),
-                slow: false,
             },
             Message::RequestRestoreSession { id, key } => Expect::Restore { id, key },
             _ => continue,
@@ -261,11 +252,6 @@ fn runtime() -> &'static Runtime {
             .build()
             .expect("a runtime")
     })
-}
-
-fn lenient() -> bool {
-    static LENIENT: OnceLock<bool> = OnceLock::new();
-    *LENIENT.get_or_init(|| std::env::var_os("SERVER_FRAMES_LENIENT").is_some_and(|v| v == "1"))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -419,20 +405,20 @@ fn check(model: &Model, received: &Received, close_early: bool) {
         let Some(candidates) = candidates else {
             panic!("a reply to an identifier never requested (or answered too often): {reply:?}");
         };
-        // Identical replies are interchangeable; a slow handler's reply is the one that
-        // may be missing in lenient mode, so fast expectations are matched first.
-        let exact = |slow_ok: bool| {
-            candidates.iter().position(|e| {
-                matches!(e, Expect::Exact { frame: want, slow, .. } if want == frame && (slow_ok || !slow))
-            })
-        };
-        match exact(false).or_else(|| exact(true)) {
+        // Identical replies are interchangeable.
+        let exact = candidates
+            .iter()
+            .position(|e| matches!(e, Expect::Exact { frame: want, .. } if want == frame));
+        match exact {
             Some(at) => {
                 candidates.swap_remove(at);
             }
             None => unmatched.push((frame, reply)),
         }
     }
+    // A "not found" answers any restore request with its id, a session only the one for
+    // its key: sessions pick first, so a "not found" never takes a place a session needs.
+    unmatched.sort_by_key(|(_, reply)| matches!(reply, Message::ReplySessionNotFound { .. }));
     for (frame, reply) in unmatched {
         let id = reply.request_id().unwrap();
         let candidates = open.get_mut(&id).unwrap();
@@ -446,16 +432,7 @@ fn check(model: &Model, received: &Received, close_early: bool) {
         }
     }
     if !close_early {
-        let missing: Vec<_> = open
-            .values()
-            .flatten()
-            .filter(|e| {
-                // A handler still running at a violation may lose its reply (lenient mode).
-                !(lenient()
-                    && model.violation.is_some()
-                    && matches!(e, Expect::Exact { slow: true, .. }))
-            })
-            .collect();
+        let missing: Vec<_> = open.values().flatten().collect();
         assert!(
             missing.is_empty(),
             "requests never answered: {missing:?}\nviolation: {:?}",
