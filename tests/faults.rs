@@ -188,18 +188,7 @@ async fn pipelined(client: Client, tag: usize, replies: watch::Sender<usize>) ->
 async fn shutdown_under_load_ends_every_request_once() {
     let (server, mut events, addr) =
         start(|b| b.shutdown_timeout(Duration::from_millis(200))).await;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        let client = bounded(
-            Client::builder()
-                .reconnect(Reconnect::Off)
-                .request_timeout(common::LIMIT)
-                .connect(format!("ws://{addr}/")),
-        )
-        .await
-        .expect("connects");
-        clients.push(client);
-    }
+    let clients = common::clients(addr, CLIENTS).await;
     let (replies, mut replied) = watch::channel(0usize);
     let loads: Vec<_> = clients
         .iter()

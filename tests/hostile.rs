@@ -32,7 +32,6 @@ use futures_util::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_webwire::client::Reconnect;
 use tokio_webwire::protocol::Message;
 use tokio_webwire::server::CloseReason;
 use tokio_webwire::{Client, Payload};
@@ -180,18 +179,7 @@ fn summary(mut latencies: Vec<Duration>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_connections_are_closed_and_good_clients_never_notice() {
     let (_server, mut events, addr) = start(|b| b).await;
-    let mut clients = Vec::new();
-    for _ in 0..GOOD {
-        let client = bounded(
-            Client::builder()
-                .reconnect(Reconnect::Off)
-                .request_timeout(common::LIMIT)
-                .connect(format!("ws://{addr}/")),
-        )
-        .await
-        .expect("good client connects");
-        clients.push(client);
-    }
+    let clients = common::clients(addr, GOOD).await;
 
     // Without hostile load.
     let quiet = good_phase(&clients, "quiet", Arc::new(AtomicBool::new(true))).await;

@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_webwire::Client;
+use tokio_webwire::client::Reconnect;
 use tokio_webwire::server::{Handler, Server};
 
 const VENDORED: &str = concat!(
@@ -73,6 +75,23 @@ pub async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, future)
         .await
         .expect("test step timed out")
+}
+
+/// `n` of our clients connected to `addr`, without reconnection, requests bounded by [`LIMIT`].
+pub async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let client = bounded(
+            Client::builder()
+                .reconnect(Reconnect::Off)
+                .request_timeout(LIMIT)
+                .connect(format!("ws://{addr}/")),
+        )
+        .await
+        .expect("a client connects");
+        clients.push(client);
+    }
+    clients
 }
 
 /// Starts `server` on a fresh port of 127.0.0.1 and returns its address.
