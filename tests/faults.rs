@@ -14,8 +14,9 @@
 //!   reaped by the read timeout; a socket that stops reading while the server pushes
 //!   signals is reaped by the write timeout, with what the server accepted bounded.
 //!
-//! Counts are printed (`cargo test --test faults -- --nocapture`). About 3 s in all, most
-//! of it the real-socket timeouts (1 s each).
+//! Counts are printed (`cargo test --test faults -- --nocapture`). About 5 s in all, most
+//! of it the real-socket timeouts (1 s each) and the server waiting for silent peers to
+//! answer its close frame (`close_timeout`, 2 s).
 
 mod common;
 
