@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::client::{Backoff, ClientHandler, Reconnect};
 use tokio_webwire::protocol::{AcceptConf, ErrorCode, Message, Name, ProtocolVersion, RequestId};
@@ -859,6 +860,26 @@ async fn malformed_frame_disconnects() {
     );
     assert_eq!(
         client.signal("q", "x").await,
+        Err(RequestError::Disconnected)
+    );
+}
+
+/// The closing handshake (RFC 6455 §5.5.1): the server's close frame gets the client's
+/// answer, with the same code, before the client lets go of the socket.
+#[tokio::test]
+async fn the_servers_close_frame_is_answered() {
+    let script = Script::bind().await;
+    let (client, mut ws) = connect(&script).await;
+    let going_away = CloseFrame {
+        code: CloseCode::Away,
+        reason: "server shutting down".into(),
+    };
+    within(ws.close(Some(going_away)))
+        .await
+        .expect("close sent");
+    assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Away));
+    assert_eq!(
+        within(client.request("q", "x")).await,
         Err(RequestError::Disconnected)
     );
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -539,8 +539,14 @@ async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
         tokio::select! {
             biased;
             frame = &mut close => {
-                if let Ok(frame) = frame {
-                    sink.send(WsMessage::Close(Some(frame))).await?;
+                match frame {
+                    Ok(frame) => sink.send(WsMessage::Close(Some(frame))).await?,
+                    // The reader ended. If the server closed, tungstenite queued the answer
+                    // to its close frame; it goes out if the socket takes it now (a server
+                    // that stopped reading gets no wait).
+                    Err(_) => {
+                        let _ = sink.flush().now_or_never();
+                    }
                 }
                 return Ok(());
             }
