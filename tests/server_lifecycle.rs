@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::probe::{parse, request, start};
 use common::{RawClient, bounded, listen, vector};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{Message, RequestId};
@@ -282,11 +283,20 @@ async fn a_client_close_frame_ends_the_connection() {
     let (mut client, _) = RawClient::connect(addr).await;
     let conn = bounded(events.connected.recv()).await.unwrap();
     let watcher = tokio::spawn(async move { conn.closed().await });
-    bounded(client.ws.close(None)).await.unwrap();
+    let going = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    bounded(client.ws.close(Some(going))).await.unwrap();
     bounded(watcher).await.unwrap();
     assert_eq!(
         bounded(events.disconnected.recv()).await,
         Some(CloseReason::ClientClosed)
+    );
+    // The closing handshake: the server answers with the same code.
+    assert_eq!(
+        client.closed().await.map(|frame| frame.code),
+        Some(CloseCode::Normal)
     );
 }
 
