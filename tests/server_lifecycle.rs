@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use common::probe::{parse, request, start};
 use common::{RawClient, bounded, listen, vector};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::Payload;
@@ -478,4 +480,66 @@ async fn beyond_the_connection_limit_upgrades_get_503() {
         Some(RequestId::from(1))
     );
     assert_eq!(server.connection_count(), 2);
+}
+
+/// Closes every connection at once and holds its `disconnected` hook until released.
+struct HeldHook {
+    released: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl Handler for HeldHook {
+    async fn connected(&self, conn: &tokio_webwire::server::Connection) {
+        conn.close();
+    }
+
+    async fn disconnected(&self, _conn: &tokio_webwire::server::Connection, _: &CloseReason) {
+        if let Some(released) = self.released.lock().await.take() {
+            let _ = released.await;
+        }
+    }
+}
+
+/// Once the closing handshake is over the socket is closed at once, not after the
+/// `disconnected` hook: the client reads its EOF while the hook is still held.
+#[tokio::test]
+async fn the_socket_is_closed_before_the_disconnected_hook_runs() {
+    let (release, released) = tokio::sync::oneshot::channel();
+    let server = Server::builder(HeldHook {
+        released: tokio::sync::Mutex::new(Some(released)),
+    })
+    .build()
+    .unwrap();
+    let addr = listen(&server).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    // `closed` answers the close frame and reads to the end of the stream.
+    assert_eq!(
+        client.closed().await.map(|frame| frame.code),
+        Some(CloseCode::Normal)
+    );
+    let _ = release.send(());
+    bounded(server.shutdown()).await;
+}
+
+/// An oversized message is refused from its frame header; the server then reads the rest of
+/// it raw and waits for the client to close, so the client gets the 1009 close frame and a
+/// clean end of stream, never a connection reset.
+#[tokio::test]
+async fn an_oversized_message_ends_in_a_clean_close_not_a_reset() {
+    let (server, _events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let sent = bounded(client.ws.send(WsMessage::binary(vec![0u8; 1 << 20]))).await;
+    let mut seen = Vec::new();
+    while let Some(message) = bounded(client.ws.next()).await {
+        let failed = message.is_err();
+        seen.push(message);
+        if failed {
+            break;
+        }
+    }
+    assert!(sent.is_ok(), "{sent:?}");
+    match &seen[..] {
+        [Ok(WsMessage::Close(Some(frame)))] => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected the 1009 close frame, then the end: {other:?}"),
+    }
+    bounded(server.shutdown()).await;
 }

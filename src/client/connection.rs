@@ -543,9 +543,10 @@ async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
                     Ok(frame) => sink.send(WsMessage::Close(Some(frame))).await?,
                     // The reader ended. If the server closed, tungstenite queued the answer
                     // to its close frame; it goes out if the socket takes it now (a server
-                    // that stopped reading gets no wait).
+                    // that stopped reading gets no wait; `unconstrained`, so a spent
+                    // cooperative budget cannot make the one attempt fail).
                     Err(_) => {
-                        let _ = sink.flush().now_or_never();
+                        let _ = tokio::task::unconstrained(sink.flush()).now_or_never();
                     }
                 }
                 return Ok(());

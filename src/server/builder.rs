@@ -228,14 +228,17 @@ impl<H: Handler> ServerBuilder<H> {
 
     /// How long the server waits for the client to answer its close frame (default 2 s),
     /// reading and dropping whatever the client still sends meanwhile; then, or once the
-    /// client has answered, the TCP connection is closed.
+    /// client has answered, the TCP connection is closed. After a frame the WebSocket
+    /// layer cannot read past (an oversized one), the rest is read as raw bytes, after
+    /// the server's FIN, until the client closes its end.
     ///
     /// The wait is the WebSocket closing handshake (RFC 6455 §7.1.1), and it protects the
     /// last replies: a socket closed with unread data in it is reset by the kernel, and a
     /// reset can destroy the replies and the close frame still on their way to the client.
     /// Zero closes at once. The wait delays the
-    /// [`disconnected`](crate::server::Handler::disconnected) hook and, for clients that
-    /// never answer, [`Server::shutdown`].
+    /// [`disconnected`](crate::server::Handler::disconnected) hook; a client that never
+    /// answers (a dead peer reaped by the read timeout, say) costs the whole wait, which
+    /// also adds to [`Server::shutdown`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self

@@ -5,10 +5,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -106,13 +107,13 @@ pub(crate) async fn serve<H, S>(
             reader.wait_for_handlers().await;
         }
         let _ = conn.send_outbound(Outbound::Close(close)).await;
-        if writer.await.unwrap_or(false) {
-            // The closing handshake: until the client answers the close frame, whatever it
-            // still sends is read and dropped. Closing a socket with unread data makes the
-            // kernel reset the connection, and a reset can destroy the replies and the close
-            // frame still on their way.
-            let answered = async { while let Some(Ok(_)) = stream.next().await {} };
-            let _ = tokio::time::timeout(config.close_timeout, answered).await;
+        match writer.await {
+            Ok(Some(sink)) => match stream.reunite(sink) {
+                Ok(ws) => linger(ws, config.close_timeout).await,
+                Err(error) => tracing::error!(%error, "the socket's halves do not match"),
+            },
+            // No close frame went out (the peer is gone, or closed first): nothing to wait for.
+            _ => drop(stream),
         }
         reader.wait_for_handlers().await;
         conn.sessions().disconnected(&conn);
@@ -140,6 +141,36 @@ pub(crate) async fn serve<H, S>(
     }
     .instrument(span)
     .await;
+}
+
+/// The server's end of the closing handshake, after its close frame went out: waits for
+/// the client's answer, for at most `timeout`, reading and dropping whatever comes first,
+/// then closes the socket.
+///
+/// Closing a socket that still holds unread data makes the kernel reset the connection, and
+/// a reset can destroy the replies and the close frame still on their way. So when
+/// tungstenite stops before the answer (it refuses to read past an oversized or broken
+/// frame), the rest is read raw: after a FIN of ours, until the client closes its end.
+async fn linger<S>(mut ws: WebSocketStream<S>, timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let drain = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(_))) => return,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        let io = ws.get_mut();
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut discard = vec![0; 4096];
+        while matches!(io.read(&mut discard).await, Ok(read) if read > 0) {}
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 struct Reader<'a, H> {

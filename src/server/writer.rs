@@ -21,14 +21,15 @@ const MAX_BATCH: usize = 1024;
 /// (or the final close) that takes longer than `write_timeout` means the peer stopped
 /// reading: the connection is dropped.
 ///
-/// Returns whether a close frame was delivered, so the reader knows the peer owes an answer.
+/// Returns the sink if a close frame was delivered: the peer owes an answer, and the reader
+/// waits for it with the whole socket.
 pub(crate) async fn write_loop<S>(
     mut sink: S,
     mut queue: mpsc::Receiver<Outbound>,
     conn: Connection,
     write_timeout: Duration,
     stop: CancellationToken,
-) -> bool
+) -> Option<S>
 where
     S: Sink<WsMessage, Error = WsError> + Unpin,
 {
@@ -74,12 +75,12 @@ where
                 // After the client's close frame, tungstenite refuses new messages but still
                 // owes the client its close answer: give it a chance to leave.
                 let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
-                return false;
+                return None;
             }
             Err(_) => {
                 tracing::debug!(?write_timeout, "peer stopped reading: write timed out");
                 conn.close_with(CloseReason::WriteTimeout);
-                return false;
+                return None;
             }
         }
         if close.is_some() {
@@ -94,10 +95,10 @@ where
             sink.close().await
         };
         match tokio::time::timeout(write_timeout, goodbye).await {
-            Ok(Ok(())) => return true,
+            Ok(Ok(())) => return Some(sink),
             Ok(Err(error)) => tracing::trace!(%error, "close frame not delivered"),
             Err(_) => tracing::trace!("close frame not delivered: write timed out"),
         }
     }
-    false
+    None
 }
