@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::probe::{parse, request, start};
+use common::probe::{Events, parse, request, start};
 use common::{RawClient, bounded};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -498,13 +498,22 @@ async fn restarts_under_reconnecting_clients_lose_nothing_and_keep_sessions() {
 // ---------------------------------------------------------------------------------------
 // Dead and slow peers
 
-/// Reads the raw bytes a peer still has to read, up to the end of the stream.
-async fn rest_of_stream(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+/// Asserts that the server closed the connection for the read timeout: the event, then, in
+/// the raw bytes the silent peer has still to read, the server's close frame (0x88,
+/// unmasked) and the end of the stream.
+async fn assert_reaped_by_the_read_timeout(
+    events: &mut Events,
+    silent: &mut (impl tokio::io::AsyncRead + Unpin),
+) {
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ReadTimeout)
+    );
     let mut rest = Vec::new();
-    bounded(io.read_to_end(&mut rest))
+    bounded(silent.read_to_end(&mut rest))
         .await
         .expect("read to EOF");
-    rest
+    assert_eq!(rest.first(), Some(&0x88), "{rest:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -512,13 +521,7 @@ async fn a_peer_that_vanished_in_memory_is_reaped_by_the_read_timeout() {
     let (server, mut events, _addr) = start(|b| b.read_timeout(Duration::from_secs(2))).await;
     // The peer's end stays open but never reads or writes again.
     let (mut silent, _) = RawClient::connect_in_memory(&server, 4096).await;
-    assert_eq!(
-        bounded(events.disconnected.recv()).await,
-        Some(CloseReason::ReadTimeout)
-    );
-    // The server wrote its close frame (0x88, unmasked) and let go of its end: EOF.
-    let rest = rest_of_stream(silent.ws.get_mut()).await;
-    assert_eq!(rest.first(), Some(&0x88), "{rest:?}");
+    assert_reaped_by_the_read_timeout(&mut events, silent.ws.get_mut()).await;
     bounded(server.shutdown()).await;
 }
 
@@ -526,12 +529,7 @@ async fn a_peer_that_vanished_in_memory_is_reaped_by_the_read_timeout() {
 async fn a_silent_socket_is_reaped_by_the_read_timeout() {
     let (server, mut events, addr) = start(|b| b.read_timeout(Duration::from_secs(1))).await;
     let (mut silent, _) = RawClient::connect(addr).await;
-    assert_eq!(
-        bounded(events.disconnected.recv()).await,
-        Some(CloseReason::ReadTimeout)
-    );
-    let rest = rest_of_stream(silent.ws.get_mut()).await;
-    assert_eq!(rest.first(), Some(&0x88), "{rest:?}");
+    assert_reaped_by_the_read_timeout(&mut events, silent.ws.get_mut()).await;
     bounded(server.shutdown()).await;
 }
 
