@@ -298,30 +298,35 @@ impl Shared {
         (id, kind): (u64, Kind),
         guard: &mut PendingGuard<'_>,
     ) -> Result<Payload, RequestError> {
-        let mut frame: Option<Bytes> = None;
-        let mut link = self.link(None).await?;
-        loop {
-            link.check_size(len)?;
-            let bytes = match &frame {
-                Some(bytes) => bytes.clone(),
-                None => frame.insert(encode(message)?).clone(),
-            };
-            let reply = self.pending.insert(id, link.generation, kind);
-            if link.frames.send(bytes).await.is_ok() {
-                let outcome = reply.await;
-                // Whatever the outcome, its delivery removed the entry.
-                guard.disarm();
-                return outcome.unwrap_or(Err(RequestError::Disconnected));
-            }
-            // The connection ended before its writer took the frame: nothing was sent, so
-            // it is safe to try the next connection.
-            self.pending.remove(id);
-            link = self.link(Some(&link)).await?;
-        }
+        let reply = self
+            .queue(
+                message,
+                len,
+                |link| self.pending.insert(id, link.generation, kind),
+                |_| self.pending.remove(id),
+            )
+            .await?;
+        let outcome = reply.await;
+        // Whatever the outcome, its delivery removed the entry.
+        guard.disarm();
+        outcome.unwrap_or(Err(RequestError::Disconnected))
     }
 
     /// Queues signal `message` on whichever connection is current.
     async fn send_signal(&self, message: &Message, len: usize) -> Result<(), RequestError> {
+        self.queue(message, len, |_| (), |()| ()).await
+    }
+
+    /// Queues `message` (encoded once) on the current connection. `prepare` runs before each
+    /// attempt; if the connection ends before its writer took the frame, nothing was sent,
+    /// so `undo` takes back what `prepare` did and the next connection is tried.
+    async fn queue<T>(
+        &self,
+        message: &Message,
+        len: usize,
+        mut prepare: impl FnMut(&Link) -> T,
+        mut undo: impl FnMut(T),
+    ) -> Result<T, RequestError> {
         let mut frame: Option<Bytes> = None;
         let mut link = self.link(None).await?;
         loop {
@@ -330,9 +335,11 @@ impl Shared {
                 Some(bytes) => bytes.clone(),
                 None => frame.insert(encode(message)?).clone(),
             };
+            let prepared = prepare(&link);
             if link.frames.send(bytes).await.is_ok() {
-                return Ok(());
+                return Ok(prepared);
             }
+            undo(prepared);
             link = self.link(Some(&link)).await?;
         }
     }
