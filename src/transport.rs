@@ -43,7 +43,8 @@ pub(crate) enum Incoming {
     /// A ping or pong: the peer is alive, nothing to dispatch. tungstenite answers pings
     /// itself on the next read or flush.
     Alive,
-    /// The peer closed the connection (tungstenite has already answered its close frame).
+    /// The peer closed the connection (tungstenite has queued the answer to its close frame;
+    /// it leaves with the next read or flush).
     Closed(Option<CloseFrame>),
     /// The peer broke the protocol: the connection must be closed with this code and reason.
     Violation(CloseCode, &'static str),

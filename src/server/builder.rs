@@ -246,8 +246,8 @@ impl<H: Handler> ServerBuilder<H> {
 
     /// Checks the options and builds the server.
     pub fn build(self) -> Result<Server<H>, ConfigError> {
-        let read_timeout_ms = self.read_timeout.as_millis();
-        if self.read_timeout < Duration::from_secs(1) || read_timeout_ms > u128::from(u32::MAX) {
+        // The upper bound (u32::MAX ms, the wire field) is the encoder's check, below.
+        if self.read_timeout < Duration::from_secs(1) {
             return Err(ConfigError::ReadTimeout(self.read_timeout));
         }
         let buffer_size = u32::try_from(self.max_message_size)

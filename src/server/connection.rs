@@ -225,15 +225,14 @@ impl Connection {
             return Err(SendError::Closed);
         }
         let name = name.into_name()?;
-        let message = Message::signal(name, payload);
-        let len = message.encoded_len()?;
-        if len > self.inner.max_message_size {
+        let frame = Message::signal(name, payload).encode()?;
+        if frame.len() > self.inner.max_message_size {
             return Err(SendError::TooLarge {
-                len,
+                len: frame.len(),
                 limit: self.inner.max_message_size,
             });
         }
-        Ok(message.encode()?)
+        Ok(frame)
     }
 
     /// The session this connection holds, if any.

@@ -52,9 +52,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::transport::close_frame;
 
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
@@ -271,17 +273,13 @@ impl<H: Handler> Server<H> {
             user_agent: user_agent.map(Into::into),
         };
         self.shared.connections.spawn(async move {
-            let refusal = if shared.is_shutting_down() {
-                (CloseCode::Away, "server shutting down")
+            let frame = if shared.is_shutting_down() {
+                close_frame(CloseCode::Away, "server shutting down")
             } else if let Some(slot) = shared.slots.try_take() {
                 reader::serve(shared, ws, peer, slot).await;
                 return;
             } else {
-                (CloseCode::Again, "too many connections")
-            };
-            let frame = CloseFrame {
-                code: refusal.0,
-                reason: refusal.1.into(),
+                close_frame(CloseCode::Again, "too many connections")
             };
             let _ = tokio::time::timeout(shared.config.write_timeout, ws.close(Some(frame))).await;
         });

@@ -197,12 +197,11 @@ impl<H: Handler> Reader<'_, H> {
         let read_timeout = self.shared.config.read_timeout;
         let tick = read_timeout / READ_TIMEOUT_TICKS;
         // One timer for the connection's life: rather than resetting a deadline on every
-        // message (a clock read and a timer-wheel update each), count messages and look at
-        // the count every quarter of the timeout.
+        // message (a clock read and a timer-wheel update each), note messages and look at
+        // whether anything was heard every quarter of the timeout.
         let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut messages = 0u64;
-        let mut messages_at_last_tick = 0u64;
+        let mut heard = false;
         let mut idle_since = Instant::now();
         let closing = conn.closing().cancelled();
         tokio::pin!(closing);
@@ -214,8 +213,8 @@ impl<H: Handler> Reader<'_, H> {
                 }
                 item = stream.next() => item,
                 now = ticker.tick() => {
-                    if messages != messages_at_last_tick {
-                        messages_at_last_tick = messages;
+                    if heard {
+                        heard = false;
                         idle_since = now;
                     } else if now - idle_since >= read_timeout {
                         return CloseReason::ReadTimeout;
@@ -223,7 +222,7 @@ impl<H: Handler> Reader<'_, H> {
                     continue;
                 }
             };
-            messages = messages.wrapping_add(1);
+            heard = true;
             let incoming = match item {
                 Some(Ok(message)) => Incoming::from_ws(message),
                 Some(Err(error)) => match Incoming::from_error(&error) {
@@ -327,22 +326,12 @@ impl<H: Handler> Reader<'_, H> {
             ),
             // Session requests are handled here, in order, as the reference does.
             Message::RequestRestoreSession { id, key } => {
-                let reply = if self.shared.is_shutting_down() {
-                    Message::ReplyShutdown { id }
-                } else {
-                    self.conn.sessions().restore(self.conn, id, key).await
-                };
-                self.reply_now(reply).await;
-                return Dispatched::AtOnce;
+                let restore = self.conn.sessions().restore(self.conn, id, key);
+                return self.session_request(id, restore).await;
             }
             Message::RequestCloseSession { id } => {
-                let reply = if self.shared.is_shutting_down() {
-                    Message::ReplyShutdown { id }
-                } else {
-                    self.conn.sessions().close_requested(self.conn, id).await
-                };
-                self.reply_now(reply).await;
-                return Dispatched::AtOnce;
+                let close = self.conn.sessions().close_requested(self.conn, id);
+                return self.session_request(id, close).await;
             }
             other => {
                 tracing::debug!(message_type = %other.message_type(), "ignored: not a client message");
@@ -380,7 +369,7 @@ impl<H: Handler> Reader<'_, H> {
                             .send(encode_reply(id, reply, shared.config.max_message_size))
                             .await;
                     },
-                    Some((self.conn, id)),
+                    Some(id),
                 );
             }
             None => {
@@ -410,7 +399,7 @@ impl<H: Handler> Reader<'_, H> {
         &self,
         span: tracing::Span,
         handling: impl Future<Output = ()> + Send + 'static,
-        request: Option<(&Connection, RequestId)>,
+        request: Option<RequestId>,
     ) {
         let mut handling = Box::pin(handling.instrument(span));
         let mut cx = Context::from_waker(Waker::noop());
@@ -423,7 +412,7 @@ impl<H: Handler> Reader<'_, H> {
             return;
         };
         let stop = self.shared.stop_handlers.clone();
-        let stopped_reply = request.map(|(conn, id)| (conn.clone(), id));
+        let stopped_reply = request.map(|id| (self.conn.clone(), id));
         self.shared.handlers.spawn(async move {
             tokio::select! {
                 biased;
@@ -438,6 +427,22 @@ impl<H: Handler> Reader<'_, H> {
             // Only now: a connection that waits for its handlers must find the reply queued.
             drop(permit);
         });
+    }
+
+    /// Answers a session request with what `handle` replies, or, during a shutdown, with
+    /// the shutdown reply (`handle` is then never polled).
+    async fn session_request(
+        &self,
+        id: RequestId,
+        handle: impl Future<Output = Message>,
+    ) -> Dispatched {
+        let reply = if self.shared.is_shutting_down() {
+            Message::ReplyShutdown { id }
+        } else {
+            handle.await
+        };
+        self.reply_now(reply).await;
+        Dispatched::AtOnce
     }
 
     async fn reply_now(&self, reply: Message) {
