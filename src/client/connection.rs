@@ -327,12 +327,9 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
     // No guard: a late reply must still reach the reader, which applies it (after a timeout
     // forgot the session, a late success brings it back, with its event).
     let reply = shared
-        .pending
-        .insert(id, link.generation, Kind::RestoreSession);
-    if link.frames.send(frame).await.is_err() {
-        shared.pending.remove(id);
-        return Err(RequestError::Disconnected);
-    }
+        .send_request_on(link, frame, id, Kind::RestoreSession)
+        .await
+        .map_err(|_| RequestError::Disconnected)?;
     let after = shared.config.request_timeout;
     let outcome = tokio::time::timeout(after, reply)
         .await

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,7 +43,7 @@ use crate::{Payload, Session};
 use builder::Config;
 use connection::Link;
 use handler::Event;
-use pending::{Kind, Pending, PendingGuard};
+use pending::{Kind, Outcome, Pending, PendingGuard};
 
 /// How many handler events (signals, connection changes) may wait for the handler before
 /// the reader waits too.
@@ -290,21 +290,20 @@ impl Shared {
     }
 
     /// Sends request `message` and waits for its reply, over whichever connection is
-    /// current, registering it as pending before its frame is queued.
+    /// current, registering it as pending before its frame is queued. A plain request's
+    /// entry goes when this future is dropped (timed out, cancelled); a session request's
+    /// stays, so its reply still reaches the reader, which applies it.
     async fn exchange(
         &self,
         message: &Message,
         len: usize,
         (id, kind): (u64, Kind),
-        guard: &mut PendingGuard<'_>,
     ) -> Result<Payload, RequestError> {
+        let mut guard = PendingGuard::new(&self.pending, id, kind);
         let reply = self
-            .queue(
-                message,
-                len,
-                |link| self.pending.insert(id, link.generation, kind),
-                |_| self.pending.remove(id),
-            )
+            .queue(message, len, |link, frame| async move {
+                self.send_request_on(&link, frame, id, kind).await
+            })
             .await?;
         let outcome = reply.await;
         // Whatever the outcome, its delivery removed the entry.
@@ -314,33 +313,57 @@ impl Shared {
 
     /// Queues signal `message` on whichever connection is current.
     async fn send_signal(&self, message: &Message, len: usize) -> Result<(), RequestError> {
-        self.queue(message, len, |_| (), |()| ()).await
+        self.queue(message, len, |link, frame| async move {
+            link.frames.send(frame).await.map_err(|returned| returned.0)
+        })
+        .await
     }
 
-    /// Queues `message` (encoded once) on the current connection. `prepare` runs before each
-    /// attempt; if the connection ends before its writer took the frame, nothing was sent,
-    /// so `undo` takes back what `prepare` did and the next connection is tried.
-    async fn queue<T>(
+    /// Queues `message`, encoded once, on the current connection with `attempt`, which
+    /// hands the frame back if the connection ended before its writer took it: nothing was
+    /// sent, so the next connection is tried.
+    async fn queue<T, F>(
         &self,
         message: &Message,
         len: usize,
-        mut prepare: impl FnMut(&Link) -> T,
-        mut undo: impl FnMut(T),
-    ) -> Result<T, RequestError> {
+        mut attempt: impl FnMut(Arc<Link>, Bytes) -> F,
+    ) -> Result<T, RequestError>
+    where
+        F: Future<Output = Result<T, Bytes>>,
+    {
         let mut frame: Option<Bytes> = None;
         let mut link = self.link(None).await?;
         loop {
             link.check_size(len)?;
-            let bytes = match &frame {
-                Some(bytes) => bytes.clone(),
-                None => frame.insert(encode(message)?).clone(),
+            let bytes = match frame.take() {
+                Some(bytes) => bytes,
+                None => encode(message)?,
             };
-            let prepared = prepare(&link);
-            if link.frames.send(bytes).await.is_ok() {
-                return Ok(prepared);
+            match attempt(Arc::clone(&link), bytes).await {
+                Ok(sent) => return Ok(sent),
+                Err(bytes) => frame = Some(bytes),
             }
-            undo(prepared);
             link = self.link(Some(&link)).await?;
+        }
+    }
+
+    /// Registers request `id` of `kind` as pending on `link`, then queues its frame. If the
+    /// connection ended before its writer took the frame, nothing was sent: the entry is
+    /// removed and the frame handed back.
+    async fn send_request_on(
+        &self,
+        link: &Link,
+        frame: Bytes,
+        id: u64,
+        kind: Kind,
+    ) -> Result<oneshot::Receiver<Outcome>, Bytes> {
+        let reply = self.pending.insert(id, link.generation, kind);
+        match link.frames.send(frame).await {
+            Ok(()) => Ok(reply),
+            Err(returned) => {
+                self.pending.remove(id);
+                Err(returned.0)
+            }
         }
     }
 }
@@ -454,8 +477,7 @@ impl Client {
         let len = message
             .encoded_len()
             .map_err(RequestError::InvalidMessage)?;
-        let mut guard = PendingGuard::new(&shared.pending, id);
-        let exchange = shared.exchange(&message, len, (id, Kind::Request), &mut guard);
+        let exchange = shared.exchange(&message, len, (id, Kind::Request));
         tokio::time::timeout(timeout, exchange)
             .await
             .unwrap_or(Err(RequestError::Timeout { after: timeout }))
@@ -557,9 +579,8 @@ impl Client {
             let len = message
                 .encoded_len()
                 .map_err(RequestError::InvalidMessage)?;
-            let mut guard = PendingGuard::keep(&shared.pending, id);
             let reply = shared
-                .exchange(&message, len, (id, Kind::RestoreSession), &mut guard)
+                .exchange(&message, len, (id, Kind::RestoreSession))
                 .await?;
             // The reader checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
@@ -602,10 +623,10 @@ impl Client {
                     id: RequestId::from(id),
                 })?;
                 // No guard: the reply must reach the reader even if this call is dropped.
-                let reply = shared
-                    .pending
-                    .insert(id, link.generation, Kind::CloseSession);
-                if link.frames.send(frame).await.is_ok() {
+                let sent = shared
+                    .send_request_on(&link, frame, id, Kind::CloseSession)
+                    .await;
+                if let Ok(reply) = sent {
                     // On success the reader has forgotten the session already.
                     return reply
                         .await
@@ -614,7 +635,6 @@ impl Client {
                 }
                 // The connection ended before its writer took the frame: nothing was sent,
                 // and the client is offline now.
-                shared.pending.remove(id);
             }
             let events = lock(&shared.events).clone();
             match events {

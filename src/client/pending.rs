@@ -1,7 +1,7 @@
 //! Requests waiting for their reply: id → oneshot sender, and the guard that cleans up.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -51,12 +51,10 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
-        // Nothing panics while the lock is held; if something did, the map is still whole.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+        super::lock(&self.map)
     }
 
-    /// Registers request `id` of `kind` as handed to connection `generation`, replacing an
-    /// earlier registration of the same id (a retry after the frame could not be queued).
+    /// Registers request `id` of `kind` as handed to connection `generation`.
     pub(crate) fn insert(
         &self,
         id: u64,
@@ -142,22 +140,14 @@ pub(crate) struct PendingGuard<'a> {
 }
 
 impl<'a> PendingGuard<'a> {
-    pub(crate) fn new(pending: &'a Pending, id: u64) -> Self {
+    /// A guard for request `id` of `kind`. Session requests are never removed by it: their
+    /// reply must reach the reader (which changes the session) even when nobody waits for
+    /// it any more. Their entry goes with its reply, or with its connection.
+    pub(crate) fn new(pending: &'a Pending, id: u64, kind: Kind) -> Self {
         PendingGuard {
             pending,
             id,
-            armed: true,
-        }
-    }
-
-    /// A guard that never removes the entry: for session requests, whose reply must reach
-    /// the reader (which changes the session) even when nobody waits for it any more. The
-    /// entry goes with its reply, or with its connection.
-    pub(crate) fn keep(pending: &'a Pending, id: u64) -> Self {
-        PendingGuard {
-            pending,
-            id,
-            armed: false,
+            armed: kind == Kind::Request,
         }
     }
 
@@ -207,11 +197,11 @@ mod tests {
     fn guard_removes_unless_disarmed() {
         let pending = Pending::default();
         let _rx = pending.insert(1, 0, Kind::Request);
-        drop(PendingGuard::new(&pending, 1));
+        drop(PendingGuard::new(&pending, 1, Kind::Request));
         assert_eq!(pending.len(), 0);
 
         let _rx = pending.insert(2, 0, Kind::Request);
-        let mut guard = PendingGuard::new(&pending, 2);
+        let mut guard = PendingGuard::new(&pending, 2, Kind::Request);
         guard.disarm();
         drop(guard);
         assert_eq!(pending.len(), 1);
