@@ -19,22 +19,6 @@ pub(crate) struct SessionRegistry {
     sessions: Mutex<HashMap<String, Vec<u64>>>,
 }
 
-/// Why a connection could not be registered under a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum RegisterError {
-    /// The session already has `limit` connections.
-    #[error("the session already has its maximum of {limit} connections")]
-    LimitReached { limit: usize },
-}
-
-impl From<RegisterError> for SessionError {
-    fn from(err: RegisterError) -> Self {
-        match err {
-            RegisterError::LimitReached { limit } => SessionError::LimitReached { limit },
-        }
-    }
-}
-
 impl SessionRegistry {
     /// An empty registry allowing `max_connections_per_session` connections per session
     /// (0: no limit).
@@ -48,13 +32,13 @@ impl SessionRegistry {
     /// Registers `conn_id` under `key` unless the session is full; checking and inserting
     /// is one step. A connection already registered under `key` stays so and is not counted
     /// twice.
-    pub(crate) fn try_register(&self, key: &str, conn_id: u64) -> Result<(), RegisterError> {
+    pub(crate) fn try_register(&self, key: &str, conn_id: u64) -> Result<(), SessionError> {
         let limit = self.max_connections_per_session;
         let mut sessions = self.sessions();
         match sessions.get_mut(key) {
             Some(ids) if ids.contains(&conn_id) => {}
             Some(ids) if limit != 0 && ids.len() >= limit => {
-                return Err(RegisterError::LimitReached { limit });
+                return Err(SessionError::LimitReached { limit });
             }
             Some(ids) => ids.push(conn_id),
             None => {
@@ -170,11 +154,7 @@ mod tests {
         registry.try_register("k", 1).unwrap();
         registry.try_register("k", 2).unwrap();
         let err = registry.try_register("k", 3).unwrap_err();
-        assert_eq!(err, RegisterError::LimitReached { limit: 2 });
-        assert_eq!(
-            SessionError::from(err),
-            SessionError::LimitReached { limit: 2 }
-        );
+        assert_eq!(err, SessionError::LimitReached { limit: 2 });
         // Other sessions have their own places.
         registry.try_register("other", 3).unwrap();
     }
