@@ -119,13 +119,7 @@ async fn every_failure_reaches_the_caller_as_its_variant() {
         tokio::spawn(async move { client.request("gate", "held").await })
     };
     bounded(events.entered.recv()).await;
-    let shutdown = tokio::spawn({
-        let server = server.clone();
-        async move { server.shutdown().await }
-    });
-    while !server.is_shutting_down() {
-        tokio::task::yield_now().await;
-    }
+    let shutdown = common::begin_shutdown(&server).await;
     assert_eq!(
         bounded(client.request("echo", "late")).await,
         Err(RequestError::Shutdown)
@@ -196,10 +190,13 @@ async fn timeouts_and_cancellation_leave_nothing_pending() {
     let (client, _) = connect(addr, Reconnect::Off).await;
 
     // Cancelled: the caller stops waiting as soon as the handler has started.
-    tokio::select! {
-        _ = client.request("gate", "cancelled") => panic!("the gate is closed"),
-        _ = events.entered.recv() => {}
-    }
+    bounded(async {
+        tokio::select! {
+            _ = client.request("gate", "cancelled") => panic!("the gate is closed"),
+            _ = events.entered.recv() => {}
+        }
+    })
+    .await;
     assert_eq!(client.pending_requests(), 0);
 
     // Timed out.

@@ -503,7 +503,7 @@ async fn reconnection_without_restoring_sends_nothing_and_forgets_the_session() 
 }
 
 #[tokio::test]
-async fn first_connection_restores_nothing() {
+async fn a_reconnection_without_a_session_restores_nothing() {
     let script = Script::bind().await;
     let builder = Client::builder().reconnect(fast_backoff());
     let (client, mut ws, mut events) = connect(builder, &script).await;

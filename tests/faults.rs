@@ -206,13 +206,7 @@ async fn shutdown_under_load_ends_every_request_once() {
         .await
         .expect("replies");
 
-    let shutdown = tokio::spawn({
-        let server = server.clone();
-        async move { server.shutdown().await }
-    });
-    while !server.is_shutting_down() {
-        tokio::task::yield_now().await;
-    }
+    let shutdown = common::begin_shutdown(&server).await;
     server.handler().gate.add_permits(RELEASED);
     bounded(shutdown).await.expect("shutdown");
 

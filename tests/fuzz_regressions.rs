@@ -70,16 +70,20 @@ fn sleep_request(id: u64) -> WsMessage {
     WsMessage::Binary(frame)
 }
 
-/// Found by `server_frames`: a request whose handler is still running when a later message
-/// breaks the protocol never gets its reply. The reader stops, queues the violation's close
-/// frame at once and the writer sends it and ends; the handler finishes afterwards and its
-/// reply is dropped (the connection is closed). For `CloseReason::Closed` and
-/// `ServerShutdown` the reader waits for the handlers before the close frame; for a
-/// violation it does not. PROTOCOL.md §2.6: "Handlers already running on that connection
-/// finish first; the socket is released after the last one."
-///
-/// Ignored until the server is fixed (run with `cargo test --test fuzz_regressions --
-/// --ignored`).
+/// The server's messages after its AcceptConf, parsed.
+fn replies(frames: &[Bytes]) -> Vec<Message> {
+    frames[1..]
+        .iter()
+        .map(|frame| Message::parse(frame.clone()).expect("well-formed"))
+        .collect()
+}
+
+/// Found by `server_frames`: a request whose handler was still running when a later message
+/// broke the protocol never got its reply. The reader queued the violation's close frame
+/// at once and the writer sent it and ended; the handler finished afterwards and its reply
+/// was dropped. Now the reader waits for running handlers before every close frame, as
+/// PROTOCOL.md §2.6 asks: "Handlers already running on that connection finish first; the
+/// socket is released after the last one."
 #[tokio::test(start_paused = true)]
 async fn running_handler_is_answered_before_a_violation_closes() {
     // `7F` alone: a request of 1 byte, which `Message::parse` rejects (malformed, 1002).
@@ -89,12 +93,8 @@ async fn running_handler_is_answered_before_a_violation_closes() {
     ])
     .await;
     assert_eq!(close, Some(CloseCode::Protocol));
-    let replies: Vec<_> = frames[1..]
-        .iter()
-        .map(|frame| Message::parse(frame.clone()).expect("well-formed"))
-        .collect();
     assert_eq!(
-        replies,
+        replies(&frames),
         vec![Message::ReplyBinary {
             id: RequestId::from(1),
             data: Bytes::from_static(b"zzz"),
@@ -108,7 +108,14 @@ async fn running_handler_is_answered_before_a_violation_closes() {
 async fn running_handler_is_answered_before_a_text_message_closes() {
     let (frames, close) = exchange(vec![sleep_request(2), WsMessage::text("hi")]).await;
     assert_eq!(close, Some(CloseCode::Unsupported));
-    assert_eq!(frames.len(), 2, "AcceptConf and the reply to request 2");
+    assert_eq!(
+        replies(&frames),
+        vec![Message::ReplyBinary {
+            id: RequestId::from(2),
+            data: Bytes::from_static(b"zzz"),
+        }],
+        "the request read before the text message is answered"
+    );
 }
 
 /// Control: a handler that finishes at once is answered before the close frame.
@@ -127,5 +134,12 @@ async fn inline_handler_is_answered_before_a_violation_closes() {
     ])
     .await;
     assert_eq!(close, Some(CloseCode::Protocol));
-    assert_eq!(frames.len(), 2, "AcceptConf and the reply to request 3");
+    assert_eq!(
+        replies(&frames),
+        vec![Message::ReplyBinary {
+            id: RequestId::from(3),
+            data: Bytes::from_static(b"now"),
+        }],
+        "the request read before the violation is answered"
+    );
 }

@@ -394,7 +394,7 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let chunk = Payload::binary(vec![7u8; 60 * 1024]);
     let mut sent = 0usize;
     let outcome = loop {
-        match conn.signal("flood", chunk.clone()).await {
+        match bounded(conn.signal("flood", chunk.clone())).await {
             Ok(()) => sent += 1,
             Err(error) => break error,
         }

@@ -316,13 +316,7 @@ async fn a_request_waiting_for_a_slot_during_shutdown_gets_the_shutdown_reply() 
     client
         .send(request(2, "gate", Payload::utf8("waiting")))
         .await;
-    let shutdown = tokio::spawn({
-        let server = server.clone();
-        async move { server.shutdown().await }
-    });
-    while !server.is_shutting_down() {
-        tokio::task::yield_now().await;
-    }
+    let shutdown = common::begin_shutdown(&server).await;
     server.handler().gate.add_permits(1);
     let mut replies = vec![parse(client.recv().await), parse(client.recv().await)];
     replies.sort_by_key(|reply| reply.request_id());

@@ -363,10 +363,9 @@ async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
     let conn = bounded(events.connected.recv()).await.expect("connected");
     // With paused time, a send that waits 1 ms waits for a writer stuck on the full pipe.
     let fill = || conn.signal("fill", Payload::binary(vec![0u8; 512]));
-    while tokio::time::timeout(std::time::Duration::from_millis(1), fill())
-        .await
-        .is_ok()
-    {}
+    while let Ok(sent) = tokio::time::timeout(std::time::Duration::from_millis(1), fill()).await {
+        sent.expect("the connection stays open while it fills");
+    }
     let gave_up = tokio::time::timeout(
         std::time::Duration::from_millis(10),
         conn.create_session(tokio_webwire::SessionInfo::new()),

@@ -77,6 +77,21 @@ pub async fn bounded<T>(future: impl Future<Output = T>) -> T {
         .expect("test step timed out")
 }
 
+/// Starts `server`'s shutdown on a task of its own and returns once it has begun.
+pub async fn begin_shutdown<H: Handler>(server: &Server<H>) -> tokio::task::JoinHandle<()> {
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown().await }
+    });
+    bounded(async {
+        while !server.is_shutting_down() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    shutdown
+}
+
 /// `n` of our clients connected to `addr`, without reconnection, requests bounded by [`LIMIT`].
 pub async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
     let mut clients = Vec::with_capacity(n);
