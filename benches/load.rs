@@ -537,6 +537,9 @@ struct LoadCounters {
     stop: AtomicBool,
 }
 
+/// What [`LoadGenerator::run`] returns: the whole run, boxed (the trait is used as `dyn`).
+type Run<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
 /// A source of load. `run` opens `spec.conns` connections to `addr`, keeps `spec.pipeline`
 /// requests of `spec.size` payload bytes in flight on each, checks every reply and counts it
 /// in `counters.replies`; once `counters.stop` is set it sends no more and returns when every
@@ -546,12 +549,7 @@ struct LoadCounters {
 trait LoadGenerator: Sync {
     fn name(&self) -> &'static str;
 
-    fn run<'a>(
-        &'a self,
-        addr: SocketAddr,
-        spec: LoadSpec,
-        counters: Arc<LoadCounters>,
-    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+    fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a>;
 }
 
 /// Raw tokio-tungstenite connections, one [`pump`] task each: the cheapest load we can make,
@@ -563,12 +561,7 @@ impl LoadGenerator for TungsteniteGenerator {
         "tokio-tungstenite"
     }
 
-    fn run<'a>(
-        &'a self,
-        addr: SocketAddr,
-        spec: LoadSpec,
-        counters: Arc<LoadCounters>,
-    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+    fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
         Box::pin(async move {
             let config = WebSocketConfig::default()
                 .max_message_size(Some(spec.max_message_size()))
@@ -598,12 +591,7 @@ impl LoadGenerator for ClientGenerator {
         "tokio-webwire client"
     }
 
-    fn run<'a>(
-        &'a self,
-        addr: SocketAddr,
-        spec: LoadSpec,
-        counters: Arc<LoadCounters>,
-    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
+    fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
         Box::pin(async move {
             let payload = Payload::binary(
                 (0..spec.size)
