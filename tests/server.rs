@@ -171,6 +171,46 @@ async fn one_slot_means_requests_in_order() {
     );
 }
 
+/// With one slot, session requests wait their turn too: a restore sent after a suspended
+/// request is answered after it.
+#[tokio::test]
+async fn session_requests_keep_arrival_order_with_one_slot() {
+    let (server, mut events, addr) = start(|b| b.max_concurrent_requests(1)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "gate", Payload::utf8("first")))
+        .await;
+    bounded(events.entered.recv()).await;
+    let restore = Message::RequestRestoreSession {
+        id: RequestId::from(2),
+        key: Bytes::from_static(b"no-such-session"),
+    };
+    client.send(restore.encode().unwrap()).await;
+    let close = Message::RequestCloseSession {
+        id: RequestId::from(3),
+    };
+    client.send(close.encode().unwrap()).await;
+    // A round trip on another connection gives the server time to read the first one's
+    // session requests, were it reading.
+    let (mut other, _) = RawClient::connect(addr).await;
+    other.send(request(9, "echo", Payload::empty())).await;
+    other.recv().await;
+    server.handler().gate.add_permits(1);
+    let order: Vec<_> = [
+        client.recv().await,
+        client.recv().await,
+        client.recv().await,
+    ]
+    .into_iter()
+    .map(|frame| parse(frame).request_id())
+    .collect();
+    assert_eq!(
+        order,
+        [1, 2, 3].map(|id| Some(RequestId::from(id))),
+        "answered out of order"
+    );
+}
+
 #[tokio::test]
 async fn server_signals_reach_the_client() {
     let (_server, mut events, addr) = start(|b| b).await;
@@ -324,13 +364,30 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
 
     let (mut quiet, _) = RawClient::connect_in_memory(&server, 4096).await;
     let started = tokio::time::Instant::now();
-    // Checked every quarter of the timeout: it fires between 2 and 2.5 s of silence.
+    // Checked every tenth of the timeout: it fires between 2 and 2.2 s of silence.
     let frame = quiet.closed().await.expect("close frame");
     assert_eq!(frame.code, CloseCode::Normal);
     assert_eq!(frame.reason, "read timeout");
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2500),
+        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2200),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ReadTimeout)
+    );
+
+    // Silence that starts between two checks still ends within 1.1 T (the checks are
+    // 200 ms apart; a coarser check, every 500 ms, would take up to 2.5 s).
+    let (mut late, _) = RawClient::connect_in_memory(&server, 4096).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    late.send(vector("heartbeat")).await;
+    let silent_from = tokio::time::Instant::now();
+    late.closed().await.expect("close frame");
+    let elapsed = silent_from.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2200),
         "{elapsed:?}"
     );
     assert_eq!(

@@ -537,3 +537,51 @@ async fn an_oversized_message_ends_in_a_clean_close_not_a_reset() {
     }
     bounded(server.shutdown()).await;
 }
+
+/// A protocol violation marks the connection closed at once: a handler waiting for
+/// `closed()` wakes up, sees `is_closed()`, has its signals refused, and its reply still
+/// goes out before the close frame.
+#[tokio::test]
+async fn a_violation_closes_the_connection_for_its_running_handlers() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "await_closed", Payload::empty()))
+        .await;
+    bounded(events.entered.recv()).await;
+    client.send(vec![0xFF_u8]).await; // no such message type
+    let reply = parse(client.recv().await);
+    assert_eq!(reply.request_id(), Some(RequestId::from(1)));
+    assert_eq!(
+        reply.payload().map(|p| p.to_text().unwrap()),
+        Some("closed=true refused=true".to_owned())
+    );
+    let frame = client.closed().await.expect("close frame");
+    assert_eq!(frame.code, CloseCode::Protocol);
+    assert!(matches!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ProtocolViolation(_))
+    ));
+}
+
+/// The read timeout, too, marks the connection closed for the handlers still running.
+#[tokio::test(start_paused = true)]
+async fn a_read_timeout_closes_the_connection_for_its_running_handlers() {
+    let (server, mut events, _addr) = start(|b| b.read_timeout(Duration::from_secs(2))).await;
+    let (mut client, _) = RawClient::connect_in_memory(&server, 4096).await;
+    client
+        .send(request(1, "await_closed", Payload::empty()))
+        .await;
+    bounded(events.entered.recv()).await;
+    let reply = parse(client.recv().await);
+    assert_eq!(
+        reply.payload().map(|p| p.to_text().unwrap()),
+        Some("closed=true refused=true".to_owned())
+    );
+    let frame = client.closed().await.expect("close frame");
+    assert_eq!(frame.reason, "read timeout");
+    assert_eq!(
+        bounded(events.disconnected.recv()).await,
+        Some(CloseReason::ReadTimeout)
+    );
+}

@@ -5,14 +5,16 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::probe::{Events, Probe, parse, probe, request, start};
-use common::{RawClient, bounded, listen, vector};
-use tokio_webwire::protocol::{Message, RequestId};
-use tokio_webwire::server::Server;
+use common::{RawClient, begin_shutdown, bounded, listen, vector};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_webwire::protocol::{Message, Name, RequestId};
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 use tokio_webwire::session::{FileStore, MemoryStore, SessionStore, StoreError};
-use tokio_webwire::{Payload, Session};
+use tokio_webwire::{Payload, Session, SessionInfo};
 
 fn restore(id: u64, key: &[u8]) -> Bytes {
     Message::RequestRestoreSession {
@@ -374,4 +376,106 @@ async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
     assert!(gave_up.is_err(), "the notification cannot be queued");
     assert!(conn.session().is_none());
     assert_eq!(server.active_sessions(), 0, "no registration left behind");
+}
+
+/// Starts a session on `login` and closes it on `logout`; its `session_closed` hook logs
+/// the connection in again as a guest, which needs the connection's session lock.
+struct Relogin;
+
+impl Handler for Relogin {
+    async fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        _payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        match name.as_str() {
+            "login" => {
+                let session = conn.create_session(SessionInfo::new()).await?;
+                Ok(Payload::utf8(session.key))
+            }
+            _ => {
+                conn.close_session().await?;
+                Ok(Payload::empty())
+            }
+        }
+    }
+
+    async fn session_closed(&self, conn: &Connection, _key: &str) {
+        let mut info = SessionInfo::new();
+        info.insert("user", "guest").expect("a string is JSON");
+        conn.create_session(info).await.expect("a new session");
+    }
+}
+
+/// Hooks run after the connection's session lock is released: a `session_closed` hook
+/// may start the next session.
+#[tokio::test]
+async fn a_session_closed_hook_may_create_a_session() {
+    let server = Server::new(Relogin);
+    let addr = listen(&server).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(request(1, "login", Payload::empty())).await;
+    assert!(matches!(
+        parse(client.recv().await),
+        Message::NotifySessionCreated { .. }
+    ));
+    parse(client.recv().await);
+    client.send(request(2, "logout", Payload::empty())).await;
+    assert_eq!(parse(client.recv().await), Message::NotifySessionClosed);
+    let Message::NotifySessionCreated { session } = parse(client.recv().await) else {
+        panic!("the hook's session must be announced");
+    };
+    let session = Session::from_json(&session).expect("session JSON");
+    assert_eq!(
+        session.info.get::<String>("user").unwrap().as_deref(),
+        Some("guest")
+    );
+    assert_eq!(
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(2))
+    );
+}
+
+/// A store whose lookups never return (a dead database), reporting each one.
+struct HangingStore(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl SessionStore for HangingStore {
+    async fn save(&self, _session: &Session) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn lookup(&self, _key: &str) -> Result<Option<Session>, StoreError> {
+        let _ = self.0.send(());
+        std::future::pending().await
+    }
+
+    async fn remove(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A store that never answers cannot hold a shutdown up: at the deadline the restore is
+/// stopped, answered with the shutdown reply, and the connection closes.
+#[tokio::test]
+async fn a_hanging_store_does_not_hang_the_shutdown() {
+    let (lookups, mut looked_up) = tokio::sync::mpsc::unbounded_channel();
+    let (server, _events, addr) = start(|b| {
+        b.session_store(HangingStore(lookups))
+            .shutdown_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client.send(restore(1, b"some-session-key")).await;
+    bounded(looked_up.recv()).await;
+    let shutdown = begin_shutdown(&server).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplyShutdown {
+            id: RequestId::from(1)
+        }
+    );
+    let frame = client.closed().await.expect("close frame");
+    assert_eq!(frame.code, CloseCode::Away);
+    bounded(shutdown).await.expect("shutdown completes");
 }

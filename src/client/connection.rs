@@ -169,7 +169,9 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
         let frame = match Incoming::from_ws(message) {
             Incoming::Frame(frame) => frame,
             Incoming::Alive => continue,
-            Incoming::Closed(_) => return Err(ConnectError::ClosedBeforeHandshake),
+            Incoming::Closed(_) | Incoming::Gone => {
+                return Err(ConnectError::ClosedBeforeHandshake);
+            }
             Incoming::Violation(_, reason) => {
                 return Err(ConnectError::InvalidHandshake {
                     reason: reason.to_owned(),
@@ -400,6 +402,7 @@ async fn read_loop(
                 debug!(?frame, "the server closed the connection");
                 return Ended::Lost;
             }
+            Incoming::Gone => return Ended::Lost,
             Incoming::Violation(code, reason) => {
                 warn!(reason, "closing the connection");
                 return violation(code, reason);

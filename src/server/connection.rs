@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use futures_util::task::AtomicWaker;
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProtocolError;
@@ -42,13 +44,18 @@ pub enum SendError {
     Invalid(#[from] ProtocolError),
 }
 
-/// What the writer task of a connection is asked to do.
+/// What reaches a connection's driver from other tasks, through its outbox.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// Write one encoded WebWire message.
-    Frame(Bytes),
-    /// Write what is queued, then this close frame (if any), then stop.
-    Close(Option<CloseFrame>),
+    /// A signal or a session notification; it holds one permit of the connection's room,
+    /// given back once it is written.
+    Signal(Bytes),
+    /// The reply of a handler that finished when it was first polled, queued behind
+    /// frames that were already waiting so that it does not overtake them.
+    Reply(Bytes),
+    /// A handler that ran on its own task ended, so its slot is free; with its reply when
+    /// it answered a request.
+    Done(Option<Bytes>),
 }
 
 /// One client connection, as the server's hooks see it.
@@ -67,12 +74,20 @@ struct Inner {
     user_agent: Option<Box<str>>,
     connected_at: SystemTime,
     max_message_size: usize,
-    outbound: mpsc::Sender<Outbound>,
-    /// Cancelled when the connection should stop reading: [`Connection::close`], a failed
-    /// write, or (through its parent) the end of a server shutdown.
-    closing: CancellationToken,
-    /// Why `closing` was cancelled, when the connection itself cancelled it; `None` with a
-    /// cancelled token means the server shut down.
+    /// To the driver. Unbounded as a channel, bounded by its users: signals hold a permit
+    /// of `room`, and each handler slot sends one `Done`.
+    outbox: mpsc::UnboundedSender<Outbound>,
+    /// Room for signals and notifications in the outbox (`outbound_queue_len` permits);
+    /// closed when the connection begins to close, which fails every waiting sender.
+    room: Semaphore,
+    /// Set when the connection begins to close, for whatever reason: sends fail from then
+    /// on. An atomic flag because the driver reads it on every wake-up.
+    closing: AtomicBool,
+    /// Resolves [`Connection::closed`] (waiters only: the driver reads `closing`).
+    closed: CancellationToken,
+    /// The driver's waker, so that [`Connection::close`] from any task reaches it.
+    driver: AtomicWaker,
+    /// Why the connection closes, once it does.
     close_reason: Mutex<Option<CloseReason>>,
     sessions: Arc<Sessions>,
     /// The session this connection holds.
@@ -94,8 +109,8 @@ impl Connection {
         id: u64,
         peer: Peer,
         max_message_size: usize,
-        outbound: mpsc::Sender<Outbound>,
-        closing: CancellationToken,
+        room: usize,
+        outbox: mpsc::UnboundedSender<Outbound>,
         sessions: Arc<Sessions>,
     ) -> Self {
         Connection {
@@ -105,8 +120,11 @@ impl Connection {
                 user_agent: peer.user_agent,
                 connected_at: SystemTime::now(),
                 max_message_size,
-                outbound,
-                closing,
+                outbox,
+                room: Semaphore::new(room),
+                closing: AtomicBool::new(false),
+                closed: CancellationToken::new(),
+                driver: AtomicWaker::new(),
                 close_reason: Mutex::new(None),
                 sessions,
                 session: Mutex::new(None),
@@ -143,7 +161,7 @@ impl Connection {
     /// Whether the connection is closed or closing: sends will fail.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.is_cancelled() || self.inner.outbound.is_closed()
+        self.inner.closing.load(Ordering::Acquire)
     }
 
     /// Waits until the connection is closed, for whatever reason: for a task that serves
@@ -151,10 +169,7 @@ impl Connection {
     ///
     /// Cancel safe: dropping the future changes nothing.
     pub async fn closed(&self) {
-        tokio::select! {
-            () = self.inner.closing.cancelled() => {}
-            () = self.inner.outbound.closed() => {}
-        }
+        self.inner.closed.cancelled().await;
     }
 
     /// Sends a signal to the client, waiting while the outbound queue is full. Fails with
@@ -211,17 +226,15 @@ impl Connection {
         payload: impl Into<Payload>,
     ) -> Result<(), SendError> {
         let frame = self.signal_frame(name, payload.into())?;
-        self.inner
-            .outbound
-            .try_send(Outbound::Frame(frame))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-            })
+        match self.inner.room.try_acquire() {
+            Ok(permit) => self.queue(permit, frame),
+            Err(TryAcquireError::NoPermits) => Err(SendError::QueueFull),
+            Err(TryAcquireError::Closed) => Err(SendError::Closed),
+        }
     }
 
     fn signal_frame(&self, name: impl IntoName, payload: Payload) -> Result<Bytes, SendError> {
-        if self.inner.closing.is_cancelled() {
+        if self.is_closed() {
             return Err(SendError::Closed);
         }
         let name = name.into_name()?;
@@ -330,45 +343,80 @@ impl Connection {
         self.close_with(CloseReason::Closed);
     }
 
-    /// Stops the connection for `reason`, unless it is already stopping for another.
+    /// Closes the connection for `reason`, unless it is already closing for another: from
+    /// now on it takes no more signals, [`closed`](Self::closed) resolves, and the driver
+    /// is woken to act on it.
     pub(crate) fn close_with(&self, reason: CloseReason) {
         if let Ok(mut slot) = self.inner.close_reason.lock() {
             slot.get_or_insert(reason);
         }
-        self.inner.closing.cancel();
+        let inner = &self.inner;
+        if !inner.closing.swap(true, Ordering::AcqRel) {
+            inner.room.close();
+            inner.closed.cancel();
+            inner.driver.wake();
+        }
     }
 
-    /// Why the connection was stopped by [`close_with`](Self::close_with); `None` when it
-    /// was not (the server is shutting down).
-    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        self.inner
+    /// Why the connection is closing, once it is (for the driver).
+    pub(crate) fn closing_reason(&self) -> Option<CloseReason> {
+        if !self.is_closed() {
+            return None;
+        }
+        let reason = self
+            .inner
             .close_reason
             .lock()
             .ok()
-            .and_then(|slot| slot.clone())
+            .and_then(|slot| slot.clone());
+        Some(reason.unwrap_or(CloseReason::ServerShutdown))
     }
 
-    pub(crate) fn closing(&self) -> &CancellationToken {
-        &self.inner.closing
+    /// The driver's waker, woken by [`close_with`](Self::close_with).
+    pub(crate) fn register_driver(&self, waker: &Waker) {
+        self.inner.driver.register(waker);
     }
 
-    /// Queues an encoded message, waiting for room.
+    /// Queues an encoded signal or notification, waiting for room.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), SendError> {
-        self.send_outbound(Outbound::Frame(frame)).await
+        // Most sends find room: spare them the future of `acquire`.
+        let permit = match self.inner.room.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(SendError::Closed),
+            Err(TryAcquireError::NoPermits) => self
+                .inner
+                .room
+                .acquire()
+                .await
+                .map_err(|_| SendError::Closed)?,
+        };
+        self.queue(permit, frame)
     }
 
-    pub(crate) async fn send_outbound(&self, outbound: Outbound) -> Result<(), SendError> {
-        // Most sends find room: spare them the future of `send`.
-        let outbound = match self.inner.outbound.try_send(outbound) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(outbound)) => outbound,
-        };
+    fn queue(&self, permit: SemaphorePermit<'_>, frame: Bytes) -> Result<(), SendError> {
         self.inner
-            .outbound
-            .send(outbound)
-            .await
-            .map_err(|_| SendError::Closed)
+            .outbox
+            .send(Outbound::Signal(frame))
+            .map_err(|_| SendError::Closed)?;
+        // The driver gives the permit back once the frame is written.
+        permit.forget();
+        Ok(())
+    }
+
+    /// Gives back the room of a written signal (the driver).
+    pub(crate) fn signal_written(&self) {
+        self.inner.room.add_permits(1);
+    }
+
+    /// Hands a finished handler's reply (if any) to the driver, freeing its slot. Never
+    /// waits: each slot sends exactly one.
+    pub(crate) fn complete(&self, reply: Option<Bytes>) {
+        let _ = self.inner.outbox.send(Outbound::Done(reply));
+    }
+
+    /// Queues an inline reply behind frames already queued (the driver).
+    pub(crate) fn defer_reply(&self, reply: Bytes) {
+        let _ = self.inner.outbox.send(Outbound::Reply(reply));
     }
 }
 

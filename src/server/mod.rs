@@ -7,9 +7,9 @@
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
-//! | `reader.rs` | per connection: read, check, dispatch; spawn handlers |
+//! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
+//! | `job.rs` | what a message asks (a [`Job`](job::Job)), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
-//! | `writer.rs` | per connection: the one task that writes, in batches |
 //!
 //! ```no_run
 //! use tokio::net::TcpListener;
@@ -35,18 +35,19 @@
 
 mod builder;
 mod connection;
+mod driver;
 mod handler;
-mod reader;
+mod job;
 mod sessions;
 mod upgrade;
-mod writer;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -86,9 +87,11 @@ pub(crate) struct Shared<H> {
     /// are dropped. (A flag, not a token: it is read for every message, and a token's
     /// `is_cancelled` takes a lock.)
     shutting_down: AtomicBool,
-    /// Cancelled when the shutdown has drained the handlers: every connection closes
-    /// (each connection's `closing` token is a child of this one).
+    /// Cancelled when the shutdown has drained the handlers: `serve` loops and upgrades
+    /// in progress stop (open connections are closed through `live`).
     pub(crate) close_all: CancellationToken,
+    /// The open connections, so that a shutdown can close them.
+    pub(crate) live: Live,
     /// Cancelled when the shutdown deadline passes: handlers still running are dropped.
     pub(crate) stop_handlers: CancellationToken,
     /// Connection tasks, from HTTP request to `disconnected` hook.
@@ -121,6 +124,7 @@ impl<H> Shared<H> {
             config,
             shutting_down: AtomicBool::new(false),
             close_all: CancellationToken::new(),
+            live: Live::default(),
             stop_handlers: CancellationToken::new(),
             connections: TaskTracker::new(),
             handlers: TaskTracker::new(),
@@ -244,7 +248,7 @@ impl<H: Handler> Server<H> {
                 user_agent: None,
             };
             if let Some((ws, peer, slot)) = upgrade::upgrade(&shared, io, peer).await {
-                reader::serve(shared, ws, peer, slot).await;
+                driver::serve(shared, ws, peer, slot).await;
             }
         });
     }
@@ -276,7 +280,7 @@ impl<H: Handler> Server<H> {
             let frame = if shared.is_shutting_down() {
                 close_frame(CloseCode::Away, "server shutting down")
             } else if let Some(slot) = shared.slots.try_take() {
-                reader::serve(shared, ws, peer, slot).await;
+                driver::serve(shared, ws, peer, slot).await;
                 return;
             } else {
                 close_frame(CloseCode::Again, "too many connections")
@@ -374,6 +378,7 @@ async fn drain<H: Handler>(shared: Arc<Shared<H>>) {
         }
     }
     shared.close_all.cancel();
+    shared.live.close_all();
     shared.connections.close();
     shared.connections.wait().await;
     shared.listeners.close();
@@ -381,6 +386,48 @@ async fn drain<H: Handler>(shared: Arc<Shared<H>>) {
     deadline.abort();
     tracing::info!("shut down");
     shared.shutdown_done.cancel();
+}
+
+/// The open connections of a server, by id: how a shutdown reaches their drivers.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Whether the shutdown closed them all (a connection that registers later is closed
+    /// at once), and the connections.
+    conns: Mutex<(bool, HashMap<u64, Connection>)>,
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, HashMap<u64, Connection>)> {
+        // Every critical section is one map operation: a panic cannot leave it half done.
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A connection starts; closed at once if the shutdown already closed the others.
+    pub(crate) fn register(&self, conn: &Connection) {
+        let mut live = self.lock();
+        if live.0 {
+            drop(live);
+            conn.close_with(CloseReason::ServerShutdown);
+        } else {
+            live.1.insert(conn.id(), conn.clone());
+        }
+    }
+
+    pub(crate) fn deregister(&self, conn: &Connection) {
+        self.lock().1.remove(&conn.id());
+    }
+
+    /// Closes every connection, now and from now on.
+    fn close_all(&self) {
+        let conns: Vec<Connection> = {
+            let mut live = self.lock();
+            live.0 = true;
+            live.1.values().cloned().collect()
+        };
+        for conn in conns {
+            conn.close_with(CloseReason::ServerShutdown);
+        }
+    }
 }
 
 /// Counts the open WebWire connections against the server's `max_connections`.

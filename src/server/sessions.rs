@@ -103,13 +103,16 @@ impl Sessions {
     }
 
     /// `conn` leaves its session explicitly: the last connection to leave destroys it.
-    async fn leave(&self, conn: &Connection, key: &str) {
-        if self.detach(conn, key) {
+    /// True if it did: the caller runs the `session_closed` hook once it has released the
+    /// connection's session lock (a hook may start a new session on it).
+    async fn leave(&self, conn: &Connection, key: &str) -> bool {
+        let last = self.detach(conn, key);
+        if last {
             if let Err(error) = self.store.remove(key).await {
                 tracing::error!(%error, "the session store could not remove a closed session");
             }
-            self.events.closed(conn, key).await;
         }
+        last
     }
 
     /// [`Connection::create_session`].
@@ -121,7 +124,7 @@ impl Sessions {
         if !self.enabled {
             return Err(SessionError::Disabled);
         }
-        let _op = conn.session_op().await;
+        let op = conn.session_op().await;
         if conn.is_closed() {
             return Err(SessionError::Closed);
         }
@@ -156,6 +159,8 @@ impl Sessions {
             // As the reference: the session lives on, it just cannot be restored later.
             tracing::error!(%error, "the session store could not save a new session");
         }
+        // Hooks run without the lock, so that they may use the connection's sessions.
+        drop(op);
         self.events.created(conn, &session).await;
         Ok(session)
     }
@@ -165,16 +170,20 @@ impl Sessions {
         if !self.enabled {
             return Err(SessionError::Disabled);
         }
-        let _op = conn.session_op().await;
+        let op = conn.session_op().await;
         let Some(session) = conn.session() else {
             return Ok(());
         };
-        self.leave(conn, &session.key).await;
+        let last = self.leave(conn, &session.key).await;
         let closed = Message::NotifySessionClosed
             .encode()
             .map_err(|error| SessionError::Store(error.to_string()))?;
         // The connection may be gone already: then there is nobody to tell.
         let _ = conn.send(closed).await;
+        drop(op);
+        if last {
+            self.events.closed(conn, &session.key).await;
+        }
         Ok(())
     }
 
@@ -247,9 +256,14 @@ impl Sessions {
         if !self.enabled {
             return Message::ReplySessionsDisabled { id };
         }
-        let _op = conn.session_op().await;
-        if let Some(session) = conn.session() {
-            self.leave(conn, &session.key).await;
+        let op = conn.session_op().await;
+        let closed = match conn.session() {
+            Some(session) if self.leave(conn, &session.key).await => Some(session.key),
+            _ => None,
+        };
+        drop(op);
+        if let Some(key) = closed {
+            self.events.closed(conn, &key).await;
         }
         Message::ReplyBinary {
             id,

@@ -92,6 +92,17 @@ impl Handler for Probe {
                 conn.close_session().await?;
                 Ok(Payload::empty())
             }
+            // Waits until the connection closes, then reports what a handler sees of it:
+            // `is_closed()` and whether a signal is refused.
+            "await_closed" => {
+                let _ = self.entered.send(());
+                conn.closed().await;
+                let refused = conn.signal("late", Payload::empty()).await.is_err();
+                Ok(Payload::utf8(format!(
+                    "closed={} refused={refused}",
+                    conn.is_closed()
+                )))
+            }
             "notify" => {
                 conn.signal("news", payload.clone()).await?;
                 Ok(payload)

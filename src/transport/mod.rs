@@ -5,6 +5,10 @@
 //! pings and pongs are only signs of life, and a close frame ends the conversation. They
 //! also share how tungstenite is configured for many small connections.
 
+mod socket;
+
+pub(crate) use socket::{Socket, WriteFailed};
+
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::{
     self, Message as WsMessage,
@@ -48,6 +52,8 @@ pub(crate) enum Incoming {
     Closed(Option<CloseFrame>),
     /// The peer broke the protocol: the connection must be closed with this code and reason.
     Violation(CloseCode, &'static str),
+    /// The stream ended or failed without a close frame: the peer is gone.
+    Gone,
 }
 
 impl Incoming {

@@ -1,0 +1,513 @@
+//! A connection's driver: the one task that owns its socket, from the handshake to the
+//! `disconnected` hook.
+//!
+//! ```text
+//!          ┌──────────────────────── driver task (owns the Socket) ───────────────────────┐
+//! socket ─►│ read ─► parse ─► Job ─► polled once here ── Ready ─► reply fed to the socket ─┼─► socket
+//!          │                            └─ Pending: own task, one slot ─► Done(reply) ─┐   │
+//!          │ outbox ◄─ Connection::signal, session notifications (bounded by room) ◄───┘   │
+//!          │   └─► fed to the socket while it has room; flushed once nothing is ready       │
+//!          └───────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! The driver reads only while the socket has room for a reply and a handler slot is
+//! free, so a client that does not read, or one that floods slow requests, stops being
+//! read (backpressure without a queue); one that stays so for the write timeout is dropped.
+//! It handles at most [`MAX_READS`] messages between two flushes and yields after
+//! [`MAX_ROUNDS`] rounds, so one busy connection cannot starve the others of its worker.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+use tracing::Instrument;
+
+use crate::protocol::Message;
+use crate::server::connection::{Connection, Outbound, Peer};
+use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
+use crate::server::{CloseReason, Handler, Shared, Slot};
+use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
+
+/// Messages handled between two flushes: a long pipelined burst still gets its replies out
+/// regularly.
+const MAX_READS: usize = 64;
+
+/// Rounds of (outbox, read, flush) in one wake-up before the driver yields to the other
+/// tasks of its worker (hyper's dispatcher bounds its loop the same way).
+const MAX_ROUNDS: usize = 16;
+
+/// The read timeout is checked this many times per timeout: an idle connection is closed
+/// between `T` and `T + T/10` after its last message, for one timer per connection instead
+/// of a clock read and a timer update per message.
+const READ_TIMEOUT_TICKS: u32 = 10;
+
+/// Serves one upgraded connection until it is closed, then runs the `disconnected` hook.
+///
+/// `slot` is the connection's place among the server's `max_connections`, held until the
+/// socket is closed.
+pub(crate) async fn serve<H, S>(
+    shared: Arc<Shared<H>>,
+    ws: WebSocketStream<S>,
+    peer: Peer,
+    slot: Slot,
+) where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = shared.next_connection_id();
+    let span = tracing::info_span!("connection", id, remote = ?peer.remote_addr);
+    let config = &shared.config;
+    let (outbox_tx, outbox) = mpsc::unbounded_channel();
+    let conn = Connection::new(
+        id,
+        peer,
+        config.max_message_size,
+        config.outbound_queue_len,
+        outbox_tx,
+        Arc::clone(&shared.sessions),
+    );
+    async {
+        shared.live.register(&conn);
+        tracing::debug!("connected");
+        let mut socket = Socket::new(ws, config.write_timeout);
+        // The handshake goes first.
+        let greeted = match socket.feed(config.accept_conf.clone()) {
+            Ok(()) => poll_fn(|cx| socket.poll_flush(cx)).await,
+            Err(failed) => Err(failed),
+        };
+        let reason = match greeted {
+            Ok(()) => {
+                let connected = tokio::select! {
+                    outcome = catch_panic(async { shared.handler.connected(&conn).await }) => outcome,
+                    () = conn.closed() => Ok(()),
+                };
+                match connected {
+                    Ok(()) => None,
+                    Err(panic) => {
+                        tracing::error!(panic, "the connected hook panicked");
+                        Some(CloseReason::HookFailed)
+                    }
+                }
+            }
+            Err(failed) => Some(write_failed(&failed)),
+        };
+        let cx = Arc::new(job::Context {
+            shared: Arc::clone(&shared),
+            conn: conn.clone(),
+        });
+        let mut driver = driver(cx, socket, outbox);
+        let reason = match reason {
+            Some(reason) => reason,
+            None => poll_fn(|cx| driver.poll_drive(cx)).await,
+        };
+        tracing::debug!(%reason, "closing");
+        driver.close(&reason).await;
+        conn.sessions().disconnected(&conn);
+        shared.live.deregister(&conn);
+        // The socket is closed: its place is free before the hook hears of it.
+        drop(slot);
+        // The hook always runs; one that hangs is stopped a shutdown timeout after the
+        // shutdown deadline (or after it started, if later), so it cannot hold a shutdown
+        // up for ever.
+        let give_up = async {
+            shared.stop_handlers.cancelled().await;
+            tokio::time::sleep(shared.config.shutdown_timeout).await;
+        };
+        tokio::select! {
+            biased;
+            outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {
+                if let Err(panic) = outcome {
+                    tracing::error!(panic, "the disconnected hook panicked");
+                }
+            }
+            () = give_up => {
+                tracing::warn!("disconnected hook stopped: it outlived the shutdown deadline");
+            }
+        }
+        tracing::debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The driver of a connection, with its job future type inferred from [`job::run`].
+fn driver<H: Handler, S>(
+    cx: Arc<job::Context<H>>,
+    socket: Socket<S>,
+    outbox: mpsc::UnboundedReceiver<Outbound>,
+) -> Driver<H, S, impl Future<Output = Option<Bytes>> + Send + 'static> {
+    let config = &cx.shared.config;
+    let tick = config.read_timeout / READ_TIMEOUT_TICKS;
+    let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Driver {
+        max_running: config.max_concurrent_requests,
+        socket: Some(socket),
+        outbox,
+        running: 0,
+        jobs: JobSlot {
+            start: job::run::<H>,
+            spare: None,
+        },
+        ticker,
+        heard: false,
+        silent_ticks: 0,
+        violation: None,
+        cx,
+    }
+}
+
+/// The state of one connection's driver. `F` is the future of a job ([`job::run`]).
+struct Driver<H, S, F> {
+    cx: Arc<job::Context<H>>,
+    /// `None` once the closing handshake took it.
+    socket: Option<Socket<S>>,
+    outbox: mpsc::UnboundedReceiver<Outbound>,
+    /// Jobs running on tasks of their own, each holding a slot until its `Done` arrives.
+    running: usize,
+    max_running: usize,
+    jobs: JobSlot<H, F>,
+    /// Checks the read timeout, [`READ_TIMEOUT_TICKS`] times per timeout.
+    ticker: Interval,
+    /// A message arrived since the last tick.
+    heard: bool,
+    silent_ticks: u32,
+    /// The close frame for a protocol violation.
+    violation: Option<CloseFrame>,
+}
+
+/// Where a job is polled for the first time: one pinned allocation, reused for every job
+/// that finishes in that poll (most do), and handed over to the task of one that does not.
+struct JobSlot<H, F> {
+    start: fn(Arc<job::Context<H>>, Job) -> F,
+    spare: Option<Pin<Box<Option<F>>>>,
+}
+
+/// How far a job got when it was polled once.
+enum Started<F> {
+    /// Finished, with its reply.
+    Done(Option<Bytes>),
+    /// Waiting: it goes on on a task of its own.
+    Waiting(Pin<Box<Option<F>>>),
+}
+
+impl<H, F> JobSlot<H, F>
+where
+    F: Future<Output = Option<Bytes>>,
+{
+    fn start(&mut self, cx: &Arc<job::Context<H>>, job: Job) -> Started<F> {
+        let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
+        slot.set(Some((self.start)(Arc::clone(cx), job)));
+        // A no-op waker: a job that is not done is polled again by its own task at once,
+        // so nothing it registers here needs to reach anyone.
+        let mut noop = Context::from_waker(Waker::noop());
+        let polled = match slot.as_mut().as_pin_mut() {
+            Some(future) => future.poll(&mut noop),
+            None => Poll::Ready(None),
+        };
+        match polled {
+            Poll::Ready(reply) => {
+                slot.set(None);
+                self.spare = Some(slot);
+                Started::Done(reply)
+            }
+            Poll::Pending => Started::Waiting(slot),
+        }
+    }
+}
+
+/// Accounts for what came out of a connection's outbox (a signal's room given back, a
+/// handler's slot freed); returns the frame to write, if any.
+fn take(outbound: Outbound, running: &mut usize, conn: &Connection) -> Option<Bytes> {
+    match outbound {
+        Outbound::Signal(frame) => {
+            conn.signal_written();
+            Some(frame)
+        }
+        Outbound::Reply(frame) => Some(frame),
+        Outbound::Done(reply) => {
+            *running = running.saturating_sub(1);
+            reply
+        }
+    }
+}
+
+/// What ended a connection's writes.
+fn write_failed(failed: &WriteFailed) -> CloseReason {
+    match failed {
+        WriteFailed::TimedOut => {
+            tracing::debug!("peer stopped reading: write timed out");
+            CloseReason::WriteTimeout
+        }
+        WriteFailed::Failed(error) => {
+            tracing::debug!(%error, "write failed");
+            CloseReason::ConnectionLost
+        }
+    }
+}
+
+impl<H, S, F> Driver<H, S, F>
+where
+    H: Handler,
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Option<Bytes>> + Send + 'static,
+{
+    /// Drives the connection until it has to close, and says why.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        self.cx.conn.register_driver(cx.waker());
+        for _ in 0..MAX_ROUNDS {
+            if let Some(reason) = self.cx.conn.closing_reason() {
+                return Poll::Ready(reason);
+            }
+            let progress = match self.poll_round(cx) {
+                Ok(progress) => progress,
+                Err(reason) => return Poll::Ready(reason),
+            };
+            if self.poll_read_timeout(cx) {
+                return Poll::Ready(CloseReason::ReadTimeout);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Busy: let the worker's other tasks run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One round: write what the outbox holds, read and handle what arrived, flush.
+    /// Whether anything happened.
+    fn poll_round(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(CloseReason::ConnectionLost);
+        };
+        let mut progress = false;
+        // The outbox first: replies of finished handlers free slots for reading.
+        loop {
+            match socket.poll_room(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(failed)) => return Err(write_failed(&failed)),
+                Poll::Pending => break,
+            }
+            let Poll::Ready(Some(outbound)) = self.outbox.poll_recv(cx) else {
+                break;
+            };
+            progress = true;
+            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
+                socket.feed(frame).map_err(|failed| write_failed(&failed))?;
+            }
+        }
+        let mut reads = 0;
+        while self.running < self.max_running && reads < MAX_READS {
+            let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
+            match socket.poll_room(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(failed)) => return Err(write_failed(&failed)),
+                Poll::Pending => break,
+            }
+            let Poll::Ready(incoming) = socket.poll_read(cx) else {
+                break;
+            };
+            progress = true;
+            reads += 1;
+            self.heard = true;
+            self.on_incoming(incoming)?;
+        }
+        let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
+        if let Poll::Ready(Err(failed)) = socket.poll_flush(cx) {
+            return Err(write_failed(&failed));
+        }
+        Ok(progress)
+    }
+
+    /// Acts on one item read from the socket; `Err` when the connection has to close.
+    fn on_incoming(&mut self, incoming: Incoming) -> Result<(), CloseReason> {
+        let max = self.cx.shared.config.max_message_size;
+        match incoming {
+            // A headless WebSocket may have been configured with a larger limit.
+            Incoming::Frame(frame) if frame.len() > max => {
+                let why = format!("{} bytes over the limit", frame.len());
+                Err(self.violation(CloseCode::Size, "message exceeds the size limit", why))
+            }
+            Incoming::Frame(frame) => match Message::parse(frame) {
+                Ok(message) => match Job::from_message(message) {
+                    Some(job) => self.dispatch(job),
+                    None => Ok(()),
+                },
+                Err(error) => {
+                    let why = error.to_string();
+                    Err(self.violation(CloseCode::Protocol, "malformed message", why))
+                }
+            },
+            Incoming::Alive => Ok(()),
+            Incoming::Closed(frame) => {
+                tracing::debug!(?frame, "closed by the client");
+                Err(CloseReason::ClientClosed)
+            }
+            Incoming::Violation(code, reason) => {
+                Err(self.violation(code, reason, reason.to_owned()))
+            }
+            Incoming::Gone => Err(CloseReason::ConnectionLost),
+        }
+    }
+
+    fn violation(&mut self, code: CloseCode, reason: &'static str, why: String) -> CloseReason {
+        tracing::debug!(%why, ?code, "protocol violation");
+        self.violation = Some(close_frame(code, reason));
+        CloseReason::ProtocolViolation(why)
+    }
+
+    /// Starts a job: polled once here; finished, its reply is written at once; waiting,
+    /// it moves to a task of its own with one of the connection's slots.
+    fn dispatch(&mut self, job: Job) -> Result<(), CloseReason> {
+        let request = job.request_id();
+        if self.cx.shared.is_shutting_down() {
+            return match request {
+                Some(id) => self.reply(encode_special(Message::ReplyShutdown { id })),
+                None => {
+                    tracing::debug!("signal dropped: shutting down");
+                    Ok(())
+                }
+            };
+        }
+        match self.jobs.start(&self.cx, job) {
+            Started::Done(Some(reply)) => self.reply(reply),
+            Started::Done(None) => Ok(()),
+            Started::Waiting(mut future) => {
+                self.running += 1;
+                let completion = Completion::new(self.cx.conn.clone(), request);
+                let stop = self.cx.shared.stop_handlers.clone();
+                self.cx.shared.handlers.spawn(
+                    async move {
+                        let handling = poll_fn(|cx| match future.as_mut().as_pin_mut() {
+                            Some(future) => future.poll(cx),
+                            None => Poll::Ready(None),
+                        });
+                        tokio::select! {
+                            biased;
+                            reply = handling => completion.complete(reply),
+                            () = stop.cancelled() => {
+                                tracing::warn!("handler stopped: shutdown deadline passed");
+                                // Dropped, the completion sends the shutdown reply.
+                                drop(completion);
+                            }
+                        }
+                    }
+                    .in_current_span(),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the reply of a job that finished at once, unless frames queued before it
+    /// (a session-created notification of its own handler, say) must go first.
+    fn reply(&mut self, frame: Bytes) -> Result<(), CloseReason> {
+        if !self.outbox.is_empty() {
+            self.cx.conn.defer_reply(frame);
+            return Ok(());
+        }
+        let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
+        socket.feed(frame).map_err(|failed| write_failed(&failed))
+    }
+
+    /// Whether the read timeout passed: no message for [`READ_TIMEOUT_TICKS`] ticks. Time
+    /// spent not reading (all slots busy, or no room to write) is not the client's silence.
+    fn poll_read_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.ticker.poll_tick(cx).is_ready() {
+            let paused = self.running >= self.max_running
+                || self.socket.as_ref().is_some_and(Socket::is_unflushed);
+            if self.heard || paused {
+                self.heard = false;
+                self.silent_ticks = 0;
+            } else {
+                self.silent_ticks += 1;
+                if self.silent_ticks >= READ_TIMEOUT_TICKS {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Ends the connection for `reason`. Requests read before the end are answered, as the
+    /// reference server does: running handlers finish and their replies go out before the
+    /// close frame, unless the peer is gone or closed first. The socket is closed when this
+    /// returns; handlers still running then have finished too.
+    async fn close(&mut self, reason: &CloseReason) {
+        // From here on the connection takes no more signals and `closed()` resolves, also
+        // while running handlers finish.
+        self.cx.conn.close_with(reason.clone());
+        let frame = match reason {
+            CloseReason::Closed => Some(close_frame(CloseCode::Normal, "closed by the server")),
+            CloseReason::ServerShutdown => {
+                Some(close_frame(CloseCode::Away, "server shutting down"))
+            }
+            CloseReason::ReadTimeout => Some(close_frame(CloseCode::Normal, "read timeout")),
+            CloseReason::HookFailed => Some(close_frame(CloseCode::Error, "internal error")),
+            CloseReason::ProtocolViolation(_) => self.violation.take(),
+            CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
+                None
+            }
+        };
+        match frame {
+            Some(frame) => {
+                if poll_fn(|cx| self.poll_wind_down(cx)).await.is_ok() {
+                    if let Some(socket) = self.socket.take() {
+                        socket
+                            .close(frame, self.cx.shared.config.close_timeout)
+                            .await;
+                    }
+                }
+            }
+            None => {
+                if let Some(socket) = self.socket.take() {
+                    socket.finish();
+                }
+            }
+        }
+        self.socket = None;
+        // Nobody can receive these replies any more; their slots still have to be free
+        // before the connection is gone.
+        while self.running > 0 {
+            match self.outbox.recv().await {
+                Some(outbound) => {
+                    take(outbound, &mut self.running, &self.cx.conn);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Writes what running handlers and the outbox still send, until no handler runs and
+    /// everything is flushed. `Err` when the socket failed.
+    fn poll_wind_down(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
+        let Some(socket) = self.socket.as_mut() else {
+            return Poll::Ready(Err(WriteFailed::TimedOut));
+        };
+        loop {
+            std::task::ready!(socket.poll_room(cx))?;
+            match self.outbox.poll_recv(cx) {
+                Poll::Ready(Some(outbound)) => {
+                    if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
+                        socket.feed(frame)?;
+                    }
+                }
+                Poll::Ready(None) => break,
+                Poll::Pending if self.running == 0 => break,
+                Poll::Pending => {
+                    std::task::ready!(socket.poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+            }
+        }
+        socket.poll_flush(cx)
+    }
+}

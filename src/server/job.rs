@@ -1,0 +1,212 @@
+//! What a client message asks of the server, as one future per message ([`Job`]), and the
+//! guard that gives every request exactly one reply ([`Completion`]).
+//!
+//! Requests, signals and the two session requests are all jobs: each takes one of the
+//! connection's `max_concurrent_requests` slots while it runs on a task of its own, so a
+//! limit of one means one by one in arrival order, whatever the message.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use crate::payload::Payload;
+use crate::protocol::{Message, Name, RequestId};
+use crate::server::{Connection, Handler, HandlerError, Shared};
+
+/// One message's work.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// A request for [`Handler::request`].
+    Request {
+        id: RequestId,
+        name: Name,
+        payload: Payload,
+    },
+    /// A signal for [`Handler::signal`].
+    Signal { name: Name, payload: Payload },
+    /// A session restore request (§4.4).
+    Restore { id: RequestId, key: Bytes },
+    /// A session close request (§4.5).
+    CloseSession { id: RequestId },
+}
+
+impl Job {
+    /// The job of a client message; `None` for a heartbeat or a message only a server sends.
+    pub(crate) fn from_message(message: Message) -> Option<Job> {
+        use crate::payload::Encoding::{Binary, Utf8, Utf16};
+        let request = |id, name, encoding, data| Job::Request {
+            id,
+            name,
+            payload: Payload { encoding, data },
+        };
+        let signal = |name, encoding, data| Job::Signal {
+            name,
+            payload: Payload { encoding, data },
+        };
+        Some(match message {
+            Message::RequestBinary { id, name, data } => request(id, name, Binary, data),
+            Message::RequestUtf8 { id, name, data } => request(id, name, Utf8, data),
+            Message::RequestUtf16 { id, name, data } => request(id, name, Utf16, data),
+            Message::SignalBinary { name, data } => signal(name, Binary, data),
+            Message::SignalUtf8 { name, data } => signal(name, Utf8, data),
+            Message::SignalUtf16 { name, data } => signal(name, Utf16, data),
+            Message::RequestRestoreSession { id, key } => Job::Restore { id, key },
+            Message::RequestCloseSession { id } => Job::CloseSession { id },
+            Message::Heartbeat => return None,
+            other => {
+                tracing::debug!(message_type = %other.message_type(), "ignored: not a client message");
+                return None;
+            }
+        })
+    }
+
+    /// The request this job must answer; `None` for a signal.
+    pub(crate) fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Job::Request { id, .. } | Job::Restore { id, .. } | Job::CloseSession { id } => {
+                Some(*id)
+            }
+            Job::Signal { .. } => None,
+        }
+    }
+}
+
+/// What a connection's jobs share: one reference count per job instead of two.
+pub(crate) struct Context<H> {
+    pub(crate) shared: Arc<Shared<H>>,
+    pub(crate) conn: Connection,
+}
+
+/// Does `job`; the output is the encoded reply of a request (`None` for a signal).
+///
+/// A panic anywhere in a handler, also before its first await, becomes an internal-error
+/// reply; a reply the client must not receive becomes one too ([`encode_reply`]).
+pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Bytes> {
+    {
+        let Context { shared, conn } = &*cx;
+        let limit = shared.config.max_message_size;
+        let reply = match job {
+            Job::Request { id, name, payload } => {
+                let span = tracing::debug_span!("request", %id, %name);
+                let handling = async { shared.handler.request(conn, name, payload).await };
+                let outcome = catch_panic(handling.instrument(span)).await;
+                reply_to(id, outcome)
+            }
+            Job::Signal { name, payload } => {
+                let span = tracing::debug_span!("signal", %name);
+                let handling = async { shared.handler.signal(conn, name, payload).await };
+                if let Err(panic) = catch_panic(handling.instrument(span)).await {
+                    tracing::error!(panic, "signal handler panicked");
+                }
+                return None;
+            }
+            Job::Restore { id, key } => conn.sessions().restore(conn, id, key).await,
+            Job::CloseSession { id } => conn.sessions().close_requested(conn, id).await,
+        };
+        let id = reply.request_id().unwrap_or_default();
+        Some(encode_reply(id, reply, limit))
+    }
+}
+
+/// Owned by a job that runs on a task of its own: hands its reply to the connection's
+/// driver and frees its slot, exactly once, however the task ends. A task stopped at the
+/// shutdown deadline (or dropped by a runtime that shuts down) answers its request with the
+/// shutdown reply.
+#[must_use = "dropping a completion answers its request with the shutdown reply"]
+pub(crate) struct Completion {
+    conn: Connection,
+    request: Option<RequestId>,
+    done: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(conn: Connection, request: Option<RequestId>) -> Self {
+        Completion {
+            conn,
+            request,
+            done: false,
+        }
+    }
+
+    /// The job ended with `reply`.
+    pub(crate) fn complete(mut self, reply: Option<Bytes>) {
+        self.done = true;
+        self.conn.complete(reply);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.done {
+            let reply = self
+                .request
+                .map(|id| encode_special(Message::ReplyShutdown { id }));
+            self.conn.complete(reply);
+        }
+    }
+}
+
+/// The reply to request `id`, from what its handler returned.
+fn reply_to(id: RequestId, outcome: Result<Result<Payload, HandlerError>, String>) -> Message {
+    match outcome {
+        Ok(Ok(payload)) => Message::reply(id, payload),
+        Ok(Err(error)) => match error.as_reply() {
+            Some((code, message)) => Message::ReplyError {
+                id,
+                code: code.clone(),
+                message: Bytes::copy_from_slice(message.as_bytes()),
+            },
+            None => {
+                tracing::error!(%error, "request failed");
+                Message::ReplyInternalError { id }
+            }
+        },
+        Err(panic) => {
+            tracing::error!(panic, "request handler panicked");
+            Message::ReplyInternalError { id }
+        }
+    }
+}
+
+/// Encodes the reply to request `id`; a reply the client must not receive (one the encoder
+/// refuses, or one over the message size limit, which clients use as their receive limit)
+/// is logged and replaced by an internal-error reply, so the request is always answered.
+pub(crate) fn encode_reply(id: RequestId, reply: Message, limit: usize) -> Bytes {
+    match reply.encode() {
+        Ok(frame) if frame.len() <= limit => return frame,
+        Ok(frame) => tracing::error!(
+            len = frame.len(),
+            limit,
+            "the reply exceeds the message size limit"
+        ),
+        Err(error) => tracing::error!(%error, "the reply cannot be encoded"),
+    }
+    encode_special(Message::ReplyInternalError { id })
+}
+
+/// Encodes a reply that consists of a type and an identifier only.
+pub(crate) fn encode_special(reply: Message) -> Bytes {
+    // Special replies have no field that could fail a check: encoding cannot fail.
+    reply
+        .encode()
+        .expect("a reply of a type and an identifier always encodes")
+}
+
+/// Runs `future`, turning a panic into its message. The whole call is inside the future,
+/// so a handler that panics before its first await is caught too.
+pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(not a string)".to_owned())
+        })
+}
