@@ -198,6 +198,35 @@ async fn a_request_sent_one_byte_at_a_time_is_upgraded() {
 }
 
 #[tokio::test]
+async fn another_websocket_version_gets_426_naming_version_13() {
+    use tokio::io::AsyncWriteExt;
+    let (_server, _events, addr) = start(|b| b).await;
+    for version in ["8", "14", "13, 8"] {
+        let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+        let request = upgrade_request(version);
+        bounded(socket.write_all(request.as_bytes())).await.unwrap();
+        let head = read_response_head(&mut socket).await;
+        let mut lines = head.lines();
+        assert_eq!(
+            lines.next(),
+            Some("HTTP/1.1 426 Upgrade Required"),
+            "{version}"
+        );
+        // RFC 6455 §4.4: the versions the server speaks; RFC 9110 §15.5.22: the
+        // protocol to upgrade to.
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"Sec-WebSocket-Version: 13"), "{head}");
+        assert!(headers.contains(&"Upgrade: websocket"), "{head}");
+    }
+    // Without the header the request is malformed, not of another version.
+    let request = upgrade_request("13").replace("Sec-WebSocket-Version: 13\r\n", "");
+    assert_eq!(
+        http_status(addr, &request).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+}
+
+#[tokio::test]
 async fn headless_connections_are_served_and_included_in_shutdown() {
     let (server, mut events, _addr) = start(|b| b).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,6 @@
 //! The HTTP side of a connection the server accepts itself: read the upgrade request, ask
-//! the handler, answer with 101 or an error status (PROTOCOL.md §1.2).
+//! the handler, answer with 101 or an error status (PROTOCOL.md §1.2; 426 for a WebSocket
+//! version other than 13, RFC 6455 §4.4).
 //!
 //! tungstenite's own server handshake takes a synchronous callback; reading the request
 //! here lets [`Handler::before_upgrade`] be async (a database lookup, an auth service).
@@ -63,6 +64,17 @@ where
             return None;
         }
     };
+    // Another version is not a malformed request: RFC 6455 §4.4 asks for 426 and the
+    // version we speak, so that the client can retry with it (tungstenite's check below
+    // would only say the header is missing).
+    let version = request.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_some_and(|version| version != "13") {
+        tracing::debug!(?version, "unsupported WebSocket version");
+        let status = StatusCode::UPGRADE_REQUIRED;
+        let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+        respond_with(&mut io, status, headers, "unsupported WebSocket version").await;
+        return None;
+    }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(error) => {
@@ -182,13 +194,23 @@ fn never_in_head(byte: u8) -> bool {
 
 /// Answers an HTTP request that is not upgraded, and closes the connection.
 async fn respond<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, body: &str) {
+    respond_with(io, status, "", body).await;
+}
+
+/// [`respond`] with more `headers`, each line ending in `\r\n`.
+async fn respond_with<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    status: StatusCode,
+    headers: &str,
+    body: &str,
+) {
     let content_type = if body.is_empty() {
         ""
     } else {
         "Content-Type: text/plain\r\n"
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = io.write_all(head.as_bytes()).await;
