@@ -6,6 +6,7 @@
 //! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
+//! | `listen.rs` | the TCP side of sockets the server accepts itself: socket options |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `reader.rs` | per connection: read, check, dispatch; spawn handlers |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
@@ -36,6 +37,7 @@
 mod builder;
 mod connection;
 mod handler;
+mod listen;
 mod reader;
 mod sessions;
 mod upgrade;
@@ -183,6 +185,9 @@ impl<H: Handler> Server<H> {
     /// shutdown has drained the handlers and starts closing the connections (until then a
     /// shutting-down server answers new HTTP requests with 503). Accept errors are logged
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
+    ///
+    /// Accepted sockets get `TCP_NODELAY` (replies are batched already) and TCP keep-alive
+    /// with a 30 s period, as the Go reference server's.
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
         // Counted until the listener is dropped, so that a shutdown returns with the port
@@ -201,8 +206,10 @@ impl<H: Handler> Server<H> {
                 };
                 match accepted {
                     Ok((socket, remote_addr)) => {
-                        // Replies are batched by the writer: Nagle would only add delay.
-                        let _ = socket.set_nodelay(true);
+                        // The connection works without them, only less well.
+                        if let Err(error) = listen::configure_accepted(&socket) {
+                            tracing::debug!(%error, "socket options not set");
+                        }
                         server.serve_connection(socket, Some(remote_addr));
                     }
                     Err(error) if is_per_connection(&error) => {
