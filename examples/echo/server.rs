@@ -6,7 +6,6 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
@@ -39,7 +38,9 @@ impl Handler for Echo {
 /// server shuts down. Returns the server, for [`Server::shutdown`], and the address it
 /// listens on: with port 0 the system picks a free one.
 pub(crate) async fn start(addr: &str) -> io::Result<(Server<Echo>, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
+    // restart wait in it, instead of having their connects dropped and sent again later.
+    let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = Server::new(Echo);
     tokio::spawn(server.serve(listener));

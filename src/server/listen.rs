@@ -1,10 +1,86 @@
-//! The TCP side of the sockets the server accepts itself.
+//! The TCP side of the sockets the server accepts itself: listening with a backlog for
+//! bursts of connections, and the options of an accepted socket.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs};
+
+/// The backlog of [`bind`]: how many connections the system completes and holds for the
+/// server before it accepts them.
+///
+/// tokio's `TcpListener::bind` uses 128, as the standard library does. A burst beyond the
+/// backlog is not refused but slowed down: the system drops the connects that find it
+/// full, and those clients send them again after one second, then after two more, and so
+/// on.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Listens on `addr` with a backlog of [`DEFAULT_BACKLOG`] (1024) connections, for
+/// [`Server::serve`](super::Server::serve).
+///
+/// Use it instead of tokio's `TcpListener::bind` (backlog 128) when many clients may
+/// connect at once, for example all of them reconnecting after a restart. Like that one
+/// it tries each address `addr` resolves to until one can be bound, and sets
+/// `SO_REUSEADDR` on Unix, so that a restarted server can bind at once.
+///
+/// ```no_run
+/// use tokio_webwire::server::{self, Server};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let server = Server::new(());
+/// server.serve(server::bind("0.0.0.0:8081").await?).await;
+/// # Ok(()) }
+/// ```
+pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    bind_with_backlog(addr, DEFAULT_BACKLOG).await
+}
+
+/// Listens on `addr`, as [`bind`] does, with a backlog of `backlog` connections.
+///
+/// The system may hold fewer: Linux caps the backlog at `net.core.somaxconn` (4096 since
+/// Linux 5.4, 128 before), without an error.
+///
+/// ```
+/// use tokio_webwire::server;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = server::bind_with_backlog("127.0.0.1:0", 4096).await?; // any free port
+/// assert!(listener.local_addr()?.port() != 0);
+/// # Ok(()) }
+/// ```
+pub async fn bind_with_backlog(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match listen(addr, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
+/// Binds and listens on one address.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As tokio's own bind: a restarted server binds at once although connections of its
+    // predecessor linger in TIME_WAIT. Not on Windows, where the option would let another
+    // socket take over a port in use.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// The TCP keep-alive period of accepted sockets: the Go reference server's (PROTOCOL.md
 /// §1.2). The first probe goes out after this long without traffic, then one per period.

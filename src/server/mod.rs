@@ -6,7 +6,7 @@
 //! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
-//! | `listen.rs` | the TCP side of sockets the server accepts itself: socket options |
+//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `reader.rs` | per connection: read, check, dispatch; spawn handlers |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
@@ -63,6 +63,7 @@ use crate::transport::close_frame;
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError};
+pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
 
 use builder::Config;
 use connection::Peer;
@@ -187,7 +188,8 @@ impl<H: Handler> Server<H> {
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
     ///
     /// Accepted sockets get `TCP_NODELAY` (replies are batched already) and TCP keep-alive
-    /// with a 30 s period, as the Go reference server's.
+    /// with a 30 s period, as the Go reference server's. For a listener that holds a burst
+    /// of connections until they are accepted, see [`bind`].
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
         // Counted until the listener is dropped, so that a shutdown returns with the port
