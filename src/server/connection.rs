@@ -10,9 +10,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProtocolError;
 use crate::payload::Payload;
-use crate::protocol::{IntoName, Message};
+use crate::protocol::{IntoName, Message, ProtocolError};
 use crate::server::CloseReason;
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
