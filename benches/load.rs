@@ -348,7 +348,9 @@ fn serve_main(opts: &Options) -> Result<()> {
         std::process::exit(0);
     });
     runtime(threads)?.block_on(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        // Backlog 1024 for either server (tokio's bind: 128), so that a burst of connects
+        // (`idle`, the soak's churn) measures the server, not dropped and resent SYNs.
+        let listener = tokio_webwire::server::bind("127.0.0.1:0").await?;
         let mut stdout = std::io::stdout();
         writeln!(stdout, "{}", listener.local_addr()?)?;
         stdout.flush()?;

@@ -57,8 +57,8 @@
 //! | [`client`] | [`Client`]: requests, signals, reconnects, its session; [`ClientBuilder`], [`ClientHandler`] for server signals and events, [`RequestError`], [`ConnectError`] |
 //! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`] |
 //! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
-//! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids |
-//! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`ProtocolError`], [`PayloadError`] |
+//! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids; [`ProtocolError`] |
+//! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`PayloadError`]; [`ProtocolError`] again, from [`protocol`] |
 //!
 //! # Cancel safety
 //! Every public async method says in its documentation what dropping its future
@@ -88,8 +88,9 @@ pub mod session;
 mod transport;
 
 pub use client::{Client, ClientBuilder, ClientHandler, ConnectError, RequestError};
-pub use error::{PayloadError, ProtocolError};
+pub use error::PayloadError;
 pub use payload::{Encoding, Payload};
+pub use protocol::ProtocolError;
 pub use session::{Session, SessionError, SessionInfo};
 
 /// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).

@@ -15,7 +15,9 @@ use tokio_webwire::{Client, Encoding, Payload};
 
 #[tokio::test]
 async fn the_example_client_prints_every_exchange() {
-    let (server, addr) = echo_server::start("127.0.0.1:0").await.expect("binds");
+    let (server, addr) = echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+        .await
+        .expect("binds");
     let url = format!("ws://{addr}/");
     let mut out = Vec::new();
     bounded(echo_client::run(&url, &mut out))
@@ -60,7 +62,9 @@ async fn connect(url: &str) -> (Client, mpsc::UnboundedReceiver<(Name, Payload)>
 
 #[tokio::test]
 async fn replies_keep_the_encoding_and_signals_return_to_their_sender_only() {
-    let (server, addr) = echo_server::start("127.0.0.1:0").await.expect("binds");
+    let (server, addr) = echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+        .await
+        .expect("binds");
     let url = format!("ws://{addr}/");
     let (a, mut a_signals) = connect(&url).await;
     let (b, mut b_signals) = connect(&url).await;
@@ -93,5 +97,26 @@ async fn replies_keep_the_encoding_and_signals_return_to_their_sender_only() {
 
     bounded(a.close()).await;
     bounded(b.close()).await;
+    bounded(server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_larger_limit_echoes_a_256_kib_payload() {
+    let limit = 512 * 1024;
+    let (server, addr) = echo_server::start("127.0.0.1:0", limit)
+        .await
+        .expect("binds");
+    let (client, _signals) = connect(&format!("ws://{addr}/")).await;
+    // A period of 251 bytes (no power of two), so that a byte lost or moved shows.
+    let payload = Payload::binary(
+        (0..256 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let reply = bounded(client.request("big", payload.clone()))
+        .await
+        .expect("a reply");
+    assert_eq!(reply, payload);
+    bounded(client.close()).await;
     bounded(server.shutdown()).await;
 }

@@ -157,6 +157,75 @@ async fn requests_that_are_not_upgrades_get_an_http_answer() {
     );
 }
 
+/// An upgrade request of a WebSocket version `version`.
+fn upgrade_request(version: &str) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+    )
+}
+
+/// Reads an HTTP response head, up to and with its empty line, and nothing after it.
+async fn read_response_head(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = bounded(socket.read_u8()).await.expect("a response head");
+        head.push(byte);
+    }
+    String::from_utf8(head).expect("a text head")
+}
+
+#[tokio::test]
+async fn a_request_sent_one_byte_at_a_time_is_upgraded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_server, _events, addr) = start(|b| b).await;
+    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    // Each byte in a segment of its own, so that the server reads them one by one.
+    socket.set_nodelay(true).unwrap();
+    for byte in upgrade_request("13").bytes() {
+        bounded(socket.write_all(&[byte])).await.unwrap();
+    }
+    let head = read_response_head(&mut socket).await;
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    // The AcceptConf frame follows: binary, 11 bytes, type 0x17.
+    let mut frame_start = [0u8; 3];
+    bounded(socket.read_exact(&mut frame_start)).await.unwrap();
+    assert_eq!(frame_start, [0x82, 11, 0x17]);
+}
+
+#[tokio::test]
+async fn another_websocket_version_gets_426_naming_version_13() {
+    use tokio::io::AsyncWriteExt;
+    let (_server, _events, addr) = start(|b| b).await;
+    for version in ["8", "14", "13, 8"] {
+        let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+        let request = upgrade_request(version);
+        bounded(socket.write_all(request.as_bytes())).await.unwrap();
+        let head = read_response_head(&mut socket).await;
+        let mut lines = head.lines();
+        assert_eq!(
+            lines.next(),
+            Some("HTTP/1.1 426 Upgrade Required"),
+            "{version}"
+        );
+        // RFC 6455 §4.4: the versions the server speaks; RFC 9110 §15.5.22: the
+        // protocol to upgrade to.
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"Sec-WebSocket-Version: 13"), "{head}");
+        assert!(headers.contains(&"Upgrade: websocket"), "{head}");
+    }
+    // Without the header the request is malformed, not of another version.
+    let request = upgrade_request("13").replace("Sec-WebSocket-Version: 13\r\n", "");
+    assert_eq!(
+        http_status(addr, &request).await,
+        "HTTP/1.1 400 Bad Request"
+    );
+}
+
 #[tokio::test]
 async fn headless_connections_are_served_and_included_in_shutdown() {
     let (server, mut events, _addr) = start(|b| b).await;

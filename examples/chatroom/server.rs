@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
 use tokio_webwire::session::SessionStore;
@@ -167,7 +166,9 @@ pub(crate) async fn start(
     addr: &str,
     store: impl SessionStore,
 ) -> io::Result<(Server<ChatRoom>, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
+    // restart wait in it, instead of having their connects dropped and sent again later.
+    let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = Server::builder(ChatRoom::default())
         .session_store(store)

@@ -3,10 +3,9 @@
 //!
 //! Shared by `examples/echo/main.rs` and `tests/example_echo.rs`.
 
-use std::io;
+use std::error::Error;
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
@@ -35,13 +34,29 @@ impl Handler for Echo {
     }
 }
 
+/// The protocol's default message size limit, which Go clients expect unless configured
+/// otherwise (`--max-message-size` changes it).
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 8192;
+
 /// Binds `addr` and serves the echo handler on it (in a task of its own) until the
-/// server shuts down. Returns the server, for [`Server::shutdown`], and the address it
-/// listens on: with port 0 the system picks a free one.
-pub(crate) async fn start(addr: &str) -> io::Result<(Server<Echo>, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+/// server shuts down, accepting messages of up to `max_message_size` bytes. Returns the
+/// server, for [`Server::shutdown`], and the address it listens on: with port 0 the
+/// system picks a free one.
+///
+/// Replies are as large as their requests, so the limit bounds both; clients learn it in
+/// the handshake and send nothing larger.
+pub(crate) async fn start(
+    addr: &str,
+    max_message_size: usize,
+) -> Result<(Server<Echo>, SocketAddr), Box<dyn Error + Send + Sync>> {
+    // Checked before the port is taken.
+    let server = Server::builder(Echo)
+        .max_message_size(max_message_size)
+        .build()?;
+    // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
+    // restart wait in it, instead of having their connects dropped and sent again later.
+    let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = Server::new(Echo);
     tokio::spawn(server.serve(listener));
     Ok((server, local))
 }

@@ -8,7 +8,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{ErrorCode, Name};
@@ -136,7 +135,9 @@ impl Handler for PubSub {
 /// Binds `addr` and serves a [`PubSub`] on it (in a task of its own). Returns the server,
 /// whose [`handler`](Server::handler) publishes, and the address it listens on.
 pub(crate) async fn start(addr: &str) -> io::Result<(Server<PubSub>, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
+    // restart wait in it, instead of having their connects dropped and sent again later.
+    let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = Server::new(PubSub::new());
     tokio::spawn(server.serve(listener));

@@ -9,8 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite;
 
-use crate::error::ProtocolError;
-use crate::protocol::{ErrorCode, MessageType, ProtocolVersion};
+use crate::protocol::{ErrorCode, MessageType, ProtocolError, ProtocolVersion};
 
 /// How a [`Client::request`](crate::Client::request) (or a signal) ended without a reply
 /// payload.

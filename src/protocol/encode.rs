@@ -2,9 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::error::ProtocolError;
 use crate::payload::Encoding;
-use crate::protocol::{Message, MessageType, Name, RequestId};
+use crate::protocol::{Message, MessageType, Name, ProtocolError, RequestId};
 
 /// The parts of a message after its type byte, in wire order. Every message type is some
 /// selection of them, so one writer serves all 21.

@@ -4,8 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::error::ProtocolError;
-use crate::protocol::MessageType;
+use crate::protocol::{MessageType, ProtocolError};
 
 /// The 8-byte identifier that pairs a reply with its request.
 ///

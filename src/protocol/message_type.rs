@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::error::ProtocolError;
 use crate::payload::Encoding;
+use crate::protocol::ProtocolError;
 
 /// The first byte of every WebWire message.
 ///

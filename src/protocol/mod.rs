@@ -12,6 +12,7 @@
 //! | `message.rs` | [`Message`]: one variant per message type |
 //! | `parse.rs` | frame → message |
 //! | `encode.rs` | message → frame |
+//! | `error.rs` | [`ProtocolError`]: the rule a frame or message broke |
 //!
 //! ```
 //! use bytes::Bytes;
@@ -30,12 +31,14 @@
 
 mod accept_conf;
 mod encode;
+mod error;
 mod fields;
 mod message;
 mod message_type;
 mod parse;
 
 pub use accept_conf::{AcceptConf, ProtocolVersion};
+pub use error::ProtocolError;
 pub use fields::{ErrorCode, IntoName, MAX_NAME_LEN, Name, RequestId};
 pub use message::Message;
 pub use message_type::MessageType;

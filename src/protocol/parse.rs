@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
-use crate::error::ProtocolError;
 use crate::payload::Payload;
 use crate::protocol::{
-    AcceptConf, ErrorCode, Message, MessageType, Name, ProtocolVersion, RequestId,
+    AcceptConf, ErrorCode, Message, MessageType, Name, ProtocolError, ProtocolVersion, RequestId,
 };
 
 impl Message {

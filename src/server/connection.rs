@@ -12,9 +12,8 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProtocolError;
 use crate::payload::Payload;
-use crate::protocol::{IntoName, Message};
+use crate::protocol::{IntoName, Message, ProtocolError};
 use crate::server::CloseReason;
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};

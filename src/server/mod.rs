@@ -6,6 +6,7 @@
 //! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
+//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
 //! | `job.rs` | what a message asks (a [`Job`](job::Job)), and the guard of its one reply |
@@ -38,6 +39,7 @@ mod connection;
 mod driver;
 mod handler;
 mod job;
+mod listen;
 mod sessions;
 mod upgrade;
 
@@ -62,6 +64,7 @@ use crate::transport::close_frame;
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError};
+pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
 
 use builder::Config;
 use connection::Peer;
@@ -187,6 +190,10 @@ impl<H: Handler> Server<H> {
     /// shutdown has drained the handlers and starts closing the connections (until then a
     /// shutting-down server answers new HTTP requests with 503). Accept errors are logged
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
+    ///
+    /// Accepted sockets get `TCP_NODELAY` (replies are batched already) and TCP keep-alive
+    /// with a 30 s period, as the Go reference server's. For a listener that holds a burst
+    /// of connections until they are accepted, see [`bind`].
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         let server = self.clone();
         // Counted until the listener is dropped, so that a shutdown returns with the port
@@ -205,8 +212,10 @@ impl<H: Handler> Server<H> {
                 };
                 match accepted {
                     Ok((socket, remote_addr)) => {
-                        // Replies are batched by the writer: Nagle would only add delay.
-                        let _ = socket.set_nodelay(true);
+                        // The connection works without them, only less well.
+                        if let Err(error) = listen::configure_accepted(&socket) {
+                            tracing::debug!(%error, "socket options not set");
+                        }
                         server.serve_connection(socket, Some(remote_addr));
                     }
                     Err(error) if is_per_connection(&error) => {

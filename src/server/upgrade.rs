@@ -1,5 +1,6 @@
 //! The HTTP side of a connection the server accepts itself: read the upgrade request, ask
-//! the handler, answer with 101 or an error status (PROTOCOL.md §1.2).
+//! the handler, answer with 101 or an error status (PROTOCOL.md §1.2; 426 for a WebSocket
+//! version other than 13, RFC 6455 §4.4).
 //!
 //! tungstenite's own server handshake takes a synchronous callback; reading the request
 //! here lets [`Handler::before_upgrade`] be async (a database lookup, an auth service).
@@ -63,6 +64,17 @@ where
             return None;
         }
     };
+    // Another version is not a malformed request: RFC 6455 §4.4 asks for 426 and the
+    // version we speak, so that the client can retry with it (tungstenite's check below
+    // would only say the header is missing).
+    let version = request.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_some_and(|version| version != "13") {
+        tracing::debug!(?version, "unsupported WebSocket version");
+        let status = StatusCode::UPGRADE_REQUIRED;
+        let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
+        respond_with(&mut io, status, headers, "unsupported WebSocket version").await;
+        return None;
+    }
     let response = match create_response(&request) {
         Ok(response) => response,
         Err(error) => {
@@ -101,11 +113,17 @@ where
 /// first WebSocket frames, if it did not wait for the 101). The error is the status to
 /// answer instead: 200 for `OPTIONS` (as the reference server), 400 for anything that is
 /// not a `GET`, 431 for a head over `max_size`.
+///
+/// The head is parsed once, when its end has arrived, and each byte is searched for that
+/// end once: a head dribbled a byte per read costs what one read of it costs (re-parsing
+/// the whole buffer after every read did not: quadratic in the head's size).
 async fn read_request<S: AsyncRead + Unpin>(
     io: &mut S,
     max_size: usize,
 ) -> Result<(Request, Vec<u8>), StatusCode> {
     let mut buf = Vec::with_capacity(max_size.min(1024));
+    // Where the search for the head's end goes on: no head ends before it.
+    let mut searched = 0;
     loop {
         let mut chunk = [0u8; 1024];
         let room = (max_size + 1 - buf.len()).min(chunk.len());
@@ -117,37 +135,249 @@ async fn read_request<S: AsyncRead + Unpin>(
             return Err(StatusCode::BAD_REQUEST);
         }
         buf.extend_from_slice(&chunk[..n]);
-        match Request::try_parse(&buf) {
-            Ok(Some((len, request))) => {
-                let rest = buf.split_off(len);
-                return Ok((request, rest));
-            }
-            Ok(None) if buf.len() > max_size => {
+        while let Some(end) = find_head_end(&buf, searched) {
+            searched = end;
+            if end > max_size {
                 return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
-            Ok(None) => {}
-            // tungstenite parses GET requests only.
-            Err(_) if buf.starts_with(b"OPTIONS ") => {
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    return Err(StatusCode::OK);
+            match parse_head(&buf) {
+                Ok(Some((len, request))) => {
+                    let rest = buf.split_off(len);
+                    return Ok((request, rest));
                 }
+                // Empty lines before the request line, which the parser skips (RFC 9112
+                // §2.2): the head ends further on.
+                Ok(None) => {}
+                // tungstenite parses GET requests only.
+                Err(_) if buf.starts_with(b"OPTIONS ") => return Err(StatusCode::OK),
+                Err(_) => return Err(StatusCode::BAD_REQUEST),
             }
-            Err(_) => return Err(StatusCode::BAD_REQUEST),
+        }
+        searched = buf.len();
+        // No head is complete yet, so every byte read is meant to be part of one. A byte
+        // that never is (a TLS ClientHello starts with 0x16) is answered at once: such a
+        // client would otherwise wait for the handshake timeout, never sending a head end.
+        if buf[buf.len() - n..].iter().any(|&byte| never_in_head(byte)) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        if buf.len() > max_size {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
     }
 }
 
+/// Where the HTTP head in `buf` ends (the index after its empty line), looking at line
+/// ends from `searched_from` on: the bytes before it were searched already (the two bytes
+/// before it are still looked at, as the start of a line end that `\n` completes).
+///
+/// An empty line ends with `\r\n` or, as the parser also accepts (and Go's server does),
+/// a bare `\n`: a head ends with `\n\r\n` or `\n\n`.
+fn find_head_end(buf: &[u8], searched_from: usize) -> Option<usize> {
+    let start = searched_from.min(buf.len());
+    buf[start..]
+        .iter()
+        .enumerate()
+        .filter(|&(_, &byte)| byte == b'\n')
+        .map(|(offset, _)| start + offset)
+        .find(|&lf| {
+            let before = &buf[..lf];
+            before.ends_with(b"\n") || before.ends_with(b"\n\r")
+        })
+        .map(|lf| lf + 1)
+}
+
+/// A byte the head parser refuses wherever it stands: a control byte other than tab and
+/// the line ends, or DEL.
+fn never_in_head(byte: u8) -> bool {
+    (byte < 0x20 && !matches!(byte, b'\t' | b'\r' | b'\n')) || byte == 0x7f
+}
+
 /// Answers an HTTP request that is not upgraded, and closes the connection.
 async fn respond<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, body: &str) {
+    respond_with(io, status, "", body).await;
+}
+
+/// [`respond`] with more `headers`, each line ending in `\r\n`.
+async fn respond_with<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    status: StatusCode,
+    headers: &str,
+    body: &str,
+) {
     let content_type = if body.is_empty() {
         ""
     } else {
         "Content-Type: text/plain\r\n"
     };
     let head = format!(
-        "HTTP/1.1 {status}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = io.write_all(head.as_bytes()).await;
     let _ = io.shutdown().await;
+}
+
+/// The one place a head is parsed; counted in tests, which hold `read_request` to parsing a
+/// head once however it arrives.
+fn parse_head(buf: &[u8]) -> tokio_tungstenite::tungstenite::Result<Option<(usize, Request)>> {
+    #[cfg(test)]
+    tests::PARSES.with(|parses| parses.set(parses.get() + 1));
+    Request::try_parse(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncRead, ReadBuf};
+    use tokio_tungstenite::tungstenite::http::{Method, StatusCode};
+
+    use super::{find_head_end, read_request};
+
+    thread_local! {
+        /// Heads parsed on this thread (a current-thread runtime runs the test's reads here).
+        pub(super) static PARSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// A peer that sends its bytes one per read: the worst case for a head parser. Then it
+    /// ends the stream, or, if `open`, waits for ever.
+    struct Dribble {
+        bytes: Vec<u8>,
+        sent: usize,
+        open: bool,
+    }
+
+    impl Dribble {
+        fn new(bytes: impl Into<Vec<u8>>) -> Self {
+            Dribble {
+                bytes: bytes.into(),
+                sent: 0,
+                open: false,
+            }
+        }
+
+        fn then_wait(self) -> Self {
+            Dribble { open: true, ..self }
+        }
+    }
+
+    impl AsyncRead for Dribble {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(&byte) = self.bytes.get(self.sent) {
+                buf.put_slice(&[byte]);
+                self.sent += 1;
+            } else if self.open {
+                // Never woken: the test's timeout ends the wait.
+                return Poll::Pending;
+            }
+            // Nothing put in `buf` reads as the end of the stream.
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_head_sent_one_byte_per_read_is_parsed_once() {
+        PARSES.with(|parses| parses.set(0));
+        let mut peer = Dribble::new([UPGRADE.as_bytes(), b"\x82\x00"].concat());
+        let (request, rest) = read_request(&mut peer, 8192).await.expect("a request");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), "/chat");
+        // Read up to the head's end, not further: the frame behind it is left unread.
+        assert_eq!((rest.len(), peer.sent), (0, UPGRADE.len()));
+        assert_eq!(PARSES.with(Cell::get), 1);
+    }
+
+    #[tokio::test]
+    async fn bytes_read_past_the_head_are_handed_on() {
+        let sent = [UPGRADE.as_bytes(), b"\x82\x00"].concat();
+        let (_, rest) = read_request(&mut &sent[..], 8192).await.expect("a request");
+        assert_eq!(rest, b"\x82\x00");
+    }
+
+    #[tokio::test]
+    async fn options_oversized_and_garbage_heads_keep_their_answers_one_byte_per_read() {
+        let options = "OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let answer = read_request(&mut Dribble::new(options), 8192).await;
+        assert_eq!(answer.err(), Some(StatusCode::OK));
+        let huge = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "a".repeat(200));
+        let answer = read_request(&mut Dribble::new(huge), 100).await;
+        assert_eq!(
+            answer.err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let answer = read_request(&mut Dribble::new("GET / HTTP/1.1\r\nHost: x\r\n"), 8192).await;
+        assert_eq!(
+            answer.err(),
+            Some(StatusCode::BAD_REQUEST),
+            "the end of the stream"
+        );
+    }
+
+    #[test]
+    fn a_head_ends_at_its_first_empty_line() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        assert_eq!(find_head_end(head, 0), Some(head.len() - 4));
+        // Bare line feeds, which the parser accepts too.
+        for head in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+        ] {
+            assert_eq!(find_head_end(head, 0), Some(head.len()), "{head:?}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+        assert_eq!(find_head_end(b"\r\n", 0), None);
+        assert_eq!(find_head_end(b"", 0), None);
+    }
+
+    #[test]
+    fn the_search_goes_on_where_it_stopped_and_looks_back_two_bytes() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Every split of the head in two reads finds the same end, searching the second
+        // read's bytes only (and the two bytes before them).
+        for split in 0..=head.len() {
+            let first = find_head_end(&head[..split], 0);
+            let end = first.or_else(|| find_head_end(head, split));
+            assert_eq!(end, Some(head.len()), "split at {split}");
+        }
+        // An end before `searched_from` is not found again.
+        assert_eq!(find_head_end(b"\r\n\r\nGET", 4), None);
+        assert_eq!(find_head_end(b"GET", 10), None);
+    }
+
+    #[tokio::test]
+    async fn a_head_may_end_in_bare_line_feeds_and_follow_empty_lines() {
+        for head in [
+            "GET / HTTP/1.1\nHost: x\n\n",
+            "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let (request, rest) = read_request(&mut Dribble::new(head), 8192)
+                .await
+                .unwrap_or_else(|status| panic!("{head:?}: {status}"));
+            assert_eq!((request.uri().path(), rest.len()), ("/", 0), "{head:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_no_head_holds_are_answered_at_once_not_after_a_head_end() {
+        // A TLS ClientHello's first bytes; the client then waits for the server's hello.
+        let mut tls =
+            Dribble::new(&b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..]).then_wait();
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_request(&mut tls, 8192))
+            .await
+            .expect("answered without waiting for more");
+        assert_eq!(answer.err(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(tls.sent, 1, "answered at the first byte");
+    }
 }

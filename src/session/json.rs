@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::error::ProtocolError;
+use crate::protocol::ProtocolError;
 use crate::session::{Session, SessionInfo};
 
 #[derive(Serialize)]
