@@ -13,6 +13,7 @@
 //! cargo bench --bench load -- run --configs 4x64x16 --duration 5
 //! cargo bench --bench load -- idle --conns 10000 # or scripts/idle-rss.sh (raises ulimit -n)
 //! cargo bench --bench load -- soak --duration 600  # or scripts/soak.sh: RSS flat, no error
+//! cargo bench --bench load -- stall --conns 300  # RSS per connection whose client stopped reading
 //! cargo bench --bench load -- serve --impl ours  # a server for perf/valgrind; prints addr
 //! cargo bench --bench load -- drive --addr 127.0.0.1:PORT --configs 4x64x16
 //! ```
@@ -21,10 +22,11 @@
 //!
 //! | mode | options (default) |
 //! |---|---|
-//! | `run` (default) | `--generators raw,client` (`raw`: tokio-tungstenite; `client`: our `Client`), `--configs CxPxS,..` (`1x1x16,4x64x16,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
+//! | `run` (default) | `--generators raw,client` (`raw`: tokio-tungstenite; `client`: our `Client`), `--configs CxPxS,..` (`1x1x16,4x64x16,4x64x4k,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
 //! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
-//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1) |
+//! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--server-threads` (1) |
+//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
 //! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
@@ -54,7 +56,7 @@ use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 use tokio_webwire::{Client, Payload, SessionInfo};
 
 /// The default load configurations of the issue: (connections, pipeline depth, payload bytes).
-const DEFAULT_CONFIGS: &str = "1x1x16,4x64x16,4x16x256k";
+const DEFAULT_CONFIGS: &str = "1x1x16,4x64x16,4x64x4k,4x16x256k";
 
 /// Room for the header of a request (type, id, name length, `"echo"`) in the size limit.
 const HEADER_ROOM: usize = 64;
@@ -62,7 +64,6 @@ const HEADER_ROOM: usize = 64;
 /// The type byte of a binary request and of a binary reply (PROTOCOL.md §2).
 const REQUEST_BINARY: u8 = 0x7F;
 const REPLY_BINARY: u8 = 0xBF;
-const ACCEPT_CONF: u8 = 0x17;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -85,7 +86,10 @@ fn main() -> Result<()> {
         "idle" => idle_main(&opts),
         "drive" => drive_main(&opts),
         "soak" => soak_main(&opts),
-        other => Err(format!("unknown mode {other:?} (run, idle, soak, serve, drive)").into()),
+        "stall" => stall_main(&opts),
+        other => {
+            Err(format!("unknown mode {other:?} (run, idle, soak, stall, serve, drive)").into())
+        }
     }
 }
 
@@ -132,6 +136,21 @@ impl Options {
             None => default,
         };
         Ok(Duration::from_secs_f64(secs))
+    }
+
+    fn secs(&self, key: &str) -> Result<Option<Duration>> {
+        self.get(key)
+            .map(|v| Ok(Duration::from_secs_f64(v.parse::<f64>()?)))
+            .transpose()
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(format!("--{key} {other:?}: expected true or false").into()),
+        }
     }
 
     fn impls(&self) -> Result<Vec<Impl>> {
@@ -184,6 +203,35 @@ impl fmt::Display for Impl {
             Impl::Ours => "ours",
             Impl::Minimal => "minimal",
             Impl::Soak => "soak",
+        })
+    }
+}
+
+/// The handler of `serve --impl ours`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EchoKind {
+    /// [`Echo`]: answers at once.
+    Echo,
+    /// [`EchoAsync`]: yields once first.
+    EchoAsync,
+}
+
+impl std::str::FromStr for EchoKind {
+    type Err = BoxError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "echo" => Ok(EchoKind::Echo),
+            "echo-async" => Ok(EchoKind::EchoAsync),
+            _ => Err(format!("unknown handler {s:?} (echo, echo-async)").into()),
+        }
+    }
+}
+
+impl fmt::Display for EchoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EchoKind::Echo => "echo",
+            EchoKind::EchoAsync => "echo-async",
         })
     }
 }
@@ -257,11 +305,23 @@ impl ServerProcess {
         max_concurrent: usize,
         threads: usize,
     ) -> Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let options = [
+            ("max-message-size", max_message_size.to_string()),
+            ("max-concurrent", max_concurrent.to_string()),
+        ];
+        Self::spawn_with(which, threads, &options)
+    }
+
+    /// A server with further `serve` options (`--name value` for each pair).
+    fn spawn_with(which: Impl, threads: usize, options: &[(&str, String)]) -> Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--impl", &which.to_string()])
-            .args(["--max-message-size", &max_message_size.to_string()])
-            .args(["--max-concurrent", &max_concurrent.to_string()])
-            .args(["--threads", &threads.to_string()])
+            .args(["--threads", &threads.to_string()]);
+        for (name, value) in options {
+            command.arg(format!("--{name}")).arg(value);
+        }
+        let mut child = command
             // The server exits when this pipe closes, so it never outlives us.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -316,6 +376,11 @@ fn cpu_ns(pid: &str) -> Result<u64> {
     Ok(total)
 }
 
+/// How many files (sockets included) a process has open (`/proc/<pid>/fd`).
+fn open_files(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
 /// Resident memory of a process in KiB (`VmRSS`).
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -341,6 +406,13 @@ fn serve_main(opts: &Options) -> Result<()> {
     let limit = opts.size_or("max-message-size", 8192)?;
     let max_concurrent = opts.size_or("max-concurrent", 64)?;
     let threads = opts.size_or("threads", 1)?;
+    let ours = OursOptions {
+        limit,
+        max_concurrent,
+        defaults: opts.bool_or("defaults", false)?,
+        write_timeout: opts.secs("write-timeout")?,
+    };
+    let handler: EchoKind = opts.str_or("handler", "echo").parse()?;
     // Exit when the parent goes away (it holds our stdin).
     std::thread::spawn(|| {
         let mut sink = [0u8; 64];
@@ -355,7 +427,10 @@ fn serve_main(opts: &Options) -> Result<()> {
         writeln!(stdout, "{}", listener.local_addr()?)?;
         stdout.flush()?;
         match which {
-            Impl::Ours => serve_ours(listener, limit, max_concurrent).await,
+            Impl::Ours => match handler {
+                EchoKind::Echo => serve_ours(listener, Echo, &ours).await,
+                EchoKind::EchoAsync => serve_ours(listener, EchoAsync, &ours).await,
+            },
             Impl::Minimal => serve_minimal(listener, limit).await,
             Impl::Soak => serve_soak(listener).await,
         }
@@ -376,12 +451,50 @@ impl Handler for Echo {
     }
 }
 
-async fn serve_ours(listener: TcpListener, limit: usize, max_concurrent: usize) -> Result<()> {
-    let server = Server::builder(Echo)
-        .max_message_size(limit)
-        .max_concurrent_requests(max_concurrent)
-        .outbound_queue_len(max_concurrent.max(64))
-        .build()?;
+/// [`Echo`] that yields once before answering: not ready at its first poll, so the server
+/// runs it on a task of its own.
+struct EchoAsync;
+
+impl Handler for EchoAsync {
+    async fn request(
+        &self,
+        _conn: &Connection,
+        _name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        tokio::task::yield_now().await;
+        Ok(payload)
+    }
+}
+
+/// The options of `serve --impl ours`.
+#[derive(Debug)]
+struct OursOptions {
+    limit: usize,
+    max_concurrent: usize,
+    /// The builder's defaults instead of `limit` and `max_concurrent` (and the outbound
+    /// queue raised to match).
+    defaults: bool,
+    /// The builder's default (10 s) if not given.
+    write_timeout: Option<Duration>,
+}
+
+async fn serve_ours<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    opts: &OursOptions,
+) -> Result<()> {
+    let mut builder = Server::builder(handler);
+    if !opts.defaults {
+        builder = builder
+            .max_message_size(opts.limit)
+            .max_concurrent_requests(opts.max_concurrent)
+            .outbound_queue_len(opts.max_concurrent.max(64));
+    }
+    if let Some(timeout) = opts.write_timeout {
+        builder = builder.write_timeout(timeout);
+    }
+    let server = builder.build()?;
     server.serve(listener).await;
     Ok(())
 }
@@ -636,13 +749,24 @@ impl LoadGenerator for ClientGenerator {
 /// Opens a WebSocket to `addr` and reads the server's first message, which must be an
 /// AcceptConf.
 async fn connect(addr: SocketAddr, config: WebSocketConfig) -> Result<WebSocketStream<TcpStream>> {
+    Ok(connect_conf(addr, config).await?.0)
+}
+
+/// [`connect`], and the AcceptConf parsed.
+async fn connect_conf(
+    addr: SocketAddr,
+    config: WebSocketConfig,
+) -> Result<(WebSocketStream<TcpStream>, AcceptConf)> {
     let socket = TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
     let url = format!("ws://{addr}/");
     let (mut ws, _) =
         tokio_tungstenite::client_async_with_config(url, socket, Some(config)).await?;
     match ws.next().await {
-        Some(Ok(WsMessage::Binary(frame))) if frame.first() == Some(&ACCEPT_CONF) => Ok(ws),
+        Some(Ok(WsMessage::Binary(frame))) => match Message::parse(frame)? {
+            Message::AcceptConf(conf) => Ok((ws, conf)),
+            other => Err(format!("expected AcceptConf, got {other:?}").into()),
+        },
         other => Err(format!("expected AcceptConf, got {other:?}").into()),
     }
 }
@@ -1422,4 +1546,236 @@ fn soak_main(opts: &Options) -> Result<()> {
     }
     println!("soak: passed");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stalled clients
+
+/// `stall`: what a server holds for connections whose clients send requests and never read
+/// the replies. `--conns` connections each read the AcceptConf, then pipeline binary "echo"
+/// requests of the largest size the AcceptConf allows and never read again; each writes
+/// until one write made no progress for `--stall` (the server stopped reading), then holds
+/// its socket. The server's RSS is sampled once a second until it grew over neither of the
+/// last two seconds (at most `--settle`), with all connections still open: our server gets a
+/// `--write-timeout` longer than all that.
+fn stall_main(opts: &Options) -> Result<()> {
+    let conns = opts.size_or("conns", 300)?;
+    let stall = opts.secs_or("stall", 2.0)?;
+    let settle = opts.secs_or("settle", 30.0)?;
+    let write_timeout = opts.secs_or("write-timeout", 120.0)?;
+    let server_threads = opts.size_or("server-threads", 1)?;
+    let handlers = opts
+        .str_or("handlers", "echo,echo-async")
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<EchoKind>>>()?;
+    if conns == 0 || stall.is_zero() {
+        return Err("--conns and --stall must be positive".into());
+    }
+    // Each connection costs a descriptor here and one in the server.
+    let limit = open_files_limit().unwrap_or(1024);
+    if conns + 64 > limit {
+        return Err(format!(
+            "open files limited to {limit}: too few for {conns} connections (ulimit -n)"
+        )
+        .into());
+    }
+    let mut targets = Vec::new();
+    for which in opts.impls()? {
+        match which {
+            Impl::Ours => {
+                for &handler in &handlers {
+                    let options = vec![
+                        ("defaults", "true".to_owned()),
+                        ("handler", handler.to_string()),
+                        ("write-timeout", write_timeout.as_secs_f64().to_string()),
+                    ];
+                    targets.push((format!("ours, {handler}"), which, options));
+                }
+            }
+            Impl::Minimal => {
+                // The size limit of our defaults, for the same frames.
+                let options = vec![("max-message-size", "8192".to_owned())];
+                targets.push(("minimal".to_owned(), which, options));
+            }
+            Impl::Soak => return Err("stall measures ours and minimal only".into()),
+        }
+    }
+    let rt = runtime(1)?;
+    println!(
+        "stalled clients: {conns} connections pipeline \"echo\" requests of the largest size \
+         the AcceptConf allows and never read; a write blocked {stall:?} means the server \
+         stopped reading. Ours: default options, write timeout {write_timeout:?}. Server RSS \
+         (KiB) before the connections, and once stable (no growth over 2 s, at most {settle:?})"
+    );
+    println!(
+        "| server | RSS before | RSS stalled | KiB/conn | sockets held | KiB sent/conn | frame bytes | stable after |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, which, options) in targets {
+        let mut server = ServerProcess::spawn_with(which, server_threads, &options)?;
+        let pid = server.pid();
+        let report = rt.block_on(stall_run(server.addr, pid, conns, stall, settle))?;
+        if server.exited() {
+            return Err(format!("{label}: the server process exited").into());
+        }
+        let StallReport {
+            before,
+            after,
+            files_before,
+            files_after,
+            sent,
+            frame_len,
+            stable_after,
+        } = report;
+        let per_conn = (after as f64 - before as f64) / conns as f64;
+        let held = files_after.saturating_sub(files_before);
+        let stable = stable_after.map_or(format!("not in {settle:?}"), |t| {
+            format!("{:.0} s", t.as_secs_f64())
+        });
+        println!(
+            "| {label} | {before} | {after} | {per_conn:.1} | {held}/{conns} | {:.0} | {frame_len} | {stable} |",
+            sent as f64 / conns as f64 / 1024.0,
+        );
+        if held < conns {
+            return Err(format!(
+                "{label}: the server holds {held} of {conns} connections: it dropped some"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// What [`stall_run`] saw of one server.
+#[derive(Debug)]
+struct StallReport {
+    /// Server RSS (KiB) before the connections, and the last sample with them stalled.
+    before: u64,
+    after: u64,
+    /// Files open in the server before the connections, and at the last sample.
+    files_before: usize,
+    files_after: usize,
+    /// Request bytes written in all (whole frames handed to the kernel).
+    sent: u64,
+    frame_len: usize,
+    /// From the last connection stalling to a stable RSS; `None` if it never was.
+    stable_after: Option<Duration>,
+}
+
+async fn stall_run(
+    addr: SocketAddr,
+    pid: u32,
+    conns: usize,
+    stall: Duration,
+    settle: Duration,
+) -> Result<StallReport> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024);
+    // One request of the largest size, answered in full: the frame is within the limit,
+    // and the server's one-time costs land before the first sample.
+    let (mut probe, conf) = connect_conf(addr, config).await?;
+    let frame = stall_frame(&conf)?;
+    probe.send(WsMessage::Binary(frame.clone())).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(10), probe.next())
+        .await
+        .map_err(|_| "no reply to the probe within 10 s")?;
+    let expected = echo_reply(&frame)?;
+    match reply {
+        Some(Ok(WsMessage::Binary(reply))) if reply == expected => {}
+        other => return Err(format!("probe: expected the echo reply, got {other:?}").into()),
+    }
+    probe.close(None).await?;
+    drop(probe);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid)?;
+    let files_before = open_files(pid)?;
+
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(128));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let handshakes = Arc::clone(&handshakes);
+        tasks.spawn(async move {
+            let (ws, conf) = {
+                let _permit = handshakes.acquire().await?;
+                connect_conf(addr, config).await?
+            };
+            stall_connection(ws, &conf, stall).await
+        });
+    }
+    let mut held = Vec::with_capacity(conns);
+    let mut sent = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (ws, bytes) = joined??;
+        held.push(ws);
+        sent += bytes;
+    }
+    let stalled = Instant::now();
+    let mut samples = vec![rss_kib(pid)?];
+    // No growth over the last two intervals.
+    let stable = |s: &[u64]| matches!(s, [.., a, b, c] if b <= a && c <= b);
+    let stable_after = loop {
+        if stable(&samples) {
+            break Some(stalled.elapsed());
+        }
+        if stalled.elapsed() + Duration::from_secs(1) > settle {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.push(rss_kib(pid)?);
+    };
+    let after = *samples.last().expect("one sample at least");
+    let files_after = open_files(pid)?;
+    drop(held);
+    Ok(StallReport {
+        before,
+        after,
+        files_before,
+        files_after,
+        sent,
+        frame_len: frame.len(),
+        stable_after,
+    })
+}
+
+/// A binary "echo" request exactly as large as the AcceptConf's message size limit.
+fn stall_frame(conf: &AcceptConf) -> Result<Bytes> {
+    const ECHO: Name = Name::from_static("echo");
+    let limit = usize::try_from(conf.message_buffer_size)?;
+    let header =
+        Message::request(RequestId::from(0), ECHO, Payload::binary(Vec::new())).encoded_len()?;
+    let payload: Vec<u8> = (0..limit.checked_sub(header).ok_or("limit below a header")?)
+        .map(|i| (i % 251) as u8 + 1)
+        .collect();
+    let frame = Message::request(RequestId::from(0), ECHO, Payload::binary(payload)).encode()?;
+    if frame.len() != limit {
+        return Err(format!("a {}-byte frame for a limit of {limit}", frame.len()).into());
+    }
+    Ok(frame)
+}
+
+/// Pipelines `frame` (with ids 0, 1, ..) on `ws` until a write makes no progress for
+/// `stall`; never reads. Returns the socket, to be held open, and the bytes of the frames
+/// written in full.
+async fn stall_connection(
+    mut ws: WebSocketStream<TcpStream>,
+    conf: &AcceptConf,
+    stall: Duration,
+) -> Result<(WebSocketStream<TcpStream>, u64)> {
+    let template = stall_frame(conf)?;
+    let mut sent = 0u64;
+    for id in 0u64.. {
+        let mut frame = BytesMut::from(&template[..]);
+        frame[1..9].copy_from_slice(&id.to_le_bytes());
+        // `send` flushes: done once the kernel took the whole frame.
+        match tokio::time::timeout(stall, ws.send(WsMessage::Binary(frame.freeze()))).await {
+            Ok(Ok(())) => sent += template.len() as u64,
+            Ok(Err(error)) => {
+                return Err(format!("write of request {id} failed: {error}").into());
+            }
+            Err(_) => break,
+        }
+    }
+    Ok((ws, sent))
 }
