@@ -102,7 +102,7 @@ pub(crate) async fn serve<H, S>(
             shared: Arc::clone(&shared),
             conn: conn.clone(),
         });
-        let mut driver = driver(cx, socket, outbox);
+        let mut driver = driver(cx, socket, outbox, job::run::<H>);
         let reason = match reason {
             Some(reason) => reason,
             None => poll_fn(|cx| driver.poll_drive(cx)).await,
@@ -137,12 +137,18 @@ pub(crate) async fn serve<H, S>(
     .await;
 }
 
-/// The driver of a connection, with its job future type inferred from [`job::run`].
-fn driver<H: Handler, S>(
+/// The driver of a connection. `start` is [`job::run`]: passed as a value, its type (a
+/// function item, not a pointer) and that of its future are inferred, and every job is
+/// started with a static call.
+fn driver<H: Handler, S, M, F>(
     cx: Arc<job::Context<H>>,
     socket: Socket<S>,
     outbox: mpsc::UnboundedReceiver<Outbound>,
-) -> Driver<H, S, impl Future<Output = Option<Bytes>> + Send + 'static> {
+    start: M,
+) -> Driver<H, S, M, F>
+where
+    M: Fn(Arc<job::Context<H>>, Job) -> F,
+{
     let config = &cx.shared.config;
     let tick = config.read_timeout / READ_TIMEOUT_TICKS;
     let mut ticker = tokio::time::interval_at(Instant::now() + tick, tick);
@@ -152,10 +158,8 @@ fn driver<H: Handler, S>(
         socket: Some(socket),
         outbox,
         running: 0,
-        jobs: JobSlot {
-            start: job::run::<H>,
-            spare: None,
-        },
+        jobs: JobSlot { start, spare: None },
+        waker: None,
         ticker,
         heard: false,
         silent_ticks: 0,
@@ -164,8 +168,8 @@ fn driver<H: Handler, S>(
     }
 }
 
-/// The state of one connection's driver. `F` is the future of a job ([`job::run`]).
-struct Driver<H, S, F> {
+/// The state of one connection's driver. `M` starts a job ([`job::run`]), `F` is its future.
+struct Driver<H, S, M, F> {
     cx: Arc<job::Context<H>>,
     /// `None` once the closing handshake took it.
     socket: Option<Socket<S>>,
@@ -173,7 +177,9 @@ struct Driver<H, S, F> {
     /// Jobs running on tasks of their own, each holding a slot until its `Done` arrives.
     running: usize,
     max_running: usize,
-    jobs: JobSlot<H, F>,
+    jobs: JobSlot<M, F>,
+    /// The waker last given to the connection (registered again only when it changes).
+    waker: Option<Waker>,
     /// Checks the read timeout, [`READ_TIMEOUT_TICKS`] times per timeout.
     ticker: Interval,
     /// A message arrived since the last tick.
@@ -185,8 +191,8 @@ struct Driver<H, S, F> {
 
 /// Where a job is polled for the first time: one pinned allocation, reused for every job
 /// that finishes in that poll (most do), and handed over to the task of one that does not.
-struct JobSlot<H, F> {
-    start: fn(Arc<job::Context<H>>, Job) -> F,
+struct JobSlot<M, F> {
+    start: M,
     spare: Option<Pin<Box<Option<F>>>>,
 }
 
@@ -198,18 +204,22 @@ enum Started<F> {
     Waiting(Pin<Box<Option<F>>>),
 }
 
-impl<H, F> JobSlot<H, F>
+impl<M, F> JobSlot<M, F>
 where
     F: Future<Output = Option<Bytes>>,
 {
-    fn start(&mut self, cx: &Arc<job::Context<H>>, job: Job) -> Started<F> {
+    fn start<H>(&mut self, cx: &Arc<job::Context<H>>, job: Job, span: &tracing::Span) -> Started<F>
+    where
+        M: Fn(Arc<job::Context<H>>, Job) -> F,
+    {
+        let request = job.request_id();
         let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
         slot.set(Some((self.start)(Arc::clone(cx), job)));
         // A no-op waker: a job that is not done is polled again by its own task at once,
         // so nothing it registers here needs to reach anyone.
         let mut noop = Context::from_waker(Waker::noop());
         let polled = match slot.as_mut().as_pin_mut() {
-            Some(future) => future.poll(&mut noop),
+            Some(future) => span.in_scope(|| job::poll_job(future, &mut noop, request)),
             None => Poll::Ready(None),
         };
         match polled {
@@ -253,15 +263,20 @@ fn write_failed(failed: &WriteFailed) -> CloseReason {
     }
 }
 
-impl<H, S, F> Driver<H, S, F>
+impl<H, S, M, F> Driver<H, S, M, F>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
+    M: Fn(Arc<job::Context<H>>, Job) -> F,
     F: Future<Output = Option<Bytes>> + Send + 'static,
 {
     /// Drives the connection until it has to close, and says why.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        self.cx.conn.register_driver(cx.waker());
+        // Registering is an atomic read-modify-write; the task's waker rarely changes.
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.cx.conn.register_driver(cx.waker());
+            self.waker = Some(cx.waker().clone());
+        }
         for _ in 0..MAX_ROUNDS {
             if let Some(reason) = self.cx.conn.closing_reason() {
                 return Poll::Ready(reason);
@@ -377,7 +392,8 @@ where
                 }
             };
         }
-        match self.jobs.start(&self.cx, job) {
+        let span = job.span();
+        match self.jobs.start(&self.cx, job, &span) {
             Started::Done(Some(reply)) => self.reply(reply),
             Started::Done(None) => Ok(()),
             Started::Waiting(mut future) => {
@@ -387,7 +403,14 @@ where
                 self.cx.shared.handlers.spawn(
                     async move {
                         let handling = poll_fn(|cx| match future.as_mut().as_pin_mut() {
-                            Some(future) => future.poll(cx),
+                            Some(running) => {
+                                let polled = job::poll_job(running, cx, request);
+                                if polled.is_ready() {
+                                    // Finished (or panicked): never polled again.
+                                    future.set(None);
+                                }
+                                polled
+                            }
                             None => Poll::Ready(None),
                         });
                         tokio::select! {
@@ -400,7 +423,7 @@ where
                             }
                         }
                     }
-                    .in_current_span(),
+                    .instrument(span),
                 );
                 Ok(())
             }

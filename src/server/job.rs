@@ -5,13 +5,15 @@
 //! connection's `max_concurrent_requests` slots while it runs on a task of its own, so a
 //! limit of one means one by one in arrival order, whatever the message.
 
+use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tracing::Instrument;
 
 use crate::payload::Payload;
 use crate::protocol::{Message, Name, RequestId};
@@ -64,6 +66,17 @@ impl Job {
         })
     }
 
+    /// The span its handling runs in (disabled, and nearly free, unless a subscriber
+    /// wants debug spans).
+    pub(crate) fn span(&self) -> tracing::Span {
+        match self {
+            Job::Request { id, name, .. } => tracing::debug_span!("request", %id, %name),
+            Job::Signal { name, .. } => tracing::debug_span!("signal", %name),
+            Job::Restore { id, .. } => tracing::debug_span!("restore session", %id),
+            Job::CloseSession { id } => tracing::debug_span!("close session", %id),
+        }
+    }
+
     /// The request this job must answer; `None` for a signal.
     pub(crate) fn request_id(&self) -> Option<RequestId> {
         match self {
@@ -81,34 +94,56 @@ pub(crate) struct Context<H> {
     pub(crate) conn: Connection,
 }
 
-/// Does `job`; the output is the encoded reply of a request (`None` for a signal).
+/// Does `job`; the output is the encoded reply of a request (`None` for a signal). A
+/// reply the client must not receive becomes an internal-error reply ([`encode_reply`]).
 ///
-/// A panic anywhere in a handler, also before its first await, becomes an internal-error
-/// reply; a reply the client must not receive becomes one too ([`encode_reply`]).
+/// Panics are not caught here but around each poll of this future ([`poll_job`]): so
+/// the handler's future is stored right inside this one, with no wrapper to be moved
+/// into, and the whole future (copied into its slot for every request) stays small. The
+/// rare session requests are boxed for the same reason.
 pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Bytes> {
-    {
-        let Context { shared, conn } = &*cx;
-        let limit = shared.config.max_message_size;
-        let reply = match job {
-            Job::Request { id, name, payload } => {
-                let span = tracing::debug_span!("request", %id, %name);
-                let handling = async { shared.handler.request(conn, name, payload).await };
-                let outcome = catch_panic(handling.instrument(span)).await;
-                reply_to(id, outcome)
-            }
-            Job::Signal { name, payload } => {
-                let span = tracing::debug_span!("signal", %name);
-                let handling = async { shared.handler.signal(conn, name, payload).await };
-                if let Err(panic) = catch_panic(handling.instrument(span)).await {
-                    tracing::error!(panic, "signal handler panicked");
+    let Context { shared, conn } = &*cx;
+    let reply = match job {
+        Job::Request { id, name, payload } => {
+            reply_to(id, shared.handler.request(conn, name, payload).await)
+        }
+        Job::Signal { name, payload } => {
+            shared.handler.signal(conn, name, payload).await;
+            return None;
+        }
+        Job::Restore { id, key } => Box::pin(conn.sessions().restore(conn, id, key)).await,
+        Job::CloseSession { id } => Box::pin(conn.sessions().close_requested(conn, id)).await,
+    };
+    let id = reply.request_id().unwrap_or_default();
+    Some(encode_reply(id, reply, shared.config.max_message_size))
+}
+
+/// Polls a job's future, catching a panic: a panicking handler's request is answered with
+/// an internal-error reply (its text is logged, never sent), a signal's is logged. A
+/// future that panicked is finished: it must not be polled again.
+pub(crate) fn poll_job<F>(
+    future: Pin<&mut F>,
+    cx: &mut TaskContext<'_>,
+    request: Option<RequestId>,
+) -> Poll<Option<Bytes>>
+where
+    F: Future<Output = Option<Bytes>>,
+{
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(polled) => polled,
+        Err(panic) => {
+            let panic = panic_message(panic);
+            Poll::Ready(match request {
+                Some(id) => {
+                    tracing::error!(panic, "request handler panicked");
+                    Some(encode_special(Message::ReplyInternalError { id }))
                 }
-                return None;
-            }
-            Job::Restore { id, key } => conn.sessions().restore(conn, id, key).await,
-            Job::CloseSession { id } => conn.sessions().close_requested(conn, id).await,
-        };
-        let id = reply.request_id().unwrap_or_default();
-        Some(encode_reply(id, reply, limit))
+                None => {
+                    tracing::error!(panic, "signal handler panicked");
+                    None
+                }
+            })
+        }
     }
 }
 
@@ -151,10 +186,10 @@ impl Drop for Completion {
 }
 
 /// The reply to request `id`, from what its handler returned.
-fn reply_to(id: RequestId, outcome: Result<Result<Payload, HandlerError>, String>) -> Message {
+fn reply_to(id: RequestId, outcome: Result<Payload, HandlerError>) -> Message {
     match outcome {
-        Ok(Ok(payload)) => Message::reply(id, payload),
-        Ok(Err(error)) => match error.as_reply() {
+        Ok(payload) => Message::reply(id, payload),
+        Err(error) => match error.as_reply() {
             Some((code, message)) => Message::ReplyError {
                 id,
                 code: code.clone(),
@@ -165,10 +200,6 @@ fn reply_to(id: RequestId, outcome: Result<Result<Payload, HandlerError>, String
                 Message::ReplyInternalError { id }
             }
         },
-        Err(panic) => {
-            tracing::error!(panic, "request handler panicked");
-            Message::ReplyInternalError { id }
-        }
     }
 }
 
@@ -197,16 +228,19 @@ pub(crate) fn encode_special(reply: Message) -> Bytes {
 }
 
 /// Runs `future`, turning a panic into its message. The whole call is inside the future,
-/// so a handler that panics before its first await is caught too.
+/// so a hook that panics before its first await is caught too.
 pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
     AssertUnwindSafe(future)
         .catch_unwind()
         .await
-        .map_err(|panic| {
-            panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(not a string)".to_owned())
-        })
+        .map_err(panic_message)
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: Box<dyn Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(not a string)".to_owned())
 }
