@@ -489,7 +489,9 @@ async fn serve_ours<H: Handler>(
         builder = builder
             .max_message_size(opts.limit)
             .max_concurrent_requests(opts.max_concurrent)
-            .outbound_queue_len(opts.max_concurrent.max(64));
+            .outbound_queue_len(opts.max_concurrent.max(64))
+            // The idle mode opens as many connections as it is asked to.
+            .max_connections(0);
     }
     if let Some(timeout) = opts.write_timeout {
         builder = builder.write_timeout(timeout);

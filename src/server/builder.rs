@@ -9,6 +9,7 @@ use crate::protocol::{AcceptConf, Message};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
+use crate::transport::{READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
 
 /// Why a server configuration was refused by [`ServerBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,14 +57,14 @@ pub(crate) struct Config {
 /// | [`read_timeout`](Self::read_timeout) | 60 s | close a connection that sent nothing (not even a heartbeat or ping) for this long |
 /// | [`max_message_size`](Self::max_message_size) | 8192 B | largest message accepted; larger ones close the connection (1009) |
 /// | [`sub_protocol`](Self::sub_protocol) | none | application protocol name sent in the handshake |
-/// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 64 | requests and signals of one connection handled at once; reading pauses beyond |
-/// | [`outbound_queue_len`](Self::outbound_queue_len) | 64 | messages waiting to be written to one connection; senders wait beyond |
+/// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 8 | handlers of one connection waiting at once (those that finish at once take none); reading pauses beyond |
+/// | [`outbound_queue_len`](Self::outbound_queue_len) | 8 | signals waiting to be written to one connection; senders wait beyond |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | drop a connection whose peer accepts no data for this long |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
 /// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
-/// | [`max_connections`](Self::max_connections) | 0 (no limit) | open connections at once; 503 beyond |
+/// | [`max_connections`](Self::max_connections) | 10 000 | open connections at once; 503 beyond |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
 /// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
@@ -81,6 +82,17 @@ pub(crate) struct Config {
 ///     .unwrap();
 /// # drop(server);
 /// ```
+///
+/// # Memory
+///
+/// Every buffer the server keeps for a connection is bounded by these options: one
+/// connection can make it hold at most [`memory_per_connection`](Self::memory_per_connection)
+/// bytes (252 KiB with the defaults), all connections together at most
+/// [`memory_bound`](Self::memory_bound) (about 2.4 GiB at the default 10 000 connections).
+/// A client that sends without reading stops being read when its share is full and is
+/// dropped after the write timeout. The kernel's socket buffers come on top (tune them
+/// with the `net.ipv4.tcp_rmem`/`tcp_wmem` sysctls). To serve more connections on less
+/// memory, lower `max_message_size` first: the bound is mostly messages.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ServerBuilder<H> {
     handler: H,
@@ -105,14 +117,14 @@ impl<H: Handler> ServerBuilder<H> {
             read_timeout: Duration::from_secs(60),
             max_message_size: 8192,
             sub_protocol: Bytes::new(),
-            max_concurrent_requests: 64,
-            outbound_queue_len: 64,
+            max_concurrent_requests: 8,
+            outbound_queue_len: 8,
             write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(2),
-            max_connections: 0,
+            max_connections: 10_000,
             sessions: SessionConfig {
                 enabled: true,
                 store: Arc::new(MemoryStore::default()),
@@ -122,10 +134,12 @@ impl<H: Handler> ServerBuilder<H> {
         }
     }
 
-    /// How many WebWire connections may be open at once (default 0: no limit). Beyond it,
-    /// upgrades are refused with HTTP 503 `too many connections` (headless WebSockets are
-    /// closed with code 1013), so a flood of clients cannot exhaust memory or file
-    /// descriptors. Each idle connection costs about 11 KiB.
+    /// How many WebWire connections may be open at once (default 10 000; 0: no limit).
+    /// Beyond it, upgrades are refused with HTTP 503 `too many connections` (headless
+    /// WebSockets are closed with code 1013), so a flood of clients cannot exhaust memory
+    /// or file descriptors. An idle connection costs about 10 KiB; the most any connection
+    /// can make the server hold is [`memory_per_connection`](Self::memory_per_connection),
+    /// so this limit times that is the server's bound ([`memory_bound`](Self::memory_bound)).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = limit;
         self
@@ -183,17 +197,23 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
-    /// How many requests and signals of one connection are handled at once (default 64).
+    /// How many requests and signals of one connection are handled at once on tasks of
+    /// their own (default 8): handlers that finish when first polled (most) take no slot.
     /// When all are busy the server stops reading that connection until one finishes;
-    /// 1 handles them one by one, in order.
+    /// 1 handles every message, session requests included, one by one, in order. Each
+    /// slot may hold a request and its reply, `2 × max_message_size` bytes
+    /// ([`memory_per_connection`](Self::memory_per_connection)).
     pub fn max_concurrent_requests(mut self, limit: usize) -> Self {
         self.max_concurrent_requests = limit;
         self
     }
 
-    /// How many messages may wait to be written to one connection (default 64). When the
-    /// queue is full, whoever sends (a reply, [`Connection::signal`](crate::server::Connection::signal))
-    /// waits; memory per connection stays bounded by this times the message size.
+    /// How many signals and session notifications may wait to be written to one
+    /// connection (default 8). When the queue is full,
+    /// [`Connection::signal`](crate::server::Connection::signal) waits and
+    /// [`Connection::try_signal`](crate::server::Connection::try_signal) fails. It fills
+    /// only while the client reads slower than the server sends; it holds up to this
+    /// times `max_message_size` bytes ([`memory_per_connection`](Self::memory_per_connection)).
     pub fn outbound_queue_len(mut self, len: usize) -> Self {
         self.outbound_queue_len = len;
         self
@@ -242,6 +262,52 @@ impl<H: Handler> ServerBuilder<H> {
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
+    }
+
+    /// The most one connection can make the server hold, in bytes, with these options:
+    /// what the server itself buffers for a client that sends as much as it may and reads
+    /// nothing (a handler's own allocations are not counted, nor the kernel's socket
+    /// buffers). With `M` = [`max_message_size`](Self::max_message_size), `c` =
+    /// [`max_concurrent_requests`](Self::max_concurrent_requests) and `q` =
+    /// [`outbound_queue_len`](Self::outbound_queue_len):
+    ///
+    /// ```text
+    /// 36 KiB  (the connection's state, a 4 KiB read buffer, a 16 KiB write buffer)
+    /// + M × 3 (a message being read, one being assembled, one written past the buffer)
+    /// + M × 2c (each running handler: its request, then its reply)
+    /// + M × q  (queued signals)
+    /// ```
+    ///
+    /// With the defaults (8 KiB, 8, 8) that is 252 KiB. A client that stops reading stops
+    /// being read once that is reached, and is dropped after the
+    /// [`write_timeout`](Self::write_timeout).
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let builder = Server::builder(());
+    /// assert_eq!(builder.memory_per_connection(), 252 * 1024);
+    /// // At most 10 000 connections by default: about 2.4 GiB in the worst case.
+    /// assert_eq!(builder.memory_bound(), Some(10_000 * 252 * 1024));
+    /// ```
+    #[must_use]
+    pub fn memory_per_connection(&self) -> usize {
+        memory_per_connection(
+            self.max_message_size,
+            self.max_concurrent_requests,
+            self.outbound_queue_len,
+        )
+    }
+
+    /// The most all connections together can make the server hold, in bytes:
+    /// [`max_connections`](Self::max_connections) × [`memory_per_connection`](Self::memory_per_connection);
+    /// `None` without a connection limit (or if it does not fit a `usize`).
+    #[must_use]
+    pub fn memory_bound(&self) -> Option<usize> {
+        match self.max_connections {
+            0 => None,
+            n => n.checked_mul(self.memory_per_connection()),
+        }
     }
 
     /// Checks the options and builds the server.
@@ -299,6 +365,23 @@ impl<H: Handler> ServerBuilder<H> {
             shared: Arc::new(Shared::new(self.handler, config, self.sessions)),
         })
     }
+}
+
+/// What the server itself may hold for one connection, in bytes: the state of a connection
+/// and tungstenite's buffers, then messages (see [`ServerBuilder::memory_per_connection`]).
+pub(crate) fn memory_per_connection(
+    max_message_size: usize,
+    max_concurrent_requests: usize,
+    outbound_queue_len: usize,
+) -> usize {
+    /// The connection's own state (driver, handle, socket, timers), rounded up.
+    const STATE: usize = 16 * 1024;
+    let fixed = STATE + READ_BUFFER_SIZE + WRITE_BUFFER_SIZE;
+    let messages = max_concurrent_requests
+        .saturating_mul(2)
+        .saturating_add(outbound_queue_len)
+        .saturating_add(3);
+    fixed.saturating_add(max_message_size.saturating_mul(messages))
 }
 
 impl<H> std::fmt::Debug for ServerBuilder<H> {

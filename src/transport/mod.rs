@@ -19,11 +19,11 @@ use tokio_tungstenite::tungstenite::{
 /// allocated up front for every connection, which caps a server at a few thousand idle
 /// connections per GiB; 4 KiB keeps an idle connection small and still reads a typical
 /// WebWire message in one system call. Larger messages grow the buffer as needed.
-const READ_BUFFER_SIZE: usize = 4 * 1024;
+pub(crate) const READ_BUFFER_SIZE: usize = 4 * 1024;
 
 /// Frames are collected in tungstenite's write buffer until it holds this much or the
 /// writer flushes, so a burst of small replies leaves in one system call.
-const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+pub(crate) const WRITE_BUFFER_SIZE: usize = 16 * 1024;
 
 /// The tungstenite configuration for a connection that accepts messages of at most
 /// `max_message_size` bytes. Frames are limited to the same size: a larger frame could
