@@ -52,12 +52,19 @@ const READ_TIMEOUT_TICKS: u32 = 10;
 ///
 /// `slot` is the connection's place among the server's `max_connections`, held until the
 /// socket is closed.
-pub(crate) async fn serve<H, S>(
+///
+/// Not an `async fn`: everything is set up before the future is made, so the future holds
+/// the boxed driver and a few handles, not the WebSocket a second time, and the phases
+/// that run once (greeting, closing, the `disconnected` hook) are boxed while they run.
+/// An idle connection is mostly this task and its driver, so their size is what an idle
+/// connection costs.
+pub(crate) fn serve<H, S>(
     shared: Arc<Shared<H>>,
     ws: WebSocketStream<S>,
     peer: Peer,
     slot: Slot,
-) where
+) -> impl Future<Output = ()> + Send
+where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -73,68 +80,51 @@ pub(crate) async fn serve<H, S>(
         outbox_tx,
         Arc::clone(&shared.sessions),
     );
-    async {
+    let cx = Arc::new(job::Context {
+        shared: Arc::clone(&shared),
+        conn: conn.clone(),
+    });
+    let socket = Socket::new(ws, config.write_timeout);
+    let mut driver = Box::new(driver(cx, socket, outbox, job::run::<H>));
+    async move {
         shared.live.register(&conn);
         tracing::debug!("connected");
-        let mut socket = Socket::new(ws, config.write_timeout);
-        // The handshake goes first.
-        let greeted = match socket.feed(config.accept_conf.clone()) {
-            Ok(()) => poll_fn(|cx| socket.poll_flush(cx)).await,
-            Err(failed) => Err(failed),
-        };
-        let reason = match greeted {
-            Ok(()) => {
-                let connected = tokio::select! {
-                    outcome = catch_panic(async { shared.handler.connected(&conn).await }) => outcome,
-                    () = conn.closed() => Ok(()),
-                };
-                match connected {
-                    Ok(()) => None,
-                    Err(panic) => {
-                        tracing::error!(panic, "the connected hook panicked");
-                        Some(CloseReason::HookFailed)
-                    }
-                }
-            }
-            Err(failed) => Some(write_failed(&failed)),
-        };
-        let cx = Arc::new(job::Context {
-            shared: Arc::clone(&shared),
-            conn: conn.clone(),
-        });
-        let mut driver = driver(cx, socket, outbox, job::run::<H>);
-        let reason = match reason {
+        let reason = match Box::pin(driver.greet()).await {
             Some(reason) => reason,
             None => poll_fn(|cx| driver.poll_drive(cx)).await,
         };
         tracing::debug!(%reason, "closing");
-        driver.close(&reason).await;
+        Box::pin(driver.close(&reason)).await;
+        drop(driver);
         conn.sessions().disconnected(&conn);
         shared.live.deregister(&conn);
         // The socket is closed: its place is free before the hook hears of it.
         drop(slot);
-        // The hook always runs; one that hangs is stopped a shutdown timeout after the
-        // shutdown deadline (or after it started, if later), so it cannot hold a shutdown
-        // up for ever.
-        let give_up = async {
-            shared.stop_handlers.cancelled().await;
-            tokio::time::sleep(shared.config.shutdown_timeout).await;
-        };
-        tokio::select! {
-            biased;
-            outcome = catch_panic(async { shared.handler.disconnected(&conn, &reason).await }) => {
-                if let Err(panic) = outcome {
-                    tracing::error!(panic, "the disconnected hook panicked");
-                }
-            }
-            () = give_up => {
-                tracing::warn!("disconnected hook stopped: it outlived the shutdown deadline");
-            }
-        }
+        Box::pin(disconnected(&shared, &conn, &reason)).await;
         tracing::debug!("disconnected");
     }
     .instrument(span)
-    .await;
+}
+
+/// Runs the `disconnected` hook. It always runs; one that hangs is stopped a shutdown
+/// timeout after the shutdown deadline (or after it started, if later), so it cannot hold
+/// a shutdown up for ever.
+async fn disconnected<H: Handler>(shared: &Shared<H>, conn: &Connection, reason: &CloseReason) {
+    let give_up = async {
+        shared.stop_handlers.cancelled().await;
+        tokio::time::sleep(shared.config.shutdown_timeout).await;
+    };
+    tokio::select! {
+        biased;
+        outcome = catch_panic(async { shared.handler.disconnected(conn, reason).await }) => {
+            if let Err(panic) = outcome {
+                tracing::error!(panic, "the disconnected hook panicked");
+            }
+        }
+        () = give_up => {
+            tracing::warn!("disconnected hook stopped: it outlived the shutdown deadline");
+        }
+    }
 }
 
 /// The driver of a connection. `start` is [`job::run`]: passed as a value, its type (a
@@ -270,6 +260,29 @@ where
     M: Fn(Arc<job::Context<H>>, Job) -> F,
     F: Future<Output = Option<Bytes>> + Send + 'static,
 {
+    /// Sends the handshake and runs the `connected` hook (cut short if the connection
+    /// closes meanwhile); `Some` if the connection has to close already.
+    async fn greet(&mut self) -> Option<CloseReason> {
+        let shared = &self.cx.shared;
+        let conn = &self.cx.conn;
+        let socket = self.socket.as_mut()?;
+        let greeted = match socket.feed(shared.config.accept_conf.clone()) {
+            Ok(()) => poll_fn(|cx| socket.poll_flush(cx)).await,
+            Err(failed) => Err(failed),
+        };
+        if let Err(failed) = greeted {
+            return Some(write_failed(&failed));
+        }
+        let connected = tokio::select! {
+            outcome = catch_panic(async { shared.handler.connected(conn).await }) => outcome,
+            () = conn.closed() => Ok(()),
+        };
+        connected.err().map(|panic| {
+            tracing::error!(panic, "the connected hook panicked");
+            CloseReason::HookFailed
+        })
+    }
+
     /// Drives the connection until it has to close, and says why.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
         // Registering is an atomic read-modify-write; the task's waker rarely changes.

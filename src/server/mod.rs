@@ -251,15 +251,19 @@ impl<H: Handler> Server<H> {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        self.shared.connections.spawn(async move {
+        let fut = async move {
             let peer = Peer {
                 remote_addr,
                 user_agent: None,
             };
-            if let Some((ws, peer, slot)) = upgrade::upgrade(&shared, io, peer).await {
+            // Boxed while it runs: the upgrade's buffers do not stay in the connection's
+            // task for its whole life.
+            let upgraded = Box::pin(upgrade::upgrade(&shared, io, peer)).await;
+            if let Some((ws, peer, slot)) = upgraded {
                 driver::serve(shared, ws, peer, slot).await;
             }
-        });
+        };
+        self.shared.connections.spawn(fut);
     }
 
     /// Serves a WebSocket the program has already upgraded (headless mode, e.g. behind
