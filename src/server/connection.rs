@@ -9,12 +9,12 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
 
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message, ProtocolError};
 use crate::server::CloseReason;
+use crate::server::outbox::{Outbound, Outbox};
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
 
@@ -43,20 +43,6 @@ pub enum SendError {
     Invalid(#[from] ProtocolError),
 }
 
-/// What reaches a connection's driver from other tasks, through its outbox.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A signal or a session notification; it holds one permit of the connection's room,
-    /// given back once it is written.
-    Signal(Bytes),
-    /// The reply of a handler that finished when it was first polled, queued behind
-    /// frames that were already waiting so that it does not overtake them.
-    Reply(Bytes),
-    /// A handler that ran on its own task ended, so its slot is free; with its reply when
-    /// it answered a request.
-    Done(Option<Bytes>),
-}
-
 /// One client connection, as the server's hooks see it.
 ///
 /// Cheap to clone (a reference count) and usable from any task, also after the hook that
@@ -73,17 +59,17 @@ struct Inner {
     user_agent: Option<Box<str>>,
     connected_at: SystemTime,
     max_message_size: usize,
-    /// To the driver. Unbounded as a channel, bounded by its users: signals hold a permit
-    /// of `room`, and each handler slot sends one `Done`.
-    outbox: mpsc::UnboundedSender<Outbound>,
+    /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
+    /// handler slot sends one `Done`.
+    outbox: Outbox,
     /// Room for signals and notifications in the outbox (`outbound_queue_len` permits);
     /// closed when the connection begins to close, which fails every waiting sender.
     room: Semaphore,
     /// Set when the connection begins to close, for whatever reason: sends fail from then
     /// on. An atomic flag because the driver reads it on every wake-up.
     closing: AtomicBool,
-    /// Resolves [`Connection::closed`] (waiters only: the driver reads `closing`).
-    closed: CancellationToken,
+    /// Wakes [`Connection::closed`] waiters (the driver reads `closing`).
+    closed: Notify,
     /// The driver's waker, so that [`Connection::close`] from any task reaches it.
     driver: AtomicWaker,
     /// Why the connection closes, once it does.
@@ -109,7 +95,6 @@ impl Connection {
         peer: Peer,
         max_message_size: usize,
         room: usize,
-        outbox: mpsc::UnboundedSender<Outbound>,
         sessions: Arc<Sessions>,
     ) -> Self {
         Connection {
@@ -119,10 +104,10 @@ impl Connection {
                 user_agent: peer.user_agent,
                 connected_at: SystemTime::now(),
                 max_message_size,
-                outbox,
+                outbox: Outbox::default(),
                 room: Semaphore::new(room),
                 closing: AtomicBool::new(false),
-                closed: CancellationToken::new(),
+                closed: Notify::new(),
                 driver: AtomicWaker::new(),
                 close_reason: Mutex::new(None),
                 sessions,
@@ -168,7 +153,13 @@ impl Connection {
     ///
     /// Cancel safe: dropping the future changes nothing.
     pub async fn closed(&self) {
-        self.inner.closed.cancelled().await;
+        let notified = self.inner.closed.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a close in between still wakes us.
+        notified.as_mut().enable();
+        if !self.is_closed() {
+            notified.await;
+        }
     }
 
     /// Sends a signal to the client, waiting while the outbound queue is full. Fails with
@@ -352,7 +343,7 @@ impl Connection {
         let inner = &self.inner;
         if !inner.closing.swap(true, Ordering::AcqRel) {
             inner.room.close();
-            inner.closed.cancel();
+            inner.closed.notify_waiters();
             inner.driver.wake();
         }
     }
@@ -395,7 +386,7 @@ impl Connection {
     fn queue(&self, permit: SemaphorePermit<'_>, frame: Bytes) -> Result<(), SendError> {
         self.inner
             .outbox
-            .send(Outbound::Signal(frame))
+            .push(Outbound::Signal(frame))
             .map_err(|_| SendError::Closed)?;
         // The driver gives the permit back once the frame is written.
         permit.forget();
@@ -410,12 +401,12 @@ impl Connection {
     /// Hands a finished handler's reply (if any) to the driver, freeing its slot. Never
     /// waits: each slot sends exactly one.
     pub(crate) fn complete(&self, reply: Option<Bytes>) {
-        let _ = self.inner.outbox.send(Outbound::Done(reply));
+        let _ = self.inner.outbox.push(Outbound::Done(reply));
     }
 
-    /// Queues an inline reply behind frames already queued (the driver).
-    pub(crate) fn defer_reply(&self, reply: Bytes) {
-        let _ = self.inner.outbox.send(Outbound::Reply(reply));
+    /// The queue into the driver (the driver's side).
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
     }
 }
 

@@ -16,6 +16,7 @@
 //! It handles at most [`MAX_READS`] messages between two flushes and yields after
 //! [`MAX_ROUNDS`] rounds, so one busy connection cannot starve the others of its worker.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,15 +24,15 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tracing::Instrument;
 
 use crate::protocol::Message;
-use crate::server::connection::{Connection, Outbound, Peer};
+use crate::server::connection::{Connection, Peer};
 use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
+use crate::server::outbox::{Outbound, Outbox};
 use crate::server::{CloseReason, Handler, Shared, Slot};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
 
@@ -71,13 +72,11 @@ where
     let id = shared.next_connection_id();
     let span = tracing::info_span!("connection", id, remote = ?peer.remote_addr);
     let config = &shared.config;
-    let (outbox_tx, outbox) = mpsc::unbounded_channel();
     let conn = Connection::new(
         id,
         peer,
         config.max_message_size,
         config.outbound_queue_len,
-        outbox_tx,
         Arc::clone(&shared.sessions),
     );
     let cx = Arc::new(job::Context {
@@ -85,7 +84,7 @@ where
         conn: conn.clone(),
     });
     let socket = Socket::new(ws, config.write_timeout);
-    let mut driver = Box::new(driver(cx, socket, outbox, job::run::<H>));
+    let mut driver = Box::new(driver(cx, socket, job::run::<H>));
     async move {
         shared.live.register(&conn);
         tracing::debug!("connected");
@@ -133,7 +132,6 @@ async fn disconnected<H: Handler>(shared: &Shared<H>, conn: &Connection, reason:
 fn driver<H: Handler, S, M, F>(
     cx: Arc<job::Context<H>>,
     socket: Socket<S>,
-    outbox: mpsc::UnboundedReceiver<Outbound>,
     start: M,
 ) -> Driver<H, S, M, F>
 where
@@ -146,7 +144,7 @@ where
     Driver {
         max_running: config.max_concurrent_requests,
         socket: Some(socket),
-        outbox,
+        taken: VecDeque::new(),
         running: 0,
         jobs: JobSlot { start, spare: None },
         waker: None,
@@ -163,7 +161,8 @@ struct Driver<H, S, M, F> {
     cx: Arc<job::Context<H>>,
     /// `None` once the closing handshake took it.
     socket: Option<Socket<S>>,
-    outbox: mpsc::UnboundedReceiver<Outbound>,
+    /// Taken from the outbox, not yet written (the socket had no room).
+    taken: VecDeque<Outbound>,
     /// Jobs running on tasks of their own, each holding a slot until its `Done` arrives.
     running: usize,
     max_running: usize,
@@ -221,6 +220,18 @@ where
             Poll::Pending => Started::Waiting(slot),
         }
     }
+}
+
+/// The next item of a connection's outbox: what was taken before, or what is queued now.
+fn next_outbound(
+    taken: &mut VecDeque<Outbound>,
+    outbox: &Outbox,
+    cx: &mut Context<'_>,
+) -> Poll<Outbound> {
+    if taken.is_empty() {
+        std::task::ready!(outbox.poll_take(taken, cx));
+    }
+    taken.pop_front().map_or(Poll::Pending, Poll::Ready)
 }
 
 /// Accounts for what came out of a connection's outbox (a signal's room given back, a
@@ -324,7 +335,8 @@ where
                 Poll::Ready(Err(failed)) => return Err(write_failed(&failed)),
                 Poll::Pending => break,
             }
-            let Poll::Ready(Some(outbound)) = self.outbox.poll_recv(cx) else {
+            let Poll::Ready(outbound) = next_outbound(&mut self.taken, self.cx.conn.outbox(), cx)
+            else {
                 break;
             };
             progress = true;
@@ -446,8 +458,9 @@ where
     /// Writes the reply of a job that finished at once, unless frames queued before it
     /// (a session-created notification of its own handler, say) must go first.
     fn reply(&mut self, frame: Bytes) -> Result<(), CloseReason> {
-        if !self.outbox.is_empty() {
-            self.cx.conn.defer_reply(frame);
+        if !self.taken.is_empty() || self.cx.conn.outbox().has_queued() {
+            self.cx.conn.outbox().take(&mut self.taken);
+            self.taken.push_back(Outbound::Reply(frame));
             return Ok(());
         }
         let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
@@ -512,14 +525,13 @@ where
         self.socket = None;
         // Nobody can receive these replies any more; their slots still have to be free
         // before the connection is gone.
+        let conn = self.cx.conn.clone();
         while self.running > 0 {
-            match self.outbox.recv().await {
-                Some(outbound) => {
-                    take(outbound, &mut self.running, &self.cx.conn);
-                }
-                None => break,
-            }
+            let outbound = poll_fn(|cx| next_outbound(&mut self.taken, conn.outbox(), cx)).await;
+            take(outbound, &mut self.running, &conn);
         }
+        // Whatever comes now has nobody to go to.
+        conn.outbox().close();
     }
 
     /// Writes what running handlers and the outbox still send, until no handler runs and
@@ -530,13 +542,12 @@ where
         };
         loop {
             std::task::ready!(socket.poll_room(cx))?;
-            match self.outbox.poll_recv(cx) {
-                Poll::Ready(Some(outbound)) => {
+            match next_outbound(&mut self.taken, self.cx.conn.outbox(), cx) {
+                Poll::Ready(outbound) => {
                     if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
                         socket.feed(frame)?;
                     }
                 }
-                Poll::Ready(None) => break,
                 Poll::Pending if self.running == 0 => break,
                 Poll::Pending => {
                     std::task::ready!(socket.poll_flush(cx))?;

@@ -9,6 +9,7 @@
 //! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
+//! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a [`Job`](job::Job)), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //!
@@ -40,6 +41,7 @@ mod driver;
 mod handler;
 mod job;
 mod listen;
+mod outbox;
 mod sessions;
 mod upgrade;
 

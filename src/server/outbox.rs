@@ -1,0 +1,180 @@
+//! [`Outbox`]: how frames and finished handlers reach a connection's driver from other
+//! tasks.
+//!
+//! A mutex around a queue and the driver's waker, rather than an mpsc channel: an mpsc
+//! allocates its first block of slots (over a kilobyte here) when it is made, for every
+//! connection, idle or not, while this queue allocates only when something is queued. The
+//! driver takes everything queued in one step (one lock per batch, not per frame), and a
+//! sender wakes the driver only when it is waiting. Bounded by its users, not by itself:
+//! signals hold a permit of the connection's room, and each handler slot sends one `Done`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+/// What reaches a connection's driver from other tasks, through its outbox.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A signal or a session notification; it holds one permit of the connection's room,
+    /// given back once it is written.
+    Signal(Bytes),
+    /// The reply of a handler that finished when it was first polled, queued behind
+    /// frames that were already waiting so that it does not overtake them.
+    Reply(Bytes),
+    /// A handler that ran on its own task ended, so its slot is free; with its reply when
+    /// it answered a request.
+    Done(Option<Bytes>),
+}
+
+/// The queue into a connection's driver.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Something is queued: lets the driver ask without taking the lock.
+    queued: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// The driver's waker while it waits for the queue.
+    waker: Option<Waker>,
+    /// The driver is gone: nothing is accepted any more.
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section is a few field operations: a panic cannot leave one half
+        // done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `item` and wakes the driver if it waits; gives `item` back once the driver
+    /// is gone.
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), Outbound> {
+        let waker = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(item);
+            }
+            state.queue.push_back(item);
+            self.queued.store(true, Ordering::Release);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Moves everything queued to the end of `into`; `Pending` (and the driver is woken by
+    /// the next push) when nothing is queued.
+    pub(crate) fn poll_take(
+        &self,
+        into: &mut VecDeque<Outbound>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if !self.queued.load(Ordering::Acquire) {
+            // Nothing queued as far as we can see: register, then look again under the
+            // lock (a push between the two is seen there).
+            let mut state = self.lock();
+            if state.queue.is_empty() {
+                match &mut state.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            into.append(&mut state.queue);
+            self.queued.store(false, Ordering::Release);
+            return Poll::Ready(());
+        }
+        self.take(into);
+        Poll::Ready(())
+    }
+
+    /// Moves everything queued to the end of `into`, without waiting.
+    pub(crate) fn take(&self, into: &mut VecDeque<Outbound>) {
+        let mut state = self.lock();
+        into.append(&mut state.queue);
+        self.queued.store(false, Ordering::Release);
+    }
+
+    /// Whether something is queued (a hint: it may be taken or queued right after).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The driver is gone: refuses everything from now on and drops what is queued.
+    pub(crate) fn close(&self) {
+        let queued = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.queue)
+        };
+        self.queued.store(false, Ordering::Release);
+        drop(queued);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_push_wakes_a_waiting_driver_once_and_the_driver_takes_all() {
+        let outbox = Outbox::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = VecDeque::new();
+        assert!(outbox.poll_take(&mut taken, &mut cx).is_pending());
+        outbox.push(Outbound::Done(None)).unwrap();
+        outbox
+            .push(Outbound::Reply(Bytes::from_static(b"x")))
+            .unwrap();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "woken by the first push only"
+        );
+        assert!(outbox.has_queued());
+        assert!(outbox.poll_take(&mut taken, &mut cx).is_ready());
+        assert_eq!(taken.len(), 2);
+        assert!(!outbox.has_queued());
+        assert!(outbox.poll_take(&mut taken, &mut cx).is_pending());
+    }
+
+    #[test]
+    fn a_closed_outbox_refuses_and_forgets() {
+        let outbox = Outbox::default();
+        outbox.push(Outbound::Done(None)).unwrap();
+        outbox.close();
+        assert!(outbox.push(Outbound::Done(None)).is_err());
+        let waker = Waker::noop();
+        let mut taken = VecDeque::new();
+        assert!(
+            outbox
+                .poll_take(&mut taken, &mut Context::from_waker(waker))
+                .is_pending()
+        );
+        assert!(taken.is_empty());
+    }
+}
