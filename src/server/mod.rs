@@ -10,7 +10,7 @@
 //! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
-//! | `job.rs` | what a message asks (a [`Job`](job::Job)), and the guard of its one reply |
+//! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //!
 //! ```no_run
