@@ -174,65 +174,61 @@ fn parse_size(text: &str) -> Result<usize> {
     Ok(digits.parse::<usize>()? * unit)
 }
 
-/// Which server a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Impl {
-    /// `tokio_webwire::server::Server` with an echo handler.
-    Ours,
-    /// [`serve_minimal`]: tokio-tungstenite and nothing else.
-    Minimal,
-    /// Our server with [`SoakHandler`] (echo, signals back, sessions): for `soak`.
-    Soak,
-}
-
-impl std::str::FromStr for Impl {
-    type Err = BoxError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ours" => Ok(Impl::Ours),
-            "minimal" => Ok(Impl::Minimal),
-            "soak" => Ok(Impl::Soak),
-            _ => Err(format!("unknown server {s:?} (ours, minimal, soak)").into()),
+/// An enum chosen by name on the command line: `FromStr` and `Display` from one table.
+macro_rules! named {
+    ($(#[$meta:meta])* enum $name:ident ($what:literal) {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum $name {
+            $($(#[$vmeta])* $variant,)+
         }
-    }
-}
 
-impl fmt::Display for Impl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Impl::Ours => "ours",
-            Impl::Minimal => "minimal",
-            Impl::Soak => "soak",
-        })
-    }
-}
-
-/// The handler of `serve --impl ours`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EchoKind {
-    /// [`Echo`]: answers at once.
-    Echo,
-    /// [`EchoAsync`]: yields once first.
-    EchoAsync,
-}
-
-impl std::str::FromStr for EchoKind {
-    type Err = BoxError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "echo" => Ok(EchoKind::Echo),
-            "echo-async" => Ok(EchoKind::EchoAsync),
-            _ => Err(format!("unknown handler {s:?} (echo, echo-async)").into()),
+        impl std::str::FromStr for $name {
+            type Err = BoxError;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {s:?} ({})",
+                        $what,
+                        [$($text),+].join(", ")
+                    )
+                    .into()),
+                }
+            }
         }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($name::$variant => $text,)+
+                })
+            }
+        }
+    };
+}
+
+named! {
+    /// Which server a process runs.
+    enum Impl ("server") {
+        /// `tokio_webwire::server::Server` with an echo handler.
+        Ours = "ours",
+        /// [`serve_minimal`]: tokio-tungstenite and nothing else.
+        Minimal = "minimal",
+        /// Our server with [`SoakHandler`] (echo, signals back, sessions): for `soak`.
+        Soak = "soak",
     }
 }
 
-impl fmt::Display for EchoKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EchoKind::Echo => "echo",
-            EchoKind::EchoAsync => "echo-async",
-        })
+named! {
+    /// The handler of `serve --impl ours`.
+    enum EchoKind ("handler") {
+        /// [`Echo`]: answers at once.
+        Echo = "echo",
+        /// [`Echo`] that yields once first.
+        EchoAsync = "echo-async",
     }
 }
 
@@ -427,18 +423,22 @@ fn serve_main(opts: &Options) -> Result<()> {
         writeln!(stdout, "{}", listener.local_addr()?)?;
         stdout.flush()?;
         match which {
-            Impl::Ours => match handler {
-                EchoKind::Echo => serve_ours(listener, Echo, &ours).await,
-                EchoKind::EchoAsync => serve_ours(listener, EchoAsync, &ours).await,
-            },
+            Impl::Ours => {
+                let yields = handler == EchoKind::EchoAsync;
+                serve_ours(listener, Echo { yields }, &ours).await
+            }
             Impl::Minimal => serve_minimal(listener, limit).await,
             Impl::Soak => serve_soak(listener).await,
         }
     })
 }
 
-/// Our server's handler: every request is answered with its payload.
-struct Echo;
+/// Our server's handler: every request is answered with its payload; with `yields`, only
+/// after yielding once, so that it is not ready at its first poll and the server runs it on
+/// a task of its own.
+struct Echo {
+    yields: bool,
+}
 
 impl Handler for Echo {
     async fn request(
@@ -447,22 +447,9 @@ impl Handler for Echo {
         _name: Name,
         payload: Payload,
     ) -> Result<Payload, HandlerError> {
-        Ok(payload)
-    }
-}
-
-/// [`Echo`] that yields once before answering: not ready at its first poll, so the server
-/// runs it on a task of its own.
-struct EchoAsync;
-
-impl Handler for EchoAsync {
-    async fn request(
-        &self,
-        _conn: &Connection,
-        _name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        tokio::task::yield_now().await;
+        if self.yields {
+            tokio::task::yield_now().await;
+        }
         Ok(payload)
     }
 }

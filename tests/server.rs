@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::probe::{parse, request, start};
+use common::probe::{Events, parse, request, start};
 use common::{RawClient, bounded, unhex, vector};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -149,6 +149,8 @@ async fn a_slow_request_does_not_hold_up_others() {
     );
 }
 
+/// With one slot, every message waits its turn, session requests too: nothing sent after
+/// a suspended request is answered before it.
 #[tokio::test]
 async fn one_slot_means_requests_in_order() {
     let (server, mut events, addr) = start(|b| b.max_concurrent_requests(1)).await;
@@ -160,53 +162,28 @@ async fn one_slot_means_requests_in_order() {
         .send(request(2, "echo", Payload::utf8("second")))
         .await;
     bounded(events.entered.recv()).await;
-    server.handler().gate.add_permits(1);
-    assert_eq!(
-        parse(client.recv().await).request_id(),
-        Some(RequestId::from(1))
-    );
-    assert_eq!(
-        parse(client.recv().await).request_id(),
-        Some(RequestId::from(2))
-    );
-}
-
-/// With one slot, session requests wait their turn too: a restore sent after a suspended
-/// request is answered after it.
-#[tokio::test]
-async fn session_requests_keep_arrival_order_with_one_slot() {
-    let (server, mut events, addr) = start(|b| b.max_concurrent_requests(1)).await;
-    let (mut client, _) = RawClient::connect(addr).await;
-    client
-        .send(request(1, "gate", Payload::utf8("first")))
-        .await;
-    bounded(events.entered.recv()).await;
     let restore = Message::RequestRestoreSession {
-        id: RequestId::from(2),
+        id: RequestId::from(3),
         key: Bytes::from_static(b"no-such-session"),
     };
     client.send(restore.encode().unwrap()).await;
     let close = Message::RequestCloseSession {
-        id: RequestId::from(3),
+        id: RequestId::from(4),
     };
     client.send(close.encode().unwrap()).await;
     // A round trip on another connection gives the server time to read the first one's
-    // session requests, were it reading.
+    // later requests, were it reading.
     let (mut other, _) = RawClient::connect(addr).await;
     other.send(request(9, "echo", Payload::empty())).await;
     other.recv().await;
     server.handler().gate.add_permits(1);
-    let order: Vec<_> = [
-        client.recv().await,
-        client.recv().await,
-        client.recv().await,
-    ]
-    .into_iter()
-    .map(|frame| parse(frame).request_id())
-    .collect();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.push(parse(client.recv().await).request_id());
+    }
     assert_eq!(
         order,
-        [1, 2, 3].map(|id| Some(RequestId::from(id))),
+        [1, 2, 3, 4].map(|id| Some(RequestId::from(id))),
         "answered out of order"
     );
 }
@@ -358,33 +335,12 @@ async fn session_requests_are_refused_while_sessions_are_disabled() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
-    let (server, mut events, _addr) = start(|b| b.read_timeout(Duration::from_secs(2))).await;
-
-    let (mut quiet, _) = RawClient::connect_in_memory(&server, 4096).await;
-    let started = tokio::time::Instant::now();
-    // Checked every tenth of the timeout: it fires between 2 and 2.2 s of silence.
-    let frame = quiet.closed().await.expect("close frame");
+/// Waits for `client` to be closed by the 2 s read timeout, 2 to 2.2 s from now.
+async fn closed_for_silence(client: &mut RawClient<tokio::io::DuplexStream>, events: &mut Events) {
+    let silent_from = tokio::time::Instant::now();
+    let frame = client.closed().await.expect("close frame");
     assert_eq!(frame.code, CloseCode::Normal);
     assert_eq!(frame.reason, "read timeout");
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2200),
-        "{elapsed:?}"
-    );
-    assert_eq!(
-        bounded(events.disconnected.recv()).await,
-        Some(CloseReason::ReadTimeout)
-    );
-
-    // Silence that starts between two checks still ends within 1.1 T (the checks are
-    // 200 ms apart; a coarser check, every 500 ms, would take up to 2.5 s).
-    let (mut late, _) = RawClient::connect_in_memory(&server, 4096).await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    late.send(vector("heartbeat")).await;
-    let silent_from = tokio::time::Instant::now();
-    late.closed().await.expect("close frame");
     let elapsed = silent_from.elapsed();
     assert!(
         elapsed >= Duration::from_secs(2) && elapsed <= Duration::from_millis(2200),
@@ -394,6 +350,22 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
         bounded(events.disconnected.recv()).await,
         Some(CloseReason::ReadTimeout)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
+    let (server, mut events, _addr) = start(|b| b.read_timeout(Duration::from_secs(2))).await;
+
+    // Checked every tenth of the timeout: it fires between 2 and 2.2 s of silence.
+    let (mut quiet, _) = RawClient::connect_in_memory(&server, 4096).await;
+    closed_for_silence(&mut quiet, &mut events).await;
+
+    // Silence that starts between two checks still ends within 1.1 T (the checks are
+    // 200 ms apart; a coarser check, every 500 ms, would take up to 2.5 s).
+    let (mut late, _) = RawClient::connect_in_memory(&server, 4096).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    late.send(vector("heartbeat")).await;
+    closed_for_silence(&mut late, &mut events).await;
 
     let (mut chatty, _) = RawClient::connect_in_memory(&server, 4096).await;
     for _ in 0..5 {
