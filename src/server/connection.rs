@@ -393,6 +393,11 @@ impl Connection {
         Ok(())
     }
 
+    /// The driver is gone: stored handles must not keep its task alive through its waker.
+    pub(crate) fn forget_driver(&self) {
+        drop(self.inner.driver.take());
+    }
+
     /// Gives back the room of a written signal (the driver).
     pub(crate) fn signal_written(&self) {
         self.inner.room.add_permits(1);

@@ -244,6 +244,7 @@ fn take(outbound: Outbound, running: &mut usize, conn: &Connection) -> Option<By
         }
         Outbound::Reply(frame) => Some(frame),
         Outbound::Done(reply) => {
+            debug_assert!(*running > 0, "a Done without a running job");
             *running = running.saturating_sub(1);
             reply
         }
@@ -345,7 +346,13 @@ where
             }
         }
         let mut reads = 0;
-        while self.running < self.max_running && reads < MAX_READS {
+        // Reading stops while replies wait in `taken` (they are written first, each only
+        // when the socket has room) and once the connection is closing.
+        while self.running < self.max_running
+            && reads < MAX_READS
+            && self.taken.is_empty()
+            && !self.cx.conn.is_closed()
+        {
             let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
             match socket.poll_room(cx) {
                 Poll::Ready(Ok(())) => {}
@@ -530,8 +537,9 @@ where
             let outbound = poll_fn(|cx| next_outbound(&mut self.taken, conn.outbox(), cx)).await;
             take(outbound, &mut self.running, &conn);
         }
-        // Whatever comes now has nobody to go to.
+        // Whatever comes now has nobody to go to, and nothing wakes this task any more.
         conn.outbox().close();
+        conn.forget_driver();
     }
 
     /// Writes what running handlers and the outbox still send, until no handler runs and

@@ -39,7 +39,10 @@ pub(crate) struct Socket<S> {
     /// Armed while a write waits for the peer; allocated at the first such wait, so an idle
     /// connection does not carry a timer.
     stall: Option<Pin<Box<Sleep>>>,
+    /// The write timeout is armed: a write has been waiting since it was.
     stalled: bool,
+    /// `poll_room` said Pending: tungstenite is blocked until a flush gets through.
+    room_waiting: bool,
 }
 
 /// How a write failed: the socket cannot be written any more.
@@ -63,6 +66,7 @@ where
             write_timeout,
             stall: None,
             stalled: false,
+            room_waiting: false,
         }
     }
 
@@ -79,11 +83,21 @@ where
     pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
         match Pin::new(&mut self.ws).poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                self.stalled = false;
+                // Ready after Pending means tungstenite flushed everything; ready without
+                // having waited says nothing about a flush that may still be waiting, so
+                // it must not disarm the write timeout.
+                if self.room_waiting {
+                    self.room_waiting = false;
+                    self.unflushed = false;
+                    self.stalled = false;
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(WriteFailed::Failed(error))),
-            Poll::Pending => self.poll_stall(cx),
+            Poll::Pending => {
+                self.room_waiting = true;
+                self.poll_stall(cx)
+            }
         }
     }
 
