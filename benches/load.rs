@@ -25,7 +25,7 @@
 //! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
 //! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1) |
-//! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
+//! | `drive` | `--addr`, `--generators` (`raw`), `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
 
@@ -138,6 +138,18 @@ impl Options {
         self.str_or("impls", "ours,minimal")
             .split(',')
             .map(str::parse)
+            .collect()
+    }
+
+    /// `--generators raw,client` (default `raw`).
+    fn generators(&self) -> Result<Vec<&'static dyn LoadGenerator>> {
+        self.str_or("generators", "raw")
+            .split(',')
+            .map(|name| match name {
+                "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
+                "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
+                other => Err(format!("unknown generator {other:?} (raw, client)").into()),
+            })
             .collect()
     }
 }
@@ -854,15 +866,7 @@ fn run_main(opts: &Options, smoke: bool) -> Result<()> {
     let client_threads = opts.size_or("client-threads", 1)?;
     let idle_conns = opts.size_or("idle-conns", default_idle)?;
     let repeat = opts.size_or("repeat", 1)?.max(1);
-    let generators: Vec<&dyn LoadGenerator> = opts
-        .str_or("generators", "raw")
-        .split(',')
-        .map(|name| match name {
-            "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
-            "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
-            other => Err(format!("unknown generator {other:?} (raw, client)")),
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    let generators = opts.generators()?;
     if smoke {
         println!("smoke check (run with `cargo bench --bench load` for figures)");
     }
@@ -999,22 +1003,18 @@ fn drive_main(opts: &Options) -> Result<()> {
     let duration = opts.secs_or("duration", 3.0)?;
     let rt = runtime(opts.size_or("client-threads", 1)?)?;
     for spec in specs {
-        let m = rt.block_on(measure(
-            &TungsteniteGenerator,
-            addr,
-            pid,
-            spec,
-            warmup,
-            duration,
-        ))?;
-        println!(
-            "{spec}: {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
-            m.requests,
-            m.rate(),
-            m.mib_per_s(),
-            m.server_us_per_req()
-                .map_or("?".into(), |us| format!("{us:.2}"))
-        );
+        for generator in opts.generators()? {
+            let m = rt.block_on(measure(generator, addr, pid, spec, warmup, duration))?;
+            println!(
+                "{spec} ({}): {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
+                generator.name(),
+                m.requests,
+                m.rate(),
+                m.mib_per_s(),
+                m.server_us_per_req()
+                    .map_or("?".into(), |us| format!("{us:.2}"))
+            );
+        }
     }
     Ok(())
 }
