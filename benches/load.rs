@@ -1169,7 +1169,7 @@ struct SoakSignals {
 }
 
 impl ClientHandler for SoakSignals {
-    async fn signal(&self, name: Name, _payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, _payload: Payload) {
         if name == "news" {
             self.received.fetch_add(1, Ordering::Relaxed);
             self.stats.signals_in.fetch_add(1, Ordering::Relaxed);

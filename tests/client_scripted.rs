@@ -4,7 +4,6 @@
 //! Time-based behaviour (heartbeats, backoff, timeouts) runs with paused tokio time; every
 //! other await is bounded by `within` (`common::bounded`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,15 +57,15 @@ enum Seen {
 struct Recorder(mpsc::UnboundedSender<Seen>);
 
 impl ClientHandler for Recorder {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.0.send(Seen::Signal(name.to_string(), payload));
     }
 
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Connected);
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Disconnected);
     }
 }
@@ -984,24 +983,17 @@ async fn close_fails_pending_requests_and_every_later_call() {
 
 #[tokio::test]
 async fn a_handler_may_close_the_client() {
-    struct Closer(
-        Arc<tokio::sync::OnceCell<Client>>,
-        mpsc::UnboundedSender<()>,
-    );
+    struct Closer(mpsc::UnboundedSender<()>);
     impl ClientHandler for Closer {
-        async fn signal(&self, _: Name, _: Payload) {
-            if let Some(client) = self.0.get() {
-                client.close().await;
-                let _ = self.1.send(());
-            }
+        async fn signal(&self, client: &Client, _: Name, _: Payload) {
+            client.close().await;
+            let _ = self.0.send(());
         }
     }
     let script = Script::bind().await;
-    let cell = Arc::new(tokio::sync::OnceCell::new());
     let (done_tx, mut done) = mpsc::unbounded_channel();
-    let builder = no_reconnect().handler(Closer(cell.clone(), done_tx));
+    let builder = no_reconnect().handler(Closer(done_tx));
     let (client, mut ws) = connect_with(builder, &script, &vector("accept_conf_defaults")).await;
-    cell.set(client.clone()).unwrap();
     send(&mut ws, &vector("signal_utf8_named")).await;
     assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Normal));
     assert_eq!(within(done.recv()).await, Some(()));

