@@ -197,6 +197,7 @@ async fn a_message_buffer_below_the_minimum_is_refused() {
 }
 
 /// Accepts one upgrade and returns its `User-Agent` header.
+#[allow(clippy::result_large_err)] // tungstenite's callback type
 async fn user_agent_of(builder: tokio_webwire::ClientBuilder) -> Option<String> {
     let script = Script::bind().await;
     let (client, agent) = within(async {

@@ -23,7 +23,9 @@ use crate::{Client, Payload, Session};
 /// application holds is dropped, the client closes, handler or not, and requests through
 /// `client` (or a clone of it kept by the handler) fail with
 /// [`RequestError::ClientClosed`](crate::RequestError::ClientClosed). Keeping a clone in
-/// the handler is therefore safe, but rarely needed.
+/// the handler is therefore safe, but rarely needed. (A handle the *application* moves
+/// into its handler, on the other hand, is a handle like any other: it keeps the client
+/// open as long as the handler lives. Use the one each method receives.)
 ///
 /// `()` is the handler that ignores everything; `Arc<H>` is a handler when `H` is.
 ///
