@@ -39,6 +39,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// then reconnects per its policy).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// tungstenite reads at most this much per system call (and zeroes as much before each
+/// read). The server's 4 KiB keeps its many idle connections small; a client has few
+/// connections, and with 4 KiB a 256 KiB reply took 64 reads.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+
 /// The `User-Agent` of the upgrade request, unless the application sets one.
 const USER_AGENT: &str = concat!("tokio-webwire/", env!("CARGO_PKG_VERSION"));
 
@@ -142,7 +147,7 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
     // Nagle off: the writer batches frames itself and flushes once per batch.
     let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(
         request,
-        Some(websocket_config(config.max_message_size)),
+        Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE)),
         true,
     )
     .await

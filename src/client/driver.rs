@@ -135,16 +135,24 @@ where
             if self.shared.is_closed() {
                 return Poll::Ready(Ended::Closing);
             }
+            let completed = self.completed;
             let mut progress = match self.write_queued(cx) {
                 Ok(progress) => progress,
                 Err(ended) => return Poll::Ready(ended),
             };
-            match self.read(cx) {
-                Ok(read) => progress |= read,
+            let read = match self.read(cx) {
+                Ok(read) => read,
                 Err(ended) => return Poll::Ready(ended),
-            }
+            };
+            progress |= read != Read::Nothing;
             if let Err(ended) = self.poll_timers(cx) {
                 return Poll::Ready(ended);
+            }
+            if self.completed > completed {
+                // Requesters were woken: let them run (and queue their next requests)
+                // before reading on. Come back at once if the socket may hold more.
+                busy = read == Read::Limit;
+                break;
             }
             if !progress {
                 busy = false;
@@ -211,15 +219,15 @@ where
         Ok(true)
     }
 
-    /// Reads and dispatches up to [`MAX_READS`] messages. Whether any was read.
-    fn read(&mut self, cx: &mut Context<'_>) -> Result<bool, Ended> {
+    /// Reads and dispatches up to [`MAX_READS`] messages.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<Read, Ended> {
         for read in 0..MAX_READS {
             let Poll::Ready(incoming) = self.socket.poll_read(cx) else {
-                return Ok(read > 0);
+                return Ok(if read > 0 { Read::Some } else { Read::Nothing });
             };
             self.on_incoming(incoming)?;
         }
-        Ok(true)
+        Ok(Read::Limit)
     }
 
     /// Sweeps the pending requests at the earliest deadline; sends a heartbeat when
@@ -435,6 +443,17 @@ where
             None => self.socket.finish(),
         }
     }
+}
+
+/// What one round of reading did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Nothing was ready (the socket will wake the driver).
+    Nothing,
+    /// Messages were read until nothing was ready.
+    Some,
+    /// [`MAX_READS`] messages were read; more may be ready.
+    Limit,
 }
 
 /// How a failed write ends the connection.
