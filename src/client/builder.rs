@@ -208,6 +208,14 @@ impl<H: ClientHandler> ClientBuilder<H> {
     }
 }
 
+#[cfg(test)]
+impl ClientBuilder<()> {
+    /// The options as set so far.
+    pub(crate) fn into_config(self) -> Config {
+        self.config
+    }
+}
+
 /// `http(s)://` → `ws(s)://`, as the Go client does; anything else is left alone.
 fn websocket_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));

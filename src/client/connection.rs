@@ -387,4 +387,42 @@ mod tests {
             Err(ConnectError::SubProtocolMismatch { expected: None, .. })
         ));
     }
+
+    #[test]
+    fn a_buffer_below_32_bytes_is_refused() {
+        let mut conf = AcceptConf::new(Duration::from_secs(60), 31);
+        assert_eq!(
+            check_accept_conf(&conf, None),
+            Err(ConnectError::MessageBufferTooSmall {
+                size: 31,
+                minimum: 32
+            })
+        );
+        conf.message_buffer_size = 32;
+        assert_eq!(check_accept_conf(&conf, None), Ok(()));
+    }
+
+    #[test]
+    fn the_upgrade_request_names_the_client_unless_told_otherwise() {
+        let mut config = crate::ClientBuilder::new().into_config();
+        config.url = "ws://127.0.0.1:1/".to_owned();
+        let request = upgrade_request(&config).expect("valid");
+        assert_eq!(
+            request
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| v.as_bytes()),
+            Some(USER_AGENT.as_bytes())
+        );
+        config
+            .headers
+            .push(("user-agent".to_owned(), "app/2".to_owned()));
+        let request = upgrade_request(&config).expect("valid");
+        let agents: Vec<_> = request
+            .headers()
+            .get_all(header::USER_AGENT)
+            .iter()
+            .collect();
+        assert_eq!(agents, ["app/2"]);
+    }
 }

@@ -293,3 +293,107 @@ impl Drop for PendingGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        pending: &Pending,
+        id: u64,
+        generation: u64,
+        in_ms: Option<u64>,
+    ) -> oneshot::Receiver<Outcome> {
+        let deadline = match in_ms {
+            Some(ms) => pending.deadline_at(
+                Some(pending.epoch + Duration::from_millis(ms)),
+                Duration::from_millis(ms),
+            ),
+            None => Pending::never(),
+        };
+        pending.insert(id, generation, Kind::Request, deadline)
+    }
+
+    #[test]
+    fn take_delivers_once_and_ignores_unknown_ids() {
+        let pending = Pending::default();
+        let mut rx = entry(&pending, 1, 0, None);
+        assert!(pending.take(2).is_none());
+        let taken = pending.take(1).expect("pending");
+        assert!(taken.reply.send(Ok(Payload::utf8("x"))).is_ok());
+        assert!(pending.take(1).is_none());
+        assert_eq!(rx.try_recv(), Ok(Ok(Payload::utf8("x"))));
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn failing_a_generation_takes_only_its_entries() {
+        let pending = Pending::default();
+        let mut old = entry(&pending, 1, 7, None);
+        let mut new = entry(&pending, 2, 8, None);
+        assert_eq!(pending.fail_generation(7, &RequestError::Disconnected), 1);
+        assert_eq!(old.try_recv(), Ok(Err(RequestError::Disconnected)));
+        assert!(new.try_recv().is_err());
+        pending.fail_all(&RequestError::ClientClosed);
+        assert_eq!(new.try_recv(), Ok(Err(RequestError::ClientClosed)));
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    fn the_sweep_times_out_what_is_due_and_finds_the_next_deadline() {
+        let pending = Pending::default();
+        let at = |ms| pending.epoch + Duration::from_millis(ms);
+        assert_eq!(pending.next_sweep(), None);
+        let mut late = entry(&pending, 1, 0, Some(300));
+        assert_eq!(pending.next_sweep(), Some(at(300)));
+        // An earlier deadline lowers it; a later one does not.
+        let mut early = entry(&pending, 2, 0, Some(100));
+        let mut middle = entry(&pending, 3, 0, Some(200));
+        let _never = entry(&pending, 4, 0, None);
+        assert_eq!(pending.next_sweep(), Some(at(100)));
+
+        assert_eq!(pending.sweep(at(99)), 0);
+        assert_eq!(pending.sweep(at(150)), 1);
+        let timeout = |ms| {
+            Err(RequestError::Timeout {
+                after: Duration::from_millis(ms),
+            })
+        };
+        assert_eq!(early.try_recv(), Ok(timeout(100)));
+        assert_eq!(pending.next_sweep(), Some(at(200)));
+        assert_eq!(pending.sweep(at(300)), 2);
+        assert_eq!(middle.try_recv(), Ok(timeout(200)));
+        assert_eq!(late.try_recv(), Ok(timeout(300)));
+        // Only the entry without a deadline is left, and no sweep is due.
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending.next_sweep(), None);
+    }
+
+    #[test]
+    fn ids_spread_over_the_shards() {
+        let pending = Pending::default();
+        let _receivers: Vec<_> = (1..=64).map(|id| entry(&pending, id, 0, None)).collect();
+        for shard in &pending.shards {
+            assert_eq!(super::super::lock(shard).len(), 64 / SHARDS);
+        }
+    }
+
+    #[test]
+    fn guard_removes_unless_disarmed() {
+        let pending = Pending::default();
+        let _rx = entry(&pending, 1, 0, None);
+        drop(PendingGuard::new(&pending, 1, Kind::Request));
+        assert_eq!(pending.len(), 0);
+
+        let _rx = entry(&pending, 2, 0, None);
+        let mut guard = PendingGuard::new(&pending, 2, Kind::Request);
+        guard.disarm();
+        drop(guard);
+        assert_eq!(pending.len(), 1);
+
+        // Session requests keep their entry: their reply must still be applied.
+        let _rx = entry(&pending, 3, 0, None);
+        drop(PendingGuard::new(&pending, 3, Kind::RestoreSession));
+        assert_eq!(pending.len(), 2);
+    }
+}
