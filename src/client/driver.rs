@@ -145,9 +145,6 @@ where
                 Err(ended) => return Poll::Ready(ended),
             };
             progress |= read != Read::Nothing;
-            if let Err(ended) = self.poll_timers(cx) {
-                return Poll::Ready(ended);
-            }
             if self.completed > completed {
                 // Requesters were woken: let them run (and queue their next requests)
                 // before reading on. Come back at once if the socket may hold more.
@@ -158,6 +155,9 @@ where
                 busy = false;
                 break;
             }
+        }
+        if let Err(ended) = self.poll_timers(cx) {
+            return Poll::Ready(ended);
         }
         if self.socket.is_unflushed() {
             if self.fed < self.completed && !self.yielded {

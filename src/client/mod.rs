@@ -345,8 +345,7 @@ impl Shared {
     /// for room in its queue here, the wait for the reply through the driver's sweep.
     async fn exchange(
         &self,
-        message: &Message,
-        len: usize,
+        frame: Bytes,
         (id, kind): (u64, Kind),
         (at, after): (Option<Instant>, Duration),
     ) -> Result<Payload, RequestError> {
@@ -357,7 +356,8 @@ impl Shared {
         };
         let mut guard = PendingGuard::new(&self.pending, id, kind);
         // Fast path: connected, room in the queue; no await, no clone of the link.
-        let reply = match self.try_queue(len, encode(message)?, Some((id, kind, deadline)))? {
+        let len = frame.len();
+        let reply = match self.try_queue(len, frame, Some((id, kind, deadline)))? {
             Queued::Request(reply) => reply,
             Queued::Signal => return Err(RequestError::Disconnected),
             Queued::Retry(frame) => {
@@ -379,9 +379,10 @@ impl Shared {
         outcome.unwrap_or(Err(RequestError::Disconnected))
     }
 
-    /// Queues signal `message` on whichever connection is current.
-    async fn send_signal(&self, message: &Message, len: usize) -> Result<(), RequestError> {
-        let frame = match self.try_queue(len, encode(message)?, None)? {
+    /// Queues signal `frame` on whichever connection is current.
+    async fn send_signal(&self, frame: Bytes) -> Result<(), RequestError> {
+        let len = frame.len();
+        let frame = match self.try_queue(len, frame, None)? {
             Queued::Retry(frame) => frame,
             Queued::Signal | Queued::Request(_) => return Ok(()),
         };
@@ -569,13 +570,11 @@ impl Client {
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
         let id = shared.next_id();
-        let message = Message::request(RequestId::from(id), name, payload.into());
-        let len = message
-            .encoded_len()
-            .map_err(RequestError::InvalidMessage)?;
+        // Encoded once, before the size check: the length is the frame's.
+        let frame = encode(&Message::request(RequestId::from(id), name, payload.into()))?;
         let deadline = (Instant::now().checked_add(timeout), timeout);
         shared
-            .exchange(&message, len, (id, Kind::Request), deadline)
+            .exchange(frame, (id, Kind::Request), deadline)
             .await
     }
 
@@ -595,11 +594,8 @@ impl Client {
         let shared = &*self.shared;
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
-        let message = Message::signal(name, payload.into());
-        let len = message
-            .encoded_len()
-            .map_err(RequestError::InvalidMessage)?;
-        shared.send_signal(&message, len).await
+        let frame = encode(&Message::signal(name, payload.into()))?;
+        shared.send_signal(frame).await
     }
 
     /// Closes the client gracefully and waits until its connection is closed.
@@ -665,15 +661,12 @@ impl Client {
                 return Err(RequestError::SessionActive);
             }
             let id = shared.next_id();
-            let message = Message::RequestRestoreSession {
+            let frame = encode(&Message::RequestRestoreSession {
                 id: RequestId::from(id),
                 key: Bytes::copy_from_slice(key.as_bytes()),
-            };
-            let len = message
-                .encoded_len()
-                .map_err(RequestError::InvalidMessage)?;
+            })?;
             let reply = shared
-                .exchange(&message, len, (id, Kind::RestoreSession), (None, timeout))
+                .exchange(frame, (id, Kind::RestoreSession), (None, timeout))
                 .await?;
             // The reader checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
