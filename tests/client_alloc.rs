@@ -1,5 +1,6 @@
-//! Heap blocks per request on the client's hot path: at most two (the encoded frame and
-//! the completion), one request after another and pipelined.
+//! Heap blocks per request on the client's hot path: one (the encoded frame; the reply is
+//! a slice of tungstenite's read buffer, the completion lives in the pending slab), one
+//! request after another and pipelined. The budget of the issue was two.
 //!
 //! Blocks are counted by dhat's allocator for the whole process, so the server here is a
 //! WebSocket echo written against blocking `std` sockets with buffers allocated once: it
@@ -182,7 +183,7 @@ async fn load(client: &Client, tasks: usize, count: u64) {
 }
 
 #[test]
-fn at_most_two_heap_blocks_per_request() {
+fn one_heap_block_per_request() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("ws://{}/", listener.local_addr().expect("addr"));
@@ -202,7 +203,7 @@ fn at_most_two_heap_blocks_per_request() {
             let blocks = blocks_allocated(load(&client, tasks, REQUESTS)).await;
             println!("{name}: {blocks} heap blocks for {REQUESTS} requests");
             assert!(
-                blocks <= 2 * REQUESTS + HARNESS,
+                blocks <= REQUESTS + HARNESS,
                 "{name}: {blocks} heap blocks for {REQUESTS} requests"
             );
         }

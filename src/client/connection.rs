@@ -332,8 +332,8 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
         .map_err(RequestError::InvalidMessage)?;
     link.check_size(len)?;
     let frame = encode(&message)?;
-    // No guard: a late reply must still reach the driver, which applies it (after a timeout
-    // forgot the session, a late success brings it back, with its event).
+    // A session request: a late reply still reaches the driver, which applies it (after a
+    // timeout forgot the session, a late success brings it back, with its event).
     let reply = shared
         .send_request_on(link, frame, (id, Kind::RestoreSession), Pending::never())
         .await
@@ -342,7 +342,7 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
     let outcome = tokio::time::timeout(after, reply)
         .await
         .map_err(|_| RequestError::Timeout { after })?;
-    outcome.unwrap_or(Err(RequestError::Disconnected)).map(drop)
+    outcome.map(drop)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!          ┌─────────────────────── driver (owns the transport::Socket) ──────────────────────┐
-//! socket ─►│ read ─► parse ─┬─► reply: take its pending entry ─► complete it (oneshot)        │
+//! socket ─►│ read ─► parse ─┬─► reply: its pending entry gets the outcome, the requester a wake │
 //!          │                ├─► signal, session notification: event queue (never waits) ─► handler task
 //!          │                └─► session reply: session changed here, then completed          │
 //! requests, signals ─► queue of encoded frames ─► fed while the socket has room ─► one flush ─┼─► socket
@@ -12,7 +12,7 @@
 //!          └───────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The driver never waits for user code: replies complete a oneshot, everything else is
+//! The driver never waits for user code: replies complete their entry, everything else is
 //! pushed into the handler's queue, which never makes its sender wait. It handles at most
 //! [`MAX_READS`] messages per round and yields after [`MAX_ROUNDS`] rounds, so a busy
 //! connection cannot starve the other tasks of its worker.
@@ -373,32 +373,32 @@ where
                 return Ok(());
             }
         };
-        let Some(entry) = shared.pending.take(id.to_u64()) else {
-            debug!(%id, "reply for no pending request ignored");
-            return Ok(());
-        };
         // Session replies change the session here, in the order of the messages around
         // them.
-        let outcome = match (entry.kind, outcome) {
-            (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
-                Ok(session) => {
-                    shared.store_session(session);
+        let delivered = shared
+            .pending
+            .complete(id.to_u64(), |kind| match (kind, outcome) {
+                (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
+                    Ok(session) => {
+                        shared.store_session(session);
+                        Ok(payload)
+                    }
+                    Err(err) => {
+                        warn!(%err, "invalid session in a restore reply");
+                        Err(RequestError::InvalidReply(err))
+                    }
+                },
+                (Kind::CloseSession, Ok(payload)) => {
+                    shared.forget_session();
                     Ok(payload)
                 }
-                Err(err) => {
-                    warn!(%err, "invalid session in a restore reply");
-                    Err(RequestError::InvalidReply(err))
-                }
-            },
-            (Kind::CloseSession, Ok(payload)) => {
-                shared.forget_session();
-                Ok(payload)
-            }
-            (_, outcome) => outcome,
-        };
-        // The requester may have given up meanwhile; that is fine.
-        if entry.reply.send(outcome).is_ok() {
-            self.completed += 1;
+                (_, outcome) => outcome,
+            });
+        match delivered {
+            None => debug!(%id, "reply for no pending request ignored"),
+            Some(true) => self.completed += 1,
+            // Nobody waits for it any more (a session request given up); that is fine.
+            Some(false) => {}
         }
         Ok(())
     }

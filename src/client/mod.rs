@@ -8,7 +8,7 @@
 //! | `error.rs` | [`RequestError`], [`ConnectError`] |
 //! | `handler.rs` | [`ClientHandler`]: server signals, connection and session events; its task |
 //! | `events.rs` | the handler's queue, which never makes the driver wait; [`SignalOverflow`] |
-//! | `pending.rs` | requests waiting for replies (sharded, each with its deadline), and the guard that cleans up after them |
+//! | `pending.rs` | requests waiting for replies (a slab indexed by the id, each entry with its deadline and its outcome), and the future that waits for one and cleans up after it |
 //! | `connection.rs` | dial and handshake, a connection's life: session restore, publish, drive, close |
 //! | `driver.rs` | the one task that owns a connection's socket: batched writes, replies, deadline sweep, heartbeats |
 //! | `supervisor.rs` | the background task: one connection after another |
@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,7 +51,7 @@ use builder::Config;
 use connection::Link;
 use events::Events;
 use handler::Event;
-use pending::{Deadline, Kind, Outcome, Pending, PendingGuard};
+use pending::{Deadline, Kind, Pending, Reply};
 
 /// A WebWire client: sends requests and signals to one server and receives its signals.
 ///
@@ -314,7 +314,7 @@ impl Shared {
         len: usize,
         frame: Bytes,
         request: Option<(u64, Kind, Deadline)>,
-    ) -> Result<Queued, RequestError> {
+    ) -> Result<Queued<'_>, RequestError> {
         let state = self.state.borrow();
         let State::Connected(link) = &*state else {
             return Ok(Queued::Retry(frame));
@@ -330,7 +330,7 @@ impl Shared {
         match link.try_push(frame) {
             Ok(()) => Ok(Queued::Request(reply)),
             Err((frame, _)) => {
-                self.pending.remove(id);
+                reply.withdraw();
                 Ok(Queued::Retry(frame))
             }
         }
@@ -354,7 +354,6 @@ impl Shared {
             // A late reply must still reach the driver: no sweep for these.
             Kind::RestoreSession | Kind::CloseSession => Pending::never(),
         };
-        let mut guard = PendingGuard::new(&self.pending, id, kind);
         // Fast path: connected, room in the queue; no await, no clone of the link.
         let len = frame.len();
         let reply = match self.try_queue(len, frame, Some((id, kind, deadline)))? {
@@ -373,10 +372,9 @@ impl Shared {
                 }
             }
         };
-        let outcome = reply.await;
-        // Whatever the outcome, its delivery removed the entry.
-        guard.disarm();
-        outcome.unwrap_or(Err(RequestError::Disconnected))
+        // Dropped before its outcome (timed out by the caller, cancelled), the reply
+        // removes the entry.
+        reply.await
     }
 
     /// Queues signal `frame` on whichever connection is current.
@@ -429,12 +427,12 @@ impl Shared {
         frame: Bytes,
         (id, kind): (u64, Kind),
         deadline: Deadline,
-    ) -> Result<oneshot::Receiver<Outcome>, Bytes> {
+    ) -> Result<Reply<'_>, Bytes> {
         let reply = self.pending.insert(id, link.generation, kind, deadline);
         match link.push(frame).await {
             Ok(()) => Ok(reply),
             Err(returned) => {
-                self.pending.remove(id);
+                reply.withdraw();
                 Err(returned)
             }
         }
@@ -442,9 +440,9 @@ impl Shared {
 }
 
 /// What [`Shared::try_queue`] did with a frame.
-enum Queued {
+enum Queued<'a> {
     /// The request's frame is queued; its outcome comes through this.
-    Request(oneshot::Receiver<Outcome>),
+    Request(Reply<'a>),
     /// The signal's frame is queued.
     Signal,
     /// Not connected, or no room: the frame, for the slow path.
@@ -573,9 +571,7 @@ impl Client {
         // Encoded once, before the size check: the length is the frame's.
         let frame = encode(&Message::request(RequestId::from(id), name, payload.into()))?;
         let deadline = (Instant::now().checked_add(timeout), timeout);
-        shared
-            .exchange(frame, (id, Kind::Request), deadline)
-            .await
+        shared.exchange(frame, (id, Kind::Request), deadline).await
     }
 
     /// Sends signal `name` with `payload`: one-way, never answered.
@@ -708,18 +704,16 @@ impl Client {
                 let frame = encode(&Message::RequestCloseSession {
                     id: RequestId::from(id),
                 })?;
-                // No guard: the reply must reach the reader even if this call is dropped.
+                // A session request: its reply reaches the driver even if this call is
+                // dropped.
                 let sent = shared
                     .send_request_on(&link, frame, (id, Kind::CloseSession), Pending::never())
                     .await;
                 if let Ok(reply) = sent {
-                    // On success the reader has forgotten the session already.
-                    return reply
-                        .await
-                        .unwrap_or(Err(RequestError::Disconnected))
-                        .map(drop);
+                    // On success the driver has forgotten the session already.
+                    return reply.await.map(drop);
                 }
-                // The connection ended before its writer took the frame: nothing was sent,
+                // The connection ended before its driver took the frame: nothing was sent,
                 // and the client is offline now.
             }
             if shared.is_closed() {
