@@ -28,6 +28,7 @@ mod supervisor;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -313,20 +314,22 @@ impl Shared {
         &self,
         len: usize,
         frame: Bytes,
-        request: Option<(u64, Kind, Deadline)>,
+        request: Option<(u64, Kind, Deadline, &Waker)>,
     ) -> Result<Queued<'_>, RequestError> {
         let state = self.state.borrow();
         let State::Connected(link) = &*state else {
             return Ok(Queued::Retry(frame));
         };
         link.check_size(len)?;
-        let Some((id, kind, deadline)) = request else {
+        let Some((id, kind, deadline, waker)) = request else {
             return Ok(match link.try_push(frame) {
                 Ok(()) => Queued::Signal,
                 Err((frame, _)) => Queued::Retry(frame),
             });
         };
-        let reply = self.pending.insert(id, link.generation, kind, deadline);
+        let reply = self
+            .pending
+            .insert_polled((id, link.generation, kind, deadline), waker);
         match link.try_push(frame) {
             Ok(()) => Ok(Queued::Request(reply)),
             Err((frame, _)) => {
@@ -356,7 +359,15 @@ impl Shared {
         };
         // Fast path: connected, room in the queue; no await, no clone of the link.
         let len = frame.len();
-        let reply = match self.try_queue(len, frame, Some((id, kind, deadline)))? {
+        // The requester's waker goes with the entry: the reply's first poll, right below
+        // in this same poll, need not look at the entry.
+        let mut frame = Some(frame);
+        let queued = std::future::poll_fn(|cx| {
+            let frame = frame.take().unwrap_or_default();
+            Poll::Ready(self.try_queue(len, frame, Some((id, kind, deadline, cx.waker()))))
+        })
+        .await;
+        let reply = match queued? {
             Queued::Request(reply) => reply,
             Queued::Signal => return Err(RequestError::Disconnected),
             Queued::Retry(frame) => {

@@ -32,7 +32,7 @@ use crate::client::RequestError;
 pub(crate) type Outcome = Result<Payload, RequestError>;
 
 /// Slots of the slab; a power of two.
-const SLOTS: usize = 512;
+const SLOTS: usize = 256;
 
 /// What a pending request is, which decides what its reply does besides reaching it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,12 +202,34 @@ impl Pending {
         kind: Kind,
         deadline: Deadline,
     ) -> Reply<'_> {
+        self.insert_waiting(id, generation, kind, deadline, None)
+    }
+
+    /// [`insert`](Pending::insert) with the requester's waker registered already: the
+    /// reply's first poll, in the same poll of the same task as this call, need not look
+    /// at the entry (nothing can have been delivered without waking `waker`).
+    pub(crate) fn insert_polled(
+        &self,
+        (id, generation, kind, deadline): (u64, u64, Kind, Deadline),
+        waker: &Waker,
+    ) -> Reply<'_> {
+        self.insert_waiting(id, generation, kind, deadline, Some(waker))
+    }
+
+    fn insert_waiting(
+        &self,
+        id: u64,
+        generation: u64,
+        kind: Kind,
+        deadline: Deadline,
+        waker: Option<&Waker>,
+    ) -> Reply<'_> {
         let entry = Entry {
             id,
             generation,
             kind,
             deadline,
-            state: State::Waiting(None),
+            state: State::Waiting(waker.cloned()),
         };
         let mut slot = self.slot(id);
         if slot.is_none() {
@@ -228,6 +250,7 @@ impl Pending {
             id,
             kind,
             done: false,
+            registered: waker.is_some(),
         }
     }
 
@@ -365,6 +388,9 @@ pub(crate) struct Reply<'a> {
     id: u64,
     kind: Kind,
     done: bool,
+    /// The waker was registered with the entry; the first poll (in the same task poll)
+    /// returns `Pending` without a look.
+    registered: bool,
 }
 
 impl Reply<'_> {
@@ -379,6 +405,9 @@ impl Future for Reply<'_> {
     type Output = Outcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if std::mem::take(&mut self.registered) {
+            return Poll::Pending;
+        }
         let id = self.id;
         let Some(mut place) = self.pending.find(id) else {
             // Removed without an outcome: cannot happen while this reply exists.
