@@ -16,7 +16,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default [`ClientBuilder::max_message_size`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// How many encoded frames may wait for the writer of a connection before senders wait.
+/// How many encoded frames may wait for the driver of a connection before senders wait.
 pub(crate) const SEND_QUEUE: usize = 1024;
 
 /// Everything a connection needs to know, fixed when the client is built.

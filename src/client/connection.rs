@@ -144,7 +144,7 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
-    // Nagle off: the writer batches frames itself and flushes once per batch.
+    // Nagle off: the driver batches frames itself and flushes once per batch.
     let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(
         request,
         Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE)),
@@ -230,7 +230,7 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The server closed it, the socket failed, or the writer could not write.
+    /// The server closed it, the socket failed, or a write failed or timed out.
     Lost,
     /// The server broke the protocol; the client closed the connection.
     Violation,

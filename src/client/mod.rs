@@ -587,7 +587,7 @@ impl Client {
 
     /// Sends signal `name` with `payload`: one-way, never answered.
     ///
-    /// Returns once the signal is queued for the connection's writer, which is no proof
+    /// Returns once the signal is queued for the connection's driver, which is no proof
     /// that it reached the server. While reconnecting it waits for the connection, up to
     /// the client's request timeout ([`RequestError::Timeout`]). Fails locally like
     /// [`request`](Client::request) on invalid input, and also for a named UTF-16 signal
@@ -675,7 +675,7 @@ impl Client {
             let reply = shared
                 .exchange(frame, (id, Kind::RestoreSession), (None, timeout))
                 .await?;
-            // The reader checked and stored the session already; this parse cannot fail.
+            // The driver checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
         };
         tokio::time::timeout(timeout, restore)
