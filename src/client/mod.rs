@@ -371,16 +371,22 @@ impl Shared {
             Queued::Request(reply) => reply,
             Queued::Signal => return Err(RequestError::Disconnected),
             Queued::Retry(frame) => {
-                let queued = self.queue(frame, len, |link, frame| async move {
-                    self.send_request_on(&link, frame, (id, kind), deadline)
-                        .await
+                // Boxed: waiting for a connection or for room needs a timer and the
+                // state's subscription, which would make every request's future (and the
+                // copies of it) a kilobyte larger.
+                let queued = Box::pin(async move {
+                    let queued = self.queue(frame, len, |link, frame| async move {
+                        self.send_request_on(&link, frame, (id, kind), deadline)
+                            .await
+                    });
+                    match at {
+                        Some(at) => tokio::time::timeout_at(at, queued)
+                            .await
+                            .unwrap_or(Err(RequestError::Timeout { after })),
+                        None => queued.await,
+                    }
                 });
-                match at {
-                    Some(at) => tokio::time::timeout_at(at, queued)
-                        .await
-                        .unwrap_or(Err(RequestError::Timeout { after }))?,
-                    None => queued.await?,
-                }
+                queued.await?
             }
         };
         // Dropped before its outcome (timed out by the caller, cancelled), the reply
