@@ -27,7 +27,7 @@
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
 //! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--server-threads` (1) |
 //! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
-//! | `drive` | `--addr`, `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
+//! | `drive` | `--addr`, `--generators` (`raw`), `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
 
@@ -157,6 +157,18 @@ impl Options {
         self.str_or("impls", "ours,minimal")
             .split(',')
             .map(str::parse)
+            .collect()
+    }
+
+    /// `--generators raw,client` (default `raw`).
+    fn generators(&self) -> Result<Vec<&'static dyn LoadGenerator>> {
+        self.str_or("generators", "raw")
+            .split(',')
+            .map(|name| match name {
+                "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
+                "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
+                other => Err(format!("unknown generator {other:?} (raw, client)").into()),
+            })
             .collect()
     }
 }
@@ -969,15 +981,7 @@ fn run_main(opts: &Options, smoke: bool) -> Result<()> {
     let client_threads = opts.size_or("client-threads", 1)?;
     let idle_conns = opts.size_or("idle-conns", default_idle)?;
     let repeat = opts.size_or("repeat", 1)?.max(1);
-    let generators: Vec<&dyn LoadGenerator> = opts
-        .str_or("generators", "raw")
-        .split(',')
-        .map(|name| match name {
-            "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
-            "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
-            other => Err(format!("unknown generator {other:?} (raw, client)")),
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    let generators = opts.generators()?;
     if smoke {
         println!("smoke check (run with `cargo bench --bench load` for figures)");
     }
@@ -1114,22 +1118,18 @@ fn drive_main(opts: &Options) -> Result<()> {
     let duration = opts.secs_or("duration", 3.0)?;
     let rt = runtime(opts.size_or("client-threads", 1)?)?;
     for spec in specs {
-        let m = rt.block_on(measure(
-            &TungsteniteGenerator,
-            addr,
-            pid,
-            spec,
-            warmup,
-            duration,
-        ))?;
-        println!(
-            "{spec}: {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
-            m.requests,
-            m.rate(),
-            m.mib_per_s(),
-            m.server_us_per_req()
-                .map_or("?".into(), |us| format!("{us:.2}"))
-        );
+        for generator in opts.generators()? {
+            let m = rt.block_on(measure(generator, addr, pid, spec, warmup, duration))?;
+            println!(
+                "{spec} ({}): {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
+                generator.name(),
+                m.requests,
+                m.rate(),
+                m.mib_per_s(),
+                m.server_us_per_req()
+                    .map_or("?".into(), |us| format!("{us:.2}"))
+            );
+        }
     }
     Ok(())
 }
@@ -1284,7 +1284,7 @@ struct SoakSignals {
 }
 
 impl ClientHandler for SoakSignals {
-    async fn signal(&self, name: Name, _payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, _payload: Payload) {
         if name == "news" {
             self.received.fetch_add(1, Ordering::Relaxed);
             self.stats.signals_in.fetch_add(1, Ordering::Relaxed);

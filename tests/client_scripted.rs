@@ -4,7 +4,6 @@
 //! Time-based behaviour (heartbeats, backoff, timeouts) runs with paused tokio time; every
 //! other await is bounded by `within` (`common::bounded`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,15 +57,15 @@ enum Seen {
 struct Recorder(mpsc::UnboundedSender<Seen>);
 
 impl ClientHandler for Recorder {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.0.send(Seen::Signal(name.to_string(), payload));
     }
 
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Connected);
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Disconnected);
     }
 }
@@ -170,6 +169,68 @@ async fn sub_protocol_mismatch_is_refused() {
     *chap.last_mut().unwrap() = b'p';
     let (err, _) = refused_handshake(no_reconnect().sub_protocol("chat"), &chap).await;
     assert!(matches!(err, ConnectError::SubProtocolMismatch { .. }));
+}
+
+/// PROTOCOL.md §1.4: no server may announce a buffer below 32 bytes. Such a client used
+/// to connect and then refuse every message with `PayloadTooLarge { limit: 0 }`.
+#[tokio::test]
+async fn a_message_buffer_below_the_minimum_is_refused() {
+    for size in [0, 31] {
+        let first = accept_conf(60_000, size);
+        let (err, code) = refused_handshake(no_reconnect(), &first).await;
+        assert_eq!(
+            err,
+            ConnectError::MessageBufferTooSmall { size, minimum: 32 }
+        );
+        assert_eq!(code, Some(CloseCode::Protocol));
+    }
+    let script = Script::bind().await;
+    let (client, mut ws) = connect_with(no_reconnect(), &script, &accept_conf(60_000, 32)).await;
+    let (reply, ()) = within(async {
+        tokio::join!(client.request("q", "x"), async {
+            let id = recv_request(&mut ws).await.request_id().unwrap();
+            send(&mut ws, &reply_vector("reply_binary", id)).await;
+        })
+    })
+    .await;
+    assert!(reply.is_ok(), "{reply:?}");
+}
+
+/// Accepts one upgrade and returns its `User-Agent` header.
+#[allow(clippy::result_large_err)] // tungstenite's callback type
+async fn user_agent_of(builder: tokio_webwire::ClientBuilder) -> Option<String> {
+    let script = Script::bind().await;
+    let (client, agent) = within(async {
+        tokio::join!(builder.connect(&script.url), async {
+            let (tcp, _) = script.listener.accept().await.unwrap();
+            let mut agent = None;
+            let callback =
+                |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+                    agent = request
+                        .headers()
+                        .get("user-agent")
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    Ok(response)
+                };
+            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+                .await
+                .unwrap();
+            send(&mut ws, &vector("accept_conf_defaults")).await;
+            (agent, ws)
+        })
+    })
+    .await;
+    client.expect("connects").close().await;
+    agent.0
+}
+
+#[tokio::test]
+async fn the_upgrade_names_the_client_unless_the_application_does() {
+    let ours = format!("tokio-webwire/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(user_agent_of(no_reconnect()).await, Some(ours));
+    let theirs = no_reconnect().header("User-Agent", "chat/1.0");
+    assert_eq!(user_agent_of(theirs).await.as_deref(), Some("chat/1.0"));
 }
 
 #[tokio::test]
@@ -674,6 +735,52 @@ async fn dropping_a_request_removes_its_entry() {
     assert_eq!(reply, Ok(Payload::utf16("hi")));
 }
 
+#[tokio::test]
+async fn request_json_sends_and_reads_json() {
+    #[derive(serde::Serialize)]
+    struct Login<'a> {
+        user: &'a str,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Welcome {
+        id: u32,
+    }
+    let script = Script::bind().await;
+    let (client, mut ws) = connect(&script).await;
+    let (welcome, ()) = within(async {
+        tokio::join!(
+            client.request_json::<_, Welcome>("login", &Login { user: "alice" }),
+            async {
+                let request = recv_request(&mut ws).await;
+                assert_eq!(
+                    request.payload(),
+                    Some(Payload::utf8(r#"{"user":"alice"}"#))
+                );
+                let id = request.request_id().unwrap();
+                let reply = Message::reply(id, Payload::utf16(r#"{"id":7}"#));
+                send(&mut ws, &reply.encode().unwrap()).await;
+            }
+        )
+    })
+    .await;
+    assert_eq!(welcome, Ok(Welcome { id: 7 }));
+    // A reply that is not a `Welcome`.
+    let (welcome, ()) = within(async {
+        tokio::join!(
+            client.request_json::<_, Welcome>("login", &Login { user: "bob" }),
+            async {
+                let id = recv_request(&mut ws).await.request_id().unwrap();
+                send(&mut ws, &reply_vector("reply_binary", id)).await;
+            }
+        )
+    })
+    .await;
+    assert!(
+        matches!(welcome, Err(RequestError::Json { .. })),
+        "{welcome:?}"
+    );
+}
+
 // ─── Heartbeats ─────────────────────────────────────────────────────────────────────────
 
 #[tokio::test(start_paused = true)]
@@ -984,24 +1091,17 @@ async fn close_fails_pending_requests_and_every_later_call() {
 
 #[tokio::test]
 async fn a_handler_may_close_the_client() {
-    struct Closer(
-        Arc<tokio::sync::OnceCell<Client>>,
-        mpsc::UnboundedSender<()>,
-    );
+    struct Closer(mpsc::UnboundedSender<()>);
     impl ClientHandler for Closer {
-        async fn signal(&self, _: Name, _: Payload) {
-            if let Some(client) = self.0.get() {
-                client.close().await;
-                let _ = self.1.send(());
-            }
+        async fn signal(&self, client: &Client, _: Name, _: Payload) {
+            client.close().await;
+            let _ = self.0.send(());
         }
     }
     let script = Script::bind().await;
-    let cell = Arc::new(tokio::sync::OnceCell::new());
     let (done_tx, mut done) = mpsc::unbounded_channel();
-    let builder = no_reconnect().handler(Closer(cell.clone(), done_tx));
+    let builder = no_reconnect().handler(Closer(done_tx));
     let (client, mut ws) = connect_with(builder, &script, &vector("accept_conf_defaults")).await;
-    cell.set(client.clone()).unwrap();
     send(&mut ws, &vector("signal_utf8_named")).await;
     assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Normal));
     assert_eq!(within(done.recv()).await, Some(()));

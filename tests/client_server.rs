@@ -22,15 +22,15 @@ struct Forward {
 }
 
 impl ClientHandler for Forward {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.signals.send((name, payload));
     }
 
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         let _ = self.connected.send(true);
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         let _ = self.connected.send(false);
     }
 }

@@ -20,16 +20,16 @@ use tokio_webwire::{Client, Payload, RequestError, Session};
 struct Watch(mpsc::UnboundedSender<String>);
 
 impl ClientHandler for Watch {
-    async fn session_created(&self, session: &Session) {
+    async fn session_created(&self, _client: &Client, session: &Session) {
         let _ = self.0.send(format!("created {}", session.key));
     }
-    async fn session_closed(&self) {
+    async fn session_closed(&self, _client: &Client) {
         let _ = self.0.send("closed".into());
     }
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         let _ = self.0.send("connected".into());
     }
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         let _ = self.0.send("disconnected".into());
     }
 }

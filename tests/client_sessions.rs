@@ -32,23 +32,23 @@ enum Seen {
 struct Recorder(mpsc::UnboundedSender<Seen>);
 
 impl ClientHandler for Recorder {
-    async fn signal(&self, name: Name, _: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, _: Payload) {
         let _ = self.0.send(Seen::Signal(name.to_string()));
     }
 
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Connected);
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         let _ = self.0.send(Seen::Disconnected);
     }
 
-    async fn session_created(&self, session: &Session) {
+    async fn session_created(&self, _client: &Client, session: &Session) {
         let _ = self.0.send(Seen::SessionCreated(session.clone()));
     }
 
-    async fn session_closed(&self) {
+    async fn session_closed(&self, _client: &Client) {
         let _ = self.0.send(Seen::SessionClosed);
     }
 }

@@ -42,7 +42,7 @@ async fn the_example_client_prints_every_exchange() {
 struct Signals(mpsc::UnboundedSender<(Name, Payload)>);
 
 impl ClientHandler for Signals {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.0.send((name, payload));
     }
 }

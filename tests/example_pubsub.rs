@@ -15,7 +15,7 @@ use tokio_webwire::{Client, Payload, RequestError};
 struct Signals(mpsc::UnboundedSender<String>);
 
 impl ClientHandler for Signals {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self
             .0
             .send(format!("{name}: {}", payload.to_text().unwrap()));

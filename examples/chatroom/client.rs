@@ -37,7 +37,7 @@ fn user(session: &Session) -> String {
 }
 
 impl ClientHandler for Terminal {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         match payload.parse_json::<ChatMessage>() {
             Ok(message) if name == MESSAGE => {
                 self.show(format!("<{}> {}", message.from, message.text));
@@ -46,21 +46,21 @@ impl ClientHandler for Terminal {
         }
     }
 
-    async fn connected(&self) {
+    async fn connected(&self, _client: &Client) {
         self.show("* connected".to_owned());
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         self.show("* disconnected, reconnecting".to_owned());
     }
 
     /// After `/login`, and after each reconnection: the client restores its session on its
     /// own, before the connection is used, so nobody types the password twice.
-    async fn session_created(&self, session: &Session) {
+    async fn session_created(&self, _client: &Client, session: &Session) {
         self.show(format!("* logged in as {}", user(session)));
     }
 
-    async fn session_closed(&self) {
+    async fn session_closed(&self, _client: &Client) {
         self.show("* logged out".to_owned());
     }
 }

@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 struct Signals(mpsc::UnboundedSender<(Name, Payload)>);
 
 impl ClientHandler for Signals {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.0.send((name, payload));
     }
 }

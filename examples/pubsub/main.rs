@@ -94,14 +94,14 @@ struct Print {
 }
 
 impl ClientHandler for Print {
-    async fn signal(&self, name: Name, payload: Payload) {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         match payload.to_text() {
             Ok(text) => println!("{name}: {text}"),
             Err(_) => println!("{name}: {} bytes", payload.len()),
         }
     }
 
-    async fn disconnected(&self) {
+    async fn disconnected(&self, _client: &Client) {
         println!("disconnected");
         self.gone.notify_one();
     }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::{Client, ClientHandler, ConnectError, Reconnect};
+use crate::client::events::DEFAULT_MAX_QUEUED_SIGNALS;
+use crate::client::{Client, ClientHandler, ConnectError, Reconnect, SignalOverflow};
 
 /// The default [`ClientBuilder::dial_timeout`]: 5 s, as the Go client.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -15,7 +16,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default [`ClientBuilder::max_message_size`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
-/// How many encoded frames may wait for the writer of a connection before senders wait.
+/// How many encoded frames may wait for the driver of a connection before senders wait.
 pub(crate) const SEND_QUEUE: usize = 1024;
 
 /// Everything a connection needs to know, fixed when the client is built.
@@ -29,6 +30,8 @@ pub(crate) struct Config {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_message_size: usize,
     pub(crate) restore_session: bool,
+    pub(crate) max_queued_signals: usize,
+    pub(crate) signal_overflow: SignalOverflow,
 }
 
 impl std::fmt::Debug for Config {
@@ -44,6 +47,8 @@ impl std::fmt::Debug for Config {
             .field("header_names", &header_names)
             .field("max_message_size", &self.max_message_size)
             .field("restore_session", &self.restore_session)
+            .field("max_queued_signals", &self.max_queued_signals)
+            .field("signal_overflow", &self.signal_overflow)
             .finish()
     }
 }
@@ -84,6 +89,8 @@ impl Default for ClientBuilder<()> {
                 headers: Vec::new(),
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 restore_session: true,
+                max_queued_signals: DEFAULT_MAX_QUEUED_SIGNALS,
+                signal_overflow: SignalOverflow::DropOldest,
             },
             handler: (),
         }
@@ -159,6 +166,23 @@ impl<H: ClientHandler> ClientBuilder<H> {
         self
     }
 
+    /// How many server signals may wait for the handler (at least 1; default 1024). The
+    /// connection never waits for the handler: a signal beyond this is dropped per
+    /// [`signal_overflow`](ClientBuilder::signal_overflow), counted in
+    /// [`Client::dropped_signals`] and logged. Connection and session events are never
+    /// dropped and do not count.
+    pub fn max_queued_signals(mut self, signals: usize) -> Self {
+        self.config.max_queued_signals = signals.max(1);
+        self
+    }
+
+    /// Which signal is dropped when [`max_queued_signals`](ClientBuilder::max_queued_signals)
+    /// are waiting for the handler. Default: [`SignalOverflow::DropOldest`].
+    pub fn signal_overflow(mut self, policy: SignalOverflow) -> Self {
+        self.config.signal_overflow = policy;
+        self
+    }
+
     /// The handler for server signals, connection and session events.
     pub fn handler<H2: ClientHandler>(self, handler: H2) -> ClientBuilder<H2> {
         ClientBuilder {
@@ -181,6 +205,14 @@ impl<H: ClientHandler> ClientBuilder<H> {
         let mut config = self.config;
         config.url = websocket_url(url.as_ref());
         Client::start(config, self.handler).await
+    }
+}
+
+#[cfg(test)]
+impl ClientBuilder<()> {
+    /// The options as set so far.
+    pub(crate) fn into_config(self) -> Config {
+        self.config
     }
 }
 
@@ -214,6 +246,8 @@ mod tests {
         assert_eq!(builder.config.max_message_size, 16 << 20);
         assert!(builder.config.reconnect.is_enabled());
         assert!(builder.config.restore_session);
+        assert_eq!(builder.config.max_queued_signals, 1024);
+        assert_eq!(builder.config.signal_overflow, SignalOverflow::DropOldest);
         assert_eq!(builder.sub_protocol("").config.sub_protocol, None);
     }
 

@@ -1,52 +1,51 @@
-//! One connection to the server: dial and handshake, then one reader loop and one writer
-//! task until the connection ends.
+//! One connection to the server: dial and handshake, then its driver (`driver.rs`)
+//! until the connection ends.
 //!
 //! ```text
-//! socket ─► reader (read_loop) ─► parse ─┬─► reply:  pending map ─► the waiting request
-//!                                        │   (session replies also update the session)
-//!                                        ├─► signal: event queue ─► ClientHandler
-//!                                        └─► session notification: session, event queue
-//! socket ◄── writer task ◄── bounded mpsc of encoded frames ◄── request() / signal()
-//!            (batches, flushes when the queue is momentarily empty, sends heartbeats)
+//! dial ─► upgrade (User-Agent) ─► AcceptConf checked ─► run: driver task
+//!                                                        ├─ session restored first (after a reconnection)
+//!                                                        ├─ Link published: requests may use it
+//!                                                        └─ until the connection ends, then the closing handshake
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::Session;
-use crate::client::builder::Config;
+use crate::client::builder::{Config, SEND_QUEUE};
+use crate::client::driver::Driver;
 use crate::client::handler::Event;
-use crate::client::pending::Kind;
+use crate::client::pending::{Kind, Pending};
 use crate::client::{ConnectError, RequestError, Shared, encode};
-use crate::protocol::{AcceptConf, Message, MessageType, RequestId};
-use crate::transport::{Incoming, close_frame, websocket_config};
+use crate::protocol::{AcceptConf, Message, RequestId};
+use crate::transport::{Incoming, Socket, close_frame, websocket_config};
 
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The one-byte heartbeat frame (§1.5), shared rather than encoded each time.
-const HEARTBEAT: &[u8] = &[MessageType::Heartbeat as u8];
-
-/// At most this many queued frames are fed to the socket before a flush, so one busy
-/// queue cannot postpone the flush indefinitely.
-const MAX_BATCH: usize = 256;
-
 /// How long a closing client waits for the server to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A write that waits this long for the server to read drops the connection (the client
+/// then reconnects per its policy).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// tungstenite reads at most this much per system call (and zeroes as much before each
+/// read). The server's 4 KiB keeps its many idle connections small; a client has few
+/// connections, and with 4 KiB a 256 KiB reply took 64 reads.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+/// The `User-Agent` of the upgrade request, unless the application sets one.
+const USER_AGENT: &str = concat!("tokio-webwire/", env!("CARGO_PKG_VERSION"));
 
 /// What requests and signals see of a live connection: where to put frames, and the
 /// server's parameters. Replaced in the client's state when the connection changes.
@@ -54,8 +53,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Link {
     /// Counts the client's connections from 1; pending requests remember theirs.
     pub(crate) generation: u64,
-    /// Encoded frames for the writer task.
-    pub(crate) frames: mpsc::Sender<Bytes>,
+    /// Encoded frames for the driver. Unbounded as a channel, bounded by `room`.
+    pub(crate) frames: mpsc::UnboundedSender<Bytes>,
+    /// One permit per frame that may wait in `frames`; the driver gives them back as it
+    /// takes frames, once per batch. Closed when the connection ends.
+    pub(crate) room: Semaphore,
     /// The server's AcceptConf.
     pub(crate) conf: AcceptConf,
 }
@@ -74,6 +76,29 @@ impl Link {
         }
         Ok(())
     }
+
+    /// Queues `frame` if there is room right now. `Err` hands it back: no room (`true`) or
+    /// the connection ended (`false`).
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (Bytes, bool)> {
+        match self.room.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err((frame, true)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err((frame, false)),
+        }
+        self.frames
+            .send(frame)
+            .map_err(|returned| (returned.0, false))
+    }
+
+    /// Queues `frame`, waiting for room. `Err` hands it back if the connection ended
+    /// before the driver took it: nothing was sent.
+    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), Bytes> {
+        match self.room.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(frame),
+        }
+        self.frames.send(frame).map_err(|returned| returned.0)
+    }
 }
 
 /// The client's heartbeat period for a server read timeout: 75 % of it (§1.5). A zero
@@ -91,6 +116,12 @@ pub(crate) fn check_accept_conf(
     if conf.version.major != 2 {
         return Err(ConnectError::UnsupportedVersion {
             version: conf.version,
+        });
+    }
+    if conf.message_buffer_size < AcceptConf::MIN_MESSAGE_BUFFER_SIZE {
+        return Err(ConnectError::MessageBufferTooSmall {
+            size: conf.message_buffer_size,
+            minimum: AcceptConf::MIN_MESSAGE_BUFFER_SIZE,
         });
     }
     let actual = conf.sub_protocol_name();
@@ -113,10 +144,10 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
-    // Nagle off: the writer batches frames itself and flushes once per batch.
+    // Nagle off: the driver batches frames itself and flushes once per batch.
     let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(
         request,
-        Some(websocket_config(config.max_message_size)),
+        Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE)),
         true,
     )
     .await
@@ -131,6 +162,7 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
             let reason = match err {
                 ConnectError::UnsupportedVersion { .. } => "unsupported protocol version",
                 ConnectError::SubProtocolMismatch { .. } => "sub-protocol mismatch",
+                ConnectError::MessageBufferTooSmall { .. } => "message buffer below 32 bytes",
                 _ => "invalid handshake",
             };
             // Best effort: the connection is abandoned either way.
@@ -151,9 +183,14 @@ fn upgrade_request(config: &Config) -> Result<Request, ConnectError> {
         .map_err(ConnectError::from_ws)?;
     for (name, value) in &config.headers {
         let invalid = || ConnectError::InvalidHeader { name: name.clone() };
-        let header = HeaderName::try_from(name.as_str()).map_err(|_| invalid())?;
+        let name = HeaderName::try_from(name.as_str()).map_err(|_| invalid())?;
         let value = HeaderValue::try_from(value.as_str()).map_err(|_| invalid())?;
-        request.headers_mut().append(header, value);
+        request.headers_mut().append(name, value);
+    }
+    if !request.headers().contains_key(header::USER_AGENT) {
+        request
+            .headers_mut()
+            .insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     }
     Ok(request)
 }
@@ -193,7 +230,7 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The server closed it, the socket failed, or the writer could not write.
+    /// The server closed it, the socket failed, or a write failed or timed out.
     Lost,
     /// The server broke the protocol; the client closed the connection.
     Violation,
@@ -204,77 +241,50 @@ pub(crate) enum Ended {
 /// Runs one established connection until it ends. Publishes its [`Link`] first (unless
 /// the client is closing); after a reconnection (`generation` > 1) it first restores the
 /// client's session, if it has one, so that no request overtakes the restore.
-pub(crate) async fn run(
-    shared: &Shared,
-    ws: WsStream,
-    conf: AcceptConf,
-    generation: u64,
-    events: &mpsc::Sender<Event>,
-) -> Ended {
-    let (sink, mut stream) = ws.split();
-    let (frames_tx, frames_rx) = mpsc::channel(crate::client::builder::SEND_QUEUE);
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer_done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
-        Writer {
-            sink,
-            frames: frames_rx,
-            close: close_rx,
-            heartbeat: heartbeat_interval(conf.read_timeout),
-            stop: shared.stop.clone(),
-        },
-        writer_done.clone(),
-    ));
+///
+/// When it returns, the driver has let go of the queue: every frame ever queued on this
+/// connection belongs to a pending entry that the caller fails.
+pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generation: u64) -> Ended {
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     debug!(
         generation,
         read_timeout = ?conf.read_timeout,
         limit = conf.message_buffer_size,
         "connected"
     );
-    let link = std::sync::Arc::new(Link {
+    let link = Arc::new(Link {
         generation,
         frames: frames_tx,
+        room: Semaphore::new(SEND_QUEUE),
         conf,
     });
-    let reading = read_loop(shared, &mut stream, events, &writer_done, close_tx);
-    tokio::pin!(reading);
-    let ended = async {
-        // The reader runs meanwhile: it delivers the restore's reply.
-        let mut op = None;
-        if generation > 1 && shared.session_key().is_some() {
-            tokio::select! {
-                biased;
-                ended = &mut reading => return ended,
-                guard = resume_session(shared, &link, events) => op = Some(guard),
+    let socket = Socket::new(ws, WRITE_TIMEOUT);
+    let mut driver = Driver::new(shared, Arc::clone(&link), socket, frames_rx);
+    let ended = {
+        let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));
+        tokio::pin!(driving);
+        async {
+            // The driver runs meanwhile: it delivers the restore's reply.
+            let mut op = None;
+            if generation > 1 && shared.session_key().is_some() {
+                tokio::select! {
+                    biased;
+                    ended = &mut driving => return ended,
+                    guard = resume_session(shared, &link) => op = Some(guard),
+                }
             }
+            let published = shared.publish(link);
+            drop(op);
+            if published {
+                shared.events.push(Event::Connected);
+            }
+            (&mut driving).await
         }
-        let published = shared.publish(link);
-        drop(op);
-        if published {
-            shared.notify(events, Event::Connected).await;
-        }
-        reading.await
-    }
-    .await;
-
-    // No new request may pick this connection any more; then wait until the writer has
-    // dropped its queue, so that every frame that was queued belongs to a pending entry the
-    // caller sweeps.
-    shared.unpublish(generation);
-    let mut writer = writer;
-    // A peer that stopped reading could block the writer's last write forever.
-    let joined = match tokio::time::timeout(CLOSE_GRACE, &mut writer).await {
-        Ok(joined) => joined,
-        Err(_) => {
-            debug!(generation, "the writer is stuck; aborting it");
-            writer.abort();
-            writer.await
-        }
+        .await
     };
-    match joined {
-        Err(err) if !err.is_cancelled() => warn!(%err, "the writer task failed"),
-        _ => {}
-    }
+    // No new request may pick this connection any more.
+    shared.unpublish(generation);
+    driver.close(ended, CLOSE_GRACE).await;
     debug!(generation, ?ended, "connection ended");
     ended
 }
@@ -285,11 +295,7 @@ pub(crate) async fn run(
 /// ends first or the server is shutting down: the next connection tries again. Returns the
 /// session lock, held until the connection is published, so that `close_session` finds the
 /// client connected.
-async fn resume_session<'a>(
-    shared: &'a Shared,
-    link: &Link,
-    events: &mpsc::Sender<Event>,
-) -> tokio::sync::MutexGuard<'a, ()> {
+async fn resume_session<'a>(shared: &'a Shared, link: &Link) -> tokio::sync::MutexGuard<'a, ()> {
     let op = shared.session_op().await;
     let Some(key) = shared.session_key() else {
         // Closed offline meanwhile.
@@ -297,7 +303,7 @@ async fn resume_session<'a>(
     };
     if !shared.config.restore_session {
         debug!("restoring the session is off; forgetting it");
-        shared.forget_session(events).await;
+        shared.forget_session();
         return op;
     }
     match restore_on(shared, link, key).await {
@@ -307,14 +313,14 @@ async fn resume_session<'a>(
         }
         Err(err) => {
             warn!(%err, "the session could not be restored; forgetting it");
-            shared.forget_session(events).await;
+            shared.forget_session();
         }
     }
     op
 }
 
 /// Sends RequestRestoreSession for `key` on `link` and waits for the reply, which the
-/// reader turns into the client's session.
+/// driver turns into the client's session.
 async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), RequestError> {
     let id = shared.next_id();
     let message = Message::RequestRestoreSession {
@@ -326,274 +332,17 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
         .map_err(RequestError::InvalidMessage)?;
     link.check_size(len)?;
     let frame = encode(&message)?;
-    // No guard: a late reply must still reach the reader, which applies it (after a timeout
-    // forgot the session, a late success brings it back, with its event).
+    // A session request: a late reply still reaches the driver, which applies it (after a
+    // timeout forgot the session, a late success brings it back, with its event).
     let reply = shared
-        .send_request_on(link, frame, id, Kind::RestoreSession)
+        .send_request_on(link, frame, (id, Kind::RestoreSession), Pending::never())
         .await
         .map_err(|_| RequestError::Disconnected)?;
     let after = shared.config.request_timeout;
     let outcome = tokio::time::timeout(after, reply)
         .await
         .map_err(|_| RequestError::Timeout { after })?;
-    outcome.unwrap_or(Err(RequestError::Disconnected)).map(drop)
-}
-
-async fn read_loop(
-    shared: &Shared,
-    stream: &mut SplitStream<WsStream>,
-    events: &mpsc::Sender<Event>,
-    writer_done: &CancellationToken,
-    close_tx: oneshot::Sender<CloseFrame>,
-) -> Ended {
-    let violation = |code: CloseCode, reason: &'static str| {
-        // The writer sends the close frame and stops.
-        let _ = close_tx.send(close_frame(code, reason));
-        Ended::Violation
-    };
-    loop {
-        let item = tokio::select! {
-            item = stream.next() => item,
-            () = writer_done.cancelled() => return Ended::Lost,
-            () = shared.stop.cancelled() => {
-                // The writer sends the close frame; wait (briefly) for the server's answer,
-                // keeping `close_tx` alive so the writer gets to send it.
-                let drain = async {
-                    while let Some(Ok(message)) = stream.next().await {
-                        if message.is_close() {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
-                return Ended::Closing;
-            }
-        };
-        let message = match item {
-            None => return Ended::Lost,
-            Some(Ok(message)) => message,
-            Some(Err(err)) => {
-                return match Incoming::from_error(&err) {
-                    Some(Incoming::Violation(code, reason)) => {
-                        warn!(%err, "closing the connection");
-                        violation(code, reason)
-                    }
-                    _ => {
-                        debug!(%err, "connection lost");
-                        Ended::Lost
-                    }
-                };
-            }
-        };
-        match Incoming::from_ws(message) {
-            Incoming::Frame(frame) => match Message::parse(frame) {
-                Ok(message) => {
-                    if let Err(reason) = dispatch(shared, message, events).await {
-                        return violation(CloseCode::Protocol, reason);
-                    }
-                }
-                Err(err) => {
-                    warn!(%err, "malformed message from the server; closing the connection");
-                    return violation(CloseCode::Protocol, "malformed WebWire message");
-                }
-            },
-            Incoming::Alive => {}
-            Incoming::Closed(frame) => {
-                debug!(?frame, "the server closed the connection");
-                return Ended::Lost;
-            }
-            Incoming::Gone => return Ended::Lost,
-            Incoming::Violation(code, reason) => {
-                warn!(reason, "closing the connection");
-                return violation(code, reason);
-            }
-        }
-    }
-}
-
-/// Hands one well-formed message from the server to whoever waits for it. An error is a
-/// protocol violation (a session notification whose JSON is not a session), the reason
-/// for the close frame.
-async fn dispatch(
-    shared: &Shared,
-    message: Message,
-    events: &mpsc::Sender<Event>,
-) -> Result<(), &'static str> {
-    let (id, outcome): (RequestId, Result<_, RequestError>) = match message {
-        Message::ReplyBinary { id, .. }
-        | Message::ReplyUtf8 { id, .. }
-        | Message::ReplyUtf16 { id, .. } => match message.payload() {
-            Some(payload) => (id, Ok(payload)),
-            None => return Ok(()),
-        },
-        Message::ReplyError { id, code, message } => (
-            id,
-            Err(RequestError::Reply {
-                code,
-                message: String::from_utf8_lossy(&message).into_owned(),
-            }),
-        ),
-        Message::ReplyShutdown { id } => (id, Err(RequestError::Shutdown)),
-        Message::ReplyInternalError { id } => (id, Err(RequestError::Internal)),
-        Message::ReplySessionNotFound { id } => (id, Err(RequestError::SessionNotFound)),
-        Message::ReplyMaxSessConnsReached { id } => {
-            (id, Err(RequestError::MaxSessionConnectionsReached))
-        }
-        Message::ReplySessionsDisabled { id } => (id, Err(RequestError::SessionsDisabled)),
-        Message::SignalBinary { .. } | Message::SignalUtf8 { .. } | Message::SignalUtf16 { .. } => {
-            if let (Some(name), Some(payload)) = (message.name(), message.payload()) {
-                shared
-                    .notify(events, Event::Signal(name.clone(), payload))
-                    .await;
-            }
-            return Ok(());
-        }
-        Message::NotifySessionCreated { session } => {
-            return match Session::from_json(&session) {
-                Ok(session) => {
-                    shared.store_session(session, events).await;
-                    Ok(())
-                }
-                Err(err) => {
-                    warn!(%err, "invalid session from the server; closing the connection");
-                    Err("malformed session JSON")
-                }
-            };
-        }
-        Message::NotifySessionClosed => {
-            shared.forget_session(events).await;
-            return Ok(());
-        }
-        // Well-formed, but not something a server sends (or a second AcceptConf): ignored,
-        // as the Go client does.
-        Message::AcceptConf(_)
-        | Message::RequestCloseSession { .. }
-        | Message::RequestRestoreSession { .. }
-        | Message::Heartbeat
-        | Message::RequestBinary { .. }
-        | Message::RequestUtf8 { .. }
-        | Message::RequestUtf16 { .. } => {
-            debug!(message_type = %message.message_type(), "unexpected message from the server ignored");
-            return Ok(());
-        }
-    };
-    let Some(entry) = shared.pending.take(id.to_u64()) else {
-        debug!(%id, "reply for no pending request ignored");
-        return Ok(());
-    };
-    // Session replies change the session here, in the order of the messages around them.
-    let outcome = match (entry.kind, outcome) {
-        (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
-            Ok(session) => {
-                shared.store_session(session, events).await;
-                Ok(payload)
-            }
-            Err(err) => {
-                warn!(%err, "invalid session in a restore reply");
-                Err(RequestError::InvalidReply(err))
-            }
-        },
-        (Kind::CloseSession, Ok(payload)) => {
-            shared.forget_session(events).await;
-            Ok(payload)
-        }
-        (_, outcome) => outcome,
-    };
-    // The requester may have given up meanwhile; that is fine.
-    let _ = entry.reply.send(outcome);
-    Ok(())
-}
-
-/// The writer task's half of a connection.
-struct Writer {
-    sink: SplitSink<WsStream, WsMessage>,
-    frames: mpsc::Receiver<Bytes>,
-    /// A close frame from the reader (protocol violation), or its end (connection over).
-    close: oneshot::Receiver<CloseFrame>,
-    heartbeat: Option<Duration>,
-    stop: CancellationToken,
-}
-
-/// Writes queued frames, batched, and heartbeats when nothing else was written for the
-/// heartbeat period. Ends when the reader ends or asks for a close, when the client closes
-/// (after writing what was queued and a normal close frame), or when a write fails.
-async fn write_loop(writer: Writer, done: CancellationToken) {
-    let _done = done.drop_guard();
-    if let Err(err) = write_frames(writer).await {
-        debug!(%err, "write failed");
-    }
-}
-
-async fn write_frames(writer: Writer) -> Result<(), tungstenite::Error> {
-    let Writer {
-        mut sink,
-        mut frames,
-        mut close,
-        heartbeat,
-        stop,
-    } = writer;
-    let period = heartbeat.unwrap_or(Duration::MAX);
-    let beat = tokio::time::sleep(period);
-    tokio::pin!(beat);
-    loop {
-        tokio::select! {
-            biased;
-            frame = &mut close => {
-                match frame {
-                    Ok(frame) => sink.send(WsMessage::Close(Some(frame))).await?,
-                    // The reader ended. If the server closed, tungstenite queued the answer
-                    // to its close frame; it goes out if the socket takes it now (a server
-                    // that stopped reading gets no wait; `unconstrained`, so a spent
-                    // cooperative budget cannot make the one attempt fail).
-                    Err(_) => {
-                        let _ = tokio::task::unconstrained(sink.flush()).now_or_never();
-                    }
-                }
-                return Ok(());
-            }
-            () = stop.cancelled() => return close_gracefully(sink, frames).await,
-            frame = frames.recv() => {
-                let Some(frame) = frame else {
-                    // Every link handle is gone: the client closed, or the reader ended.
-                    if stop.is_cancelled() {
-                        return close_gracefully(sink, frames).await;
-                    }
-                    return Ok(());
-                };
-                // Requesters woke this task with their first frame and run on: let the
-                // others queue theirs too, so a burst leaves in one write.
-                tokio::task::yield_now().await;
-                sink.feed(WsMessage::Binary(frame)).await?;
-                for _ in 1..MAX_BATCH {
-                    match frames.try_recv() {
-                        Ok(frame) => sink.feed(WsMessage::Binary(frame)).await?,
-                        Err(_) => break,
-                    }
-                }
-                sink.flush().await?;
-            }
-            () = &mut beat, if heartbeat.is_some() => {
-                sink.send(WsMessage::Binary(Bytes::from_static(HEARTBEAT))).await?;
-            }
-        }
-        // Every outgoing message restarts the heartbeat timer.
-        if let Some(deadline) = Instant::now().checked_add(period) {
-            beat.as_mut().reset(deadline);
-        }
-    }
-}
-
-/// The client closes: what was queued before the close still goes out, then a normal
-/// close frame.
-async fn close_gracefully(
-    mut sink: SplitSink<WsStream, WsMessage>,
-    mut frames: mpsc::Receiver<Bytes>,
-) -> Result<(), tungstenite::Error> {
-    while let Ok(frame) = frames.try_recv() {
-        sink.feed(WsMessage::Binary(frame)).await?;
-    }
-    let normal = close_frame(CloseCode::Normal, "client closed");
-    sink.send(WsMessage::Close(Some(normal))).await
+    outcome.map(drop)
 }
 
 #[cfg(test)]
@@ -637,5 +386,43 @@ mod tests {
             check_accept_conf(&conf, None),
             Err(ConnectError::SubProtocolMismatch { expected: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_buffer_below_32_bytes_is_refused() {
+        let mut conf = AcceptConf::new(Duration::from_secs(60), 31);
+        assert_eq!(
+            check_accept_conf(&conf, None),
+            Err(ConnectError::MessageBufferTooSmall {
+                size: 31,
+                minimum: 32
+            })
+        );
+        conf.message_buffer_size = 32;
+        assert_eq!(check_accept_conf(&conf, None), Ok(()));
+    }
+
+    #[test]
+    fn the_upgrade_request_names_the_client_unless_told_otherwise() {
+        let mut config = crate::ClientBuilder::new().into_config();
+        config.url = "ws://127.0.0.1:1/".to_owned();
+        let request = upgrade_request(&config).expect("valid");
+        assert_eq!(
+            request
+                .headers()
+                .get(header::USER_AGENT)
+                .map(|v| v.as_bytes()),
+            Some(USER_AGENT.as_bytes())
+        );
+        config
+            .headers
+            .push(("user-agent".to_owned(), "app/2".to_owned()));
+        let request = upgrade_request(&config).expect("valid");
+        let agents: Vec<_> = request
+            .headers()
+            .get_all(header::USER_AGENT)
+            .iter()
+            .collect();
+        assert_eq!(agents, ["app/2"]);
     }
 }

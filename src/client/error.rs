@@ -109,6 +109,14 @@ pub enum RequestError {
     #[error("a session is already active")]
     SessionActive,
 
+    /// [`Client::request_json`](crate::Client::request_json): the request could not be
+    /// serialised (nothing was sent) or the reply is not the JSON expected.
+    #[error("JSON: {reason}")]
+    Json {
+        /// serde_json's description.
+        reason: String,
+    },
+
     /// The server's reply could not be read: the session JSON of a restore reply is
     /// invalid (PROTOCOL.md §4.1). The local session was left as it was.
     #[error("invalid reply from the server: {0}")]
@@ -215,6 +223,19 @@ pub enum ConnectError {
         expected: Option<Bytes>,
         /// What the server announced (`None`: no sub-protocol).
         actual: Option<Bytes>,
+    },
+
+    /// The server announces a message buffer below the protocol's minimum of 32 bytes
+    /// (PROTOCOL.md §1.4): no request could ever fit, so the client refuses the server
+    /// instead of failing every message with [`RequestError::PayloadTooLarge`].
+    #[error(
+        "the server announces a message buffer of {size} bytes, below the protocol's minimum of {minimum}"
+    )]
+    MessageBufferTooSmall {
+        /// The buffer size the server announced.
+        size: u32,
+        /// The protocol's minimum (32).
+        minimum: u32,
     },
 }
 

@@ -6,9 +6,11 @@
 //! | `mod.rs` | [`Client`], the state shared with the background tasks |
 //! | `builder.rs` | [`ClientBuilder`]: options and their defaults |
 //! | `error.rs` | [`RequestError`], [`ConnectError`] |
-//! | `handler.rs` | [`ClientHandler`]: server signals, connection and session events |
-//! | `pending.rs` | requests waiting for replies, and the guard that cleans up after them |
-//! | `connection.rs` | dial and handshake, the reader loop and the writer task |
+//! | `handler.rs` | [`ClientHandler`]: server signals, connection and session events; its task |
+//! | `events.rs` | the handler's queue, which never makes the driver wait; [`SignalOverflow`] |
+//! | `pending.rs` | requests waiting for replies (a slab indexed by the id, each entry with its deadline and its outcome), and the future that waits for one and cleans up after it |
+//! | `connection.rs` | dial and handshake, a connection's life: session restore, publish, drive, close |
+//! | `driver.rs` | the one task that owns a connection's socket: batched writes, replies, deadline sweep, heartbeats |
 //! | `supervisor.rs` | the background task: one connection after another |
 //! | `reconnect.rs` | [`Reconnect`], [`Backoff`]: the policy and its schedule |
 //!
@@ -16,18 +18,23 @@
 
 mod builder;
 mod connection;
+mod driver;
 mod error;
+mod events;
 mod handler;
 mod pending;
 mod reconnect;
 mod supervisor;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use futures_util::task::AtomicWaker;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,6 +42,7 @@ pub use builder::{
     ClientBuilder, DEFAULT_DIAL_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use error::{ConnectError, RequestError};
+pub use events::{DEFAULT_MAX_QUEUED_SIGNALS, SignalOverflow};
 pub use handler::ClientHandler;
 pub use reconnect::{Backoff, Reconnect};
 
@@ -42,12 +50,9 @@ use crate::protocol::{AcceptConf, IntoName, Message, RequestId};
 use crate::{Payload, Session};
 use builder::Config;
 use connection::Link;
+use events::Events;
 use handler::Event;
-use pending::{Kind, Outcome, Pending, PendingGuard};
-
-/// How many handler events (signals, connection changes) may wait for the handler before
-/// the reader waits too.
-const EVENT_QUEUE: usize = 64;
+use pending::{Deadline, Kind, Pending, Reply};
 
 /// A WebWire client: sends requests and signals to one server and receives its signals.
 ///
@@ -70,7 +75,14 @@ const EVENT_QUEUE: usize = 64;
 /// before any request may use it.
 ///
 /// After [`close`](Client::close), or once every handle is dropped, every method fails
-/// with [`RequestError::ClientClosed`] (except [`session`](Client::session)).
+/// with [`RequestError::ClientClosed`] (except [`session`](Client::session)). The
+/// `&Client` a [`ClientHandler`] method receives is not such a handle: a handler cannot
+/// keep its client open.
+///
+/// One task per connection (its driver) owns the socket: it writes queued requests in
+/// batches, reads and completes replies, times out requests by one sweep of their
+/// deadlines (a request fails with [`RequestError::Timeout`] at most a millisecond after
+/// its deadline), and sends heartbeats. It never waits for the handler.
 ///
 /// # Cancel safety
 /// [`request`](Client::request), [`request_with_timeout`](Client::request_with_timeout) and
@@ -107,18 +119,20 @@ const EVENT_QUEUE: usize = 64;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    handle: Arc<Handle>,
-}
-
-/// The user-facing side of a client; the last one dropped closes the client.
-#[derive(Debug)]
-struct Handle {
     shared: Arc<Shared>,
-    /// The supervisor task, which owns the connection tasks.
-    tasks: TaskTracker,
+    /// `None` for the handle a handler gets: it does not keep the client open. Held only
+    /// for its `Drop`.
+    #[allow(dead_code)]
+    owner: Option<Arc<Owner>>,
 }
 
-impl Drop for Handle {
+/// Held by every handle of the application; the last one dropped closes the client.
+#[derive(Debug)]
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
     fn drop(&mut self) {
         self.shared.shut_down();
     }
@@ -144,9 +158,13 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     pub(crate) pending: Pending,
     state: watch::Sender<State>,
-    /// Cancelled when the client closes.
+    /// Set when the client closes: one atomic load per request and per driver wake-up.
+    closed: AtomicBool,
+    /// Cancelled when the client closes, for the waits that select on it (reconnecting).
     pub(crate) stop: CancellationToken,
-    /// The client's session, if any: changed by the reader (notifications, restore and
+    /// The current connection's driver, woken when the client closes.
+    pub(crate) driver: AtomicWaker,
+    /// The client's session, if any: changed by the driver (notifications, restore and
     /// close replies) and, while no connection is in use, by `close_session` and the
     /// restore after a reconnection. A `std` mutex, never held across an await.
     session: Mutex<Option<Session>>,
@@ -154,10 +172,10 @@ pub(crate) struct Shared {
     /// that they never interleave: a session closed offline is not resurrected by a restore
     /// still in flight, and a restore never starts while another one is pending.
     session_op: tokio::sync::Mutex<()>,
-    /// The handler's queue, for events the user's calls cause (`close_session` offline).
-    /// Taken when the client closes, so that a handler holding a `Client` cannot keep its
-    /// own task alive.
-    events: Mutex<Option<mpsc::Sender<Event>>>,
+    /// The handler's queue. Pushing never waits.
+    pub(crate) events: Events,
+    /// The supervisor task, which runs the connections.
+    tasks: TaskTracker,
 }
 
 impl Shared {
@@ -204,6 +222,11 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether the client is closed (or closing).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// The current session.
     pub(crate) fn session(&self) -> Option<Session> {
         lock(&self.session).clone()
@@ -217,16 +240,16 @@ impl Shared {
     }
 
     /// Makes `session` the client's session and tells the handler.
-    pub(crate) async fn store_session(&self, session: Session, events: &mpsc::Sender<Event>) {
+    pub(crate) fn store_session(&self, session: Session) {
         *lock(&self.session) = Some(session.clone());
-        self.notify(events, Event::SessionCreated(session)).await;
+        self.events.push(Event::SessionCreated(session));
     }
 
     /// Forgets the client's session and tells the handler, if there was one.
-    pub(crate) async fn forget_session(&self, events: &mpsc::Sender<Event>) {
+    pub(crate) fn forget_session(&self) {
         let gone = lock(&self.session).take();
         if gone.is_some() {
-            self.notify(events, Event::SessionClosed).await;
+            self.events.push(Event::SessionClosed);
         }
     }
 
@@ -235,23 +258,17 @@ impl Shared {
         self.session_op.lock().await
     }
 
-    /// Queues an event for the handler, unless the client closes meanwhile.
-    pub(crate) async fn notify(&self, events: &mpsc::Sender<Event>, event: Event) {
-        tokio::select! {
-            _ = events.send(event) => {}
-            () = self.stop.cancelled() => {}
-        }
-    }
-
-    /// Closes the client without waiting: no new work, pending requests fail, background
-    /// tasks wind down (the writer sends a close frame).
+    /// Closes the client without waiting: no new work, pending requests fail, the driver
+    /// writes what was queued, then a close frame.
     fn shut_down(&self) {
-        // Cancel first: when the state drops the link, the writer must already see the
-        // close coming, so that it sends a close frame rather than just stopping.
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.stop.cancel();
         self.state.send_replace(State::Closed);
         self.pending.fail_all(&RequestError::ClientClosed);
-        lock(&self.events).take();
+        self.driver.wake();
+        self.events.finish();
     }
 
     /// The connection to send through, waiting while connecting. With `stale`, a link
@@ -283,89 +300,170 @@ impl Shared {
     }
 
     fn check_open(&self) -> Result<(), RequestError> {
-        if self.stop.is_cancelled() {
+        if self.is_closed() {
             return Err(RequestError::ClientClosed);
         }
         Ok(())
     }
 
+    /// Queues `frame` on the current connection without waiting, if it is connected and
+    /// has room. With `request`, registers it as pending first (the entry is removed again
+    /// if the frame is not queued). [`Queued::Retry`] hands the frame back for the slow
+    /// path.
+    fn try_queue(
+        &self,
+        len: usize,
+        frame: Bytes,
+        request: Option<(u64, Kind, Deadline, &Waker)>,
+    ) -> Result<Queued<'_>, RequestError> {
+        let state = self.state.borrow();
+        let State::Connected(link) = &*state else {
+            return Ok(Queued::Retry(frame));
+        };
+        link.check_size(len)?;
+        let Some((id, kind, deadline, waker)) = request else {
+            return Ok(match link.try_push(frame) {
+                Ok(()) => Queued::Signal,
+                Err((frame, _)) => Queued::Retry(frame),
+            });
+        };
+        let reply = self
+            .pending
+            .insert_polled((id, link.generation, kind, deadline), waker);
+        match link.try_push(frame) {
+            Ok(()) => Ok(Queued::Request(reply)),
+            Err((frame, _)) => {
+                reply.withdraw();
+                Ok(Queued::Retry(frame))
+            }
+        }
+    }
+
     /// Sends request `message` and waits for its reply, over whichever connection is
     /// current, registering it as pending before its frame is queued. A plain request's
     /// entry goes when this future is dropped (timed out, cancelled); a session request's
-    /// stays, so its reply still reaches the reader, which applies it.
+    /// stays, so its reply still reaches the driver, which applies it.
+    ///
+    /// `deadline` (`None`: never) bounds the whole exchange: the wait for a connection or
+    /// for room in its queue here, the wait for the reply through the driver's sweep.
     async fn exchange(
         &self,
-        message: &Message,
-        len: usize,
+        frame: Bytes,
         (id, kind): (u64, Kind),
+        (at, after): (Option<Instant>, Duration),
     ) -> Result<Payload, RequestError> {
-        let mut guard = PendingGuard::new(&self.pending, id, kind);
-        let reply = self
-            .queue(message, len, |link, frame| async move {
-                self.send_request_on(&link, frame, id, kind).await
-            })
-            .await?;
-        let outcome = reply.await;
-        // Whatever the outcome, its delivery removed the entry.
-        guard.disarm();
-        outcome.unwrap_or(Err(RequestError::Disconnected))
-    }
-
-    /// Queues signal `message` on whichever connection is current.
-    async fn send_signal(&self, message: &Message, len: usize) -> Result<(), RequestError> {
-        self.queue(message, len, |link, frame| async move {
-            link.frames.send(frame).await.map_err(|returned| returned.0)
+        let deadline = match kind {
+            Kind::Request => self.pending.deadline_at(at, after),
+            // A late reply must still reach the driver: no sweep for these.
+            Kind::RestoreSession | Kind::CloseSession => Pending::never(),
+        };
+        // Fast path: connected, room in the queue; no await, no clone of the link.
+        let len = frame.len();
+        // The requester's waker goes with the entry: the reply's first poll, right below
+        // in this same poll, need not look at the entry.
+        let mut frame = Some(frame);
+        let queued = std::future::poll_fn(|cx| {
+            let frame = frame.take().unwrap_or_default();
+            Poll::Ready(self.try_queue(len, frame, Some((id, kind, deadline, cx.waker()))))
         })
-        .await
+        .await;
+        let reply = match queued? {
+            Queued::Request(reply) => reply,
+            Queued::Signal => return Err(RequestError::Disconnected),
+            Queued::Retry(frame) => {
+                // Boxed: waiting for a connection or for room needs a timer and the
+                // state's subscription, which would make every request's future (and the
+                // copies of it) a kilobyte larger.
+                let queued = Box::pin(async move {
+                    let queued = self.queue(frame, len, |link, frame| async move {
+                        self.send_request_on(&link, frame, (id, kind), deadline)
+                            .await
+                    });
+                    match at {
+                        Some(at) => tokio::time::timeout_at(at, queued)
+                            .await
+                            .unwrap_or(Err(RequestError::Timeout { after })),
+                        None => queued.await,
+                    }
+                });
+                queued.await?
+            }
+        };
+        // Dropped before its outcome (timed out by the caller, cancelled), the reply
+        // removes the entry.
+        reply.await
     }
 
-    /// Queues `message`, encoded once, on the current connection with `attempt`, which
-    /// hands the frame back if the connection ended before its writer took it: nothing was
-    /// sent, so the next connection is tried.
+    /// Queues signal `frame` on whichever connection is current.
+    async fn send_signal(&self, frame: Bytes) -> Result<(), RequestError> {
+        let len = frame.len();
+        let frame = match self.try_queue(len, frame, None)? {
+            Queued::Retry(frame) => frame,
+            Queued::Signal | Queued::Request(_) => return Ok(()),
+        };
+        let after = self.config.request_timeout;
+        let queued = self.queue(
+            frame,
+            len,
+            |link, frame| async move { link.push(frame).await },
+        );
+        tokio::time::timeout(after, queued)
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after }))
+    }
+
+    /// Queues `frame` on the current connection with `attempt`, which hands the frame back
+    /// if the connection ended before its driver took it: nothing was sent, so the next
+    /// connection is tried.
     async fn queue<T, F>(
         &self,
-        message: &Message,
+        mut frame: Bytes,
         len: usize,
         mut attempt: impl FnMut(Arc<Link>, Bytes) -> F,
     ) -> Result<T, RequestError>
     where
         F: Future<Output = Result<T, Bytes>>,
     {
-        let mut frame: Option<Bytes> = None;
         let mut link = self.link(None).await?;
         loop {
             link.check_size(len)?;
-            let bytes = match frame.take() {
-                Some(bytes) => bytes,
-                None => encode(message)?,
-            };
-            match attempt(Arc::clone(&link), bytes).await {
+            match attempt(Arc::clone(&link), frame).await {
                 Ok(sent) => return Ok(sent),
-                Err(bytes) => frame = Some(bytes),
+                Err(bytes) => frame = bytes,
             }
             link = self.link(Some(&link)).await?;
         }
     }
 
-    /// Registers request `id` of `kind` as pending on `link`, then queues its frame. If the
-    /// connection ended before its writer took the frame, nothing was sent: the entry is
-    /// removed and the frame handed back.
+    /// Registers request `id` of `kind` as pending on `link` until `deadline`, then queues
+    /// its frame. If the connection ended before its driver took the frame, nothing was
+    /// sent: the entry is removed and the frame handed back.
     async fn send_request_on(
         &self,
         link: &Link,
         frame: Bytes,
-        id: u64,
-        kind: Kind,
-    ) -> Result<oneshot::Receiver<Outcome>, Bytes> {
-        let reply = self.pending.insert(id, link.generation, kind);
-        match link.frames.send(frame).await {
+        (id, kind): (u64, Kind),
+        deadline: Deadline,
+    ) -> Result<Reply<'_>, Bytes> {
+        let reply = self.pending.insert(id, link.generation, kind, deadline);
+        match link.push(frame).await {
             Ok(()) => Ok(reply),
             Err(returned) => {
-                self.pending.remove(id);
-                Err(returned.0)
+                reply.withdraw();
+                Err(returned)
             }
         }
     }
+}
+
+/// What [`Shared::try_queue`] did with a frame.
+enum Queued<'a> {
+    /// The request's frame is queued; its outcome comes through this.
+    Request(Reply<'a>),
+    /// The signal's frame is queued.
+    Signal,
+    /// Not connected, or no room: the frame, for the slow path.
+    Retry(Bytes),
 }
 
 /// Locks `mutex`. Nothing panics while one of the client's locks is held; if something did,
@@ -401,25 +499,39 @@ impl Client {
     /// Dials, then hands the connection to the supervisor task.
     async fn start<H: ClientHandler>(config: Config, handler: H) -> Result<Client, ConnectError> {
         let first = connection::dial(&config).await?;
-        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        // Not tracked: a handler may close the client, and `close` waits for the tracker.
-        tokio::spawn(handler::run_events(handler, events_rx));
+        // Finished by the supervisor when it ends and by the client's closing: a handler
+        // hears of a session closed offline after the last connection ended.
+        let events = Events::new(config.max_queued_signals, config.signal_overflow, 2);
         let shared = Arc::new(Shared {
             config,
             next_id: AtomicU64::new(1),
             pending: Pending::default(),
             state: watch::Sender::new(State::Connecting),
+            closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
+            driver: AtomicWaker::new(),
             session: Mutex::new(None),
             session_op: tokio::sync::Mutex::new(()),
-            events: Mutex::new(Some(events.clone())),
+            events,
+            tasks: TaskTracker::new(),
         });
+        // Not tracked: a handler may close the client, and `close` waits for the tracker.
+        // It ends once the queue is finished and empty.
+        let view = Client {
+            shared: Arc::clone(&shared),
+            owner: None,
+        };
+        tokio::spawn(handler::run_events(handler, view));
         let mut published = shared.state.subscribe();
-        let tasks = TaskTracker::new();
-        tasks.spawn(supervisor::supervise(shared.clone(), first, events));
-        tasks.close();
+        shared
+            .tasks
+            .spawn(supervisor::supervise(Arc::clone(&shared), first));
+        shared.tasks.close();
         let client = Client {
-            handle: Arc::new(Handle { shared, tasks }),
+            owner: Some(Arc::new(Owner {
+                shared: Arc::clone(&shared),
+            })),
+            shared,
         };
         // Return once the connection is in use, so `is_connected` holds from the start.
         let _ = published
@@ -441,7 +553,7 @@ impl Client {
         name: impl IntoName,
         payload: impl Into<Payload>,
     ) -> Result<Payload, RequestError> {
-        let timeout = self.handle.shared.config.request_timeout;
+        let timeout = self.shared.config.request_timeout;
         self.request_with_timeout(name, payload, timeout).await
     }
 
@@ -469,23 +581,19 @@ impl Client {
         payload: impl Into<Payload>,
         timeout: Duration,
     ) -> Result<Payload, RequestError> {
-        let shared = &*self.handle.shared;
+        let shared = &*self.shared;
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
         let id = shared.next_id();
-        let message = Message::request(RequestId::from(id), name, payload.into());
-        let len = message
-            .encoded_len()
-            .map_err(RequestError::InvalidMessage)?;
-        let exchange = shared.exchange(&message, len, (id, Kind::Request));
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+        // Encoded once, before the size check: the length is the frame's.
+        let frame = encode(&Message::request(RequestId::from(id), name, payload.into()))?;
+        let deadline = (Instant::now().checked_add(timeout), timeout);
+        shared.exchange(frame, (id, Kind::Request), deadline).await
     }
 
     /// Sends signal `name` with `payload`: one-way, never answered.
     ///
-    /// Returns once the signal is queued for the connection's writer, which is no proof
+    /// Returns once the signal is queued for the connection's driver, which is no proof
     /// that it reached the server. While reconnecting it waits for the connection, up to
     /// the client's request timeout ([`RequestError::Timeout`]). Fails locally like
     /// [`request`](Client::request) on invalid input, and also for a named UTF-16 signal
@@ -496,17 +604,11 @@ impl Client {
         name: impl IntoName,
         payload: impl Into<Payload>,
     ) -> Result<(), RequestError> {
-        let shared = &*self.handle.shared;
+        let shared = &*self.shared;
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
-        let message = Message::signal(name, payload.into());
-        let len = message
-            .encoded_len()
-            .map_err(RequestError::InvalidMessage)?;
-        let timeout = shared.config.request_timeout;
-        tokio::time::timeout(timeout, shared.send_signal(&message, len))
-            .await
-            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+        let frame = encode(&Message::signal(name, payload.into()))?;
+        shared.send_signal(frame).await
     }
 
     /// Closes the client gracefully and waits until its connection is closed.
@@ -517,8 +619,8 @@ impl Client {
     /// clone. Closing twice is harmless. Cancel safe: the close proceeds in the background
     /// if the returned future is dropped.
     pub async fn close(&self) {
-        self.handle.shared.shut_down();
-        self.handle.tasks.wait().await;
+        self.shared.shut_down();
+        self.shared.tasks.wait().await;
     }
 
     /// The client's session (a copy), if it has one.
@@ -529,7 +631,7 @@ impl Client {
     /// [`ClientBuilder::restore_session_on_reconnect`]).
     #[must_use]
     pub fn session(&self) -> Option<Session> {
-        self.handle.shared.session()
+        self.shared.session()
     }
 
     /// Restores the session stored on the server under `key` (RequestRestoreSession,
@@ -563,7 +665,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn restore_session(&self, key: &str) -> Result<Session, RequestError> {
-        let shared = &*self.handle.shared;
+        let shared = &*self.shared;
         shared.check_open()?;
         let timeout = shared.config.request_timeout;
         let restore = async {
@@ -572,17 +674,14 @@ impl Client {
                 return Err(RequestError::SessionActive);
             }
             let id = shared.next_id();
-            let message = Message::RequestRestoreSession {
+            let frame = encode(&Message::RequestRestoreSession {
                 id: RequestId::from(id),
                 key: Bytes::copy_from_slice(key.as_bytes()),
-            };
-            let len = message
-                .encoded_len()
-                .map_err(RequestError::InvalidMessage)?;
+            })?;
             let reply = shared
-                .exchange(&message, len, (id, Kind::RestoreSession))
+                .exchange(frame, (id, Kind::RestoreSession), (None, timeout))
                 .await?;
-            // The reader checked and stored the session already; this parse cannot fail.
+            // The driver checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
         };
         tokio::time::timeout(timeout, restore)
@@ -604,7 +703,7 @@ impl Client {
     /// it left, the server's confirmation is applied even if the call was dropped or timed
     /// out: a late one still forgets the session and fires `session_closed`.
     pub async fn close_session(&self) -> Result<(), RequestError> {
-        let shared = &*self.handle.shared;
+        let shared = &*self.shared;
         shared.check_open()?;
         let timeout = shared.config.request_timeout;
         let close = async {
@@ -622,25 +721,22 @@ impl Client {
                 let frame = encode(&Message::RequestCloseSession {
                     id: RequestId::from(id),
                 })?;
-                // No guard: the reply must reach the reader even if this call is dropped.
+                // A session request: its reply reaches the driver even if this call is
+                // dropped.
                 let sent = shared
-                    .send_request_on(&link, frame, id, Kind::CloseSession)
+                    .send_request_on(&link, frame, (id, Kind::CloseSession), Pending::never())
                     .await;
                 if let Ok(reply) = sent {
-                    // On success the reader has forgotten the session already.
-                    return reply
-                        .await
-                        .unwrap_or(Err(RequestError::Disconnected))
-                        .map(drop);
+                    // On success the driver has forgotten the session already.
+                    return reply.await.map(drop);
                 }
-                // The connection ended before its writer took the frame: nothing was sent,
+                // The connection ended before its driver took the frame: nothing was sent,
                 // and the client is offline now.
             }
-            let events = lock(&shared.events).clone();
-            match events {
-                Some(events) => shared.forget_session(&events).await,
-                None => return Err(RequestError::ClientClosed),
+            if shared.is_closed() {
+                return Err(RequestError::ClientClosed);
             }
+            shared.forget_session();
             Ok(())
         };
         tokio::time::timeout(timeout, close)
@@ -651,24 +747,70 @@ impl Client {
     /// Whether the client is connected right now.
     #[must_use]
     pub fn is_connected(&self) -> bool {
-        matches!(*self.handle.shared.state.borrow(), State::Connected(_))
+        matches!(*self.shared.state.borrow(), State::Connected(_))
     }
 
     /// The server's handshake parameters (protocol version, read timeout, message size
     /// limit, sub-protocol) of the current connection, if connected.
     #[must_use]
     pub fn server_conf(&self) -> Option<AcceptConf> {
-        match &*self.handle.shared.state.borrow() {
+        match &*self.shared.state.borrow() {
             State::Connected(link) => Some(link.conf.clone()),
             _ => None,
         }
+    }
+
+    /// Sends request `name` with `req` as its JSON payload (UTF-8) and reads the reply's
+    /// JSON as `Resp` (a UTF-16 reply is decoded first), within the client's request
+    /// timeout.
+    ///
+    /// Fails like [`request`](Client::request), and with [`RequestError::Json`] when `req`
+    /// cannot be serialised (nothing sent) or the reply is not a `Resp`. Cancel safe like
+    /// [`request`](Client::request).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Login<'a> { user: &'a str, password: &'a str }
+    /// #[derive(serde::Deserialize)]
+    /// struct Welcome { display_name: String }
+    ///
+    /// let welcome: Welcome = client
+    ///     .request_json("login", &Login { user: "alice", password: "wonderland" })
+    ///     .await?;
+    /// println!("hello, {}", welcome.display_name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_json<Req, Resp>(
+        &self,
+        name: impl IntoName,
+        req: &Req,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: serde::Serialize + ?Sized,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let json = |err: serde_json::Error| RequestError::Json {
+            reason: err.to_string(),
+        };
+        let payload = Payload::json(req).map_err(json)?;
+        let reply = self.request(name, payload).await?;
+        reply.parse_json().map_err(json)
+    }
+
+    /// How many server signals were dropped because the handler fell behind (see
+    /// [`ClientBuilder::max_queued_signals`] and [`SignalOverflow`]), over the client's
+    /// life.
+    #[must_use]
+    pub fn dropped_signals(&self) -> u64 {
+        self.shared.events.dropped()
     }
 
     /// The number of requests waiting for a reply. A test hook, not a stable API.
     #[doc(hidden)]
     #[must_use]
     pub fn pending_requests(&self) -> usize {
-        self.handle.shared.pending.len()
+        self.shared.pending.len()
     }
 }
 

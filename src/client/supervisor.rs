@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::client::connection::{self, WsStream};
@@ -13,34 +12,36 @@ use crate::client::{Reconnect, RequestError, Shared, State};
 use crate::protocol::AcceptConf;
 
 /// Owns the connections of one client until it is closed or gives up reconnecting.
-pub(crate) async fn supervise(
-    shared: Arc<Shared>,
-    first: (WsStream, AcceptConf),
-    events: mpsc::Sender<Event>,
-) {
+pub(crate) async fn supervise(shared: Arc<Shared>, first: (WsStream, AcceptConf)) {
+    /// The handler's task ends after the last event, however this task ends.
+    struct Finish<'a>(&'a Shared);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.events.finish();
+        }
+    }
+    let _finish = Finish(&shared);
     let mut next = Some(first);
     let mut generation = 0;
     while let Some((ws, conf)) = next.take() {
         generation += 1;
         let span = info_span!("webwire_client", url = %shared.config.url, generation);
-        let ended = connection::run(&shared, ws, conf, generation, &events)
+        let ended = connection::run(&shared, ws, conf, generation)
             .instrument(span)
             .await;
         // Requests handed to that connection cannot get a reply any more.
-        let closing = shared.stop.is_cancelled();
+        let closing = shared.is_closed();
         let error = if closing {
             RequestError::ClientClosed
         } else {
             RequestError::Disconnected
         };
         let failed = shared.pending.fail_generation(generation, &error);
+        shared.events.push(Event::Disconnected);
         if closing {
-            // The handler may be the one closing the client: never wait for it here.
-            let _ = events.try_send(Event::Disconnected);
             break;
         }
         info!(generation, ?ended, failed, "disconnected");
-        shared.notify(&events, Event::Disconnected).await;
         next = reconnect(&shared).await;
     }
 }

@@ -54,6 +54,9 @@ pub struct AcceptConf {
 }
 
 impl AcceptConf {
+    /// The smallest message buffer a server may announce (PROTOCOL.md §1.4): 32 bytes.
+    pub const MIN_MESSAGE_BUFFER_SIZE: u32 = 32;
+
     /// Protocol 2.0 parameters without a sub-protocol name.
     #[must_use]
     pub fn new(read_timeout: Duration, message_buffer_size: u32) -> Self {

@@ -1,0 +1,466 @@
+//! A connection's driver: the one task that owns the client's socket, the mirror of the
+//! server's (`server/driver.rs`).
+//!
+//! ```text
+//!          ┌─────────────────────── driver (owns the transport::Socket) ──────────────────────┐
+//! socket ─►│ read ─► parse ─┬─► reply: its pending entry gets the outcome, the requester a wake │
+//!          │                ├─► signal, session notification: event queue (never waits) ─► handler task
+//!          │                └─► session reply: session changed here, then completed          │
+//! requests, signals ─► queue of encoded frames ─► fed while the socket has room ─► one flush ─┼─► socket
+//!          │ one sweep timer: pending deadlines; one heartbeat timer, checked against the     │
+//!          │ time of the last write                                                           │
+//!          └───────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! The driver never waits for user code: replies complete their entry, everything else is
+//! pushed into the handler's queue, which never makes its sender wait. It handles at most
+//! [`MAX_READS`] messages per round and yields after [`MAX_ROUNDS`] rounds, so a busy
+//! connection cannot starve the other tasks of its worker.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{debug, warn};
+
+use crate::Session;
+use crate::client::connection::{Ended, Link, heartbeat_interval};
+use crate::client::handler::Event;
+use crate::client::pending::Kind;
+use crate::client::{RequestError, Shared};
+use crate::protocol::{Message, MessageType, RequestId};
+use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
+
+/// The one-byte heartbeat frame (§1.5), shared rather than encoded each time.
+const HEARTBEAT: &[u8] = &[MessageType::Heartbeat as u8];
+
+/// Messages read per round: a long burst of replies still lets queued requests out.
+const MAX_READS: usize = 64;
+
+/// Rounds of (write queued frames, read) in one wake-up before the driver yields to the
+/// other tasks of its worker.
+const MAX_ROUNDS: usize = 16;
+
+/// Two sweeps of the pending requests are at least this far apart: a request times out
+/// at most this long after its deadline, and many different deadlines in a row cost one
+/// sweep per millisecond at most.
+pub(crate) const SWEEP_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// The driver of one connection.
+pub(crate) struct Driver<'a, S> {
+    shared: &'a Shared,
+    link: Arc<Link>,
+    socket: Socket<S>,
+    frames: mpsc::UnboundedReceiver<Bytes>,
+    /// Wakes at the earliest deadline of a pending request; armed for `sweep_at`.
+    sweep: Pin<Box<Sleep>>,
+    sweep_at: Option<Instant>,
+    last_sweep: Instant,
+    heartbeat: Option<Heartbeat>,
+    /// Frames were fed since the last flush (the heartbeat's "last write" is taken then).
+    wrote: bool,
+    /// Since the last flush: replies that woke a requester, and frames fed. A requester
+    /// woken by a reply usually queues its next request at once; while fewer frames came
+    /// than requesters were woken, the driver lets them run once before it flushes, so
+    /// that their frames leave in one write.
+    completed: usize,
+    fed: usize,
+    yielded: bool,
+    /// The close frame for a protocol violation.
+    violation: Option<CloseFrame>,
+}
+
+/// Heartbeats (§1.5): one at `period` after the last write. One timer, moved only when it
+/// fires: a write records its time, it does not touch the timer.
+struct Heartbeat {
+    period: Duration,
+    timer: Pin<Box<Sleep>>,
+    last_write: Instant,
+}
+
+impl<S> std::fmt::Debug for Driver<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("generation", &self.link.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S> Driver<'a, S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    pub(crate) fn new(
+        shared: &'a Shared,
+        link: Arc<Link>,
+        socket: Socket<S>,
+        frames: mpsc::UnboundedReceiver<Bytes>,
+    ) -> Self {
+        let now = Instant::now();
+        let heartbeat = heartbeat_interval(link.conf.read_timeout).map(|period| Heartbeat {
+            period,
+            timer: Box::pin(tokio::time::sleep_until(now + period)),
+            last_write: now,
+        });
+        Driver {
+            shared,
+            link,
+            socket,
+            frames,
+            sweep: Box::pin(tokio::time::sleep_until(now)),
+            sweep_at: None,
+            last_sweep: now,
+            heartbeat,
+            wrote: false,
+            completed: 0,
+            fed: 0,
+            yielded: false,
+            violation: None,
+        }
+    }
+
+    /// Drives the connection until it ends, and says how.
+    pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        self.shared.driver.register(cx.waker());
+        let mut busy = true;
+        for _ in 0..MAX_ROUNDS {
+            if self.shared.is_closed() {
+                return Poll::Ready(Ended::Closing);
+            }
+            let completed = self.completed;
+            let mut progress = match self.write_queued(cx) {
+                Ok(progress) => progress,
+                Err(ended) => return Poll::Ready(ended),
+            };
+            let read = match self.read(cx) {
+                Ok(read) => read,
+                Err(ended) => return Poll::Ready(ended),
+            };
+            progress |= read != Read::Nothing;
+            if self.completed > completed {
+                // Requesters were woken: let them run (and queue their next requests)
+                // before reading on. Come back at once if the socket may hold more.
+                busy = read == Read::Limit;
+                break;
+            }
+            if !progress {
+                busy = false;
+                break;
+            }
+        }
+        if let Err(ended) = self.poll_timers(cx) {
+            return Poll::Ready(ended);
+        }
+        if self.socket.is_unflushed() {
+            if self.fed < self.completed && !self.yielded {
+                // Requesters woken by replies have not queued their next frames yet: let
+                // them run, then write everything at once.
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            match self.socket.poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.flushed(),
+                Poll::Ready(Err(failed)) => return Poll::Ready(lost(&failed)),
+                Poll::Pending => {}
+            }
+        }
+        if busy {
+            // Let the worker's other tasks run, and come back.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    /// Everything fed so far is written.
+    fn flushed(&mut self) {
+        self.completed = 0;
+        self.fed = 0;
+        self.yielded = false;
+        if std::mem::take(&mut self.wrote) {
+            if let Some(heartbeat) = &mut self.heartbeat {
+                heartbeat.last_write = Instant::now();
+            }
+        }
+    }
+
+    /// Feeds queued frames while the socket has room. Whether any was fed.
+    fn write_queued(&mut self, cx: &mut Context<'_>) -> Result<bool, Ended> {
+        let mut taken = 0;
+        loop {
+            match self.socket.poll_room(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(failed)) => return Err(lost(&failed)),
+                Poll::Pending => break,
+            }
+            let Poll::Ready(Some(frame)) = self.frames.poll_recv(cx) else {
+                break;
+            };
+            taken += 1;
+            if let Err(failed) = self.socket.feed(frame) {
+                return Err(lost(&failed));
+            }
+        }
+        if taken == 0 {
+            return Ok(false);
+        }
+        // Room for as many frames as were taken, given back once per batch.
+        self.link.room.add_permits(taken);
+        self.fed += taken;
+        self.wrote = true;
+        Ok(true)
+    }
+
+    /// Reads and dispatches up to [`MAX_READS`] messages.
+    fn read(&mut self, cx: &mut Context<'_>) -> Result<Read, Ended> {
+        for read in 0..MAX_READS {
+            let Poll::Ready(incoming) = self.socket.poll_read(cx) else {
+                return Ok(if read > 0 { Read::Some } else { Read::Nothing });
+            };
+            self.on_incoming(incoming)?;
+        }
+        Ok(Read::Limit)
+    }
+
+    /// Sweeps the pending requests at the earliest deadline; sends a heartbeat when
+    /// nothing was written for its period.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Ended> {
+        loop {
+            let due = self.shared.pending.next_sweep();
+            if due != self.sweep_at {
+                self.sweep_at = due;
+                if let Some(at) = due {
+                    let at = at.max(self.last_sweep + SWEEP_GRANULARITY);
+                    self.sweep.as_mut().reset(at);
+                }
+            }
+            if self.sweep_at.is_none() || self.sweep.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            let now = Instant::now();
+            self.last_sweep = now;
+            self.sweep_at = None;
+            let expired = self.shared.pending.sweep(now);
+            if expired > 0 {
+                debug!(expired, "requests timed out");
+            }
+        }
+        let Some(heartbeat) = &mut self.heartbeat else {
+            return Ok(());
+        };
+        while heartbeat.timer.as_mut().poll(cx).is_ready() {
+            let due = heartbeat.last_write + heartbeat.period;
+            let now = Instant::now();
+            if due > now && !self.wrote {
+                // Written meanwhile: the heartbeat is due a period after that write.
+                heartbeat.timer.as_mut().reset(due);
+                continue;
+            }
+            if !self.wrote {
+                // A socket without room is writing already; that counts as activity.
+                if let Poll::Ready(Ok(())) = self.socket.poll_room(cx) {
+                    self.socket
+                        .feed(Bytes::from_static(HEARTBEAT))
+                        .map_err(|failed| lost(&failed))?;
+                    self.wrote = true;
+                }
+            }
+            heartbeat.last_write = now;
+            heartbeat.timer.as_mut().reset(now + heartbeat.period);
+        }
+        Ok(())
+    }
+
+    /// Acts on one item read from the socket; `Err` when the connection ends.
+    fn on_incoming(&mut self, incoming: Incoming) -> Result<(), Ended> {
+        match incoming {
+            Incoming::Frame(frame) => match Message::parse(frame) {
+                Ok(message) => self.dispatch(message).map_err(|reason| {
+                    self.violation = Some(close_frame(CloseCode::Protocol, reason));
+                    Ended::Violation
+                }),
+                Err(err) => {
+                    warn!(%err, "malformed message from the server; closing the connection");
+                    self.violation = Some(close_frame(
+                        CloseCode::Protocol,
+                        "malformed WebWire message",
+                    ));
+                    Err(Ended::Violation)
+                }
+            },
+            Incoming::Alive => Ok(()),
+            Incoming::Closed(frame) => {
+                debug!(?frame, "the server closed the connection");
+                Err(Ended::Lost)
+            }
+            Incoming::Gone => Err(Ended::Lost),
+            Incoming::Violation(code, reason) => {
+                warn!(reason, "closing the connection");
+                self.violation = Some(close_frame(code, reason));
+                Err(Ended::Violation)
+            }
+        }
+    }
+
+    /// Hands one well-formed message from the server to whoever waits for it. An error is
+    /// a protocol violation (a session notification whose JSON is not a session), the
+    /// reason for the close frame.
+    fn dispatch(&mut self, message: Message) -> Result<(), &'static str> {
+        let shared = self.shared;
+        let (id, outcome): (RequestId, Result<_, RequestError>) = match message {
+            Message::ReplyBinary { id, .. }
+            | Message::ReplyUtf8 { id, .. }
+            | Message::ReplyUtf16 { id, .. } => match message.payload() {
+                Some(payload) => (id, Ok(payload)),
+                None => return Ok(()),
+            },
+            Message::ReplyError { id, code, message } => (
+                id,
+                Err(RequestError::Reply {
+                    code,
+                    message: String::from_utf8_lossy(&message).into_owned(),
+                }),
+            ),
+            Message::ReplyShutdown { id } => (id, Err(RequestError::Shutdown)),
+            Message::ReplyInternalError { id } => (id, Err(RequestError::Internal)),
+            Message::ReplySessionNotFound { id } => (id, Err(RequestError::SessionNotFound)),
+            Message::ReplyMaxSessConnsReached { id } => {
+                (id, Err(RequestError::MaxSessionConnectionsReached))
+            }
+            Message::ReplySessionsDisabled { id } => (id, Err(RequestError::SessionsDisabled)),
+            Message::SignalBinary { .. }
+            | Message::SignalUtf8 { .. }
+            | Message::SignalUtf16 { .. } => {
+                if let (Some(name), Some(payload)) = (message.name(), message.payload()) {
+                    shared.events.push(Event::Signal(name.clone(), payload));
+                }
+                return Ok(());
+            }
+            Message::NotifySessionCreated { session } => {
+                return match Session::from_json(&session) {
+                    Ok(session) => {
+                        shared.store_session(session);
+                        Ok(())
+                    }
+                    Err(err) => {
+                        warn!(%err, "invalid session from the server; closing the connection");
+                        Err("malformed session JSON")
+                    }
+                };
+            }
+            Message::NotifySessionClosed => {
+                shared.forget_session();
+                return Ok(());
+            }
+            // Well-formed, but not something a server sends (or a second AcceptConf):
+            // ignored, as the Go client does.
+            Message::AcceptConf(_)
+            | Message::RequestCloseSession { .. }
+            | Message::RequestRestoreSession { .. }
+            | Message::Heartbeat
+            | Message::RequestBinary { .. }
+            | Message::RequestUtf8 { .. }
+            | Message::RequestUtf16 { .. } => {
+                debug!(message_type = %message.message_type(), "unexpected message from the server ignored");
+                return Ok(());
+            }
+        };
+        // Session replies change the session here, in the order of the messages around
+        // them.
+        let delivered = shared
+            .pending
+            .complete(id.to_u64(), |kind| match (kind, outcome) {
+                (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
+                    Ok(session) => {
+                        shared.store_session(session);
+                        Ok(payload)
+                    }
+                    Err(err) => {
+                        warn!(%err, "invalid session in a restore reply");
+                        Err(RequestError::InvalidReply(err))
+                    }
+                },
+                (Kind::CloseSession, Ok(payload)) => {
+                    shared.forget_session();
+                    Ok(payload)
+                }
+                (_, outcome) => outcome,
+            });
+        match delivered {
+            None => debug!(%id, "reply for no pending request ignored"),
+            Some(true) => self.completed += 1,
+            // Nobody waits for it any more (a session request given up); that is fine.
+            Some(false) => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: for [`Ended::Closing`] what was queued before the close is
+    /// written, then a normal close frame; for [`Ended::Violation`] the violation's close
+    /// frame; either way the closing handshake follows (at most `close_timeout`). When the
+    /// server closed or is gone, tungstenite's answer to its close frame goes out if the
+    /// socket takes it at once. Frames queued from now on are refused (their senders try
+    /// the next connection).
+    pub(crate) async fn close(mut self, ended: Ended, close_timeout: Duration) {
+        self.frames.close();
+        self.link.room.close();
+        let frame = match ended {
+            Ended::Closing => {
+                let mut fed = Ok(());
+                while let Ok(frame) = self.frames.try_recv() {
+                    fed = std::future::poll_fn(|cx| self.socket.poll_room(cx)).await;
+                    if fed.is_err() {
+                        break;
+                    }
+                    fed = self.socket.feed(frame);
+                    if fed.is_err() {
+                        break;
+                    }
+                }
+                if let Err(failed) = fed {
+                    debug!(ended = ?lost(&failed), "queued frames not written");
+                    return self.socket.finish();
+                }
+                Some(close_frame(CloseCode::Normal, "client closed"))
+            }
+            Ended::Violation => self.violation.take(),
+            Ended::Lost => None,
+        };
+        match frame {
+            Some(frame) => {
+                // Bounded: a server that does not read cannot hold the close up.
+                let closing = self.socket.close(frame, close_timeout);
+                let _ = tokio::time::timeout(close_timeout * 2, closing).await;
+            }
+            None => self.socket.finish(),
+        }
+    }
+}
+
+/// What one round of reading did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Nothing was ready (the socket will wake the driver).
+    Nothing,
+    /// Messages were read until nothing was ready.
+    Some,
+    /// [`MAX_READS`] messages were read; more may be ready.
+    Limit,
+}
+
+/// How a failed write ends the connection.
+fn lost(failed: &WriteFailed) -> Ended {
+    match failed {
+        WriteFailed::TimedOut => debug!("the server stopped reading: write timed out"),
+        WriteFailed::Failed(error) => debug!(%error, "write failed"),
+    }
+    Ended::Lost
+}

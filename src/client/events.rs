@@ -1,0 +1,236 @@
+//! The handler's queue: events in the order they happened, pushed without ever waiting,
+//! so that the connection's driver never waits for user code.
+//!
+//! Connection and session events are always kept. Server signals are kept up to a limit
+//! ([`ClientBuilder::max_queued_signals`]); beyond it the [`SignalOverflow`] policy drops
+//! one, counts it ([`Client::dropped_signals`]) and says so in the log (a warning when a
+//! handler starts falling behind, then one each time it catches up and falls behind again).
+//!
+//! [`ClientBuilder::max_queued_signals`]: crate::ClientBuilder::max_queued_signals
+//! [`Client::dropped_signals`]: crate::Client::dropped_signals
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use crate::client::handler::Event;
+
+/// The default [`ClientBuilder::max_queued_signals`](crate::ClientBuilder::max_queued_signals).
+pub const DEFAULT_MAX_QUEUED_SIGNALS: usize = 1024;
+
+/// What a client does with a server signal that arrives while its handler has
+/// [`max_queued_signals`](crate::ClientBuilder::max_queued_signals) signals still to handle.
+///
+/// Either way the reply to a request is never delayed by a slow handler, connection and
+/// session events are never dropped, and every dropped signal is counted
+/// ([`Client::dropped_signals`](crate::Client::dropped_signals)) and logged.
+///
+/// ```
+/// use tokio_webwire::{Client, client::SignalOverflow};
+///
+/// // A ticker's subscriber: only the latest 16 prices matter.
+/// let builder = Client::builder()
+///     .max_queued_signals(16)
+///     .signal_overflow(SignalOverflow::DropOldest);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SignalOverflow {
+    /// Drop the oldest signal still waiting, and queue the new one: the handler sees the
+    /// latest signals. The default.
+    #[default]
+    DropOldest,
+    /// Drop the new signal: the handler sees the signals that came first.
+    DropNewest,
+}
+
+/// The queue between the connection's driver (and the client's other tasks) and the task
+/// that runs the handler.
+#[derive(Debug)]
+pub(crate) struct Events {
+    queue: Mutex<Queue>,
+    /// Wakes the handler's task.
+    ready: Notify,
+    max_signals: usize,
+    overflow: SignalOverflow,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    /// How many of `events` are signals.
+    signals: usize,
+    /// Signals were dropped since the queue was last empty (one warning per episode).
+    overflowing: bool,
+    /// No more events will come: the handler's task ends once the queue is empty.
+    finished: bool,
+    /// [`Events::finish`] calls still to come before `finished`.
+    open: u8,
+}
+
+impl Events {
+    /// A queue keeping at most `max_signals` signals (at least one), finished by the
+    /// `parties`-th call of [`finish`](Events::finish).
+    pub(crate) fn new(max_signals: usize, overflow: SignalOverflow, parties: u8) -> Self {
+        Events {
+            queue: Mutex::new(Queue {
+                open: parties,
+                ..Queue::default()
+            }),
+            ready: Notify::new(),
+            max_signals: max_signals.max(1),
+            overflow,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues `event` for the handler; never waits. A signal beyond the limit is dropped
+    /// per the policy.
+    pub(crate) fn push(&self, event: Event) {
+        let mut queue = super::lock(&self.queue);
+        if queue.finished {
+            return;
+        }
+        if matches!(event, Event::Signal(..)) {
+            if queue.signals >= self.max_signals {
+                self.overflow(&mut queue);
+                match self.overflow {
+                    SignalOverflow::DropNewest => return,
+                    SignalOverflow::DropOldest => {
+                        if let Some(oldest) = queue
+                            .events
+                            .iter()
+                            .position(|event| matches!(event, Event::Signal(..)))
+                        {
+                            queue.events.remove(oldest);
+                            queue.signals -= 1;
+                        }
+                    }
+                }
+            }
+            queue.signals += 1;
+        }
+        queue.events.push_back(event);
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    /// Counts a dropped signal; warns when this starts an episode.
+    fn overflow(&self, queue: &mut Queue) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if !queue.overflowing {
+            queue.overflowing = true;
+            tracing::warn!(
+                max_queued_signals = self.max_signals,
+                policy = ?self.overflow,
+                dropped_in_all = dropped,
+                "the client handler falls behind: dropping server signals"
+            );
+        } else {
+            tracing::debug!(dropped_in_all = dropped, "server signal dropped");
+        }
+    }
+
+    /// Signals dropped so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// One party is done queueing; after the last, the handler's task ends once it has
+    /// handled the queued events.
+    pub(crate) fn finish(&self) {
+        let mut queue = super::lock(&self.queue);
+        queue.open = queue.open.saturating_sub(1);
+        if queue.open == 0 {
+            queue.finished = true;
+            drop(queue);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next event, in order; `None` once the queue is finished and empty.
+    pub(crate) async fn next(&self) -> Option<Event> {
+        loop {
+            {
+                let mut queue = super::lock(&self.queue);
+                if let Some(event) = queue.events.pop_front() {
+                    if matches!(event, Event::Signal(..)) {
+                        queue.signals -= 1;
+                    }
+                    if queue.events.is_empty() {
+                        queue.overflowing = false;
+                    }
+                    return Some(event);
+                }
+                if queue.finished {
+                    return None;
+                }
+            }
+            // A push after the lock was released left a permit: this returns at once.
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Payload;
+    use crate::protocol::Name;
+
+    fn signal(n: u8) -> Event {
+        Event::Signal(Name::empty(), Payload::binary(vec![n]))
+    }
+
+    fn drain(events: &Events) -> Vec<String> {
+        events.finish();
+        let mut seen = Vec::new();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            while let Some(event) = events.next().await {
+                seen.push(match event {
+                    Event::Signal(_, payload) => format!("s{}", payload.data[0]),
+                    other => format!("{other:?}"),
+                });
+            }
+        });
+        seen
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_latest_signals_and_every_other_event() {
+        let events = Events::new(2, SignalOverflow::DropOldest, 1);
+        events.push(signal(1));
+        events.push(Event::Connected);
+        events.push(signal(2));
+        events.push(signal(3));
+        events.push(Event::SessionClosed);
+        events.push(signal(4));
+        assert_eq!(events.dropped(), 2);
+        assert_eq!(drain(&events), ["Connected", "s3", "SessionClosed", "s4"]);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_first_signals() {
+        let events = Events::new(2, SignalOverflow::DropNewest, 1);
+        for n in 1..=5 {
+            events.push(signal(n));
+        }
+        events.push(Event::Disconnected);
+        assert_eq!(events.dropped(), 3);
+        assert_eq!(drain(&events), ["s1", "s2", "Disconnected"]);
+    }
+
+    #[test]
+    fn nothing_is_queued_after_finish() {
+        let events = Events::new(2, SignalOverflow::DropNewest, 1);
+        events.finish();
+        events.push(Event::Connected);
+        assert!(drain(&events).is_empty());
+    }
+}
