@@ -1156,3 +1156,34 @@ async fn thousand_concurrent_requests_from_eight_tasks() {
     within(client.close()).await;
     within(server).await.unwrap();
 }
+
+/// A server that stops reading: the client drops the connection after its write timeout,
+/// and what was in flight fails with `Disconnected` instead of waiting for the request
+/// timeout.
+#[tokio::test]
+async fn a_server_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let script = Script::bind().await;
+    let builder = no_reconnect()
+        .write_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_secs(3600));
+    let (client, _never_read) =
+        connect_with(builder, &script, &accept_conf(60_000, 16 << 20)).await;
+    // 64 MiB in all: more than the socket buffers take, so the writes wait.
+    let requests: Vec<_> = (0..16)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request("big", Payload::binary(vec![0; 4 << 20]))
+                    .await
+            })
+        })
+        .collect();
+    for request in requests {
+        let outcome = within(request).await.expect("the request task ends");
+        assert!(
+            matches!(outcome, Err(RequestError::Disconnected)),
+            "{outcome:?}"
+        );
+    }
+}

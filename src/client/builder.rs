@@ -10,6 +10,9 @@ use crate::client::{Client, ClientHandler, ConnectError, Reconnect, SignalOverfl
 /// The default [`ClientBuilder::dial_timeout`]: 5 s, as the Go client.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The default [`ClientBuilder::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The default [`ClientBuilder::request_timeout`]: 60 s, as both reference clients.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -25,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) url: String,
     pub(crate) dial_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     pub(crate) sub_protocol: Option<Bytes>,
     pub(crate) reconnect: Reconnect,
     pub(crate) headers: Vec<(String, String)>,
@@ -42,6 +46,7 @@ impl std::fmt::Debug for Config {
             .field("url", &self.url)
             .field("dial_timeout", &self.dial_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("sub_protocol", &self.sub_protocol)
             .field("reconnect", &self.reconnect)
             .field("header_names", &header_names)
@@ -83,6 +88,7 @@ impl Default for ClientBuilder<()> {
             config: Config {
                 url: String::new(),
                 dial_timeout: DEFAULT_DIAL_TIMEOUT,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 sub_protocol: None,
                 reconnect: Reconnect::default(),
@@ -180,6 +186,16 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// are waiting for the handler. Default: [`SignalOverflow::DropOldest`].
     pub fn signal_overflow(mut self, policy: SignalOverflow) -> Self {
         self.config.signal_overflow = policy;
+        self
+    }
+
+    /// How long a write may wait for a server that does not read (default 10 s; at least
+    /// 1 ms). A connection whose writes wait longer is dropped, and the client reconnects
+    /// per its [`reconnect`](ClientBuilder::reconnect) policy; its requests fail with
+    /// [`RequestError::Disconnected`](crate::RequestError::Disconnected) or wait for the
+    /// next connection, as after any lost connection.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

@@ -35,10 +35,6 @@ pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long a closing client waits for the server to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// A write that waits this long for the server to read drops the connection (the client
-/// then reconnects per its policy).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// tungstenite reads at most this much per system call (and zeroes as much before each
 /// read). The server's 4 KiB keeps its many idle connections small; a client has few
 /// connections, and with 4 KiB a 256 KiB reply took 64 reads.
@@ -258,7 +254,7 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
         room: Semaphore::new(SEND_QUEUE),
         conf,
     });
-    let socket = Socket::new(ws, WRITE_TIMEOUT);
+    let socket = Socket::new(ws, shared.config.write_timeout);
     let mut driver = Driver::new(shared, Arc::clone(&link), socket, frames_rx);
     let ended = {
         let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));

@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub use builder::{
     ClientBuilder, DEFAULT_DIAL_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
 };
 pub use error::{ConnectError, RequestError};
 pub use events::{DEFAULT_MAX_QUEUED_SIGNALS, SignalOverflow};
