@@ -190,7 +190,8 @@ impl<H: ClientHandler> ClientBuilder<H> {
     }
 
     /// How long a write may wait for a server that does not read (default 10 s; at least
-    /// 1 ms). A connection whose writes wait longer is dropped, and the client reconnects
+    /// 1 ms), from the moment it first has to wait until everything written so far has
+    /// left: keep it above the time the largest message takes on your slowest link. A connection whose writes wait longer is dropped, and the client reconnects
     /// per its [`reconnect`](ClientBuilder::reconnect) policy; its requests fail with
     /// [`RequestError::Disconnected`](crate::RequestError::Disconnected) or wait for the
     /// next connection, as after any lost connection.

@@ -89,10 +89,27 @@ impl Link {
     /// Queues `frame`, waiting for room. `Err` hands it back if the connection ended
     /// before the driver took it: nothing was sent.
     pub(crate) async fn push(&self, frame: Bytes) -> Result<(), Bytes> {
-        match self.room.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(frame),
+        if !self.reserve().await {
+            return Err(frame);
         }
+        self.push_reserved(frame)
+    }
+
+    /// Waits for room for one frame and takes it; false if the connection ended. Cancel
+    /// safe: dropped while waiting, it takes nothing.
+    pub(crate) async fn reserve(&self) -> bool {
+        match self.room.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Queues `frame` in room taken by [`reserve`](Self::reserve); hands it back if the
+    /// connection ended.
+    pub(crate) fn push_reserved(&self, frame: Bytes) -> Result<(), Bytes> {
         self.frames.send(frame).map_err(|returned| returned.0)
     }
 }

@@ -42,6 +42,9 @@ use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
 /// The one-byte heartbeat frame (§1.5), shared rather than encoded each time.
 const HEARTBEAT: &[u8] = &[MessageType::Heartbeat as u8];
 
+/// Why a server that floods session notifications is disconnected.
+const FLOOD: &str = "session notifications faster than the handler takes them";
+
 /// Messages read per round: a long burst of replies still lets queued requests out.
 const MAX_READS: usize = 64;
 
@@ -172,6 +175,10 @@ where
                 Poll::Ready(Err(failed)) => return Poll::Ready(lost(&failed)),
                 Poll::Pending => {}
             }
+        } else if self.wrote {
+            // The socket flushed on its own (room came back after a write waited): the
+            // heartbeat counts from now.
+            self.flushed();
         }
         if busy {
             // Let the worker's other tasks run, and come back.
@@ -233,6 +240,9 @@ where
     /// Sweeps the pending requests at the earliest deadline; sends a heartbeat when
     /// nothing was written for its period.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Ended> {
+        // A request whose deadline comes before every other wakes the driver through
+        // this, also while the socket is full and nothing else would.
+        self.shared.pending.register_sweeper(cx.waker());
         loop {
             let due = self.shared.pending.next_sweep();
             if due != self.sweep_at {
@@ -340,15 +350,19 @@ where
             | Message::SignalUtf8 { .. }
             | Message::SignalUtf16 { .. } => {
                 if let (Some(name), Some(payload)) = (message.name(), message.payload()) {
-                    shared.events.push(Event::Signal(name.clone(), payload));
+                    // Signals beyond the limit are dropped by policy, never refused.
+                    let _ = shared.events.push(Event::Signal(name.clone(), payload));
                 }
                 return Ok(());
             }
             Message::NotifySessionCreated { session } => {
                 return match Session::from_json(&session) {
                     Ok(session) => {
-                        shared.store_session(session);
-                        Ok(())
+                        if shared.store_session(session) {
+                            Ok(())
+                        } else {
+                            Err(FLOOD)
+                        }
                     }
                     Err(err) => {
                         warn!(%err, "invalid session from the server; closing the connection");
@@ -357,8 +371,11 @@ where
                 };
             }
             Message::NotifySessionClosed => {
-                shared.forget_session();
-                return Ok(());
+                return if shared.forget_session() {
+                    Ok(())
+                } else {
+                    Err(FLOOD)
+                };
             }
             // Well-formed, but not something a server sends (or a second AcceptConf):
             // ignored, as the Go client does.
@@ -463,4 +480,192 @@ fn lost(failed: &WriteFailed) -> Ended {
         WriteFailed::Failed(error) => debug!(%error, "write failed"),
     }
     Ended::Lost
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use futures_util::StreamExt;
+    use futures_util::task::AtomicWaker;
+    use tokio::sync::{Semaphore, watch};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::client::State;
+    use crate::client::events::Events;
+    use crate::client::pending::Pending;
+    use crate::protocol::AcceptConf;
+    use crate::transport::websocket_config;
+
+    fn shared() -> Shared {
+        let config = crate::ClientBuilder::new().into_config();
+        Shared {
+            events: Events::new(16, crate::client::SignalOverflow::DropOldest, 2),
+            config,
+            next_id: AtomicU64::new(1),
+            pending: Pending::default(),
+            state: watch::Sender::new(State::Connecting),
+            closed: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            driver: AtomicWaker::new(),
+            session: Mutex::new(None),
+            session_op: tokio::sync::Mutex::new(()),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    async fn pair(
+        read_timeout: Duration,
+    ) -> (
+        Arc<Link>,
+        Socket<tokio::io::DuplexStream>,
+        mpsc::UnboundedReceiver<Bytes>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (c, s) = tokio::io::duplex(4096);
+        let cws =
+            WebSocketStream::from_raw_socket(c, Role::Client, Some(websocket_config(1 << 20)))
+                .await;
+        let sws =
+            WebSocketStream::from_raw_socket(s, Role::Server, Some(websocket_config(1 << 20)))
+                .await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Arc::new(Link {
+            generation: 1,
+            frames: tx,
+            room: Semaphore::new(64),
+            conf: AcceptConf::new(read_timeout, 1 << 20),
+        });
+        (link, Socket::new(cws, Duration::from_secs(60)), rx, sws)
+    }
+
+    /// After a write that met backpressure and then drained, the client goes idle: a
+    /// heartbeat is due 3 s (75 % of 4 s) after that write.
+    async fn heartbeat_after_write_of(len: usize) {
+        let shared = shared();
+        let (link, socket, rx, mut server) = pair(Duration::from_secs(4)).await;
+        let mut driver = Driver::new(&shared, Arc::clone(&link), socket, rx);
+        let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));
+        let script = async {
+            link.try_push(Bytes::from(vec![7u8; len])).expect("room");
+            // The server does not read for a moment: the write waits.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let first = server.next().await.expect("message").expect("ok");
+            assert_eq!(first.len(), len);
+            tokio::time::timeout(Duration::from_secs(20), server.next()).await
+        };
+        tokio::select! {
+            ended = driving => panic!("driver ended: {ended:?}"),
+            next = script => {
+                let next = next.expect("no heartbeat within 20 s of idleness (read timeout 4 s)");
+                assert_eq!(&next.expect("msg").expect("ok").into_data()[..], HEARTBEAT);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_after_a_small_write() {
+        heartbeat_after_write_of(100).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeat_after_a_backpressured_write() {
+        heartbeat_after_write_of(200_000).await;
+    }
+
+    /// A request queued while the socket waits for the server must still time out at
+    /// its deadline (1 ms late at most, per the docs).
+    #[tokio::test(start_paused = true)]
+    async fn a_request_times_out_while_the_socket_is_full() {
+        let shared = Arc::new(shared());
+        let (link, socket, rx, _server_never_reads) = pair(Duration::ZERO).await;
+        // The driver on a task of its own, as in the client.
+        let driver_task = {
+            let (shared, link) = (Arc::clone(&shared), Arc::clone(&link));
+            tokio::spawn(async move {
+                let mut driver = Driver::new(&shared, link, socket, rx);
+                std::future::poll_fn(|cx| driver.poll_drive(cx)).await
+            })
+        };
+        link.try_push(Bytes::from(vec![7u8; 200_000]))
+            .expect("room");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let after = Duration::from_millis(100);
+        let deadline = shared
+            .pending
+            .deadline_at(Some(Instant::now() + after), after);
+        let reply = shared.pending.insert(1, 1, Kind::Request, deadline);
+        link.try_push(Bytes::from_static(b"request 1"))
+            .expect("room");
+        let out = tokio::time::timeout(Duration::from_secs(5), reply).await;
+        assert!(!driver_task.is_finished());
+        assert!(
+            matches!(out, Ok(Err(RequestError::Timeout { .. }))),
+            "100 ms request still pending after 5 s: {out:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_request_times_out_without_backpressure() {
+        let shared = Arc::new(shared());
+        let (link, socket, rx, _server_never_reads) = pair(Duration::ZERO).await;
+        // The driver on a task of its own, as in the client.
+        let driver_task = {
+            let (shared, link) = (Arc::clone(&shared), Arc::clone(&link));
+            tokio::spawn(async move {
+                let mut driver = Driver::new(&shared, link, socket, rx);
+                std::future::poll_fn(|cx| driver.poll_drive(cx)).await
+            })
+        };
+        link.try_push(Bytes::from(vec![7u8; 100])).expect("room");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let after = Duration::from_millis(100);
+        let deadline = shared
+            .pending
+            .deadline_at(Some(Instant::now() + after), after);
+        let reply = shared.pending.insert(1, 1, Kind::Request, deadline);
+        link.try_push(Bytes::from_static(b"request 1"))
+            .expect("room");
+        let out = tokio::time::timeout(Duration::from_secs(5), reply).await;
+        assert!(!driver_task.is_finished());
+        assert!(
+            matches!(out, Ok(Err(RequestError::Timeout { .. }))),
+            "100 ms request still pending after 5 s: {out:?}"
+        );
+    }
+
+    /// A session request that never got room in the queue (so was never sent) and whose
+    /// caller gave up leaves nothing behind.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_request_dropped_while_waiting_for_room_leaves_no_entry() {
+        let shared = shared();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let link = Link {
+            generation: 1,
+            frames: tx,
+            room: Semaphore::new(0),
+            conf: AcceptConf::new(Duration::ZERO, 1 << 20),
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_millis(50),
+            shared.send_request_on(
+                &link,
+                Bytes::from_static(b"close"),
+                (1, Kind::CloseSession),
+                Pending::never(),
+            ),
+        )
+        .await;
+        assert!(sent.is_err());
+        assert_eq!(
+            shared.pending.len(),
+            0,
+            "never-sent close-session entry left behind"
+        );
+    }
 }

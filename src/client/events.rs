@@ -58,6 +58,10 @@ pub(crate) struct Events {
     dropped: AtomicU64,
 }
 
+/// How many events other than signals (session and connection events, never dropped) may
+/// wait for the handler before the server's session notifications count as a flood.
+pub(crate) const MAX_SESSION_EVENTS: usize = 1024;
+
 #[derive(Debug, Default)]
 struct Queue {
     events: VecDeque<Event>,
@@ -88,17 +92,23 @@ impl Events {
     }
 
     /// Queues `event` for the handler; never waits. A signal beyond the limit is dropped
-    /// per the policy.
-    pub(crate) fn push(&self, event: Event) {
+    /// per the policy. A session event is refused (false) once [`MAX_SESSION_EVENTS`]
+    /// events other than signals wait: only a server that floods session notifications
+    /// gets there, and the connection is closed rather than the queue grown without bound.
+    pub(crate) fn push(&self, event: Event) -> bool {
         let mut queue = super::lock(&self.queue);
         if queue.finished {
-            return;
+            return true;
+        }
+        let session_event = matches!(event, Event::SessionCreated(_) | Event::SessionClosed);
+        if session_event && queue.events.len() - queue.signals >= MAX_SESSION_EVENTS {
+            return false;
         }
         if matches!(event, Event::Signal(..)) {
             if queue.signals >= self.max_signals {
                 self.overflow(&mut queue);
                 match self.overflow {
-                    SignalOverflow::DropNewest => return,
+                    SignalOverflow::DropNewest => return true,
                     SignalOverflow::DropOldest => {
                         if let Some(oldest) = queue
                             .events
@@ -116,6 +126,7 @@ impl Events {
         queue.events.push_back(event);
         drop(queue);
         self.ready.notify_one();
+        true
     }
 
     /// Counts a dropped signal; warns when this starts an episode.
@@ -232,5 +243,20 @@ mod tests {
         events.finish();
         events.push(Event::Connected);
         assert!(drain(&events).is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_session_events_is_refused_not_queued() {
+        let events = Events::new(2, SignalOverflow::DropOldest, 1);
+        for _ in 0..MAX_SESSION_EVENTS {
+            assert!(events.push(Event::SessionClosed));
+        }
+        assert!(!events.push(Event::SessionClosed), "the queue is bounded");
+        assert!(events.push(signal(1)), "signals follow their own policy");
+        assert!(
+            events.push(Event::Disconnected),
+            "connection events are never refused"
+        );
+        assert_eq!(drain(&events).len(), MAX_SESSION_EVENTS + 2);
     }
 }

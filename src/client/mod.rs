@@ -240,18 +240,18 @@ impl Shared {
             .map(|session| session.key.clone())
     }
 
-    /// Makes `session` the client's session and tells the handler.
-    pub(crate) fn store_session(&self, session: Session) {
+    /// Makes `session` the client's session and tells the handler; false if the handler's
+    /// queue refused the event (a flood of session notifications).
+    pub(crate) fn store_session(&self, session: Session) -> bool {
         *lock(&self.session) = Some(session.clone());
-        self.events.push(Event::SessionCreated(session));
+        self.events.push(Event::SessionCreated(session))
     }
 
-    /// Forgets the client's session and tells the handler, if there was one.
-    pub(crate) fn forget_session(&self) {
+    /// Forgets the client's session and tells the handler, if there was one; false as
+    /// [`store_session`](Self::store_session).
+    pub(crate) fn forget_session(&self) -> bool {
         let gone = lock(&self.session).take();
-        if gone.is_some() {
-            self.events.push(Event::SessionClosed);
-        }
+        gone.is_none() || self.events.push(Event::SessionClosed)
     }
 
     /// Waits until no other session operation runs.
@@ -446,8 +446,14 @@ impl Shared {
         (id, kind): (u64, Kind),
         deadline: Deadline,
     ) -> Result<Reply<'_>, Bytes> {
+        // Room first, then register and queue with no await in between: a caller that
+        // gives up while waiting for room leaves no entry behind (a session request's
+        // entry would otherwise wait for a reply that can never come).
+        if !link.reserve().await {
+            return Err(frame);
+        }
         let reply = self.pending.insert(id, link.generation, kind, deadline);
-        match link.push(frame).await {
+        match link.push_reserved(frame) {
             Ok(()) => Ok(reply),
             Err(returned) => {
                 reply.withdraw();

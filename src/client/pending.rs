@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
 use crate::Payload;
@@ -108,6 +109,9 @@ pub(crate) struct Pending {
     /// sweeps when it has passed. Lowered by [`insert`](Pending::insert), raised by
     /// [`sweep`](Pending::sweep).
     earliest: AtomicU64,
+    /// The driver, woken when an insert lowers `earliest`: its sweep timer must move
+    /// earlier, and nothing else may wake it (a full socket, say).
+    sweeper: AtomicWaker,
 }
 
 impl Default for Pending {
@@ -118,6 +122,7 @@ impl Default for Pending {
             overflowing: AtomicUsize::new(0),
             epoch: Instant::now(),
             earliest: AtomicU64::new(u64::MAX),
+            sweeper: AtomicWaker::new(),
         }
     }
 }
@@ -244,6 +249,7 @@ impl Pending {
         // slot after the insert too.
         if deadline.at < self.earliest.load(Ordering::Acquire) {
             self.earliest.fetch_min(deadline.at, Ordering::AcqRel);
+            self.sweeper.wake();
         }
         Reply {
             pending: self,
@@ -283,6 +289,11 @@ impl Pending {
         if let Some(mut place) = self.find(id) {
             place.remove(id, self);
         }
+    }
+
+    /// The driver's waker, for inserts that bring the next sweep forward.
+    pub(crate) fn register_sweeper(&self, waker: &Waker) {
+        self.sweeper.register(waker);
     }
 
     /// When the next sweep is due: the earliest deadline of an entry (or later), `None` if

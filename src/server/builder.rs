@@ -220,7 +220,9 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// How long a write may wait for a peer that does not read (default 10 s); then the
-    /// connection is dropped.
+    /// connection is dropped. Measured from the moment a write first has to wait until
+    /// everything written so far has left, so keep it above the time the largest message
+    /// takes on the slowest link you serve.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
