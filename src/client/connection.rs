@@ -9,6 +9,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,6 +57,9 @@ pub(crate) struct Link {
     pub(crate) room: Semaphore,
     /// The server's AcceptConf.
     pub(crate) conf: AcceptConf,
+    /// The handler has been told of this connection (`connected` is queued): until then
+    /// the driver holds server signals back, so that none reaches the handler before it.
+    pub(crate) announced: AtomicBool,
 }
 
 impl Link {
@@ -270,6 +274,7 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
         frames: frames_tx,
         room: Semaphore::new(SEND_QUEUE),
         conf,
+        announced: AtomicBool::new(false),
     });
     let socket = Socket::new(ws, shared.config.write_timeout);
     let mut driver = Driver::new(shared, Arc::clone(&link), socket, frames_rx);
@@ -286,10 +291,11 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
                     guard = resume_session(shared, &link) => op = Some(guard),
                 }
             }
-            let published = shared.publish(link);
+            let published = shared.publish(Arc::clone(&link));
             drop(op);
             if published {
                 shared.events.push(Event::Connected);
+                link.announced.store(true, Ordering::Release);
             }
             (&mut driving).await
         }

@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,6 +80,9 @@ pub(crate) struct Driver<'a, S> {
     yielded: bool,
     /// The close frame for a protocol violation.
     violation: Option<CloseFrame>,
+    /// Server signals that came before the handler was told of the connection (while a
+    /// session is restored after a reconnection), delivered right after `connected`.
+    held: Vec<Event>,
 }
 
 /// Heartbeats (§1.5): one at `period` after the last write. One timer, moved only when it
@@ -127,12 +131,18 @@ where
             fed: 0,
             yielded: false,
             violation: None,
+            held: Vec::new(),
         }
     }
 
     /// Drives the connection until it ends, and says how.
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         self.shared.driver.register(cx.waker());
+        if !self.held.is_empty() && self.link.announced.load(Ordering::Acquire) {
+            for signal in self.held.drain(..) {
+                self.shared.events.push(signal);
+            }
+        }
         let mut busy = true;
         for _ in 0..MAX_ROUNDS {
             if self.shared.is_closed() {
@@ -350,8 +360,15 @@ where
             | Message::SignalUtf8 { .. }
             | Message::SignalUtf16 { .. } => {
                 if let (Some(name), Some(payload)) = (message.name(), message.payload()) {
-                    // Signals beyond the limit are dropped by policy, never refused.
-                    let _ = shared.events.push(Event::Signal(name.clone(), payload));
+                    let signal = Event::Signal(name.clone(), payload);
+                    if self.link.announced.load(Ordering::Acquire) {
+                        // Signals beyond the limit are dropped by policy, never refused.
+                        shared.events.push(signal);
+                    } else if self.held.len() < shared.config.max_queued_signals {
+                        self.held.push(signal);
+                    } else {
+                        shared.events.count_dropped_signal();
+                    }
                 }
                 return Ok(());
             }
@@ -540,6 +557,7 @@ mod tests {
             frames: tx,
             room: Semaphore::new(64),
             conf: AcceptConf::new(read_timeout, 1 << 20),
+            announced: AtomicBool::new(true),
         });
         (link, Socket::new(cws, Duration::from_secs(60)), rx, sws)
     }
@@ -650,6 +668,7 @@ mod tests {
             frames: tx,
             room: Semaphore::new(0),
             conf: AcceptConf::new(Duration::ZERO, 1 << 20),
+            announced: AtomicBool::new(true),
         };
         let sent = tokio::time::timeout(
             Duration::from_millis(50),

@@ -129,6 +129,12 @@ impl Events {
         true
     }
 
+    /// Counts a signal dropped before it reached the queue (held back beyond the limit).
+    pub(crate) fn count_dropped_signal(&self) {
+        let mut queue = super::lock(&self.queue);
+        self.overflow(&mut queue);
+    }
+
     /// Counts a dropped signal; warns when this starts an episode.
     fn overflow(&self, queue: &mut Queue) {
         let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
