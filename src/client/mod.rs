@@ -621,8 +621,9 @@ impl Client {
     /// Closes the client gracefully and waits until its connection is closed.
     ///
     /// Pending requests fail with [`RequestError::ClientClosed`]; signals queued before
-    /// the call are still written, then a close frame (1000), and the client waits briefly
-    /// for the server's answer. Afterwards every method fails with `ClientClosed`, on every
+    /// the call are still written, then a close frame (1000), and the client waits up to
+    /// 1 s for the server's answer. A server that does not read holds this up for at most
+    /// the [`write_timeout`](ClientBuilder::write_timeout) before the socket is dropped. Afterwards every method fails with `ClientClosed`, on every
     /// clone. Closing twice is harmless. Cancel safe: the close proceeds in the background
     /// if the returned future is dropped.
     pub async fn close(&self) {
