@@ -228,6 +228,26 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The state of a client that is about to connect. The handler's queue is finished
+    /// by the supervisor when it ends and by the client's closing: a handler hears of a
+    /// session closed offline after the last connection ended.
+    pub(crate) fn new(config: Config) -> Self {
+        let events = Events::new(config.max_queued_signals, config.signal_overflow, 2);
+        Shared {
+            config,
+            next_id: AtomicU64::new(1),
+            pending: Pending::default(),
+            state: watch::Sender::new(State::Connecting),
+            closed: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            driver: AtomicWaker::new(),
+            session: Mutex::new(None),
+            session_op: tokio::sync::Mutex::new(()),
+            events,
+            tasks: TaskTracker::new(),
+        }
+    }
+
     /// The current session.
     pub(crate) fn session(&self) -> Option<Session> {
         lock(&self.session).clone()
@@ -506,22 +526,7 @@ impl Client {
     /// Dials, then hands the connection to the supervisor task.
     async fn start<H: ClientHandler>(config: Config, handler: H) -> Result<Client, ConnectError> {
         let first = connection::dial(&config).await?;
-        // Finished by the supervisor when it ends and by the client's closing: a handler
-        // hears of a session closed offline after the last connection ended.
-        let events = Events::new(config.max_queued_signals, config.signal_overflow, 2);
-        let shared = Arc::new(Shared {
-            config,
-            next_id: AtomicU64::new(1),
-            pending: Pending::default(),
-            state: watch::Sender::new(State::Connecting),
-            closed: AtomicBool::new(false),
-            stop: CancellationToken::new(),
-            driver: AtomicWaker::new(),
-            session: Mutex::new(None),
-            session_op: tokio::sync::Mutex::new(()),
-            events,
-            tasks: TaskTracker::new(),
-        });
+        let shared = Arc::new(Shared::new(config));
         // Not tracked: a handler may close the client, and `close` waits for the tracker.
         // It ends once the queue is finished and empty.
         let view = Client {
