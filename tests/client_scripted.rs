@@ -197,32 +197,17 @@ async fn a_message_buffer_below_the_minimum_is_refused() {
 }
 
 /// Accepts one upgrade and returns its `User-Agent` header.
-#[allow(clippy::result_large_err)] // tungstenite's callback type
 async fn user_agent_of(builder: tokio_webwire::ClientBuilder) -> Option<String> {
     let script = Script::bind().await;
-    let (client, agent) = within(async {
-        tokio::join!(builder.connect(&script.url), async {
-            let (tcp, _) = script.listener.accept().await.unwrap();
-            let mut agent = None;
-            let callback =
-                |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
-                    agent = request
-                        .headers()
-                        .get("user-agent")
-                        .and_then(|value| value.to_str().ok())
-                        .map(str::to_owned);
-                    Ok(response)
-                };
-            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
-                .await
-                .unwrap();
-            send(&mut ws, &vector("accept_conf_defaults")).await;
-            (agent, ws)
-        })
+    let (client, (headers, _ws)) = within(async {
+        tokio::join!(builder.connect(&script.url), script.accept_seeing_headers())
     })
     .await;
     client.expect("connects").close().await;
-    agent.0
+    headers
+        .get("user-agent")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -288,35 +273,18 @@ async fn refused_upgrade_reports_the_http_status() {
 }
 
 #[tokio::test]
-// The callback's signature is tungstenite's, large error type included.
-#[allow(clippy::result_large_err)]
 async fn upgrade_carries_extra_headers() {
-    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     let script = Script::bind().await;
     let builder = no_reconnect()
         .header("Authorization", "Bearer t0ken")
         .header("Origin", "http://example.test");
-    let (client, headers) = within(async {
-        tokio::join!(builder.connect(&script.url), async {
-            let (tcp, _) = script.listener.accept().await.unwrap();
-            let mut seen = None;
-            let callback = |request: &Request, response: Response| {
-                let header = |name| request.headers().get(name).cloned();
-                seen = Some((header("authorization"), header("origin")));
-                Ok(response)
-            };
-            let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
-                .await
-                .unwrap();
-            send(&mut ws, &vector("accept_conf_defaults")).await;
-            (seen, ws)
-        })
+    let (client, (headers, _ws)) = within(async {
+        tokio::join!(builder.connect(&script.url), script.accept_seeing_headers())
     })
     .await;
     client.expect("connects");
-    let (auth, origin) = headers.0.expect("callback ran");
-    assert_eq!(auth.unwrap(), "Bearer t0ken");
-    assert_eq!(origin.unwrap(), "http://example.test");
+    assert_eq!(headers["authorization"], "Bearer t0ken");
+    assert_eq!(headers["origin"], "http://example.test");
 
     let err = no_reconnect()
         .header("Bad Header", "x")

@@ -8,6 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::protocol::{AcceptConf, Message, RequestId};
 
@@ -35,6 +37,24 @@ impl Script {
         let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
         send(&mut ws, first).await;
         ws
+    }
+
+    /// Accepts one connection with the default AcceptConf vector, and returns the headers
+    /// of its upgrade request too.
+    // The callback's signature is tungstenite's, large error type included.
+    #[allow(clippy::result_large_err, dead_code)]
+    pub async fn accept_seeing_headers(&self) -> (HeaderMap, Ws) {
+        let (tcp, _) = self.listener.accept().await.expect("accept");
+        let mut headers = HeaderMap::new();
+        let callback = |request: &Request, response: Response| {
+            headers = request.headers().clone();
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+            .await
+            .expect("upgrade");
+        send(&mut ws, &vector("accept_conf_defaults")).await;
+        (headers, ws)
     }
 
     /// Accepts one connection with the default AcceptConf vector (60 s, 8192 bytes).
