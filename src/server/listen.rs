@@ -88,7 +88,7 @@ const KEEPALIVE_PERIOD: Duration = Duration::from_secs(30);
 
 /// Sets the options of a socket [`Server::serve`](super::Server::serve) accepted.
 pub(crate) fn configure_accepted(socket: &TcpStream) -> io::Result<()> {
-    // Replies are batched by the writer: Nagle would only add delay.
+    // Replies are batched by the connection's driver: Nagle would only add delay.
     socket.set_nodelay(true)?;
     // As the reference server: the kernel finds a peer that vanished without a FIN (a host
     // gone, a NAT mapping dropped) on its own, also while a connection waits in its HTTP
