@@ -364,10 +364,16 @@ impl Pending {
                 *slot = None;
             }
         }
-        if self.overflowing.load(Ordering::Acquire) > 0 {
+        // Always under the map's lock, never on the `overflowing` hint: an insert into the
+        // map and a sweep then order through the lock, so a sweep cannot miss an entry
+        // that an insert made while it reset `earliest` (a store-then-load race the hint
+        // alone would allow). Sweeps are rare (at most one per millisecond).
+        {
             let mut map = super::lock(&self.overflow);
-            map.retain(|_, entry| !finish(entry));
-            self.overflowing.store(map.len(), Ordering::Release);
+            if !map.is_empty() {
+                map.retain(|_, entry| !finish(entry));
+                self.overflowing.store(map.len(), Ordering::Release);
+            }
         }
         for waker in wakers {
             waker.wake();
