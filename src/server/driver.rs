@@ -325,26 +325,10 @@ where
     /// One round: write what the outbox holds, read and handle what arrived, flush.
     /// Whether anything happened.
     fn poll_round(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
-        let Some(socket) = self.socket.as_mut() else {
-            return Err(CloseReason::ConnectionLost);
-        };
-        let mut progress = false;
         // The outbox first: replies of finished handlers free slots for reading.
-        loop {
-            match socket.poll_room(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(failed)) => return Err(write_failed(&failed)),
-                Poll::Pending => break,
-            }
-            let Poll::Ready(outbound) = next_outbound(&mut self.taken, self.cx.conn.outbox(), cx)
-            else {
-                break;
-            };
-            progress = true;
-            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
-                socket.feed(frame).map_err(|failed| write_failed(&failed))?;
-            }
-        }
+        let (mut progress, _) = self
+            .feed_outbox(cx)
+            .map_err(|failed| write_failed(&failed))?;
         let mut reads = 0;
         // Reading stops while replies wait in `taken` (they are written first, each only
         // when the socket has room) and once the connection is closing.
@@ -542,27 +526,42 @@ where
         conn.forget_driver();
     }
 
+    /// Feeds what the outbox holds while the socket has room. Says whether it fed anything,
+    /// and whether it stopped because the outbox is empty (`Ready`) or because the socket
+    /// has no room (`Pending`); either way a waker is registered for what it waits on.
+    fn feed_outbox(&mut self, cx: &mut Context<'_>) -> Result<(bool, Poll<()>), WriteFailed> {
+        let mut progress = false;
+        let Some(socket) = self.socket.as_mut() else {
+            return Ok((progress, Poll::Ready(())));
+        };
+        loop {
+            if socket.poll_room(cx)?.is_pending() {
+                return Ok((progress, Poll::Pending));
+            }
+            let Poll::Ready(outbound) = next_outbound(&mut self.taken, self.cx.conn.outbox(), cx)
+            else {
+                return Ok((progress, Poll::Ready(())));
+            };
+            progress = true;
+            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
+                socket.feed(frame)?;
+            }
+        }
+    }
+
     /// Writes what running handlers and the outbox still send, until no handler runs and
     /// everything is flushed. `Err` when the socket failed.
     fn poll_wind_down(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
+        let (_, outbox) = self.feed_outbox(cx)?;
+        std::task::ready!(outbox);
         let Some(socket) = self.socket.as_mut() else {
-            return Poll::Ready(Err(WriteFailed::TimedOut));
+            return Poll::Ready(Ok(()));
         };
-        loop {
-            std::task::ready!(socket.poll_room(cx))?;
-            match next_outbound(&mut self.taken, self.cx.conn.outbox(), cx) {
-                Poll::Ready(outbound) => {
-                    if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
-                        socket.feed(frame)?;
-                    }
-                }
-                Poll::Pending if self.running == 0 => break,
-                Poll::Pending => {
-                    std::task::ready!(socket.poll_flush(cx))?;
-                    return Poll::Pending;
-                }
-            }
+        std::task::ready!(socket.poll_flush(cx))?;
+        if self.running > 0 {
+            // Woken by the next `Done` through the outbox.
+            return Poll::Pending;
         }
-        socket.poll_flush(cx)
+        Poll::Ready(Ok(()))
     }
 }

@@ -103,18 +103,21 @@ pub(crate) struct Context<H> {
 /// rare session requests are boxed for the same reason.
 pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Bytes> {
     let Context { shared, conn } = &*cx;
-    let reply = match job {
-        Job::Request { id, name, payload } => {
-            reply_to(id, shared.handler.request(conn, name, payload).await)
-        }
+    let (id, reply) = match job {
+        Job::Request { id, name, payload } => (
+            id,
+            reply_to(id, shared.handler.request(conn, name, payload).await),
+        ),
         Job::Signal { name, payload } => {
             shared.handler.signal(conn, name, payload).await;
             return None;
         }
-        Job::Restore { id, key } => Box::pin(conn.sessions().restore(conn, id, key)).await,
-        Job::CloseSession { id } => Box::pin(conn.sessions().close_requested(conn, id)).await,
+        Job::Restore { id, key } => (id, Box::pin(conn.sessions().restore(conn, id, key)).await),
+        Job::CloseSession { id } => {
+            let reply = Box::pin(conn.sessions().close_requested(conn, id)).await;
+            (id, reply)
+        }
     };
-    let id = reply.request_id().unwrap_or_default();
     Some(encode_reply(id, reply, shared.config.max_message_size))
 }
 

@@ -78,22 +78,16 @@ impl Outbox {
         into: &mut VecDeque<Outbound>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
-        if !self.queued.load(Ordering::Acquire) {
-            // Nothing queued as far as we can see: register, then look again under the
-            // lock (a push between the two is seen there).
-            let mut state = self.lock();
-            if state.queue.is_empty() {
-                match &mut state.waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            match &mut state.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
             }
-            into.append(&mut state.queue);
-            self.queued.store(false, Ordering::Release);
-            return Poll::Ready(());
+            return Poll::Pending;
         }
-        self.take(into);
+        into.append(&mut state.queue);
+        self.queued.store(false, Ordering::Release);
         Poll::Ready(())
     }
 

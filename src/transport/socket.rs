@@ -118,8 +118,11 @@ where
         }
         match Pin::new(&mut self.ws).poll_flush(cx) {
             Poll::Ready(Ok(())) => {
+                // Everything fed is out: no wait is pending any more, so a later ready
+                // `poll_room` must not take a frame fed after this for flushed too.
                 self.unflushed = false;
                 self.stalled = false;
+                self.room_waiting = false;
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(WriteFailed::Failed(error))),
@@ -214,5 +217,43 @@ impl Incoming {
             }),
             None => Incoming::Gone,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::transport::websocket_config;
+
+    /// A frame fed after a flush that completed while the socket had made `poll_room` wait
+    /// is still unflushed: the room that comes back later says nothing about it.
+    #[tokio::test]
+    async fn a_frame_fed_after_a_completed_wait_still_needs_its_flush() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let ws =
+            WebSocketStream::from_raw_socket(ours, Role::Server, Some(websocket_config(1 << 20)))
+                .await;
+        let mut socket = Socket::new(ws, Duration::from_secs(60));
+        // More than the pipe and tungstenite's threshold take: the write has to wait.
+        socket.feed(Bytes::from(vec![7; 64 * 1024])).expect("fed");
+        let waited = poll_fn(|cx| Poll::Ready(socket.poll_room(cx).is_pending())).await;
+        assert!(waited, "the room must wait for the peer");
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0; 4096];
+            while theirs.read(&mut sink).await.is_ok_and(|read| read > 0) {}
+        });
+        poll_fn(|cx| socket.poll_flush(cx)).await.expect("flushed");
+        socket.feed(Bytes::from_static(b"after")).expect("fed");
+        poll_fn(|cx| socket.poll_room(cx)).await.expect("room");
+        assert!(
+            socket.is_unflushed(),
+            "the frame fed after the flush is not out yet"
+        );
+        reader.abort();
     }
 }
