@@ -51,6 +51,15 @@
 //! [`Connection`](server::Connection)s, broadcasting) and `chatroom` (logins as sessions
 //! that survive a reconnect). The README lists every option of both sides.
 //!
+//! # Features
+//! None is on by default; the default build has no TLS and no HTTP framework.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `rustls` | `wss://` for the [`Client`] (webpki roots, or [`ClientBuilder::tls_config`]); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a [`tokio_rustls::TlsAcceptor`]; rustls with its `ring` provider, re-exported as [`tokio_rustls`] |
+//! | `hyper` | `Server::upgrade`: a server mounted on a hyper 1 application, which hands it the upgrade request |
+//! | `axum` | the `hyper` feature, and [`axum::upgrade`]: a handler for an axum 0.8 router |
+//!
 //! # Modules
 //! | module | holds |
 //! |---|---|
@@ -79,6 +88,11 @@
 //! # Ok::<(), tokio_webwire::ProtocolError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 pub mod client;
 mod error;
 mod payload;
@@ -97,6 +111,11 @@ pub use session::{Session, SessionError, SessionInfo};
 pub use tokio_tungstenite;
 /// HTTP types of the upgrade request ([`server::Handler::before_upgrade`]).
 pub use tokio_tungstenite::tungstenite::http;
+/// TLS (feature `rustls`): `TlsAcceptor` for the server, and `rustls` itself (client and
+/// server configurations), in the versions this crate uses.
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use tokio_rustls;
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.
 #[doc = include_str!("../README.md")]
