@@ -107,15 +107,15 @@ pub use payload::{Encoding, Payload};
 pub use protocol::ProtocolError;
 pub use session::{Session, SessionError, SessionInfo};
 
-/// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).
-pub use tokio_tungstenite;
-/// HTTP types of the upgrade request ([`server::Handler::before_upgrade`]).
-pub use tokio_tungstenite::tungstenite::http;
 /// TLS (feature `rustls`): `TlsAcceptor` for the server, and `rustls` itself (client and
 /// server configurations), in the versions this crate uses.
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use tokio_rustls;
+/// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).
+pub use tokio_tungstenite;
+/// HTTP types of the upgrade request ([`server::Handler::before_upgrade`]).
+pub use tokio_tungstenite::tungstenite::http;
 
 /// The README's examples, compiled and run as doc tests so they cannot rot.
 #[doc = include_str!("../README.md")]

@@ -46,8 +46,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
         let mut f = f.debug_struct("Config");
-        f
-            .field("url", &self.url)
+        f.field("url", &self.url)
             .field("dial_timeout", &self.dial_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("write_timeout", &self.write_timeout)

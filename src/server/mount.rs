@@ -89,7 +89,9 @@ impl<H: Handler> Server<H> {
         let on_upgrade = head.extensions_mut().remove::<OnUpgrade>();
         let shared = Arc::clone(&self.shared);
         async move {
-            let Some(accepted) = upgrade::bounded(&shared, upgrade::accept(&shared, head, remote_addr)).await else {
+            let Some(accepted) =
+                upgrade::bounded(&shared, upgrade::accept(&shared, head, remote_addr)).await
+            else {
                 return refusal(&Refusal::SHUTTING_DOWN);
             };
             let Accepted {
@@ -104,10 +106,7 @@ impl<H: Handler> Server<H> {
                 tracing::warn!(
                     "upgrade request without hyper's OnUpgrade: not served by a hyper 1 HTTP/1.1 server"
                 );
-                return refusal(&Refusal::new(
-                    hyper::StatusCode::INTERNAL_SERVER_ERROR,
-                    "",
-                ));
+                return refusal(&Refusal::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, ""));
             };
             let task_shared = Arc::clone(&shared);
             shared.connections.spawn(async move {

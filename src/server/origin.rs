@@ -60,7 +60,9 @@ fn host_of(origin: &str) -> Option<&str> {
     let (_scheme, rest) = origin.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     // User information, which no browser sends, is not part of the host.
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     (!host.is_empty()).then_some(host)
 }
 
@@ -130,9 +132,23 @@ mod tests {
 
     #[test]
     fn listed_origins_are_checked() {
-        assert_eq!(&*listed("https://a.example:8443").unwrap(), "https://a.example:8443");
-        for bad in ["*", "a.example", "https://", "https://a/path", "://a", "https://u@a"] {
-            assert_eq!(listed(bad), Err(ConfigError::Origin(bad.to_owned())), "{bad}");
+        assert_eq!(
+            &*listed("https://a.example:8443").unwrap(),
+            "https://a.example:8443"
+        );
+        for bad in [
+            "*",
+            "a.example",
+            "https://",
+            "https://a/path",
+            "://a",
+            "https://u@a",
+        ] {
+            assert_eq!(
+                listed(bad),
+                Err(ConfigError::Origin(bad.to_owned())),
+                "{bad}"
+            );
         }
     }
 }

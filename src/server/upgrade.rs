@@ -39,10 +39,8 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     /// Whatever was asked, a server that is shutting down says so.
-    pub(crate) const SHUTTING_DOWN: Refusal = Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server shutting down",
-    );
+    pub(crate) const SHUTTING_DOWN: Refusal =
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
 
     pub(crate) const fn new(status: StatusCode, body: &'static str) -> Self {
         Refusal {
@@ -189,8 +187,7 @@ where
         }
     };
     let mut head = Vec::with_capacity(160);
-    if write_response(&mut head, &accepted.response).is_err()
-        || io.write_all(&head).await.is_err()
+    if write_response(&mut head, &accepted.response).is_err() || io.write_all(&head).await.is_err()
     {
         return None;
     }
