@@ -21,7 +21,12 @@ use tokio_webwire::{Client, ConnectError, Payload};
 struct Echo;
 
 impl Handler for Echo {
-    async fn request(&self, _: &Connection, _: Name, payload: Payload) -> Result<Payload, HandlerError> {
+    async fn request(
+        &self,
+        _: &Connection,
+        _: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
         Ok(payload)
     }
 }

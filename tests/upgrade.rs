@@ -94,7 +94,10 @@ async fn a_refused_origin_never_reaches_the_handler() {
     );
     assert_eq!(status_for(addr, None).await, SWITCHING);
     bounded(asked.recv()).await;
-    assert!(asked.try_recv().is_err(), "asked once: for the second request");
+    assert!(
+        asked.try_recv().is_err(),
+        "asked once: for the second request"
+    );
 }
 
 #[derive(Clone, Debug, PartialEq)]
