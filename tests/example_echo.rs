@@ -138,7 +138,7 @@ async fn the_server_serves_wss_from_pem_files() {
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
 
     let missing = echo_server::start_tls("127.0.0.1:0", 8192, &dir.join("none.pem"), &key).await;
-    let error = missing.err().expect("no certificate file").to_string();
+    let error = missing.expect_err("no certificate file").to_string();
     assert!(error.contains("none.pem"), "{error}");
     // The key file is no certificate.
     let swapped = echo_server::start_tls("127.0.0.1:0", 8192, &key, &cert).await;

@@ -249,7 +249,7 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// `url` is `ws://host[:port][/path]` or `wss://…`; as with the Go client, `http://`
     /// is read as `ws://` and `https://` as `wss://`. `wss://` needs the `rustls` feature
     /// (without it the dial fails with [`ConnectError::InvalidUrl`] saying so); it trusts
-    /// the webpki roots unless [`tls_config`](Self::tls_config) says otherwise. Fails when no connection is established within the
+    /// the webpki roots unless `tls_config` says otherwise. Fails when no connection is established within the
     /// dial timeout, whatever the reconnect policy: the policy applies to connections lost
     /// later.
     ///
