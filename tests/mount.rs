@@ -170,13 +170,43 @@ fn client(url: String) -> impl Future<Output = Result<Client, ConnectError>> {
         .connect(url)
 }
 
-#[tokio::test]
-async fn a_round_trip_through_hyper() {
+/// A server mounted by `serve`, our client connected to its `/ws`, and what the
+/// connection's `connected` hook read.
+struct Mounted {
+    server: Server<App>,
+    events: Events,
+    addr: SocketAddr,
+    client: Client,
+    seen: Option<Seen>,
+    remote: Option<SocketAddr>,
+}
+
+async fn mounted<F: Future<Output = SocketAddr>>(serve: impl FnOnce(Server<App>) -> F) -> Mounted {
     let (app, mut events) = app();
     let server = Server::new(app);
-    let addr = serve_hyper(&server).await;
+    let addr = serve(server.clone()).await;
     let client = bounded(client(format!("ws://{addr}/ws"))).await.unwrap();
     let (seen, remote) = bounded(events.connected.recv()).await.unwrap();
+    Mounted {
+        server,
+        events,
+        addr,
+        client,
+        seen,
+        remote,
+    }
+}
+
+#[tokio::test]
+async fn a_round_trip_through_hyper() {
+    let Mounted {
+        server,
+        mut events,
+        addr,
+        client,
+        seen,
+        remote,
+    } = mounted(|server| async move { serve_hyper(&server).await }).await;
     let seen = seen.expect("attached in before_upgrade");
     assert_eq!(seen.path, "/ws");
     assert_eq!(seen.token.as_deref(), Some("t0k3n"));
@@ -210,11 +240,13 @@ async fn a_round_trip_through_hyper() {
 
 #[tokio::test]
 async fn before_upgrade_sees_the_path_a_header_and_a_layers_extension_under_axum() {
-    let (app, mut events) = app();
-    let server = Server::new(app);
-    let addr = serve_axum(&server).await;
-    let client = bounded(client(format!("ws://{addr}/ws"))).await.unwrap();
-    let (seen, remote) = bounded(events.connected.recv()).await.unwrap();
+    let Mounted {
+        mut events,
+        client,
+        seen,
+        remote,
+        ..
+    } = mounted(|server| async move { serve_axum(&server).await }).await;
     assert_eq!(
         seen,
         Some(Seen {
@@ -374,5 +406,6 @@ async fn a_hook_that_hangs_is_answered_with_503_at_the_handshake_timeout() {
     let started = tokio::time::Instant::now();
     let response: Response<String> = server.upgrade(handed_over("/ws"), None).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.body(), "upgrade timed out");
     assert_eq!(started.elapsed(), Duration::from_secs(5));
 }

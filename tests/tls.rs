@@ -54,6 +54,17 @@ fn certificate_for(names: &[&str]) -> (TlsAcceptor, Arc<ClientConfig>) {
     (TlsAcceptor::from(Arc::new(server)), Arc::new(client))
 }
 
+/// Dials `url` once (no reconnects), trusting what `tls` trusts (the webpki roots if
+/// `None`).
+async fn dial(url: String, tls: Option<Arc<ClientConfig>>) -> Result<Client, ConnectError> {
+    let builder = Client::builder().reconnect(Reconnect::Off);
+    let builder = match tls {
+        Some(tls) => builder.tls_config(tls),
+        None => builder,
+    };
+    bounded(builder.connect(url)).await
+}
+
 async fn serve_tls(server: &Server<Echo>, acceptor: TlsAcceptor) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -68,7 +79,7 @@ async fn a_wss_round_trip() {
     let addr = serve_tls(&server, acceptor).await;
     for host in ["127.0.0.1", "localhost"] {
         let url = format!("wss://{host}:{}/", addr.port());
-        let client = bounded(Client::builder().tls_config(trusting.clone()).connect(&url))
+        let client = dial(url.clone(), Some(trusting.clone()))
             .await
             .unwrap_or_else(|error| panic!("{url}: {error}"));
         let reply = bounded(client.request("echo", Payload::utf16("über TLS")))
@@ -86,12 +97,7 @@ async fn an_untrusted_certificate_is_a_tls_error() {
     let server = Server::new(Echo);
     let addr = serve_tls(&server, acceptor).await;
     // The default configuration trusts the webpki roots, which did not sign ours.
-    let refused = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .connect(format!("wss://127.0.0.1:{}/", addr.port())),
-    )
-    .await;
+    let refused = dial(format!("wss://127.0.0.1:{}/", addr.port()), None).await;
     match refused {
         Err(ConnectError::Tls { reason }) => {
             assert!(reason.contains("certificate"), "{reason}");
@@ -102,13 +108,8 @@ async fn an_untrusted_certificate_is_a_tls_error() {
     let (other_acceptor, other_trusting) = certificate_for(&["example.invalid"]);
     let other = Server::new(Echo);
     let other_addr = serve_tls(&other, other_acceptor).await;
-    let wrong_name = bounded(
-        Client::builder()
-            .tls_config(other_trusting)
-            .reconnect(Reconnect::Off)
-            .connect(format!("wss://127.0.0.1:{}/", other_addr.port())),
-    )
-    .await;
+    let url = format!("wss://127.0.0.1:{}/", other_addr.port());
+    let wrong_name = dial(url, Some(other_trusting)).await;
     assert!(
         matches!(&wrong_name, Err(ConnectError::Tls { reason }) if reason.contains("not valid for")),
         "{wrong_name:?}"
@@ -120,23 +121,12 @@ async fn a_plain_client_at_a_tls_server_and_a_tls_client_at_a_plain_one_fail_cle
     let (acceptor, trusting) = certificate();
     let server = Server::new(Echo);
     let tls_addr = serve_tls(&server, acceptor).await;
-    let plain = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .connect(format!("ws://{tls_addr}/")),
-    )
-    .await;
+    let plain = dial(format!("ws://{tls_addr}/"), None).await;
     assert!(plain.is_err(), "{plain:?}");
 
     let plain_server = Server::new(Echo);
     let plain_addr = common::listen(&plain_server).await;
-    let tls = bounded(
-        Client::builder()
-            .tls_config(trusting)
-            .reconnect(Reconnect::Off)
-            .connect(format!("wss://{plain_addr}/")),
-    )
-    .await;
+    let tls = dial(format!("wss://{plain_addr}/"), Some(trusting)).await;
     assert!(matches!(tls, Err(ConnectError::Tls { .. })), "{tls:?}");
 }
 
@@ -151,14 +141,9 @@ async fn headless_tls_connections_are_served_and_shut_down() {
         let (socket, remote) = listener.accept().await.unwrap();
         accepting.serve_tls_connection(socket, acceptor, Some(remote));
     });
-    let client = bounded(
-        Client::builder()
-            .tls_config(trusting)
-            .reconnect(Reconnect::Off)
-            .connect(format!("wss://127.0.0.1:{}/", addr.port())),
-    )
-    .await
-    .unwrap();
+    let client = dial(format!("wss://127.0.0.1:{}/", addr.port()), Some(trusting))
+        .await
+        .unwrap();
     let reply = bounded(client.request("echo", "headless")).await.unwrap();
     assert_eq!(reply, Payload::utf8("headless"));
     assert_eq!(server.connection_count(), 1);

@@ -25,6 +25,8 @@ mod server;
 use std::process::ExitCode;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8081";
+#[cfg(not(feature = "rustls"))]
+const TLS_NEEDS_THE_FEATURE: &str = "--tls needs the `rustls` feature: cargo run --example echo --features rustls -- --tls CERT KEY";
 const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES] [--tls CERT KEY]
        echo --client [ws[s]://HOST:PORT/]";
 
@@ -99,47 +101,19 @@ async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + S
             let (server, local) = server::start(addr, max_message_size).await?;
             (server, local, "ws")
         }
+        #[cfg(feature = "rustls")]
         Some((cert, key)) => {
-            let (server, local) = start_tls(addr, max_message_size, cert, key).await?;
+            let started = server::start_tls(addr, max_message_size, cert.as_ref(), key.as_ref());
+            let (server, local) = started.await?;
             (server, local, "wss")
         }
+        #[cfg(not(feature = "rustls"))]
+        Some(_) => return Err(TLS_NEEDS_THE_FEATURE.into()),
     };
     println!("{scheme}://{local}/");
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())
-}
-
-#[cfg(feature = "rustls")]
-async fn start_tls(
-    addr: &str,
-    max_message_size: usize,
-    cert: &str,
-    key: &str,
-) -> Result<
-    (
-        tokio_webwire::server::Server<server::Echo>,
-        std::net::SocketAddr,
-    ),
-    Box<dyn std::error::Error + Send + Sync>,
-> {
-    server::start_tls(addr, max_message_size, cert.as_ref(), key.as_ref()).await
-}
-
-#[cfg(not(feature = "rustls"))]
-async fn start_tls(
-    _addr: &str,
-    _max_message_size: usize,
-    _cert: &str,
-    _key: &str,
-) -> Result<
-    (
-        tokio_webwire::server::Server<server::Echo>,
-        std::net::SocketAddr,
-    ),
-    Box<dyn std::error::Error + Send + Sync>,
-> {
-    Err("--tls needs the `rustls` feature: cargo run --example echo --features rustls -- --tls CERT KEY".into())
 }
 
 async fn connect(url: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

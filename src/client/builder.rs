@@ -210,7 +210,8 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// The TLS configuration for `wss://` URLs: the roots to trust (a private CA, the
     /// system's with `rustls-native-certs`), client certificates, the crypto provider.
     /// Without it, a `wss://` dial trusts the webpki roots (Mozilla's root certificates,
-    /// compiled in) and uses the process's default provider, else ring.
+    /// compiled in) and uses the process's default provider, else ring. Leave its ALPN
+    /// protocols empty (or `http/1.1`): a WebSocket upgrade is HTTP/1.1.
     ///
     /// ```no_run
     /// use std::sync::Arc;

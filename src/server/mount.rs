@@ -89,10 +89,14 @@ impl<H: Handler> Server<H> {
         let on_upgrade = head.extensions_mut().remove::<OnUpgrade>();
         let shared = Arc::clone(&self.shared);
         async move {
-            let Some(accepted) =
-                upgrade::bounded(&shared, upgrade::accept(&shared, head, remote_addr)).await
-            else {
-                return refusal(&Refusal::SHUTTING_DOWN);
+            let checked = upgrade::accept(&shared, head, remote_addr);
+            let Some(accepted) = upgrade::bounded(&shared, checked).await else {
+                // Abandoned at the handshake timeout, or by a shutdown.
+                return refusal(if shared.is_shutting_down() {
+                    &Refusal::SHUTTING_DOWN
+                } else {
+                    &Refusal::TIMED_OUT
+                });
             };
             let Accepted {
                 response,

@@ -16,6 +16,7 @@ impl<H: Handler> Server<H> {
     /// The handshake counts against the
     /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout) together
     /// with the upgrade; a client that fails it is dropped (and logged at debug level).
+    /// Offer no `h2` in the configuration's ALPN protocols: the upgrade is HTTP/1.1.
     ///
     /// ```no_run
     /// use std::sync::Arc;

@@ -42,6 +42,10 @@ impl Refusal {
     pub(crate) const SHUTTING_DOWN: Refusal =
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
 
+    /// The checks or the hook took longer than the handshake timeout.
+    pub(crate) const TIMED_OUT: Refusal =
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "upgrade timed out");
+
     pub(crate) const fn new(status: StatusCode, body: &'static str) -> Self {
         Refusal {
             status,
