@@ -87,10 +87,14 @@ use sessions::{SessionConfig, SessionEvents, Sessions};
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
 ///
 /// Cheap to clone (all clones are the same server). Connections come from
-/// [`serve`](Self::serve) (a listener the server accepts on), or headless from the
-/// program's own HTTP stack: [`serve_connection`](Self::serve_connection) for an accepted
-/// socket the server upgrades itself, [`serve_websocket`](Self::serve_websocket) for an
-/// already-upgraded WebSocket. [`shutdown`](Self::shutdown) ends them all gracefully.
+/// [`serve`](Self::serve) (a listener the server accepts on; `serve_tls` for `wss://` with
+/// the `rustls` feature), or headless from the program's own HTTP stack:
+/// [`serve_connection`](Self::serve_connection) for an accepted socket the server upgrades
+/// itself (`serve_tls_connection` over TLS), `upgrade` for a request a hyper or axum
+/// router hands over (the `hyper` feature), [`serve_websocket`](Self::serve_websocket) for
+/// an already-upgraded WebSocket. Every upgrade but the last is checked the same way (see
+/// [`Handler::before_upgrade`] and [`ServerBuilder::allowed_origins`]).
+/// [`shutdown`](Self::shutdown) ends them all gracefully.
 pub struct Server<H> {
     shared: Arc<Shared<H>>,
 }

@@ -42,7 +42,9 @@ impl Refusal {
     pub(crate) const SHUTTING_DOWN: Refusal =
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
 
-    /// The checks or the hook took longer than the handshake timeout.
+    /// The checks or the hook took longer than the handshake timeout (a request handed
+    /// over by a router gets an answer; a socket of our own is dropped instead).
+    #[cfg(feature = "hyper")]
     pub(crate) const TIMED_OUT: Refusal =
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "upgrade timed out");
 
