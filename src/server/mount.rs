@@ -39,7 +39,10 @@ impl<H: Handler> Server<H> {
     /// application's layers put there). The checks and the hook are bounded by the
     /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout) (503 after
     /// it), and so is hyper's hand-over of the socket after the 101. The connection is
-    /// part of the server's [`shutdown`](Self::shutdown), and has the server's limits.
+    /// part of the server's [`shutdown`](Self::shutdown), and has the server's limits
+    /// (message size, connections, timeouts), except
+    /// [`max_upgrade_request_size`](crate::server::ServerBuilder::max_upgrade_request_size):
+    /// hyper reads the head, within its own limit (`http1::Builder::max_buf_size`).
     /// `remote_addr` is what [`Connection::remote_addr`](crate::server::Connection::remote_addr)
     /// reports.
     ///
