@@ -131,7 +131,7 @@ async fn server_wide_close_reaches_every_client() {
     bounded(b.restore_session(&key)).await.expect("restored");
     session_event(&mut a_events).await;
     session_event(&mut b_events).await;
-    assert_eq!(bounded(server.close_session(&key)).await, 2);
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(2));
     assert_eq!(session_event(&mut a_events).await, "closed");
     assert_eq!(session_event(&mut b_events).await, "closed");
     assert!(a.session().is_none() && b.session().is_none());

@@ -241,11 +241,7 @@ impl Connection {
     /// The session this connection holds, if any.
     #[must_use]
     pub fn session(&self) -> Option<Session> {
-        self.inner
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.session_slot().clone()
     }
 
     /// Creates a session for this connection (PROTOCOL.md §4.3) with `info`, and returns it.
@@ -302,12 +298,38 @@ impl Connection {
         self.inner.sessions.close(self).await
     }
 
-    pub(crate) fn set_session(&self, session: Option<Session>) {
-        *self
-            .inner
+    fn session_slot(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
+        // Every critical section is one assignment or take: poisoning carries nothing.
+        self.inner
             .session
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = session;
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_session(&self, session: Option<Session>) {
+        *self.session_slot() = session;
+    }
+
+    /// Takes the session off the connection, if it holds one.
+    pub(crate) fn take_session(&self) -> Option<Session> {
+        self.session_slot().take()
+    }
+
+    /// Takes the session off the connection if it is the session `key`; true if it was.
+    /// One step, so that of two parties ending the same session (a revocation and the
+    /// connection's own close) exactly one does it and tells the client.
+    pub(crate) fn take_session_if(&self, key: &str) -> bool {
+        let mut slot = self.session_slot();
+        let held = slot.as_ref().is_some_and(|session| session.key == key);
+        if held {
+            *slot = None;
+        }
+        held
+    }
+
+    /// The server's `max_message_size`, which every frame to this client respects.
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.inner.max_message_size
     }
 
     pub(crate) async fn session_op(&self) -> tokio::sync::MutexGuard<'_, ()> {
