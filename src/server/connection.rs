@@ -253,7 +253,16 @@ impl Connection {
     /// [`Handler::session_created`](crate::server::Handler::session_created) runs.
     ///
     /// Fails if sessions are disabled, the connection is closed, it already holds a session,
-    /// or the key generator made an invalid key.
+    /// the key generator made an invalid key, or the session is too large: its info must
+    /// leave room for the session to travel in a restore reply within the server's
+    /// `max_message_size` ([`SessionError::TooLarge`]), or the client could not get it back
+    /// after a reconnect.
+    ///
+    /// Security: the key is the session's only credential. With the default generator it
+    /// is 256 random bits; whoever presents it can restore the session (within
+    /// [`max_session_connections`](crate::server::ServerBuilder::max_session_connections)
+    /// and [`Handler::session_restored`](crate::server::Handler::session_restored)) until
+    /// it is closed for good, revoked, or expires in the store.
     ///
     /// ```no_run
     /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {
@@ -281,6 +290,14 @@ impl Connection {
     /// the session it is removed from the store and
     /// [`Handler::session_closed`](crate::server::Handler::session_closed) runs. Does nothing
     /// without a session; fails only if sessions are disabled.
+    ///
+    /// Security: this logs out **this connection**. Other connections holding the session
+    /// keep it, and while one does, the key stays restorable. To end a session everywhere
+    /// (a password change, a stolen device), use
+    /// [`Server::close_session`](crate::server::Server::close_session). With a store shared
+    /// by several servers, "last connection" means the last on this server: the session
+    /// is then removed from the shared store while connections to other servers keep it
+    /// until they reconnect.
     ///
     /// ```no_run
     /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
+use super::store::invalid_record;
 use super::{Session, SessionStore, StoreError};
 
 /// The file name of a session is its key plus this extension, as in the Go server.
@@ -350,12 +351,6 @@ fn file_name(key: &str) -> Result<String, &'static str> {
         return Err("a file store needs keys of A-Z a-z 0-9 - _ only");
     }
     Ok(format!("{key}{EXTENSION}"))
-}
-
-fn invalid_record(err: crate::ProtocolError) -> StoreError {
-    StoreError::InvalidRecord {
-        reason: err.to_string(),
-    }
 }
 
 /// Replaces `dir/name` with `contents` so that a crash leaves the old or the new file.
