@@ -135,6 +135,52 @@ async fn server_wide_close_reaches_every_client() {
     assert_eq!(session_event(&mut a_events).await, "closed");
     assert_eq!(session_event(&mut b_events).await, "closed");
     assert!(a.session().is_none() && b.session().is_none());
+    // Revoked: nobody restores it any more.
+    let (c, _) = connect(addr, Reconnect::Off).await;
+    assert_eq!(
+        bounded(c.restore_session(&key)).await.err(),
+        Some(RequestError::SessionNotFound)
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_with_nobody_online_ends_the_session() {
+    let (server, _events, addr) = start(|b| b).await;
+    let (a, _) = connect(addr, Reconnect::Off).await;
+    let key = login(&a, "alice").await;
+    bounded(a.close()).await;
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
+    let (b, _) = connect(addr, Reconnect::Off).await;
+    assert_eq!(
+        bounded(b.restore_session(&key)).await.err(),
+        Some(RequestError::SessionNotFound)
+    );
+}
+
+#[tokio::test]
+async fn refused_sessions_reach_the_client_as_errors() {
+    // Too large to travel: the login fails, the client holds nothing, the link stays up.
+    let (_server, _events, addr) = start(|b| b.max_message_size(1024)).await;
+    let (a, _) = connect(addr, Reconnect::Off).await;
+    let refused = bounded(a.request("login", "u".repeat(1000))).await;
+    assert!(
+        matches!(&refused, Err(RequestError::Reply { code, .. }) if code == "SESSION"),
+        "{refused:?}"
+    );
+    assert!(a.session().is_none());
+    assert_eq!(
+        bounded(a.request("echo", "still here")).await,
+        Ok(Payload::utf8("still here"))
+    );
+
+    // Refused by the restore hook (the probe refuses user "blocked").
+    let key = login(&a, "blocked").await;
+    let (b, _) = connect(addr, Reconnect::Off).await;
+    assert_eq!(
+        bounded(b.restore_session(&key)).await.err(),
+        Some(RequestError::SessionNotFound)
+    );
+    assert!(b.session().is_none());
 }
 
 #[tokio::test]
