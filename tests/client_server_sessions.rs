@@ -136,11 +136,17 @@ async fn server_wide_close_reaches_every_client() {
     assert_eq!(session_event(&mut b_events).await, "closed");
     assert!(a.session().is_none() && b.session().is_none());
     // Revoked: nobody restores it any more.
-    let (c, _) = connect(addr, Reconnect::Off).await;
+    assert_not_restorable(addr, &key).await;
+}
+
+/// A new client cannot restore `key`.
+async fn assert_not_restorable(addr: SocketAddr, key: &str) {
+    let (client, _) = connect(addr, Reconnect::Off).await;
     assert_eq!(
-        bounded(c.restore_session(&key)).await.err(),
+        bounded(client.restore_session(key)).await.err(),
         Some(RequestError::SessionNotFound)
     );
+    assert!(client.session().is_none());
 }
 
 #[tokio::test]
@@ -150,11 +156,7 @@ async fn a_revocation_with_nobody_online_ends_the_session() {
     let key = login(&a, "alice").await;
     bounded(a.close()).await;
     assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
-    let (b, _) = connect(addr, Reconnect::Off).await;
-    assert_eq!(
-        bounded(b.restore_session(&key)).await.err(),
-        Some(RequestError::SessionNotFound)
-    );
+    assert_not_restorable(addr, &key).await;
 }
 
 #[tokio::test]
@@ -175,12 +177,7 @@ async fn refused_sessions_reach_the_client_as_errors() {
 
     // Refused by the restore hook (the probe refuses user "blocked").
     let key = login(&a, "blocked").await;
-    let (b, _) = connect(addr, Reconnect::Off).await;
-    assert_eq!(
-        bounded(b.restore_session(&key)).await.err(),
-        Some(RequestError::SessionNotFound)
-    );
-    assert!(b.session().is_none());
+    assert_not_restorable(addr, &key).await;
 }
 
 #[tokio::test]

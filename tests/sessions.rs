@@ -67,6 +67,25 @@ where
     }
 }
 
+/// Restores `key` and expects "not found".
+async fn not_found<S>(client: &mut RawClient<S>, id: u64, key: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client.send(restore(id, key)).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(id)
+        }
+    );
+}
+
+/// The next session hook the probe reports must be `expected`.
+async fn expect_event(events: &mut Events, expected: String) {
+    assert_eq!(bounded(events.session_events.recv()).await, Some(expected));
+}
+
 #[tokio::test]
 async fn create_then_restore_from_a_second_connection() {
     let store = Arc::new(MemoryStore::default());
@@ -79,10 +98,7 @@ async fn create_then_restore_from_a_second_connection() {
         Some("alice")
     );
     assert_eq!(session.created, session.last_lookup);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("created {}", session.key))
-    );
+    expect_event(&mut events, format!("created {}", session.key)).await;
     assert_eq!(store.len(), 1);
 
     let (mut second, _) = RawClient::connect(addr).await;
@@ -198,10 +214,7 @@ async fn client_close_destroys_the_session_only_with_its_last_connection() {
     bounded(events.session_events.recv()).await;
     let (mut b, _) = RawClient::connect(addr).await;
     restored(&mut b, 1, &key).await;
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("restored {key}"))
-    );
+    expect_event(&mut events, format!("restored {key}")).await;
 
     a.send(close(2)).await;
     assert_eq!(
@@ -217,21 +230,12 @@ async fn client_close_destroys_the_session_only_with_its_last_connection() {
     b.send(close(2)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(2)));
     assert_eq!(store.len(), 0);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("closed {key}"))
-    );
+    expect_event(&mut events, format!("closed {key}")).await;
     // Closing without a session is answered all the same.
     b.send(close(3)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(3)));
     // Gone for good.
-    b.send(restore(4, key.as_bytes())).await;
-    assert_eq!(
-        parse(b.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(4)
-        }
-    );
+    not_found(&mut b, 4, key.as_bytes()).await;
 }
 
 #[tokio::test]
@@ -256,10 +260,7 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     restored(&mut b, 1, &key).await;
     restored(&mut c, 1, &key).await;
     for expected in ["created", "restored", "restored"] {
-        assert_eq!(
-            bounded(events.session_events.recv()).await,
-            Some(format!("{expected} {key}"))
-        );
+        expect_event(&mut events, format!("{expected} {key}")).await;
     }
     assert_eq!(bounded(server.close_session(&key)).await, Ok(3));
     for client in [&mut a, &mut b, &mut c] {
@@ -271,10 +272,7 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     assert_eq!(server.active_sessions(), 0);
     assert_eq!(store.len(), 0);
     // The hook ran once, as a revocation.
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("revoked {key}"))
-    );
+    expect_event(&mut events, format!("revoked {key}")).await;
     assert!(events.session_events.try_recv().is_err());
     // Every holder lost it: a close request finds nothing to close, so no hook runs.
     a.send(close(4)).await;
@@ -540,22 +538,10 @@ async fn a_revocation_ends_a_session_nobody_holds() {
 
     assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
     assert!(store.is_empty());
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("created {key}"))
-    );
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("revoked {key}"))
-    );
+    expect_event(&mut events, format!("created {key}")).await;
+    expect_event(&mut events, format!("revoked {key}")).await;
     let (mut b, _) = RawClient::connect(addr).await;
-    b.send(restore(1, key.as_bytes())).await;
-    assert_eq!(
-        parse(b.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
-    );
+    not_found(&mut b, 1, key.as_bytes()).await;
 }
 
 /// A restore whose lookup found the session just before a revocation removed it is
@@ -587,14 +573,8 @@ async fn a_restore_racing_a_revocation_is_not_found() {
     );
     assert!(server.session_connections(&key).is_empty());
     assert_eq!(server.active_sessions(), 0);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("created {key}"))
-    );
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("revoked {key}"))
-    );
+    expect_event(&mut events, format!("created {key}")).await;
+    expect_event(&mut events, format!("revoked {key}")).await;
     assert!(events.session_events.try_recv().is_err(), "no restore hook");
 }
 
@@ -672,13 +652,7 @@ async fn a_stored_session_expires_after_its_idle_timeout() {
 
     tokio::time::advance(hour).await;
     let (mut c, _) = RawClient::connect(addr).await;
-    c.send(restore(1, key.as_bytes())).await;
-    assert_eq!(
-        parse(c.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
-    );
+    not_found(&mut c, 1, key.as_bytes()).await;
     assert!(store.is_empty());
 }
 
@@ -698,13 +672,7 @@ async fn a_full_store_makes_room_instead_of_growing() {
     assert_eq!(store.len(), 3);
     assert_eq!(store.evicted(), 7);
     let (mut client, _) = RawClient::connect(addr).await;
-    client.send(restore(1, keys[6].as_bytes())).await;
-    assert_eq!(
-        parse(client.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
-    );
+    not_found(&mut client, 1, keys[6].as_bytes()).await;
     assert_eq!(restored(&mut client, 2, &keys[9]).await.key, keys[9]);
 }
 
@@ -727,25 +695,13 @@ async fn the_restore_hook_can_refuse_a_session() {
     }
 
     let (mut client, _) = RawClient::connect(addr).await;
-    client.send(restore(1, blocked.as_bytes())).await;
-    assert_eq!(
-        parse(client.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
-    );
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("refused {blocked}"))
-    );
+    not_found(&mut client, 1, blocked.as_bytes()).await;
+    expect_event(&mut events, format!("refused {blocked}")).await;
     assert!(server.session_connections(&blocked).is_empty());
     assert_eq!(server.active_sessions(), 0);
     assert_eq!(store.len(), 2, "a refusal leaves the session stored");
 
     assert_eq!(restored(&mut client, 2, &alice).await.key, alice);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("restored {alice}"))
-    );
+    expect_event(&mut events, format!("restored {alice}")).await;
     assert_eq!(server.session_connections(&alice).len(), 1);
 }
