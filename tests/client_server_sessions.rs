@@ -131,10 +131,53 @@ async fn server_wide_close_reaches_every_client() {
     bounded(b.restore_session(&key)).await.expect("restored");
     session_event(&mut a_events).await;
     session_event(&mut b_events).await;
-    assert_eq!(bounded(server.close_session(&key)).await, 2);
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(2));
     assert_eq!(session_event(&mut a_events).await, "closed");
     assert_eq!(session_event(&mut b_events).await, "closed");
     assert!(a.session().is_none() && b.session().is_none());
+    // Revoked: nobody restores it any more.
+    assert_not_restorable(addr, &key).await;
+}
+
+/// A new client cannot restore `key`.
+async fn assert_not_restorable(addr: SocketAddr, key: &str) {
+    let (client, _) = connect(addr, Reconnect::Off).await;
+    assert_eq!(
+        bounded(client.restore_session(key)).await.err(),
+        Some(RequestError::SessionNotFound)
+    );
+    assert!(client.session().is_none());
+}
+
+#[tokio::test]
+async fn a_revocation_with_nobody_online_ends_the_session() {
+    let (server, _events, addr) = start(|b| b).await;
+    let (a, _) = connect(addr, Reconnect::Off).await;
+    let key = login(&a, "alice").await;
+    bounded(a.close()).await;
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
+    assert_not_restorable(addr, &key).await;
+}
+
+#[tokio::test]
+async fn refused_sessions_reach_the_client_as_errors() {
+    // Too large to travel: the login fails, the client holds nothing, the link stays up.
+    let (_server, _events, addr) = start(|b| b.max_message_size(1024)).await;
+    let (a, _) = connect(addr, Reconnect::Off).await;
+    let refused = bounded(a.request("login", "u".repeat(1000))).await;
+    assert!(
+        matches!(&refused, Err(RequestError::Reply { code, .. }) if code == "SESSION"),
+        "{refused:?}"
+    );
+    assert!(a.session().is_none());
+    assert_eq!(
+        bounded(a.request("echo", "still here")).await,
+        Ok(Payload::utf8("still here"))
+    );
+
+    // Refused by the restore hook (the probe refuses user "blocked").
+    let key = login(&a, "blocked").await;
+    assert_not_restorable(addr, &key).await;
 }
 
 #[tokio::test]

@@ -67,6 +67,25 @@ where
     }
 }
 
+/// Restores `key` and expects "not found".
+async fn not_found<S>(client: &mut RawClient<S>, id: u64, key: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    client.send(restore(id, key)).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(id)
+        }
+    );
+}
+
+/// The next session hook the probe reports must be `expected`.
+async fn expect_event(events: &mut Events, expected: String) {
+    assert_eq!(bounded(events.session_events.recv()).await, Some(expected));
+}
+
 #[tokio::test]
 async fn create_then_restore_from_a_second_connection() {
     let store = Arc::new(MemoryStore::default());
@@ -79,10 +98,7 @@ async fn create_then_restore_from_a_second_connection() {
         Some("alice")
     );
     assert_eq!(session.created, session.last_lookup);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("created {}", session.key))
-    );
+    expect_event(&mut events, format!("created {}", session.key)).await;
     assert_eq!(store.len(), 1);
 
     let (mut second, _) = RawClient::connect(addr).await;
@@ -198,6 +214,7 @@ async fn client_close_destroys_the_session_only_with_its_last_connection() {
     bounded(events.session_events.recv()).await;
     let (mut b, _) = RawClient::connect(addr).await;
     restored(&mut b, 1, &key).await;
+    expect_event(&mut events, format!("restored {key}")).await;
 
     a.send(close(2)).await;
     assert_eq!(
@@ -213,21 +230,12 @@ async fn client_close_destroys_the_session_only_with_its_last_connection() {
     b.send(close(2)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(2)));
     assert_eq!(store.len(), 0);
-    assert_eq!(
-        bounded(events.session_events.recv()).await,
-        Some(format!("closed {key}"))
-    );
+    expect_event(&mut events, format!("closed {key}")).await;
     // Closing without a session is answered all the same.
     b.send(close(3)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(3)));
     // Gone for good.
-    b.send(restore(4, key.as_bytes())).await;
-    assert_eq!(
-        parse(b.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(4)
-        }
-    );
+    not_found(&mut b, 4, key.as_bytes()).await;
 }
 
 #[tokio::test]
@@ -251,7 +259,10 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     let (mut c, _) = RawClient::connect(addr).await;
     restored(&mut b, 1, &key).await;
     restored(&mut c, 1, &key).await;
-    assert_eq!(bounded(server.close_session(&key)).await, 3);
+    for expected in ["created", "restored", "restored"] {
+        expect_event(&mut events, format!("{expected} {key}")).await;
+    }
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(3));
     for client in [&mut a, &mut b, &mut c] {
         assert_eq!(
             &client.recv().await[..],
@@ -260,6 +271,13 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     }
     assert_eq!(server.active_sessions(), 0);
     assert_eq!(store.len(), 0);
+    // The hook ran once, as a revocation.
+    expect_event(&mut events, format!("revoked {key}")).await;
+    assert!(events.session_events.try_recv().is_err());
+    // Every holder lost it: a close request finds nothing to close, so no hook runs.
+    a.send(close(4)).await;
+    assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(4)));
+    assert!(events.session_events.try_recv().is_err());
 }
 
 #[tokio::test]
@@ -401,7 +419,8 @@ impl Handler for Relogin {
         }
     }
 
-    async fn session_closed(&self, conn: &Connection, _key: &str) {
+    async fn session_closed(&self, conn: Option<&Connection>, _key: &str) {
+        let conn = conn.expect("closed by its connection");
         let mut info = SessionInfo::new();
         info.insert("user", "guest").expect("a string is JSON");
         conn.create_session(info).await.expect("a new session");
@@ -478,4 +497,211 @@ async fn a_hanging_store_does_not_hang_the_shutdown() {
     let frame = client.closed().await.expect("close frame");
     assert_eq!(frame.code, CloseCode::Away);
     bounded(shutdown).await.expect("shutdown completes");
+}
+
+/// A memory store whose lookups, once they have found what they found, wait for a permit.
+struct GatedLookups {
+    inner: MemoryStore,
+    found: tokio::sync::mpsc::UnboundedSender<()>,
+    gate: tokio::sync::Semaphore,
+}
+
+impl SessionStore for GatedLookups {
+    async fn save(&self, session: &Session) -> Result<(), StoreError> {
+        self.inner.save(session).await
+    }
+    async fn lookup(&self, key: &str) -> Result<Option<Session>, StoreError> {
+        let found = self.inner.lookup(key).await;
+        let _ = self.found.send(());
+        self.gate
+            .acquire()
+            .await
+            .map_err(StoreError::other)?
+            .forget();
+        found
+    }
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.remove(key).await
+    }
+}
+
+/// `Server::close_session` is a revocation: with nobody online it still removes the
+/// stored session, and the hook runs once.
+#[tokio::test]
+async fn a_revocation_ends_a_session_nobody_holds() {
+    let store = Arc::new(MemoryStore::new());
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    drop(a);
+    bounded(events.disconnected.recv()).await;
+
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
+    assert!(store.is_empty());
+    expect_event(&mut events, format!("created {key}")).await;
+    expect_event(&mut events, format!("revoked {key}")).await;
+    let (mut b, _) = RawClient::connect(addr).await;
+    not_found(&mut b, 1, key.as_bytes()).await;
+}
+
+/// A restore whose lookup found the session just before a revocation removed it is
+/// answered "not found", and leaves nothing registered.
+#[tokio::test]
+async fn a_restore_racing_a_revocation_is_not_found() {
+    let (found, mut lookups) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(GatedLookups {
+        inner: MemoryStore::new(),
+        found,
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    let (mut b, _) = RawClient::connect(addr).await;
+    b.send(restore(1, key.as_bytes())).await;
+    bounded(lookups.recv()).await;
+
+    // b's lookup has found the session; the revocation reaches a, which holds it.
+    assert_eq!(bounded(server.close_session(&key)).await, Ok(1));
+    assert_eq!(&a.recv().await[..], &vector("notify_session_closed")[..]);
+    store.gate.add_permits(1);
+    assert_eq!(
+        parse(b.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(1)
+        }
+    );
+    assert!(server.session_connections(&key).is_empty());
+    assert_eq!(server.active_sessions(), 0);
+    expect_event(&mut events, format!("created {key}")).await;
+    expect_event(&mut events, format!("revoked {key}")).await;
+    assert!(events.session_events.try_recv().is_err(), "no restore hook");
+}
+
+/// A session must fit in its restore reply: the server refuses to create one that would
+/// not (the Go and JavaScript clients drop a connection over an oversized notification,
+/// and a restore reply over the limit would fail every reconnect).
+#[tokio::test]
+async fn a_session_too_large_to_restore_is_refused_when_created() {
+    const LIMIT: usize = 1024;
+    let (_server, _events, addr) = start(|b| b.max_message_size(LIMIT)).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let (mut created, mut refused) = (0, 0);
+    let mut id = 0;
+    // User names around the size where the session's JSON reaches the limit.
+    for len in 820..=900 {
+        id += 1;
+        client
+            .send(request(id, "login", Payload::utf8("u".repeat(len))))
+            .await;
+        let frame = client.recv().await;
+        assert!(frame.len() <= LIMIT, "{len}: a {}-byte frame", frame.len());
+        match parse(frame) {
+            Message::NotifySessionCreated { session } => {
+                created += 1;
+                let key = Session::from_json(&session).expect("session JSON").key;
+                assert!(matches!(
+                    parse(client.recv().await),
+                    Message::ReplyUtf8 { .. }
+                ));
+                // It comes back in a restore reply, which must fit too.
+                id += 1;
+                assert_eq!(restored(&mut client, id, &key).await.key, key);
+                id += 1;
+                client.send(close(id)).await;
+                assert_eq!(
+                    parse(client.recv().await).request_id(),
+                    Some(RequestId::from(id))
+                );
+            }
+            Message::ReplyError { code, message, .. } => {
+                refused += 1;
+                assert_eq!(code, "SESSION");
+                let message = String::from_utf8_lossy(&message).into_owned();
+                assert!(
+                    message.contains("1024-byte message size limit"),
+                    "{message}"
+                );
+            }
+            other => panic!("{len}: {other:?}"),
+        }
+    }
+    assert!(
+        created > 0 && refused > 0,
+        "{created} created, {refused} refused"
+    );
+}
+
+/// Stored sessions expire when they have not been restored for the store's idle timeout.
+#[tokio::test(start_paused = true)]
+async fn a_stored_session_expires_after_its_idle_timeout() {
+    let hour = Duration::from_secs(3600);
+    let store = Arc::new(MemoryStore::new().idle_timeout(hour));
+    let (_server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    drop(a);
+    bounded(events.disconnected.recv()).await;
+
+    // A restore within the timeout finds it and renews it.
+    tokio::time::advance(hour - Duration::from_secs(1)).await;
+    let (mut b, _) = RawClient::connect(addr).await;
+    assert_eq!(restored(&mut b, 1, &key).await.key, key);
+    drop(b);
+    bounded(events.disconnected.recv()).await;
+
+    tokio::time::advance(hour).await;
+    let (mut c, _) = RawClient::connect(addr).await;
+    not_found(&mut c, 1, key.as_bytes()).await;
+    assert!(store.is_empty());
+}
+
+/// Logins that leave their sessions behind cannot grow the default store without bound:
+/// beyond its capacity, the session idle longest makes room.
+#[tokio::test]
+async fn a_full_store_makes_room_instead_of_growing() {
+    let store = Arc::new(MemoryStore::new().capacity(3));
+    let (_server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let mut keys = Vec::new();
+    for user in 0..10 {
+        let (mut client, _) = RawClient::connect(addr).await;
+        keys.push(login(&mut client, 1, &format!("user{user}")).await.key);
+        drop(client);
+        bounded(events.disconnected.recv()).await;
+    }
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.evicted(), 7);
+    let (mut client, _) = RawClient::connect(addr).await;
+    not_found(&mut client, 1, keys[6].as_bytes()).await;
+    assert_eq!(restored(&mut client, 2, &keys[9]).await.key, keys[9]);
+}
+
+/// `Handler::session_restored` sees the session on the connection and can refuse it: the
+/// client is told "not found" and the connection holds nothing.
+#[tokio::test]
+async fn the_restore_hook_can_refuse_a_session() {
+    let store = Arc::new(MemoryStore::new());
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let blocked = login(&mut a, 1, "blocked").await.key;
+    let (mut b, _) = RawClient::connect(addr).await;
+    let alice = login(&mut b, 1, "alice").await.key;
+    drop((a, b));
+    for _ in 0..2 {
+        bounded(events.disconnected.recv()).await;
+    }
+    for _ in 0..2 {
+        bounded(events.session_events.recv()).await;
+    }
+
+    let (mut client, _) = RawClient::connect(addr).await;
+    not_found(&mut client, 1, blocked.as_bytes()).await;
+    expect_event(&mut events, format!("refused {blocked}")).await;
+    assert!(server.session_connections(&blocked).is_empty());
+    assert_eq!(server.active_sessions(), 0);
+    assert_eq!(store.len(), 2, "a refusal leaves the session stored");
+
+    assert_eq!(restored(&mut client, 2, &alice).await.key, alice);
+    expect_event(&mut events, format!("restored {alice}")).await;
+    assert_eq!(server.session_connections(&alice).len(), 1);
 }

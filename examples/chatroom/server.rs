@@ -12,9 +12,11 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use tokio_webwire::protocol::{ErrorCode, Name};
-use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{
+    CloseReason, Connection, Handler, HandlerError, RestoreRefused, Server,
+};
 use tokio_webwire::session::SessionStore;
-use tokio_webwire::{Payload, SessionInfo};
+use tokio_webwire::{Payload, Session, SessionInfo};
 
 /// Error code: the user name and password do not match.
 pub(crate) const WRONG_CREDENTIALS: &str = "WRONG_CREDENTIALS";
@@ -67,8 +69,8 @@ impl ChatRoom {
     /// Sends `message` to every connection that is logged in; returns to how many.
     ///
     /// "Logged in" is "holds a session": a connection that restored its session after a
-    /// reconnect holds one too, though no hook told the handler (only creating a session
-    /// does), which is why the handler keeps every connection rather than a list of logins.
+    /// reconnect holds one too. Keeping every connection and asking each for its session
+    /// spares a second list of logins that the session hooks would have to keep in step.
     /// `try_signal`, as in the pub-sub example: a member that stopped reading misses the
     /// message instead of holding up the room.
     pub(crate) fn broadcast(&self, message: &ChatMessage) -> Result<usize, HandlerError> {
@@ -128,6 +130,19 @@ impl Handler for ChatRoom {
         self.connections().remove(conn);
     }
 
+    /// A session restored after a reconnect is a login only while its user still exists:
+    /// one removed from the user table since is refused (its client is told the session
+    /// was not found, and logs in again).
+    async fn session_restored(
+        &self,
+        _conn: &Connection,
+        session: &Session,
+    ) -> Result<(), RestoreRefused> {
+        let name = session.info.get::<String>("user").ok().flatten();
+        let known = name.is_some_and(|name| USERS.iter().any(|&(user, _)| user == name));
+        if known { Ok(()) } else { Err(RestoreRefused) }
+    }
+
     /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
     /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal), `logout`.
     async fn request(
@@ -160,6 +175,11 @@ impl Handler for ChatRoom {
     }
 }
 
+/// How many connections may hold one login at once (tabs, devices). The protocol's
+/// reference allows any number (0), so a session key that leaked could be used on as many
+/// connections as its thief likes; a room needs only a few.
+pub(crate) const MAX_CONNECTIONS_PER_LOGIN: usize = 4;
+
 /// Binds `addr` and serves a [`ChatRoom`] keeping its sessions in `store` (in a task of
 /// its own). Returns the server and the address it listens on.
 pub(crate) async fn start(
@@ -172,6 +192,7 @@ pub(crate) async fn start(
     let local = listener.local_addr()?;
     let server = Server::builder(ChatRoom::default())
         .session_store(store)
+        .max_session_connections(MAX_CONNECTIONS_PER_LOGIN)
         .build()
         .expect("valid options");
     tokio::spawn(server.serve(listener));

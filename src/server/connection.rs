@@ -272,11 +272,7 @@ impl Connection {
     /// The session this connection holds, if any.
     #[must_use]
     pub fn session(&self) -> Option<Session> {
-        self.inner
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.session_slot().clone()
     }
 
     /// Creates a session for this connection (PROTOCOL.md §4.3) with `info`, and returns it.
@@ -288,7 +284,16 @@ impl Connection {
     /// [`Handler::session_created`](crate::server::Handler::session_created) runs.
     ///
     /// Fails if sessions are disabled, the connection is closed, it already holds a session,
-    /// or the key generator made an invalid key.
+    /// the key generator made an invalid key, or the session is too large: its info must
+    /// leave room for the session to travel in a restore reply within the server's
+    /// `max_message_size` ([`SessionError::TooLarge`]), or the client could not get it back
+    /// after a reconnect.
+    ///
+    /// Security: the key is the session's only credential. With the default generator it
+    /// is 256 random bits; whoever presents it can restore the session (within
+    /// [`max_session_connections`](crate::server::ServerBuilder::max_session_connections)
+    /// and [`Handler::session_restored`](crate::server::Handler::session_restored)) until
+    /// it is closed for good, revoked, or expires in the store.
     ///
     /// ```no_run
     /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {
@@ -317,6 +322,14 @@ impl Connection {
     /// [`Handler::session_closed`](crate::server::Handler::session_closed) runs. Does nothing
     /// without a session; fails only if sessions are disabled.
     ///
+    /// Security: this logs out **this connection**. Other connections holding the session
+    /// keep it, and while one does, the key stays restorable. To end a session everywhere
+    /// (a password change, a stolen device), use
+    /// [`Server::close_session`](crate::server::Server::close_session). With a store shared
+    /// by several servers, "last connection" means the last on this server: the session
+    /// is then removed from the shared store while connections to other servers keep it
+    /// until they reconnect.
+    ///
     /// ```no_run
     /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::SessionError> {
     /// // A "logout" request handler:
@@ -333,12 +346,38 @@ impl Connection {
         self.inner.sessions.close(self).await
     }
 
-    pub(crate) fn set_session(&self, session: Option<Session>) {
-        *self
-            .inner
+    fn session_slot(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
+        // Every critical section is one assignment or take: poisoning carries nothing.
+        self.inner
             .session
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = session;
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_session(&self, session: Option<Session>) {
+        *self.session_slot() = session;
+    }
+
+    /// Takes the session off the connection, if it holds one.
+    pub(crate) fn take_session(&self) -> Option<Session> {
+        self.session_slot().take()
+    }
+
+    /// Takes the session off the connection if it is the session `key`; true if it was.
+    /// One step, so that of two parties ending the same session (a revocation and the
+    /// connection's own close) exactly one does it and tells the client.
+    pub(crate) fn take_session_if(&self, key: &str) -> bool {
+        let mut slot = self.session_slot();
+        let held = slot.as_ref().is_some_and(|session| session.key == key);
+        if held {
+            *slot = None;
+        }
+        held
+    }
+
+    /// The server's `max_message_size`, which every frame to this client respects.
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.inner.max_message_size
     }
 
     pub(crate) async fn session_op(&self) -> tokio::sync::MutexGuard<'_, ()> {

@@ -95,7 +95,7 @@ where
         tracing::debug!(%reason, "closing");
         Box::pin(driver.close(&reason)).await;
         drop(driver);
-        conn.sessions().disconnected(&conn);
+        Box::pin(conn.sessions().disconnected(&conn)).await;
         shared.live.deregister(&conn);
         // The socket is closed: its place is free before the hook hears of it.
         drop(slot);

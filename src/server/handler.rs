@@ -150,11 +150,55 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
-    /// The session `key` was closed for good: its last connection left it explicitly
-    /// ([`Connection::close_session`], a client's close request, or
-    /// [`Server::close_session`](crate::server::Server::close_session)), and it was removed
-    /// from the store. A disconnect does not close a session. The default does nothing.
-    fn session_closed(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+    /// A connection restored the session `session` (PROTOCOL.md §4.4): the session is on
+    /// `conn` ([`Connection::session`] returns it), and the client gets its reply when this
+    /// hook returns. The place to re-join rooms, write an audit line, or refuse a session
+    /// the application has since disabled: `Err(RestoreRefused)` takes the session off the
+    /// connection again and the client is told it was not found. Refusing leaves the
+    /// session in the store; to end it everywhere, call
+    /// [`Server::close_session`](crate::server::Server::close_session). A hook that panics
+    /// refuses too. The default accepts every restore.
+    ///
+    /// ```
+    /// use tokio_webwire::Session;
+    /// use tokio_webwire::server::{Connection, Handler, RestoreRefused};
+    ///
+    /// struct App;
+    ///
+    /// impl Handler for App {
+    ///     async fn session_restored(
+    ///         &self,
+    ///         _conn: &Connection,
+    ///         session: &Session,
+    ///     ) -> Result<(), RestoreRefused> {
+    ///         // A user the application has blocked since the login.
+    ///         match session.info.get::<bool>("blocked") {
+    ///             Ok(Some(true)) => Err(RestoreRefused),
+    ///             _ => Ok(()),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn session_restored(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), RestoreRefused>> + Send {
+        let _ = (conn, session);
+        async { Ok(()) }
+    }
+
+    /// The session `key` was closed for good and removed from the store. `conn` is the
+    /// connection that closed it when that was its last connection leaving explicitly
+    /// ([`Connection::close_session`], or a client's close request); `None` when the server
+    /// revoked it ([`Server::close_session`](crate::server::Server::close_session)), whether
+    /// or not connections held it then. A disconnect does not close a session, and neither
+    /// does expiry in the store. Runs once per closed session. The default does nothing.
+    fn session_closed(
+        &self,
+        conn: Option<&Connection>,
+        key: &str,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (conn, key);
         async {}
     }
@@ -210,7 +254,19 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).session_created(conn, session)
     }
 
-    fn session_closed(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+    fn session_restored(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), RestoreRefused>> + Send {
+        (**self).session_restored(conn, session)
+    }
+
+    fn session_closed(
+        &self,
+        conn: Option<&Connection>,
+        key: &str,
+    ) -> impl Future<Output = ()> + Send {
         (**self).session_closed(conn, key)
     }
 
@@ -223,6 +279,18 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).signal(conn, name, payload)
     }
 }
+
+/// [`Handler::session_restored`] refuses a restore: the client is told the session was not
+/// found (reply `03`), and the connection holds no session.
+///
+/// ```
+/// use tokio_webwire::server::RestoreRefused;
+///
+/// assert_eq!(RestoreRefused.to_string(), "session restore refused");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
+#[error("session restore refused")]
+pub struct RestoreRefused;
 
 /// How a request handler failed.
 ///

@@ -72,11 +72,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::session::SessionError;
 use crate::transport::close_frame;
 
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
-pub use handler::{CloseReason, Handler, HandlerError};
+pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
 pub use upgrade_request::UpgradeRequest;
 
@@ -345,21 +346,37 @@ impl<H: Handler> Server<H> {
         });
     }
 
-    /// Closes the session `key` on every connection that holds it (each is told with a
-    /// session-closed notification; the last one's leaving removes the session from the
-    /// store). Returns how many connections held it.
+    /// Ends the session `key` everywhere: a revocation, the "log out everywhere" of an
+    /// application (PROTOCOL.md §4.5 from the server's side).
     ///
-    /// Cancel safety: not cancel safe. The connections are handled one after another, each
-    /// as [`Connection::close_session`]; dropped part-way, some of them may still hold the
-    /// session, and one may be left half done (see there).
-    pub async fn close_session(&self, key: &str) -> usize {
-        let holders = self.shared.sessions.connections(key);
-        for conn in &holders {
-            if let Err(error) = conn.close_session().await {
-                tracing::debug!(%error, "session not closed on a connection");
-            }
-        }
-        holders.len()
+    /// In this order: the session is removed from the store, so from then on no connection
+    /// can restore it (a restore still under way is answered "not found"); every
+    /// connection of this server that holds it loses it and is told with a session-closed
+    /// notification; then [`Handler::session_closed`] runs once, with no connection. It
+    /// works the same with no connection online (the stored session is removed). Returns
+    /// how many connections held it.
+    ///
+    /// With a store shared by several servers, the session is gone from the store for all
+    /// of them, but only this server's connections lose it at once: connections to other
+    /// servers keep it until they close it or reconnect (their restore then fails).
+    ///
+    /// Fails with [`SessionError::Disabled`] without sessions, and with
+    /// [`SessionError::Store`] if the store could not remove it: the connections have lost
+    /// it even then, but the stored copy may survive (retry), and the hook does not run.
+    ///
+    /// ```no_run
+    /// # async fn f(server: tokio_webwire::server::Server<()>, key: &str) -> Result<(), tokio_webwire::SessionError> {
+    /// // A password change: every device of the user must log in again.
+    /// let online = server.close_session(key).await?;
+    /// println!("logged out {online} connections");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: dropped after the store has removed the session, the registry has
+    /// been cleared in the same step as the lookup of the holders, so none keeps it, but
+    /// some may not be told and the hook may not run.
+    pub async fn close_session(&self, key: &str) -> Result<usize, SessionError> {
+        self.shared.sessions.revoke(key).await
     }
 
     /// The connections that hold the session `key` (empty when none does).

@@ -1,46 +1,80 @@
-//! Sessions on the server (PROTOCOL.md §4): creating, restoring and closing them, and which
-//! connections hold which key.
+//! Sessions on the server (PROTOCOL.md §4): creating, restoring, closing and revoking them,
+//! and which connections hold which key.
 //!
 //! Per connection, one session at most, kept in the [`Connection`]; a per-connection async
-//! lock serialises that connection's session operations (create, restore, close), so none
-//! of them can interleave with another of the same connection. Across connections, the
-//! [`SessionRegistry`] checks the connection limit and registers in one step.
+//! lock serialises that connection's session operations (create, restore, close, and the
+//! cleanup when it disconnects), so none of them can interleave with another of the same
+//! connection. Across connections, the [`SessionRegistry`] checks the connection limit and
+//! registers in one step, and a revocation ([`Sessions::revoke`]) takes every registration
+//! of a key at once.
+//!
+//! What each operation guarantees:
+//! - **create**: a fresh key, announced to the client before the request's reply, saved in
+//!   the store (a store failure is logged: the session then lives only on its connection).
+//! - **restore**: only a key the store has, within the per-session connection limit, and
+//!   accepted by `Handler::session_restored`.
+//! - **close** (a connection's own logout, or its client's close request): that connection
+//!   leaves the session; the session ends (removed from the store) only when its last
+//!   connection leaves. Other connections keep it.
+//! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
+//!   the store first, so nothing restores it from then on, then taken off every connection
+//!   of this server that holds it or is restoring it.
+//! - **disconnect**: the connection leaves; the session stays stored and restorable.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::protocol::{Message, RequestId};
+use crate::protocol::{Message, MessageType, RequestId};
+use crate::server::handler::RestoreRefused;
+use crate::server::job::catch_panic;
 use crate::server::{Connection, Handler};
 use crate::session::{
     DynSessionStore, Session, SessionError, SessionInfo, SessionKeyGenerator, SessionRegistry,
     check_key,
 };
 
-type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// How much longer a session's restore reply can be than its created notification: the
+/// request id (8 bytes), and a `last_lookup` that may gain a fraction of up to nine digits
+/// and its dot (10 bytes) over the one the notification carried.
+const RESTORE_REPLY_GROWTH: usize = 8 + 10;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The handler's session hooks, callable without knowing the handler's type.
 pub(crate) trait SessionEvents: Send + Sync + 'static {
-    fn created<'a>(&'a self, conn: &'a Connection, session: &'a Session) -> BoxFuture<'a>;
-    fn closed<'a>(&'a self, conn: &'a Connection, key: &'a str) -> BoxFuture<'a>;
+    fn created<'a>(&'a self, conn: &'a Connection, session: &'a Session) -> BoxFuture<'a, ()>;
+    fn restored<'a>(
+        &'a self,
+        conn: &'a Connection,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), RestoreRefused>>;
+    fn closed<'a>(&'a self, conn: Option<&'a Connection>, key: &'a str) -> BoxFuture<'a, ()>;
 }
 
 impl<H: Handler> SessionEvents for H {
-    fn created<'a>(&'a self, conn: &'a Connection, session: &'a Session) -> BoxFuture<'a> {
+    fn created<'a>(&'a self, conn: &'a Connection, session: &'a Session) -> BoxFuture<'a, ()> {
         Box::pin(self.session_created(conn, session))
     }
 
-    fn closed<'a>(&'a self, conn: &'a Connection, key: &'a str) -> BoxFuture<'a> {
+    fn restored<'a>(
+        &'a self,
+        conn: &'a Connection,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), RestoreRefused>> {
+        Box::pin(self.session_restored(conn, session))
+    }
+
+    fn closed<'a>(&'a self, conn: Option<&'a Connection>, key: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.session_closed(conn, key))
     }
 }
 
 /// A registration not yet backed by an attached session: withdrawn when dropped.
 struct Reservation<'a> {
-    registry: &'a SessionRegistry,
+    registry: &'a SessionRegistry<Connection>,
     key: &'a str,
     conn_id: u64,
 }
@@ -56,9 +90,8 @@ pub(crate) struct Sessions {
     enabled: bool,
     store: Arc<dyn DynSessionStore>,
     keys: Arc<dyn SessionKeyGenerator>,
-    registry: SessionRegistry,
-    /// The connections that hold a session, by connection id.
-    holders: Mutex<HashMap<u64, Connection>>,
+    /// Who holds (or is restoring) which key, with their handles.
+    registry: SessionRegistry<Connection>,
     events: Arc<dyn SessionEvents>,
 }
 
@@ -78,41 +111,32 @@ impl Sessions {
             store: config.store,
             keys: config.keys,
             registry: SessionRegistry::new(config.max_connections),
-            holders: Mutex::new(HashMap::new()),
             events,
         }
     }
 
-    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Connection>> {
-        // Every critical section is one map operation: a panic cannot leave it half done.
-        self.holders.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Puts `session` on `conn` and registers it (the registry entry is already made).
-    fn attach(&self, conn: &Connection, session: Session) {
-        conn.set_session(Some(session));
-        self.holders().insert(conn.id(), conn.clone());
-    }
-
-    /// Takes the session off `conn` and out of the registry; true if `conn` was the
+    /// Takes the session `key` off `conn` and out of the registry; true if `conn` was the
     /// session's last connection.
     fn detach(&self, conn: &Connection, key: &str) -> bool {
-        conn.set_session(None);
-        self.holders().remove(&conn.id());
+        conn.take_session_if(key);
         self.registry.deregister(key, conn.id())
     }
 
-    /// `conn` leaves its session explicitly: the last connection to leave destroys it.
-    /// True if it did: the caller runs the `session_closed` hook once it has released the
-    /// connection's session lock (a hook may start a new session on it).
-    async fn leave(&self, conn: &Connection, key: &str) -> bool {
-        let last = self.detach(conn, key);
+    /// `conn` leaves its session explicitly (under its session lock): the last connection
+    /// to leave ends it. Returns the session's key if `conn` held one, and whether it
+    /// ended; the caller runs the `session_closed` hook once it has released the lock (a
+    /// hook may start a new session on the connection).
+    async fn leave(&self, conn: &Connection) -> Option<(String, bool)> {
+        // Taken in one step: a revocation racing this either took it first (and told the
+        // client) or finds nothing.
+        let session = conn.take_session()?;
+        let last = self.registry.deregister(&session.key, conn.id());
         if last {
-            if let Err(error) = self.store.remove(key).await {
+            if let Err(error) = self.store.remove(&session.key).await {
                 tracing::error!(%error, "the session store could not remove a closed session");
             }
         }
-        last
+        Some((session.key, last))
     }
 
     /// [`Connection::create_session`].
@@ -137,13 +161,21 @@ impl Sessions {
         let json = session
             .to_json()
             .map_err(|error| SessionError::Store(error.to_string()))?;
+        // A session travels twice: in this notification and, after every reconnect, in a
+        // restore reply. One over the size limit would make the Go and JavaScript clients
+        // drop the connection, and its restore would fail later; refuse it now.
+        let len = 1 + json.len() + RESTORE_REPLY_GROWTH;
+        let limit = conn.max_message_size();
+        if len > limit {
+            return Err(SessionError::TooLarge { len, limit });
+        }
         let notification = Message::NotifySessionCreated { session: json }
             .encode()
             .map_err(|error| SessionError::Store(error.to_string()))?;
         // Registered before it is announced (a custom generator that repeats a key must not
         // push a session past its connection limit); undone if the announcement fails or
         // this future is dropped while it waits for room in the queue.
-        self.registry.try_register(&session.key, conn.id())?;
+        self.registry.try_register(&session.key, conn.id(), conn)?;
         let reservation = Reservation {
             registry: &self.registry,
             key: &session.key,
@@ -152,9 +184,10 @@ impl Sessions {
         if conn.send(notification).await.is_err() {
             return Err(SessionError::Closed);
         }
-        // Announced: from here on the registration belongs to the attached session.
+        // Announced: from here on the registration belongs to the attached session. (A key
+        // nobody knows yet cannot have been revoked meanwhile.)
         std::mem::forget(reservation);
-        self.attach(conn, session.clone());
+        conn.set_session(Some(session.clone()));
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
             tracing::error!(%error, "the session store could not save a new session");
@@ -171,20 +204,47 @@ impl Sessions {
             return Err(SessionError::Disabled);
         }
         let op = conn.session_op().await;
-        let Some(session) = conn.session() else {
+        let Some((key, last)) = self.leave(conn).await else {
             return Ok(());
         };
-        let last = self.leave(conn, &session.key).await;
-        let closed = Message::NotifySessionClosed
-            .encode()
-            .map_err(|error| SessionError::Store(error.to_string()))?;
         // The connection may be gone already: then there is nobody to tell.
-        let _ = conn.send(closed).await;
+        let _ = conn.send(session_closed_notification()).await;
         drop(op);
         if last {
-            self.events.closed(conn, &session.key).await;
+            self.events.closed(Some(conn), &key).await;
         }
         Ok(())
+    }
+
+    /// [`Server::close_session`](crate::server::Server::close_session): ends the session
+    /// `key` everywhere. Removed from the store first (from then on no restore finds it),
+    /// then every registration of the key is taken at once, so a restore still under way
+    /// fails ("not found") and every connection holding it loses it and is told; then the
+    /// `session_closed` hook, once. Returns how many connections held it.
+    ///
+    /// A store failure is returned after the connections have lost the session (the
+    /// stored copy may then survive, and the hook does not run).
+    pub(crate) async fn revoke(&self, key: &str) -> Result<usize, SessionError> {
+        if !self.enabled {
+            return Err(SessionError::Disabled);
+        }
+        let removed = self.store.remove(key).await;
+        if let Err(error) = &removed {
+            tracing::error!(%error, "the session store could not remove a revoked session");
+        }
+        let holders: Vec<Connection> = self
+            .registry
+            .revoke(key)
+            .into_iter()
+            .filter(|conn| conn.take_session_if(key))
+            .collect();
+        let closed = session_closed_notification();
+        // Each waits for room in its own connection's queue (at most until that
+        // connection's write timeout), so a slow one does not hold up the others.
+        futures_util::future::join_all(holders.iter().map(|conn| conn.send(closed.clone()))).await;
+        removed?;
+        self.events.closed(None, key).await;
+        Ok(holders.len())
     }
 
     /// Answers a restore request (§4.4) for `conn`.
@@ -197,7 +257,7 @@ impl Sessions {
         if !self.enabled {
             return Message::ReplySessionsDisabled { id };
         }
-        let _op = conn.session_op().await;
+        let op = conn.session_op().await;
         // Keys are untrusted bytes: one we could never have made is simply not found.
         let Some(key) = std::str::from_utf8(&key)
             .ok()
@@ -208,7 +268,7 @@ impl Sessions {
         let current = conn.session();
         let already_held = current.as_ref().is_some_and(|session| session.key == key);
         if !already_held {
-            if let Err(error) = self.registry.try_register(key, conn.id()) {
+            if let Err(error) = self.registry.try_register(key, conn.id(), conn) {
                 tracing::debug!(%error, "restore refused");
                 return Message::ReplyMaxSessConnsReached { id };
             }
@@ -246,7 +306,36 @@ impl Sessions {
         if let Some(old) = current.filter(|_| !already_held) {
             self.detach(conn, &old.key);
         }
-        self.attach(conn, session);
+        // Attached only while still registered: a revocation that took the key's
+        // registrations after the lookup found it wins, and the client is not told of a
+        // session that no longer exists. (A session already held is replaced by the one
+        // just looked up, with its new `last_lookup`.)
+        let attached = self.registry.attach_if_registered(key, conn.id(), || {
+            conn.set_session(Some(session.clone()));
+        });
+        if !attached {
+            if already_held {
+                conn.take_session_if(key);
+            }
+            return Message::ReplySessionNotFound { id };
+        }
+        drop(op);
+        // The hook runs without the lock (it may use the connection's sessions); a refusal
+        // takes the session off again before the client hears of it.
+        let verdict = catch_panic(self.events.restored(conn, &session)).await;
+        let refused = match verdict {
+            Ok(Ok(())) => false,
+            Ok(Err(RestoreRefused)) => true,
+            Err(panic) => {
+                tracing::error!(panic, "the session_restored hook panicked: restore refused");
+                true
+            }
+        };
+        if refused {
+            let _op = conn.session_op().await;
+            self.detach(conn, key);
+            return Message::ReplySessionNotFound { id };
+        }
         Message::ReplyUtf8 { id, data: json }
     }
 
@@ -257,13 +346,10 @@ impl Sessions {
             return Message::ReplySessionsDisabled { id };
         }
         let op = conn.session_op().await;
-        let closed = match conn.session() {
-            Some(session) if self.leave(conn, &session.key).await => Some(session.key),
-            _ => None,
-        };
+        let left = self.leave(conn).await;
         drop(op);
-        if let Some(key) = closed {
-            self.events.closed(conn, &key).await;
+        if let Some((key, true)) = left {
+            self.events.closed(Some(conn), &key).await;
         }
         Message::ReplyBinary {
             id,
@@ -271,24 +357,32 @@ impl Sessions {
         }
     }
 
-    /// The connection is gone: its registration goes, the session stays (§4.6).
-    pub(crate) fn disconnected(&self, conn: &Connection) {
-        if let Some(session) = conn.session() {
-            self.detach(conn, &session.key);
+    /// The connection is gone: its registration goes, the session stays (§4.6). Under the
+    /// connection's session lock, so that an operation still under way on a stored handle
+    /// (a create from another task) ends first and its session is not left registered to
+    /// a connection that no longer exists.
+    pub(crate) async fn disconnected(&self, conn: &Connection) {
+        let _op = conn.session_op().await;
+        if let Some(session) = conn.take_session() {
+            self.registry.deregister(&session.key, conn.id());
         }
     }
 
-    /// The connections holding the session `key`.
+    /// The connections holding the session `key` (not those still restoring it).
     pub(crate) fn connections(&self, key: &str) -> Vec<Connection> {
-        let ids = self.registry.connections(key);
-        let holders = self.holders();
-        ids.iter()
-            .filter_map(|id| holders.get(id).cloned())
-            .collect()
+        let mut holders = self.registry.holders(key);
+        holders.retain(|conn| conn.session().is_some_and(|session| session.key == key));
+        holders
     }
 
     /// How many sessions have at least one connection.
     pub(crate) fn active(&self) -> usize {
         self.registry.active_sessions()
     }
+}
+
+/// The notification that tells a client it has lost its session: its type byte alone.
+fn session_closed_notification() -> Bytes {
+    const FRAME: [u8; 1] = [MessageType::NotifySessionClosed as u8];
+    Bytes::from_static(&FRAME)
 }

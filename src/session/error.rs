@@ -47,6 +47,18 @@ pub enum SessionError {
         reason: &'static str,
     },
 
+    /// The session is too large to travel: the largest message that carries it (its
+    /// restore reply, with a `last_lookup` of the longest form) would exceed the
+    /// connection's `max_message_size`, so the client could neither receive it nor get it
+    /// back after a reconnect. Keep session info small; it is sent on every restore.
+    #[error("the session needs a {len}-byte message, over the {limit}-byte message size limit")]
+    TooLarge {
+        /// The size of the largest message that would carry the session.
+        len: usize,
+        /// The connection's maximum message size.
+        limit: usize,
+    },
+
     /// The session store failed (restore: `02` reply); the text is the store error's.
     #[error("session store failed: {0}")]
     Store(String),

@@ -7,10 +7,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
+use super::store::invalid_record;
 use super::{Session, SessionStore, StoreError};
 
 /// The file name of a session is its key plus this extension, as in the Go server.
@@ -24,6 +25,14 @@ const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=128;
 /// Operations on one key run one at a time (a lookup's rewrite must not bring back a file
 /// that a concurrent remove just deleted); keys are spread over this many locks.
 const LOCKS: usize = 32;
+
+/// How often the store's own operations start a sweep of the directory (expired sessions,
+/// stray temporary files): at the first operation, then at most once per this interval.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A temporary file older than this is a crash's leftover, not a write under way (a write
+/// takes milliseconds; the margin covers a slow disk and a clock step).
+const STRAY_AGE: Duration = Duration::from_secs(600);
 
 /// Sessions as files: `<key>.wwrsess` in one directory, each holding the session's JSON wire
 /// form ([`Session::to_json`]).
@@ -43,7 +52,17 @@ const LOCKS: usize = 32;
 /// New files and directories are readable by their owner only on Unix: they hold secrets.
 ///
 /// **Lookups** record the time of the lookup in the file (rewriting it) and return it as
-/// `last_lookup`. Nothing expires on its own: a cleaner can delete files whose `l` is old.
+/// `last_lookup`.
+///
+/// **Expiry.** A session not saved or looked up for the idle timeout
+/// ([`idle_timeout`](Self::idle_timeout), default 14 days, as
+/// [`MemoryStore`](super::MemoryStore)) is gone: a lookup finds nothing and deletes its
+/// file. The time comes from the file's `l` (its last lookup), so it survives restarts.
+/// Files nobody looks up again are deleted by a sweep of the directory
+/// ([`sweep`](Self::sweep)), which the store starts on the blocking pool at its first
+/// operation and then at most once an hour; the sweep also deletes temporary files left by
+/// a crash (older than ten minutes). The disk a store uses is then bounded by the sessions
+/// created within one idle timeout.
 ///
 /// The blocking file work runs on tokio's blocking pool, so the store needs a tokio
 /// runtime. Dropping a future does not stop an operation already started; it completes.
@@ -72,12 +91,16 @@ const LOCKS: usize = 32;
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,
+    /// `None`: sessions never expire.
+    idle_timeout: Option<Duration>,
 }
 
 struct Inner {
     dir: PathBuf,
     locks: [Mutex<()>; LOCKS],
     hasher: RandomState,
+    /// When the last sweep was started (`None`: not yet).
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 impl FileStore {
@@ -94,8 +117,69 @@ impl FileStore {
                 dir,
                 locks: std::array::from_fn(|_| Mutex::new(())),
                 hasher: RandomState::new(),
+                last_sweep: Mutex::new(None),
             }),
+            idle_timeout: Some(super::MemoryStore::DEFAULT_IDLE_TIMEOUT),
         })
+    }
+
+    /// Sessions neither saved nor looked up for `timeout` are gone (default: 14 days).
+    /// `Duration::ZERO` turns expiry off: files then stay until removed.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tokio_webwire::session::FileStore;
+    ///
+    /// let store = FileStore::new("/var/lib/myapp/sessions")?
+    ///     .idle_timeout(Duration::from_secs(30 * 24 * 3600));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Deletes the files of expired sessions and temporary files left by a crash (older
+    /// than ten minutes); returns how many files it deleted. The store runs this itself
+    /// (at its first operation, then hourly); call it to sweep on a schedule of your own.
+    /// Files that are not the store's are left alone.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), tokio_webwire::session::StoreError> {
+    /// let store = tokio_webwire::session::FileStore::new("/var/lib/myapp/sessions")?;
+    /// let deleted = store.sweep().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let idle_timeout = self.idle_timeout;
+        tokio::task::spawn_blocking(move || sweep(&inner, idle_timeout))
+            .await
+            .map_err(|err| StoreError::other(format!("session sweep task failed: {err}")))?
+    }
+
+    /// Starts a sweep on the blocking pool if none ran within [`SWEEP_INTERVAL`].
+    fn sweep_if_due(&self) {
+        let mut last = self
+            .inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < SWEEP_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let inner = Arc::clone(&self.inner);
+        let idle_timeout = self.idle_timeout;
+        // Not awaited: the operation that found it due does not wait for it.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = sweep(&inner, idle_timeout) {
+                tracing::warn!(%error, "session directory sweep failed");
+            }
+        });
     }
 
     /// The directory holding the session files.
@@ -110,18 +194,85 @@ impl FileStore {
         T: Send + 'static,
         F: FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
     {
+        self.sweep_if_due();
         let inner = Arc::clone(&self.inner);
-        let lock = inner.hasher.hash_one(key) as usize % LOCKS;
+        let key = key.to_owned();
         tokio::task::spawn_blocking(move || {
-            // The lock guards no data, only the order of file operations.
-            let _guard = inner.locks[lock]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _guard = inner.lock(&key);
             op(&inner.dir)
         })
         .await
         .map_err(|err| StoreError::other(format!("session file task failed: {err}")))?
     }
+}
+
+impl Inner {
+    /// The lock of `key`'s file. It guards no data, only the order of file operations.
+    fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
+        let lock = self.hasher.hash_one(key) as usize % LOCKS;
+        self.locks[lock]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether a session last used at `last_lookup` has expired now.
+fn expired(last_lookup: OffsetDateTime, idle_timeout: Option<Duration>) -> bool {
+    idle_timeout.is_some_and(|timeout| OffsetDateTime::now_utc() - last_lookup >= timeout)
+}
+
+/// The sweep: see [`FileStore::sweep`].
+fn sweep(inner: &Inner, idle_timeout: Option<Duration>) -> Result<usize, StoreError> {
+    let now = SystemTime::now();
+    let age = |meta: &fs::Metadata| {
+        meta.modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok())
+            .unwrap_or_default()
+    };
+    let mut deleted = 0;
+    for entry in fs::read_dir(&inner.dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            if age(&meta) >= STRAY_AGE && fs::remove_file(entry.path()).is_ok() {
+                deleted += 1;
+            }
+            continue;
+        }
+        let Some(key) = name.strip_suffix(EXTENSION) else {
+            continue;
+        };
+        // Every save or lookup rewrites the file: one written more recently than the
+        // timeout cannot have expired, and needs no reading.
+        let may_have_expired = idle_timeout.is_some_and(|timeout| age(&meta) >= timeout);
+        if file_name(key).is_err() || !may_have_expired {
+            continue;
+        }
+        let _guard = inner.lock(key);
+        let Ok(json) = fs::read(entry.path()) else {
+            continue;
+        };
+        // A file that does not parse is left for a person to look at.
+        if let Ok(session) = Session::from_json(&json) {
+            if expired(session.last_lookup, idle_timeout) && fs::remove_file(entry.path()).is_ok() {
+                deleted += 1;
+            }
+        }
+    }
+    if deleted > 0 {
+        sync_dir(&inner.dir);
+        tracing::debug!(deleted, "session directory swept");
+    }
+    Ok(deleted)
 }
 
 impl SessionStore for FileStore {
@@ -138,6 +289,7 @@ impl SessionStore for FileStore {
             return Ok(None);
         };
         let wanted = key.to_owned();
+        let idle_timeout = self.idle_timeout;
         self.run(key, move |dir| {
             let json = match fs::read(dir.join(&name)) {
                 Ok(json) => json,
@@ -147,6 +299,11 @@ impl SessionStore for FileStore {
             let mut session = Session::from_json(&json).map_err(invalid_record)?;
             if session.key != wanted {
                 // A key differing in case, on a case-insensitive file system.
+                return Ok(None);
+            }
+            if expired(session.last_lookup, idle_timeout) {
+                fs::remove_file(dir.join(&name))?;
+                sync_dir(dir);
                 return Ok(None);
             }
             session.last_lookup = OffsetDateTime::now_utc();
@@ -177,6 +334,7 @@ impl fmt::Debug for FileStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileStore")
             .field("dir", &self.inner.dir)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -193,12 +351,6 @@ fn file_name(key: &str) -> Result<String, &'static str> {
         return Err("a file store needs keys of A-Z a-z 0-9 - _ only");
     }
     Ok(format!("{key}{EXTENSION}"))
-}
-
-fn invalid_record(err: crate::ProtocolError) -> StoreError {
-    StoreError::InvalidRecord {
-        reason: err.to_string(),
-    }
 }
 
 /// Replaces `dir/name` with `contents` so that a crash leaves the old or the new file.
@@ -476,5 +628,80 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(format!("{}.wwrsess", session.key))), 0o600);
+    }
+
+    /// A session last used `ago`.
+    fn used(ago: Duration) -> Session {
+        let mut session = session();
+        session.last_lookup = OffsetDateTime::now_utc() - ago;
+        session
+    }
+
+    fn set_age(path: &Path, age: Duration) {
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[tokio::test]
+    async fn a_session_idle_too_long_is_not_found_and_its_file_goes() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap().idle_timeout(DAY);
+        let fresh = used(DAY - Duration::from_secs(60));
+        let stale = used(DAY + Duration::from_secs(1));
+        store.save(&fresh).await.unwrap();
+        store.save(&stale).await.unwrap();
+
+        assert_eq!(store.lookup(&stale.key).await.unwrap(), None);
+        assert_eq!(listing(&tmp.0), [format!("{}.wwrsess", fresh.key)]);
+        // The lookup renews the other one.
+        let found = store.lookup(&fresh.key).await.unwrap().unwrap();
+        assert!(found.last_lookup > fresh.last_lookup);
+
+        // Without expiry, an old session is found.
+        let forever = FileStore::new(&tmp.0).unwrap().idle_timeout(Duration::ZERO);
+        let old = used(1000 * DAY);
+        forever.save(&old).await.unwrap();
+        assert!(forever.lookup(&old.key).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_sweep_deletes_expired_sessions_and_crash_leftovers_only() {
+        let tmp = TempDir::new();
+        let store = FileStore::new(&tmp.0).unwrap().idle_timeout(DAY);
+        // Let the store's own first sweep run now, on an empty directory.
+        assert_eq!(store.sweep().await.unwrap(), 0);
+
+        let stale = used(2 * DAY);
+        let fresh = used(Duration::ZERO);
+        let old_but_renewed = used(Duration::ZERO);
+        for session in [&stale, &fresh, &old_but_renewed] {
+            store.save(session).await.unwrap();
+        }
+        let path = |session: &Session| tmp.0.join(format!("{}.wwrsess", session.key));
+        set_age(&path(&stale), 2 * DAY);
+        // An old file whose record says it was used recently (a copied directory).
+        set_age(&path(&old_but_renewed), 2 * DAY);
+        // A crash's leftover, a write under way, and files that are not the store's.
+        fs::write(tmp.0.join(".1-0-0.tmp"), b"{").unwrap();
+        set_age(&tmp.0.join(".1-0-0.tmp"), Duration::from_secs(3600));
+        fs::write(tmp.0.join(".1-1-0.tmp"), b"{").unwrap();
+        fs::write(tmp.0.join("notes.txt"), b"mine").unwrap();
+        set_age(&tmp.0.join("notes.txt"), 10 * DAY);
+        fs::write(tmp.0.join("bad key!.wwrsess"), b"{}").unwrap();
+        set_age(&tmp.0.join("bad key!.wwrsess"), 10 * DAY);
+
+        assert_eq!(store.sweep().await.unwrap(), 2);
+        let mut expected = vec![
+            ".1-1-0.tmp".to_owned(),
+            "bad key!.wwrsess".to_owned(),
+            format!("{}.wwrsess", fresh.key),
+            format!("{}.wwrsess", old_but_renewed.key),
+            "notes.txt".to_owned(),
+        ];
+        expected.sort();
+        assert_eq!(listing(&tmp.0), expected);
+        assert_eq!(store.sweep().await.unwrap(), 0);
     }
 }

@@ -1,23 +1,54 @@
 //! [`MemoryStore`]: sessions in a map, gone when the process ends. The default store.
+//!
+//! Bounded twice: a session not looked up for the idle timeout is gone, and beyond the
+//! capacity the session idle longest makes room. Both are enforced by the store's own
+//! operations (no task, no timer): every call first drops the sessions that have expired,
+//! oldest first, from a use-ordered index, so the work is amortised O(log n) per call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use bytes::Bytes;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
+use super::store::invalid_record;
 use super::{Session, SessionStore, StoreError};
 
-/// Sessions in memory: fast, never fails, and lost when the process exits.
+/// Sessions in memory: fast, never fails, lost when the process exits, and bounded.
 ///
-/// Sessions are kept until they are removed; nothing expires on its own.
+/// - **Idle expiry** ([`idle_timeout`](Self::idle_timeout), default
+///   [`DEFAULT_IDLE_TIMEOUT`](Self::DEFAULT_IDLE_TIMEOUT), 14 days): a session neither saved
+///   nor looked up (restored) for that long is gone, as if removed. A connection that holds
+///   a session does not keep it alive: the time runs from the last save or restore.
+/// - **Capacity** ([`capacity`](Self::capacity), default
+///   [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY), 100 000 sessions): saving a session into
+///   a full store evicts the session idle longest (least recently saved or looked up), so
+///   new logins always succeed and whoever has not been seen longest must log in again.
+///   A store that refused new sessions instead would let one account that logs in over
+///   and over lock everyone else out.
+///
+/// Memory: a session is kept in its JSON wire form, plus about 250 bytes of bookkeeping
+/// (two copies of its key, the map entries, its place in the use order). Measured with
+/// `cargo bench --bench store_memory`: 396 bytes per session whose info is one short
+/// string, so a full default store of such sessions takes about 40 MiB; 8.4 KiB per session
+/// with 8 000 bytes of info. Info is what the application puts in, and the server refuses
+/// a session whose restore reply would exceed the message size limit (8 KiB by default),
+/// which bounds one session: a full default store of sessions that large would take about
+/// 0.8 GiB, so lower the capacity if sessions are large.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tokio_webwire::session::{MemoryStore, SessionStore};
 /// use tokio_webwire::{Session, SessionInfo};
 ///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new();
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let store = MemoryStore::new()
+///     .idle_timeout(Duration::from_secs(7 * 24 * 3600))
+///     .capacity(10_000);
 /// let session = Session::new("key-1", SessionInfo::new());
 /// store.save(&session).await?;
 /// let found = store.lookup("key-1").await?.unwrap();
@@ -27,51 +58,219 @@ use super::{Session, SessionStore, StoreError};
 /// assert!(store.is_empty());
 /// # Ok::<(), tokio_webwire::session::StoreError>(()) }).unwrap();
 /// ```
-#[derive(Default)]
 pub struct MemoryStore {
-    // A std mutex: every operation is one map access, never held across an await.
-    sessions: Mutex<HashMap<String, Session>>,
+    idle_timeout: Option<Duration>,
+    capacity: usize,
+    // A std mutex: every operation is a few map accesses, never held across an await.
+    sessions: Mutex<Sessions>,
+    evicted: AtomicU64,
+}
+
+/// The sessions, and the order in which they were last used.
+#[derive(Default)]
+struct Sessions {
+    by_key: HashMap<String, Entry>,
+    /// Use number → key, least recently used first.
+    by_use: BTreeMap<u64, String>,
+    next_use: u64,
+}
+
+struct Entry {
+    /// The session in its JSON wire form: a fifth of the parsed form's memory for a small
+    /// session (a `SessionInfo` map allocates room for eleven fields), parsed again on the
+    /// rare lookup.
+    json: Bytes,
+    /// Its key in `by_use`.
+    use_number: u64,
+    /// When it was last saved or looked up (tokio's clock, so that tests can move it).
+    used_at: Instant,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            capacity: Self::DEFAULT_CAPACITY,
+            sessions: Mutex::new(Sessions::default()),
+            evicted: AtomicU64::new(0),
+        }
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// How long a session lives without a save or lookup, unless set: 14 days.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(14 * 24 * 3600);
+
+    /// How many sessions a store keeps, unless set: 100 000.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// An empty store with the default bounds.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The number of sessions stored.
+    /// Sessions neither saved nor looked up for `timeout` are gone (default: 14 days).
+    /// `Duration::ZERO` turns expiry off: sessions then stay until removed or evicted.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio_webwire::session::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().idle_timeout(Duration::from_secs(3600));
+    /// ```
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// At most `sessions` are kept (default: 100 000); saving one more evicts the session
+    /// idle longest. 0 means no bound, which lets a client that logs in over and over grow
+    /// the store until the idle timeout.
+    ///
+    /// ```
+    /// use tokio_webwire::session::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().capacity(1_000);
+    /// ```
+    #[must_use]
+    pub fn capacity(mut self, sessions: usize) -> Self {
+        self.capacity = sessions;
+        self
+    }
+
+    /// The number of stored sessions that have not expired.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// use tokio_webwire::session::{MemoryStore, SessionStore};
+    /// use tokio_webwire::{Session, SessionInfo};
+    ///
+    /// let store = MemoryStore::new();
+    /// store.save(&Session::new("key-1", SessionInfo::new())).await?;
+    /// assert_eq!(store.len(), 1);
+    /// # Ok::<(), tokio_webwire::session::StoreError>(()) }).unwrap();
+    /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.sessions().len()
+        self.sessions().by_key.len()
     }
 
-    /// Whether no session is stored.
+    /// Whether the store holds no session that has not expired.
+    ///
+    /// ```
+    /// use tokio_webwire::session::MemoryStore;
+    ///
+    /// assert!(MemoryStore::new().is_empty());
+    /// ```
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.sessions().is_empty()
+        self.len() == 0
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
-        // Every critical section is a single map operation, so a panic elsewhere cannot
-        // leave the map half-changed: poisoning carries no information here.
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    /// How many sessions were evicted to make room (not those that expired).
+    ///
+    /// ```
+    /// use tokio_webwire::session::MemoryStore;
+    ///
+    /// assert_eq!(MemoryStore::new().evicted(), 0);
+    /// ```
+    #[must_use]
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The sessions, with those that have expired dropped.
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        // Every critical section leaves the maps consistent before anything can panic:
+        // poisoning carries no information here.
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(timeout) = self.idle_timeout {
+            let now = Instant::now();
+            sessions.expire(|used_at| now.saturating_duration_since(used_at) >= timeout);
+        }
+        sessions
+    }
+}
+
+impl Sessions {
+    /// Drops the least recently used sessions while `expired` says so of them.
+    fn expire(&mut self, expired: impl Fn(Instant) -> bool) {
+        while let Some(entry) = self.by_use.first_entry() {
+            let used_at = self.by_key.get(entry.get()).map(|e| e.used_at);
+            if used_at.is_some_and(|used_at| !expired(used_at)) {
+                break;
+            }
+            let key = entry.remove();
+            self.by_key.remove(&key);
+        }
+    }
+
+    /// The next use number, which orders `by_use`.
+    fn next_use(&mut self) -> u64 {
+        self.next_use += 1;
+        self.next_use
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.by_key.remove(key) {
+            self.by_use.remove(&entry.use_number);
+        }
+    }
+
+    /// Drops the session idle longest.
+    fn evict_one(&mut self) {
+        if let Some((_, key)) = self.by_use.pop_first() {
+            self.by_key.remove(&key);
+        }
     }
 }
 
 impl SessionStore for MemoryStore {
-    /// Stores the session, replacing one with the same key.
     async fn save(&self, session: &Session) -> Result<(), StoreError> {
-        self.sessions().insert(session.key.clone(), session.clone());
+        // Copied to an allocation of its exact size: the encoder's buffer has room to
+        // spare (up to half of it), which a store of many sessions would keep.
+        let json = Bytes::copy_from_slice(&session.to_json().map_err(invalid_record)?);
+        let mut sessions = self.sessions();
+        sessions.remove(&session.key);
+        if self.capacity != 0 && sessions.by_key.len() >= self.capacity {
+            sessions.evict_one();
+            if self.evicted.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    capacity = self.capacity,
+                    "session store full: evicting the sessions idle longest"
+                );
+            }
+        }
+        let use_number = sessions.next_use();
+        sessions.by_use.insert(use_number, session.key.clone());
+        let entry = Entry {
+            json,
+            use_number,
+            used_at: Instant::now(),
+        };
+        sessions.by_key.insert(session.key.clone(), entry);
         Ok(())
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<Session>, StoreError> {
-        let mut sessions = self.sessions();
-        Ok(sessions.get_mut(key).map(|session| {
-            session.last_lookup = OffsetDateTime::now_utc();
-            session.clone()
-        }))
+        let mut guard = self.sessions();
+        let use_number = guard.next_use();
+        let sessions = &mut *guard;
+        let Some(entry) = sessions.by_key.get_mut(key) else {
+            return Ok(None);
+        };
+        // A lookup is a use: it moves the session to the back of the eviction order.
+        if let Some(key) = sessions.by_use.remove(&entry.use_number) {
+            sessions.by_use.insert(use_number, key);
+        }
+        entry.use_number = use_number;
+        entry.used_at = Instant::now();
+        let mut session = Session::from_json(&entry.json).map_err(invalid_record)?;
+        // The stored `l` is left as saved: the lookup time is only ever read back here.
+        session.last_lookup = OffsetDateTime::now_utc();
+        Ok(Some(session))
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
@@ -80,11 +279,12 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// Shows the number of sessions only: the keys are secrets.
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("len", &self.len())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -129,13 +329,92 @@ mod tests {
         assert!(second.last_lookup >= first.last_lookup);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_session_expires_after_the_idle_timeout_since_its_last_use() {
+        let hour = Duration::from_secs(3600);
+        let store = MemoryStore::new().idle_timeout(hour);
+        store
+            .save(&Session::new("k", SessionInfo::new()))
+            .await
+            .unwrap();
+        store
+            .save(&Session::new("other", SessionInfo::new()))
+            .await
+            .unwrap();
+
+        tokio::time::advance(hour - Duration::from_secs(1)).await;
+        assert!(
+            store.lookup("k").await.unwrap().is_some(),
+            "a use renews it"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.len(), 1, "the unused one has expired");
+        assert_eq!(store.lookup("other").await.unwrap(), None);
+
+        // "k" was last used an hour less a second ago; a second short of its timeout:
+        tokio::time::advance(hour - Duration::from_secs(2)).await;
+        assert!(store.lookup("k").await.unwrap().is_some());
+        tokio::time::advance(hour).await;
+        assert_eq!(store.lookup("k").await.unwrap(), None);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_idle_timeout_keeps_sessions() {
+        let store = MemoryStore::new().idle_timeout(Duration::ZERO);
+        store
+            .save(&Session::new("k", SessionInfo::new()))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(10 * 365 * 24 * 3600)).await;
+        assert!(store.lookup("k").await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_evicts_the_session_idle_longest() {
+        let store = MemoryStore::new().capacity(3);
+        for key in ["a", "b", "c"] {
+            store
+                .save(&Session::new(key, SessionInfo::new()))
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // "a" is used again: "b" is now the one idle longest.
+        assert!(store.lookup("a").await.unwrap().is_some());
+        store
+            .save(&Session::new("d", SessionInfo::new()))
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.evicted(), 1);
+        assert_eq!(store.lookup("b").await.unwrap(), None);
+        for key in ["a", "c", "d"] {
+            assert!(store.lookup(key).await.unwrap().is_some(), "{key} kept");
+        }
+        // Saving a stored key again replaces it, it does not evict another.
+        store
+            .save(&Session::new("c", SessionInfo::new()))
+            .await
+            .unwrap();
+        assert_eq!((store.len(), store.evicted()), (3, 1));
+    }
+
     #[test]
     fn debug_hides_keys() {
         let store = MemoryStore::new();
-        store
-            .sessions()
-            .insert("secret".into(), Session::new("secret", SessionInfo::new()));
+        store.sessions().by_key.insert(
+            "secret".into(),
+            Entry {
+                json: Session::new("secret", SessionInfo::new())
+                    .to_json()
+                    .unwrap(),
+                use_number: 0,
+                used_at: Instant::now(),
+            },
+        );
         let debug = format!("{store:?}");
-        assert_eq!(debug, "MemoryStore { len: 1 }");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.starts_with("MemoryStore { len: 1,"), "{debug}");
     }
 }

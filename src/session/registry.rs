@@ -1,8 +1,15 @@
 //! [`SessionRegistry`]: which live connections hold which session (PROTOCOL.md §4.6).
 //!
-//! Only connection ids live here; the server keeps its own id → connection map. The limit
-//! check and the registration happen under one lock, so two restores racing for the last
-//! free place cannot both win (the Go server checks and registers separately, §8 defect 2).
+//! Each registration is a connection id with the holder's handle (the server stores its
+//! `Connection`, so a revocation reaches every holder from one lock). The limit check and
+//! the registration happen under one lock, so two restores racing for the last free place
+//! cannot both win (the Go server checks and registers separately, §8 defect 2). A
+//! revocation takes a key's whole entry out under the same lock, and a restore attaches its
+//! session only while its registration is still there ([`attach_if_registered`]), so a
+//! restore racing a revocation either ends before it (and is revoked with the rest) or
+//! fails.
+//!
+//! [`attach_if_registered`]: SessionRegistry::attach_if_registered
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,18 +17,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::SessionError;
 
-/// Session key → ids of the connections currently holding that session.
-pub(crate) struct SessionRegistry {
-    /// The most connections one session may have; 0 means no limit.
+/// Key → the connections registered under it, each with its holder's handle `T`.
+pub(crate) struct SessionRegistry<T> {
     max_connections_per_session: usize,
-    /// Never holds an empty list: a key leaves the map with its last connection. A list,
-    /// not a set: sessions have a few connections (often one), so a scan beats hashing.
-    sessions: Mutex<HashMap<String, Vec<u64>>>,
+    sessions: Mutex<HashMap<String, Vec<(u64, T)>>>,
 }
 
-impl SessionRegistry {
-    /// An empty registry allowing `max_connections_per_session` connections per session
-    /// (0: no limit).
+impl<T: Clone> SessionRegistry<T> {
+    /// A registry allowing `max_connections_per_session` connections per key (0: no limit).
     pub(crate) fn new(max_connections_per_session: usize) -> Self {
         SessionRegistry {
             max_connections_per_session,
@@ -29,34 +32,36 @@ impl SessionRegistry {
         }
     }
 
-    /// Registers `conn_id` under `key` unless the session is full; checking and inserting
-    /// is one step. A connection already registered under `key` stays so and is not counted
-    /// twice.
-    pub(crate) fn try_register(&self, key: &str, conn_id: u64) -> Result<(), SessionError> {
+    /// Registers `conn_id` (held by `holder`) under `key`, unless the key already has its
+    /// maximum of connections. Registering a connection twice counts once.
+    pub(crate) fn try_register(
+        &self,
+        key: &str,
+        conn_id: u64,
+        holder: &T,
+    ) -> Result<(), SessionError> {
         let limit = self.max_connections_per_session;
         let mut sessions = self.sessions();
         match sessions.get_mut(key) {
-            Some(ids) if ids.contains(&conn_id) => {}
+            Some(ids) if ids.iter().any(|(id, _)| *id == conn_id) => {}
             Some(ids) if limit != 0 && ids.len() >= limit => {
                 return Err(SessionError::LimitReached { limit });
             }
-            Some(ids) => ids.push(conn_id),
+            Some(ids) => ids.push((conn_id, holder.clone())),
             None => {
-                sessions.insert(key.to_owned(), vec![conn_id]);
+                sessions.insert(key.to_owned(), vec![(conn_id, holder.clone())]);
             }
         }
         Ok(())
     }
 
-    /// Removes `conn_id` from `key`. True if it was the session's last connection (the
-    /// caller then destroys the session if the connection left it explicitly); false if
-    /// others remain or `conn_id` was not registered under `key`.
+    /// Removes `conn_id` from `key`; true if it was the key's last connection.
     pub(crate) fn deregister(&self, key: &str, conn_id: u64) -> bool {
         let mut sessions = self.sessions();
         let Some(ids) = sessions.get_mut(key) else {
             return false;
         };
-        let Some(pos) = ids.iter().position(|&id| id == conn_id) else {
+        let Some(pos) = ids.iter().position(|(id, _)| *id == conn_id) else {
             return false;
         };
         ids.swap_remove(pos);
@@ -68,24 +73,52 @@ impl SessionRegistry {
         }
     }
 
-    /// The ids of the connections holding `key`, in no particular order; empty if none.
-    pub(crate) fn connections(&self, key: &str) -> Vec<u64> {
-        self.sessions().get(key).cloned().unwrap_or_default()
+    /// Runs `attach` if `conn_id` is still registered under `key`, under the registry's
+    /// lock (so a [`revoke`](Self::revoke) is wholly before or after it); false if not.
+    pub(crate) fn attach_if_registered(
+        &self,
+        key: &str,
+        conn_id: u64,
+        attach: impl FnOnce(),
+    ) -> bool {
+        let sessions = self.sessions();
+        let registered = sessions
+            .get(key)
+            .is_some_and(|ids| ids.iter().any(|(id, _)| *id == conn_id));
+        if registered {
+            attach();
+        }
+        registered
     }
 
-    /// The number of sessions with at least one connection.
+    /// Takes every registration of `key` out at once and returns their holders.
+    pub(crate) fn revoke(&self, key: &str) -> Vec<T> {
+        self.sessions()
+            .remove(key)
+            .map(|ids| ids.into_iter().map(|(_, holder)| holder).collect())
+            .unwrap_or_default()
+    }
+
+    /// The holders registered under `key`.
+    pub(crate) fn holders(&self, key: &str) -> Vec<T> {
+        self.sessions()
+            .get(key)
+            .map(|ids| ids.iter().map(|(_, holder)| holder.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many keys have at least one connection.
     pub(crate) fn active_sessions(&self) -> usize {
         self.sessions().len()
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Vec<u64>>> {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Vec<(u64, T)>>> {
         // Each critical section leaves the map consistent before anything can panic.
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Counts only: the keys are secrets.
-impl fmt::Debug for SessionRegistry {
+impl<T: Clone> fmt::Debug for SessionRegistry<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionRegistry")
             .field(
@@ -106,15 +139,15 @@ mod tests {
 
     /// `threads` threads register distinct connections under one key at the same moment;
     /// returns how many succeeded.
-    fn race(limit: usize, threads: u64) -> (Arc<SessionRegistry>, usize) {
-        let registry = Arc::new(SessionRegistry::new(limit));
+    fn race(limit: usize, threads: u64) -> (Arc<SessionRegistry<u64>>, usize) {
+        let registry = Arc::new(SessionRegistry::<u64>::new(limit));
         let barrier = Arc::new(Barrier::new(threads as usize));
         let handles: Vec<_> = (0..threads)
             .map(|id| {
                 let (registry, barrier) = (Arc::clone(&registry), Arc::clone(&barrier));
                 thread::spawn(move || {
                     barrier.wait();
-                    registry.try_register("k", id).is_ok()
+                    registry.try_register("k", id, &id).is_ok()
                 })
             })
             .collect();
@@ -131,11 +164,11 @@ mod tests {
         for _ in 0..20 {
             let (registry, wins) = race(1, 16);
             assert_eq!(wins, 1);
-            assert_eq!(registry.connections("k").len(), 1);
+            assert_eq!(registry.holders("k").len(), 1);
 
             let (registry, wins) = race(3, 32);
             assert_eq!(wins, 3);
-            assert_eq!(registry.connections("k").len(), 3);
+            assert_eq!(registry.holders("k").len(), 3);
         }
     }
 
@@ -143,68 +176,86 @@ mod tests {
     fn no_limit_takes_everyone() {
         let (registry, wins) = race(0, 32);
         assert_eq!(wins, 32);
-        let mut ids = registry.connections("k");
+        let mut ids = registry.holders("k");
         ids.sort_unstable();
         assert_eq!(ids, (0..32).collect::<Vec<_>>());
     }
 
     #[test]
     fn the_limit_error_names_the_limit() {
-        let registry = SessionRegistry::new(2);
-        registry.try_register("k", 1).unwrap();
-        registry.try_register("k", 2).unwrap();
-        let err = registry.try_register("k", 3).unwrap_err();
+        let registry = SessionRegistry::<u64>::new(2);
+        registry.try_register("k", 1, &1).unwrap();
+        registry.try_register("k", 2, &2).unwrap();
+        let err = registry.try_register("k", 3, &3).unwrap_err();
         assert_eq!(err, SessionError::LimitReached { limit: 2 });
         // Other sessions have their own places.
-        registry.try_register("other", 3).unwrap();
+        registry.try_register("other", 3, &3).unwrap();
     }
 
     #[test]
     fn registering_twice_counts_once() {
-        let registry = SessionRegistry::new(1);
-        registry.try_register("k", 7).unwrap();
-        registry.try_register("k", 7).unwrap();
-        assert_eq!(registry.connections("k"), [7]);
+        let registry = SessionRegistry::<u64>::new(1);
+        registry.try_register("k", 7, &7).unwrap();
+        registry.try_register("k", 7, &7).unwrap();
+        assert_eq!(registry.holders("k"), [7]);
         assert!(registry.deregister("k", 7));
     }
 
     #[test]
     fn deregistering_reports_the_last_connection() {
-        let registry = SessionRegistry::new(0);
-        registry.try_register("a", 1).unwrap();
-        registry.try_register("a", 2).unwrap();
-        registry.try_register("b", 3).unwrap();
+        let registry = SessionRegistry::<u64>::new(0);
+        registry.try_register("a", 1, &1).unwrap();
+        registry.try_register("a", 2, &2).unwrap();
+        registry.try_register("b", 3, &3).unwrap();
         assert_eq!(registry.active_sessions(), 2);
 
         assert!(!registry.deregister("a", 9), "unknown connection");
         assert!(!registry.deregister("zzz", 1), "unknown key");
         assert!(!registry.deregister("b", 1), "connection of another key");
         assert!(!registry.deregister("a", 1), "one left");
-        assert_eq!(registry.connections("a"), [2]);
+        assert_eq!(registry.holders("a"), [2]);
         assert!(registry.deregister("a", 2), "the last one");
         assert!(!registry.deregister("a", 2), "already gone");
 
         assert_eq!(registry.active_sessions(), 1);
-        assert_eq!(registry.connections("a").len(), 0);
-        assert!(registry.connections("a").is_empty());
+        assert_eq!(registry.holders("a").len(), 0);
+        assert!(registry.holders("a").is_empty());
     }
 
     #[test]
     fn a_freed_place_can_be_taken() {
-        let registry = SessionRegistry::new(1);
-        registry.try_register("k", 1).unwrap();
-        assert!(registry.try_register("k", 2).is_err());
+        let registry = SessionRegistry::<u64>::new(1);
+        registry.try_register("k", 1, &1).unwrap();
+        assert!(registry.try_register("k", 2, &2).is_err());
         assert!(registry.deregister("k", 1));
-        registry.try_register("k", 2).unwrap();
+        registry.try_register("k", 2, &2).unwrap();
     }
 
     #[test]
     fn debug_hides_keys() {
-        let registry = SessionRegistry::new(4);
-        registry.try_register("secret", 1).unwrap();
+        let registry = SessionRegistry::<u64>::new(4);
+        registry.try_register("secret", 1, &1).unwrap();
         assert_eq!(
             format!("{registry:?}"),
             "SessionRegistry { max_connections_per_session: 4, active_sessions: 1 }"
         );
+    }
+
+    #[test]
+    fn a_revocation_takes_every_holder_and_stops_later_attaches() {
+        let registry = SessionRegistry::<u64>::new(0);
+        registry.try_register("k", 1, &1).unwrap();
+        registry.try_register("k", 2, &2).unwrap();
+        let mut attached = false;
+        assert!(registry.attach_if_registered("k", 1, || attached = true));
+        assert!(attached);
+
+        let mut revoked = registry.revoke("k");
+        revoked.sort_unstable();
+        assert_eq!(revoked, [1, 2]);
+        assert!(registry.holders("k").is_empty());
+        assert!(!registry.attach_if_registered("k", 2, || panic!("attached a revoked key")));
+        assert!(!registry.deregister("k", 2), "nothing left to deregister");
+        assert!(registry.revoke("k").is_empty());
     }
 }

@@ -132,6 +132,14 @@ impl StoreError {
     }
 }
 
+/// A stored record that is not a session (a corrupt file), or a session that cannot be
+/// written as one.
+pub(crate) fn invalid_record(error: crate::ProtocolError) -> StoreError {
+    StoreError::InvalidRecord {
+        reason: error.to_string(),
+    }
+}
+
 impl From<StoreError> for SessionError {
     fn from(err: StoreError) -> Self {
         SessionError::Store(err.to_string())

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{Barrier, Semaphore, mpsc};
 use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
 use tokio_webwire::server::{
-    CloseReason, Connection, Handler, HandlerError, Server, ServerBuilder,
+    CloseReason, Connection, Handler, HandlerError, RestoreRefused, Server, ServerBuilder,
 };
 use tokio_webwire::{Encoding, Payload, Session, SessionInfo};
 
@@ -26,7 +26,8 @@ pub struct Probe {
     pub connected: mpsc::UnboundedSender<Connection>,
     pub disconnected: mpsc::UnboundedSender<CloseReason>,
     pub signals: mpsc::UnboundedSender<(Name, Payload)>,
-    /// Session hooks: `created <key>` and `closed <key>`.
+    /// Session hooks: `created <key>`, `closed <key>` (by a connection), `revoked <key>`
+    /// (by the server), `restored <key>` and `refused <key>` (a session of user "blocked").
     pub session_events: mpsc::UnboundedSender<String>,
 }
 
@@ -115,8 +116,23 @@ impl Handler for Probe {
         let _ = self.session_events.send(format!("created {}", session.key));
     }
 
-    async fn session_closed(&self, _conn: &Connection, key: &str) {
-        let _ = self.session_events.send(format!("closed {key}"));
+    async fn session_restored(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> Result<(), RestoreRefused> {
+        assert_eq!(conn.session().as_ref(), Some(session), "on the connection");
+        let blocked = session.info.get::<String>("user").ok().flatten() == Some("blocked".into());
+        let verdict = if blocked { "refused" } else { "restored" };
+        let _ = self
+            .session_events
+            .send(format!("{verdict} {}", session.key));
+        if blocked { Err(RestoreRefused) } else { Ok(()) }
+    }
+
+    async fn session_closed(&self, conn: Option<&Connection>, key: &str) {
+        let by = if conn.is_some() { "closed" } else { "revoked" };
+        let _ = self.session_events.send(format!("{by} {key}"));
     }
 
     async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
