@@ -51,11 +51,21 @@
 //! [`Connection`](server::Connection)s, broadcasting) and `chatroom` (logins as sessions
 //! that survive a reconnect). The README lists every option of both sides.
 //!
+//! # Features
+//! None is on by default; the default build has no TLS and no HTTP framework.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `rustls` | `wss://` for the [`Client`] (webpki roots, or `ClientBuilder::tls_config`); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a `tokio_rustls::TlsAcceptor`; rustls with its `ring` provider, re-exported as `tokio_webwire::tokio_rustls` |
+//! | `hyper` | `Server::upgrade`: a server mounted on a hyper 1 application, which hands it the upgrade request |
+//! | `axum` | the `hyper` feature, and `tokio_webwire::axum::upgrade`: a handler for an axum 0.8 router |
+//!
 //! # Modules
 //! | module | holds |
 //! |---|---|
 //! | [`client`] | [`Client`]: requests, signals, reconnects, its session; [`ClientBuilder`], [`ClientHandler`] for server signals and events, [`RequestError`], [`ConnectError`] |
-//! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`] |
+//! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`], [`server::UpgradeRequest`] (what `before_upgrade` sees and attaches) |
+//! | `axum` | (feature `axum`) `upgrade`, the handler of a WebWire route in an axum router |
 //! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids; [`ProtocolError`] |
 //! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`PayloadError`]; [`ProtocolError`] again, from [`protocol`] |
@@ -79,6 +89,11 @@
 //! # Ok::<(), tokio_webwire::ProtocolError>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 pub mod client;
 mod error;
 mod payload;
@@ -93,6 +108,11 @@ pub use payload::{Encoding, Payload};
 pub use protocol::ProtocolError;
 pub use session::{Session, SessionError, SessionInfo};
 
+/// TLS (feature `rustls`): `TlsAcceptor` for the server, and `rustls` itself (client and
+/// server configurations), in the versions this crate uses.
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use tokio_rustls;
 /// The WebSocket layer, for headless servers ([`server::Server::serve_websocket`]).
 pub use tokio_tungstenite;
 /// HTTP types of the upgrade request ([`server::Handler::before_upgrade`]).

@@ -282,3 +282,25 @@ async fn without_reconnect_a_lost_server_fails_requests_at_once() {
         Err(RequestError::ClientClosed)
     );
 }
+
+/// Without the `rustls` feature a `wss://` URL cannot be dialled: the error says which
+/// feature is missing (`tests/tls.rs` has the dials with it).
+#[cfg(not(feature = "rustls"))]
+#[tokio::test]
+async fn wss_without_the_rustls_feature_names_the_feature() {
+    // Something listens, so the dial gets as far as the TLS step.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dialled = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .connect(format!("wss://{addr}/")),
+    )
+    .await;
+    match dialled {
+        Err(tokio_webwire::ConnectError::InvalidUrl { reason }) => {
+            assert!(reason.contains("`rustls` feature"), "{reason}");
+        }
+        other => panic!("expected InvalidUrl, got {other:?}"),
+    }
+}

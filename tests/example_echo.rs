@@ -120,3 +120,48 @@ async fn a_larger_limit_echoes_a_256_kib_payload() {
     bounded(client.close()).await;
     bounded(server.shutdown()).await;
 }
+
+/// `--tls CERT KEY`: the echo server over `wss://`, with PEM files of a certificate made
+/// here; our client trusts that certificate only.
+#[cfg(feature = "rustls")]
+#[tokio::test]
+async fn the_server_serves_wss_from_pem_files() {
+    use std::sync::Arc;
+    use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("tokio-webwire-echo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+
+    let missing = echo_server::start_tls("127.0.0.1:0", 8192, &dir.join("none.pem"), &key).await;
+    let error = missing.expect_err("no certificate file").to_string();
+    assert!(error.contains("none.pem"), "{error}");
+    // The key file is no certificate.
+    let swapped = echo_server::start_tls("127.0.0.1:0", 8192, &key, &cert).await;
+    assert!(swapped.is_err());
+
+    let started = echo_server::start_tls("127.0.0.1:0", 8192, &cert, &key).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (server, addr) = started.expect("serves");
+    let mut roots = RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let trusting = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = bounded(
+        Client::builder()
+            .tls_config(Arc::new(trusting))
+            .reconnect(Reconnect::Off)
+            .connect(format!("wss://localhost:{}/", addr.port())),
+    )
+    .await
+    .unwrap();
+    let reply = bounded(client.request("echo", Payload::utf16("sicher"))).await;
+    assert_eq!(reply, Ok(Payload::utf16("sicher")));
+    client.close().await;
+    bounded(server.shutdown()).await;
+}

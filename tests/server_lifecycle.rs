@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{Message, RequestId};
-use tokio_webwire::server::{CloseReason, Handler, Server};
+use tokio_webwire::server::{CloseReason, Handler, Server, UpgradeRequest};
 
 #[tokio::test]
 async fn before_upgrade_can_refuse() {
@@ -21,8 +21,7 @@ async fn before_upgrade_can_refuse() {
     impl Handler for Gatekeeper {
         async fn before_upgrade(
             &self,
-            request: &tokio_webwire::http::Request<()>,
-            _remote: Option<std::net::SocketAddr>,
+            request: &mut UpgradeRequest,
         ) -> Result<(), tokio_webwire::http::StatusCode> {
             match request.uri().path() {
                 "/allowed" => Ok(()),

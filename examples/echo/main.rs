@@ -6,7 +6,13 @@
 //! cargo run --example echo -- --max-message-size 1048576  # messages up to 1 MiB (8192)
 //! cargo run --example echo -- --client              # the client, against ws://127.0.0.1:8081/
 //! cargo run --example echo -- --client ws://host:9000/
+//! cargo run --example echo --features rustls -- --tls cert.pem key.pem   # wss://127.0.0.1:8081/
+//! cargo run --example echo --features rustls -- --client wss://host:9000/
 //! ```
+//!
+//! `--tls CERT KEY` serves `wss://` with the certificate chain and private key of two PEM
+//! files (the `rustls` feature). The client trusts the webpki roots, so a self-signed
+//! certificate serves browsers and other clients told to trust it, not `--client`.
 //!
 //! The server answers every request with the request's payload, in the request's
 //! encoding, and sends every signal back to its sender (`server.rs`). The client sends a
@@ -19,8 +25,10 @@ mod server;
 use std::process::ExitCode;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8081";
-const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES]
-       echo --client [ws://HOST:PORT/]";
+#[cfg(not(feature = "rustls"))]
+const TLS_NEEDS_THE_FEATURE: &str = "--tls needs the `rustls` feature: cargo run --example echo --features rustls -- --tls CERT KEY";
+const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES] [--tls CERT KEY]
+       echo --client [ws[s]://HOST:PORT/]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -30,7 +38,7 @@ async fn main() -> ExitCode {
         ["--client"] => connect(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => connect(url).await,
         ref server_args => match server_options(server_args) {
-            Some((addr, max_message_size)) => serve(addr, max_message_size).await,
+            Some(options) => serve(options).await,
             None => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -46,20 +54,34 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The server's address and message size limit, from options in any order; `None` if
-/// there is anything else.
-fn server_options<'a>(mut args: &[&'a str]) -> Option<(&'a str, usize)> {
-    let mut addr = DEFAULT_ADDR;
-    let mut max_message_size = server::DEFAULT_MAX_MESSAGE_SIZE;
+/// The server's options.
+struct Options<'a> {
+    addr: &'a str,
+    max_message_size: usize,
+    /// The certificate and key PEM files, for `wss://`.
+    tls: Option<(&'a str, &'a str)>,
+}
+
+/// The server's options, in any order; `None` if there is anything else.
+fn server_options<'a>(mut args: &[&'a str]) -> Option<Options<'a>> {
+    let mut options = Options {
+        addr: DEFAULT_ADDR,
+        max_message_size: server::DEFAULT_MAX_MESSAGE_SIZE,
+        tls: None,
+    };
     loop {
         match *args {
-            [] => return Some((addr, max_message_size)),
+            [] => return Some(options),
             ["--addr", value, ref rest @ ..] => {
-                addr = value;
+                options.addr = value;
                 args = rest;
             }
             ["--max-message-size", value, ref rest @ ..] => {
-                max_message_size = value.parse().ok()?;
+                options.max_message_size = value.parse().ok()?;
+                args = rest;
+            }
+            ["--tls", cert, key, ref rest @ ..] => {
+                options.tls = Some((cert, key));
                 args = rest;
             }
             _ => return None,
@@ -68,12 +90,27 @@ fn server_options<'a>(mut args: &[&'a str]) -> Option<(&'a str, usize)> {
 }
 
 /// Serves until Ctrl-C, then shuts down gracefully.
-async fn serve(
-    addr: &str,
-    max_message_size: usize,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (server, local) = server::start(addr, max_message_size).await?;
-    println!("ws://{local}/");
+async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Options {
+        addr,
+        max_message_size,
+        tls,
+    } = options;
+    let (server, local, scheme) = match tls {
+        None => {
+            let (server, local) = server::start(addr, max_message_size).await?;
+            (server, local, "ws")
+        }
+        #[cfg(feature = "rustls")]
+        Some((cert, key)) => {
+            let started = server::start_tls(addr, max_message_size, cert.as_ref(), key.as_ref());
+            let (server, local) = started.await?;
+            (server, local, "wss")
+        }
+        #[cfg(not(feature = "rustls"))]
+        Some(_) => return Err(TLS_NEEDS_THE_FEATURE.into()),
+    };
+    println!("{scheme}://{local}/");
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())

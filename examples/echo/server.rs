@@ -49,7 +49,56 @@ pub(crate) async fn start(
     addr: &str,
     max_message_size: usize,
 ) -> Result<(Server<Echo>, SocketAddr), Box<dyn Error + Send + Sync>> {
-    // Checked before the port is taken.
+    let (server, listener, local) = bind(addr, max_message_size).await?;
+    tokio::spawn(server.serve(listener));
+    Ok((server, local))
+}
+
+/// [`start`], over TLS (`wss://`): the certificate chain and the private key are read from
+/// PEM files.
+#[cfg(feature = "rustls")]
+pub(crate) async fn start_tls(
+    addr: &str,
+    max_message_size: usize,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(Server<Echo>, SocketAddr), Box<dyn Error + Send + Sync>> {
+    // Read before the port is taken.
+    let acceptor = tls_acceptor(cert, key)?;
+    let (server, listener, local) = bind(addr, max_message_size).await?;
+    tokio::spawn(server.serve_tls(listener, acceptor));
+    Ok((server, local))
+}
+
+/// A TLS acceptor for the certificate chain in the PEM file `cert` and the private key in
+/// the PEM file `key`.
+#[cfg(feature = "rustls")]
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_webwire::tokio_rustls::TlsAcceptor, Box<dyn Error + Send + Sync>> {
+    use tokio_webwire::tokio_rustls::rustls::ServerConfig;
+    use tokio_webwire::tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let named = |path: &std::path::Path, error: &dyn std::fmt::Display| {
+        format!("{}: {error}", path.display())
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|error| named(cert, &error))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| named(key, &error))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(std::sync::Arc::new(config).into())
+}
+
+/// The server, checked before the port is taken, and its listener on `addr`.
+async fn bind(
+    addr: &str,
+    max_message_size: usize,
+) -> Result<(Server<Echo>, tokio::net::TcpListener, SocketAddr), Box<dyn Error + Send + Sync>> {
     let server = Server::builder(Echo)
         .max_message_size(max_message_size)
         .build()?;
@@ -57,6 +106,5 @@ pub(crate) async fn start(
     // restart wait in it, instead of having their connects dropped and sent again later.
     let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(server.serve(listener));
-    Ok((server, local))
+    Ok((server, listener, local))
 }

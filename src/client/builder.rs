@@ -36,14 +36,17 @@ pub(crate) struct Config {
     pub(crate) restore_session: bool,
     pub(crate) max_queued_signals: usize,
     pub(crate) signal_overflow: SignalOverflow,
+    /// For `wss://`: the application's TLS configuration; `None` for the default one.
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Config {
     /// Header values stay out of logs: they often carry credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
-        f.debug_struct("Config")
-            .field("url", &self.url)
+        let mut f = f.debug_struct("Config");
+        f.field("url", &self.url)
             .field("dial_timeout", &self.dial_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -53,8 +56,10 @@ impl std::fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("restore_session", &self.restore_session)
             .field("max_queued_signals", &self.max_queued_signals)
-            .field("signal_overflow", &self.signal_overflow)
-            .finish()
+            .field("signal_overflow", &self.signal_overflow);
+        #[cfg(feature = "rustls")]
+        f.field("tls_config", &self.tls.is_some());
+        f.finish()
     }
 }
 
@@ -97,6 +102,8 @@ impl Default for ClientBuilder<()> {
                 restore_session: true,
                 max_queued_signals: DEFAULT_MAX_QUEUED_SIGNALS,
                 signal_overflow: SignalOverflow::DropOldest,
+                #[cfg(feature = "rustls")]
+                tls: None,
             },
             handler: (),
         }
@@ -200,6 +207,36 @@ impl<H: ClientHandler> ClientBuilder<H> {
         self
     }
 
+    /// The TLS configuration for `wss://` URLs: the roots to trust (a private CA, the
+    /// system's with `rustls-native-certs`), client certificates, the crypto provider.
+    /// Without it, a `wss://` dial trusts the webpki roots (Mozilla's root certificates,
+    /// compiled in) and uses the process's default provider, else ring. Leave its ALPN
+    /// protocols empty (or `http/1.1`): a WebSocket upgrade is HTTP/1.1.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use tokio_webwire::Client;
+    /// use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    /// use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Trust a private CA only.
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(CertificateDer::from_pem_file("ca.pem")?)?;
+    /// let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    /// let client = Client::builder()
+    ///     .tls_config(Arc::new(config))
+    ///     .connect("wss://internal.example:8443/")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls = Some(config);
+        self
+    }
+
     /// The handler for server signals, connection and session events.
     pub fn handler<H2: ClientHandler>(self, handler: H2) -> ClientBuilder<H2> {
         ClientBuilder {
@@ -210,9 +247,10 @@ impl<H: ClientHandler> ClientBuilder<H> {
 
     /// Connects to `url` and performs the handshake.
     ///
-    /// `url` is `ws://host[:port][/path]`; as with the Go client, `http://` is read as
-    /// `ws://` and `https://` as `wss://` (this build has no TLS, so `wss` fails with
-    /// [`ConnectError::InvalidUrl`]). Fails when no connection is established within the
+    /// `url` is `ws://host[:port][/path]` or `wss://…`; as with the Go client, `http://`
+    /// is read as `ws://` and `https://` as `wss://`. `wss://` needs the `rustls` feature
+    /// (without it the dial fails with [`ConnectError::InvalidUrl`] saying so); it trusts
+    /// the webpki roots unless `tls_config` says otherwise. Fails when no connection is established within the
     /// dial timeout, whatever the reconnect policy: the policy applies to connections lost
     /// later.
     ///

@@ -161,14 +161,22 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
+    let ws_config =
+        Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE));
     // Nagle off: the driver batches frames itself and flushes once per batch.
-    let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(
-        request,
-        Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE)),
-        true,
-    )
-    .await
-    .map_err(ConnectError::from_ws)?;
+    #[cfg(feature = "rustls")]
+    let connected = {
+        let tls = match (&config.tls, request.uri().scheme_str()) {
+            (Some(tls), _) => Some(Arc::clone(tls)),
+            (None, Some("wss")) => Some(crate::client::tls::default_config()?),
+            (None, _) => None,
+        };
+        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(request, ws_config, true, connector).await
+    };
+    #[cfg(not(feature = "rustls"))]
+    let connected = tokio_tungstenite::connect_async_with_config(request, ws_config, true).await;
+    let (mut ws, _response) = connected.map_err(ConnectError::from_ws)?;
     let checked = match read_accept_conf(&mut ws).await {
         Ok(conf) => check_accept_conf(&conf, config.sub_protocol.as_ref()).map(|()| conf),
         Err(err) => Err(err),

@@ -155,6 +155,14 @@ pub enum ConnectError {
         name: String,
     },
 
+    /// The TLS handshake of a `wss://` connection failed: the server's certificate is not
+    /// trusted (an unknown issuer, another name, expired), or the peer speaks no TLS.
+    #[error("TLS handshake failed: {reason}")]
+    Tls {
+        /// What rustls reported.
+        reason: String,
+    },
+
     /// The TCP connection failed.
     #[error("I/O error: {message}")]
     Io {
@@ -251,6 +259,21 @@ impl ConnectError {
     pub(crate) fn from_ws(error: tungstenite::Error) -> Self {
         use tungstenite::Error;
         match error {
+            // rustls reports through `io::Error`s that wrap its own error.
+            #[cfg(feature = "rustls")]
+            Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+                ConnectError::Tls {
+                    reason: e.to_string(),
+                }
+            }
+            Error::Tls(e) => ConnectError::Tls {
+                reason: e.to_string(),
+            },
+            Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
+                ConnectError::InvalidUrl {
+                    reason: "wss:// needs the `rustls` feature of tokio-webwire".to_owned(),
+                }
+            }
             Error::Io(e) => ConnectError::Io {
                 kind: e.kind(),
                 message: e.to_string(),

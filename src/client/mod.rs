@@ -13,6 +13,7 @@
 //! | `driver.rs` | the one task that owns a connection's socket: batched writes, replies, deadline sweep, heartbeats |
 //! | `supervisor.rs` | the background task: one connection after another |
 //! | `reconnect.rs` | [`Reconnect`], [`Backoff`]: the policy and its schedule |
+//! | `tls.rs` | the default TLS configuration of `wss://` dials (feature `rustls`) |
 //!
 //! See [`Client`] for an example.
 
@@ -25,6 +26,8 @@ mod handler;
 mod pending;
 mod reconnect;
 mod supervisor;
+#[cfg(feature = "rustls")]
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::protocol::{AcceptConf, Message};
+use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
@@ -31,6 +32,9 @@ pub enum ConfigError {
     /// A timeout that must be positive is zero.
     #[error("{0} must be longer than zero")]
     ZeroTimeout(&'static str),
+    /// An allowed origin is not `scheme://host[:port]`.
+    #[error("allowed origin {0:?} is not scheme://host[:port]")]
+    Origin(String),
 }
 
 /// The options of a server, read by its connections.
@@ -46,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// Which `Origin`s may open a connection.
+    pub(crate) origins: Origins,
     /// The handshake every connection starts with, encoded once.
     pub(crate) accept_conf: Bytes,
 }
@@ -65,6 +71,7 @@ pub(crate) struct Config {
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
 /// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
 /// | [`max_connections`](Self::max_connections) | 10 000 | open connections at once; 503 beyond |
+/// | [`allowed_origins`](Self::allowed_origins), [`allow_any_origin`](Self::allow_any_origin) | same host only | which browser pages may connect (403 for others) |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
 /// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
@@ -107,6 +114,8 @@ pub struct ServerBuilder<H> {
     shutdown_timeout: Duration,
     close_timeout: Duration,
     max_connections: usize,
+    /// `None`: any origin; else the listed ones (and the same host), checked by `build`.
+    allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
 }
 
@@ -125,6 +134,7 @@ impl<H: Handler> ServerBuilder<H> {
             shutdown_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(2),
             max_connections: 10_000,
+            allowed_origins: Some(Vec::new()),
             sessions: SessionConfig {
                 enabled: true,
                 store: Arc::new(MemoryStore::default()),
@@ -142,6 +152,48 @@ impl<H: Handler> ServerBuilder<H> {
     /// so this limit times that is the server's bound ([`memory_bound`](Self::memory_bound)).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = limit;
+        self
+    }
+
+    /// Origins, besides the server's own host, whose pages may open connections: each
+    /// `scheme://host[:port]` exactly as browsers send it in `Origin`, e.g.
+    /// `"https://app.example.com"` (compared without regard to case; a path or `*` fails
+    /// [`build`](Self::build) with [`ConfigError::Origin`]). Replaces the list of an
+    /// earlier call.
+    ///
+    /// By default an upgrade whose `Origin` header names another host than its `Host`
+    /// header is refused with 403, as the Go reference server does: this is the defence
+    /// against cross-site WebSocket hijacking, where a page of any site opens a WebSocket
+    /// to your server and the browser adds the user's cookies. Requests without `Origin`
+    /// (clients that are not browsers, ours included) always pass. List the origins of
+    /// your pages when they are served from another host than the WebSocket, or when a
+    /// reverse proxy rewrites `Host`.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(())
+    ///     .allowed_origins(["https://app.example.com", "https://admin.example.com"])
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(server);
+    /// assert!(Server::builder(()).allowed_origins(["*"]).build().is_err());
+    /// ```
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accepts upgrades whatever their `Origin` (the check of
+    /// [`allowed_origins`](Self::allowed_origins) is off): only for servers whose clients
+    /// authenticate every connection with something a foreign page cannot send (a token
+    /// in a header or the first request, no cookies), or that serve public data.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.allowed_origins = None;
         self
     }
 
@@ -339,6 +391,16 @@ impl<H: Handler> ServerBuilder<H> {
                 return Err(ConfigError::ZeroTimeout(name));
             }
         }
+        let origins = match self.allowed_origins {
+            None => Origins::Any,
+            Some(listed) if listed.is_empty() => Origins::SameHost,
+            Some(listed) => Origins::Listed(
+                listed
+                    .iter()
+                    .map(|allowed| origin::listed(allowed))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
         let sub_protocol_len = self.sub_protocol.len();
         let conf = AcceptConf {
             sub_protocol: self.sub_protocol,
@@ -361,6 +423,7 @@ impl<H: Handler> ServerBuilder<H> {
             shutdown_timeout: self.shutdown_timeout,
             close_timeout: self.close_timeout,
             max_connections: self.max_connections,
+            origins,
             accept_conf,
         };
         Ok(Server {
@@ -400,6 +463,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("max_connections", &self.max_connections)
+            .field("allowed_origins", &self.allowed_origins)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)
             .finish_non_exhaustive()

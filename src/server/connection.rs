@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
+use tokio_tungstenite::tungstenite::http::Extensions;
 
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message, ProtocolError};
@@ -57,6 +58,8 @@ struct Inner {
     id: u64,
     remote_addr: Option<SocketAddr>,
     user_agent: Option<Box<str>>,
+    /// What `before_upgrade` attached.
+    extensions: Extensions,
     connected_at: SystemTime,
     max_message_size: usize,
     /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
@@ -87,6 +90,8 @@ struct Inner {
 pub(crate) struct Peer {
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) user_agent: Option<Box<str>>,
+    /// What `before_upgrade` attached ([`UpgradeRequest::attach`](crate::server::UpgradeRequest::attach)).
+    pub(crate) extensions: Extensions,
 }
 
 impl Connection {
@@ -102,6 +107,7 @@ impl Connection {
                 id,
                 remote_addr: peer.remote_addr,
                 user_agent: peer.user_agent,
+                extensions: peer.extensions,
                 connected_at: SystemTime::now(),
                 max_message_size,
                 outbox: Outbox::default(),
@@ -134,6 +140,31 @@ impl Connection {
     #[must_use]
     pub fn user_agent(&self) -> Option<&str> {
         self.inner.user_agent.as_deref()
+    }
+
+    /// The value of type `T` that [`Handler::before_upgrade`](crate::server::Handler::before_upgrade)
+    /// attached to this connection ([`UpgradeRequest::attach`](crate::server::UpgradeRequest::attach)),
+    /// if it attached one: the user it authenticated, say. Fixed once the connection is
+    /// upgraded; for state that changes, attach an `Arc` of a lock or of atomics.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// #[derive(Clone)]
+    /// struct User(String);
+    ///
+    /// let name = conn.get::<User>().map_or("anonymous", |user| user.0.as_str());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.extensions.get::<T>()
+    }
+
+    /// Everything [`Handler::before_upgrade`](crate::server::Handler::before_upgrade)
+    /// attached to this connection (see [`get`](Self::get)).
+    #[must_use]
+    pub fn extensions(&self) -> &Extensions {
+        &self.inner.extensions
     }
 
     /// When the connection was established.

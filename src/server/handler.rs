@@ -3,14 +3,13 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::http::{Request as HttpRequest, StatusCode};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name};
-use crate::server::Connection;
+use crate::server::{Connection, UpgradeRequest};
 use crate::session::Session;
 
 /// The application behind a [`Server`](crate::server::Server): one hook per event.
@@ -53,41 +52,54 @@ use crate::session::Session;
 /// }
 /// ```
 pub trait Handler: Send + Sync + 'static {
-    /// Decides whether an HTTP request may be upgraded to a WebWire connection.
+    /// Decides whether an HTTP request may be upgraded to a WebWire connection, and
+    /// attaches data to the connection if it is.
     ///
-    /// Runs before the WebSocket handshake for connections the server upgrades itself
-    /// ([`Server::serve`](crate::server::Server::serve),
-    /// [`Server::serve_connection`](crate::server::Server::serve_connection)); `Err(status)`
-    /// refuses the upgrade with that HTTP status. This is the place to check the `Origin`
-    /// header against cross-site WebSocket hijacking, or an authorization header.
-    /// The default accepts every request.
+    /// Runs before the WebSocket handshake for every connection the server upgrades:
+    /// sockets it accepts itself ([`Server::serve`](crate::server::Server::serve),
+    /// [`Server::serve_connection`](crate::server::Server::serve_connection)) and requests
+    /// an HTTP application hands over (`Server::upgrade` with the `hyper` feature, axum's
+    /// handler with `axum`), after the server's own checks (a WebSocket upgrade, version
+    /// 13, an allowed `Origin`: see
+    /// [`ServerBuilder::allowed_origins`](crate::server::ServerBuilder::allowed_origins)).
+    /// `request` has the path, the headers and the extensions of the HTTP request;
+    /// [`UpgradeRequest::attach`] hands what the hook learns (the user a cookie or a token
+    /// names) to the connection, where every later hook reads it with
+    /// [`Connection::get`]. `Err(status)` refuses the upgrade with that HTTP status. The
+    /// default accepts every request.
     ///
     /// ```
-    /// use std::net::SocketAddr;
-    /// use tokio_webwire::server::Handler;
-    /// use tokio_webwire::http::{Request, StatusCode};
+    /// use tokio_webwire::server::{Connection, Handler, HandlerError, UpgradeRequest};
+    /// use tokio_webwire::{Payload, http::StatusCode, protocol::Name};
     ///
-    /// struct SameOrigin;
+    /// #[derive(Clone)]
+    /// struct User(String);
     ///
-    /// impl Handler for SameOrigin {
-    ///     async fn before_upgrade(
-    ///         &self,
-    ///         request: &Request<()>,
-    ///         _remote_addr: Option<SocketAddr>,
-    ///     ) -> Result<(), StatusCode> {
-    ///         match request.headers().get("origin") {
-    ///             Some(origin) if origin == "https://example.com" => Ok(()),
-    ///             _ => Err(StatusCode::FORBIDDEN),
-    ///         }
+    /// struct App;
+    ///
+    /// impl Handler for App {
+    ///     async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+    ///         let token = request.headers().get("authorization").ok_or(StatusCode::UNAUTHORIZED)?;
+    ///         let user = match token.as_bytes() {
+    ///             b"Bearer alice-token" => User("alice".into()), // or ask an auth service
+    ///             _ => return Err(StatusCode::FORBIDDEN),
+    ///         };
+    ///         request.attach(user);
+    ///         Ok(())
+    ///     }
+    ///
+    ///     async fn request(&self, conn: &Connection, _: Name, _: Payload)
+    ///         -> Result<Payload, HandlerError> {
+    ///         let user = conn.get::<User>().map_or("nobody", |user| user.0.as_str());
+    ///         Ok(Payload::utf8(format!("hello, {user}")))
     ///     }
     /// }
     /// ```
     fn before_upgrade(
         &self,
-        request: &HttpRequest<()>,
-        remote_addr: Option<SocketAddr>,
+        request: &mut UpgradeRequest,
     ) -> impl Future<Output = Result<(), StatusCode>> + Send {
-        let _ = (request, remote_addr);
+        let _ = request;
         async { Ok(()) }
     }
 
@@ -208,10 +220,9 @@ pub trait Handler: Send + Sync + 'static {
 impl<H: Handler> Handler for Arc<H> {
     fn before_upgrade(
         &self,
-        request: &HttpRequest<()>,
-        remote_addr: Option<SocketAddr>,
+        request: &mut UpgradeRequest,
     ) -> impl Future<Output = Result<(), StatusCode>> + Send {
-        (**self).before_upgrade(request, remote_addr)
+        (**self).before_upgrade(request)
     }
 
     fn connected(&self, conn: &Connection) -> impl Future<Output = ()> + Send {

@@ -7,14 +7,18 @@
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
 //! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
-//! | `upgrade.rs` | the HTTP upgrade of sockets the server accepts itself |
+//! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
+//! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
+//! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
+//! | `tls.rs` | `serve_tls`, `serve_tls_connection` (feature `rustls`) |
+//! | `mount.rs` | `Server::upgrade`: a request a hyper or axum application hands over (feature `hyper`) |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //!
 //! ```no_run
-//! use tokio::net::TcpListener;
+//! use tokio::net::{TcpListener, TcpStream};
 //! use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 //! use tokio_webwire::{Payload, protocol::Name};
 //!
@@ -41,9 +45,15 @@ mod driver;
 mod handler;
 mod job;
 mod listen;
+#[cfg(feature = "hyper")]
+mod mount;
+mod origin;
 mod outbox;
 mod sessions;
+#[cfg(feature = "rustls")]
+mod tls;
 mod upgrade;
+mod upgrade_request;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,8 +65,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::http::Extensions;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -68,6 +79,7 @@ pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
+pub use upgrade_request::UpgradeRequest;
 
 use builder::Config;
 use connection::Peer;
@@ -76,10 +88,14 @@ use sessions::{SessionConfig, SessionEvents, Sessions};
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
 ///
 /// Cheap to clone (all clones are the same server). Connections come from
-/// [`serve`](Self::serve) (a listener the server accepts on), or headless from the
-/// program's own HTTP stack: [`serve_connection`](Self::serve_connection) for an accepted
-/// socket the server upgrades itself, [`serve_websocket`](Self::serve_websocket) for an
-/// already-upgraded WebSocket. [`shutdown`](Self::shutdown) ends them all gracefully.
+/// [`serve`](Self::serve) (a listener the server accepts on; `serve_tls` for `wss://` with
+/// the `rustls` feature), or headless from the program's own HTTP stack:
+/// [`serve_connection`](Self::serve_connection) for an accepted socket the server upgrades
+/// itself (`serve_tls_connection` over TLS), `upgrade` for a request a hyper or axum
+/// router hands over (the `hyper` feature), [`serve_websocket`](Self::serve_websocket) for
+/// an already-upgraded WebSocket. Every upgrade but the last is checked the same way (see
+/// [`Handler::before_upgrade`] and [`ServerBuilder::allowed_origins`]).
+/// [`shutdown`](Self::shutdown) ends them all gracefully.
 pub struct Server<H> {
     shared: Arc<Shared<H>>,
 }
@@ -198,6 +214,21 @@ impl<H: Handler> Server<H> {
     /// with a 30 s period, as the Go reference server's. For a listener that holds a burst
     /// of connections until they are accepted, see [`bind`].
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
+        self.accept_loop(listener, |server, socket, remote_addr| {
+            server.serve_connection(socket, Some(remote_addr));
+        })
+    }
+
+    /// The accept loop of [`serve`](Self::serve) (and `serve_tls`): `serve_socket` starts
+    /// serving each accepted socket.
+    fn accept_loop<F>(
+        &self,
+        listener: TcpListener,
+        serve_socket: F,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Fn(&Self, TcpStream, SocketAddr) + Send + 'static,
+    {
         let server = self.clone();
         // Counted until the listener is dropped, so that a shutdown returns with the port
         // free again (a restart on the same address can bind at once).
@@ -219,7 +250,7 @@ impl<H: Handler> Server<H> {
                         if let Err(error) = listen::configure_accepted(&socket) {
                             tracing::debug!(%error, "socket options not set");
                         }
-                        server.serve_connection(socket, Some(remote_addr));
+                        serve_socket(&server, socket, remote_addr);
                     }
                     Err(error) if is_per_connection(&error) => {
                         tracing::debug!(%error, "accept failed");
@@ -253,15 +284,24 @@ impl<H: Handler> Server<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_stream(std::future::ready(Ok(io)), remote_addr);
+    }
+
+    /// Serves the connection `io` resolves to (a socket, or a TLS stream after its
+    /// handshake) on a task of its own, included in [`shutdown`](Self::shutdown): the
+    /// upgrade (`io` included) within the handshake timeout, then the driver.
+    fn serve_stream<S>(
+        &self,
+        io: impl Future<Output = io::Result<S>> + Send + 'static,
+        remote_addr: Option<SocketAddr>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::clone(&self.shared);
         let fut = async move {
-            let peer = Peer {
-                remote_addr,
-                user_agent: None,
-            };
             // Boxed while it runs: the upgrade's buffers do not stay in the connection's
             // task for its whole life.
-            let upgraded = Box::pin(upgrade::upgrade(&shared, io, peer)).await;
+            let upgraded = Box::pin(upgrade::upgrade(&shared, io, remote_addr)).await;
             if let Some((ws, peer, slot)) = upgraded {
                 driver::serve(shared, ws, peer, slot).await;
             }
@@ -291,6 +331,7 @@ impl<H: Handler> Server<H> {
         let peer = Peer {
             remote_addr,
             user_agent: user_agent.map(Into::into),
+            extensions: Extensions::new(),
         };
         self.shared.connections.spawn(async move {
             let frame = if shared.is_shutting_down() {

@@ -1,49 +1,172 @@
-//! The HTTP side of a connection the server accepts itself: read the upgrade request, ask
-//! the handler, answer with 101 or an error status (PROTOCOL.md §1.2; 426 for a WebSocket
-//! version other than 13, RFC 6455 §4.4).
+//! The HTTP upgrade: checking a request and asking the handler ([`accept`], one home for
+//! every way a request arrives), and the HTTP side of sockets the server accepts itself
+//! (read the request, answer with 101 or an error status).
+//!
+//! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 426 for a WebSocket version
+//! other than 13 (RFC 6455 §4.4), 400 for anything else that is not a WebSocket upgrade,
+//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses; and for
+//! sockets read here, 431 for a head over the limit and 200 for `OPTIONS`.
 //!
 //! tungstenite's own server handshake takes a synchronous callback; reading the request
 //! here lets [`Handler::before_upgrade`] be async (a database lookup, an auth service).
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, create_response, write_response};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request, Response, create_response, write_response,
+};
 use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
-use crate::server::{Handler, Shared, Slot};
+use crate::server::{Handler, Shared, Slot, UpgradeRequest};
 use crate::transport::websocket_config;
 
-/// Upgrades `io` to a WebSocket, or answers the HTTP request and returns `None`.
+/// The answer to an HTTP request that is not upgraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    /// More headers, as name and value.
+    pub(crate) headers: &'static [(&'static str, &'static str)],
+    /// A `text/plain` body; none when empty.
+    pub(crate) body: &'static str,
+}
+
+impl Refusal {
+    /// Whatever was asked, a server that is shutting down says so.
+    pub(crate) const SHUTTING_DOWN: Refusal =
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+
+    /// The checks or the hook took longer than the handshake timeout (a request handed
+    /// over by a router gets an answer; a socket of our own is dropped instead).
+    #[cfg(feature = "hyper")]
+    pub(crate) const TIMED_OUT: Refusal =
+        Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "upgrade timed out");
+
+    pub(crate) const fn new(status: StatusCode, body: &'static str) -> Self {
+        Refusal {
+            status,
+            headers: &[],
+            body,
+        }
+    }
+}
+
+/// An upgrade the server agreed to: the 101 response to send, what the connection will
+/// know of its client, and its place among the server's connections.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) response: Response,
+    pub(crate) peer: Peer,
+    pub(crate) slot: Slot,
+}
+
+/// Checks an upgrade request and asks the handler; the one place that decides whether a
+/// request becomes a connection, for sockets the server reads itself and requests a hyper
+/// or axum application hands over alike. The caller bounds it by the handshake timeout.
+pub(crate) async fn accept<H: Handler>(
+    shared: &Shared<H>,
+    request: Request,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Accepted, Refusal> {
+    if shared.is_shutting_down() {
+        return Err(Refusal::SHUTTING_DOWN);
+    }
+    // Another version is not a malformed request: RFC 6455 §4.4 asks for 426 and the
+    // version we speak, so that the client can retry with it (tungstenite's check below
+    // would only say the header is missing).
+    let version = request.headers().get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_some_and(|version| version != "13") {
+        tracing::debug!(?version, "unsupported WebSocket version");
+        return Err(Refusal {
+            status: StatusCode::UPGRADE_REQUIRED,
+            headers: &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            body: "unsupported WebSocket version",
+        });
+    }
+    let response = create_response(&request).map_err(|error| {
+        tracing::debug!(%error, "not a WebSocket upgrade");
+        Refusal::new(StatusCode::BAD_REQUEST, "not a WebSocket upgrade")
+    })?;
+    if !shared.config.origins.allow(request.headers()) {
+        let origin = request.headers().get(header::ORIGIN);
+        tracing::debug!(?origin, "upgrade refused: origin not allowed");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let mut upgrade = UpgradeRequest::new(request, remote_addr);
+    if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
+        tracing::debug!(%status, "upgrade refused by the handler");
+        return Err(Refusal::new(status, ""));
+    }
+    let Some(slot) = shared.slots.try_take() else {
+        tracing::debug!("upgrade refused: too many connections");
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        ));
+    };
+    let (request, extensions) = upgrade.into_parts();
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok())
+        .map(Into::into);
+    let peer = Peer {
+        remote_addr,
+        user_agent,
+        extensions,
+    };
+    Ok(Accepted {
+        response,
+        peer,
+        slot,
+    })
+}
+
+/// Runs `step` within the handshake timeout, abandoned (`None`) at the timeout or when the
+/// server closes its connections.
+pub(crate) async fn bounded<H, T>(shared: &Shared<H>, step: impl Future<Output = T>) -> Option<T> {
+    let step = tokio::time::timeout(shared.config.handshake_timeout, step);
+    tokio::select! {
+        done = step => done.map_err(|_| tracing::debug!("upgrade abandoned: handshake timeout")).ok(),
+        () = shared.close_all.cancelled() => None,
+    }
+}
+
+/// Upgrades the socket `io` resolves to (a TCP socket at once, a TLS stream after its
+/// handshake) to a WebSocket, or answers the HTTP request and returns `None`.
 ///
-/// The whole exchange (reading the request, the `before_upgrade` hook, the answer) is
-/// bounded by the handshake timeout, and abandoned when the server closes its connections.
+/// The whole exchange (the TLS handshake, reading the request, the checks and the
+/// `before_upgrade` hook, the answer) is bounded by the handshake timeout, and abandoned
+/// when the server closes its connections.
 pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
-    io: S,
-    peer: Peer,
+    io: impl Future<Output = io::Result<S>>,
+    remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let exchange =
-        tokio::time::timeout(shared.config.handshake_timeout, exchange(shared, io, peer));
-    tokio::select! {
-        upgraded = exchange => upgraded.unwrap_or_else(|_| {
-            tracing::debug!("upgrade abandoned: handshake timeout");
-            None
-        }),
-        () = shared.close_all.cancelled() => None,
-    }
+    let exchange = async {
+        let io = io
+            .await
+            .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
+            .ok()?;
+        exchange(shared, io, remote_addr).await
+    };
+    bounded(shared, exchange).await.flatten()
 }
 
 async fn exchange<H, S>(
     shared: &Shared<H>,
     mut io: S,
-    mut peer: Peer,
+    remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
     H: Handler,
@@ -51,62 +174,32 @@ where
 {
     let config = &shared.config;
     let read = read_request(&mut io, config.max_upgrade_request_size).await;
-    // Whatever was asked, a server that is shutting down says so.
+    // Also for a request that could not be read.
     if shared.is_shutting_down() {
-        let status = StatusCode::SERVICE_UNAVAILABLE;
-        respond(&mut io, status, "server shutting down").await;
+        respond(&mut io, &Refusal::SHUTTING_DOWN).await;
         return None;
     }
-    let (request, rest) = match read {
-        Ok(parsed) => parsed,
-        Err(status) => {
-            respond(&mut io, status, "").await;
+    let accepted = match read {
+        Ok((request, rest)) => accept(shared, request, remote_addr)
+            .await
+            .map(|accepted| (accepted, rest)),
+        Err(status) => Err(Refusal::new(status, "")),
+    };
+    let (accepted, rest) = match accepted {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            respond(&mut io, &refusal).await;
             return None;
         }
-    };
-    // Another version is not a malformed request: RFC 6455 §4.4 asks for 426 and the
-    // version we speak, so that the client can retry with it (tungstenite's check below
-    // would only say the header is missing).
-    let version = request.headers().get(header::SEC_WEBSOCKET_VERSION);
-    if version.is_some_and(|version| version != "13") {
-        tracing::debug!(?version, "unsupported WebSocket version");
-        let status = StatusCode::UPGRADE_REQUIRED;
-        let headers = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
-        respond_with(&mut io, status, headers, "unsupported WebSocket version").await;
-        return None;
-    }
-    let response = match create_response(&request) {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%error, "not a WebSocket upgrade");
-            respond(&mut io, StatusCode::BAD_REQUEST, "not a WebSocket upgrade").await;
-            return None;
-        }
-    };
-    let verdict = shared.handler.before_upgrade(&request, peer.remote_addr);
-    if let Err(status) = verdict.await {
-        tracing::debug!(%status, "upgrade refused by the handler");
-        respond(&mut io, status, "").await;
-        return None;
-    }
-    let Some(slot) = shared.slots.try_take() else {
-        tracing::debug!("upgrade refused: too many connections");
-        let status = StatusCode::SERVICE_UNAVAILABLE;
-        respond(&mut io, status, "too many connections").await;
-        return None;
     };
     let mut head = Vec::with_capacity(160);
-    if write_response(&mut head, &response).is_err() || io.write_all(&head).await.is_err() {
+    if write_response(&mut head, &accepted.response).is_err() || io.write_all(&head).await.is_err()
+    {
         return None;
     }
-    peer.user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|agent| agent.to_str().ok())
-        .map(Into::into);
     let ws_config = websocket_config(config.max_message_size);
     let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config)).await;
-    Some((ws, peer, slot))
+    Some((ws, accepted.peer, accepted.slot))
 }
 
 /// Reads one HTTP upgrade request head; also returns the bytes read past it (the client's
@@ -193,26 +286,23 @@ fn never_in_head(byte: u8) -> bool {
 }
 
 /// Answers an HTTP request that is not upgraded, and closes the connection.
-async fn respond<S: AsyncWrite + Unpin>(io: &mut S, status: StatusCode, body: &str) {
-    respond_with(io, status, "", body).await;
-}
-
-/// [`respond`] with more `headers`, each line ending in `\r\n`.
-async fn respond_with<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    status: StatusCode,
-    headers: &str,
-    body: &str,
-) {
-    let content_type = if body.is_empty() {
-        ""
-    } else {
-        "Content-Type: text/plain\r\n"
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\n{headers}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+async fn respond<S: AsyncWrite + Unpin>(io: &mut S, refusal: &Refusal) {
+    let Refusal {
+        status,
+        headers,
+        body,
+    } = refusal;
+    let mut head = format!("HTTP/1.1 {status}\r\n");
+    for (name, value) in *headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str("Content-Type: text/plain\r\n");
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
+    ));
     let _ = io.write_all(head.as_bytes()).await;
     let _ = io.shutdown().await;
 }

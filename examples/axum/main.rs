@@ -1,0 +1,49 @@
+//! tokio-webwire mounted in an axum application: a page and WebWire on one port.
+//!
+//! ```sh
+//! cargo run --example axum --features axum                         # http://127.0.0.1:8080/
+//! cargo run --example axum --features axum -- --addr 0.0.0.0:9000
+//! cargo run --example echo -- --client ws://127.0.0.1:8080/ws       # any WebWire client
+//! ```
+//!
+//! Open the page in a browser, connect and send `hello` requests. The router (`app.rs`)
+//! serves the page at `/` and hands `/ws` to the WebWire server, whose `before_upgrade`
+//! reads the visitor's name from the query and attaches it to the connection. Ctrl-C
+//! shuts both down. `tests/example_axum.rs` runs it.
+
+mod app;
+
+use std::process::ExitCode;
+
+const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+const USAGE: &str = "usage: axum [--addr HOST:PORT]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = match &args[..] {
+        [] => DEFAULT_ADDR,
+        [flag, addr] if flag == "--addr" => addr.as_str(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(addr).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves until Ctrl-C, then shuts down gracefully.
+async fn serve(addr: &str) -> std::io::Result<()> {
+    let running = app::start(addr).await?;
+    let local = running.addr;
+    println!("http://{local}/ (WebWire at ws://{local}/ws)");
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `examples/axum`: its router on port 0 (feature `axum`), a page and WebWire on one port.
+
+mod common;
+
+#[path = "../examples/axum/app.rs"]
+mod app;
+
+use common::bounded;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_webwire::client::Reconnect;
+use tokio_webwire::{Client, ConnectError, Payload, RequestError};
+
+#[tokio::test]
+async fn one_port_serves_the_page_and_webwire() {
+    let running = app::start("127.0.0.1:0").await.expect("binds");
+    let addr = running.addr;
+
+    // The page, over plain HTTP.
+    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let get = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    bounded(socket.write_all(get.as_bytes())).await.unwrap();
+    let mut page = String::new();
+    bounded(socket.read_to_string(&mut page)).await.unwrap();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("text/html"), "{page}");
+    assert!(page.ends_with(app::PAGE), "{page}");
+
+    // WebWire on the same port; the name travels in the upgrade request.
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .connect(format!("ws://{addr}/ws?name=alice")),
+    )
+    .await
+    .unwrap();
+    let reply = bounded(client.request("hello", "hi")).await.unwrap();
+    assert_eq!(
+        reply,
+        Payload::utf8("hello, alice (on the axum example): hi")
+    );
+
+    // `before_upgrade` refuses a name it does not like; the router, paths it does not have.
+    for (path, status) in [("/ws?name=a%20b", 400), ("/nowhere", 404)] {
+        let refused = bounded(
+            Client::builder()
+                .reconnect(Reconnect::Off)
+                .connect(format!("ws://{addr}{path}")),
+        )
+        .await;
+        assert_eq!(refused.err(), Some(ConnectError::Http { status }), "{path}");
+    }
+
+    // The shutdown closes the WebWire connection too, then stops the HTTP server.
+    bounded(running.shutdown()).await;
+    let after = bounded(client.request("hello", "still there?")).await;
+    assert!(
+        matches!(
+            after,
+            Err(RequestError::Disconnected | RequestError::ClientClosed)
+        ),
+        "{after:?}"
+    );
+    client.close().await;
+}

@@ -1,0 +1,177 @@
+//! The upgrade's checks over a real socket: the `Origin` check (cross-site WebSocket
+//! hijacking), and data `before_upgrade` attaches for the connection's later hooks.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{bounded, listen};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_webwire::http::StatusCode;
+use tokio_webwire::protocol::Name;
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::{Client, Payload};
+
+/// The status line the server answers an upgrade request with, `origin` in its `Origin`
+/// header (none if `None`), `Host: 127.0.0.1:<port>` as browsers send it.
+async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
+    let origin = origin.map_or(String::new(), |origin| format!("Origin: {origin}\r\n"));
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    bounded(socket.write_all(request.as_bytes())).await.unwrap();
+    // The status line is all we need; a 101 is followed by a WebSocket, not an end.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n") {
+        head.push(bounded(socket.read_u8()).await.expect("an answer"));
+    }
+    String::from_utf8(head).unwrap().trim_end().to_owned()
+}
+
+const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols";
+const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden";
+
+#[tokio::test]
+async fn a_page_of_another_site_is_refused_by_default() {
+    let server = Server::new(());
+    let addr = listen(&server).await;
+    // A page of another site: the browser would add the user's cookies.
+    assert_eq!(
+        status_for(addr, Some("https://evil.example")).await,
+        FORBIDDEN
+    );
+    // Same host and port, another port, `null` (sandboxed frames, file: pages).
+    let same = format!("http://{addr}");
+    assert_eq!(status_for(addr, Some(&same)).await, SWITCHING);
+    let other_port = format!("http://127.0.0.1:{}", addr.port() + 1);
+    assert_eq!(status_for(addr, Some(&other_port)).await, FORBIDDEN);
+    assert_eq!(status_for(addr, Some("null")).await, FORBIDDEN);
+    // Not a browser: no Origin, nothing to check.
+    assert_eq!(status_for(addr, None).await, SWITCHING);
+}
+
+#[tokio::test]
+async fn listed_origins_pass_and_any_origin_turns_the_check_off() {
+    let server = Server::builder(())
+        .allowed_origins(["https://app.example.com"])
+        .build()
+        .unwrap();
+    let addr = listen(&server).await;
+    let listed = status_for(addr, Some("https://app.example.com")).await;
+    assert_eq!(listed, SWITCHING);
+    let other = status_for(addr, Some("https://evil.example")).await;
+    assert_eq!(other, FORBIDDEN);
+    assert_eq!(
+        status_for(addr, Some(&format!("http://{addr}"))).await,
+        SWITCHING,
+        "the server's own host still passes"
+    );
+
+    let open = Server::builder(()).allow_any_origin().build().unwrap();
+    let addr = listen(&open).await;
+    let foreign = status_for(addr, Some("https://evil.example")).await;
+    assert_eq!(foreign, SWITCHING);
+}
+
+#[tokio::test]
+async fn a_refused_origin_never_reaches_the_handler() {
+    struct Counting(mpsc::UnboundedSender<()>);
+    impl Handler for Counting {
+        async fn before_upgrade(&self, _: &mut UpgradeRequest) -> Result<(), StatusCode> {
+            let _ = self.0.send(());
+            Ok(())
+        }
+    }
+    let (tx, mut asked) = mpsc::unbounded_channel();
+    let server = Server::new(Counting(tx));
+    let addr = listen(&server).await;
+    assert_eq!(
+        status_for(addr, Some("https://evil.example")).await,
+        FORBIDDEN
+    );
+    assert_eq!(status_for(addr, None).await, SWITCHING);
+    bounded(asked.recv()).await;
+    assert!(
+        asked.try_recv().is_err(),
+        "asked once: for the second request"
+    );
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct User(String);
+
+/// Authenticates from the `X-User` header and attaches the user; answers `whoami` with it.
+struct Authenticating {
+    connected: mpsc::UnboundedSender<(Option<User>, String, Option<SocketAddr>)>,
+}
+
+impl Handler for Authenticating {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        let user = request
+            .headers()
+            .get("x-user")
+            .and_then(|value| value.to_str().ok())
+            .ok_or(StatusCode::UNAUTHORIZED)?;
+        let user = User(user.to_owned());
+        assert_eq!(request.attach(user.clone()), None);
+        // The path, for the `connected` hook to report.
+        let path = request.uri().path().to_owned();
+        request.attach(path);
+        Ok(())
+    }
+
+    async fn connected(&self, conn: &Connection) {
+        let path = conn.get::<String>().cloned().unwrap_or_default();
+        let _ = self
+            .connected
+            .send((conn.get::<User>().cloned(), path, conn.remote_addr()));
+    }
+
+    async fn request(
+        &self,
+        conn: &Connection,
+        _name: Name,
+        _payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        let user = conn.get::<User>().map_or("nobody", |user| user.0.as_str());
+        Ok(Payload::utf8(user))
+    }
+}
+
+#[tokio::test]
+async fn data_attached_before_the_upgrade_reaches_every_later_hook() {
+    let (tx, mut connected) = mpsc::unbounded_channel();
+    let server = Server::new(Authenticating { connected: tx });
+    let addr = listen(&server).await;
+
+    let client = bounded(
+        Client::builder()
+            .header("X-User", "alice")
+            .connect(format!("ws://{addr}/chat")),
+    )
+    .await
+    .unwrap();
+    let (user, path, remote) = bounded(connected.recv()).await.unwrap();
+    assert_eq!(user, Some(User("alice".into())));
+    assert_eq!(path, "/chat");
+    assert!(remote.is_some_and(|addr| addr.ip().is_loopback()));
+    let reply = bounded(client.request("whoami", "")).await.unwrap();
+    assert_eq!(reply, Payload::utf8("alice"));
+    client.close().await;
+
+    // Without the header the hook refuses: the client sees the status.
+    let refused = bounded(
+        Client::builder()
+            .reconnect(tokio_webwire::client::Reconnect::Off)
+            .connect(format!("ws://{addr}/chat")),
+    )
+    .await;
+    assert_eq!(
+        refused.err(),
+        Some(tokio_webwire::ConnectError::Http { status: 401 })
+    );
+    bounded(server.shutdown()).await;
+}
