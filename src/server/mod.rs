@@ -12,6 +12,7 @@
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
+//! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
 //! ```no_run
 //! use tokio::net::TcpListener;
@@ -41,6 +42,7 @@ mod driver;
 mod handler;
 mod job;
 mod listen;
+pub mod metrics;
 mod outbox;
 mod sessions;
 mod upgrade;
@@ -68,6 +70,7 @@ pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
 
+use self::metrics::Metrics;
 use builder::Config;
 use connection::Peer;
 use sessions::{SessionConfig, SessionEvents, Sessions};
@@ -110,6 +113,8 @@ pub(crate) struct Shared<H> {
     pub(crate) slots: Arc<Slots>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
+    /// The metric handles (nothing without the `metrics` feature).
+    pub(crate) metrics: Metrics,
 }
 
 impl<H> Shared<H> {
@@ -119,9 +124,11 @@ impl<H> Shared<H> {
     {
         let handler = Arc::new(handler);
         let events: Arc<dyn SessionEvents> = handler.clone();
+        let metrics = Metrics::new();
         let slots = Arc::new(Slots {
             live: AtomicUsize::new(0),
             max: config.max_connections,
+            metrics: metrics.clone(),
         });
         Shared {
             sessions: Arc::new(Sessions::new(sessions, events)),
@@ -137,6 +144,7 @@ impl<H> Shared<H> {
             next_connection_id: AtomicU64::new(1),
             slots,
             shutdown_done: CancellationToken::new(),
+            metrics,
         }
     }
 
@@ -451,6 +459,8 @@ pub(crate) struct Slots {
     live: AtomicUsize,
     /// 0: no limit.
     max: usize,
+    /// `webwire_connections_open` follows `live`.
+    metrics: Metrics,
 }
 
 /// One open connection's place among the server's `max_connections`; given back on drop.
@@ -462,16 +472,23 @@ impl Slots {
     /// one step, so racing upgrades cannot overshoot the limit.
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
         let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
-        self.live
+        if self
+            .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
-            .ok()
-            .map(|_| Slot(Arc::clone(self)))
+            .is_err()
+        {
+            self.metrics.connection_rejected();
+            return None;
+        }
+        self.metrics.connection_opened();
+        Some(Slot(Arc::clone(self)))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.connection_gone();
     }
 }
 

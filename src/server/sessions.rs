@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 use crate::protocol::{Message, RequestId};
+use crate::server::metrics::SessionMetrics;
 use crate::server::{Connection, Handler};
 use crate::session::{
     DynSessionStore, Session, SessionError, SessionInfo, SessionKeyGenerator, SessionRegistry,
@@ -60,6 +61,7 @@ pub(crate) struct Sessions {
     /// The connections that hold a session, by connection id.
     holders: Mutex<HashMap<u64, Connection>>,
     events: Arc<dyn SessionEvents>,
+    metrics: SessionMetrics,
 }
 
 /// The session options of [`ServerBuilder`](crate::server::ServerBuilder).
@@ -80,6 +82,7 @@ impl Sessions {
             registry: SessionRegistry::new(config.max_connections),
             holders: Mutex::new(HashMap::new()),
             events,
+            metrics: SessionMetrics::new(),
         }
     }
 
@@ -92,6 +95,7 @@ impl Sessions {
     fn attach(&self, conn: &Connection, session: Session) {
         conn.set_session(Some(session));
         self.holders().insert(conn.id(), conn.clone());
+        self.metrics.held(|| self.registry.active_sessions());
     }
 
     /// Takes the session off `conn` and out of the registry; true if `conn` was the
@@ -99,7 +103,9 @@ impl Sessions {
     fn detach(&self, conn: &Connection, key: &str) -> bool {
         conn.set_session(None);
         self.holders().remove(&conn.id());
-        self.registry.deregister(key, conn.id())
+        let last = self.registry.deregister(key, conn.id());
+        self.metrics.held(|| self.registry.active_sessions());
+        last
     }
 
     /// `conn` leaves its session explicitly: the last connection to leave destroys it.
@@ -108,6 +114,7 @@ impl Sessions {
     async fn leave(&self, conn: &Connection, key: &str) -> bool {
         let last = self.detach(conn, key);
         if last {
+            self.metrics.closed();
             if let Err(error) = self.store.remove(key).await {
                 tracing::error!(%error, "the session store could not remove a closed session");
             }
@@ -155,6 +162,7 @@ impl Sessions {
         // Announced: from here on the registration belongs to the attached session.
         std::mem::forget(reservation);
         self.attach(conn, session.clone());
+        self.metrics.created();
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
             tracing::error!(%error, "the session store could not save a new session");
