@@ -14,11 +14,16 @@
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
 //! The server logic is in `server.rs`, the client's in `client.rs`;
 //! `tests/example_chatroom.rs` drives both.
+//!
+//! The server logs connects, disconnects, logins and errors to stderr; the terminal client
+//! only warnings and errors, so as not to clutter the chat (`RUST_LOG=info` or `debug`
+//! shows more of either).
 
 mod client;
 mod server;
 
 use std::error::Error;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,6 +31,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
+use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
 const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR]\n       \
@@ -36,6 +42,12 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The client shows connection and session events in the chat itself.
+    init_logging(if args.first().is_some_and(|a| a == "--client") {
+        "warn"
+    } else {
+        "info"
+    });
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
@@ -50,10 +62,21 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "chatroom failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
+/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// `[--addr HOST:PORT] [--sessions DIR]`, in any order.

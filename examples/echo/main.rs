@@ -12,11 +12,16 @@
 //! encoding, and sends every signal back to its sender (`server.rs`). The client sends a
 //! request in each encoding (UTF-8, UTF-16, binary) and a signal, and prints what came
 //! back (`client.rs`). `tests/example_echo.rs` runs both.
+//!
+//! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
 mod client;
 mod server;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES]
@@ -24,6 +29,7 @@ const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES]
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    init_logging("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
@@ -40,10 +46,21 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "echo failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
+/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// The server's address and message size limit, from options in any order; `None` if

@@ -11,11 +11,13 @@
 //! The server (`server.rs`) keeps the subscribers' `Connection` handles in a set, sends to
 //! them with `try_signal`, and forgets a subscriber when it disconnects. Stop a subscriber
 //! with Ctrl-C and watch the server's subscriber count drop. `tests/example_pubsub.rs`
-//! drives the same server code.
+//! drives the same server code. Connects, disconnects and errors are logged to stderr
+//! (`RUST_LOG=debug` shows more).
 
 mod server;
 
 use std::error::Error;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload};
+use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8082";
 const USAGE: &str = "usage: pubsub [--addr HOST:PORT]\n       \
@@ -34,6 +37,7 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    init_logging("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let default_url = format!("ws://{DEFAULT_ADDR}/");
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -51,10 +55,21 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "pubsub failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
+/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
@@ -94,6 +109,10 @@ struct Print {
 }
 
 impl ClientHandler for Print {
+    async fn connected(&self, _client: &Client) {
+        tracing::info!("connected");
+    }
+
     async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         match payload.to_text() {
             Ok(text) => println!("{name}: {text}"),
@@ -102,6 +121,7 @@ impl ClientHandler for Print {
     }
 
     async fn disconnected(&self, _client: &Client) {
+        tracing::info!("disconnected");
         println!("disconnected");
         self.gone.notify_one();
     }

@@ -71,7 +71,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.next_connection_id();
-    let span = tracing::info_span!("connection", id, remote = ?peer.remote_addr);
+    // An address is shown as itself (no `Some(..)`), and left out when there is none.
+    let remote = peer.remote_addr.map(tracing::field::display);
+    let span = tracing::info_span!("connection", id, remote);
     let config = &shared.config;
     let conn = Connection::new(
         id,
@@ -101,7 +103,7 @@ where
         // The socket is closed: its place is free before the hook hears of it.
         drop(slot);
         Box::pin(disconnected(&shared, &conn, &reason)).await;
-        tracing::debug!("disconnected");
+        tracing::debug!(%reason, "disconnected");
     }
     .instrument(span)
 }
