@@ -20,10 +20,11 @@
 //! shows more of either).
 
 mod client;
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
 use std::error::Error;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,7 +32,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
-use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
 const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR]\n       \
@@ -43,7 +43,7 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The client shows connection and session events in the chat itself.
-    init_logging(if args.first().is_some_and(|a| a == "--client") {
+    logging::init(if args.first().is_some_and(|a| a == "--client") {
         "warn"
     } else {
         "info"
@@ -66,17 +66,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
-/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
-fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// `[--addr HOST:PORT] [--sessions DIR]`, in any order.

@@ -16,12 +16,11 @@
 //! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
 mod client;
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-
-use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES]
@@ -29,7 +28,7 @@ const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES]
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging("info");
+    logging::init("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
@@ -50,17 +49,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
-/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
-fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// The server's address and message size limit, from options in any order; `None` if

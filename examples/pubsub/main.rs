@@ -14,10 +14,11 @@
 //! drives the same server code. Connects, disconnects and errors are logged to stderr
 //! (`RUST_LOG=debug` shows more).
 
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
 use std::error::Error;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,6 @@ use tokio::sync::Notify;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload};
-use tracing_subscriber::EnvFilter;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8082";
 const USAGE: &str = "usage: pubsub [--addr HOST:PORT]\n       \
@@ -37,7 +37,7 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging("info");
+    logging::init("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let default_url = format!("ws://{DEFAULT_ADDR}/");
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -59,17 +59,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr (stdout is the example's output): what `RUST_LOG` asks for (e.g.
-/// `RUST_LOG=debug` adds the server's own events per connection), else `default`.
-fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
