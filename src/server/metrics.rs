@@ -529,14 +529,21 @@ impl Counts {
         for (counter, count) in handles.requests.iter().zip(&mut self.replies) {
             add(counter, count);
         }
-        if self.handlers_started != self.handlers_done {
-            // Gauges take floating-point steps; a round moves this one by a handful.
-            let started = std::mem::take(&mut self.handlers_started) as f64;
-            let done = std::mem::take(&mut self.handlers_done) as f64;
-            handles.handlers_in_flight.increment(started - done);
-        } else {
-            self.handlers_started = 0;
-            self.handlers_done = 0;
+        // Gauges take floating-point steps; a round moves this one by a handful.
+        let started = std::mem::take(&mut self.handlers_started);
+        let done = std::mem::take(&mut self.handlers_done);
+        match started.cmp(&done) {
+            std::cmp::Ordering::Greater => {
+                handles
+                    .handlers_in_flight
+                    .increment((started - done) as f64);
+            }
+            std::cmp::Ordering::Less => {
+                handles
+                    .handlers_in_flight
+                    .decrement((done - started) as f64);
+            }
+            std::cmp::Ordering::Equal => {}
         }
     }
 }
