@@ -30,6 +30,11 @@
 //! | `drive` | `--addr`, `--generators` (`raw`), `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
+//!
+//! Metrics: built with `--features metrics`, our server counts into no-op handles (no
+//! recorder installed); with `WEBWIRE_BENCH_RECORDER=1` in the environment as well, `serve`
+//! first installs a recorder whose handles are plain atomics (what an exporter's handles
+//! are, without the exporting), so that the load shows what counting costs.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -421,6 +426,10 @@ fn serve_main(opts: &Options) -> Result<()> {
         write_timeout: opts.secs("write-timeout")?,
     };
     let handler: EchoKind = opts.str_or("handler", "echo").parse()?;
+    #[cfg(feature = "metrics")]
+    if std::env::var_os("WEBWIRE_BENCH_RECORDER").is_some() {
+        metrics::set_global_recorder(AtomicRecorder)?;
+    }
     // Exit when the parent goes away (it holds our stdin).
     std::thread::spawn(|| {
         let mut sink = [0u8; 64];
@@ -443,6 +452,53 @@ fn serve_main(opts: &Options) -> Result<()> {
             Impl::Soak => serve_soak(listener).await,
         }
     })
+}
+
+/// A recorder whose every counter and gauge is an atomic of its own, never read: the
+/// cost of counting into a real exporter's handles, without the exporting.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct AtomicRecorder;
+
+#[cfg(feature = "metrics")]
+impl metrics::Recorder for AtomicRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(Arc::new(metrics::atomics::AtomicU64::new(0)))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(Arc::new(metrics::atomics::AtomicU64::new(0)))
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
 }
 
 /// Our server's handler: every request is answered with its payload; with `yields`, only

@@ -70,6 +70,13 @@
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids; [`ProtocolError`] |
 //! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`PayloadError`]; [`ProtocolError`] again, from [`protocol`] |
 //!
+//! # Features
+//! None is on by default; the default build has none of their dependencies.
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `metrics` | server metrics through the [`metrics`](https://docs.rs/metrics) facade (connections, requests by outcome, handlers in flight, bytes, protocol errors, close reasons and codes, sessions); the application installs an exporter. Names, units and labels: [`server::metrics`] |
+//!
 //! # Cancel safety
 //! Every public async method says in its documentation what dropping its future
 //! (a `select!`, a timeout, an aborted task) leaves behind. In short: the client's

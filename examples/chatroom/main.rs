@@ -14,8 +14,14 @@
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
 //! The server logic is in `server.rs`, the client's in `client.rs`;
 //! `tests/example_chatroom.rs` drives both.
+//!
+//! The server logs connects, disconnects, logins and errors to stderr; the terminal client
+//! only warnings and errors, so as not to clutter the chat (`RUST_LOG=info` or `debug`
+//! shows more of either).
 
 mod client;
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
 use std::error::Error;
@@ -36,6 +42,12 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The client shows connection and session events in the chat itself.
+    logging::init(if args.first().is_some_and(|a| a == "--client") {
+        "warn"
+    } else {
+        "info"
+    });
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
@@ -50,7 +62,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "chatroom failed");
             ExitCode::FAILURE
         }
     }

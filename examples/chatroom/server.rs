@@ -96,6 +96,7 @@ impl ChatRoom {
             .iter()
             .any(|&(user, password)| user == login.user && password == login.password);
         if !known {
+            tracing::info!(user = login.user, "login refused");
             return Err(reply(WRONG_CREDENTIALS, "unknown user or wrong password"));
         }
         if conn.session().is_some() {
@@ -106,6 +107,7 @@ impl ChatRoom {
         // The client learns of the session (key and info) before it gets this reply, and
         // restores it by its key after a reconnection.
         conn.create_session(info).await?;
+        tracing::info!(user = login.user, "logged in");
         Ok(Payload::utf8(login.user))
     }
 }
@@ -123,10 +125,13 @@ fn user(conn: &Connection) -> Result<String, HandlerError> {
 
 impl Handler for ChatRoom {
     async fn connected(&self, conn: &Connection) {
+        // The server's `connection` span adds the connection's id and address.
+        tracing::info!(user_agent = conn.user_agent(), "connected");
         self.connections().insert(conn.clone());
     }
 
-    async fn disconnected(&self, conn: &Connection, _reason: &CloseReason) {
+    async fn disconnected(&self, conn: &Connection, reason: &CloseReason) {
+        tracing::info!(%reason, "disconnected");
         self.connections().remove(conn);
     }
 

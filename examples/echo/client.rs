@@ -23,6 +23,14 @@ impl ClientHandler for Signals {
     async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         let _ = self.0.send((name, payload));
     }
+
+    async fn connected(&self, _client: &Client) {
+        tracing::info!("connected");
+    }
+
+    async fn disconnected(&self, _client: &Client) {
+        tracing::info!("disconnected");
+    }
 }
 
 /// Connects to the echo server at `url`, sends a request in each encoding and a signal,

@@ -18,8 +18,12 @@
 //! encoding, and sends every signal back to its sender (`server.rs`). The client sends a
 //! request in each encoding (UTF-8, UTF-16, binary) and a signal, and prints what came
 //! back (`client.rs`). `tests/example_echo.rs` runs both.
+//!
+//! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
 mod client;
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
 use std::process::ExitCode;
@@ -32,6 +36,7 @@ const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES] [
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    logging::init("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
@@ -48,7 +53,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "echo failed");
             ExitCode::FAILURE
         }
     }

@@ -8,13 +8,22 @@ use std::net::SocketAddr;
 
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
 
 /// The handler: stateless, so one value serves every connection.
 #[derive(Debug)]
 pub(crate) struct Echo;
 
 impl Handler for Echo {
+    async fn connected(&self, conn: &Connection) {
+        // The server's `connection` span adds the connection's id and address.
+        tracing::info!(user_agent = conn.user_agent(), "connected");
+    }
+
+    async fn disconnected(&self, _conn: &Connection, reason: &CloseReason) {
+        tracing::info!(%reason, "disconnected");
+    }
+
     /// Any request name: the reply is the request's payload. A `Payload` carries its
     /// encoding, so UTF-8 stays UTF-8, UTF-16 stays UTF-16 and binary stays binary.
     async fn request(
@@ -30,7 +39,9 @@ impl Handler for Echo {
     /// one back, under the same name, to its sender.
     async fn signal(&self, conn: &Connection, name: Name, payload: Payload) {
         // Fails only if the client has gone meanwhile: then nobody is left to tell.
-        let _ = conn.signal(name, payload).await;
+        if let Err(error) = conn.signal(name, payload).await {
+            tracing::info!(%error, "signal not echoed");
+        }
     }
 }
 

@@ -11,8 +11,11 @@
 //! The server (`server.rs`) keeps the subscribers' `Connection` handles in a set, sends to
 //! them with `try_signal`, and forgets a subscriber when it disconnects. Stop a subscriber
 //! with Ctrl-C and watch the server's subscriber count drop. `tests/example_pubsub.rs`
-//! drives the same server code.
+//! drives the same server code. Connects, disconnects and errors are logged to stderr
+//! (`RUST_LOG=debug` shows more).
 
+#[path = "../common/logging.rs"]
+mod logging;
 mod server;
 
 use std::error::Error;
@@ -34,6 +37,7 @@ type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    logging::init("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let default_url = format!("ws://{DEFAULT_ADDR}/");
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -51,7 +55,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            tracing::error!(%error, "pubsub failed");
             ExitCode::FAILURE
         }
     }
@@ -94,6 +98,10 @@ struct Print {
 }
 
 impl ClientHandler for Print {
+    async fn connected(&self, _client: &Client) {
+        tracing::info!("connected");
+    }
+
     async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
         match payload.to_text() {
             Ok(text) => println!("{name}: {text}"),
@@ -102,6 +110,7 @@ impl ClientHandler for Print {
     }
 
     async fn disconnected(&self, _client: &Client) {
+        tracing::info!("disconnected");
         println!("disconnected");
         self.gone.notify_one();
     }

@@ -125,9 +125,15 @@ impl Handler for PubSub {
         }
     }
 
+    async fn connected(&self, conn: &Connection) {
+        // The server's `connection` span adds the connection's id and address.
+        tracing::info!(user_agent = conn.user_agent(), "connected");
+    }
+
     /// A subscriber that disconnects leaves the list; nothing else would remove it until
     /// the next publication.
-    async fn disconnected(&self, conn: &Connection, _reason: &CloseReason) {
+    async fn disconnected(&self, conn: &Connection, reason: &CloseReason) {
+        tracing::info!(%reason, "disconnected");
         self.set(conn, false);
     }
 }

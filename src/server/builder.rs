@@ -365,6 +365,10 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// Checks the options and builds the server.
+    ///
+    /// With the `metrics` feature, this is when the server describes its metrics and
+    /// resolves their handles from the recorder installed at that moment: install the
+    /// exporter first ([`server::metrics`](crate::server::metrics)).
     pub fn build(self) -> Result<Server<H>, ConfigError> {
         // The upper bound (u32::MAX ms, the wire field) is the encoder's check, below.
         if self.read_timeout < Duration::from_secs(1) {

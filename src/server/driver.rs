@@ -32,6 +32,7 @@ use tracing::Instrument;
 use crate::protocol::Message;
 use crate::server::connection::{Connection, Peer};
 use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
+use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox};
 use crate::server::{CloseReason, Handler, Shared, Slot};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
@@ -70,7 +71,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = shared.next_connection_id();
-    let span = tracing::info_span!("connection", id, remote = ?peer.remote_addr);
+    // An address is shown as itself (no `Some(..)`), and left out when there is none.
+    let remote = peer.remote_addr.map(tracing::field::display);
+    let span = tracing::info_span!("connection", id, remote);
     let config = &shared.config;
     let conn = Connection::new(
         id,
@@ -100,7 +103,7 @@ where
         // The socket is closed: its place is free before the hook hears of it.
         drop(slot);
         Box::pin(disconnected(&shared, &conn, &reason)).await;
-        tracing::debug!("disconnected");
+        tracing::debug!(%reason, "disconnected");
     }
     .instrument(span)
 }
@@ -152,6 +155,7 @@ where
         heard: false,
         silent_ticks: 0,
         violation: None,
+        tally: Tally::default(),
         cx,
     }
 }
@@ -176,6 +180,9 @@ struct Driver<H, S, M, F> {
     silent_ticks: u32,
     /// The close frame for a protocol violation.
     violation: Option<CloseFrame>,
+    /// What was counted for the metrics since the last flush (nothing without the
+    /// `metrics` feature).
+    tally: Tally,
 }
 
 /// Where a job is polled for the first time: one pinned allocation, reused for every job
@@ -235,17 +242,27 @@ fn next_outbound(
 }
 
 /// Accounts for what came out of a connection's outbox (a signal's room given back, a
-/// handler's slot freed); returns the frame to write, if any.
-fn take(outbound: Outbound, running: &mut usize, conn: &Connection) -> Option<Bytes> {
+/// handler's slot freed, its reply counted); returns the frame to write, if any.
+fn take(
+    outbound: Outbound,
+    running: &mut usize,
+    conn: &Connection,
+    tally: &mut Tally,
+) -> Option<Bytes> {
     match outbound {
         Outbound::Signal(frame) => {
             conn.signal_written();
             Some(frame)
         }
+        // Counted when it finished (`Driver::reply`).
         Outbound::Reply(frame) => Some(frame),
         Outbound::Done(reply) => {
             debug_assert!(*running > 0, "a Done without a running job");
             *running = running.saturating_sub(1);
+            tally.handler_done();
+            if let Some(reply) = &reply {
+                tally.replied(reply);
+            }
             reply
         }
     }
@@ -278,6 +295,7 @@ where
         let shared = &self.cx.shared;
         let conn = &self.cx.conn;
         let socket = self.socket.as_mut()?;
+        self.tally.sent(&shared.config.accept_conf);
         let greeted = match socket.feed(shared.config.accept_conf.clone()) {
             Ok(()) => poll_fn(|cx| socket.poll_flush(cx)).await,
             Err(failed) => Err(failed),
@@ -351,6 +369,8 @@ where
             self.heard = true;
             self.on_incoming(incoming)?;
         }
+        // Counted before the replies leave: whoever got a reply finds it counted.
+        self.tally.flush(&self.cx.shared.metrics);
         let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
         if let Poll::Ready(Err(failed)) = socket.poll_flush(cx) {
             return Err(write_failed(&failed));
@@ -361,36 +381,59 @@ where
     /// Acts on one item read from the socket; `Err` when the connection has to close.
     fn on_incoming(&mut self, incoming: Incoming) -> Result<(), CloseReason> {
         let max = self.cx.shared.config.max_message_size;
+        if let Incoming::Frame(frame) = &incoming {
+            self.tally.received(frame);
+        }
         match incoming {
             // A headless WebSocket may have been configured with a larger limit.
             Incoming::Frame(frame) if frame.len() > max => {
                 let why = format!("{} bytes over the limit", frame.len());
-                Err(self.violation(CloseCode::Size, "message exceeds the size limit", why))
+                let kind = ProtocolErrorKind::MessageTooLarge;
+                Err(self.violation(kind, CloseCode::Size, "message exceeds the size limit", why))
             }
             Incoming::Frame(frame) => match Message::parse(frame) {
-                Ok(message) => match Job::from_message(message) {
-                    Some(job) => self.dispatch(job),
-                    None => Ok(()),
-                },
+                Ok(message) => {
+                    let heartbeat = matches!(message, Message::Heartbeat);
+                    match Job::from_message(message) {
+                        Some(job) => self.dispatch(job),
+                        None if heartbeat => Ok(()),
+                        None => {
+                            let unexpected = ProtocolErrorKind::UnexpectedMessage;
+                            self.cx.shared.metrics.protocol_error(unexpected);
+                            Ok(())
+                        }
+                    }
+                }
                 Err(error) => {
                     let why = error.to_string();
-                    Err(self.violation(CloseCode::Protocol, "malformed message", why))
+                    let kind = ProtocolErrorKind::MalformedMessage;
+                    Err(self.violation(kind, CloseCode::Protocol, "malformed message", why))
                 }
             },
             Incoming::Alive => Ok(()),
             Incoming::Closed(frame) => {
                 tracing::debug!(?frame, "closed by the client");
+                self.tally
+                    .client_closed(frame.as_ref().map(|frame| frame.code.into()));
                 Err(CloseReason::ClientClosed)
             }
             Incoming::Violation(code, reason) => {
-                Err(self.violation(code, reason, reason.to_owned()))
+                let kind = ProtocolErrorKind::of_websocket(code);
+                Err(self.violation(kind, code, reason, reason.to_owned()))
             }
             Incoming::Gone => Err(CloseReason::ConnectionLost),
         }
     }
 
-    fn violation(&mut self, code: CloseCode, reason: &'static str, why: String) -> CloseReason {
+    fn violation(
+        &mut self,
+        kind: ProtocolErrorKind,
+        code: CloseCode,
+        reason: &'static str,
+        why: String,
+    ) -> CloseReason {
         tracing::debug!(%why, ?code, "protocol violation");
+        self.cx.shared.metrics.protocol_error(kind);
         self.violation = Some(close_frame(code, reason));
         CloseReason::ProtocolViolation(why)
     }
@@ -408,12 +451,16 @@ where
                 }
             };
         }
+        if request.is_none() {
+            self.tally.signal_received();
+        }
         let span = job.span();
         match self.jobs.start(&self.cx, job, &span) {
             Started::Done(Some(reply)) => self.reply(reply),
             Started::Done(None) => Ok(()),
             Started::Waiting(mut future) => {
                 self.running += 1;
+                self.tally.handler_started();
                 let completion = Completion::new(self.cx.conn.clone(), request);
                 let stop = self.cx.shared.stop_handlers.clone();
                 self.cx.shared.handlers.spawn(
@@ -449,12 +496,14 @@ where
     /// Writes the reply of a job that finished at once, unless frames queued before it
     /// (a session-created notification of its own handler, say) must go first.
     fn reply(&mut self, frame: Bytes) -> Result<(), CloseReason> {
+        self.tally.replied(&frame);
         if !self.taken.is_empty() || self.cx.conn.outbox().has_queued() {
             self.cx.conn.outbox().take(&mut self.taken);
             self.taken.push_back(Outbound::Reply(frame));
             return Ok(());
         }
         let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
+        self.tally.sent(&frame);
         socket.feed(frame).map_err(|failed| write_failed(&failed))
     }
 
@@ -497,6 +546,7 @@ where
                 None
             }
         };
+        let code = frame.as_ref().map(|frame| u16::from(frame.code));
         match frame {
             Some(frame) => {
                 if poll_fn(|cx| self.poll_wind_down(cx)).await.is_ok() {
@@ -519,8 +569,9 @@ where
         let conn = self.cx.conn.clone();
         while self.running > 0 {
             let outbound = poll_fn(|cx| next_outbound(&mut self.taken, conn.outbox(), cx)).await;
-            take(outbound, &mut self.running, &conn);
+            take(outbound, &mut self.running, &conn, &mut self.tally);
         }
+        self.tally.closed(&self.cx.shared.metrics, reason, code);
         // Whatever comes now has nobody to go to, and nothing wakes this task any more.
         conn.outbox().close();
         conn.forget_driver();
@@ -543,7 +594,8 @@ where
                 return Ok((progress, Poll::Ready(())));
             };
             progress = true;
-            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn) {
+            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn, &mut self.tally) {
+                self.tally.sent(&frame);
                 socket.feed(frame)?;
             }
         }
@@ -554,6 +606,7 @@ where
     fn poll_wind_down(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
         let (_, outbox) = self.feed_outbox(cx)?;
         std::task::ready!(outbox);
+        self.tally.flush(&self.cx.shared.metrics);
         let Some(socket) = self.socket.as_mut() else {
             return Poll::Ready(Ok(()));
         };

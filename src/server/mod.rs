@@ -16,6 +16,7 @@
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
+//! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
 //! ```no_run
 //! use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +46,7 @@ mod driver;
 mod handler;
 mod job;
 mod listen;
+pub mod metrics;
 #[cfg(feature = "hyper")]
 mod mount;
 mod origin;
@@ -81,6 +83,7 @@ pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
 pub use upgrade_request::UpgradeRequest;
 
+use self::metrics::Metrics;
 use builder::Config;
 use connection::Peer;
 use sessions::{SessionConfig, SessionEvents, Sessions};
@@ -127,6 +130,8 @@ pub(crate) struct Shared<H> {
     pub(crate) slots: Arc<Slots>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
+    /// The metric handles (nothing without the `metrics` feature).
+    pub(crate) metrics: Metrics,
 }
 
 impl<H> Shared<H> {
@@ -136,9 +141,11 @@ impl<H> Shared<H> {
     {
         let handler = Arc::new(handler);
         let events: Arc<dyn SessionEvents> = handler.clone();
+        let metrics = Metrics::new();
         let slots = Arc::new(Slots {
             live: AtomicUsize::new(0),
             max: config.max_connections,
+            metrics: metrics.clone(),
         });
         Shared {
             sessions: Arc::new(Sessions::new(sessions, events)),
@@ -154,6 +161,7 @@ impl<H> Shared<H> {
             next_connection_id: AtomicU64::new(1),
             slots,
             shutdown_done: CancellationToken::new(),
+            metrics,
         }
     }
 
@@ -509,6 +517,8 @@ pub(crate) struct Slots {
     live: AtomicUsize,
     /// 0: no limit.
     max: usize,
+    /// `webwire_connections_open` follows `live`.
+    metrics: Metrics,
 }
 
 /// One open connection's place among the server's `max_connections`; given back on drop.
@@ -520,16 +530,23 @@ impl Slots {
     /// one step, so racing upgrades cannot overshoot the limit.
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
         let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
-        self.live
+        if self
+            .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
-            .ok()
-            .map(|_| Slot(Arc::clone(self)))
+            .is_err()
+        {
+            self.metrics.connection_rejected();
+            return None;
+        }
+        self.metrics.connection_opened();
+        Some(Slot(Arc::clone(self)))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.connection_gone();
     }
 }
 

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::server::handler::RestoreRefused;
 use crate::server::job::catch_panic;
+use crate::server::metrics::SessionMetrics;
 use crate::server::{Connection, Handler};
 use crate::session::{
     DynSessionStore, Session, SessionError, SessionInfo, SessionKeyGenerator, SessionRegistry,
@@ -93,6 +94,7 @@ pub(crate) struct Sessions {
     /// Who holds (or is restoring) which key, with their handles.
     registry: SessionRegistry<Connection>,
     events: Arc<dyn SessionEvents>,
+    metrics: SessionMetrics,
 }
 
 /// The session options of [`ServerBuilder`](crate::server::ServerBuilder).
@@ -112,6 +114,7 @@ impl Sessions {
             keys: config.keys,
             registry: SessionRegistry::new(config.max_connections),
             events,
+            metrics: SessionMetrics::new(),
         }
     }
 
@@ -119,7 +122,15 @@ impl Sessions {
     /// session's last connection.
     fn detach(&self, conn: &Connection, key: &str) -> bool {
         conn.take_session_if(key);
-        self.registry.deregister(key, conn.id())
+        let last = self.registry.deregister(key, conn.id());
+        self.count_held();
+        last
+    }
+
+    /// Sets the gauge of sessions held to the registry's count (with the feature `metrics`;
+    /// a restore under way counts until it ends).
+    fn count_held(&self) {
+        self.metrics.held(|| self.registry.active_sessions());
     }
 
     /// `conn` leaves its session explicitly (under its session lock): the last connection
@@ -131,7 +142,9 @@ impl Sessions {
         // client) or finds nothing.
         let session = conn.take_session()?;
         let last = self.registry.deregister(&session.key, conn.id());
+        self.count_held();
         if last {
+            self.metrics.closed();
             if let Err(error) = self.store.remove(&session.key).await {
                 tracing::error!(%error, "the session store could not remove a closed session");
             }
@@ -188,6 +201,8 @@ impl Sessions {
         // nobody knows yet cannot have been revoked meanwhile.)
         std::mem::forget(reservation);
         conn.set_session(Some(session.clone()));
+        self.count_held();
+        self.metrics.created();
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
             tracing::error!(%error, "the session store could not save a new session");
@@ -238,11 +253,13 @@ impl Sessions {
             .into_iter()
             .filter(|conn| conn.take_session_if(key))
             .collect();
+        self.count_held();
         let closed = session_closed_notification();
         // Each waits for room in its own connection's queue (at most until that
         // connection's write timeout), so a slow one does not hold up the others.
         futures_util::future::join_all(holders.iter().map(|conn| conn.send(closed.clone()))).await;
         removed?;
+        self.metrics.closed();
         self.events.closed(None, key).await;
         Ok(holders.len())
     }
@@ -276,6 +293,7 @@ impl Sessions {
         let release = |this: &Self| {
             if !already_held {
                 this.registry.deregister(key, conn.id());
+                this.count_held();
             }
         };
         let session = match self.store.lookup(key).await {
@@ -319,6 +337,7 @@ impl Sessions {
             }
             return Message::ReplySessionNotFound { id };
         }
+        self.count_held();
         drop(op);
         // The hook runs without the lock (it may use the connection's sessions); a refusal
         // takes the session off again before the client hears of it.
@@ -365,6 +384,7 @@ impl Sessions {
         let _op = conn.session_op().await;
         if let Some(session) = conn.take_session() {
             self.registry.deregister(&session.key, conn.id());
+            self.count_held();
         }
     }
 
