@@ -1,0 +1,93 @@
+//! `examples/echo`'s log lines, in a test binary of its own: tracing caches per call site
+//! whether anyone listens, and tests running beside this one on other threads, with no
+//! subscriber, can leave that cache saying nobody does while this test's thread-local
+//! subscriber is set (seen: the server's "disconnected" line missing from a full run).
+
+mod common;
+
+#[path = "../examples/echo/client.rs"]
+mod echo_client;
+#[path = "../examples/echo/server.rs"]
+mod echo_server;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use common::bounded;
+
+/// The log lines written while `run` runs (the fmt subscriber, `info`, no colours), on a
+/// current-thread runtime so that every task, the server's included, logs to it.
+fn logs_of(run: impl Future<Output = ()>) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer({
+            let buffer = buffer.clone();
+            move || buffer.clone()
+        })
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(run);
+    let bytes = buffer.0.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What a newcomer running the example sees on stderr: each connect and disconnect of
+/// the server, with the connection's id and address, and why it ended.
+#[test]
+fn the_example_server_logs_connects_and_disconnects() {
+    let logs = logs_of(async {
+        let (server, addr) =
+            echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .expect("binds");
+        let mut out = Vec::new();
+        bounded(echo_client::run(&format!("ws://{addr}/"), &mut out))
+            .await
+            .expect("the client runs");
+        bounded(server.shutdown()).await;
+    });
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{logs}"))
+            .to_owned()
+    };
+    let connected = line("echo_server: connected");
+    assert!(
+        connected.contains("connection{id=1 remote=127.0.0.1:"),
+        "{connected}"
+    );
+    let disconnected = line("echo_server: disconnected");
+    assert!(
+        disconnected.contains("connection{id=1 remote=127.0.0.1:"),
+        "{disconnected}"
+    );
+    assert!(
+        disconnected.contains("reason=closed by the client"),
+        "{disconnected}"
+    );
+    // And the client's side of it.
+    line("echo_client: connected");
+    line("echo_client: disconnected");
+}
