@@ -400,16 +400,26 @@ async fn sessions_are_counted() {
     assert_eq!(recorder.counter("webwire_sessions_closed_total"), 1);
     assert_eq!(recorder.gauge("webwire_sessions_active"), 0.0);
 
+    // A revocation closes a session for good.
+    let bob = bounded(stranger.request("login", "bob"))
+        .await
+        .expect("logged in");
+    assert_eq!(recorder.gauge("webwire_sessions_active"), 1.0);
+    let bob = bob.to_text().expect("the key is text");
+    assert_eq!(bounded(server.close_session(&bob)).await, Ok(1));
+    assert_eq!(recorder.counter("webwire_sessions_closed_total"), 2);
+    assert_eq!(recorder.gauge("webwire_sessions_active"), 0.0);
+
     // A disconnect does not close a session: it is just no longer held.
-    bounded(stranger.request("login", "bob"))
+    bounded(stranger.request("login", "carol"))
         .await
         .expect("logged in");
     assert_eq!(recorder.gauge("webwire_sessions_active"), 1.0);
     bounded(stranger.close()).await;
     bounded(server.shutdown()).await;
     assert_eq!(recorder.gauge("webwire_sessions_active"), 0.0);
-    assert_eq!(recorder.counter("webwire_sessions_created_total"), 2);
-    assert_eq!(recorder.counter("webwire_sessions_closed_total"), 1);
+    assert_eq!(recorder.counter("webwire_sessions_created_total"), 3);
+    assert_eq!(recorder.counter("webwire_sessions_closed_total"), 2);
 }
 
 /// A shutdown: a request that arrives during it is counted as `shutdown`, the connection's

@@ -45,7 +45,7 @@
 //! | `webwire_protocol_errors_total` | counter | count | `kind` | messages that broke the protocol: `malformed_message`, `message_too_large`, `text_message`, `websocket` (a WebSocket protocol error), `invalid_utf8` (each closes the connection), `unexpected_message` (a type only servers send: ignored) |
 //! | `webwire_sessions_active` | gauge | count | | sessions held by at least one connection ([`Server::active_sessions`](crate::server::Server::active_sessions)), as of the last time a connection took or left one |
 //! | `webwire_sessions_created_total` | counter | count | | sessions created ([`Connection::create_session`](crate::server::Connection::create_session)) |
-//! | `webwire_sessions_closed_total` | counter | count | | sessions closed for good: their last connection left them explicitly (a disconnect does not close a session) |
+//! | `webwire_sessions_closed_total` | counter | count | | sessions closed for good: their last connection left them explicitly, or the server revoked them ([`Server::close_session`](crate::server::Server::close_session)); a disconnect or an expiry in the store does not count |
 //!
 //! Counts of one connection reach the handles at the end of each of its rounds, before
 //! the replies of that round are flushed to the socket; a connection's last counts, its
