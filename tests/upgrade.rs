@@ -4,8 +4,9 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
-use common::{bounded, listen};
+use common::{CountingHook, bounded, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_webwire::http::StatusCode;
@@ -17,8 +18,13 @@ use tokio_webwire::{Client, Payload};
 /// header (none if `None`), `Host: 127.0.0.1:<port>` as browsers send it.
 async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
     let origin = origin.map_or(String::new(), |origin| format!("Origin: {origin}\r\n"));
+    status_with(addr, &origin).await
+}
+
+/// The status line the server answers an upgrade request with, `extra` header lines in it.
+async fn status_with(addr: SocketAddr, extra: &str) -> String {
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
@@ -33,6 +39,7 @@ async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
 
 const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols";
 const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden";
+const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable";
 
 #[tokio::test]
 async fn a_page_of_another_site_is_refused_by_default() {
@@ -174,4 +181,21 @@ async fn data_attached_before_the_upgrade_reaches_every_later_hook() {
         Some(tokio_webwire::ConnectError::Http { status: 401 })
     );
     bounded(server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_full_server_answers_503_without_asking_the_hook() {
+    let server = Server::builder(CountingHook::default())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let addr = listen(&server).await;
+    // Holds the one place (taken before its 101, so before `connect` returns).
+    let _first = bounded(Client::builder().connect(format!("ws://{addr}/")))
+        .await
+        .unwrap();
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
+    assert_eq!(status_for(addr, None).await, UNAVAILABLE);
+    // The hook may be an auth backend's call: a full server does not make it.
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
 }

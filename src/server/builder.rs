@@ -147,7 +147,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// How many WebWire connections may be open at once (default 10 000; 0: no limit).
     /// Beyond it, upgrades are refused with HTTP 503 `too many connections` (headless
     /// WebSockets are closed with code 1013), so a flood of clients cannot exhaust memory
-    /// or file descriptors. An idle connection costs about 10 KiB; the most any connection
+    /// or file descriptors; a full server refuses before
+    /// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) runs, and
+    /// again after it if the last place went meanwhile. An idle connection costs about 10 KiB; the most any connection
     /// can make the server hold is [`memory_per_connection`](Self::memory_per_connection),
     /// so this limit times that is the server's bound ([`memory_bound`](Self::memory_bound)).
     pub fn max_connections(mut self, limit: usize) -> Self {

@@ -36,7 +36,9 @@ impl<H: Handler> Server<H> {
     /// 503 while shutting down or at
     /// [`max_connections`](crate::server::ServerBuilder::max_connections)), then
     /// [`Handler::before_upgrade`] sees its path, headers and extensions (what the
-    /// application's layers put there). The checks and the hook are bounded by the
+    /// application's layers put there). A connection's place is taken after the hook, so
+    /// an upgrade whose hook ran while the last place went to another is answered 503
+    /// too. The checks and the hook are bounded by the
     /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout) (503 after
     /// it), and so is hyper's hand-over of the socket after the 101. The connection is
     /// part of the server's [`shutdown`](Self::shutdown), and has the server's limits

@@ -98,17 +98,21 @@ pub(crate) async fn accept<H: Handler>(
         tracing::debug!(?origin, "upgrade refused: origin not allowed");
         return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
+    // A full server refuses before the hook, which may be a call to an auth backend: a
+    // flood at the limit must not become a flood of those calls. Only a look, no place
+    // taken (a refused upgrade would hold one for nothing); the place is taken after the
+    // hook, in one step with the check, so racing upgrades still cannot overshoot.
+    if shared.slots.is_full() {
+        return Err(too_many_connections());
+    }
     let mut upgrade = UpgradeRequest::new(request, remote_addr);
     if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
         tracing::debug!(%status, "upgrade refused by the handler");
         return Err(Refusal::new(status, ""));
     }
+    // Filled up while the hook ran.
     let Some(slot) = shared.slots.try_take() else {
-        tracing::debug!("upgrade refused: too many connections");
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections",
-        ));
+        return Err(too_many_connections());
     };
     let (request, extensions) = upgrade.into_parts();
     let user_agent = request
@@ -126,6 +130,12 @@ pub(crate) async fn accept<H: Handler>(
         peer,
         slot,
     })
+}
+
+/// The refusal of a full server.
+fn too_many_connections() -> Refusal {
+    tracing::debug!("upgrade refused: too many connections");
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
 }
 
 /// Runs `step` within the handshake timeout, abandoned (`None`) at the timeout or when the
