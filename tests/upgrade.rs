@@ -4,11 +4,12 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{CountingHook, bounded, listen};
+use common::{CountingHook, begin_shutdown, bounded, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
@@ -198,4 +199,66 @@ async fn a_full_server_answers_503_without_asking_the_hook() {
     assert_eq!(status_for(addr, None).await, UNAVAILABLE);
     // The hook may be an auth backend's call: a full server does not make it.
     assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
+}
+
+/// Gates `before_upgrade` of requests with `X-Gate` and the `block` request: each reports
+/// it has begun, then waits for a permit of its semaphore.
+struct Gated {
+    hook_entered: mpsc::UnboundedSender<()>,
+    hook_gate: Arc<Semaphore>,
+    request_entered: mpsc::UnboundedSender<()>,
+    request_gate: Arc<Semaphore>,
+}
+
+impl Handler for Gated {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        if request.headers().contains_key("x-gate") {
+            let _ = self.hook_entered.send(());
+            let _permit = self.hook_gate.acquire().await;
+        }
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        _: &Connection,
+        _: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        let _ = self.request_entered.send(());
+        let _permit = self.request_gate.acquire().await;
+        Ok(payload)
+    }
+}
+
+#[tokio::test]
+async fn a_hook_that_ends_after_the_shutdown_began_gets_503_not_101() {
+    let (hook_entered, mut hook_began) = mpsc::unbounded_channel();
+    let (request_entered, mut request_began) = mpsc::unbounded_channel();
+    let hook_gate = Arc::new(Semaphore::new(0));
+    let request_gate = Arc::new(Semaphore::new(0));
+    let server = Server::new(Gated {
+        hook_entered,
+        hook_gate: Arc::clone(&hook_gate),
+        request_entered,
+        request_gate: Arc::clone(&request_gate),
+    });
+    let addr = listen(&server).await;
+    // A request in flight holds the shutdown in its first step (draining the handlers),
+    // while upgrades are still answered.
+    let client = bounded(Client::builder().connect(format!("ws://{addr}/")))
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(async move { client.request("block", "x").await });
+    bounded(request_began.recv()).await;
+    let upgrade = tokio::spawn(async move { status_with(addr, "X-Gate: 1\r\n").await });
+    bounded(hook_began.recv()).await;
+
+    let shutdown = begin_shutdown(&server).await;
+    hook_gate.add_permits(1);
+    assert_eq!(bounded(upgrade).await.unwrap(), UNAVAILABLE);
+
+    request_gate.add_permits(1);
+    assert!(bounded(in_flight).await.unwrap().is_ok());
+    bounded(shutdown).await.unwrap();
 }

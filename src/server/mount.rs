@@ -94,6 +94,10 @@ impl<H: Handler> Server<H> {
         let on_upgrade = head.extensions_mut().remove::<OnUpgrade>();
         let shared = Arc::clone(&self.shared);
         async move {
+            // Counted among the server's connections from before the checks until the
+            // connection's task is spawned (and so counted itself): a shutdown does not
+            // return between a 101 decided here and the task that serves it.
+            let _tracked = shared.connections.token();
             let checked = upgrade::accept(&shared, head, remote_addr);
             let Some(accepted) = upgrade::bounded(&shared, checked).await else {
                 // Abandoned at the handshake timeout, or by a shutdown.

@@ -110,6 +110,11 @@ pub(crate) async fn accept<H: Handler>(
         tracing::debug!(%status, "upgrade refused by the handler");
         return Err(Refusal::new(status, ""));
     }
+    // A shutdown that began while the hook ran: a 101 now would only be followed by a
+    // close with 1001.
+    if shared.is_shutting_down() {
+        return Err(Refusal::SHUTTING_DOWN);
+    }
     // Filled up while the hook ran.
     let Some(slot) = shared.slots.try_take() else {
         return Err(too_many_connections());
