@@ -201,6 +201,19 @@ async fn a_full_server_answers_503_without_asking_the_hook() {
     assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test]
+async fn a_hook_refusing_with_a_1xx_status_is_answered_with_500() {
+    let server = Server::new(CountingHook::default());
+    let addr = listen(&server).await;
+    for status in ["101", "100"] {
+        let answer = status_with(addr, &format!("X-Refuse: {status}\r\n")).await;
+        assert_eq!(answer, "HTTP/1.1 500 Internal Server Error", "{status}");
+    }
+    // Other refusals keep their status.
+    let answer = status_with(addr, "X-Refuse: 401\r\n").await;
+    assert_eq!(answer, "HTTP/1.1 401 Unauthorized");
+}
+
 /// Gates `before_upgrade` of requests with `X-Gate` and the `block` request: each reports
 /// it has begun, then waits for a permit of its semaphore.
 struct Gated {

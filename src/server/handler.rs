@@ -69,7 +69,8 @@ pub trait Handler: Send + Sync + 'static {
     /// `request` has the path, the headers and the extensions of the HTTP request;
     /// [`UpgradeRequest::attach`] hands what the hook learns (the user a cookie or a token
     /// names) to the connection, where every later hook reads it with
-    /// [`Connection::get`]. `Err(status)` refuses the upgrade with that HTTP status. The
+    /// [`Connection::get`]. `Err(status)` refuses the upgrade with that HTTP status (a
+    /// 1xx status, which is no final answer, becomes 500, logged at warn level). The
     /// default accepts every request.
     ///
     /// ```

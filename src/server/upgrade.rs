@@ -4,7 +4,8 @@
 //!
 //! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 426 for a WebSocket version
 //! other than 13 (RFC 6455 §4.4), 400 for anything else that is not a WebSocket upgrade,
-//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses; and for
+//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses (500 for
+//! a 1xx, which is no final answer); and for
 //! sockets read here, 431 for a head over the limit and 200 for `OPTIONS`.
 //!
 //! tungstenite's own server handshake takes a synchronous callback; reading the request
@@ -107,6 +108,12 @@ pub(crate) async fn accept<H: Handler>(
     }
     let mut upgrade = UpgradeRequest::new(request, remote_addr);
     if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
+        // A 1xx is no final answer (a 101 would even claim the switch): the client would
+        // wait for another response, or speak WebSocket to a closed socket.
+        if status.is_informational() {
+            tracing::warn!(%status, "before_upgrade refused with a 1xx status: answering 500");
+            return Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, ""));
+        }
         tracing::debug!(%status, "upgrade refused by the handler");
         return Err(Refusal::new(status, ""));
     }
