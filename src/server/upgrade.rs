@@ -1,5 +1,5 @@
-//! The HTTP upgrade: checking a request and asking the handler ([`accept`], one home for
-//! every way a request arrives), and the HTTP side of sockets the server accepts itself
+//! The HTTP upgrade: checking a request and asking the handler ([`check`] and [`accept`],
+//! one home for every way a request arrives), and the HTTP side of sockets the server accepts itself
 //! (read the request, answer with 101 or an error status).
 //!
 //! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 426 for a WebSocket version
@@ -67,14 +67,11 @@ pub(crate) struct Accepted {
     pub(crate) slot: Slot,
 }
 
-/// Checks an upgrade request and asks the handler; the one place that decides whether a
-/// request becomes a connection, for sockets the server reads itself and requests a hyper
-/// or axum application hands over alike. The caller bounds it by the handshake timeout.
-pub(crate) async fn accept<H: Handler>(
-    shared: &Shared<H>,
-    request: Request,
-    remote_addr: Option<SocketAddr>,
-) -> Result<Accepted, Refusal> {
+/// The server's own checks of an upgrade request, before anything is asked of the handler
+/// ([`accept`] then asks it); with `accept`, the one place that decides whether a request
+/// becomes a connection, for sockets the server reads itself and requests a hyper or axum
+/// application hands over alike. Returns the 101 response to send if it is accepted.
+pub(crate) fn check<H: Handler>(shared: &Shared<H>, request: &Request) -> Result<Response, Refusal> {
     if shared.is_shutting_down() {
         return Err(Refusal::SHUTTING_DOWN);
     }
@@ -90,7 +87,7 @@ pub(crate) async fn accept<H: Handler>(
             body: "unsupported WebSocket version",
         });
     }
-    let response = create_response(&request).map_err(|error| {
+    let response = create_response(request).map_err(|error| {
         tracing::debug!(%error, "not a WebSocket upgrade");
         Refusal::new(StatusCode::BAD_REQUEST, "not a WebSocket upgrade")
     })?;
@@ -106,6 +103,17 @@ pub(crate) async fn accept<H: Handler>(
     if shared.slots.is_full() {
         return Err(too_many_connections());
     }
+    Ok(response)
+}
+
+/// Asks the handler about a request that passed [`check`] (`response` is the 101 it
+/// made), and takes the connection's place. The caller bounds it by the handshake timeout.
+pub(crate) async fn accept<H: Handler>(
+    shared: &Shared<H>,
+    request: Request,
+    response: Response,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Accepted, Refusal> {
     let mut upgrade = UpgradeRequest::new(request, remote_addr);
     if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
         // A 1xx is no final answer (a 101 would even claim the switch): the client would
@@ -202,9 +210,12 @@ where
         return None;
     }
     let accepted = match read {
-        Ok((request, rest)) => accept(shared, request, remote_addr)
-            .await
-            .map(|accepted| (accepted, rest)),
+        Ok((request, rest)) => match check(shared, &request) {
+            Ok(response) => accept(shared, request, response, remote_addr)
+                .await
+                .map(|accepted| (accepted, rest)),
+            Err(refusal) => Err(refusal),
+        },
         Err(status) => Err(Refusal::new(status, "")),
     };
     let (accepted, rest) = match accepted {
