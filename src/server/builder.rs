@@ -159,9 +159,9 @@ impl<H: Handler> ServerBuilder<H> {
 
     /// Origins, besides the server's own host, whose pages may open connections: each
     /// `scheme://host[:port]` exactly as browsers send it in `Origin`, e.g.
-    /// `"https://app.example.com"` (compared without regard to case; a path or `*` fails
-    /// [`build`](Self::build) with [`ConfigError::Origin`]). Replaces the list of an
-    /// earlier call.
+    /// `"https://app.example.com"` (compared without regard to case; a path or a `*`
+    /// anywhere, as there are no wildcards, fails [`build`](Self::build) with
+    /// [`ConfigError::Origin`]). Replaces the list of an earlier call.
     ///
     /// By default an upgrade whose `Origin` header names another host than its `Host`
     /// header is refused with 403, as the Go reference server does: this is the defence
