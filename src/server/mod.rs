@@ -339,7 +339,7 @@ impl<H: Handler> Server<H> {
         let peer = Peer {
             remote_addr,
             user_agent: user_agent.map(Into::into),
-            extensions: Extensions::new(),
+            attached: Extensions::new(),
         };
         self.shared.connections.spawn(async move {
             let frame = if shared.is_shutting_down() {

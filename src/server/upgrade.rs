@@ -134,7 +134,7 @@ pub(crate) async fn accept<H: Handler>(
     let Some(slot) = shared.slots.try_take() else {
         return Err(too_many_connections());
     };
-    let (request, extensions) = upgrade.into_parts();
+    let (request, attached) = upgrade.into_parts();
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
@@ -143,7 +143,7 @@ pub(crate) async fn accept<H: Handler>(
     let peer = Peer {
         remote_addr,
         user_agent,
-        extensions,
+        attached,
     };
     Ok(Accepted {
         response,
