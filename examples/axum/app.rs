@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 
 use axum::response::Html;
+use axum::serve::ListenerExt;
 use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::sync::oneshot;
@@ -101,6 +102,11 @@ pub(crate) async fn start(addr: &str) -> std::io::Result<Running> {
     let server = Server::new(Greeter);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // The sockets are axum's: give them what the server's own listener sets (no Nagle
+    // delay on replies, TCP keep-alive). Without them a connection works, only less well.
+    let listener = listener.tap_io(|socket| {
+        let _ = tokio_webwire::server::configure_socket(socket);
+    });
     // With the client's address, for `Connection::remote_addr`.
     let app = router(server.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = oneshot::channel::<()>();

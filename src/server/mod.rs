@@ -6,7 +6,7 @@
 //! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
-//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
+//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; [`configure_socket`]: options of accepted sockets |
 //! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
 //! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
 //! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
@@ -80,7 +80,7 @@ use crate::transport::close_frame;
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
-pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
+pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 pub use upgrade_request::UpgradeRequest;
 
 use self::metrics::Metrics;
@@ -219,7 +219,9 @@ impl<H: Handler> Server<H> {
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
     ///
     /// Accepted sockets get `TCP_NODELAY` (replies are batched already) and TCP keep-alive
-    /// with a 30 s period, as the Go reference server's. For a listener that holds a burst
+    /// with a 30 s period, as the Go reference server's ([`configure_socket`]; sockets
+    /// given to [`serve_connection`](Self::serve_connection) or accepted by a mounting
+    /// application get them only if it calls that). For a listener that holds a burst
     /// of connections until they are accepted, see [`bind`].
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         self.accept_loop(listener, |server, socket, remote_addr| {
@@ -255,7 +257,7 @@ impl<H: Handler> Server<H> {
                 match accepted {
                     Ok((socket, remote_addr)) => {
                         // The connection works without them, only less well.
-                        if let Err(error) = listen::configure_accepted(&socket) {
+                        if let Err(error) = listen::configure_socket(&socket) {
                             tracing::debug!(%error, "socket options not set");
                         }
                         serve_socket(&server, socket, remote_addr);

@@ -46,7 +46,10 @@ impl<H: Handler> Server<H> {
     /// [`max_upgrade_request_size`](crate::server::ServerBuilder::max_upgrade_request_size):
     /// hyper reads the head, within its own limit (`http1::Builder::max_buf_size`).
     /// `remote_addr` is what [`Connection::remote_addr`](crate::server::Connection::remote_addr)
-    /// reports.
+    /// reports. The socket is the application's, so it lacks the `TCP_NODELAY` and TCP
+    /// keep-alive that [`serve`](Self::serve) sets: call
+    /// [`configure_socket`](crate::server::configure_socket) where it is accepted (with
+    /// axum, in the listener's `tap_io`).
     ///
     /// The response's body type is the application's (`String`, `Full<Bytes>`, axum's
     /// `Body`, ...): anything made from a `&'static str`. hyper must serve the HTTP
@@ -64,6 +67,8 @@ impl<H: Handler> Server<H> {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     /// loop {
     ///     let (socket, addr) = listener.accept().await?;
+    ///     // What `serve` sets on its own sockets: hyper's are the application's.
+    ///     let _ = tokio_webwire::server::configure_socket(&socket);
     ///     let server = server.clone();
     ///     let service = service_fn(move |request: Request<Incoming>| {
     ///         let server = server.clone();
