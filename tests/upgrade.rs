@@ -6,9 +6,11 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use common::{CountingHook, begin_shutdown, bounded, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
@@ -24,11 +26,16 @@ async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
 
 /// The status line the server answers an upgrade request with, `extra` header lines in it.
 async fn status_with(addr: SocketAddr, extra: &str) -> String {
+    let mut socket = bounded(TcpStream::connect(addr)).await.unwrap();
+    status_on(&mut socket, addr, extra).await
+}
+
+/// [`status_with`] on a socket already connected; the socket stays open.
+async fn status_on(socket: &mut TcpStream, addr: SocketAddr, extra: &str) -> String {
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
     bounded(socket.write_all(request.as_bytes())).await.unwrap();
     // The status line is all we need; a 101 is followed by a WebSocket, not an end.
     let mut head = Vec::new();
@@ -274,4 +281,33 @@ async fn a_hook_that_ends_after_the_shutdown_began_gets_503_not_101() {
     request_gate.add_permits(1);
     assert!(bounded(in_flight).await.unwrap().is_ok());
     bounded(shutdown).await.unwrap();
+}
+
+#[tokio::test]
+async fn sockets_beyond_max_pending_upgrades_are_closed_at_once() {
+    let server = Server::builder(())
+        .max_pending_upgrades(1)
+        // Far beyond the test's bound: a socket closed within it was not timed out.
+        .handshake_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let addr = listen(&server).await;
+    // Connected and silent: it waits for its upgrade, holding the one place. (Accepted
+    // first: the accept loop takes sockets in the order they connected.)
+    let mut waiting = bounded(TcpStream::connect(addr)).await.unwrap();
+    let mut beyond = bounded(TcpStream::connect(addr)).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = bounded(beyond.read(&mut byte)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed unanswered: {read:?}");
+
+    // The waiting socket is still served.
+    assert_eq!(status_on(&mut waiting, addr, "").await, SWITCHING);
+    // Its place is given back before the connection's first frame (AcceptConf) is sent:
+    // once a byte of it is in, another socket may wait for its upgrade.
+    let mut head = b"\r\n".to_vec();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(bounded(waiting.read_u8()).await.unwrap());
+    }
+    bounded(waiting.read_u8()).await.unwrap();
+    assert_eq!(status_with(addr, "").await, SWITCHING);
 }

@@ -68,6 +68,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Extensions;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -128,6 +129,8 @@ pub(crate) struct Shared<H> {
     next_connection_id: AtomicU64,
     /// Live WebWire connections, against `max_connections`.
     pub(crate) slots: Arc<Slots>,
+    /// Sockets of ours not yet upgraded, against `max_pending_upgrades` (`None`: no limit).
+    pending_upgrades: Option<Arc<Semaphore>>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
     /// The metric handles (nothing without the `metrics` feature).
@@ -147,7 +150,11 @@ impl<H> Shared<H> {
             max: config.max_connections,
             metrics: metrics.clone(),
         });
+        // Capped at the most a semaphore holds: a limit that large is no limit anyway.
+        let pending_upgrades = (config.max_pending_upgrades != 0)
+            .then(|| Arc::new(Semaphore::new(config.max_pending_upgrades.min(Semaphore::MAX_PERMITS))));
         Shared {
+            pending_upgrades,
             sessions: Arc::new(Sessions::new(sessions, events)),
             handler,
             config,
@@ -278,7 +285,9 @@ impl<H: Handler> Server<H> {
 
     /// Serves one accepted connection (headless mode): reads its HTTP upgrade request,
     /// asks [`Handler::before_upgrade`], upgrades it and serves it until it closes.
-    /// Runs on its own task and is included in [`shutdown`](Self::shutdown).
+    /// Runs on its own task and is included in [`shutdown`](Self::shutdown). Counted
+    /// against [`max_pending_upgrades`](ServerBuilder::max_pending_upgrades) until it is
+    /// upgraded: beyond it, `io` is closed at once.
     ///
     /// ```no_run
     /// # async fn run(server: tokio_webwire::server::Server<()>) -> std::io::Result<()> {
@@ -299,7 +308,8 @@ impl<H: Handler> Server<H> {
 
     /// Serves the connection `io` resolves to (a socket, or a TLS stream after its
     /// handshake) on a task of its own, included in [`shutdown`](Self::shutdown): the
-    /// upgrade (`io` included) within the handshake timeout, then the driver.
+    /// upgrade (`io` included) within the handshake timeout, then the driver. Beyond
+    /// `max_pending_upgrades`, `io` is dropped at once.
     fn serve_stream<S>(
         &self,
         io: impl Future<Output = io::Result<S>> + Send + 'static,
@@ -307,11 +317,25 @@ impl<H: Handler> Server<H> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Taken here, not in the task: the accept loop takes the next socket only after
+        // this one's place is decided.
+        let pending = match self.shared.pending_upgrades.as_ref() {
+            Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Dropping `io` closes the socket before any TLS or HTTP work on it.
+                    tracing::debug!(?remote_addr, "socket closed: too many pending upgrades");
+                    return;
+                }
+            },
+            None => None,
+        };
         let shared = Arc::clone(&self.shared);
         let fut = async move {
             // Boxed while it runs: the upgrade's buffers do not stay in the connection's
             // task for its whole life.
             let upgraded = Box::pin(upgrade::upgrade(&shared, io, remote_addr)).await;
+            drop(pending);
             if let Some((ws, peer, slot)) = upgraded {
                 driver::serve(shared, ws, peer, slot).await;
             }

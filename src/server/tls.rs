@@ -18,6 +18,15 @@ impl<H: Handler> Server<H> {
     /// with the upgrade; a client that fails it is dropped (and logged at debug level).
     /// Offer no `h2` in the configuration's ALPN protocols: the upgrade is HTTP/1.1.
     ///
+    /// Every handshake costs CPU before the client has shown anything, and
+    /// [`max_connections`](crate::server::ServerBuilder::max_connections) counts only
+    /// upgraded connections. What bounds handshakes: each by the handshake timeout, all
+    /// together by
+    /// [`max_pending_upgrades`](crate::server::ServerBuilder::max_pending_upgrades)
+    /// (1024 by default; sockets beyond are closed before their handshake). Neither tells
+    /// one client from another: limit connections per address in front of the server (a
+    /// reverse proxy, a load balancer, the firewall).
+    ///
     /// ```no_run
     /// use std::sync::Arc;
     /// use tokio_webwire::server::Server;
