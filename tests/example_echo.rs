@@ -7,7 +7,6 @@ mod echo_client;
 #[path = "../examples/echo/server.rs"]
 mod echo_server;
 
-
 use common::bounded;
 use tokio::sync::mpsc;
 use tokio_webwire::client::{ClientHandler, Reconnect};

@@ -15,8 +15,8 @@ use tokio_webwire::client::Reconnect;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 use tokio_webwire::tokio_rustls::TlsAcceptor;
-use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_webwire::tokio_rustls::rustls::crypto::{CryptoProvider, ring};
+use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_webwire::{Client, ConnectError, Payload};
 

@@ -298,7 +298,10 @@ async fn sockets_beyond_max_pending_upgrades_are_closed_at_once() {
     let mut beyond = bounded(TcpStream::connect(addr)).await.unwrap();
     let mut byte = [0u8; 1];
     let read = bounded(beyond.read(&mut byte)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed unanswered: {read:?}");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed unanswered: {read:?}"
+    );
 
     // The waiting socket is still served.
     assert_eq!(status_on(&mut waiting, addr, "").await, SWITCHING);

@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 
 use axum::response::Html;
-use axum::serve::ListenerExt;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

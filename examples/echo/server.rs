@@ -88,9 +88,9 @@ fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_webwire::tokio_rustls::TlsAcceptor, Box<dyn Error + Send + Sync>> {
-    use tokio_webwire::tokio_rustls::rustls::{ServerConfig, crypto::ring};
     use tokio_webwire::tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_webwire::tokio_rustls::rustls::{ServerConfig, crypto::ring};
 
     let named = |path: &std::path::Path, error: &dyn std::fmt::Display| {
         format!("{}: {error}", path.display())

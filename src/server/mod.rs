@@ -151,8 +151,11 @@ impl<H> Shared<H> {
             metrics: metrics.clone(),
         });
         // Capped at the most a semaphore holds: a limit that large is no limit anyway.
-        let pending_upgrades = (config.max_pending_upgrades != 0)
-            .then(|| Arc::new(Semaphore::new(config.max_pending_upgrades.min(Semaphore::MAX_PERMITS))));
+        let pending_upgrades = (config.max_pending_upgrades != 0).then(|| {
+            Arc::new(Semaphore::new(
+                config.max_pending_upgrades.min(Semaphore::MAX_PERMITS),
+            ))
+        });
         Shared {
             pending_upgrades,
             sessions: Arc::new(Sessions::new(sessions, events)),

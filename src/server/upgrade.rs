@@ -71,7 +71,10 @@ pub(crate) struct Accepted {
 /// ([`accept`] then asks it); with `accept`, the one place that decides whether a request
 /// becomes a connection, for sockets the server reads itself and requests a hyper or axum
 /// application hands over alike. Returns the 101 response to send if it is accepted.
-pub(crate) fn check<H: Handler>(shared: &Shared<H>, request: &Request) -> Result<Response, Refusal> {
+pub(crate) fn check<H: Handler>(
+    shared: &Shared<H>,
+    request: &Request,
+) -> Result<Response, Refusal> {
     if shared.is_shutting_down() {
         return Err(Refusal::SHUTTING_DOWN);
     }

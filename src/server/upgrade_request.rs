@@ -142,7 +142,10 @@ mod tests {
         request.attach(42_u32);
         let debug = format!("{request:?}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
-        assert!(debug.contains("cookie") && debug.contains("authorization"), "{debug}");
+        assert!(
+            debug.contains("cookie") && debug.contains("authorization"),
+            "{debug}"
+        );
         assert!(debug.contains("\"/ws\""), "{debug}");
     }
 }
