@@ -9,7 +9,7 @@
 //! feature is not needed.
 //!
 //! ```no_run
-//! use axum::{Router, routing::get};
+//! use axum::{Router, routing::get, serve::ListenerExt};
 //! use tokio_webwire::server::Server;
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -18,10 +18,20 @@
 //!     .route("/", get(|| async { "a page" }))
 //!     .route("/ws", get(tokio_webwire::axum::upgrade::<()>))
 //!     .with_state(server.clone());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // axum accepts the sockets, so give them what `Server::serve` gives its own:
+//! // TCP_NODELAY and keep-alive.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+//!     .await?
+//!     .tap_io(|socket| {
+//!         let _ = tokio_webwire::server::configure_socket(socket);
+//!     });
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The sockets are axum's: without `tap_io` and
+//! [`configure_socket`](crate::server::configure_socket) they lack the `TCP_NODELAY` (a
+//! reply may wait for an acknowledgement) and keep-alive of the server's own listener.
 //!
 //! With a state of your own, let the server be taken from it (`impl FromRef<AppState> for
 //! Server<App>`). Serve the router with

@@ -38,6 +38,9 @@ async fn one_port_serves_the_page_and_webwire() {
         reply,
         Payload::utf8("hello, alice (on the axum example): hi")
     );
+    // What the echo example's client sends (`--client ws://…/ws`).
+    let echoed = bounded(client.request("echo", Payload::utf16("über axum"))).await;
+    assert_eq!(echoed, Ok(Payload::utf16("über axum")));
 
     // `before_upgrade` refuses a name it does not like; the router, paths it does not have.
     for (path, status) in [("/ws?name=a%20b", 400), ("/nowhere", 404)] {

@@ -127,10 +127,11 @@ async fn a_larger_limit_echoes_a_256_kib_payload() {
 #[tokio::test]
 async fn the_server_serves_wss_from_pem_files() {
     use std::sync::Arc;
+    use tokio_webwire::tokio_rustls::rustls::crypto::ring;
     use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
     let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
     let dir = std::env::temp_dir().join(format!("tokio-webwire-echo-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -149,14 +150,16 @@ async fn the_server_serves_wss_from_pem_files() {
     let (server, addr) = started.expect("serves");
     let mut roots = RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
-    let trusting = ClientConfig::builder()
+    let trusting = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     let client = bounded(
         Client::builder()
             .tls_config(Arc::new(trusting))
             .reconnect(Reconnect::Off)
-            .connect(format!("wss://localhost:{}/", addr.port())),
+            .connect(format!("wss://{addr}/")),
     )
     .await
     .unwrap();

@@ -7,6 +7,8 @@ mod common;
 
 #[path = "../examples/echo/client.rs"]
 mod echo_client;
+// Its `--tls` start is tested in example_echo.rs, not here (unused with `rustls`).
+#[allow(dead_code)]
 #[path = "../examples/echo/server.rs"]
 mod echo_server;
 

@@ -7,11 +7,12 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Extension, Router};
-use common::{RawClient, begin_shutdown, bounded};
+use common::{CountingHook, RawClient, begin_shutdown, bounded};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -129,7 +130,7 @@ async fn serve_axum(server: &Server<App>) -> SocketAddr {
 }
 
 /// Serves `server` at `/ws` on a bare hyper 1 server; other paths get 404.
-async fn serve_hyper(server: &Server<App>) -> SocketAddr {
+async fn serve_hyper<H: Handler>(server: &Server<H>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = server.clone();
@@ -382,13 +383,17 @@ fn handed_over(path: &str) -> Request<()> {
 
 #[tokio::test]
 async fn a_request_hyper_cannot_upgrade_gets_500_and_frees_its_place() {
-    let (app, _events) = app();
-    let server = Server::builder(app).max_connections(1).build().unwrap();
+    let server = Server::builder(CountingHook::default())
+        .max_connections(1)
+        .build()
+        .unwrap();
     for _ in 0..2 {
         let response: Response<String> = bounded(server.upgrade(handed_over("/ws"), None)).await;
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(server.connection_count(), 0);
     }
+    // Found out before the hook: it is not asked about a request that cannot be upgraded.
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -403,9 +408,18 @@ async fn a_hook_that_hangs_is_answered_with_503_at_the_handshake_timeout() {
         .handshake_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    // Through hyper's server, whose requests can be upgraded: the hook is asked.
+    let addr = serve_hyper(&server).await;
     let started = tokio::time::Instant::now();
-    let response: Response<String> = server.upgrade(handed_over("/ws"), None).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(response.body(), "upgrade timed out");
-    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    let answer = exchange(addr, &upgrade_request("/ws", "")).await.0;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    // Paused time moves on while every task waits, the socket's read included.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
 }

@@ -4,10 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use common::{bounded, listen};
+use common::{CountingHook, begin_shutdown, bounded, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
@@ -17,11 +21,21 @@ use tokio_webwire::{Client, Payload};
 /// header (none if `None`), `Host: 127.0.0.1:<port>` as browsers send it.
 async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
     let origin = origin.map_or(String::new(), |origin| format!("Origin: {origin}\r\n"));
+    status_with(addr, &origin).await
+}
+
+/// The status line the server answers an upgrade request with, `extra` header lines in it.
+async fn status_with(addr: SocketAddr, extra: &str) -> String {
+    let mut socket = bounded(TcpStream::connect(addr)).await.unwrap();
+    status_on(&mut socket, addr, extra).await
+}
+
+/// [`status_with`] on a socket already connected; the socket stays open.
+async fn status_on(socket: &mut TcpStream, addr: SocketAddr, extra: &str) -> String {
     let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{origin}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
     bounded(socket.write_all(request.as_bytes())).await.unwrap();
     // The status line is all we need; a 101 is followed by a WebSocket, not an end.
     let mut head = Vec::new();
@@ -33,6 +47,7 @@ async fn status_for(addr: SocketAddr, origin: Option<&str>) -> String {
 
 const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols";
 const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden";
+const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable";
 
 #[tokio::test]
 async fn a_page_of_another_site_is_refused_by_default() {
@@ -174,4 +189,128 @@ async fn data_attached_before_the_upgrade_reaches_every_later_hook() {
         Some(tokio_webwire::ConnectError::Http { status: 401 })
     );
     bounded(server.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_full_server_answers_503_without_asking_the_hook() {
+    let server = Server::builder(CountingHook::default())
+        .max_connections(1)
+        .build()
+        .unwrap();
+    let addr = listen(&server).await;
+    // Holds the one place (taken before its 101, so before `connect` returns).
+    let _first = bounded(Client::builder().connect(format!("ws://{addr}/")))
+        .await
+        .unwrap();
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
+    assert_eq!(status_for(addr, None).await, UNAVAILABLE);
+    // The hook may be an auth backend's call: a full server does not make it.
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_hook_refusing_with_a_1xx_status_is_answered_with_500() {
+    let server = Server::new(CountingHook::default());
+    let addr = listen(&server).await;
+    for status in ["101", "100"] {
+        let answer = status_with(addr, &format!("X-Refuse: {status}\r\n")).await;
+        assert_eq!(answer, "HTTP/1.1 500 Internal Server Error", "{status}");
+    }
+    // Other refusals keep their status.
+    let answer = status_with(addr, "X-Refuse: 401\r\n").await;
+    assert_eq!(answer, "HTTP/1.1 401 Unauthorized");
+}
+
+/// Gates `before_upgrade` of requests with `X-Gate` and the `block` request: each reports
+/// it has begun, then waits for a permit of its semaphore.
+struct Gated {
+    hook_entered: mpsc::UnboundedSender<()>,
+    hook_gate: Arc<Semaphore>,
+    request_entered: mpsc::UnboundedSender<()>,
+    request_gate: Arc<Semaphore>,
+}
+
+impl Handler for Gated {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        if request.headers().contains_key("x-gate") {
+            let _ = self.hook_entered.send(());
+            let _permit = self.hook_gate.acquire().await;
+        }
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        _: &Connection,
+        _: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        let _ = self.request_entered.send(());
+        let _permit = self.request_gate.acquire().await;
+        Ok(payload)
+    }
+}
+
+#[tokio::test]
+async fn a_hook_that_ends_after_the_shutdown_began_gets_503_not_101() {
+    let (hook_entered, mut hook_began) = mpsc::unbounded_channel();
+    let (request_entered, mut request_began) = mpsc::unbounded_channel();
+    let hook_gate = Arc::new(Semaphore::new(0));
+    let request_gate = Arc::new(Semaphore::new(0));
+    let server = Server::new(Gated {
+        hook_entered,
+        hook_gate: Arc::clone(&hook_gate),
+        request_entered,
+        request_gate: Arc::clone(&request_gate),
+    });
+    let addr = listen(&server).await;
+    // A request in flight holds the shutdown in its first step (draining the handlers),
+    // while upgrades are still answered.
+    let client = bounded(Client::builder().connect(format!("ws://{addr}/")))
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(async move { client.request("block", "x").await });
+    bounded(request_began.recv()).await;
+    let upgrade = tokio::spawn(async move { status_with(addr, "X-Gate: 1\r\n").await });
+    bounded(hook_began.recv()).await;
+
+    let shutdown = begin_shutdown(&server).await;
+    hook_gate.add_permits(1);
+    assert_eq!(bounded(upgrade).await.unwrap(), UNAVAILABLE);
+
+    request_gate.add_permits(1);
+    assert!(bounded(in_flight).await.unwrap().is_ok());
+    bounded(shutdown).await.unwrap();
+}
+
+#[tokio::test]
+async fn sockets_beyond_max_pending_upgrades_are_closed_at_once() {
+    let server = Server::builder(())
+        .max_pending_upgrades(1)
+        // Far beyond the test's bound: a socket closed within it was not timed out.
+        .handshake_timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let addr = listen(&server).await;
+    // Connected and silent: it waits for its upgrade, holding the one place. (Accepted
+    // first: the accept loop takes sockets in the order they connected.)
+    let mut waiting = bounded(TcpStream::connect(addr)).await.unwrap();
+    let mut beyond = bounded(TcpStream::connect(addr)).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = bounded(beyond.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed unanswered: {read:?}"
+    );
+
+    // The waiting socket is still served.
+    assert_eq!(status_on(&mut waiting, addr, "").await, SWITCHING);
+    // Its place is given back before the connection's first frame (AcceptConf) is sent:
+    // once a byte of it is in, another socket may wait for its upgrade.
+    let mut head = b"\r\n".to_vec();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(bounded(waiting.read_u8()).await.unwrap());
+    }
+    bounded(waiting.read_u8()).await.unwrap();
+    assert_eq!(status_with(addr, "").await, SWITCHING);
 }

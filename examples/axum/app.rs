@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 use axum::response::Html;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Extension, Router};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,7 +53,8 @@ impl Handler for Greeter {
         Ok(())
     }
 
-    /// `hello`: a greeting for the visitor, with the payload's text.
+    /// `hello`: a greeting for the visitor, with the payload's text; `echo`: the payload
+    /// as it came (what `cargo run --example echo -- --client` sends).
     async fn request(
         &self,
         conn: &Connection,
@@ -67,6 +69,7 @@ impl Handler for Greeter {
                     payload.to_text()?
                 )))
             }
+            "echo" => Ok(payload),
             _ => Err(HandlerError::reply(
                 ErrorCode::from_static("UNKNOWN"),
                 "no such request",
@@ -99,6 +102,11 @@ pub(crate) async fn start(addr: &str) -> std::io::Result<Running> {
     let server = Server::new(Greeter);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // The sockets are axum's: give them what the server's own listener sets (no Nagle
+    // delay on replies, TCP keep-alive). Without them a connection works, only less well.
+    let listener = listener.tap_io(|socket| {
+        let _ = tokio_webwire::server::configure_socket(socket);
+    });
     // With the client's address, for `Connection::remote_addr`.
     let app = router(server.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_http, stopped) = oneshot::channel::<()>();
@@ -148,19 +156,26 @@ const log = (line) => { document.getElementById("log").textContent += line + "\n
 const utf8 = new TextEncoder(), text = new TextDecoder();
 let ws, nextId = 1;
 document.getElementById("connect").onclick = () => {
+  // Connect again: the old connection goes, and its heartbeat with it (onclose).
+  if (ws) ws.close();
   const name = encodeURIComponent(document.getElementById("name").value);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/ws?name=${name}`);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => { document.getElementById("send").disabled = false; log("connected"); };
-  ws.onclose = () => { document.getElementById("send").disabled = true; log("closed"); };
-  ws.onmessage = (event) => {
+  const socket = new WebSocket(`${scheme}://${location.host}/ws?name=${name}`);
+  ws = socket;
+  socket.binaryType = "arraybuffer";
+  // A heartbeat well within the server's read timeout (60 s), one per connection.
+  const heartbeat = setInterval(() => socket.readyState === 1 && socket.send(new Uint8Array([33])), 30000);
+  socket.onopen = () => { document.getElementById("send").disabled = false; log("connected"); };
+  socket.onclose = () => {
+    clearInterval(heartbeat);
+    if (ws === socket) document.getElementById("send").disabled = true;
+    log("closed");
+  };
+  socket.onmessage = (event) => {
     const frame = new Uint8Array(event.data);
     if (frame[0] === 0xc0) log("reply: " + text.decode(frame.subarray(9)));       // ReplyUtf8
     else if (frame[0] === 0x00) log("error: " + text.decode(frame.subarray(10 + frame[9])));
   };
-  // A heartbeat well within the server's read timeout (60 s).
-  setInterval(() => ws.readyState === 1 && ws.send(new Uint8Array([33])), 30000);
 };
 document.getElementById("send").onclick = () => {
   // RequestUtf8: type 0x80, 8-byte id (little-endian), name length, name, payload.

@@ -6,7 +6,8 @@
 //! cargo run --example echo -- --client ws://127.0.0.1:8080/ws       # any WebWire client
 //! ```
 //!
-//! Open the page in a browser, connect and send `hello` requests. The router (`app.rs`)
+//! Open the page in a browser, connect and send `hello` requests; the echo example's
+//! client sends `echo` requests, which are answered too. The router (`app.rs`)
 //! serves the page at `/` and hands `/ws` to the WebWire server, whose `before_upgrade`
 //! reads the visitor's name from the query and attaches it to the connection. Ctrl-C
 //! shuts both down. `tests/example_axum.rs` runs it.

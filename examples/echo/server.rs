@@ -88,9 +88,9 @@ fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<tokio_webwire::tokio_rustls::TlsAcceptor, Box<dyn Error + Send + Sync>> {
-    use tokio_webwire::tokio_rustls::rustls::ServerConfig;
     use tokio_webwire::tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_webwire::tokio_rustls::rustls::{ServerConfig, crypto::ring};
 
     let named = |path: &std::path::Path, error: &dyn std::fmt::Display| {
         format!("{}: {error}", path.display())
@@ -99,7 +99,11 @@ fn tls_acceptor(
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|error| named(cert, &error))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|error| named(key, &error))?;
-    let config = ServerConfig::builder()
+    // The provider named: `ServerConfig::builder()` panics in a program that links ring
+    // and aws-lc-rs both and installs no default.
+    let provider = std::sync::Arc::new(ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(std::sync::Arc::new(config).into())

@@ -216,14 +216,19 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// ```no_run
     /// use std::sync::Arc;
     /// use tokio_webwire::Client;
-    /// use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    /// use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
     /// use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
     ///
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// // Trust a private CA only.
     /// let mut roots = RootCertStore::empty();
     /// roots.add(CertificateDer::from_pem_file("ca.pem")?)?;
-    /// let config = ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    /// // The provider named: `ClientConfig::builder()` panics when the program links both
+    /// // ring and aws-lc-rs and installs no default (`CryptoProvider::install_default`).
+    /// let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
     /// let client = Client::builder()
     ///     .tls_config(Arc::new(config))
     ///     .connect("wss://internal.example:8443/")

@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// 0: no limit.
+    pub(crate) max_pending_upgrades: usize,
     /// Which `Origin`s may open a connection.
     pub(crate) origins: Origins,
     /// The handshake every connection starts with, encoded once.
@@ -71,6 +73,7 @@ pub(crate) struct Config {
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
 /// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
 /// | [`max_connections`](Self::max_connections) | 10 000 | open connections at once; 503 beyond |
+/// | [`max_pending_upgrades`](Self::max_pending_upgrades) | 1024 | accepted sockets not yet upgraded (TLS handshake, HTTP request, `before_upgrade`); sockets beyond are closed at once |
 /// | [`allowed_origins`](Self::allowed_origins), [`allow_any_origin`](Self::allow_any_origin) | same host only | which browser pages may connect (403 for others) |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
@@ -114,6 +117,7 @@ pub struct ServerBuilder<H> {
     shutdown_timeout: Duration,
     close_timeout: Duration,
     max_connections: usize,
+    max_pending_upgrades: usize,
     /// `None`: any origin; else the listed ones (and the same host), checked by `build`.
     allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
@@ -134,6 +138,7 @@ impl<H: Handler> ServerBuilder<H> {
             shutdown_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(2),
             max_connections: 10_000,
+            max_pending_upgrades: 1024,
             allowed_origins: Some(Vec::new()),
             sessions: SessionConfig {
                 enabled: true,
@@ -147,7 +152,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// How many WebWire connections may be open at once (default 10 000; 0: no limit).
     /// Beyond it, upgrades are refused with HTTP 503 `too many connections` (headless
     /// WebSockets are closed with code 1013), so a flood of clients cannot exhaust memory
-    /// or file descriptors. An idle connection costs about 10 KiB; the most any connection
+    /// or file descriptors; a full server refuses before
+    /// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) runs, and
+    /// again after it if the last place went meanwhile. An idle connection costs about 10 KiB; the most any connection
     /// can make the server hold is [`memory_per_connection`](Self::memory_per_connection),
     /// so this limit times that is the server's bound ([`memory_bound`](Self::memory_bound)).
     pub fn max_connections(mut self, limit: usize) -> Self {
@@ -155,11 +162,35 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
+    /// How many sockets may wait for their upgrade at once (default 1024; 0: no limit):
+    /// sockets the server accepted (or was given, headless) whose TLS handshake, HTTP
+    /// request or [`before_upgrade`](crate::server::Handler::before_upgrade) is not done
+    /// yet. A socket beyond it is closed at once, before any TLS or HTTP work.
+    ///
+    /// Until the upgrade, nothing else bounds them but the
+    /// [`handshake_timeout`](Self::handshake_timeout): without this limit, a flood of
+    /// sockets that open TLS handshakes (each costing CPU) or send their request slowly
+    /// would all be served at once, [`max_connections`](Self::max_connections) counting
+    /// only upgraded connections. Requests a hyper or axum application hands over
+    /// (`Server::upgrade`) are not counted: the application accepted and read them.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// // A small server: a few hundred clients, each connecting once.
+    /// let server = Server::builder(()).max_pending_upgrades(256).build().unwrap();
+    /// # drop(server);
+    /// ```
+    pub fn max_pending_upgrades(mut self, limit: usize) -> Self {
+        self.max_pending_upgrades = limit;
+        self
+    }
+
     /// Origins, besides the server's own host, whose pages may open connections: each
     /// `scheme://host[:port]` exactly as browsers send it in `Origin`, e.g.
-    /// `"https://app.example.com"` (compared without regard to case; a path or `*` fails
-    /// [`build`](Self::build) with [`ConfigError::Origin`]). Replaces the list of an
-    /// earlier call.
+    /// `"https://app.example.com"` (compared without regard to case; a path or a `*`
+    /// anywhere, as there are no wildcards, fails [`build`](Self::build) with
+    /// [`ConfigError::Origin`]). Replaces the list of an earlier call.
     ///
     /// By default an upgrade whose `Origin` header names another host than its `Host`
     /// header is refused with 403, as the Go reference server does: this is the defence
@@ -427,6 +458,7 @@ impl<H: Handler> ServerBuilder<H> {
             shutdown_timeout: self.shutdown_timeout,
             close_timeout: self.close_timeout,
             max_connections: self.max_connections,
+            max_pending_upgrades: self.max_pending_upgrades,
             origins,
             accept_conf,
         };
@@ -467,6 +499,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_pending_upgrades", &self.max_pending_upgrades)
             .field("allowed_origins", &self.allowed_origins)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)

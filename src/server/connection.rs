@@ -59,7 +59,7 @@ struct Inner {
     remote_addr: Option<SocketAddr>,
     user_agent: Option<Box<str>>,
     /// What `before_upgrade` attached.
-    extensions: Extensions,
+    attached: Extensions,
     connected_at: SystemTime,
     max_message_size: usize,
     /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
@@ -91,7 +91,7 @@ pub(crate) struct Peer {
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) user_agent: Option<Box<str>>,
     /// What `before_upgrade` attached ([`UpgradeRequest::attach`](crate::server::UpgradeRequest::attach)).
-    pub(crate) extensions: Extensions,
+    pub(crate) attached: Extensions,
 }
 
 impl Connection {
@@ -107,7 +107,7 @@ impl Connection {
                 id,
                 remote_addr: peer.remote_addr,
                 user_agent: peer.user_agent,
-                extensions: peer.extensions,
+                attached: peer.attached,
                 connected_at: SystemTime::now(),
                 max_message_size,
                 outbox: Outbox::default(),
@@ -157,14 +157,26 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.inner.extensions.get::<T>()
+        self.inner.attached.get::<T>()
     }
 
     /// Everything [`Handler::before_upgrade`](crate::server::Handler::before_upgrade)
-    /// attached to this connection (see [`get`](Self::get)).
+    /// attached to this connection (see [`get`](Self::get)): the counterpart of
+    /// [`UpgradeRequest::attached`](crate::server::UpgradeRequest::attached), not the HTTP
+    /// request's extensions (those are
+    /// [`UpgradeRequest::extensions`](crate::server::UpgradeRequest::extensions), seen
+    /// by the hook only).
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// if conn.attached().is_empty() {
+    ///     println!("connection {}: nothing attached", conn.id());
+    /// }
+    /// # }
+    /// ```
     #[must_use]
-    pub fn extensions(&self) -> &Extensions {
-        &self.inner.extensions
+    pub fn attached(&self) -> &Extensions {
+        &self.inner.attached
     }
 
     /// When the connection was established.

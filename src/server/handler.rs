@@ -59,13 +59,18 @@ pub trait Handler: Send + Sync + 'static {
     /// sockets it accepts itself ([`Server::serve`](crate::server::Server::serve),
     /// [`Server::serve_connection`](crate::server::Server::serve_connection)) and requests
     /// an HTTP application hands over (`Server::upgrade` with the `hyper` feature, axum's
-    /// handler with `axum`), after the server's own checks (a WebSocket upgrade, version
-    /// 13, an allowed `Origin`: see
-    /// [`ServerBuilder::allowed_origins`](crate::server::ServerBuilder::allowed_origins)).
+    /// handler with `axum`), after the server's own checks (not shutting down, a WebSocket
+    /// upgrade, version 13, an allowed `Origin`: see
+    /// [`ServerBuilder::allowed_origins`](crate::server::ServerBuilder::allowed_origins);
+    /// not full: a server at
+    /// [`max_connections`](crate::server::ServerBuilder::max_connections) answers 503
+    /// without asking the hook). The connection's place is taken after the hook, and the
+    /// server checks again then whether it is full or shutting down (503 either way).
     /// `request` has the path, the headers and the extensions of the HTTP request;
     /// [`UpgradeRequest::attach`] hands what the hook learns (the user a cookie or a token
     /// names) to the connection, where every later hook reads it with
-    /// [`Connection::get`]. `Err(status)` refuses the upgrade with that HTTP status. The
+    /// [`Connection::get`]. `Err(status)` refuses the upgrade with that HTTP status (a
+    /// 1xx status, which is no final answer, becomes 500, logged at warn level). The
     /// default accepts every request.
     ///
     /// ```

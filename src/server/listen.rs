@@ -86,8 +86,29 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// §1.2). The first probe goes out after this long without traffic, then one per period.
 const KEEPALIVE_PERIOD: Duration = Duration::from_secs(30);
 
-/// Sets the options of a socket [`Server::serve`](super::Server::serve) accepted.
-pub(crate) fn configure_accepted(socket: &TcpStream) -> io::Result<()> {
+/// Sets the options [`Server::serve`](super::Server::serve) gives the sockets it accepts:
+/// `TCP_NODELAY` (replies are batched already: Nagle's algorithm would only delay them)
+/// and TCP keep-alive with a 30 s period, as the Go reference server's.
+///
+/// For sockets accepted by someone else: an axum or hyper application that mounts the
+/// server ([`Server::upgrade`](super::Server::upgrade)) or a headless accept loop
+/// ([`Server::serve_connection`](super::Server::serve_connection)). The server cannot
+/// reach those sockets itself. With axum 0.8, call it in the listener's
+/// `axum::serve::ListenerExt::tap_io` (as `examples/axum` does); otherwise where the
+/// socket is accepted:
+///
+/// ```no_run
+/// # async fn run(server: tokio_webwire::server::Server<()>) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8081").await?;
+/// loop {
+///     let (socket, addr) = listener.accept().await?;
+///     // Works without them, only less well: not worth refusing the client.
+///     let _ = tokio_webwire::server::configure_socket(&socket);
+///     server.serve_connection(socket, Some(addr));
+/// }
+/// # }
+/// ```
+pub fn configure_socket(socket: &TcpStream) -> io::Result<()> {
     // Replies are batched by the connection's driver: Nagle would only add delay.
     socket.set_nodelay(true)?;
     // As the reference server: the kernel finds a peer that vanished without a FIN (a host
@@ -113,7 +134,7 @@ mod tests {
     use socket2::SockRef;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::configure_accepted;
+    use super::configure_socket;
 
     /// An accepted socket (and its peer, kept open).
     async fn accepted() -> (TcpStream, TcpStream) {
@@ -126,7 +147,7 @@ mod tests {
     #[tokio::test]
     async fn accepted_sockets_get_no_delay_and_keep_alive_every_30_s() {
         let (socket, _peer) = accepted().await;
-        configure_accepted(&socket).expect("options set");
+        configure_socket(&socket).expect("options set");
         let options = SockRef::from(&socket);
         assert!(socket.nodelay().expect("nodelay"));
         assert!(options.keepalive().expect("SO_KEEPALIVE"));

@@ -6,7 +6,7 @@
 //! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
 //! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
 //! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
-//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; options of accepted sockets |
+//! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; [`configure_socket`]: options of accepted sockets |
 //! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
 //! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
 //! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
@@ -68,6 +68,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Extensions;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -80,7 +81,7 @@ use crate::transport::close_frame;
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
-pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog};
+pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 pub use upgrade_request::UpgradeRequest;
 
 use self::metrics::Metrics;
@@ -128,6 +129,8 @@ pub(crate) struct Shared<H> {
     next_connection_id: AtomicU64,
     /// Live WebWire connections, against `max_connections`.
     pub(crate) slots: Arc<Slots>,
+    /// Sockets of ours not yet upgraded, against `max_pending_upgrades` (`None`: no limit).
+    pending_upgrades: Option<Arc<Semaphore>>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
     /// The metric handles (nothing without the `metrics` feature).
@@ -147,7 +150,14 @@ impl<H> Shared<H> {
             max: config.max_connections,
             metrics: metrics.clone(),
         });
+        // Capped at the most a semaphore holds: a limit that large is no limit anyway.
+        let pending_upgrades = (config.max_pending_upgrades != 0).then(|| {
+            Arc::new(Semaphore::new(
+                config.max_pending_upgrades.min(Semaphore::MAX_PERMITS),
+            ))
+        });
         Shared {
+            pending_upgrades,
             sessions: Arc::new(Sessions::new(sessions, events)),
             handler,
             config,
@@ -219,7 +229,9 @@ impl<H: Handler> Server<H> {
     /// and retried, never returned. Cancel safety: dropping the future only stops accepting.
     ///
     /// Accepted sockets get `TCP_NODELAY` (replies are batched already) and TCP keep-alive
-    /// with a 30 s period, as the Go reference server's. For a listener that holds a burst
+    /// with a 30 s period, as the Go reference server's ([`configure_socket`]; sockets
+    /// given to [`serve_connection`](Self::serve_connection) or accepted by a mounting
+    /// application get them only if it calls that). For a listener that holds a burst
     /// of connections until they are accepted, see [`bind`].
     pub fn serve(&self, listener: TcpListener) -> impl Future<Output = ()> + Send + 'static {
         self.accept_loop(listener, |server, socket, remote_addr| {
@@ -255,7 +267,7 @@ impl<H: Handler> Server<H> {
                 match accepted {
                     Ok((socket, remote_addr)) => {
                         // The connection works without them, only less well.
-                        if let Err(error) = listen::configure_accepted(&socket) {
+                        if let Err(error) = listen::configure_socket(&socket) {
                             tracing::debug!(%error, "socket options not set");
                         }
                         serve_socket(&server, socket, remote_addr);
@@ -276,7 +288,9 @@ impl<H: Handler> Server<H> {
 
     /// Serves one accepted connection (headless mode): reads its HTTP upgrade request,
     /// asks [`Handler::before_upgrade`], upgrades it and serves it until it closes.
-    /// Runs on its own task and is included in [`shutdown`](Self::shutdown).
+    /// Runs on its own task and is included in [`shutdown`](Self::shutdown). Counted
+    /// against [`max_pending_upgrades`](ServerBuilder::max_pending_upgrades) until it is
+    /// upgraded: beyond it, `io` is closed at once.
     ///
     /// ```no_run
     /// # async fn run(server: tokio_webwire::server::Server<()>) -> std::io::Result<()> {
@@ -297,7 +311,8 @@ impl<H: Handler> Server<H> {
 
     /// Serves the connection `io` resolves to (a socket, or a TLS stream after its
     /// handshake) on a task of its own, included in [`shutdown`](Self::shutdown): the
-    /// upgrade (`io` included) within the handshake timeout, then the driver.
+    /// upgrade (`io` included) within the handshake timeout, then the driver. Beyond
+    /// `max_pending_upgrades`, `io` is dropped at once.
     fn serve_stream<S>(
         &self,
         io: impl Future<Output = io::Result<S>> + Send + 'static,
@@ -305,11 +320,25 @@ impl<H: Handler> Server<H> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Taken here, not in the task: the accept loop takes the next socket only after
+        // this one's place is decided.
+        let pending = match self.shared.pending_upgrades.as_ref() {
+            Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Dropping `io` closes the socket before any TLS or HTTP work on it.
+                    tracing::debug!(?remote_addr, "socket closed: too many pending upgrades");
+                    return;
+                }
+            },
+            None => None,
+        };
         let shared = Arc::clone(&self.shared);
         let fut = async move {
             // Boxed while it runs: the upgrade's buffers do not stay in the connection's
             // task for its whole life.
             let upgraded = Box::pin(upgrade::upgrade(&shared, io, remote_addr)).await;
+            drop(pending);
             if let Some((ws, peer, slot)) = upgraded {
                 driver::serve(shared, ws, peer, slot).await;
             }
@@ -339,7 +368,7 @@ impl<H: Handler> Server<H> {
         let peer = Peer {
             remote_addr,
             user_agent: user_agent.map(Into::into),
-            extensions: Extensions::new(),
+            attached: Extensions::new(),
         };
         self.shared.connections.spawn(async move {
             let frame = if shared.is_shutting_down() {
@@ -526,6 +555,16 @@ pub(crate) struct Slots {
 pub(crate) struct Slot(Arc<Slots>);
 
 impl Slots {
+    /// Whether the server is full, counted as a rejection if it is: a look only, no place
+    /// is taken (so another upgrade may take the last one before [`try_take`](Self::try_take)).
+    pub(crate) fn is_full(&self) -> bool {
+        let full = self.max != 0 && self.live.load(Ordering::Acquire) >= self.max;
+        if full {
+            self.metrics.connection_rejected();
+        }
+        full
+    }
+
     /// A place for one more connection, unless the server is full. Checking and counting is
     /// one step, so racing upgrades cannot overshoot the limit.
     pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {

@@ -3,7 +3,7 @@
 //! is served as any other.
 //!
 //! ```text
-//! hyper / axum ─► router ─► Server::upgrade(request) ─► upgrade::accept (checks, before_upgrade, slot)
+//! hyper / axum ─► router ─► Server::upgrade(request) ─► upgrade::check, OnUpgrade?, upgrade::accept (before_upgrade, slot)
 //!                                 │                       └─► 101 (or the refusal) back to the router
 //!                                 └─► task on the server's tracker: hyper's OnUpgrade ─► WebSocket ─► driver
 //! ```
@@ -36,7 +36,9 @@ impl<H: Handler> Server<H> {
     /// 503 while shutting down or at
     /// [`max_connections`](crate::server::ServerBuilder::max_connections)), then
     /// [`Handler::before_upgrade`] sees its path, headers and extensions (what the
-    /// application's layers put there). The checks and the hook are bounded by the
+    /// application's layers put there). A connection's place is taken after the hook, so
+    /// an upgrade whose hook ran while the last place went to another is answered 503
+    /// too. The hook is bounded by the
     /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout) (503 after
     /// it), and so is hyper's hand-over of the socket after the 101. The connection is
     /// part of the server's [`shutdown`](Self::shutdown), and has the server's limits
@@ -44,12 +46,16 @@ impl<H: Handler> Server<H> {
     /// [`max_upgrade_request_size`](crate::server::ServerBuilder::max_upgrade_request_size):
     /// hyper reads the head, within its own limit (`http1::Builder::max_buf_size`).
     /// `remote_addr` is what [`Connection::remote_addr`](crate::server::Connection::remote_addr)
-    /// reports.
+    /// reports. The socket is the application's, so it lacks the `TCP_NODELAY` and TCP
+    /// keep-alive that [`serve`](Self::serve) sets: call
+    /// [`configure_socket`](crate::server::configure_socket) where it is accepted (with
+    /// axum, in the listener's `tap_io`).
     ///
     /// The response's body type is the application's (`String`, `Full<Bytes>`, axum's
     /// `Body`, ...): anything made from a `&'static str`. hyper must serve the HTTP
     /// connection `with_upgrades()`; a request that did not come through hyper's HTTP/1.1
-    /// server (which gives it its `OnUpgrade`) is answered with 500.
+    /// server (which gives it its `OnUpgrade`) is answered with 500, without asking the
+    /// hook.
     ///
     /// ```no_run
     /// use std::convert::Infallible;
@@ -61,6 +67,8 @@ impl<H: Handler> Server<H> {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     /// loop {
     ///     let (socket, addr) = listener.accept().await?;
+    ///     // What `serve` sets on its own sockets: hyper's are the application's.
+    ///     let _ = tokio_webwire::server::configure_socket(&socket);
     ///     let server = server.clone();
     ///     let service = service_fn(move |request: Request<Incoming>| {
     ///         let server = server.clone();
@@ -92,8 +100,25 @@ impl<H: Handler> Server<H> {
         let on_upgrade = head.extensions_mut().remove::<OnUpgrade>();
         let shared = Arc::clone(&self.shared);
         async move {
-            let checked = upgrade::accept(&shared, head, remote_addr);
-            let Some(accepted) = upgrade::bounded(&shared, checked).await else {
+            // Counted among the server's connections from before the checks until the
+            // connection's task is spawned (and so counted itself): a shutdown does not
+            // return between a 101 decided here and the task that serves it.
+            let _tracked = shared.connections.token();
+            let response = match upgrade::check(&shared, &head) {
+                Ok(response) => response,
+                Err(refused) => return refusal(&refused),
+            };
+            // Before the hook: a request hyper cannot upgrade neither runs it nor takes a
+            // place. (hyper gives upgrade requests only their `OnUpgrade`, so this comes
+            // after the check that it is one.)
+            let Some(on_upgrade) = on_upgrade else {
+                tracing::warn!(
+                    "upgrade request without hyper's OnUpgrade: not served by a hyper 1 HTTP/1.1 server"
+                );
+                return refusal(&Refusal::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, ""));
+            };
+            let asked = upgrade::accept(&shared, head, response, remote_addr);
+            let Some(accepted) = upgrade::bounded(&shared, asked).await else {
                 // Abandoned at the handshake timeout, or by a shutdown.
                 return refusal(if shared.is_shutting_down() {
                     &Refusal::SHUTTING_DOWN
@@ -108,12 +133,6 @@ impl<H: Handler> Server<H> {
             } = match accepted {
                 Ok(accepted) => accepted,
                 Err(refused) => return refusal(&refused),
-            };
-            let Some(on_upgrade) = on_upgrade else {
-                tracing::warn!(
-                    "upgrade request without hyper's OnUpgrade: not served by a hyper 1 HTTP/1.1 server"
-                );
-                return refusal(&Refusal::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, ""));
             };
             let task_shared = Arc::clone(&shared);
             shared.connections.spawn(async move {

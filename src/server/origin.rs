@@ -67,7 +67,8 @@ fn host_of(origin: &str) -> Option<&str> {
 }
 
 /// An origin for [`Origins::Listed`]: `scheme://host[:port]` (a trailing `/` is dropped),
-/// in lower case; anything else (a path, no scheme, `*`) is a configuration error.
+/// in lower case; anything else (a path, no scheme, a `*` anywhere: no wildcards) is a
+/// configuration error.
 pub(crate) fn listed(origin: &str) -> Result<Box<str>, ConfigError> {
     let trimmed = origin.strip_suffix('/').unwrap_or(origin);
     let valid = trimmed.split_once("://").is_some_and(|(scheme, host)| {
@@ -76,7 +77,9 @@ pub(crate) fn listed(origin: &str) -> Result<Box<str>, ConfigError> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
             && !host.is_empty()
-            && !host.contains(['/', '?', '#', '@', ' '])
+            // `*` included: origins are compared whole, so `https://*.example.com` would
+            // pass the build and never match a request.
+            && !host.contains(['/', '?', '#', '@', ' ', '*'])
     });
     if !valid {
         return Err(ConfigError::Origin(origin.to_owned()));
@@ -138,6 +141,9 @@ mod tests {
         );
         for bad in [
             "*",
+            "https://*.example.com",
+            "https://app.example.*",
+            "*://app.example.com",
             "a.example",
             "https://",
             "https://a/path",
@@ -150,5 +156,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_origin_is_compared_with_its_brackets() {
+        let same = Origins::SameHost;
+        assert!(same.allow(&headers(Some("[::1]:8080"), Some("http://[::1]:8080"))));
+        assert!(!same.allow(&headers(Some("[::1]:8080"), Some("http://[::1]:8081"))));
+        assert!(!same.allow(&headers(Some("[::1]:8080"), Some("http://[::2]:8080"))));
+        let listed = Origins::Listed(vec![listed("http://[::1]:3000").unwrap()]);
+        assert!(listed.allow(&headers(Some("backend"), Some("http://[::1]:3000"))));
+    }
+
+    #[test]
+    fn an_origin_with_a_path_is_read_for_its_host_but_never_equals_a_listed_one() {
+        // Browsers send no path; Go's check reads the host only, and so does ours.
+        let same = Origins::SameHost;
+        assert!(same.allow(&headers(Some("a:8081"), Some("http://a:8081/page?x#y"))));
+        assert!(!same.allow(&headers(Some("a:8081"), Some("http://b:8081/a:8081"))));
+        let listed = Origins::Listed(vec![listed("https://app.example.com").unwrap()]);
+        let request = headers(Some("backend"), Some("https://app.example.com/page"));
+        assert!(!listed.allow(&request));
     }
 }

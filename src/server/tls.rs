@@ -18,18 +18,32 @@ impl<H: Handler> Server<H> {
     /// with the upgrade; a client that fails it is dropped (and logged at debug level).
     /// Offer no `h2` in the configuration's ALPN protocols: the upgrade is HTTP/1.1.
     ///
+    /// Every handshake costs CPU before the client has shown anything, and
+    /// [`max_connections`](crate::server::ServerBuilder::max_connections) counts only
+    /// upgraded connections. What bounds handshakes: each by the handshake timeout, all
+    /// together by
+    /// [`max_pending_upgrades`](crate::server::ServerBuilder::max_pending_upgrades)
+    /// (1024 by default; sockets beyond are closed before their handshake). Neither tells
+    /// one client from another: limit connections per address in front of the server (a
+    /// reverse proxy, a load balancer, the firewall).
+    ///
     /// ```no_run
     /// use std::sync::Arc;
     /// use tokio_webwire::server::Server;
     /// use tokio_webwire::tokio_rustls::TlsAcceptor;
-    /// use tokio_webwire::tokio_rustls::rustls::ServerConfig;
+    /// use tokio_webwire::tokio_rustls::rustls::{ServerConfig, crypto::ring};
     /// use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     /// use tokio_webwire::tokio_rustls::rustls::pki_types::pem::PemObject;
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let certs = CertificateDer::pem_file_iter("cert.pem")?.collect::<Result<Vec<_>, _>>()?;
     /// let key = PrivateKeyDer::from_pem_file("key.pem")?;
-    /// let config = ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    /// // The provider named: `ServerConfig::builder()` panics when the program links both
+    /// // ring and aws-lc-rs and installs no default (`CryptoProvider::install_default`).
+    /// let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(certs, key)?;
     ///
     /// let server = Server::new(());
     /// let listener = tokio_webwire::server::bind("0.0.0.0:443").await?;

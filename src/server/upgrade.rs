@@ -1,10 +1,11 @@
-//! The HTTP upgrade: checking a request and asking the handler ([`accept`], one home for
-//! every way a request arrives), and the HTTP side of sockets the server accepts itself
+//! The HTTP upgrade: checking a request and asking the handler ([`check`] and [`accept`],
+//! one home for every way a request arrives), and the HTTP side of sockets the server accepts itself
 //! (read the request, answer with 101 or an error status).
 //!
 //! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 426 for a WebSocket version
 //! other than 13 (RFC 6455 §4.4), 400 for anything else that is not a WebSocket upgrade,
-//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses; and for
+//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses (500 for
+//! a 1xx, which is no final answer); and for
 //! sockets read here, 431 for a head over the limit and 200 for `OPTIONS`.
 //!
 //! tungstenite's own server handshake takes a synchronous callback; reading the request
@@ -66,14 +67,14 @@ pub(crate) struct Accepted {
     pub(crate) slot: Slot,
 }
 
-/// Checks an upgrade request and asks the handler; the one place that decides whether a
-/// request becomes a connection, for sockets the server reads itself and requests a hyper
-/// or axum application hands over alike. The caller bounds it by the handshake timeout.
-pub(crate) async fn accept<H: Handler>(
+/// The server's own checks of an upgrade request, before anything is asked of the handler
+/// ([`accept`] then asks it); with `accept`, the one place that decides whether a request
+/// becomes a connection, for sockets the server reads itself and requests a hyper or axum
+/// application hands over alike. Returns the 101 response to send if it is accepted.
+pub(crate) fn check<H: Handler>(
     shared: &Shared<H>,
-    request: Request,
-    remote_addr: Option<SocketAddr>,
-) -> Result<Accepted, Refusal> {
+    request: &Request,
+) -> Result<Response, Refusal> {
     if shared.is_shutting_down() {
         return Err(Refusal::SHUTTING_DOWN);
     }
@@ -89,7 +90,7 @@ pub(crate) async fn accept<H: Handler>(
             body: "unsupported WebSocket version",
         });
     }
-    let response = create_response(&request).map_err(|error| {
+    let response = create_response(request).map_err(|error| {
         tracing::debug!(%error, "not a WebSocket upgrade");
         Refusal::new(StatusCode::BAD_REQUEST, "not a WebSocket upgrade")
     })?;
@@ -98,19 +99,45 @@ pub(crate) async fn accept<H: Handler>(
         tracing::debug!(?origin, "upgrade refused: origin not allowed");
         return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
     }
+    // A full server refuses before the hook, which may be a call to an auth backend: a
+    // flood at the limit must not become a flood of those calls. Only a look, no place
+    // taken (a refused upgrade would hold one for nothing); the place is taken after the
+    // hook, in one step with the check, so racing upgrades still cannot overshoot.
+    if shared.slots.is_full() {
+        return Err(too_many_connections());
+    }
+    Ok(response)
+}
+
+/// Asks the handler about a request that passed [`check`] (`response` is the 101 it
+/// made), and takes the connection's place. The caller bounds it by the handshake timeout.
+pub(crate) async fn accept<H: Handler>(
+    shared: &Shared<H>,
+    request: Request,
+    response: Response,
+    remote_addr: Option<SocketAddr>,
+) -> Result<Accepted, Refusal> {
     let mut upgrade = UpgradeRequest::new(request, remote_addr);
     if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
+        // A 1xx is no final answer (a 101 would even claim the switch): the client would
+        // wait for another response, or speak WebSocket to a closed socket.
+        if status.is_informational() {
+            tracing::warn!(%status, "before_upgrade refused with a 1xx status: answering 500");
+            return Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, ""));
+        }
         tracing::debug!(%status, "upgrade refused by the handler");
         return Err(Refusal::new(status, ""));
     }
+    // A shutdown that began while the hook ran: a 101 now would only be followed by a
+    // close with 1001.
+    if shared.is_shutting_down() {
+        return Err(Refusal::SHUTTING_DOWN);
+    }
+    // Filled up while the hook ran.
     let Some(slot) = shared.slots.try_take() else {
-        tracing::debug!("upgrade refused: too many connections");
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections",
-        ));
+        return Err(too_many_connections());
     };
-    let (request, extensions) = upgrade.into_parts();
+    let (request, attached) = upgrade.into_parts();
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
@@ -119,13 +146,19 @@ pub(crate) async fn accept<H: Handler>(
     let peer = Peer {
         remote_addr,
         user_agent,
-        extensions,
+        attached,
     };
     Ok(Accepted {
         response,
         peer,
         slot,
     })
+}
+
+/// The refusal of a full server.
+fn too_many_connections() -> Refusal {
+    tracing::debug!("upgrade refused: too many connections");
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
 }
 
 /// Runs `step` within the handshake timeout, abandoned (`None`) at the timeout or when the
@@ -180,9 +213,12 @@ where
         return None;
     }
     let accepted = match read {
-        Ok((request, rest)) => accept(shared, request, remote_addr)
-            .await
-            .map(|accepted| (accepted, rest)),
+        Ok((request, rest)) => match check(shared, &request) {
+            Ok(response) => accept(shared, request, response, remote_addr)
+                .await
+                .map(|accepted| (accepted, rest)),
+            Err(refusal) => Err(refusal),
+        },
         Err(status) => Err(Refusal::new(status, "")),
     };
     let (accepted, rest) = match accepted {

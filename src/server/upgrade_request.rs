@@ -1,9 +1,10 @@
 //! [`UpgradeRequest`]: what [`Handler::before_upgrade`](crate::server::Handler::before_upgrade)
 //! sees of an HTTP upgrade, and the data it attaches to the connection.
 
+use std::fmt;
 use std::net::SocketAddr;
 
-use tokio_tungstenite::tungstenite::http::{Extensions, HeaderMap, Request, Uri};
+use tokio_tungstenite::tungstenite::http::{Extensions, HeaderMap, HeaderName, Request, Uri};
 
 /// An HTTP upgrade request on its way to becoming a WebWire connection, as
 /// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) sees it.
@@ -38,11 +39,26 @@ use tokio_tungstenite::tungstenite::http::{Extensions, HeaderMap, Request, Uri};
 /// assert_eq!(authenticate(&mut request), Ok(()));
 /// assert_eq!(request.attached().get::<User>(), Some(&User("alice".into())));
 /// ```
-#[derive(Debug)]
 pub struct UpgradeRequest {
     request: Request<()>,
     remote_addr: Option<SocketAddr>,
     attached: Extensions,
+}
+
+impl fmt::Debug for UpgradeRequest {
+    /// The header names only, and the path without its query: `Cookie`, `Authorization`
+    /// and tokens in a query (browsers cannot set headers on a WebSocket) stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers().keys().map(HeaderName::as_str).collect();
+        f.debug_struct("UpgradeRequest")
+            .field("method", self.request.method())
+            .field("path", &self.uri().path())
+            .field("header_names", &header_names)
+            .field("remote_addr", &self.remote_addr)
+            .field("extensions", &self.extensions().len())
+            .field("attached", &self.attached.len())
+            .finish()
+    }
 }
 
 impl UpgradeRequest {
@@ -106,5 +122,30 @@ impl UpgradeRequest {
     /// The request and the data for the connection.
     pub(crate) fn into_parts(self) -> (Request<()>, Extensions) {
         (self.request, self.attached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_tungstenite::tungstenite::http::Request;
+
+    use super::UpgradeRequest;
+
+    #[test]
+    fn debug_names_the_headers_but_never_prints_their_values_nor_the_query() {
+        let http = Request::get("/ws?token=s3cr3t-query")
+            .header("cookie", "session=s3cr3t-cookie")
+            .header("authorization", "Bearer s3cr3t-token")
+            .body(())
+            .unwrap();
+        let mut request = UpgradeRequest::new(http, None);
+        request.attach(42_u32);
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(
+            debug.contains("cookie") && debug.contains("authorization"),
+            "{debug}"
+        );
+        assert!(debug.contains("\"/ws\""), "{debug}");
     }
 }

@@ -9,6 +9,7 @@ pub mod script;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_webwire::Client;
 use tokio_webwire::client::Reconnect;
-use tokio_webwire::server::{Handler, Server};
+use tokio_webwire::http::StatusCode;
+use tokio_webwire::server::{Handler, Server, UpgradeRequest};
 
 const VENDORED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -65,6 +67,20 @@ pub fn unhex(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
         .collect()
+}
+
+/// Counts its `before_upgrade` calls; refuses with the status in `X-Refuse`, if any.
+#[derive(Default)]
+pub struct CountingHook(pub AtomicUsize);
+
+impl Handler for CountingHook {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        match request.headers().get("x-refuse") {
+            Some(status) => Err(StatusCode::from_bytes(status.as_bytes()).expect("a status")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every await in a test is bounded by this.
