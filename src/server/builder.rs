@@ -154,8 +154,8 @@ impl<H: Handler> ServerBuilder<H> {
     /// WebSockets are closed with code 1013), so a flood of clients cannot exhaust memory
     /// or file descriptors; a full server refuses before
     /// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) runs, and
-    /// again after it if the last place went meanwhile. An idle connection costs about 10 KiB; the most any connection
-    /// can make the server hold is [`memory_per_connection`](Self::memory_per_connection),
+    /// again after it if the last place went meanwhile. An idle connection costs about
+    /// 10 KiB; the most any connection can make the server hold is [`memory_per_connection`](Self::memory_per_connection),
     /// so this limit times that is the server's bound ([`memory_bound`](Self::memory_bound)).
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.max_connections = limit;
@@ -173,6 +173,10 @@ impl<H: Handler> ServerBuilder<H> {
     /// would all be served at once, [`max_connections`](Self::max_connections) counting
     /// only upgraded connections. Requests a hyper or axum application hands over
     /// (`Server::upgrade`) are not counted: the application accepted and read them.
+    ///
+    /// Memory: a waiting socket holds at most its request head
+    /// ([`max_upgrade_request_size`](Self::max_upgrade_request_size), 8 KiB by default, so
+    /// 8 MiB at the default limit), plus with TLS the TLS session and its buffers.
     ///
     /// ```
     /// use tokio_webwire::server::Server;
