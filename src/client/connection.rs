@@ -118,10 +118,17 @@ impl Link {
     }
 }
 
-/// The client's heartbeat period for a server read timeout: 75 % of it (§1.5). A zero
-/// timeout means the server has no read deadline, so no heartbeats.
+/// The shortest heartbeat period: a server that announces a read timeout of a
+/// millisecond (a hostile or broken one) would otherwise make the client send heartbeats
+/// in a loop. Read timeouts down to a third of a second are still served; ours allows no
+/// less than one second.
+pub(crate) const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The client's heartbeat period for a server read timeout: 75 % of it (§1.5), but no
+/// less than [`MIN_HEARTBEAT_INTERVAL`]. A zero timeout means the server has no read
+/// deadline, so no heartbeats.
 pub(crate) fn heartbeat_interval(read_timeout: Duration) -> Option<Duration> {
-    (!read_timeout.is_zero()).then(|| read_timeout - read_timeout / 4)
+    (!read_timeout.is_zero()).then(|| (read_timeout - read_timeout / 4).max(MIN_HEARTBEAT_INTERVAL))
 }
 
 /// Checks the server's AcceptConf against what the client expects (§1.3): major version
@@ -388,6 +395,17 @@ mod tests {
             Some(Duration::from_millis(2_250))
         );
         assert_eq!(heartbeat_interval(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_tiny_read_timeout_cannot_make_heartbeats_a_busy_loop() {
+        for announced in [Duration::from_millis(1), Duration::from_nanos(1)] {
+            assert_eq!(heartbeat_interval(announced), Some(MIN_HEARTBEAT_INTERVAL));
+        }
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(400)),
+            Some(Duration::from_millis(300))
+        );
     }
 
     #[test]
