@@ -391,7 +391,9 @@ impl<H: Handler> Server<H> {
     /// connection of this server that holds it loses it and is told with a session-closed
     /// notification; then [`Handler::session_closed`] runs once, with no connection. It
     /// works the same with no connection online (the stored session is removed). Returns
-    /// how many connections held it.
+    /// how many connections held it, once each has been told or has closed (a client that
+    /// stopped reading holds this up until its connection's write timeout drops it; it
+    /// lost the session at once all the same).
     ///
     /// With a store shared by several servers, the session is gone from the store for all
     /// of them, but only this server's connections lose it at once: connections to other
