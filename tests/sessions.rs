@@ -705,3 +705,30 @@ async fn the_restore_hook_can_refuse_a_session() {
     expect_event(&mut events, format!("restored {alice}")).await;
     assert_eq!(server.session_connections(&alice).len(), 1);
 }
+
+/// A session saved by a server with a larger message size limit, restored on one whose
+/// reply cannot carry it: an internal error, and the connection does not hold it.
+#[tokio::test]
+async fn a_stored_session_too_large_for_the_reply_is_not_attached() {
+    let store = Arc::new(MemoryStore::new());
+    let (_big, _events, big_addr) = start(|b| {
+        b.session_store(Arc::clone(&store))
+            .max_message_size(64 * 1024)
+    })
+    .await;
+    let (small, _events, small_addr) =
+        start(|b| b.session_store(Arc::clone(&store)).max_message_size(1024)).await;
+    let (mut a, _) = RawClient::connect(big_addr).await;
+    let key = login(&mut a, 1, &"u".repeat(2000)).await.key;
+
+    let (mut b, _) = RawClient::connect(small_addr).await;
+    b.send(restore(1, key.as_bytes())).await;
+    assert_eq!(
+        parse(b.recv().await),
+        Message::ReplyInternalError {
+            id: RequestId::from(1)
+        }
+    );
+    assert!(small.session_connections(&key).is_empty());
+    assert_eq!(small.active_sessions(), 0);
+}

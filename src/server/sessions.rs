@@ -321,6 +321,19 @@ impl Sessions {
                 return Message::ReplyInternalError { id };
             }
         };
+        // A session saved by a server with a larger message size limit may not fit in this
+        // one's reply: refused before it is attached, not attached and then unanswerable.
+        let reply = Message::ReplyUtf8 { id, data: json };
+        let limit = conn.max_message_size();
+        if let Some(len) = reply.encoded_len().ok().filter(|&len| len > limit) {
+            tracing::error!(
+                len,
+                limit,
+                "a stored session is too large for a restore reply"
+            );
+            release(self);
+            return Message::ReplyInternalError { id };
+        }
         if let Some(old) = current.filter(|_| !already_held) {
             self.detach(conn, &old.key);
         }
@@ -355,7 +368,7 @@ impl Sessions {
             self.detach(conn, key);
             return Message::ReplySessionNotFound { id };
         }
-        Message::ReplyUtf8 { id, data: json }
+        reply
     }
 
     /// Answers a close-session request (§4.5): the empty reply, whether or not the
