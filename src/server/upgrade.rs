@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request, Response, create_response, write_response,
 };
-use tokio_tungstenite::tungstenite::http::{StatusCode, header};
+use tokio_tungstenite::tungstenite::http::{Extensions, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
@@ -172,14 +172,15 @@ pub(crate) async fn bounded<H, T>(shared: &Shared<H>, step: impl Future<Output =
 }
 
 /// Upgrades the socket `io` resolves to (a TCP socket at once, a TLS stream after its
-/// handshake) to a WebSocket, or answers the HTTP request and returns `None`.
+/// handshake) to a WebSocket, or answers the HTTP request and returns `None`. The
+/// extensions `io` resolves with (the stream's own: a `TlsInfo`) join the request's.
 ///
 /// The whole exchange (the TLS handshake, reading the request, the checks and the
 /// `before_upgrade` hook, the answer) is bounded by the handshake timeout, and abandoned
 /// when the server closes its connections.
 pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
-    io: impl Future<Output = io::Result<S>>,
+    io: impl Future<Output = io::Result<(S, Extensions)>>,
     remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
@@ -187,11 +188,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let exchange = async {
-        let io = io
+        let (io, extensions) = io
             .await
             .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
             .ok()?;
-        exchange(shared, io, remote_addr).await
+        exchange(shared, io, extensions, remote_addr).await
     };
     bounded(shared, exchange).await.flatten()
 }
@@ -199,6 +200,7 @@ where
 async fn exchange<H, S>(
     shared: &Shared<H>,
     mut io: S,
+    extensions: Extensions,
     remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
@@ -206,7 +208,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let read = read_request(&mut io, config.max_upgrade_request_size).await;
+    let read = read_request(&mut io, config.max_upgrade_request_size)
+        .await
+        .map(|(mut request, rest)| {
+            // The stream's extensions, for the hook (a parsed head has none of its own).
+            request.extensions_mut().extend(extensions);
+            (request, rest)
+        });
     // Also for a request that could not be read.
     if shared.is_shutting_down() {
         respond(&mut io, &Refusal::SHUTTING_DOWN).await;
