@@ -334,6 +334,7 @@ impl<H: Handler> Server<H> {
                 Err(_) => {
                     // Dropping `io` closes the socket before any TLS or HTTP work on it.
                     tracing::debug!(?remote_addr, "socket closed: too many pending upgrades");
+                    self.shared.metrics.upgrade_refused(None);
                     return;
                 }
             },

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::http::{Extensions, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
+use crate::server::metrics::Metrics;
 use crate::server::{Handler, Shared, Slot, UpgradeRequest};
 use crate::transport::websocket_config;
 
@@ -215,12 +216,9 @@ where
             request.extensions_mut().extend(extensions);
             (request, rest)
         });
-    // Also for a request that could not be read.
-    if shared.is_shutting_down() {
-        respond(&mut io, &Refusal::SHUTTING_DOWN).await;
-        return None;
-    }
     let accepted = match read {
+        // Also for a request that could not be read.
+        _ if shared.is_shutting_down() => Err(Refusal::SHUTTING_DOWN),
         Ok((request, rest)) => match check(shared, &request) {
             Ok(response) => accept(shared, request, response, remote_addr)
                 .await
@@ -232,7 +230,7 @@ where
     let (accepted, rest) = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            respond(&mut io, &refusal).await;
+            respond(&mut io, &refusal, &shared.metrics).await;
             return None;
         }
     };
@@ -329,8 +327,11 @@ fn never_in_head(byte: u8) -> bool {
     (byte < 0x20 && !matches!(byte, b'\t' | b'\r' | b'\n')) || byte == 0x7f
 }
 
-/// Answers an HTTP request that is not upgraded, and closes the connection.
-async fn respond<S: AsyncWrite + Unpin>(io: &mut S, refusal: &Refusal) {
+/// Answers an HTTP request that is not upgraded, and closes the connection: the one
+/// answer of every refusal on a socket of ours (mount.rs's `refusal` is a router's), so
+/// counted here.
+async fn respond<S: AsyncWrite + Unpin>(io: &mut S, refusal: &Refusal, metrics: &Metrics) {
+    metrics.upgrade_refused(Some(refusal.status));
     let Refusal {
         status,
         headers,
