@@ -585,6 +585,41 @@ fn upgrade_request(host: &str, path: &str, extra: &str) -> String {
     )
 }
 
+/// Requests refused the same way on every way in, with the status line each gets: a
+/// foreign `Origin`, no upgrade, another WebSocket version, a hook's 401 (counted as
+/// `other`) and 1xx (answered, and counted, as 500). The hook is `CountingHook`'s.
+fn refusals_on_every_way_in(host: &str, path: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            upgrade_request(host, path, "Origin: https://evil.example\r\n"),
+            "HTTP/1.1 403 Forbidden",
+        ),
+        (
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            upgrade_request(host, path, "").replace("Version: 13", "Version: 8"),
+            "HTTP/1.1 426 Upgrade Required",
+        ),
+        (
+            upgrade_request(host, path, "X-Refuse: 401\r\n"),
+            "HTTP/1.1 401 Unauthorized",
+        ),
+        (
+            upgrade_request(host, path, "X-Refuse: 101\r\n"),
+            "HTTP/1.1 500 Internal Server Error",
+        ),
+    ]
+}
+
+/// Sends each request on a socket of its own and checks the status line it gets.
+async fn assert_answers(addr: std::net::SocketAddr, answers: Vec<(String, &str)>) {
+    for (request, answer) in answers {
+        assert_eq!(status_line(addr, &request).await, answer, "{request}");
+    }
+}
+
 /// The refusals `webwire_upgrades_refused_total` counts, by status, every refused upgrade
 /// exactly once; the 503 of a full server in `webwire_connections_rejected_total` too.
 fn assert_refused(recorder: &Recorded, expected: &[(&str, u64)]) {
@@ -609,19 +644,8 @@ async fn refused_upgrades_are_counted_by_status() {
     });
     let addr = listen(&server).await;
     let host = addr.to_string();
-    let answers = [
-        (
-            upgrade_request(&host, "/", "Origin: https://evil.example\r\n"),
-            "HTTP/1.1 403 Forbidden",
-        ),
-        (
-            format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            "HTTP/1.1 400 Bad Request",
-        ),
-        (
-            upgrade_request(&host, "/", "").replace("Version: 13", "Version: 8"),
-            "HTTP/1.1 426 Upgrade Required",
-        ),
+    let mut answers = refusals_on_every_way_in(&host, "/");
+    answers.extend([
         (
             upgrade_request(&host, "/", &format!("X-Filler: {}\r\n", "a".repeat(2000))),
             "HTTP/1.1 431 Request Header Fields Too Large",
@@ -631,22 +655,11 @@ async fn refused_upgrades_are_counted_by_status() {
             "HTTP/1.1 403 Forbidden",
         ),
         (
-            upgrade_request(&host, "/", "X-Refuse: 401\r\n"),
-            "HTTP/1.1 401 Unauthorized",
-        ),
-        (
-            // A 1xx is answered 500, and counted as such.
-            upgrade_request(&host, "/", "X-Refuse: 101\r\n"),
-            "HTTP/1.1 500 Internal Server Error",
-        ),
-        (
             format!("OPTIONS / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
             "HTTP/1.1 200 OK",
         ),
-    ];
-    for (request, answer) in answers {
-        assert_eq!(status_line(addr, &request).await, answer, "{request}");
-    }
+    ]);
+    assert_answers(addr, answers).await;
     // The hook ran for its three only: the server's own refusals come before it.
     assert_eq!(server.handler().0.load(Ordering::SeqCst), 3);
     assert_refused(
@@ -703,8 +716,9 @@ async fn full_servers_and_sockets_beyond_max_pending_upgrades_are_counted() {
     bounded(server.shutdown()).await;
 }
 
-/// A server mounted in an axum router counts its refusals in the same counter, from the
-/// same place: a foreign `Origin`, a request that is no upgrade, a hook's refusal.
+/// A server mounted in an axum router counts its refusals in the same counter, under the
+/// same statuses: a foreign `Origin`, a request that is no upgrade, another version, the
+/// hook's refusals.
 #[cfg(feature = "axum")]
 #[tokio::test]
 async fn refusals_of_a_mounted_server_are_counted_alike() {
@@ -721,19 +735,8 @@ async fn refusals_of_a_mounted_server_are_counted_alike() {
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let host = addr.to_string();
-    let answers = [
-        (
-            upgrade_request(&host, "/ws", "Origin: https://evil.example\r\n"),
-            "HTTP/1.1 403 Forbidden",
-        ),
-        (
-            format!("GET /ws HTTP/1.1\r\nHost: {host}\r\n\r\n"),
-            "HTTP/1.1 400 Bad Request",
-        ),
-        (
-            upgrade_request(&host, "/ws", "X-Refuse: 451\r\n"),
-            "HTTP/1.1 451 Unavailable For Legal Reasons",
-        ),
+    let mut answers = refusals_on_every_way_in(&host, "/ws");
+    answers.extend([
         (
             upgrade_request(&host, "/ws", "X-Refuse: 503\r\n"),
             "HTTP/1.1 503 Service Unavailable",
@@ -742,13 +745,18 @@ async fn refusals_of_a_mounted_server_are_counted_alike() {
             upgrade_request(&host, "/ws", ""),
             "HTTP/1.1 101 Switching Protocols",
         ),
-    ];
-    for (request, answer) in answers {
-        assert_eq!(status_line(addr, &request).await, answer, "{request}");
-    }
+    ]);
+    assert_answers(addr, answers).await;
     assert_refused(
         &recorder,
-        &[("400", 1), ("403", 1), ("503", 1), ("other", 1)],
+        &[
+            ("400", 1),
+            ("403", 1),
+            ("426", 1),
+            ("500", 1),
+            ("503", 1),
+            ("other", 1),
+        ],
     );
     bounded(server.shutdown()).await;
 }

@@ -10,7 +10,7 @@
 //! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
 //! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
 //! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
-//! | `tls.rs` | `serve_tls`, `serve_tls_connection` (feature `rustls`) |
+//! | `tls.rs` | `serve_tls`, `serve_tls_connection`, `TlsInfo` for `before_upgrade` (feature `rustls`) |
 //! | `mount.rs` | `Server::upgrade`: a request a hyper or axum application hands over (feature `hyper`) |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
@@ -316,7 +316,7 @@ impl<H: Handler> Server<H> {
     /// upgrade (`io` included) within the handshake timeout, then the driver. Beyond
     /// `max_pending_upgrades`, `io` is dropped at once.
     ///
-    /// `io` resolves to the stream and what it knows of itself (a [`TlsInfo`] after a TLS
+    /// `io` resolves to the stream and what it knows of itself (a `TlsInfo` after a TLS
     /// handshake; nothing for a plain socket): extensions the upgrade request gets before
     /// the checks and the hook, so one upgrade path serves every kind of stream.
     fn serve_stream<S>(
