@@ -56,7 +56,7 @@
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `rustls` | `wss://` for the [`Client`] (webpki roots, or `ClientBuilder::tls_config`); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a `tokio_rustls::TlsAcceptor`; rustls with its `ring` provider, re-exported as `tokio_webwire::tokio_rustls` |
+//! | `rustls` | `wss://` for the [`Client`] (webpki roots, or `ClientBuilder::tls_config`); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a `tokio_rustls::TlsAcceptor` (client certificates and the rest of the handshake reach `before_upgrade` as `server::TlsInfo`); rustls with its `ring` provider, re-exported as `tokio_webwire::tokio_rustls` |
 //! | `hyper` | `Server::upgrade`: a server mounted on a hyper 1 application, which hands it the upgrade request |
 //! | `axum` | the `hyper` feature, and `tokio_webwire::axum::upgrade`: a handler for an axum 0.8 router |
 //!

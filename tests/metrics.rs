@@ -23,7 +23,7 @@ use tokio_webwire::server::{CloseReason, Server, ServerBuilder};
 use tokio_webwire::{Client, ConnectError, Payload, RequestError};
 
 use common::probe::{self, Events, Probe, request};
-use common::{RawClient, begin_shutdown, bounded, clients, listen};
+use common::{CountingHook, RawClient, begin_shutdown, bounded, clients, listen};
 
 /// A recorder that keeps every counter and gauge as an atomic, by name and labels
 /// (`name{label=value,...}`, labels sorted), and every description.
@@ -492,6 +492,7 @@ async fn every_metric_is_described_with_its_unit() {
         ("webwire_connections_open", Unit::Count, false),
         ("webwire_connections_total", Unit::Count, true),
         ("webwire_connections_rejected_total", Unit::Count, true),
+        ("webwire_upgrades_refused_total", Unit::Count, true),
         ("webwire_connections_closed_total", Unit::Count, true),
         ("webwire_requests_total", Unit::Count, true),
         ("webwire_handlers_in_flight", Unit::Count, false),
@@ -529,14 +530,14 @@ async fn every_metric_is_described_with_its_unit() {
             "{name} not registered"
         );
     }
-    // Labels have fixed values only: 17 close pairs, 5 outcomes, 6 kinds.
+    // Labels have fixed values only: 17 close pairs, 5 outcomes, 6 kinds, 8 statuses.
     assert_eq!(
         recorder
             .counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
-        17 + 5 + 6 + 8
+        17 + 5 + 6 + 8 + 8
     );
     drop(server);
 }
@@ -559,5 +560,203 @@ async fn the_handshake_is_counted_even_when_nothing_follows() {
     assert_eq!(accept_conf.len() as u64, expected);
     assert_eq!(recorder.counter("webwire_bytes_sent_total"), expected);
     assert_eq!(recorder.counter("webwire_bytes_received_total"), 0);
+    bounded(server.shutdown()).await;
+}
+
+/// The status line `addr` answers `request` with (a 101 is followed by a WebSocket, not an
+/// end, so only that line is read).
+async fn status_line(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    bounded(socket.write_all(request.as_bytes())).await.unwrap();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.push(bounded(socket.read_u8()).await.expect("an answer"));
+    }
+    String::from_utf8(line).unwrap().trim_end().to_owned()
+}
+
+/// An upgrade request for `path` to `host`, `extra` header lines in it.
+fn upgrade_request(host: &str, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Upgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Requests refused the same way on every way in, with the status line each gets: a
+/// foreign `Origin`, no upgrade, another WebSocket version, a hook's 401 (counted as
+/// `other`) and 1xx (answered, and counted, as 500). The hook is `CountingHook`'s.
+fn refusals_on_every_way_in(host: &str, path: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (
+            upgrade_request(host, path, "Origin: https://evil.example\r\n"),
+            "HTTP/1.1 403 Forbidden",
+        ),
+        (
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            upgrade_request(host, path, "").replace("Version: 13", "Version: 8"),
+            "HTTP/1.1 426 Upgrade Required",
+        ),
+        (
+            upgrade_request(host, path, "X-Refuse: 401\r\n"),
+            "HTTP/1.1 401 Unauthorized",
+        ),
+        (
+            upgrade_request(host, path, "X-Refuse: 101\r\n"),
+            "HTTP/1.1 500 Internal Server Error",
+        ),
+    ]
+}
+
+/// Sends each request on a socket of its own and checks the status line it gets.
+async fn assert_answers(addr: std::net::SocketAddr, answers: Vec<(String, &str)>) {
+    for (request, answer) in answers {
+        assert_eq!(status_line(addr, &request).await, answer, "{request}");
+    }
+}
+
+/// The refusals `webwire_upgrades_refused_total` counts, by status, every refused upgrade
+/// exactly once; the 503 of a full server in `webwire_connections_rejected_total` too.
+fn assert_refused(recorder: &Recorded, expected: &[(&str, u64)]) {
+    for (status, count) in expected {
+        let key = format!("webwire_upgrades_refused_total{{status={status}}}");
+        assert_eq!(recorder.counter(&key), *count, "{key}");
+    }
+    let sum: u64 = expected.iter().map(|(_, count)| count).sum();
+    assert_eq!(recorder.total("webwire_upgrades_refused_total"), sum);
+}
+
+/// Every refusal of the server's own listener is counted under the status it answered; a
+/// hook's status outside the fixed set as `other`; `OPTIONS` (answered 200) not at all.
+#[tokio::test]
+async fn refused_upgrades_are_counted_by_status() {
+    let recorder = Recorded::default();
+    let server = metrics::with_local_recorder(&recorder, || {
+        Server::builder(CountingHook::default())
+            .max_upgrade_request_size(1024)
+            .build()
+            .expect("valid options")
+    });
+    let addr = listen(&server).await;
+    let host = addr.to_string();
+    let mut answers = refusals_on_every_way_in(&host, "/");
+    answers.extend([
+        (
+            upgrade_request(&host, "/", &format!("X-Filler: {}\r\n", "a".repeat(2000))),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            upgrade_request(&host, "/", "X-Refuse: 403\r\n"),
+            "HTTP/1.1 403 Forbidden",
+        ),
+        (
+            format!("OPTIONS / HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            "HTTP/1.1 200 OK",
+        ),
+    ]);
+    assert_answers(addr, answers).await;
+    // The hook ran for its three only: the server's own refusals come before it.
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 3);
+    assert_refused(
+        &recorder,
+        &[
+            ("400", 1),
+            ("403", 2),
+            ("426", 1),
+            ("431", 1),
+            ("500", 1),
+            ("503", 0),
+            ("other", 1),
+            ("none", 0),
+        ],
+    );
+    // An upgrade that goes through is no refusal.
+    let accepted = status_line(addr, &upgrade_request(&host, "/", "")).await;
+    assert_eq!(accepted, "HTTP/1.1 101 Switching Protocols");
+    assert_eq!(recorder.total("webwire_upgrades_refused_total"), 7);
+    bounded(server.shutdown()).await;
+}
+
+/// A full server's 503 is counted as a refused upgrade and (as before) as a rejected
+/// connection; a socket beyond `max_pending_upgrades` as refused with status `none`.
+#[tokio::test]
+async fn full_servers_and_sockets_beyond_max_pending_upgrades_are_counted() {
+    use tokio::io::AsyncReadExt;
+    let recorder = Recorded::default();
+    let (server, _events, addr) = start(&recorder, |b| {
+        b.max_connections(1)
+            .max_pending_upgrades(1)
+            // Far beyond the test's bound: a socket closed within it was not timed out.
+            .handshake_timeout(Duration::from_secs(600))
+    })
+    .await;
+    let host = addr.to_string();
+    let first = clients(addr, 1).await;
+    let full = status_line(addr, &upgrade_request(&host, "/", "")).await;
+    assert_eq!(full, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(recorder.counter("webwire_connections_rejected_total"), 1);
+
+    // Connected and silent: it holds the one pending place (accepted first: the accept
+    // loop takes sockets in the order they connected), so the next is closed unanswered.
+    let _waiting = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let mut beyond = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = bounded(beyond.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed unanswered: {read:?}"
+    );
+    assert_refused(&recorder, &[("503", 1), ("none", 1)]);
+    drop(first);
+    bounded(server.shutdown()).await;
+}
+
+/// A server mounted in an axum router counts its refusals in the same counter, under the
+/// same statuses: a foreign `Origin`, a request that is no upgrade, another version, the
+/// hook's refusals.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn refusals_of_a_mounted_server_are_counted_alike() {
+    let recorder = Recorded::default();
+    let server = metrics::with_local_recorder(&recorder, || Server::new(CountingHook::default()));
+    let router = axum::Router::new()
+        .route(
+            "/ws",
+            axum::routing::get(tokio_webwire::axum::upgrade::<CountingHook>),
+        )
+        .with_state(server.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let host = addr.to_string();
+    let mut answers = refusals_on_every_way_in(&host, "/ws");
+    answers.extend([
+        (
+            upgrade_request(&host, "/ws", "X-Refuse: 503\r\n"),
+            "HTTP/1.1 503 Service Unavailable",
+        ),
+        (
+            upgrade_request(&host, "/ws", ""),
+            "HTTP/1.1 101 Switching Protocols",
+        ),
+    ]);
+    assert_answers(addr, answers).await;
+    assert_refused(
+        &recorder,
+        &[
+            ("400", 1),
+            ("403", 1),
+            ("426", 1),
+            ("500", 1),
+            ("503", 1),
+            ("other", 1),
+        ],
+    );
     bounded(server.shutdown()).await;
 }

@@ -12,12 +12,16 @@ use common::bounded;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_webwire::client::Reconnect;
+use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server, TlsInfo, UpgradeRequest};
 use tokio_webwire::tokio_rustls::TlsAcceptor;
 use tokio_webwire::tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_webwire::tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_webwire::tokio_rustls::rustls::{
+    ClientConfig, ProtocolVersion, RootCertStore, ServerConfig,
+};
 use tokio_webwire::{Client, ConnectError, Payload};
 
 struct Echo;
@@ -192,4 +196,199 @@ async fn a_silent_socket_is_dropped_at_the_handshake_timeout_tls_included() {
         waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
         "{waited:?}"
     );
+}
+
+/// A private CA, and certificates it signed: a certificate and its key.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+type Issued = (CertificateDer<'static>, PrivateKeyDer<'static>);
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        Ca { cert, key }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A certificate signed by the CA for `names` (SANs; an address parses as an IP SAN),
+    /// usable as `usage` (server or client auth).
+    fn issue(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Issued {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("a certificate");
+        let key = PrivateKeyDer::try_from(key.serialize_der()).expect("a key");
+        (cert.der().clone(), key)
+    }
+}
+
+/// Who a client certificate (its DER) belongs to, as `before_upgrade` attaches it.
+#[derive(Clone, Debug, PartialEq)]
+struct User(String);
+
+/// Admits clients by certificate: the leaf of the chain rustls verified, looked up in the
+/// accounts (by its bytes: a fingerprint of its own). No certificate, or an unknown one: 403.
+struct MutualTls {
+    accounts: Vec<(CertificateDer<'static>, String)>,
+    /// What the hook saw of each handshake.
+    seen: std::sync::Mutex<Vec<TlsInfo>>,
+}
+
+impl Handler for MutualTls {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        let tls = request
+            .extensions()
+            .get::<TlsInfo>()
+            .cloned()
+            .ok_or(StatusCode::INTERNAL_SERVER_ERROR)?;
+        self.seen.lock().unwrap().push(tls.clone());
+        let leaf = tls
+            .peer_certificates()
+            .first()
+            .ok_or(StatusCode::FORBIDDEN)?;
+        let (_, user) = self
+            .accounts
+            .iter()
+            .find(|(cert, _)| cert == leaf)
+            .ok_or(StatusCode::FORBIDDEN)?;
+        request.attach(User(user.clone()));
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        conn: &Connection,
+        _: Name,
+        _: Payload,
+    ) -> Result<Payload, HandlerError> {
+        let user = conn
+            .get::<User>()
+            .ok_or(HandlerError::internal("no user"))?;
+        Ok(Payload::utf8(user.0.clone()))
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_reaches_before_upgrade_and_one_without_is_refused() {
+    let ca = Ca::new();
+    let (server_cert, server_key) = ca.issue(
+        "server",
+        &["127.0.0.1"],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (alice_cert, alice_key) =
+        ca.issue("alice", &[], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der()).expect("a root");
+    let roots = Arc::new(roots);
+
+    // Clients with a certificate the CA signed, and (for the hook to refuse) without any.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), ring())
+        .allow_unauthenticated()
+        .build()
+        .expect("a client verifier");
+    let mut server_config = ServerConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert.clone(), ca.der()], server_key)
+        .expect("a server configuration");
+    server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let client_config = |cert: Option<Issued>| {
+        let builder = ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_root_certificates(Arc::clone(&roots));
+        let mut config = match cert {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(vec![cert], key)
+                .expect("a client certificate"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    };
+
+    let server = Server::new(MutualTls {
+        accounts: vec![(alice_cert.clone(), "alice".into())],
+        seen: std::sync::Mutex::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve_tls(listener, TlsAcceptor::from(Arc::new(server_config))));
+    let url = format!("wss://{addr}/");
+
+    let alice = dial(
+        url.clone(),
+        Some(client_config(Some((alice_cert.clone(), alice_key)))),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{url}: {error}"));
+    let reply = bounded(alice.request("whoami", "")).await.unwrap();
+    assert_eq!(
+        reply,
+        Payload::utf8("alice"),
+        "the hook's identity, attached"
+    );
+    {
+        let seen = server.handler().seen.lock().unwrap();
+        let [tls] = &seen[..] else { panic!("{seen:?}") };
+        assert_eq!(
+            tls.peer_certificates(),
+            [alice_cert],
+            "only the client's own"
+        );
+        assert_eq!(tls.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert!(
+            matches!(
+                tls.protocol_version(),
+                Some(ProtocolVersion::TLSv1_3 | ProtocolVersion::TLSv1_2)
+            ),
+            "{tls:?}"
+        );
+        assert!(tls.cipher_suite().is_some(), "{tls:?}");
+        // An IP address is dialled: rustls sends no SNI for one.
+        assert_eq!(tls.server_name(), None);
+    }
+    alice.close().await;
+
+    let anonymous = dial(url, Some(client_config(None))).await;
+    assert!(
+        matches!(anonymous, Err(ConnectError::Http { status: 403 })),
+        "{anonymous:?}"
+    );
+    let seen = server.handler().seen.lock().unwrap().len();
+    assert_eq!(
+        seen, 2,
+        "the anonymous client reached the hook, with no chain"
+    );
+    assert!(
+        server.handler().seen.lock().unwrap()[1]
+            .peer_certificates()
+            .is_empty()
+    );
+    bounded(server.shutdown()).await;
 }

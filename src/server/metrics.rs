@@ -35,6 +35,7 @@
 //! | `webwire_connections_open` | gauge | count | | WebWire connections open now: upgraded, socket not yet closed ([`Server::connection_count`](crate::server::Server::connection_count)) |
 //! | `webwire_connections_total` | counter | count | | connections upgraded (or headless WebSockets taken) |
 //! | `webwire_connections_rejected_total` | counter | count | | upgrades refused because `max_connections` were open (HTTP 503; headless: close code 1013) |
+//! | `webwire_upgrades_refused_total` | counter | count | `status` | HTTP requests to the server answered with a refusal instead of a 101, on every way in (own listener, TLS, headless, hyper/axum mount), by the status answered: `400` (not a WebSocket upgrade, an unreadable head), `403` (a foreign `Origin`), `426` (WebSocket version ≠ 13), `431` (head over `max_upgrade_request_size`), `500`, `503` (shutting down, `max_connections` open, a mounted upgrade timed out), `other` (any other status, such as a `before_upgrade` refusal's 401; a hook's status in this list counts under it, a 1xx as the 500 answered); `none`: sockets closed unanswered, before any TLS or HTTP work, because `max_pending_upgrades` were waiting. The 503s of a full server are also in `webwire_connections_rejected_total` (a subset: do not add the two). Not counted: `OPTIONS` answered 200, sockets dropped at the handshake timeout or in a failed TLS handshake, headless WebSockets closed with 1013 |
 //! | `webwire_connections_closed_total` | counter | count | `reason`, `code` | connections ended: `reason` is the [`CloseReason`] (`client_closed`, `connection_lost`, `read_timeout`, `write_timeout`, `protocol_violation`, `closed`, `hook_failed`, `server_shutdown`); `code` the close code of the closing handshake, the server's or, for `client_closed`, the client's (`1000`, `1001`, `1002`, `1003`, `1007`, `1009`, `1011`, `other`, or `none` without a close frame) |
 //! | `webwire_requests_total` | counter | count | `outcome` | requests answered (session requests included), by reply: `ok`, `error_reply` (the handler's [`HandlerError::reply`](crate::server::HandlerError::reply)), `internal_error` (an internal error, a panic, a reply that could not be sent), `shutdown` (refused or stopped by a shutdown), `session_refused` (a restore refused: unknown key, connection limit, sessions disabled) |
 //! | `webwire_handlers_in_flight` | gauge | count | | handlers (requests, signals, session requests) that had to wait and run on tasks of their own, each holding one of its connection's `max_concurrent_requests` slots; a handler that finishes when first polled (most do) never counts |
@@ -58,6 +59,7 @@ use std::sync::Arc;
 
 #[cfg(feature = "metrics")]
 use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[cfg(feature = "metrics")]
@@ -89,6 +91,8 @@ struct Handles {
     connections_open: Gauge,
     connections_total: Counter,
     connections_rejected: Counter,
+    /// Indexed like [`REFUSALS`].
+    upgrades_refused: [Counter; REFUSALS.len()],
     /// One per combination of reason and code that can occur ([`CLOSES`]).
     connections_closed: Vec<Counter>,
     /// Indexed like [`OUTCOMES`].
@@ -101,6 +105,11 @@ struct Handles {
     /// Indexed like [`PROTOCOL_ERRORS`].
     protocol_errors: [Counter; PROTOCOL_ERRORS.len()],
 }
+
+/// The `status` labels of `webwire_upgrades_refused_total`: a fixed set, so a hook's
+/// arbitrary status cannot make a label of its own.
+#[cfg(feature = "metrics")]
+const REFUSALS: [&str; 8] = ["400", "403", "426", "431", "500", "503", "other", "none"];
 
 /// The `outcome` labels of `webwire_requests_total`, in index order.
 #[cfg(feature = "metrics")]
@@ -173,6 +182,9 @@ impl Metrics {
                     connections_open: gauge!("webwire_connections_open"),
                     connections_total: counter!("webwire_connections_total"),
                     connections_rejected: counter!("webwire_connections_rejected_total"),
+                    upgrades_refused: REFUSALS.map(
+                        |status| counter!("webwire_upgrades_refused_total", "status" => status),
+                    ),
                     connections_closed: CLOSES.iter().map(closed).collect(),
                     requests: OUTCOMES
                         .map(|outcome| counter!("webwire_requests_total", "outcome" => outcome)),
@@ -212,6 +224,28 @@ impl Metrics {
     pub(crate) fn connection_rejected(&self) {
         #[cfg(feature = "metrics")]
         self.handles.connections_rejected.increment(1);
+    }
+
+    /// An upgrade request was answered with `status` instead of a 101 (`None`: its socket
+    /// was closed unanswered, at `max_pending_upgrades`). A 2xx (`OPTIONS`) refuses nothing.
+    #[inline]
+    pub(crate) fn upgrade_refused(&self, status: Option<StatusCode>) {
+        #[cfg(feature = "metrics")]
+        {
+            let status = match status {
+                Some(status) if status.is_success() => return,
+                status => status,
+            };
+            let label = status.as_ref().map_or("none", StatusCode::as_str);
+            let index = REFUSALS
+                .iter()
+                .position(|&known| known == label)
+                .or_else(|| REFUSALS.iter().position(|&known| known == "other"));
+            if let Some(counter) = index.and_then(|index| self.handles.upgrades_refused.get(index))
+            {
+                counter.increment(1);
+            }
+        }
     }
 
     /// A message broke the protocol.
@@ -257,6 +291,11 @@ fn describe() {
             "webwire_connections_rejected_total",
             Unit::Count,
             "upgrades refused because max_connections were open",
+        ),
+        (
+            "webwire_upgrades_refused_total",
+            Unit::Count,
+            "upgrade requests answered with a refusal (by HTTP status), or closed unanswered at max_pending_upgrades (status none)",
         ),
         (
             "webwire_connections_closed_total",

@@ -10,7 +10,7 @@
 //! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
 //! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
 //! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
-//! | `tls.rs` | `serve_tls`, `serve_tls_connection` (feature `rustls`) |
+//! | `tls.rs` | `serve_tls`, `serve_tls_connection`, `TlsInfo` for `before_upgrade` (feature `rustls`) |
 //! | `mount.rs` | `Server::upgrade`: a request a hyper or axum application hands over (feature `hyper`) |
 //! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
@@ -82,6 +82,8 @@ pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
+#[cfg(feature = "rustls")]
+pub use tls::TlsInfo;
 pub use upgrade_request::UpgradeRequest;
 
 use self::metrics::Metrics;
@@ -306,16 +308,20 @@ impl<H: Handler> Server<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_stream(std::future::ready(Ok(io)), remote_addr);
+        self.serve_stream(std::future::ready(Ok((io, Extensions::new()))), remote_addr);
     }
 
     /// Serves the connection `io` resolves to (a socket, or a TLS stream after its
     /// handshake) on a task of its own, included in [`shutdown`](Self::shutdown): the
     /// upgrade (`io` included) within the handshake timeout, then the driver. Beyond
     /// `max_pending_upgrades`, `io` is dropped at once.
+    ///
+    /// `io` resolves to the stream and what it knows of itself (a `TlsInfo` after a TLS
+    /// handshake; nothing for a plain socket): extensions the upgrade request gets before
+    /// the checks and the hook, so one upgrade path serves every kind of stream.
     fn serve_stream<S>(
         &self,
-        io: impl Future<Output = io::Result<S>> + Send + 'static,
+        io: impl Future<Output = io::Result<(S, Extensions)>> + Send + 'static,
         remote_addr: Option<SocketAddr>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -328,6 +334,7 @@ impl<H: Handler> Server<H> {
                 Err(_) => {
                     // Dropping `io` closes the socket before any TLS or HTTP work on it.
                     tracing::debug!(?remote_addr, "socket closed: too many pending upgrades");
+                    self.shared.metrics.upgrade_refused(None);
                     return;
                 }
             },

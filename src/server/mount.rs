@@ -22,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Request, Response, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::server::metrics::Metrics;
 use crate::server::upgrade::{self, Accepted, Refusal};
 use crate::server::{Handler, Server, driver};
 use crate::transport::websocket_config;
@@ -106,7 +107,7 @@ impl<H: Handler> Server<H> {
             let _tracked = shared.connections.token();
             let response = match upgrade::check(&shared, &head) {
                 Ok(response) => response,
-                Err(refused) => return refusal(&refused),
+                Err(refused) => return refusal(&shared.metrics, &refused),
             };
             // Before the hook: a request hyper cannot upgrade neither runs it nor takes a
             // place. (hyper gives upgrade requests only their `OnUpgrade`, so this comes
@@ -115,16 +116,22 @@ impl<H: Handler> Server<H> {
                 tracing::warn!(
                     "upgrade request without hyper's OnUpgrade: not served by a hyper 1 HTTP/1.1 server"
                 );
-                return refusal(&Refusal::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, ""));
+                return refusal(
+                    &shared.metrics,
+                    &Refusal::new(hyper::StatusCode::INTERNAL_SERVER_ERROR, ""),
+                );
             };
             let asked = upgrade::accept(&shared, head, response, remote_addr);
             let Some(accepted) = upgrade::bounded(&shared, asked).await else {
                 // Abandoned at the handshake timeout, or by a shutdown.
-                return refusal(if shared.is_shutting_down() {
-                    &Refusal::SHUTTING_DOWN
-                } else {
-                    &Refusal::TIMED_OUT
-                });
+                return refusal(
+                    &shared.metrics,
+                    if shared.is_shutting_down() {
+                        &Refusal::SHUTTING_DOWN
+                    } else {
+                        &Refusal::TIMED_OUT
+                    },
+                );
             };
             let Accepted {
                 response,
@@ -132,7 +139,7 @@ impl<H: Handler> Server<H> {
                 slot,
             } = match accepted {
                 Ok(accepted) => accepted,
-                Err(refused) => return refusal(&refused),
+                Err(refused) => return refusal(&shared.metrics, &refused),
             };
             let task_shared = Arc::clone(&shared);
             shared.connections.spawn(async move {
@@ -156,8 +163,10 @@ impl<H: Handler> Server<H> {
     }
 }
 
-/// The HTTP response for a request that is not upgraded.
-fn refusal<R: From<&'static str>>(refusal: &Refusal) -> Response<R> {
+/// The HTTP response for a request that is not upgraded: the one answer of every refusal
+/// of a mounted server (upgrade.rs's `respond` is for sockets of ours), so counted here.
+fn refusal<R: From<&'static str>>(metrics: &Metrics, refusal: &Refusal) -> Response<R> {
+    metrics.upgrade_refused(Some(refusal.status));
     let mut response = Response::new(R::from(refusal.body));
     *response.status_mut() = refusal.status;
     let headers = response.headers_mut();

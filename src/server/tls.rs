@@ -1,14 +1,178 @@
 //! TLS for sockets the server accepts (feature `rustls`): `wss://` served from a
 //! [`TlsAcceptor`], on a listener of the server's or headless.
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use futures_util::TryFutureExt;
+use rustls::pki_types::CertificateDer;
+use rustls::{CipherSuite, ProtocolVersion, ServerConnection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::http::Extensions;
 
 use crate::server::{Handler, Server};
+
+/// What the TLS handshake of a connection settled, as
+/// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) reads it from the
+/// request's [`extensions`](crate::server::UpgradeRequest::extensions) on a connection of
+/// [`Server::serve_tls`] or [`Server::serve_tls_connection`]: the client's certificate
+/// chain (mTLS), the SNI name, the ALPN protocol, the version and cipher suite.
+///
+/// A snapshot taken after the handshake, before the HTTP request is read: the hook decides
+/// on it, and [`attach`](crate::server::UpgradeRequest::attach)es what later hooks need
+/// (the identity it derived, or the `TlsInfo` itself). An application that terminates TLS
+/// itself and mounts the server (`Server::upgrade`, feature `hyper`) can put one in the
+/// request's extensions with [`from_connection`](Self::from_connection).
+///
+/// The chain is only as trusted as the `ServerConfig`'s client verifier made it: with
+/// `WebPkiClientVerifier` it was verified against its roots; with
+/// `allow_unauthenticated()` it may be empty; with `with_no_client_auth()` it always is.
+///
+/// ```
+/// use tokio_webwire::http::StatusCode;
+/// use tokio_webwire::server::{Handler, TlsInfo, UpgradeRequest};
+///
+/// /// The client certificate (DER) of a verified mTLS client.
+/// #[derive(Clone)]
+/// struct ClientCert(Vec<u8>);
+///
+/// struct MutualTls;
+///
+/// impl Handler for MutualTls {
+///     async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+///         let leaf = request
+///             .extensions()
+///             .get::<TlsInfo>()
+///             .and_then(|tls| tls.peer_certificates().first())
+///             .ok_or(StatusCode::FORBIDDEN)?
+///             .to_vec();
+///         // Map the certificate to an account here (its subject, its fingerprint).
+///         request.attach(ClientCert(leaf));
+///         Ok(())
+///     }
+/// }
+/// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+#[derive(Clone)]
+pub struct TlsInfo {
+    peer_certificates: Vec<CertificateDer<'static>>,
+    server_name: Option<String>,
+    alpn_protocol: Option<Vec<u8>>,
+    protocol_version: Option<ProtocolVersion>,
+    cipher_suite: Option<CipherSuite>,
+}
+
+impl TlsInfo {
+    /// What `connection`'s handshake settled (call it once the handshake is complete: a
+    /// `tokio_rustls::server::TlsStream`'s `get_ref().1`).
+    ///
+    /// ```no_run
+    /// # async fn run(acceptor: tokio_webwire::tokio_rustls::TlsAcceptor, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+    /// use tokio_webwire::server::TlsInfo;
+    ///
+    /// let tls = acceptor.accept(socket).await?;
+    /// let info = TlsInfo::from_connection(tls.get_ref().1);
+    /// println!("{:?} {:?}", info.protocol_version(), info.server_name());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn from_connection(connection: &ServerConnection) -> Self {
+        TlsInfo {
+            peer_certificates: connection
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            server_name: connection.server_name().map(Into::into),
+            alpn_protocol: connection.alpn_protocol().map(Into::into),
+            protocol_version: connection.protocol_version(),
+            cipher_suite: connection
+                .negotiated_cipher_suite()
+                .map(|suite| suite.suite()),
+        }
+    }
+
+    /// The client's certificate chain, its own certificate first; empty when the client
+    /// sent none (no client auth configured, or `allow_unauthenticated()`).
+    ///
+    /// ```
+    /// # fn leaf(info: &tokio_webwire::server::TlsInfo) -> Option<&[u8]> {
+    /// info.peer_certificates().first().map(|cert| cert.as_ref())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.peer_certificates
+    }
+
+    /// The server name the client asked for (SNI), if it sent one (clients dialling an IP
+    /// address send none).
+    ///
+    /// ```
+    /// # fn tenant(info: &tokio_webwire::server::TlsInfo) -> &str {
+    /// info.server_name().unwrap_or("default")
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+
+    /// The ALPN protocol agreed on, if the configuration offered any (`http/1.1`).
+    ///
+    /// ```
+    /// # fn is_http1(info: &tokio_webwire::server::TlsInfo) -> bool {
+    /// info.alpn_protocol() == Some(b"http/1.1")
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.alpn_protocol.as_deref()
+    }
+
+    /// The TLS version negotiated.
+    ///
+    /// ```
+    /// use tokio_webwire::tokio_rustls::rustls::ProtocolVersion;
+    /// # fn is_tls13(info: &tokio_webwire::server::TlsInfo) -> bool {
+    /// info.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.protocol_version
+    }
+
+    /// The cipher suite negotiated (its `Debug` form is its IANA name).
+    ///
+    /// ```
+    /// # fn suite(info: &tokio_webwire::server::TlsInfo) -> String {
+    /// info.cipher_suite().map(|suite| format!("{suite:?}")).unwrap_or_default()
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn cipher_suite(&self) -> Option<CipherSuite> {
+        self.cipher_suite
+    }
+}
+
+impl fmt::Debug for TlsInfo {
+    /// The chain's length, not its bytes: a log line stays a line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsInfo")
+            .field("peer_certificates", &self.peer_certificates.len())
+            .field("server_name", &self.server_name)
+            .field(
+                "alpn_protocol",
+                &self.alpn_protocol.as_deref().map(String::from_utf8_lossy),
+            )
+            .field("protocol_version", &self.protocol_version)
+            .field("cipher_suite", &self.cipher_suite)
+            .finish()
+    }
+}
 
 impl<H: Handler> Server<H> {
     /// Accepts TLS connections on `listener` (`wss://`) until the server shuts down: as
@@ -17,6 +181,15 @@ impl<H: Handler> Server<H> {
     /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout) together
     /// with the upgrade; a client that fails it is dropped (and logged at debug level).
     /// Offer no `h2` in the configuration's ALPN protocols: the upgrade is HTTP/1.1.
+    ///
+    /// What the handshake settled reaches [`Handler::before_upgrade`] as a [`TlsInfo`] in
+    /// the request's [`extensions`](crate::server::UpgradeRequest::extensions). For client
+    /// certificates (mTLS), build the `ServerConfig` with
+    /// `with_client_cert_verifier(WebPkiClientVerifier::builder(roots).build()?)`: rustls
+    /// refuses clients without a certificate the roots signed (with
+    /// `allow_unauthenticated()`, they get through with an empty chain), and the hook maps
+    /// [`TlsInfo::peer_certificates`] to an identity and
+    /// [`attach`](crate::server::UpgradeRequest::attach)es it.
     ///
     /// Every handshake costs CPU before the client has shown anything, and
     /// [`max_connections`](crate::server::ServerBuilder::max_connections) counts only
@@ -85,6 +258,13 @@ impl<H: Handler> Server<H> {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_stream(acceptor.accept(io), remote_addr);
+        // The handshake's outcome goes into the request's extensions: the upgrade code
+        // stays the same for plain sockets and TLS.
+        let handshake = acceptor.accept(io).map_ok(|tls| {
+            let mut extensions = Extensions::new();
+            extensions.insert(TlsInfo::from_connection(tls.get_ref().1));
+            (tls, extensions)
+        });
+        self.serve_stream(handshake, remote_addr);
     }
 }

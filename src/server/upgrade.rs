@@ -21,10 +21,11 @@ use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request, Response, create_response, write_response,
 };
-use tokio_tungstenite::tungstenite::http::{StatusCode, header};
+use tokio_tungstenite::tungstenite::http::{Extensions, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
+use crate::server::metrics::Metrics;
 use crate::server::{Handler, Shared, Slot, UpgradeRequest};
 use crate::transport::websocket_config;
 
@@ -172,14 +173,15 @@ pub(crate) async fn bounded<H, T>(shared: &Shared<H>, step: impl Future<Output =
 }
 
 /// Upgrades the socket `io` resolves to (a TCP socket at once, a TLS stream after its
-/// handshake) to a WebSocket, or answers the HTTP request and returns `None`.
+/// handshake) to a WebSocket, or answers the HTTP request and returns `None`. The
+/// extensions `io` resolves with (the stream's own: a `TlsInfo`) join the request's.
 ///
 /// The whole exchange (the TLS handshake, reading the request, the checks and the
 /// `before_upgrade` hook, the answer) is bounded by the handshake timeout, and abandoned
 /// when the server closes its connections.
 pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
-    io: impl Future<Output = io::Result<S>>,
+    io: impl Future<Output = io::Result<(S, Extensions)>>,
     remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
@@ -187,11 +189,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let exchange = async {
-        let io = io
+        let (io, extensions) = io
             .await
             .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
             .ok()?;
-        exchange(shared, io, remote_addr).await
+        exchange(shared, io, extensions, remote_addr).await
     };
     bounded(shared, exchange).await.flatten()
 }
@@ -199,6 +201,7 @@ where
 async fn exchange<H, S>(
     shared: &Shared<H>,
     mut io: S,
+    extensions: Extensions,
     remote_addr: Option<SocketAddr>,
 ) -> Option<(WebSocketStream<S>, Peer, Slot)>
 where
@@ -206,13 +209,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let read = read_request(&mut io, config.max_upgrade_request_size).await;
-    // Also for a request that could not be read.
-    if shared.is_shutting_down() {
-        respond(&mut io, &Refusal::SHUTTING_DOWN).await;
-        return None;
-    }
+    let read = read_request(&mut io, config.max_upgrade_request_size)
+        .await
+        .map(|(mut request, rest)| {
+            // The stream's extensions, for the hook (a parsed head has none of its own).
+            request.extensions_mut().extend(extensions);
+            (request, rest)
+        });
     let accepted = match read {
+        // Also for a request that could not be read.
+        _ if shared.is_shutting_down() => Err(Refusal::SHUTTING_DOWN),
         Ok((request, rest)) => match check(shared, &request) {
             Ok(response) => accept(shared, request, response, remote_addr)
                 .await
@@ -224,7 +230,7 @@ where
     let (accepted, rest) = match accepted {
         Ok(accepted) => accepted,
         Err(refusal) => {
-            respond(&mut io, &refusal).await;
+            respond(&mut io, &refusal, &shared.metrics).await;
             return None;
         }
     };
@@ -321,8 +327,11 @@ fn never_in_head(byte: u8) -> bool {
     (byte < 0x20 && !matches!(byte, b'\t' | b'\r' | b'\n')) || byte == 0x7f
 }
 
-/// Answers an HTTP request that is not upgraded, and closes the connection.
-async fn respond<S: AsyncWrite + Unpin>(io: &mut S, refusal: &Refusal) {
+/// Answers an HTTP request that is not upgraded, and closes the connection: the one
+/// answer of every refusal on a socket of ours (mount.rs's `refusal` is a router's), so
+/// counted here.
+async fn respond<S: AsyncWrite + Unpin>(io: &mut S, refusal: &Refusal, metrics: &Metrics) {
+    metrics.upgrade_refused(Some(refusal.status));
     let Refusal {
         status,
         headers,

@@ -10,7 +10,8 @@ use tokio_tungstenite::tungstenite::http::{Extensions, HeaderMap, HeaderName, Re
 /// [`Handler::before_upgrade`](crate::server::Handler::before_upgrade) sees it.
 ///
 /// It holds the request's head (method, path, headers) and its
-/// [`extensions`](Self::extensions): empty for sockets the server reads itself, and
+/// [`extensions`](Self::extensions): for sockets the server reads itself what the stream
+/// knows (over TLS, the handshake's `TlsInfo`: client certificates, SNI, ALPN), and
 /// whatever the HTTP stack put there for requests a hyper or axum application hands over
 /// (an auth layer's user, axum's `ConnectInfo`). The hook may [`attach`](Self::attach)
 /// typed data to the connection it is deciding about; every later hook reads it with
@@ -93,8 +94,10 @@ impl UpgradeRequest {
     }
 
     /// The request's own extensions, put there by the HTTP stack: an axum or tower layer's
-    /// data (an authenticated user, axum's `ConnectInfo`). Empty for sockets the server
-    /// reads itself. Not the connection's: see [`attach`](Self::attach).
+    /// data (an authenticated user, axum's `ConnectInfo`). For sockets the server reads
+    /// itself: a `TlsInfo` (feature `rustls`) on connections of `Server::serve_tls` and
+    /// `serve_tls_connection` (the client's certificates, for mTLS), nothing on plain
+    /// ones. Not the connection's: see [`attach`](Self::attach).
     #[must_use]
     pub fn extensions(&self) -> &Extensions {
         self.request.extensions()
