@@ -91,7 +91,7 @@ const KEEPALIVE_PERIOD: Duration = Duration::from_secs(30);
 /// and TCP keep-alive with a 30 s period, as the Go reference server's.
 ///
 /// For sockets accepted by someone else: an axum or hyper application that mounts the
-/// server ([`Server::upgrade`](super::Server::upgrade)) or a headless accept loop
+/// server (`Server::upgrade`, feature `hyper`) or a headless accept loop
 /// ([`Server::serve_connection`](super::Server::serve_connection)). The server cannot
 /// reach those sockets itself. With axum 0.8, call it in the listener's
 /// `axum::serve::ListenerExt::tap_io` (as `examples/axum` does); otherwise where the
