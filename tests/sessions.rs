@@ -732,3 +732,73 @@ async fn a_stored_session_too_large_for_the_reply_is_not_attached() {
     assert!(small.session_connections(&key).is_empty());
     assert_eq!(small.active_sessions(), 0);
 }
+
+/// A revocation that lands while the `session_restored` hook runs: the restore is not
+/// found once the hook returns, and the connection does not hold the session.
+#[tokio::test]
+async fn a_revocation_during_the_restore_hook_wins() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "gated").await.key;
+    let (mut b, _) = RawClient::connect(addr).await;
+    b.send(restore(1, key.as_bytes())).await;
+    bounded(events.entered.recv()).await;
+
+    assert!(bounded(server.close_session(&key)).await.is_ok());
+    assert_eq!(&a.recv().await[..], &vector("notify_session_closed")[..]);
+    server.handler().gate.add_permits(1);
+    // b may be told of the revocation first: what matters is that it is not restored.
+    let mut answer = parse(b.recv().await);
+    if answer == Message::NotifySessionClosed {
+        answer = parse(b.recv().await);
+    }
+    assert_eq!(
+        answer,
+        Message::ReplySessionNotFound {
+            id: RequestId::from(1)
+        }
+    );
+    assert!(server.session_connections(&key).is_empty());
+    assert_eq!(server.active_sessions(), 0);
+}
+
+/// A store whose lookups panic.
+struct PanickingLookups(MemoryStore);
+
+impl SessionStore for PanickingLookups {
+    async fn save(&self, session: &Session) -> Result<(), StoreError> {
+        self.0.save(session).await
+    }
+    async fn lookup(&self, _: &str) -> Result<Option<Session>, StoreError> {
+        panic!("the store fails on purpose")
+    }
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.0.remove(key).await
+    }
+}
+
+/// A restore whose future is dropped part-way (here: the store panicked) leaves no
+/// registration behind to hold one of the session's places for ever.
+#[tokio::test]
+async fn a_restore_that_never_finishes_leaves_no_registration() {
+    let (server, mut events, addr) = start(|b| {
+        b.session_store(PanickingLookups(MemoryStore::new()))
+            .max_session_connections(1)
+    })
+    .await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    drop(a);
+    bounded(events.disconnected.recv()).await;
+
+    let (mut b, _) = RawClient::connect(addr).await;
+    b.send(restore(1, key.as_bytes())).await;
+    assert_eq!(
+        parse(b.recv().await),
+        Message::ReplyInternalError {
+            id: RequestId::from(1)
+        }
+    );
+    assert_eq!(server.active_sessions(), 0);
+    assert!(server.session_connections(&key).is_empty());
+}

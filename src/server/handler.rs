@@ -162,7 +162,10 @@ pub trait Handler: Send + Sync + 'static {
     /// connection again and the client is told it was not found. Refusing leaves the
     /// session in the store; to end it everywhere, call
     /// [`Server::close_session`](crate::server::Server::close_session). A hook that panics
-    /// refuses too. The default accepts every restore.
+    /// refuses too. If the session is revoked (or the connection logs out) while the hook
+    /// runs, the restore is answered "not found" once the hook returns, and
+    /// [`session_closed`](Handler::session_closed) may have run before this hook ended:
+    /// undo there, per connection, what this hook set up. The default accepts every restore.
     ///
     /// ```
     /// use tokio_webwire::Session;
@@ -198,7 +201,11 @@ pub trait Handler: Send + Sync + 'static {
     /// ([`Connection::close_session`], or a client's close request); `None` when the server
     /// revoked it ([`Server::close_session`](crate::server::Server::close_session)), whether
     /// or not connections held it then. A disconnect does not close a session, and neither
-    /// does expiry in the store. Runs once per closed session. The default does nothing.
+    /// does expiry in the store. Runs once when the last connection leaves, and once per
+    /// `Server::close_session` call, also for a key that no longer existed (a store cannot
+    /// tell whether its removal removed anything); a revocation racing the last
+    /// connection's own logout may therefore report the key twice, once with each. The
+    /// default does nothing.
     fn session_closed(
         &self,
         conn: Option<&Connection>,

@@ -73,16 +73,19 @@ impl<H: Handler> SessionEvents for H {
     }
 }
 
-/// A registration not yet backed by an attached session: withdrawn when dropped.
+/// A registration not yet backed by an attached session: withdrawn when dropped, on every
+/// way out but a successful attach (a dropped future included: a store that panics, a
+/// shutdown's deadline), so that no registration outlives its operation.
 struct Reservation<'a> {
-    registry: &'a SessionRegistry<Connection>,
+    sessions: &'a Sessions,
     key: &'a str,
     conn_id: u64,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.registry.deregister(self.key, self.conn_id);
+        self.sessions.registry.deregister(self.key, self.conn_id);
+        self.sessions.count_held();
     }
 }
 
@@ -190,7 +193,7 @@ impl Sessions {
         // this future is dropped while it waits for room in the queue.
         self.registry.try_register(&session.key, conn.id(), conn)?;
         let reservation = Reservation {
-            registry: &self.registry,
+            sessions: self,
             key: &session.key,
             conn_id: conn.id(),
         };
@@ -284,27 +287,31 @@ impl Sessions {
         };
         let current = conn.session();
         let already_held = current.as_ref().is_some_and(|session| session.key == key);
-        if !already_held {
+        let reservation = if already_held {
+            None
+        } else {
             if let Err(error) = self.registry.try_register(key, conn.id(), conn) {
                 tracing::debug!(%error, "restore refused");
                 return Message::ReplyMaxSessConnsReached { id };
             }
-        }
-        let release = |this: &Self| {
-            if !already_held {
-                this.registry.deregister(key, conn.id());
-                this.count_held();
-            }
+            Some(Reservation {
+                sessions: self,
+                key,
+                conn_id: conn.id(),
+            })
         };
         let session = match self.store.lookup(key).await {
             Ok(Some(session)) => session,
             Ok(None) => {
-                release(self);
+                // Gone from the store (expired, removed by another server): a connection
+                // that held it does not keep it either.
+                if already_held {
+                    self.detach(conn, key);
+                }
                 return Message::ReplySessionNotFound { id };
             }
             Err(error) => {
                 tracing::error!(%error, "the session store failed a lookup");
-                release(self);
                 return Message::ReplyInternalError { id };
             }
         };
@@ -317,7 +324,6 @@ impl Sessions {
             Ok(json) => json,
             Err(error) => {
                 tracing::error!(%error, "a stored session cannot be written as JSON");
-                release(self);
                 return Message::ReplyInternalError { id };
             }
         };
@@ -331,7 +337,6 @@ impl Sessions {
                 limit,
                 "a stored session is too large for a restore reply"
             );
-            release(self);
             return Message::ReplyInternalError { id };
         }
         if let Some(old) = current.filter(|_| !already_held) {
@@ -344,6 +349,8 @@ impl Sessions {
         let attached = self.registry.attach_if_registered(key, conn.id(), || {
             conn.set_session(Some(session.clone()));
         });
+        // The registration now belongs to the attached session (or was revoked with it).
+        std::mem::forget(reservation);
         if !attached {
             if already_held {
                 conn.take_session_if(key);
@@ -363,9 +370,14 @@ impl Sessions {
                 true
             }
         };
+        let _op = conn.session_op().await;
         if refused {
-            let _op = conn.session_op().await;
             self.detach(conn, key);
+            return Message::ReplySessionNotFound { id };
+        }
+        // A revocation (or the connection's own logout) may have taken the session while
+        // the hook ran: then it was not restored, whatever the hook did meanwhile.
+        if conn.session().is_none_or(|session| session.key != key) {
             return Message::ReplySessionNotFound { id };
         }
         reply

@@ -64,6 +64,12 @@ const STRAY_AGE: Duration = Duration::from_secs(600);
 /// a crash (older than ten minutes). The disk a store uses is then bounded by the sessions
 /// created within one idle timeout.
 ///
+/// **One directory, one store.** Operations on one key are serialised within a
+/// `FileStore` (and its clones), not across stores: two stores on the same directory, in
+/// one process or in several, can undo each other's work (a lookup's rewrite bringing back
+/// the file of a session the other just revoked). Give each directory one `FileStore`, and
+/// share sessions between servers through a store made for it.
+///
 /// The blocking file work runs on tokio's blocking pool, so the store needs a tokio
 /// runtime. Dropping a future does not stop an operation already started; it completes.
 ///

@@ -122,7 +122,15 @@ impl Handler for Probe {
         session: &Session,
     ) -> Result<(), RestoreRefused> {
         assert_eq!(conn.session().as_ref(), Some(session), "on the connection");
-        let blocked = session.info.get::<String>("user").ok().flatten() == Some("blocked".into());
+        let user = session.info.get::<String>("user").ok().flatten();
+        // A session of user "gated" is restored only once a permit is in `gate`.
+        if user.as_deref() == Some("gated") {
+            let _ = self.entered.send(());
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+        }
+        let blocked = user.as_deref() == Some("blocked");
         let verdict = if blocked { "refused" } else { "restored" };
         let _ = self
             .session_events
