@@ -802,3 +802,36 @@ async fn a_restore_that_never_finishes_leaves_no_registration() {
     assert_eq!(server.active_sessions(), 0);
     assert!(server.session_connections(&key).is_empty());
 }
+
+/// The last holder's logout ends the session also while another connection is restoring
+/// it: that restore is not found, and nothing stays stored (a restore that failed later
+/// would otherwise leave the session stored with nobody holding it).
+#[tokio::test]
+async fn a_logout_ends_the_session_for_a_restore_under_way() {
+    let (found, mut lookups) = tokio::sync::mpsc::unbounded_channel();
+    let store = Arc::new(GatedLookups {
+        inner: MemoryStore::new(),
+        found,
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    expect_event(&mut events, format!("created {key}")).await;
+    let (mut b, _) = RawClient::connect(addr).await;
+    b.send(restore(1, key.as_bytes())).await;
+    bounded(lookups.recv()).await;
+
+    a.send(close(2)).await;
+    assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(2)));
+    expect_event(&mut events, format!("closed {key}")).await;
+    assert!(store.inner.is_empty());
+    store.gate.add_permits(1);
+    assert_eq!(
+        parse(b.recv().await),
+        Message::ReplySessionNotFound {
+            id: RequestId::from(1)
+        }
+    );
+    assert_eq!(server.active_sessions(), 0);
+}

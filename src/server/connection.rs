@@ -335,7 +335,8 @@ impl Connection {
     /// without a session; fails only if sessions are disabled.
     ///
     /// Security: this logs out **this connection**. Other connections holding the session
-    /// keep it, and while one does, the key stays restorable. To end a session everywhere
+    /// keep it, and while one does, the key stays restorable; once none does, a restore
+    /// of it still under way fails. To end a session everywhere
     /// (a password change, a stolen device), use
     /// [`Server::close_session`](crate::server::Server::close_session). With a store shared
     /// by several servers, "last connection" means the last on this server: the session

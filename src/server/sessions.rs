@@ -15,7 +15,8 @@
 //!   accepted by `Handler::session_restored`.
 //! - **close** (a connection's own logout, or its client's close request): that connection
 //!   leaves the session; the session ends (removed from the store) only when its last
-//!   connection leaves. Other connections keep it.
+//!   connection leaves (a restore of it still under way on another connection then
+//!   fails). Other connections keep it.
 //! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
 //!   the store first, so nothing restores it from then on, then taken off every connection
 //!   of this server that holds it or is restoring it.
@@ -144,7 +145,13 @@ impl Sessions {
         // Taken in one step: a revocation racing this either took it first (and told the
         // client) or finds nothing.
         let session = conn.take_session()?;
-        let last = self.registry.deregister(&session.key, conn.id());
+        // Only connections that hold it keep it alive: a restore still under way on
+        // another connection fails (the session was closed before it was restored), rather
+        // than keep the session stored for a restore that may fail and leave it unheld.
+        let key = session.key.as_str();
+        let last = self.registry.leave(key, conn.id(), |other| {
+            other.session().is_some_and(|s| s.key == key)
+        });
         self.count_held();
         if last {
             self.metrics.closed();

@@ -73,6 +73,26 @@ impl<T: Clone> SessionRegistry<T> {
         }
     }
 
+    /// Removes `conn_id` from `key` as a connection that leaves the session for good; true
+    /// if no remaining registration `holds` it (only restores still under way, if any), in
+    /// which case the key's entry goes too, so that those restores fail to attach: the
+    /// session ends with its last holder, not with its last registration.
+    pub(crate) fn leave(&self, key: &str, conn_id: u64, holds: impl Fn(&T) -> bool) -> bool {
+        let mut sessions = self.sessions();
+        let Some(ids) = sessions.get_mut(key) else {
+            return false;
+        };
+        let Some(pos) = ids.iter().position(|(id, _)| *id == conn_id) else {
+            return false;
+        };
+        ids.swap_remove(pos);
+        if ids.iter().any(|(_, holder)| holds(holder)) {
+            return false;
+        }
+        sessions.remove(key);
+        true
+    }
+
     /// Runs `attach` if `conn_id` is still registered under `key`, under the registry's
     /// lock (so a [`revoke`](Self::revoke) is wholly before or after it); false if not.
     pub(crate) fn attach_if_registered(
@@ -257,5 +277,23 @@ mod tests {
         assert!(!registry.attach_if_registered("k", 2, || panic!("attached a revoked key")));
         assert!(!registry.deregister("k", 2), "nothing left to deregister");
         assert!(registry.revoke("k").is_empty());
+    }
+
+    #[test]
+    fn the_last_holder_leaving_ends_registrations_still_pending() {
+        let registry = SessionRegistry::<u64>::new(0);
+        for id in [1, 2, 3] {
+            registry.try_register("k", id, &id).unwrap();
+        }
+        // 1 and 2 hold the session; 3 is restoring.
+        let holds = |holders: &[u64]| {
+            let holders = holders.to_vec();
+            move |id: &u64| holders.contains(id)
+        };
+        assert!(!registry.leave("k", 1, holds(&[2])), "2 still holds it");
+        assert!(registry.leave("k", 2, holds(&[])), "only a restore is left");
+        assert!(registry.holders("k").is_empty());
+        assert!(!registry.attach_if_registered("k", 3, || panic!("attached after the end")));
+        assert!(!registry.leave("k", 3, holds(&[])), "already gone");
     }
 }
