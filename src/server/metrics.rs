@@ -418,12 +418,16 @@ impl SessionMetrics {
         }
     }
 
-    /// A connection took or left a session: `active` counts the sessions held now (only
-    /// called with the feature: the count may take a lock).
-    #[inline]
-    pub(crate) fn held(&self, active: impl FnOnce() -> usize) {
+    /// What sets `webwire_sessions_active` from the registry's count, under the
+    /// registry's lock (nothing without the feature: the registry then calls nothing).
+    pub(crate) fn active_observer(&self) -> Option<impl Fn(usize) + Send + Sync + 'static> {
         #[cfg(feature = "metrics")]
-        self.active.set(active() as f64);
+        {
+            let active = self.active.clone();
+            Some(move |count: usize| active.set(count as f64))
+        }
+        #[cfg(not(feature = "metrics"))]
+        None::<fn(usize)>
     }
 
     /// A session was created.

@@ -86,7 +86,6 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.sessions.registry.deregister(self.key, self.conn_id);
-        self.sessions.count_held();
     }
 }
 
@@ -112,13 +111,18 @@ pub(crate) struct SessionConfig {
 
 impl Sessions {
     pub(crate) fn new(config: SessionConfig, events: Arc<dyn SessionEvents>) -> Self {
+        let metrics = SessionMetrics::new();
+        let mut registry = SessionRegistry::new(config.max_connections);
+        if let Some(observer) = metrics.active_observer() {
+            registry = registry.observed(observer);
+        }
         Sessions {
             enabled: config.enabled,
             store: config.store,
             keys: config.keys,
-            registry: SessionRegistry::new(config.max_connections),
+            registry,
             events,
-            metrics: SessionMetrics::new(),
+            metrics,
         }
     }
 
@@ -126,15 +130,7 @@ impl Sessions {
     /// session's last connection.
     fn detach(&self, conn: &Connection, key: &str) -> bool {
         conn.take_session_if(key);
-        let last = self.registry.deregister(key, conn.id());
-        self.count_held();
-        last
-    }
-
-    /// Sets the gauge of sessions held to the registry's count (with the feature `metrics`;
-    /// a restore under way counts until it ends).
-    fn count_held(&self) {
-        self.metrics.held(|| self.registry.active_sessions());
+        self.registry.deregister(key, conn.id())
     }
 
     /// `conn` leaves its session explicitly (under its session lock): the last connection
@@ -152,7 +148,6 @@ impl Sessions {
         let last = self.registry.leave(key, conn.id(), |other| {
             other.session().is_some_and(|s| s.key == key)
         });
-        self.count_held();
         if last {
             self.metrics.closed();
             if let Err(error) = self.store.remove(&session.key).await {
@@ -211,7 +206,6 @@ impl Sessions {
         // nobody knows yet cannot have been revoked meanwhile.)
         std::mem::forget(reservation);
         conn.set_session(Some(session.clone()));
-        self.count_held();
         self.metrics.created();
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
@@ -263,7 +257,6 @@ impl Sessions {
             .into_iter()
             .filter(|conn| conn.take_session_if(key))
             .collect();
-        self.count_held();
         let closed = session_closed_notification();
         // Each waits for room in its own connection's queue (at most until that
         // connection's write timeout), so a slow one does not hold up the others.
@@ -364,7 +357,6 @@ impl Sessions {
             }
             return Message::ReplySessionNotFound { id };
         }
-        self.count_held();
         drop(op);
         // The hook runs without the lock (it may use the connection's sessions); a refusal
         // takes the session off again before the client hears of it.
@@ -416,7 +408,6 @@ impl Sessions {
         let _op = conn.session_op().await;
         if let Some(session) = conn.take_session() {
             self.registry.deregister(&session.key, conn.id());
-            self.count_held();
         }
     }
 

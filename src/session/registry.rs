@@ -21,6 +21,9 @@ use super::SessionError;
 pub(crate) struct SessionRegistry<T> {
     max_connections_per_session: usize,
     sessions: Mutex<HashMap<String, Vec<(u64, T)>>>,
+    /// Told the number of keys after every change, under the lock, so that what it
+    /// reports (a metrics gauge) is never an older count set after a newer one.
+    observer: Option<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl<T: Clone> SessionRegistry<T> {
@@ -29,6 +32,19 @@ impl<T: Clone> SessionRegistry<T> {
         SessionRegistry {
             max_connections_per_session,
             sessions: Mutex::new(HashMap::new()),
+            observer: None,
+        }
+    }
+
+    /// Tells `observer` the number of keys with a connection after every change.
+    pub(crate) fn observed(mut self, observer: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    fn changed(&self, sessions: &HashMap<String, Vec<(u64, T)>>) {
+        if let Some(observer) = &self.observer {
+            observer(sessions.len());
         }
     }
 
@@ -50,6 +66,7 @@ impl<T: Clone> SessionRegistry<T> {
             Some(ids) => ids.push((conn_id, holder.clone())),
             None => {
                 sessions.insert(key.to_owned(), vec![(conn_id, holder.clone())]);
+                self.changed(&sessions);
             }
         }
         Ok(())
@@ -67,6 +84,7 @@ impl<T: Clone> SessionRegistry<T> {
         ids.swap_remove(pos);
         if ids.is_empty() {
             sessions.remove(key);
+            self.changed(&sessions);
             true
         } else {
             false
@@ -90,6 +108,7 @@ impl<T: Clone> SessionRegistry<T> {
             return false;
         }
         sessions.remove(key);
+        self.changed(&sessions);
         true
     }
 
@@ -113,8 +132,10 @@ impl<T: Clone> SessionRegistry<T> {
 
     /// Takes every registration of `key` out at once and returns their holders.
     pub(crate) fn revoke(&self, key: &str) -> Vec<T> {
-        self.sessions()
-            .remove(key)
+        let mut sessions = self.sessions();
+        let revoked = sessions.remove(key);
+        self.changed(&sessions);
+        revoked
             .map(|ids| ids.into_iter().map(|(_, holder)| holder).collect())
             .unwrap_or_default()
     }
@@ -295,5 +316,29 @@ mod tests {
         assert!(registry.holders("k").is_empty());
         assert!(!registry.attach_if_registered("k", 3, || panic!("attached after the end")));
         assert!(!registry.leave("k", 3, holds(&[])), "already gone");
+    }
+
+    #[test]
+    fn the_observer_hears_every_change_of_the_count() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let registry = SessionRegistry::<u64>::new(0).observed({
+            let seen = Arc::clone(&seen);
+            move |count| seen.store(count, Ordering::Relaxed)
+        });
+        let count = || seen.load(Ordering::Relaxed);
+        registry.try_register("a", 1, &1).unwrap();
+        registry.try_register("b", 2, &2).unwrap();
+        registry.try_register("b", 3, &3).unwrap();
+        assert_eq!(count(), 2);
+        registry.deregister("b", 2);
+        assert_eq!(count(), 2, "b still has a connection");
+        registry.deregister("b", 3);
+        assert_eq!(count(), 1);
+        registry.try_register("c", 4, &4).unwrap();
+        assert!(registry.leave("c", 4, |_| false));
+        assert_eq!(count(), 1);
+        registry.revoke("a");
+        assert_eq!(count(), 0);
     }
 }
