@@ -73,6 +73,14 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     client.send(restore(id, key)).await;
+    answered_not_found(client, id).await;
+}
+
+/// The next frame must answer request `id` with "not found".
+async fn answered_not_found<S>(client: &mut RawClient<S>, id: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     assert_eq!(
         parse(client.recv().await),
         Message::ReplySessionNotFound {
@@ -548,6 +556,38 @@ async fn a_revocation_ends_a_session_nobody_holds() {
 /// answered "not found", and leaves nothing registered.
 #[tokio::test]
 async fn a_restore_racing_a_revocation_is_not_found() {
+    let mut race = a_restore_held_after_its_lookup().await;
+    let key = race.key.clone();
+    // The revocation reaches a, which holds it.
+    assert_eq!(bounded(race.server.close_session(&key)).await, Ok(1));
+    assert_eq!(
+        &race.a.recv().await[..],
+        &vector("notify_session_closed")[..]
+    );
+    race.store.gate.add_permits(1);
+    answered_not_found(&mut race.b, 1).await;
+    assert!(race.server.session_connections(&key).is_empty());
+    assert_eq!(race.server.active_sessions(), 0);
+    expect_event(&mut race.events, format!("revoked {key}")).await;
+    assert!(
+        race.events.session_events.try_recv().is_err(),
+        "no restore hook"
+    );
+}
+
+/// What [`a_restore_held_after_its_lookup`] sets up.
+struct Racing {
+    server: Server<Arc<Probe>>,
+    events: Events,
+    store: Arc<GatedLookups>,
+    /// Holds the session.
+    a: RawClient,
+    /// Restores it (request 1): its lookup has found the session and waits at the gate.
+    b: RawClient,
+    key: String,
+}
+
+async fn a_restore_held_after_its_lookup() -> Racing {
     let (found, mut lookups) = tokio::sync::mpsc::unbounded_channel();
     let store = Arc::new(GatedLookups {
         inner: MemoryStore::new(),
@@ -557,25 +597,18 @@ async fn a_restore_racing_a_revocation_is_not_found() {
     let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
     let (mut a, _) = RawClient::connect(addr).await;
     let key = login(&mut a, 1, "alice").await.key;
+    expect_event(&mut events, format!("created {key}")).await;
     let (mut b, _) = RawClient::connect(addr).await;
     b.send(restore(1, key.as_bytes())).await;
     bounded(lookups.recv()).await;
-
-    // b's lookup has found the session; the revocation reaches a, which holds it.
-    assert_eq!(bounded(server.close_session(&key)).await, Ok(1));
-    assert_eq!(&a.recv().await[..], &vector("notify_session_closed")[..]);
-    store.gate.add_permits(1);
-    assert_eq!(
-        parse(b.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
-    );
-    assert!(server.session_connections(&key).is_empty());
-    assert_eq!(server.active_sessions(), 0);
-    expect_event(&mut events, format!("created {key}")).await;
-    expect_event(&mut events, format!("revoked {key}")).await;
-    assert!(events.session_events.try_recv().is_err(), "no restore hook");
+    Racing {
+        server,
+        events,
+        store,
+        a,
+        b,
+        key,
+    }
 }
 
 /// A session must fit in its restore reply: the server refuses to create one that would
@@ -808,30 +841,16 @@ async fn a_restore_that_never_finishes_leaves_no_registration() {
 /// would otherwise leave the session stored with nobody holding it).
 #[tokio::test]
 async fn a_logout_ends_the_session_for_a_restore_under_way() {
-    let (found, mut lookups) = tokio::sync::mpsc::unbounded_channel();
-    let store = Arc::new(GatedLookups {
-        inner: MemoryStore::new(),
-        found,
-        gate: tokio::sync::Semaphore::new(0),
-    });
-    let (server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
-    let (mut a, _) = RawClient::connect(addr).await;
-    let key = login(&mut a, 1, "alice").await.key;
-    expect_event(&mut events, format!("created {key}")).await;
-    let (mut b, _) = RawClient::connect(addr).await;
-    b.send(restore(1, key.as_bytes())).await;
-    bounded(lookups.recv()).await;
-
-    a.send(close(2)).await;
-    assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(2)));
-    expect_event(&mut events, format!("closed {key}")).await;
-    assert!(store.inner.is_empty());
-    store.gate.add_permits(1);
+    let mut race = a_restore_held_after_its_lookup().await;
+    let key = race.key.clone();
+    race.a.send(close(2)).await;
     assert_eq!(
-        parse(b.recv().await),
-        Message::ReplySessionNotFound {
-            id: RequestId::from(1)
-        }
+        parse(race.a.recv().await).request_id(),
+        Some(RequestId::from(2))
     );
-    assert_eq!(server.active_sessions(), 0);
+    expect_event(&mut race.events, format!("closed {key}")).await;
+    assert!(race.store.inner.is_empty());
+    race.store.gate.add_permits(1);
+    answered_not_found(&mut race.b, 1).await;
+    assert_eq!(race.server.active_sessions(), 0);
 }
