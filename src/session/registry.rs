@@ -74,21 +74,8 @@ impl<T: Clone> SessionRegistry<T> {
 
     /// Removes `conn_id` from `key`; true if it was the key's last connection.
     pub(crate) fn deregister(&self, key: &str, conn_id: u64) -> bool {
-        let mut sessions = self.sessions();
-        let Some(ids) = sessions.get_mut(key) else {
-            return false;
-        };
-        let Some(pos) = ids.iter().position(|(id, _)| *id == conn_id) else {
-            return false;
-        };
-        ids.swap_remove(pos);
-        if ids.is_empty() {
-            sessions.remove(key);
-            self.changed(&sessions);
-            true
-        } else {
-            false
-        }
+        // Every other registration keeps the key.
+        self.leave(key, conn_id, |_| true)
     }
 
     /// Removes `conn_id` from `key` as a connection that leaves the session for good; true
