@@ -354,7 +354,7 @@ async fn protocol_errors_are_counted_by_kind_and_close_code() {
 #[tokio::test]
 async fn sessions_are_counted() {
     let recorder = Recorded::default();
-    let (server, _events, addr) = start(&recorder, |b| b).await;
+    let (server, mut events, addr) = start(&recorder, |b| b).await;
     let [alice, second, stranger]: [Client; 3] =
         clients(addr, 3).await.try_into().expect("three clients");
     assert_eq!(recorder.gauge("webwire_sessions_active"), 0.0);
@@ -383,12 +383,8 @@ async fn sessions_are_counted() {
     assert_eq!(recorder.counter("webwire_requests_total{outcome=ok}"), 2);
 
     bounded(alice.close()).await;
-    bounded(async {
-        while server.connection_count() > 2 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    // The hook runs after the connection has left its session.
+    bounded(events.disconnected.recv()).await;
     assert_eq!(
         recorder.gauge("webwire_sessions_active"),
         1.0,

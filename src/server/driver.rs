@@ -392,18 +392,16 @@ where
                 Err(self.violation(kind, CloseCode::Size, "message exceeds the size limit", why))
             }
             Incoming::Frame(frame) => match Message::parse(frame) {
-                Ok(message) => {
-                    let heartbeat = matches!(message, Message::Heartbeat);
-                    match Job::from_message(message) {
-                        Some(job) => self.dispatch(job),
-                        None if heartbeat => Ok(()),
-                        None => {
-                            let unexpected = ProtocolErrorKind::UnexpectedMessage;
-                            self.cx.shared.metrics.protocol_error(unexpected);
-                            Ok(())
-                        }
+                Ok(Message::Heartbeat) => Ok(()),
+                Ok(message) => match Job::from_message(message) {
+                    Some(job) => self.dispatch(job),
+                    // A type only servers send: ignored, but counted.
+                    None => {
+                        let unexpected = ProtocolErrorKind::UnexpectedMessage;
+                        self.cx.shared.metrics.protocol_error(unexpected);
+                        Ok(())
                     }
-                }
+                },
                 Err(error) => {
                     let why = error.to_string();
                     let kind = ProtocolErrorKind::MalformedMessage;

@@ -564,14 +564,10 @@ pub(crate) struct Slots {
 pub(crate) struct Slot(Arc<Slots>);
 
 impl Slots {
-    /// Whether the server is full, counted as a rejection if it is: a look only, no place
-    /// is taken (so another upgrade may take the last one before [`try_take`](Self::try_take)).
+    /// Whether the server is full: a look only, no place is taken (so another upgrade may
+    /// take the last one before [`try_take`](Self::try_take)).
     pub(crate) fn is_full(&self) -> bool {
-        let full = self.max != 0 && self.live.load(Ordering::Acquire) >= self.max;
-        if full {
-            self.metrics.connection_rejected();
-        }
-        full
+        self.max != 0 && self.live.load(Ordering::Acquire) >= self.max
     }
 
     /// A place for one more connection, unless the server is full. Checking and counting is

@@ -12,10 +12,9 @@ use tokio_tungstenite::tungstenite::http::{HeaderMap, header};
 use crate::server::ConfigError;
 
 /// The origins a server accepts upgrades from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origins {
     /// No `Origin`, or one whose host\[:port\] equals `Host` (ASCII case aside).
-    #[default]
     SameHost,
     /// Those of `SameHost`, and these origins (`scheme://host[:port]`, lower case).
     Listed(Vec<Box<str>>),

@@ -105,6 +105,7 @@ pub(crate) fn check<H: Handler>(
     // taken (a refused upgrade would hold one for nothing); the place is taken after the
     // hook, in one step with the check, so racing upgrades still cannot overshoot.
     if shared.slots.is_full() {
+        shared.metrics.connection_rejected();
         return Err(too_many_connections());
     }
     Ok(response)

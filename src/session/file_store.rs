@@ -149,7 +149,8 @@ impl FileStore {
     /// Deletes the files of expired sessions and temporary files left by a crash (older
     /// than ten minutes); returns how many files it deleted. The store runs this itself
     /// (at its first operation, then hourly); call it to sweep on a schedule of your own.
-    /// Files that are not the store's are left alone.
+    /// Files that are not the store's are left alone. It counts as the store's own sweep: the
+    /// next one the store starts is an hour later.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), tokio_webwire::session::StoreError> {
@@ -158,34 +159,44 @@ impl FileStore {
     /// # Ok(()) }
     /// ```
     pub async fn sweep(&self) -> Result<usize, StoreError> {
-        let inner = Arc::clone(&self.inner);
-        let idle_timeout = self.idle_timeout;
-        tokio::task::spawn_blocking(move || sweep(&inner, idle_timeout))
+        // It counts as the store's own: the next one is due an interval from now.
+        *self.last_sweep() = Some(Instant::now());
+        self.spawn_sweep()
             .await
             .map_err(|err| StoreError::other(format!("session sweep task failed: {err}")))?
     }
 
-    /// Starts a sweep on the blocking pool if none ran within [`SWEEP_INTERVAL`].
+    /// Starts a sweep on the blocking pool if none ran within [`SWEEP_INTERVAL`]; the
+    /// operation that found it due does not wait for it.
     fn sweep_if_due(&self) {
-        let mut last = self
-            .inner
-            .last_sweep
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut last = self.last_sweep();
         let now = Instant::now();
         if last.is_some_and(|last| now.duration_since(last) < SWEEP_INTERVAL) {
             return;
         }
         *last = Some(now);
         drop(last);
+        drop(self.spawn_sweep());
+    }
+
+    fn last_sweep(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs a sweep on the blocking pool; a failure is logged.
+    fn spawn_sweep(&self) -> tokio::task::JoinHandle<Result<usize, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let idle_timeout = self.idle_timeout;
-        // Not awaited: the operation that found it due does not wait for it.
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = sweep(&inner, idle_timeout) {
+            let swept = sweep(&inner, idle_timeout);
+            if let Err(error) = &swept {
                 tracing::warn!(%error, "session directory sweep failed");
             }
-        });
+            swept
+        })
     }
 
     /// The directory holding the session files.
@@ -676,7 +687,8 @@ mod tests {
     async fn a_sweep_deletes_expired_sessions_and_crash_leftovers_only() {
         let tmp = TempDir::new();
         let store = FileStore::new(&tmp.0).unwrap().idle_timeout(DAY);
-        // Let the store's own first sweep run now, on an empty directory.
+        // A sweep now, on an empty directory, is the store's first: no sweep of its own
+        // runs beside the test's.
         assert_eq!(store.sweep().await.unwrap(), 0);
 
         let stale = used(2 * DAY);

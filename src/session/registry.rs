@@ -121,7 +121,9 @@ impl<T: Clone> SessionRegistry<T> {
     pub(crate) fn revoke(&self, key: &str) -> Vec<T> {
         let mut sessions = self.sessions();
         let revoked = sessions.remove(key);
-        self.changed(&sessions);
+        if revoked.is_some() {
+            self.changed(&sessions);
+        }
         revoked
             .map(|ids| ids.into_iter().map(|(_, holder)| holder).collect())
             .unwrap_or_default()
