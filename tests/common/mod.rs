@@ -5,6 +5,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod probe;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod script;
 
 use std::future::Future;
