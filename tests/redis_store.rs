@@ -1,1 +1,343 @@
-//! stub
+//! `RedisStore` against a real redis-server (tests/common/redis.rs starts one per test;
+//! skipped without the binary unless `CI` is set): the store's contract, the TTL, the
+//! prefix, untrusted keys, Redis going away, and a session restored on a second server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::bounded;
+use common::probe::start;
+use common::redis::RedisServer;
+use time::OffsetDateTime;
+use tokio_webwire::client::Reconnect;
+use tokio_webwire::redis::{RedisStore, redis};
+use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore, StoreError};
+use tokio_webwire::{Client, RequestError, Session, SessionInfo};
+
+/// A store on `server`, every call bounded.
+async fn store(server: &RedisServer) -> RedisStore {
+    bounded(RedisStore::connect(&server.url()))
+        .await
+        .expect("the store connects")
+}
+
+/// A plain connection, to look at what the store wrote.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(server.url()).expect("a valid URL");
+    bounded(client.get_multiplexed_async_connection())
+        .await
+        .expect("a plain connection")
+}
+
+async fn query<T: redis::FromRedisValue>(
+    con: &mut redis::aio::MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> T {
+    bounded(cmd.query_async(con)).await.expect("a Redis reply")
+}
+
+/// A session with a fresh default key and `user` in its info.
+fn session(user: &str) -> Session {
+    let mut info = SessionInfo::new();
+    info.insert("user", &user).expect("a string is JSON");
+    Session::new(DefaultKeyGenerator.generate(), info)
+}
+
+#[tokio::test]
+async fn save_lookup_remove() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await;
+    let saved = session("alice");
+    bounded(store.save(&saved)).await.expect("saved");
+
+    let found = bounded(store.lookup(&saved.key))
+        .await
+        .expect("looked up")
+        .expect("found");
+    assert_eq!(found.key, saved.key);
+    assert_eq!(found.created, saved.created);
+    assert_eq!(found.info, saved.info);
+
+    bounded(store.remove(&saved.key)).await.expect("removed");
+    assert_eq!(bounded(store.lookup(&saved.key)).await.expect("looked up"), None);
+    // Removing what is not there is no error.
+    bounded(store.remove(&saved.key)).await.expect("removed again");
+    assert_eq!(
+        bounded(store.lookup(&DefaultKeyGenerator.generate()))
+            .await
+            .expect("looked up"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn lookup_refreshes_last_lookup_and_the_ttl() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server)
+        .await
+        .idle_timeout(Duration::from_secs(3600));
+    let mut con = raw(&server).await;
+    let mut saved = session("bob");
+    saved.last_lookup = OffsetDateTime::now_utc() - Duration::from_secs(600);
+    bounded(store.save(&saved)).await.expect("saved");
+    let redis_key = format!("webwire:session:{}", saved.key);
+    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    assert!((3_500_000..=3_600_000).contains(&ttl), "TTL after save: {ttl} ms");
+
+    // Most of the TTL gone: a lookup gives it back whole.
+    let _: () = query(&mut con, redis::cmd("PEXPIRE").arg(&redis_key).arg(5_000)).await;
+    let before = OffsetDateTime::now_utc();
+    let found = bounded(store.lookup(&saved.key))
+        .await
+        .expect("looked up")
+        .expect("found");
+    assert!(found.last_lookup >= before, "last_lookup is the lookup's time");
+    assert_eq!(found.created, saved.created);
+    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    assert!((3_500_000..=3_600_000).contains(&ttl), "TTL after lookup: {ttl} ms");
+
+    // What Redis holds is the session's JSON with the new last lookup.
+    let json: Vec<u8> = query(&mut con, redis::cmd("GET").arg(&redis_key)).await;
+    assert_eq!(Session::from_json(&json).expect("a session"), found);
+}
+
+#[tokio::test]
+async fn an_idle_session_expires_in_redis() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await.idle_timeout(Duration::from_secs(1));
+    let mut con = raw(&server).await;
+    let saved = session("carol");
+    bounded(store.save(&saved)).await.expect("saved");
+    let redis_key = format!("webwire:session:{}", saved.key);
+    // Redis expires it on its own. Poll with EXISTS, which (unlike a lookup) does not
+    // renew the TTL; bounded.
+    bounded(async {
+        while query::<bool>(&mut con, redis::cmd("EXISTS").arg(&redis_key)).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(bounded(store.lookup(&saved.key)).await.expect("looked up"), None);
+}
+
+#[tokio::test]
+async fn zero_idle_timeout_sets_no_ttl() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await.idle_timeout(Duration::ZERO);
+    let mut con = raw(&server).await;
+    let saved = session("dave");
+    bounded(store.save(&saved)).await.expect("saved");
+    bounded(store.lookup(&saved.key))
+        .await
+        .expect("looked up")
+        .expect("found");
+    let redis_key = format!("webwire:session:{}", saved.key);
+    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    assert_eq!(ttl, -1, "no expiry");
+}
+
+#[tokio::test]
+async fn keys_live_under_the_prefix() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let shop = store(&server).await.prefix("shop:s:");
+    let chat = store(&server).await;
+    let mut con = raw(&server).await;
+    let saved = session("erin");
+    bounded(shop.save(&saved)).await.expect("saved");
+    let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*")).await;
+    assert_eq!(keys, [format!("shop:s:{}", saved.key)]);
+    // Another prefix, another namespace.
+    assert_eq!(bounded(chat.lookup(&saved.key)).await.expect("looked up"), None);
+    bounded(chat.save(&saved)).await.expect("saved");
+    let mut keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*")).await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("shop:s:{}", saved.key),
+            format!("webwire:session:{}", saved.key)
+        ]
+    );
+    bounded(shop.remove(&saved.key)).await.expect("removed");
+    assert!(
+        bounded(chat.lookup(&saved.key))
+            .await
+            .expect("looked up")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn odd_keys_are_not_found_and_cannot_be_saved() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await;
+    let mut con = raw(&server).await;
+    bounded(store.save(&session("frank"))).await.expect("saved");
+    let long = "k".repeat(5_000);
+    let odd = [
+        "", "*", "?", "[a-z]*", "a b", "\0", "\r\nFLUSHALL\r\n", "é", "\u{7f}", &long,
+    ];
+    for key in odd {
+        assert_eq!(
+            bounded(store.lookup(key)).await.expect("not an error"),
+            None,
+            "key {key:?}"
+        );
+        bounded(store.remove(key)).await.expect("not an error");
+        let mut bad = session("odd");
+        bad.key = key.to_owned();
+        match bounded(store.save(&bad)).await {
+            // A printable key ("*", "?", "[a-z]*") is a key like any other: Redis keys are
+            // not patterns.
+            Ok(()) => {
+                assert!(key.bytes().all(|b| (0x21..=0x7e).contains(&b)) && !key.is_empty());
+                let found = bounded(store.lookup(key)).await.expect("looked up");
+                assert_eq!(found.map(|s| s.key), Some(key.to_owned()));
+                bounded(store.remove(key)).await.expect("removed");
+            }
+            Err(StoreError::InvalidKey { .. }) => {}
+            Err(other) => panic!("unexpected error for {key:?}: {other}"),
+        }
+    }
+    // The one real session is still there, alone.
+    let count: usize = query(&mut con, &redis::cmd("DBSIZE")).await;
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn a_lookup_racing_a_remove_never_brings_the_session_back() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await;
+    let mut con = raw(&server).await;
+    // Whatever the interleaving, the remove wins: after both, nothing is left.
+    for _ in 0..100 {
+        let saved = session("gina");
+        bounded(store.save(&saved)).await.expect("saved");
+        let lookup = tokio::spawn({
+            let store = store.clone();
+            let key = saved.key.clone();
+            async move { store.lookup(&key).await }
+        });
+        bounded(store.remove(&saved.key)).await.expect("removed");
+        bounded(lookup)
+            .await
+            .expect("the lookup task ran")
+            .expect("looked up");
+        let exists: usize = query(
+            &mut con,
+            redis::cmd("EXISTS").arg(format!("webwire:session:{}", saved.key)),
+        )
+        .await;
+        assert_eq!(exists, 0);
+    }
+}
+
+#[tokio::test]
+async fn redis_away_fails_operations_without_the_key_and_they_recover() {
+    let Some(mut server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store(&server).await;
+    let saved = session("hank");
+    bounded(store.save(&saved)).await.expect("saved");
+
+    server.stop();
+    let error = bounded(store.lookup(&saved.key))
+        .await
+        .expect_err("Redis is away");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains(&saved.key), "the key leaked: {text}");
+    assert!(bounded(store.save(&session("ivy"))).await.is_err());
+    assert!(!format!("{store:?}").contains(&saved.key));
+
+    // Back, empty (no persistence): the store reconnects by itself.
+    server.restart().await;
+    let found = bounded(async {
+        loop {
+            match store.lookup(&saved.key).await {
+                Ok(found) => return found,
+                // Reconnecting; each failed attempt already waited a little.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, None, "Redis lost it");
+    bounded(store.save(&saved)).await.expect("saved again");
+    assert!(
+        bounded(store.lookup(&saved.key))
+            .await
+            .expect("looked up")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_session_made_on_server_a_is_restored_on_server_b_after_a_is_gone() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let store_a = store(&redis).await;
+    let store_b = store(&redis).await;
+    let (server_a, _events_a, addr_a) = start(|b| b.session_store(store_a)).await;
+    let (server_b, mut events_b, addr_b) = start(|b| b.session_store(store_b)).await;
+
+    let client = common::clients(addr_a, 1).await.remove(0);
+    let reply = bounded(client.request("login", "alice".to_owned()))
+        .await
+        .expect("login");
+    let key = reply.to_text().expect("the key is text");
+    bounded(client.close()).await;
+    bounded(server_a.shutdown()).await;
+
+    // The load balancer now sends the client to B, which has never seen the session.
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .request_timeout(common::LIMIT)
+            .connect(format!("ws://{addr_b}/")),
+    )
+    .await
+    .expect("connects to B");
+    let restored = bounded(client.restore_session(&key))
+        .await
+        .expect("restored on B");
+    assert_eq!(restored.key, key);
+    assert_eq!(
+        restored.info.get::<String>("user").expect("a string"),
+        Some("alice".to_owned())
+    );
+    assert_eq!(
+        bounded(events_b.session_events.recv()).await,
+        Some(format!("restored {key}"))
+    );
+    assert_eq!(server_b.session_connections(&key).len(), 1);
+
+    // A logout on B removes it from Redis: no server restores it any more.
+    bounded(client.request("logout", tokio_webwire::Payload::empty()))
+        .await
+        .expect("logout");
+    let other = common::clients(addr_b, 1).await.remove(0);
+    assert_eq!(
+        bounded(other.restore_session(&key)).await.err(),
+        Some(RequestError::SessionNotFound)
+    );
+    bounded(client.close()).await;
+    bounded(other.close()).await;
+    bounded(server_b.shutdown()).await;
+}
