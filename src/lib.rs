@@ -103,6 +103,7 @@
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
+pub mod backplane;
 pub mod client;
 mod error;
 mod payload;

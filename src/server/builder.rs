@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::backplane::{Backplane, DynBackplane, Local};
 use crate::protocol::{AcceptConf, Message};
+use crate::server::fanout::SlowSubscriber;
 use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
@@ -56,6 +58,8 @@ pub(crate) struct Config {
     pub(crate) origins: Origins,
     /// The handshake every connection starts with, encoded once.
     pub(crate) accept_conf: Bytes,
+    /// What a publish does with a subscriber whose queue is full.
+    pub(crate) slow_subscriber: SlowSubscriber,
 }
 
 /// Builds a [`Server`]: `Server::builder(handler)`, options, [`build`](Self::build).
@@ -79,6 +83,8 @@ pub(crate) struct Config {
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
 /// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
 /// | [`max_session_connections`](Self::max_session_connections) | 0 (no limit) | connections per session |
+/// | [`backplane`](Self::backplane) | [`Local`] | how publishes, session signals and revocations reach other servers |
+/// | [`slow_subscriber`](Self::slow_subscriber) | [`SlowSubscriber::Disconnect`] | what a publish does with a subscriber whose queue is full |
 ///
 /// ```
 /// use std::time::Duration;
@@ -121,6 +127,8 @@ pub struct ServerBuilder<H> {
     /// `None`: any origin; else the listed ones (and the same host), checked by `build`.
     allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
+    backplane: Arc<dyn DynBackplane>,
+    slow_subscriber: SlowSubscriber,
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -146,7 +154,44 @@ impl<H: Handler> ServerBuilder<H> {
                 keys: Arc::new(DefaultKeyGenerator),
                 max_connections: 0,
             },
+            backplane: Arc::new(Local),
+            slow_subscriber: SlowSubscriber::default(),
         }
+    }
+
+    /// How the operations that concern every server of a service reach the other servers
+    /// (default [`Local`]: there are none). See [`backplane`](crate::backplane): with a
+    /// shared backplane, [`Server::publish`], [`Server::signal_session`] and
+    /// [`Server::close_session`] reach the connections of every server; give the servers
+    /// a shared [`session_store`](Self::session_store) too, so a client restores its
+    /// session on any of them.
+    ///
+    /// ```
+    /// use tokio_webwire::backplane::Local;
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(()).backplane(Local).build()?;
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Arc::new(backplane);
+        self
+    }
+
+    /// What a publish or session signal does with a subscriber whose outbound queue
+    /// ([`outbound_queue_len`](Self::outbound_queue_len) frames) is full (default
+    /// [`SlowSubscriber::Disconnect`]). Either way the publisher and the other subscribers
+    /// never wait; a queued signal holds a reference to the one encoded frame, not a copy.
+    ///
+    /// ```
+    /// use tokio_webwire::server::{Server, SlowSubscriber};
+    ///
+    /// let server = Server::builder(()).slow_subscriber(SlowSubscriber::Skip).build()?;
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    pub fn slow_subscriber(mut self, policy: SlowSubscriber) -> Self {
+        self.slow_subscriber = policy;
+        self
     }
 
     /// How many WebWire connections may be open at once (default 10 000; 0: no limit).
@@ -465,9 +510,15 @@ impl<H: Handler> ServerBuilder<H> {
             max_pending_upgrades: self.max_pending_upgrades,
             origins,
             accept_conf,
+            slow_subscriber: self.slow_subscriber,
         };
         Ok(Server {
-            shared: Arc::new(Shared::new(self.handler, config, self.sessions)),
+            shared: Arc::new(Shared::new(
+                self.handler,
+                config,
+                self.sessions,
+                self.backplane,
+            )),
         })
     }
 }
@@ -507,6 +558,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("allowed_origins", &self.allowed_origins)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)
+            .field("slow_subscriber", &self.slow_subscriber)
             .finish_non_exhaustive()
     }
 }

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::http::Extensions;
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message, ProtocolError};
 use crate::server::CloseReason;
+use crate::server::fanout::{Hub, Subscriptions, TopicError};
 use crate::server::outbox::{Outbound, Outbox};
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
@@ -77,7 +78,10 @@ struct Inner {
     driver: AtomicWaker,
     /// Why the connection closes, once it does.
     close_reason: Mutex<Option<CloseReason>>,
-    sessions: Arc<Sessions>,
+    /// The server's sessions and topics.
+    hub: Arc<Hub>,
+    /// The topics this connection subscribes to.
+    subscriptions: Mutex<Subscriptions>,
     /// The session this connection holds.
     session: Mutex<Option<Session>>,
     /// Serialises this connection's session operations (held across their awaits).
@@ -100,7 +104,7 @@ impl Connection {
         peer: Peer,
         max_message_size: usize,
         room: usize,
-        sessions: Arc<Sessions>,
+        hub: Arc<Hub>,
     ) -> Self {
         Connection {
             inner: Arc::new(Inner {
@@ -116,7 +120,8 @@ impl Connection {
                 closed: Notify::new(),
                 driver: AtomicWaker::new(),
                 close_reason: Mutex::new(None),
-                sessions,
+                hub,
+                subscriptions: Mutex::new(Subscriptions::default()),
                 session: Mutex::new(None),
                 session_op: tokio::sync::Mutex::new(()),
             }),
@@ -252,18 +257,15 @@ impl Connection {
     /// ```
     ///
     /// Each call checks and encodes the signal anew; a broadcast to `n` connections encodes
-    /// it `n` times.
+    /// it `n` times. Topics ([`subscribe`](Self::subscribe), [`publish`](Self::publish))
+    /// encode it once, and reach other servers too.
     pub fn try_signal(
         &self,
         name: impl IntoName,
         payload: impl Into<Payload>,
     ) -> Result<(), SendError> {
         let frame = self.signal_frame(name, payload.into())?;
-        match self.inner.room.try_acquire() {
-            Ok(permit) => self.queue(permit, frame),
-            Err(TryAcquireError::NoPermits) => Err(SendError::QueueFull),
-            Err(TryAcquireError::Closed) => Err(SendError::Closed),
-        }
+        self.try_send(frame)
     }
 
     fn signal_frame(&self, name: impl IntoName, payload: Payload) -> Result<Bytes, SendError> {
@@ -325,7 +327,7 @@ impl Connection {
     /// matters (spawn it if it must not hold up a `select!`). The server itself drops it
     /// only at a shutdown's deadline.
     pub async fn create_session(&self, info: SessionInfo) -> Result<Session, SessionError> {
-        self.inner.sessions.create(self, info).await
+        self.sessions().create(self, info).await
     }
 
     /// Closes this connection's session (PROTOCOL.md §4.5): the connection leaves it, the
@@ -356,7 +358,7 @@ impl Connection {
     /// store (restorable by its key) or the client may not learn that it lost it. Await it
     /// to the end (spawn it if it must not hold up a `select!`).
     pub async fn close_session(&self) -> Result<(), SessionError> {
-        self.inner.sessions.close(self).await
+        self.sessions().close(self).await
     }
 
     fn session_slot(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
@@ -398,7 +400,122 @@ impl Connection {
     }
 
     pub(crate) fn sessions(&self) -> &Sessions {
-        &self.inner.sessions
+        &self.inner.hub.sessions
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+        // Held for one topic-map operation, which does not panic.
+        self.inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Subscribes this connection to `topic`: from now on it gets every signal
+    /// [published](Self::publish) to the topic, on this server or, through the
+    /// [backplane](crate::backplane), on any other. Returns false if it was subscribed
+    /// already. A connection leaves its topics when it ends.
+    ///
+    /// A topic is any text of 1 to [`MAX_TOPIC_LEN`](crate::server::MAX_TOPIC_LEN) bytes;
+    /// topics exist while someone subscribes to them. Fails with [`TopicError::Closed`] once
+    /// the connection is closing.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::TopicError> {
+    /// assert!(conn.subscribe("room/rust")?);
+    /// assert!(!conn.subscribe("room/rust")?, "once is enough");
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, topic: &str) -> Result<bool, TopicError> {
+        // Under the connection's own lock, which its end takes too: a subscribe racing the
+        // end either is undone by it or fails.
+        let mut subscriptions = self.subscriptions();
+        self.inner.hub.subscribe(self, &mut subscriptions, topic)
+    }
+
+    /// Unsubscribes this connection from `topic`; false if it was not subscribed.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// conn.unsubscribe("room/rust");
+    /// # }
+    /// ```
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        let mut subscriptions = self.subscriptions();
+        self.inner.hub.unsubscribe(self, &mut subscriptions, topic)
+    }
+
+    /// The topics this connection subscribes to, in no particular order.
+    ///
+    /// ```no_run
+    /// # fn f(conn: tokio_webwire::server::Connection) {
+    /// for topic in conn.topics() {
+    ///     println!("subscribed to {topic}");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn topics(&self) -> Vec<String> {
+        self.subscriptions().topics().map(str::to_owned).collect()
+    }
+
+    /// The connection has ended: it leaves its topics.
+    pub(crate) fn leave_topics(&self) {
+        let mut subscriptions = self.subscriptions();
+        self.inner.hub.leave_all(self, &mut subscriptions);
+    }
+
+    /// Publishes the signal `name` with `payload` to every subscriber of `topic`, this
+    /// connection included if it subscribes: the same as
+    /// [`Server::publish`](crate::server::Server::publish), for handlers, which have a
+    /// connection rather than the server.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::TopicError> {
+    /// let here = conn.publish("room/rust", "message", "hello").await?;
+    /// println!("{here} subscribers on this server");
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        topic: &str,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<usize, TopicError> {
+        self.inner.hub.publish(topic, name, payload.into()).await
+    }
+
+    /// Sends the signal `name` with `payload` to every connection holding the session
+    /// `key`, on every node: the same as
+    /// [`Server::signal_session`](crate::server::Server::signal_session), for handlers.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::TopicError> {
+    /// // Tell the user's other devices.
+    /// if let Some(session) = conn.session() {
+    ///     conn.signal_session(&session.key, "settings-changed", "").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_session(
+        &self,
+        key: &str,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<usize, TopicError> {
+        self.inner
+            .hub
+            .signal_session(key, name, payload.into())
+            .await
+    }
+
+    /// Queues an encoded signal without waiting: the fan-out's way in.
+    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
+        match self.inner.room.try_acquire() {
+            Ok(permit) => self.queue(permit, frame),
+            Err(TryAcquireError::NoPermits) => Err(SendError::QueueFull),
+            Err(TryAcquireError::Closed) => Err(SendError::Closed),
+        }
     }
 
     /// Closes the connection: it reads no more messages, lets the handlers that are

@@ -80,7 +80,7 @@ where
         peer,
         config.max_message_size,
         config.outbound_queue_len,
-        Arc::clone(&shared.sessions),
+        Arc::clone(&shared.hub),
     );
     let cx = Arc::new(job::Context {
         shared: Arc::clone(&shared),
@@ -98,6 +98,7 @@ where
         tracing::debug!(%reason, "closing");
         Box::pin(driver.close(&reason)).await;
         drop(driver);
+        conn.leave_topics();
         Box::pin(conn.sessions().disconnected(&conn)).await;
         shared.live.deregister(&conn);
         // The socket is closed: its place is free before the hook hears of it.
@@ -539,6 +540,7 @@ where
             }
             CloseReason::ReadTimeout => Some(close_frame(CloseCode::Normal, "read timeout")),
             CloseReason::HookFailed => Some(close_frame(CloseCode::Error, "internal error")),
+            CloseReason::SlowConsumer => Some(close_frame(CloseCode::Again, "too slow")),
             CloseReason::ProtocolViolation(_) => self.violation.take(),
             CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
                 None

@@ -419,6 +419,10 @@ pub enum CloseReason {
     HookFailed,
     /// The server shut down.
     ServerShutdown,
+    /// The client did not keep up with the signals published to it (its outbound queue
+    /// was full), and the server's [`SlowSubscriber`](crate::server::SlowSubscriber)
+    /// policy is to disconnect it; closed with code 1013 ("try again later").
+    SlowConsumer,
 }
 
 impl fmt::Display for CloseReason {
@@ -432,6 +436,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Closed => f.write_str("closed by the server"),
             CloseReason::HookFailed => f.write_str("the connected hook failed"),
             CloseReason::ServerShutdown => f.write_str("server shutdown"),
+            CloseReason::SlowConsumer => f.write_str("too slow for its subscriptions"),
         }
     }
 }

@@ -36,7 +36,7 @@
 //! | `webwire_connections_total` | counter | count | | connections upgraded (or headless WebSockets taken) |
 //! | `webwire_connections_rejected_total` | counter | count | | upgrades refused because `max_connections` were open (HTTP 503; headless: close code 1013) |
 //! | `webwire_upgrades_refused_total` | counter | count | `status` | HTTP requests to the server answered with a refusal instead of a 101, on every way in (own listener, TLS, headless, hyper/axum mount), by the status answered: `400` (not a WebSocket upgrade, an unreadable head), `403` (a foreign `Origin`), `426` (WebSocket version ≠ 13), `431` (head over `max_upgrade_request_size`), `500`, `503` (shutting down, `max_connections` open, a mounted upgrade timed out), `other` (any other status, such as a `before_upgrade` refusal's 401; a hook's status in this list counts under it, a 1xx as the 500 answered); `none`: sockets closed unanswered, before any TLS or HTTP work, because `max_pending_upgrades` were waiting. The 503s of a full server are also in `webwire_connections_rejected_total` (a subset: do not add the two). Not counted: `OPTIONS` answered 200, sockets dropped at the handshake timeout or in a failed TLS handshake, headless WebSockets closed with 1013 |
-//! | `webwire_connections_closed_total` | counter | count | `reason`, `code` | connections ended: `reason` is the [`CloseReason`] (`client_closed`, `connection_lost`, `read_timeout`, `write_timeout`, `protocol_violation`, `closed`, `hook_failed`, `server_shutdown`); `code` the close code of the closing handshake, the server's or, for `client_closed`, the client's (`1000`, `1001`, `1002`, `1003`, `1007`, `1009`, `1011`, `other`, or `none` without a close frame) |
+//! | `webwire_connections_closed_total` | counter | count | `reason`, `code` | connections ended: `reason` is the [`CloseReason`] (`client_closed`, `connection_lost`, `read_timeout`, `write_timeout`, `protocol_violation`, `closed`, `hook_failed`, `server_shutdown`, `slow_consumer`); `code` the close code of the closing handshake, the server's or, for `client_closed`, the client's (`1000`, `1001`, `1002`, `1003`, `1007`, `1009`, `1011`, `1013`, `other`, or `none` without a close frame) |
 //! | `webwire_requests_total` | counter | count | `outcome` | requests answered (session requests included), by reply: `ok`, `error_reply` (the handler's [`HandlerError::reply`](crate::server::HandlerError::reply)), `internal_error` (an internal error, a panic, a reply that could not be sent), `shutdown` (refused or stopped by a shutdown), `session_refused` (a restore refused: unknown key, connection limit, sessions disabled) |
 //! | `webwire_handlers_in_flight` | gauge | count | | handlers (requests, signals, session requests) that had to wait and run on tasks of their own, each holding one of its connection's `max_concurrent_requests` slots; a handler that finishes when first polled (most do) never counts |
 //! | `webwire_signals_received_total` | counter | count | | signals from clients |
@@ -44,6 +44,7 @@
 //! | `webwire_bytes_received_total` | counter | bytes | | WebWire messages read (WebSocket message payloads; WebSocket framing, pings and close frames not counted) |
 //! | `webwire_bytes_sent_total` | counter | bytes | | WebWire messages written: handshakes, replies, signals, session notifications |
 //! | `webwire_protocol_errors_total` | counter | count | `kind` | messages that broke the protocol: `malformed_message`, `message_too_large`, `text_message`, `websocket` (a WebSocket protocol error), `invalid_utf8` (each closes the connection), `unexpected_message` (a type only servers send: ignored) |
+//! | `webwire_fanout_slow_total` | counter | count | `policy` | a publish or session signal found a subscriber's outbound queue full, and the [`SlowSubscriber`](crate::server::SlowSubscriber) policy was applied: `disconnect` (the connection is closed, reason `slow_consumer`) or `skip` (that subscriber missed the signal) |
 //! | `webwire_sessions_active` | gauge | count | | sessions held by at least one connection ([`Server::active_sessions`](crate::server::Server::active_sessions)), as of the last time a connection took or left one |
 //! | `webwire_sessions_created_total` | counter | count | | sessions created ([`Connection::create_session`](crate::server::Connection::create_session)) |
 //! | `webwire_sessions_closed_total` | counter | count | | sessions closed for good: their last connection left them explicitly, or the server revoked them ([`Server::close_session`](crate::server::Server::close_session)); a disconnect or an expiry in the store does not count |
@@ -104,6 +105,8 @@ struct Handles {
     bytes_sent: Counter,
     /// Indexed like [`PROTOCOL_ERRORS`].
     protocol_errors: [Counter; PROTOCOL_ERRORS.len()],
+    /// `policy="disconnect"`, then `policy="skip"`.
+    fanout_slow: [Counter; 2],
 }
 
 /// The `status` labels of `webwire_upgrades_refused_total`: a fixed set, so a hook's
@@ -135,7 +138,7 @@ const PROTOCOL_ERRORS: [(ProtocolErrorKind, &str); 6] = [
 /// Every `(reason, code)` pair of `webwire_connections_closed_total` that can occur, each
 /// registered up front (so an exporter shows it at 0, and closing looks nothing up).
 #[cfg(feature = "metrics")]
-const CLOSES: [(&str, &str); 17] = [
+const CLOSES: [(&str, &str); 18] = [
     ("client_closed", "1000"),
     ("client_closed", "1001"),
     ("client_closed", "other"),
@@ -151,6 +154,7 @@ const CLOSES: [(&str, &str); 17] = [
     ("closed", "1000"),
     ("hook_failed", "1011"),
     ("server_shutdown", "1001"),
+    ("slow_consumer", "1013"),
     // A reason whose code is not the usual one (a close frame that could not be made).
     ("other", "other"),
     ("other", "none"),
@@ -195,6 +199,8 @@ impl Metrics {
                     bytes_sent: counter!("webwire_bytes_sent_total"),
                     protocol_errors: PROTOCOL_ERRORS
                         .map(|(_, kind)| counter!("webwire_protocol_errors_total", "kind" => kind)),
+                    fanout_slow: ["disconnect", "skip"]
+                        .map(|policy| counter!("webwire_fanout_slow_total", "policy" => policy)),
                 }),
             }
         }
@@ -254,6 +260,16 @@ impl Metrics {
         #[cfg(feature = "metrics")]
         if let Some(index) = PROTOCOL_ERRORS.iter().position(|(k, _)| *k == kind) {
             self.handles.protocol_errors[index].increment(1);
+        }
+    }
+
+    /// A publish or session signal found a subscriber's queue full; `policy` was applied.
+    #[inline]
+    pub(crate) fn fanout_slow(&self, policy: crate::server::SlowSubscriber) {
+        #[cfg(feature = "metrics")]
+        {
+            let index = usize::from(policy != crate::server::SlowSubscriber::Disconnect);
+            self.handles.fanout_slow[index].increment(1);
         }
     }
 
@@ -333,6 +349,11 @@ fn describe() {
             "client messages that broke the protocol, by kind",
         ),
         (
+            "webwire_fanout_slow_total",
+            Unit::Count,
+            "subscribers whose queue was full at a publish or session signal, by the policy applied",
+        ),
+        (
             "webwire_sessions_created_total",
             Unit::Count,
             "sessions created",
@@ -374,6 +395,7 @@ fn reason_label(reason: &CloseReason) -> &'static str {
         CloseReason::Closed => "closed",
         CloseReason::HookFailed => "hook_failed",
         CloseReason::ServerShutdown => "server_shutdown",
+        CloseReason::SlowConsumer => "slow_consumer",
     }
 }
 
@@ -390,6 +412,7 @@ fn code_label(code: Option<u16>) -> &'static str {
         Some(1007) => "1007",
         Some(1009) => "1009",
         Some(1011) => "1011",
+        Some(1013) => "1013",
         Some(_) => "other",
     }
 }
@@ -630,6 +653,7 @@ mod tests {
         let made = [
             (CloseReason::Closed, Some(CloseCode::Normal)),
             (CloseReason::ServerShutdown, Some(CloseCode::Away)),
+            (CloseReason::SlowConsumer, Some(CloseCode::Again)),
             (CloseReason::ReadTimeout, Some(CloseCode::Normal)),
             (CloseReason::HookFailed, Some(CloseCode::Error)),
             (

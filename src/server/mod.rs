@@ -16,6 +16,7 @@
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
+//! | `fanout.rs` | one signal to many: topics, signals to a session's connections, what other nodes send through the backplane; [`SlowSubscriber`], [`TopicError`] |
 //! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
 //! ```no_run
@@ -43,6 +44,7 @@
 mod builder;
 mod connection;
 mod driver;
+mod fanout;
 mod handler;
 mod job;
 mod listen;
@@ -80,6 +82,7 @@ use crate::transport::close_frame;
 
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
+pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 #[cfg(feature = "rustls")]
@@ -87,8 +90,12 @@ pub use tls::TlsInfo;
 pub use upgrade_request::UpgradeRequest;
 
 use self::metrics::Metrics;
+use crate::backplane::DynBackplane;
+use crate::payload::Payload;
+use crate::protocol::IntoName;
 use builder::Config;
 use connection::Peer;
+use fanout::Hub;
 use sessions::{SessionConfig, SessionEvents, Sessions};
 
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
@@ -109,7 +116,8 @@ pub struct Server<H> {
 /// What all connections of a server share.
 pub(crate) struct Shared<H> {
     pub(crate) handler: Arc<H>,
-    pub(crate) sessions: Arc<Sessions>,
+    /// Sessions and topics, also reached by the backplane.
+    pub(crate) hub: Arc<Hub>,
     pub(crate) config: Config,
     /// Set when a shutdown begins: upgrades get 503, requests the shutdown reply, signals
     /// are dropped. (A flag, not a token: it is read for every message, and a token's
@@ -140,7 +148,12 @@ pub(crate) struct Shared<H> {
 }
 
 impl<H> Shared<H> {
-    fn new(handler: H, config: Config, sessions: SessionConfig) -> Self
+    fn new(
+        handler: H,
+        config: Config,
+        sessions: SessionConfig,
+        backplane: Arc<dyn DynBackplane>,
+    ) -> Self
     where
         H: Handler,
     {
@@ -160,7 +173,13 @@ impl<H> Shared<H> {
         });
         Shared {
             pending_upgrades,
-            sessions: Arc::new(Sessions::new(sessions, events)),
+            hub: Hub::new(
+                Sessions::new(sessions, events),
+                backplane,
+                config.slow_subscriber,
+                config.max_message_size,
+                metrics.clone(),
+            ),
             handler,
             config,
             shutting_down: AtomicBool::new(false),
@@ -422,19 +441,84 @@ impl<H: Handler> Server<H> {
     /// been cleared in the same step as the lookup of the holders, so none keeps it, but
     /// some may not be told and the hook may not run.
     pub async fn close_session(&self, key: &str) -> Result<usize, SessionError> {
-        self.shared.sessions.revoke(key).await
+        let revoked = self.shared.hub.sessions.revoke(key).await;
+        // Whatever the store said: the other nodes' connections lose it too.
+        if let Err(error) = self.shared.hub.forward_session_closed(key).await {
+            tracing::error!(%error, "a revocation could not reach the other nodes");
+            revoked?;
+            return Err(SessionError::Backplane(error.to_string()));
+        }
+        revoked
+    }
+
+    /// Publishes the signal `name` with `payload` to every connection subscribed to
+    /// `topic` ([`Connection::subscribe`]), on this server and, through the
+    /// [`backplane`](ServerBuilder::backplane), on every other. Returns to how many of
+    /// this server's connections it was queued.
+    ///
+    /// The signal is checked and encoded once, for all subscribers. Nothing waits for a
+    /// subscriber: one whose outbound queue is full is handled by the
+    /// [`slow_subscriber`](ServerBuilder::slow_subscriber) policy. A topic nobody
+    /// subscribes to takes the signal and drops it.
+    ///
+    /// Fails with [`TopicError::InvalidTopic`], [`TopicError::Invalid`] or
+    /// [`TopicError::TooLarge`] before anything is sent, and with
+    /// [`TopicError::Backplane`] (after this server's subscribers got it) when the
+    /// backplane could not pass it on.
+    ///
+    /// ```no_run
+    /// # async fn f(server: tokio_webwire::server::Server<()>) -> Result<(), tokio_webwire::server::TopicError> {
+    /// use tokio_webwire::Payload;
+    /// server.publish("prices/EURUSD", "price", Payload::utf8("1.0842")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        topic: &str,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<usize, TopicError> {
+        self.shared.hub.publish(topic, name, payload.into()).await
+    }
+
+    /// Sends the signal `name` with `payload` to every connection that holds the session
+    /// `key`, on this server and, through the [`backplane`](ServerBuilder::backplane), on
+    /// every other: a message to all of one user's devices. Returns to how many of this
+    /// server's connections it was queued; the rules are [`publish`](Self::publish)'s.
+    ///
+    /// ```no_run
+    /// # async fn f(server: tokio_webwire::server::Server<()>, key: &str) -> Result<(), tokio_webwire::server::TopicError> {
+    /// server.signal_session(key, "password-changed", "").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal_session(
+        &self,
+        key: &str,
+        name: impl IntoName,
+        payload: impl Into<Payload>,
+    ) -> Result<usize, TopicError> {
+        self.shared
+            .hub
+            .signal_session(key, name, payload.into())
+            .await
+    }
+
+    /// How many of this server's connections subscribe to `topic`.
+    #[must_use]
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shared.hub.subscriber_count(topic)
     }
 
     /// The connections that hold the session `key` (empty when none does).
     #[must_use]
     pub fn session_connections(&self, key: &str) -> Vec<Connection> {
-        self.shared.sessions.connections(key)
+        self.shared.hub.sessions.connections(key)
     }
 
     /// How many sessions are held by at least one connection.
     #[must_use]
     pub fn active_sessions(&self) -> usize {
-        self.shared.sessions.active()
+        self.shared.hub.sessions.active()
     }
 
     /// How many WebWire connections are open (upgraded, not yet closed).

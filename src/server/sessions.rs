@@ -251,6 +251,29 @@ impl Sessions {
         if let Err(error) = &removed {
             tracing::error!(%error, "the session store could not remove a revoked session");
         }
+        let held = self.take_from_holders(key).await;
+        removed?;
+        self.metrics.closed();
+        self.events.closed(None, key).await;
+        Ok(held)
+    }
+
+    /// Another node revoked the session `key` (it removed it from the store): this
+    /// server's connections lose it as in [`revoke`](Self::revoke), and the
+    /// `session_closed` hook runs here too if any of them held it (so that per-node
+    /// state of the session goes with it).
+    pub(crate) async fn revoke_here(&self, key: &str) {
+        if !self.enabled || check_key(key).is_err() {
+            return;
+        }
+        if self.take_from_holders(key).await > 0 {
+            self.events.closed(None, key).await;
+        }
+    }
+
+    /// Takes every registration of `key` at once; each connection that held the session
+    /// loses it and is told. Returns how many held it.
+    async fn take_from_holders(&self, key: &str) -> usize {
         let holders: Vec<Connection> = self
             .registry
             .revoke(key)
@@ -261,10 +284,7 @@ impl Sessions {
         // Each waits for room in its own connection's queue (at most until that
         // connection's write timeout), so a slow one does not hold up the others.
         futures_util::future::join_all(holders.iter().map(|conn| conn.send(closed.clone()))).await;
-        removed?;
-        self.metrics.closed();
-        self.events.closed(None, key).await;
-        Ok(holders.len())
+        holders.len()
     }
 
     /// Answers a restore request (§4.4) for `conn`.

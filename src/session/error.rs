@@ -62,4 +62,11 @@ pub enum SessionError {
     /// The session store failed (restore: `02` reply); the text is the store error's.
     #[error("session store failed: {0}")]
     Store(String),
+
+    /// [`Server::close_session`](crate::server::Server::close_session): the session is
+    /// revoked on this server (and gone from the store), but the backplane could not tell
+    /// the other servers, whose connections may still hold it until they reconnect; the
+    /// text is the backplane's error. Retrying is safe.
+    #[error("the other servers could not be told: {0}")]
+    Backplane(String),
 }

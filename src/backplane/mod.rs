@@ -1,0 +1,182 @@
+//! The [`Backplane`]: what carries the operations that must reach every server of a
+//! service (every *node*) to the other nodes.
+//!
+//! One server alone needs none: its topics, session signals and session revocations reach
+//! its own connections directly. Several servers behind a load balancer share one
+//! backplane, and each of these operations is then also handed to it:
+//!
+//! | operation | on this node | on every other node |
+//! |---|---|---|
+//! | [`Server::publish`](crate::server::Server::publish) | the topic's subscribers | the topic's subscribers |
+//! | [`Server::signal_session`](crate::server::Server::signal_session) | the session's connections | the session's connections |
+//! | [`Server::close_session`](crate::server::Server::close_session) | the revocation (store, connections, hook) | the session's connections lose it and are told |
+//!
+//! A backplane is a pipe of opaque messages to every other node: the server encodes the
+//! operation (the signal is encoded once, on the node that publishes), and decodes and
+//! applies what arrives through its [`Inbox`], ignoring what it sent itself. So a backplane
+//! knows nothing of topics or sessions; [`Local`] (the default) sends nothing and costs
+//! nothing, and a Redis one comes with the `redis` feature.
+//!
+//! Delivery is what the backplane gives: the server delivers to its own connections
+//! whether or not the backplane accepts the message, and a message the backplane loses is
+//! lost for the other nodes (their connections miss the signal; a revocation still
+//! removed the session from a shared store, so no node restores it again).
+//!
+//! ```
+//! use bytes::Bytes;
+//! use std::sync::{Arc, Mutex};
+//! use tokio_webwire::backplane::{Backplane, BackplaneError, Inbox};
+//!
+//! /// Nodes in one process (tests, or a demo): each message goes to every inbox.
+//! #[derive(Default, Clone)]
+//! struct InProcess(Arc<Mutex<Vec<Inbox>>>);
+//!
+//! impl Backplane for InProcess {
+//!     async fn send(&self, message: Bytes) -> Result<(), BackplaneError> {
+//!         let inboxes = self.0.lock().map_err(|_| BackplaneError::new("poisoned"))?.clone();
+//!         for inbox in inboxes {
+//!             inbox.deliver(message.clone()); // the sender's own inbox ignores it
+//!         }
+//!         Ok(())
+//!     }
+//!     fn attach(&self, inbox: Inbox) {
+//!         if let Ok(mut inboxes) = self.0.lock() {
+//!             inboxes.push(inbox);
+//!         }
+//!     }
+//! }
+//! ```
+
+mod envelope;
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+pub(crate) use envelope::{Envelope, NodeId};
+
+/// Carries messages from one node to every other node of a service.
+///
+/// Implement it with `async fn`; the future must be `Send`. One backplane value may serve
+/// several servers in one process (each [`attach`](Self::attach)es its inbox).
+pub trait Backplane: Send + Sync + 'static {
+    /// Hands `message` to every other node's [`Inbox`]. Handing it to the sending node's
+    /// own inbox as well is allowed (a pub/sub channel does): a server drops what it sent.
+    ///
+    /// Called after the server delivered the operation to its own connections; an error
+    /// is reported to the caller of the operation (the other nodes missed it).
+    fn send(&self, message: Bytes) -> impl Future<Output = Result<(), BackplaneError>> + Send;
+
+    /// Called once for each server built with this backplane, while it is built (perhaps
+    /// outside a tokio runtime): from then on, messages from other nodes go to
+    /// `inbox`. [`Inbox::deliver`] never blocks, so it can be called from the task that
+    /// receives them.
+    fn attach(&self, inbox: Inbox);
+}
+
+impl<B: Backplane> Backplane for Arc<B> {
+    fn send(&self, message: Bytes) -> impl Future<Output = Result<(), BackplaneError>> + Send {
+        (**self).send(message)
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        (**self).attach(inbox);
+    }
+}
+
+/// The default backplane: one node, nothing to send. Every operation reaches this
+/// server's own connections directly.
+///
+/// ```
+/// use tokio_webwire::backplane::Local;
+/// use tokio_webwire::server::Server;
+///
+/// let server = Server::builder(()).backplane(Local).build()?; // the same as the default
+/// # Ok::<(), tokio_webwire::server::ConfigError>(())
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Backplane for Local {
+    async fn send(&self, _: Bytes) -> Result<(), BackplaneError> {
+        Ok(())
+    }
+
+    fn attach(&self, _: Inbox) {}
+}
+
+/// A backplane could not send a message to the other nodes.
+///
+/// ```
+/// use tokio_webwire::backplane::BackplaneError;
+///
+/// let error = BackplaneError::new("redis unreachable");
+/// assert_eq!(error.to_string(), "backplane: redis unreachable");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("backplane: {0}")]
+pub struct BackplaneError(Box<dyn Error + Send + Sync>);
+
+impl BackplaneError {
+    /// An error with a cause: a message or another error.
+    pub fn new(cause: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        BackplaneError(cause.into())
+    }
+}
+
+/// Where a [`Backplane`] hands what other nodes sent to one server. Cheap to clone.
+///
+/// What arrives is checked before it reaches a connection: a message that does not
+/// decode, or carries a signal this server would not send (one over its message size
+/// limit), is dropped with a log line. A server that is gone ignores its inbox.
+#[derive(Clone)]
+pub struct Inbox {
+    deliver: Arc<dyn Fn(Bytes) + Send + Sync>,
+}
+
+impl Inbox {
+    pub(crate) fn new(deliver: impl Fn(Bytes) + Send + Sync + 'static) -> Self {
+        Inbox {
+            deliver: Arc::new(deliver),
+        }
+    }
+
+    /// Applies a message from another node to this server's connections. Never blocks:
+    /// signals are queued without waiting (a subscriber without room is handled as for a
+    /// local publish), and a revocation runs on a task of its own.
+    pub fn deliver(&self, message: Bytes) {
+        (self.deliver)(message);
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
+/// [`Backplane`] with boxed futures, so the server can hold any backplane.
+pub(crate) trait DynBackplane: Send + Sync + 'static {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), BackplaneError>>;
+    fn attach(&self, inbox: Inbox);
+    /// Whether sending can be skipped ([`Local`]).
+    fn is_local(&self) -> bool;
+}
+
+impl<B: Backplane> DynBackplane for B {
+    fn send(&self, message: Bytes) -> BoxFuture<'_, Result<(), BackplaneError>> {
+        Box::pin(Backplane::send(self, message))
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        Backplane::attach(self, inbox);
+    }
+
+    fn is_local(&self) -> bool {
+        std::any::TypeId::of::<B>() == std::any::TypeId::of::<Local>()
+    }
+}

@@ -1,0 +1,419 @@
+//! One signal to many connections: topics, signals to a session's connections, and what
+//! other nodes send through the [`Backplane`](crate::backplane::Backplane).
+//!
+//! A signal for many is encoded once: every subscriber's queue holds a reference to the
+//! same buffer, so a publish costs one frame of memory however many subscribers it has.
+//! Subscribers are listed per topic in a copy-on-write array: a publish takes the list
+//! with one reference-count bump and queues without holding any lock, so publishes to a
+//! topic never wait for each other or for subscribes; a subscribe or unsubscribe copies
+//! the topic's list (rare next to publishes).
+//!
+//! A subscriber that cannot keep up (its outbound queue, `outbound_queue_len` frames, is
+//! full) is handled by the server's [`SlowSubscriber`] policy: disconnected (the default:
+//! its client notices, reconnects and knows it may have missed something) or skipped for
+//! that one signal (counted and logged). Neither ever blocks the publisher or the other
+//! subscribers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+
+use crate::backplane::{BackplaneError, DynBackplane, Envelope, Inbox, NodeId};
+use crate::payload::Payload;
+use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
+use crate::server::metrics::Metrics;
+use crate::server::sessions::Sessions;
+use crate::server::{CloseReason, Connection, SendError};
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 1024;
+
+/// What the server does with a subscriber whose outbound queue is full when a publish (or
+/// a session signal) reaches it. Set with
+/// [`ServerBuilder::slow_subscriber`](crate::server::ServerBuilder::slow_subscriber).
+///
+/// Either way the publisher and the other subscribers never wait for it.
+///
+/// ```
+/// use tokio_webwire::server::{Server, SlowSubscriber};
+///
+/// // Tickers: a client that misses a price will get the next one.
+/// let server = Server::builder(()).slow_subscriber(SlowSubscriber::Skip).build()?;
+/// # Ok::<(), tokio_webwire::server::ConfigError>(())
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowSubscriber {
+    /// Close its connection (close code 1013, "try again later";
+    /// [`CloseReason::SlowConsumer`] for the hooks). Its client sees the disconnect, so
+    /// it knows it may have missed signals; a reconnecting client restores its session
+    /// and subscribes again. The default: nothing is lost without someone noticing.
+    #[default]
+    Disconnect,
+    /// It misses this signal and stays subscribed. Each skip is logged (warning) and
+    /// counted (`webwire_fanout_skipped_total` with the `metrics` feature); the client is
+    /// not told. For data where the next signal replaces the last (prices, positions).
+    Skip,
+}
+
+/// Why a topic operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// The topic is empty or longer than [`MAX_TOPIC_LEN`] bytes.
+    #[error("a topic is 1 to {MAX_TOPIC_LEN} bytes, this one is {len}")]
+    InvalidTopic {
+        /// The topic's length in bytes.
+        len: usize,
+    },
+    /// The connection is closed: it cannot subscribe any more.
+    #[error("the connection is closed")]
+    Closed,
+    /// The encoded signal would exceed the server's message size limit.
+    #[error("the signal is {len} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The server's `max_message_size`.
+        limit: usize,
+    },
+    /// The name or payload cannot be sent as a signal.
+    #[error(transparent)]
+    Invalid(#[from] ProtocolError),
+    /// This node's connections got the signal (`delivered` of them), but the backplane
+    /// could not pass it to the other nodes.
+    #[error("delivered to {delivered} connections here, but not to other nodes: {source}")]
+    Backplane {
+        /// How many of this node's connections it was queued for.
+        delivered: usize,
+        /// The backplane's error.
+        source: BackplaneError,
+    },
+}
+
+/// A connection's topics, kept with the connection so that it leaves them when it ends.
+#[derive(Debug, Default)]
+pub(crate) struct Subscriptions {
+    topics: Vec<Arc<str>>,
+    /// The connection has ended and left its topics: it may not join any more.
+    ended: bool,
+}
+
+impl Subscriptions {
+    pub(crate) fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(|topic| &**topic)
+    }
+}
+
+/// The fan-out of one server: its topics, and its end of the backplane. Also the home
+/// of the server's [`Sessions`], which the backplane reaches too.
+pub(crate) struct Hub {
+    pub(crate) sessions: Sessions,
+    topics: Mutex<HashMap<Arc<str>, Arc<[Connection]>>>,
+    backplane: Arc<dyn DynBackplane>,
+    node: NodeId,
+    slow: SlowSubscriber,
+    max_message_size: usize,
+    metrics: Metrics,
+}
+
+impl Hub {
+    /// The hub, attached to its backplane (which then holds only a weak reference: a
+    /// server that is gone ignores what arrives).
+    pub(crate) fn new(
+        sessions: Sessions,
+        backplane: Arc<dyn DynBackplane>,
+        slow: SlowSubscriber,
+        max_message_size: usize,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let hub = Arc::new(Hub {
+            sessions,
+            topics: Mutex::new(HashMap::new()),
+            backplane,
+            node: NodeId::random(),
+            slow,
+            max_message_size,
+            metrics,
+        });
+        let weak = Arc::downgrade(&hub);
+        hub.backplane.attach(Inbox::new(move |message| {
+            if let Some(hub) = weak.upgrade() {
+                hub.receive(&message);
+            }
+        }));
+        hub
+    }
+
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<[Connection]>>> {
+        // Each critical section is one map operation and a copy: nothing in it panics.
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `conn` to `topic`'s subscribers; false if it was one already.
+    pub(crate) fn subscribe(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+    ) -> Result<bool, TopicError> {
+        check_topic(topic)?;
+        if subscriptions.ended || conn.is_closed() {
+            return Err(TopicError::Closed);
+        }
+        if subscriptions.topics.iter().any(|t| &**t == topic) {
+            return Ok(false);
+        }
+        let mut topics = self.topics();
+        // The connection's list shares the map's copy of the name.
+        let name = match topics.get_key_value(topic) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(topic),
+        };
+        let entry = topics
+            .entry(Arc::clone(&name))
+            .or_insert_with(|| Arc::new([]));
+        let mut list = Vec::with_capacity(entry.len() + 1);
+        list.extend(entry.iter().cloned());
+        list.push(conn.clone());
+        *entry = list.into();
+        subscriptions.topics.push(name);
+        Ok(true)
+    }
+
+    /// Takes `conn` off `topic`'s subscribers; false if it was not one.
+    pub(crate) fn unsubscribe(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+    ) -> bool {
+        let Some(at) = subscriptions.topics.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        let topic = subscriptions.topics.swap_remove(at);
+        self.remove(&mut self.topics(), conn, &topic);
+        true
+    }
+
+    /// `conn` has ended: it leaves every topic and may join none any more.
+    pub(crate) fn leave_all(&self, conn: &Connection, subscriptions: &mut Subscriptions) {
+        subscriptions.ended = true;
+        if subscriptions.topics.is_empty() {
+            return;
+        }
+        let mut topics = self.topics();
+        for topic in std::mem::take(&mut subscriptions.topics) {
+            self.remove(&mut topics, conn, &topic);
+        }
+    }
+
+    fn remove(
+        &self,
+        topics: &mut HashMap<Arc<str>, Arc<[Connection]>>,
+        conn: &Connection,
+        topic: &str,
+    ) {
+        let Some(list) = topics.get_mut(topic) else {
+            return;
+        };
+        if list.len() <= 1 {
+            topics.remove(topic);
+        } else {
+            *list = list.iter().filter(|c| *c != conn).cloned().collect();
+        }
+    }
+
+    /// How many of this server's connections subscribe to `topic`.
+    pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
+        self.topics().get(topic).map_or(0, |list| list.len())
+    }
+
+    /// The signal `name` with `payload`, encoded once for all its receivers.
+    pub(crate) fn encode(
+        &self,
+        name: impl IntoName,
+        payload: Payload,
+    ) -> Result<Bytes, TopicError> {
+        let frame = Message::signal(name.into_name()?, payload).encode()?;
+        if frame.len() > self.max_message_size {
+            return Err(TopicError::TooLarge {
+                len: frame.len(),
+                limit: self.max_message_size,
+            });
+        }
+        Ok(frame)
+    }
+
+    /// [`Server::publish`](crate::server::Server::publish).
+    pub(crate) async fn publish(
+        &self,
+        topic: &str,
+        name: impl IntoName,
+        payload: Payload,
+    ) -> Result<usize, TopicError> {
+        check_topic(topic)?;
+        let frame = self.encode(name, payload)?;
+        let delivered = self.deliver(topic, &frame);
+        self.forward(
+            Envelope::Publish {
+                topic: Bytes::copy_from_slice(topic.as_bytes()),
+                frame,
+            },
+            delivered,
+        )
+        .await
+    }
+
+    /// [`Server::signal_session`](crate::server::Server::signal_session).
+    pub(crate) async fn signal_session(
+        &self,
+        key: &str,
+        name: impl IntoName,
+        payload: Payload,
+    ) -> Result<usize, TopicError> {
+        let frame = self.encode(name, payload)?;
+        let delivered = self.signal_holders(key, &frame);
+        self.forward(
+            Envelope::SessionSignal {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                frame,
+            },
+            delivered,
+        )
+        .await
+    }
+
+    /// After a revocation here: the other nodes' connections lose the session too.
+    pub(crate) async fn forward_session_closed(&self, key: &str) -> Result<(), BackplaneError> {
+        if self.backplane.is_local() {
+            return Ok(());
+        }
+        let envelope = Envelope::SessionClosed {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        };
+        match envelope.encode(self.node) {
+            Some(message) => self.backplane.send(message).await,
+            // Keys are at most 1 024 bytes (`check_key`): a longer one is no session.
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `envelope` to the other nodes; `delivered` is what this node did.
+    async fn forward(&self, envelope: Envelope, delivered: usize) -> Result<usize, TopicError> {
+        if self.backplane.is_local() {
+            return Ok(delivered);
+        }
+        let Some(message) = envelope.encode(self.node) else {
+            // Only a target over 65 535 bytes fails, which no topic or key is.
+            return Ok(delivered);
+        };
+        match self.backplane.send(message).await {
+            Ok(()) => Ok(delivered),
+            Err(source) => Err(TopicError::Backplane { delivered, source }),
+        }
+    }
+
+    /// Queues `frame` for `topic`'s subscribers here; returns for how many.
+    fn deliver(&self, topic: &str, frame: &Bytes) -> usize {
+        let Some(list) = self.topics().get(topic).cloned() else {
+            return 0;
+        };
+        list.iter().filter(|conn| self.offer(conn, frame)).count()
+    }
+
+    /// Queues `frame` for every connection here holding the session `key`.
+    fn signal_holders(&self, key: &str, frame: &Bytes) -> usize {
+        let holders = self.sessions.connections(key);
+        holders
+            .iter()
+            .filter(|conn| self.offer(conn, frame))
+            .count()
+    }
+
+    /// Queues `frame` for `conn` without waiting; a full queue is the policy's business.
+    fn offer(&self, conn: &Connection, frame: &Bytes) -> bool {
+        match conn.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(SendError::QueueFull) => {
+                match self.slow {
+                    SlowSubscriber::Disconnect => {
+                        tracing::warn!(
+                            id = conn.id(),
+                            "a subscriber fell behind: its connection is closed"
+                        );
+                        conn.close_with(CloseReason::SlowConsumer);
+                    }
+                    SlowSubscriber::Skip => {
+                        tracing::warn!(id = conn.id(), "a subscriber fell behind: skipped");
+                    }
+                }
+                self.metrics.fanout_slow(self.slow);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// What another node sent. Checked before anything reaches a connection: a signal
+    /// must decode as one and fit this server's limit (nodes may be configured apart).
+    fn receive(self: &Arc<Self>, message: &Bytes) {
+        let Some((node, envelope)) = Envelope::decode(message) else {
+            tracing::warn!(
+                len = message.len(),
+                "the backplane delivered something that is not a WebWire envelope"
+            );
+            return;
+        };
+        if node == self.node {
+            return;
+        }
+        match envelope {
+            Envelope::Publish { topic, frame } => {
+                if let (Ok(topic), true) = (std::str::from_utf8(&topic), self.is_signal(&frame)) {
+                    self.deliver(topic, &frame);
+                }
+            }
+            Envelope::SessionSignal { key, frame } => {
+                if let (Ok(key), true) = (std::str::from_utf8(&key), self.is_signal(&frame)) {
+                    self.signal_holders(key, &frame);
+                }
+            }
+            Envelope::SessionClosed { key } => {
+                let Ok(key) = String::from_utf8(key.to_vec()) else {
+                    return;
+                };
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::error!("a session revocation arrived outside a tokio runtime");
+                    return;
+                };
+                let hub = Arc::clone(self);
+                runtime.spawn(async move { hub.sessions.revoke_here(&key).await });
+            }
+        }
+    }
+
+    fn is_signal(&self, frame: &Bytes) -> bool {
+        let ok = frame.len() <= self.max_message_size
+            && matches!(
+                Message::parse(frame.clone()).map(|m| m.message_type()),
+                Ok(MessageType::SignalBinary | MessageType::SignalUtf8 | MessageType::SignalUtf16)
+            );
+        if !ok {
+            tracing::warn!(
+                len = frame.len(),
+                limit = self.max_message_size,
+                "a signal from another node is not one this server can send: dropped"
+            );
+        }
+        ok
+    }
+}
+
+fn check_topic(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::InvalidTopic { len: topic.len() });
+    }
+    Ok(())
+}
