@@ -62,9 +62,14 @@ async fn save_lookup_remove() {
     assert_eq!(found.info, saved.info);
 
     bounded(store.remove(&saved.key)).await.expect("removed");
-    assert_eq!(bounded(store.lookup(&saved.key)).await.expect("looked up"), None);
+    assert_eq!(
+        bounded(store.lookup(&saved.key)).await.expect("looked up"),
+        None
+    );
     // Removing what is not there is no error.
-    bounded(store.remove(&saved.key)).await.expect("removed again");
+    bounded(store.remove(&saved.key))
+        .await
+        .expect("removed again");
     assert_eq!(
         bounded(store.lookup(&DefaultKeyGenerator.generate()))
             .await
@@ -78,16 +83,17 @@ async fn lookup_refreshes_last_lookup_and_the_ttl() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = store(&server)
-        .await
-        .idle_timeout(Duration::from_secs(3600));
+    let store = store(&server).await.idle_timeout(Duration::from_secs(3600));
     let mut con = raw(&server).await;
     let mut saved = session("bob");
     saved.last_lookup = OffsetDateTime::now_utc() - Duration::from_secs(600);
     bounded(store.save(&saved)).await.expect("saved");
     let redis_key = format!("webwire:session:{}", saved.key);
     let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
-    assert!((3_500_000..=3_600_000).contains(&ttl), "TTL after save: {ttl} ms");
+    assert!(
+        (3_500_000..=3_600_000).contains(&ttl),
+        "TTL after save: {ttl} ms"
+    );
 
     // Most of the TTL gone: a lookup gives it back whole.
     let _: () = query(&mut con, redis::cmd("PEXPIRE").arg(&redis_key).arg(5_000)).await;
@@ -96,10 +102,16 @@ async fn lookup_refreshes_last_lookup_and_the_ttl() {
         .await
         .expect("looked up")
         .expect("found");
-    assert!(found.last_lookup >= before, "last_lookup is the lookup's time");
+    assert!(
+        found.last_lookup >= before,
+        "last_lookup is the lookup's time"
+    );
     assert_eq!(found.created, saved.created);
     let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
-    assert!((3_500_000..=3_600_000).contains(&ttl), "TTL after lookup: {ttl} ms");
+    assert!(
+        (3_500_000..=3_600_000).contains(&ttl),
+        "TTL after lookup: {ttl} ms"
+    );
 
     // What Redis holds is the session's JSON with the new last lookup.
     let json: Vec<u8> = query(&mut con, redis::cmd("GET").arg(&redis_key)).await;
@@ -124,7 +136,10 @@ async fn an_idle_session_expires_in_redis() {
         }
     })
     .await;
-    assert_eq!(bounded(store.lookup(&saved.key)).await.expect("looked up"), None);
+    assert_eq!(
+        bounded(store.lookup(&saved.key)).await.expect("looked up"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -158,7 +173,10 @@ async fn keys_live_under_the_prefix() {
     let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*")).await;
     assert_eq!(keys, [format!("shop:s:{}", saved.key)]);
     // Another prefix, another namespace.
-    assert_eq!(bounded(chat.lookup(&saved.key)).await.expect("looked up"), None);
+    assert_eq!(
+        bounded(chat.lookup(&saved.key)).await.expect("looked up"),
+        None
+    );
     bounded(chat.save(&saved)).await.expect("saved");
     let mut keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*")).await;
     keys.sort();
@@ -188,7 +206,16 @@ async fn odd_keys_are_not_found_and_cannot_be_saved() {
     bounded(store.save(&session("frank"))).await.expect("saved");
     let long = "k".repeat(5_000);
     let odd = [
-        "", "*", "?", "[a-z]*", "a b", "\0", "\r\nFLUSHALL\r\n", "é", "\u{7f}", &long,
+        "",
+        "*",
+        "?",
+        "[a-z]*",
+        "a b",
+        "\0",
+        "\r\nFLUSHALL\r\n",
+        "é",
+        "\u{7f}",
+        &long,
     ];
     for key in odd {
         assert_eq!(

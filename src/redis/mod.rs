@@ -35,11 +35,33 @@
 //! If Redis loses its data (a restart without persistence, a flush), sessions are gone:
 //! their clients are told "session not found" on their next restore and log in again.
 
+mod backplane;
 mod store;
 
+pub use backplane::{RedisBackplane, RedisBackplaneBuilder};
 pub use store::RedisStore;
 
 /// The Redis client this module is built on, in the version it uses: its
 /// [`Client`](redis::Client) and [`ConnectionManager`](redis::aio::ConnectionManager)
 /// configure connections beyond a URL.
 pub use ::redis;
+
+/// A Redis failure as an error to log or return, without any text that could hold a
+/// session key or a message.
+///
+/// Connection, timeout and server errors (Redis's own message: `OOM ...`, `READONLY ...`)
+/// keep their text; an unexpected or unparsable reply only says so, since redis-rs writes
+/// the reply itself into such errors, and a reply can be a session holding its key.
+fn sanitized(err: ::redis::RedisError) -> Box<dyn std::error::Error + Send + Sync> {
+    match err.kind() {
+        ::redis::ErrorKind::Parse | ::redis::ErrorKind::UnexpectedReturnType => {
+            format!("Redis answered with an unexpected reply ({:?})", err.kind()).into()
+        }
+        _ => Box::new(RedisFailure(err)),
+    }
+}
+
+/// A Redis error, prefixed so that a log line names Redis.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis failed: {0}")]
+struct RedisFailure(::redis::RedisError);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 
+use super::sanitized;
 use crate::Session;
 use crate::session::invalid_record;
 use crate::session::{MemoryStore, SessionStore, StoreError, check_key};
@@ -296,21 +297,7 @@ impl SessionStore for RedisStore {
     }
 }
 
-/// A Redis failure as a store error, without any text that could hold a key or a session.
-///
-/// Connection, timeout and server errors (Redis's own message: `OOM ...`, `READONLY ...`)
-/// keep their text; an unexpected or unparsable reply only says so, since redis-rs writes
-/// the reply itself into such errors, and a reply can be a session holding its key.
+/// A Redis failure as a store error, without any text that could hold a key.
 fn backend(err: redis::RedisError) -> StoreError {
-    match err.kind() {
-        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => StoreError::other(
-            format!("Redis answered with an unexpected reply ({:?})", err.kind()),
-        ),
-        _ => StoreError::other(RedisFailure(err)),
-    }
+    StoreError::Other(sanitized(err))
 }
-
-/// A Redis error, prefixed so that a log line names Redis.
-#[derive(Debug, thiserror::Error)]
-#[error("Redis failed: {0}")]
-struct RedisFailure(#[source] redis::RedisError);

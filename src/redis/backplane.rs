@@ -1,0 +1,382 @@
+//! [`RedisBackplane`]: the nodes of a service talk through one Redis pub/sub channel.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, PubSub, PubSubSink};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::{RedisStore, sanitized};
+use crate::backplane::{Backplane, BackplaneError, Inbox};
+
+/// The first wait before subscribing again after the subscription was lost; it doubles
+/// with each failed attempt up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait between two attempts to subscribe again: a node is deaf to the others
+/// for at most this long after Redis is back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long one attempt to connect and subscribe may take.
+const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How often an idle subscription is checked with a PING, and how long the answer may
+/// take: a connection that died without a word (a peer gone, a network partition) would
+/// otherwise look like a quiet channel forever.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+const HEALTH_LIMIT: Duration = Duration::from_secs(5);
+
+/// A [`Backplane`] through Redis pub/sub: every node publishes to one channel and
+/// subscribes to it.
+///
+/// [`send`](Backplane::send) is a `PUBLISH` on a multiplexed connection that reconnects by
+/// itself (a [`ConnectionManager`], configured as
+/// [`RedisStore::connection_config`]); a task of the backplane's own holds a
+/// dedicated subscriber connection and hands every message on the channel to the inboxes
+/// of the servers built with this backplane. The node's own messages come back too, and
+/// its server drops them.
+///
+/// **While Redis is away** (down, restarting, unreachable from this node):
+/// - [`send`](Backplane::send) fails within a second or two with a [`BackplaneError`];
+///   the server reports it to the caller of the operation
+///   ([`Server::publish`](crate::server::Server::publish) and the others) after it has
+///   delivered to its own connections: local delivery is unaffected;
+/// - the subscriber notices its connection is gone (at once when Redis closes it, within
+///   35 s when it silently died: a PING every 30 s), logs it, and subscribes again, with
+///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives;
+/// - **messages published by any node while Redis, or this node's subscriber, is
+///   disconnected are lost for this node**: Redis pub/sub is fire-and-forget, it keeps
+///   nothing for a subscriber that is not there. A publish or session signal then misses
+///   the connections of the nodes that were not subscribed; a revocation
+///   ([`Server::close_session`](crate::server::Server::close_session)) still removed the
+///   session from a shared store, so no node restores it again, but connections of a
+///   node that missed it keep the session until they close.
+///
+/// The subscriber task ends when the last clone of the backplane is dropped (the server
+/// holds one while it lives).
+///
+/// ```no_run
+/// use tokio_webwire::redis::{RedisBackplane, RedisStore};
+/// use tokio_webwire::server::Server;
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = "redis://127.0.0.1:6379/";
+/// let server = Server::builder(())
+///     .session_store(RedisStore::connect(url).await?)
+///     .backplane(RedisBackplane::connect(url).await?)
+///     .build()?;
+/// // Reaches the topic's subscribers on every node.
+/// server.publish("news", "headline", "Redis is up").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackplane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    publisher: ConnectionManager,
+    channel: String,
+    inboxes: Arc<Inboxes>,
+    /// Cancels the subscriber task when the last clone goes.
+    _stop: DropGuard,
+}
+
+/// The inboxes of the servers built with a backplane.
+#[derive(Default)]
+struct Inboxes(Mutex<Vec<Inbox>>);
+
+impl Inboxes {
+    fn deliver(&self, message: &Bytes) {
+        // `Inbox::deliver` never blocks and never calls back into the backplane (what it
+        // must do at length runs on a task of its own): calling it under the lock is fine.
+        for inbox in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            inbox.deliver(message.clone());
+        }
+    }
+}
+
+/// Options of a [`RedisBackplane`] before it connects: [`RedisBackplane::builder`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let backplane = tokio_webwire::redis::RedisBackplane::builder()
+///     .channel("shop:bus")
+///     .connect("redis://127.0.0.1/")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until it connects"]
+pub struct RedisBackplaneBuilder {
+    channel: String,
+}
+
+impl RedisBackplane {
+    /// The pub/sub channel of a backplane, unless [set](RedisBackplaneBuilder::channel):
+    /// `webwire:bus`.
+    pub const DEFAULT_CHANNEL: &'static str = "webwire:bus";
+
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`) on the
+    /// default channel; see [`RedisBackplaneBuilder::connect`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backplane = tokio_webwire::redis::RedisBackplane::connect("redis://127.0.0.1/").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
+        Self::builder().connect(url).await
+    }
+
+    /// Connects through an existing [`redis::Client`] on the default channel; see
+    /// [`RedisBackplaneBuilder::from_client`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::{RedisBackplane, redis};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1/")?;
+    /// let backplane = RedisBackplane::from_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_client(client: redis::Client) -> Result<Self, redis::RedisError> {
+        Self::builder().from_client(client).await
+    }
+
+    /// A backplane with options: the channel.
+    ///
+    /// ```
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel("shop:bus");
+    /// ```
+    pub fn builder() -> RedisBackplaneBuilder {
+        RedisBackplaneBuilder {
+            channel: Self::DEFAULT_CHANNEL.to_owned(),
+        }
+    }
+
+    /// The pub/sub channel it publishes to and subscribes to.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backplane = tokio_webwire::redis::RedisBackplane::connect("redis://127.0.0.1/").await?;
+    /// assert_eq!(backplane.channel(), "webwire:bus");
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+}
+
+impl RedisBackplaneBuilder {
+    /// The pub/sub channel (default [`RedisBackplane::DEFAULT_CHANNEL`]): every node of a
+    /// service must use the same, and services sharing one Redis each their own. Channels
+    /// are global to a Redis server, whatever the database number in the URL.
+    ///
+    /// ```
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel("shop:bus");
+    /// ```
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// Connects to the Redis at `url`; see [`from_client`](Self::from_client).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let backplane = tokio_webwire::redis::RedisBackplane::builder()
+    ///     .channel("shop:bus")
+    ///     .connect("redis://127.0.0.1/")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(self, url: &str) -> Result<RedisBackplane, redis::RedisError> {
+        self.from_client(redis::Client::open(url)?).await
+    }
+
+    /// Connects through `client`: the publishing connection, then the subscriber, which
+    /// has subscribed when this returns (a message any node publishes from then on
+    /// reaches the servers built with the backplane). Fails if Redis cannot be reached
+    /// now; afterwards the backplane reconnects by itself. Starts a task: call it inside
+    /// a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::{RedisBackplane, redis};
+    ///
+    /// let client = redis::Client::open("redis://127.0.0.1/")?;
+    /// let backplane = RedisBackplane::builder().channel("shop:bus").from_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_client(
+        self,
+        client: redis::Client,
+    ) -> Result<RedisBackplane, redis::RedisError> {
+        let publisher =
+            ConnectionManager::new_with_config(client.clone(), RedisStore::connection_config())
+                .await?;
+        let subscription = subscribe(&client, &self.channel).await?;
+        let stop = CancellationToken::new();
+        let inboxes = Arc::new(Inboxes::default());
+        tokio::spawn(
+            Subscriber {
+                client,
+                channel: self.channel.clone(),
+                inboxes: Arc::clone(&inboxes),
+                stop: stop.clone(),
+            }
+            .run(subscription),
+        );
+        Ok(RedisBackplane {
+            inner: Arc::new(Inner {
+                publisher,
+                channel: self.channel,
+                inboxes,
+                _stop: stop.drop_guard(),
+            }),
+        })
+    }
+}
+
+impl Backplane for RedisBackplane {
+    /// `PUBLISH` to the channel. Fails while Redis cannot be reached (after the connection
+    /// manager's quick reconnection attempts); Redis's count of receivers is not looked at:
+    /// a node with no subscriber yet is not an error.
+    async fn send(&self, message: Bytes) -> Result<(), BackplaneError> {
+        let _: redis::Value = redis::cmd("PUBLISH")
+            .arg(&self.inner.channel)
+            .arg(message.as_ref())
+            .query_async(&mut self.inner.publisher.clone())
+            .await
+            .map_err(|err| BackplaneError::new(sanitized(err)))?;
+        Ok(())
+    }
+
+    /// Adds `inbox` to those the subscriber delivers to. Needs no runtime.
+    fn attach(&self, inbox: Inbox) {
+        self.inner
+            .inboxes
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(inbox);
+    }
+}
+
+impl fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("channel", &self.inner.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A subscriber connection to `channel`, subscribed.
+async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, redis::RedisError> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    };
+    tokio::time::timeout(SUBSCRIBE_LIMIT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "subscribing timed out",
+            )))
+        })
+}
+
+/// The task that receives what other nodes publish.
+struct Subscriber {
+    client: redis::Client,
+    channel: String,
+    inboxes: Arc<Inboxes>,
+    stop: CancellationToken,
+}
+
+impl Subscriber {
+    /// Delivers from `subscription` until it is lost, subscribes again, and so on, until
+    /// the backplane is dropped.
+    async fn run(self, mut subscription: PubSub) {
+        loop {
+            let lost = tokio::select! {
+                () = self.stop.cancelled() => return,
+                lost = self.pump(subscription) => lost,
+            };
+            tracing::warn!(
+                channel = %self.channel,
+                why = %lost,
+                "backplane subscription lost; messages published until it is back are not received"
+            );
+            subscription = match self.resubscribe().await {
+                Some(subscription) => subscription,
+                None => return,
+            };
+            tracing::info!(channel = %self.channel, "backplane subscribed again");
+        }
+    }
+
+    /// Hands every message to the inboxes until the connection is gone; says why it ended.
+    async fn pump(&self, subscription: PubSub) -> String {
+        let (mut sink, mut messages) = subscription.split();
+        let mut health = tokio::time::interval_at(
+            tokio::time::Instant::now() + HEALTH_INTERVAL,
+            HEALTH_INTERVAL,
+        );
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    // The payload is copied once, out of redis-rs's reply value.
+                    Some(message) => self.inboxes.deliver(&Bytes::copy_from_slice(message.get_payload_bytes())),
+                    None => return "the connection closed".to_owned(),
+                },
+                _ = health.tick() => {
+                    if let Err(why) = ping(&mut sink).await {
+                        return why;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects and subscribes again, waiting longer after each failure; `None` once the
+    /// backplane is dropped.
+    async fn resubscribe(&self) -> Option<PubSub> {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                subscribed = subscribe(&self.client, &self.channel) => match subscribed {
+                    Ok(subscription) => return Some(subscription),
+                    Err(error) => tracing::debug!(
+                        channel = %self.channel,
+                        error = %sanitized(error),
+                        retry_in = ?backoff,
+                        "backplane cannot subscribe yet"
+                    ),
+                },
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Whether the subscriber connection still answers.
+async fn ping(sink: &mut PubSubSink) -> Result<(), String> {
+    match tokio::time::timeout(HEALTH_LIMIT, sink.ping::<redis::Value>()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("PING failed: {}", sanitized(error))),
+        Err(_) => Err(format!("no answer to PING within {HEALTH_LIMIT:?}")),
+    }
+}
