@@ -1,25 +1,47 @@
-//! Many servers, one service (feature `redis`): sessions shared through Redis, so that a
-//! client restores its session on any node behind a load balancer.
+//! Many servers, one service (feature `redis`): sessions and fan-out shared through Redis,
+//! so that a client restores its session on any node behind a load balancer, and a publish,
+//! a session signal or a logout reaches every node.
 //!
 //! | file | holds |
 //! |---|---|
 //! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis |
+//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over one Redis pub/sub channel |
+//!
+//! Every node of a service uses both, on the same Redis, with the same prefix and channel:
+//!
+//! ```no_run
+//! use tokio_webwire::redis::{RedisBackplane, RedisStore};
+//! use tokio_webwire::server::Server;
+//!
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = "redis://127.0.0.1:6379/";
+//! let server = Server::builder(())
+//!     .session_store(RedisStore::connect(url).await?)
+//!     .backplane(RedisBackplane::connect(url).await?)
+//!     .build()?;
+//! # let _ = server; Ok(()) }
+//! ```
 //!
 //! # What is stored where
-//! Each session is one Redis string under `<prefix><session key>` (prefix
+//! Sessions: each session is one Redis string under `<prefix><session key>` (prefix
 //! `webwire:session:` unless set), holding the session's JSON wire form as the Go server
 //! writes it (`{"k":…,"c":…,"l":…,"i":…}`), with a TTL of the store's idle timeout
 //! (14 days unless set), renewed by every restore. Nothing else is kept: no index, no set
 //! of keys, so a session costs the same however many there are, and expiry is Redis's.
 //!
+//! Fan-out: nothing is stored. Every node publishes its operations (a few bytes of header,
+//! the target topic or session key, the encoded signal) to one channel (`webwire:bus`
+//! unless set), and every node subscribes to it on a connection of its own.
+//!
 //! # Memory in Redis
-//! A session takes its JSON (about 130 bytes plus its info and key) plus Redis's own
-//! bookkeeping for a key with a TTL, about 80 bytes more (`MEMORY USAGE` of a session with
-//! a 43-character default key and a short info string: 232 bytes on Redis 7, measured by
-//! `cargo bench --features redis --bench restore_latency`), so a million such sessions
-//! take about 230 MB. Sessions as large as the message size limit (8 KiB by default) take
-//! that much each: bound Redis with `maxmemory` and a `volatile-*` eviction policy (every
-//! session key has a TTL) if logins are not otherwise bounded.
+//! A session takes its Redis key (the prefix and the session key: 59 bytes with the
+//! defaults), its JSON (146 bytes for info `{"user":"alice"}`: about 130 plus the key and
+//! the info) and Redis's bookkeeping for a key with a TTL, about 60 bytes: `MEMORY USAGE`
+//! reports 264 bytes for such a session on Redis 7 (measured by
+//! `cargo bench --features redis --bench restore_latency`), so a million of them take about
+//! 260 MB. Sessions as large as the message size limit (8 KiB by default) take that much
+//! each: bound Redis with `maxmemory` and a `volatile-*` eviction policy (every session key
+//! has a TTL unless expiry is off) if logins are not otherwise bounded.
 //!
 //! # While Redis is away
 //! The store's connection reconnects by itself; until it has, every operation fails
@@ -30,6 +52,10 @@
 //! - a logout or [`Server::close_session`](crate::server::Server::close_session) fails to
 //!   remove the stored session (logged, and returned to the caller of `close_session`):
 //!   the session stays restorable until it is removed again or expires;
+//! - publishes, session signals and revocations still reach this node's connections, but
+//!   not the other nodes': the call returns the backplane's error after the local delivery,
+//!   and what any node publishes while its own or another node's link is down is lost for
+//!   the nodes not subscribed then (Redis pub/sub keeps nothing; see [`RedisBackplane`]);
 //! - connections, requests and signals are unaffected.
 //!
 //! If Redis loses its data (a restart without persistence, a flush), sessions are gone:
