@@ -66,7 +66,7 @@
 //! | [`client`] | [`Client`]: requests, signals, reconnects, its session; [`ClientBuilder`], [`ClientHandler`] for server signals and events, [`RequestError`], [`ConnectError`] |
 //! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`], [`server::UpgradeRequest`] (what `before_upgrade` sees and attaches) |
 //! | `axum` | (feature `axum`) `upgrade`, the handler of a WebWire route in an axum router |
-//! | `redis` | (feature `redis`) `RedisStore`: sessions shared by many servers through Redis |
+//! | `redis` | (feature `redis`) `RedisStore` and `RedisBackplane`: sessions and fan-out shared by many servers through Redis |
 //! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids; [`ProtocolError`] |
 //! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`PayloadError`]; [`ProtocolError`] again, from [`protocol`] |
@@ -76,7 +76,7 @@
 //!
 //! | feature | adds |
 //! |---|---|
-//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), with redis-rs re-exported as `tokio_webwire::redis::redis` |
+//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), and `RedisBackplane` (publishes, session signals and logouts reach every node through Redis pub/sub), with redis-rs re-exported as `tokio_webwire::redis::redis` |
 //! | `metrics` | server metrics through the [`metrics`](https://docs.rs/metrics) facade (connections, requests by outcome, handlers in flight, bytes, protocol errors, close reasons and codes, sessions); the application installs an exporter. Names, units and labels: [`server::metrics`] |
 //!
 //! # Cancel safety
