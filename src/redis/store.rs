@@ -32,7 +32,8 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 ///
 /// **Failures.** While Redis cannot be reached, every operation fails with
 /// [`StoreError::Other`] after the connection manager's few quick reconnection attempts
-/// (well under two seconds); the server answers such a restore with an internal error and
+/// (about 0.3 s when Redis refuses connections, about 3 s at most when nothing answers); the
+/// server answers such a restore with an internal error and
 /// logs it, and logins fail. The connection comes back by itself when Redis does. What was
 /// in Redis is lost if Redis loses it (a restart without persistence): clients then log in
 /// again. See [the module docs](super) for the memory a session takes in Redis.
@@ -123,9 +124,9 @@ impl RedisStore {
 
     /// The connection manager configuration of [`connect`](Self::connect) and
     /// [`from_client`](Self::from_client): redis-rs's timeouts (1 s to connect, 500 ms for
-    /// a reply) and two reconnection attempts at most 1 s apart instead of six. A restore
-    /// waits for the store: while Redis is away it should fail within a second or two, not
-    /// after the manager's default of about seven.
+    /// a reply) and two reconnection attempts, 100 and 200 ms after the first, instead of
+    /// six. A restore waits for the store: while Redis is away it should fail within about
+    /// three seconds at most, not after the default's ten or more.
     ///
     /// ```
     /// let config = tokio_webwire::redis::RedisStore::connection_config();
