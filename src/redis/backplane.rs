@@ -40,7 +40,7 @@ const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 /// its server drops them.
 ///
 /// **While Redis is away** (down, restarting, unreachable from this node):
-/// - [`send`](Backplane::send) fails with a [`BackplaneError`], within about 0.3 s when Redis refuses
+/// - [`send`](Backplane::send) fails with a [`BackplaneError`], within about half a second when Redis refuses
 ///   connections, after about 3 s at most when nothing answers;
 ///   the server reports it to the caller of the operation
 ///   ([`Server::publish`](crate::server::Server::publish) and the others) after it has

@@ -45,7 +45,7 @@
 //!
 //! # While Redis is away
 //! The store's connection reconnects by itself; until it has, every operation fails
-//! quickly: within about 0.3 s when Redis refuses connections (it is down), about 3 s at most
+//! quickly: within about half a second when Redis refuses connections (it is down), about 3 s at most
 //! when nothing answers (three connection attempts of at most 1 s, 100 and 200 ms apart):
 //! - a restore is answered with an internal error (and logged): the client keeps its
 //!   session key and may try again, and its connection works for everything else;

@@ -32,7 +32,7 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 ///
 /// **Failures.** While Redis cannot be reached, every operation fails with
 /// [`StoreError::Other`] after the connection manager's few quick reconnection attempts
-/// (about 0.3 s when Redis refuses connections, about 3 s at most when nothing answers); the
+/// (about half a second when Redis refuses connections, about 3 s at most when nothing answers); the
 /// server answers such a restore with an internal error and
 /// logs it, and logins fail. The connection comes back by itself when Redis does. What was
 /// in Redis is lost if Redis loses it (a restart without persistence): clients then log in
