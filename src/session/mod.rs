@@ -26,9 +26,10 @@ pub use key::{DefaultKeyGenerator, MAX_KEY_LEN, SessionKeyGenerator};
 pub use memory_store::MemoryStore;
 pub use store::{SessionStore, StoreError};
 
-pub(crate) use {
-    key::check_key, registry::SessionRegistry, store::DynSessionStore, store::invalid_record,
-};
+pub(crate) use {key::check_key, registry::SessionRegistry, store::DynSessionStore};
+// For the Redis store, outside this module.
+#[cfg(feature = "redis")]
+pub(crate) use store::invalid_record;
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
