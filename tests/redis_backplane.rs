@@ -1,7 +1,8 @@
 //! `RedisBackplane` against a real redis-server (tests/common/redis.rs; skipped without the
 //! binary unless `CI` is set): two servers, each with its own backplane on one Redis, pass
 //! publishes and revocations to each other exactly once; Redis killed and restarted on the
-//! same port; the subscriber task ends with the backplane.
+//! same port; subscriber connections closed by Redis; the subscriber task ends with the
+//! backplane.
 
 mod common;
 
@@ -309,4 +310,52 @@ async fn a_send_while_redis_is_down_fails_and_the_subscriber_ends_with_the_backp
         error.to_string().starts_with("backplane: Redis failed"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_subscriber_connection_killed_by_redis_subscribes_again() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (_server_a, addr_a) = node(&redis).await;
+    let (server_b, _) = node(&redis).await;
+    let (_a, mut on_a) = subscriber(addr_a, "news").await;
+    let client = redis::Client::open(redis.url()).expect("a valid URL");
+    let mut raw = bounded(client.get_multiplexed_async_connection())
+        .await
+        .expect("a plain connection");
+
+    // Redis closes every subscriber connection (an operator, a `client-output-buffer-limit`
+    // for pubsub reached); Redis itself stays up.
+    let killed: usize = bounded(
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut raw),
+    )
+    .await
+    .expect("CLIENT KILL");
+    assert_eq!(killed, 2, "both nodes' subscribers");
+
+    // Both subscribe again (100 ms later), and B's publishes reach A's subscribers again.
+    bounded(async {
+        loop {
+            let numsub: Vec<(String, usize)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(RedisBackplane::DEFAULT_CHANNEL)
+                .query_async(&mut raw)
+                .await
+                .expect("PUBSUB NUMSUB");
+            if numsub.first().map(|(_, n)| *n) == Some(2) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    bounded(server_b.publish("news", "n", "again"))
+        .await
+        .expect("published");
+    assert_eq!(next(&mut on_a).await, "n:again");
 }
