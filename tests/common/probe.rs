@@ -104,6 +104,25 @@ impl Handler for Probe {
                     conn.is_closed()
                 )))
             }
+            // Topics: the payload is the topic; `publish` takes "topic|text" and sends
+            // `news` with the text, replying to how many here.
+            "subscribe" => Ok(Payload::utf8(
+                conn.subscribe(&payload.to_text()?)
+                    .map_err(HandlerError::internal)?
+                    .to_string(),
+            )),
+            "unsubscribe" => Ok(Payload::utf8(
+                conn.unsubscribe(&payload.to_text()?).to_string(),
+            )),
+            "publish" => {
+                let text = payload.to_text()?;
+                let (topic, text) = text.split_once('|').unwrap_or((&text, ""));
+                let here = conn
+                    .publish(topic, "news", text.to_owned())
+                    .await
+                    .map_err(HandlerError::internal)?;
+                Ok(Payload::utf8(here.to_string()))
+            }
             "notify" => {
                 conn.signal("news", payload.clone()).await?;
                 Ok(payload)
