@@ -199,7 +199,9 @@ pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Nod
     for seen in [&mut on_a_seen, &mut on_b_seen] {
         assert_eq!(bounded(seen.recv()).await, Some(Seen::SessionClosed));
     }
-    // b's hook heard of it: b's connection held it.
+    // b's hooks heard of it: b's connection left it, and held it.
+    let (_, left) = bounded(b.events.left.recv()).await.expect("left on b");
+    assert_eq!(left, key);
     loop {
         let event = bounded(b.events.session_events.recv())
             .await

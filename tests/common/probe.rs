@@ -29,6 +29,8 @@ pub struct Probe {
     /// Session hooks: `created <key>`, `closed <key>` (by a connection), `revoked <key>`
     /// (by the server), `restored <key>` and `refused <key>` (a session of user "blocked").
     pub session_events: mpsc::UnboundedSender<String>,
+    /// `session_left`: the connection's id and the key.
+    pub left: mpsc::UnboundedSender<(u64, String)>,
 }
 
 pub struct Events {
@@ -37,6 +39,7 @@ pub struct Events {
     pub disconnected: mpsc::UnboundedReceiver<CloseReason>,
     pub signals: mpsc::UnboundedReceiver<(Name, Payload)>,
     pub session_events: mpsc::UnboundedReceiver<String>,
+    pub left: mpsc::UnboundedReceiver<(u64, String)>,
 }
 
 impl Handler for Probe {
@@ -162,6 +165,10 @@ impl Handler for Probe {
         let _ = self.session_events.send(format!("{by} {key}"));
     }
 
+    async fn session_left(&self, conn: &Connection, key: &str) {
+        let _ = self.left.send((conn.id(), key.to_owned()));
+    }
+
     async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
         if name == "panic" {
             panic!("signal handler panics on purpose");
@@ -176,6 +183,7 @@ pub fn probe() -> (Probe, Events) {
     let (disconnected, disconnected_rx) = mpsc::unbounded_channel();
     let (signals, signals_rx) = mpsc::unbounded_channel();
     let (session_events, session_events_rx) = mpsc::unbounded_channel();
+    let (left, left_rx) = mpsc::unbounded_channel();
     let probe = Probe {
         gate: Semaphore::new(0),
         barrier: Barrier::new(100),
@@ -184,6 +192,7 @@ pub fn probe() -> (Probe, Events) {
         disconnected,
         signals,
         session_events,
+        left,
     };
     let events = Events {
         entered: entered_rx,
@@ -191,6 +200,7 @@ pub fn probe() -> (Probe, Events) {
         disconnected: disconnected_rx,
         signals: signals_rx,
         session_events: session_events_rx,
+        left: left_rx,
     };
     (probe, events)
 }
