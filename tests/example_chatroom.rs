@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use common::bounded;
 use tokio::sync::mpsc;
+use tokio_webwire::backplane::Local;
 use tokio_webwire::client::{Backoff, Reconnect};
 use tokio_webwire::server::Server;
 use tokio_webwire::session::FileStore;
@@ -51,6 +52,17 @@ impl Terminal {
     async fn shows(&mut self, line: &str) {
         loop {
             let printed = bounded(self.printed.recv()).await.expect("output");
+            if printed == line {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the client prints `line`; no chat message may come before it.
+    async fn shows_only_events_until(&mut self, line: &str) {
+        loop {
+            let printed = bounded(self.printed.recv()).await.expect("output");
+            assert!(!printed.starts_with('<'), "{printed:?} before {line:?}");
             if printed == line {
                 return;
             }
@@ -97,7 +109,7 @@ async fn start(addr: SocketAddr, dir: &TempDir) -> (Server<server::ChatRoom>, So
     bounded(async {
         loop {
             let store = FileStore::new(&dir.0).expect("a session directory");
-            match server::start(&addr.to_string(), store).await {
+            match server::start(&addr.to_string(), store, Local).await {
                 Ok(started) => return started,
                 Err(_) => tokio::task::yield_now().await,
             }
@@ -166,6 +178,27 @@ async fn login_broadcast_and_a_session_that_survives_a_restart() {
         Some("! NOT_LOGGED_IN: log in first")
     );
     assert_eq!(server.active_sessions(), 1);
+    // Out of the room too: what bob says now does not reach her. Back in, the first
+    // message she sees is one said after her return.
+    assert_eq!(bob.typed("alice left").await, None);
+    assert_eq!(bob.next_message().await, "<bob> alice left");
+    assert_eq!(alice.typed("/login alice wonderland").await, None);
+    // (What was sent to her connection before her login would be printed before it.)
+    alice.shows_only_events_until("* logged in as alice").await;
+    assert_eq!(bob.typed("welcome back").await, None);
+    assert_eq!(alice.next_message().await, "<bob> welcome back");
+
+    // Logged out everywhere by the server (a moderator): bob hears the room no more.
+    let bob_key = bob.client.session().expect("bob's session").key;
+    assert_eq!(bob.next_message().await, "<bob> welcome back");
+    assert_eq!(bounded(server.close_session(&bob_key)).await, Ok(1));
+    bob.shows("* logged out").await;
+    assert_eq!(alice.typed("is bob gone?").await, None);
+    assert_eq!(alice.next_message().await, "<alice> is bob gone?");
+    assert_eq!(bob.typed("/login bob builder").await, None);
+    bob.shows_only_events_until("* logged in as bob").await;
+    assert_eq!(alice.typed("hi again").await, None);
+    assert_eq!(bob.next_message().await, "<alice> hi again");
 
     bounded(alice.client.close()).await;
     bounded(bob.client.close()).await;
@@ -227,12 +260,13 @@ async fn the_wire_contract_for_other_clients() {
         server::UNKNOWN_REQUEST
     );
     // Sent directly from server code, as a moderator would.
-    let delivered = server
-        .handler()
-        .broadcast(&server::ChatMessage {
-            from: "server".into(),
-            text: "welcome".into(),
-        })
+    let welcome = Payload::json(&server::ChatMessage {
+        from: "server".into(),
+        text: "welcome".into(),
+    })
+    .unwrap();
+    let delivered = bounded(server.publish(server::ROOM, server::MESSAGE, welcome))
+        .await
         .unwrap();
     assert_eq!(delivered, 1);
 

@@ -7,6 +7,7 @@ mod pubsub_server;
 
 use common::bounded;
 use tokio::sync::mpsc;
+use tokio_webwire::backplane::Local;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload, RequestError};
@@ -44,7 +45,9 @@ async fn request(client: &Client, name: &str, payload: &str) -> String {
 
 #[tokio::test]
 async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
-    let (server, addr) = pubsub_server::start("127.0.0.1:0").await.expect("binds");
+    let (server, addr) = pubsub_server::start("127.0.0.1:0", Local)
+        .await
+        .expect("binds");
     let url = format!("ws://{addr}/");
     let mut count = server.handler().subscribers();
 
@@ -62,9 +65,9 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     assert_eq!(bounded(s2_signals.recv()).await.unwrap(), "news: hello");
 
     // What the server itself publishes (the example's ticker) goes the same way.
-    let delivered = server
-        .handler()
-        .publish(&Name::from_static("tick"), &Payload::utf8("tick 1"));
+    let delivered = bounded(server.publish(pubsub_server::TOPIC, "tick", "tick 1"))
+        .await
+        .expect("published");
     assert_eq!(delivered, 2);
     assert_eq!(bounded(s1_signals.recv()).await.unwrap(), "tick: tick 1");
     assert_eq!(bounded(s2_signals.recv()).await.unwrap(), "tick: tick 1");

@@ -234,14 +234,21 @@ async fn client_close_destroys_the_session_only_with_its_last_connection() {
     );
     assert_eq!(store.len(), 1, "b still holds the session");
     assert_eq!(server.session_connections(&key).len(), 1);
+    // Each connection that leaves is heard of, the last one too.
+    let (a_id, left) = bounded(events.left.recv()).await.expect("a left");
+    assert_eq!(left, key);
 
     b.send(close(2)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(2)));
     assert_eq!(store.len(), 0);
+    let (b_id, left) = bounded(events.left.recv()).await.expect("b left");
+    assert_eq!(left, key);
+    assert_ne!(a_id, b_id);
     expect_event(&mut events, format!("closed {key}")).await;
     // Closing without a session is answered all the same.
     b.send(close(3)).await;
     assert_eq!(parse(b.recv().await).request_id(), Some(RequestId::from(3)));
+    assert!(events.left.try_recv().is_err(), "nothing left this time");
     // Gone for good.
     not_found(&mut b, 4, key.as_bytes()).await;
 }
@@ -260,6 +267,7 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(2)));
     assert_eq!(store.len(), 0);
     bounded(events.session_events.recv()).await;
+    bounded(events.left.recv()).await.expect("a logged out");
 
     // Every connection of a key.
     let key = login(&mut a, 3, "alice").await.key;
@@ -279,9 +287,17 @@ async fn the_server_closes_a_session_on_one_connection_or_on_all() {
     }
     assert_eq!(server.active_sessions(), 0);
     assert_eq!(store.len(), 0);
-    // The hook ran once, as a revocation.
+    // The hook ran once, as a revocation, after each holder was heard of as leaving.
     expect_event(&mut events, format!("revoked {key}")).await;
     assert!(events.session_events.try_recv().is_err());
+    let mut holders = Vec::new();
+    while let Ok((id, left)) = events.left.try_recv() {
+        assert_eq!(left, key);
+        holders.push(id);
+    }
+    holders.sort_unstable();
+    holders.dedup();
+    assert_eq!(holders.len(), 3, "each of the three holders, once");
     // Every holder lost it: a close request finds nothing to close, so no hook runs.
     a.send(close(4)).await;
     assert_eq!(parse(a.recv().await).request_id(), Some(RequestId::from(4)));

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
+use tokio_webwire::backplane::Local;
 use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
 
@@ -85,8 +86,8 @@ fn server_options<'a>(mut args: &[&'a str]) -> Option<(&'a str, Option<&'a str>)
 /// Serves until Ctrl-C, then shuts down gracefully.
 async fn serve(addr: &str, sessions: Option<&str>) -> Result {
     let (server, local) = match sessions {
-        Some(dir) => server::start(addr, FileStore::new(dir)?).await?,
-        None => server::start(addr, MemoryStore::new()).await?,
+        Some(dir) => server::start(addr, FileStore::new(dir)?, Local).await?,
+        None => server::start(addr, MemoryStore::new(), Local).await?,
     };
     println!("ws://{local}/");
     tokio::signal::ctrl_c().await?;

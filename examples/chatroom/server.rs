@@ -5,12 +5,11 @@
 //!
 //! Shared by `examples/chatroom/main.rs` and `tests/example_chatroom.rs`.
 
-use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
+use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, HandlerError, RestoreRefused, Server,
@@ -49,42 +48,20 @@ pub(crate) struct ChatMessage {
     pub(crate) text: String,
 }
 
-/// The handler: every open connection, logged in or not.
+/// The handler. The room is a topic: a connection joins it when it logs in (or restores
+/// its login after a reconnect) and leaves it when it logs out, is logged out, or ends;
+/// the server keeps the members, on every node with a shared backplane.
 #[derive(Debug, Default)]
-pub(crate) struct ChatRoom {
-    connections: Mutex<HashSet<Connection>>,
-}
+pub(crate) struct ChatRoom;
+
+/// The topic of the room.
+pub(crate) const ROOM: &str = "room";
 
 fn reply(code: &'static str, message: &str) -> HandlerError {
     HandlerError::reply(ErrorCode::from_static(code), message)
 }
 
 impl ChatRoom {
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashSet<Connection>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Sends `message` to every connection that is logged in; returns to how many.
-    ///
-    /// "Logged in" is "holds a session": a connection that restored its session after a
-    /// reconnect holds one too. Keeping every connection and asking each for its session
-    /// spares a second list of logins that the session hooks would have to keep in step.
-    /// `try_signal`, as in the pub-sub example: a member that stopped reading misses the
-    /// message instead of holding up the room.
-    pub(crate) fn broadcast(&self, message: &ChatMessage) -> Result<usize, HandlerError> {
-        let payload = Payload::json(message)?;
-        let name = Name::from_static(MESSAGE);
-        let connections = self.connections();
-        let delivered = connections
-            .iter()
-            .filter(|conn| conn.session().is_some())
-            .filter(|conn| conn.try_signal(&name, payload.clone()).is_ok())
-            .count();
-        Ok(delivered)
-    }
-
     async fn login(&self, conn: &Connection, payload: &Payload) -> Result<Payload, HandlerError> {
         let login: Login = payload.parse_json().map_err(|_| {
             reply(
@@ -127,12 +104,21 @@ impl Handler for ChatRoom {
     async fn connected(&self, conn: &Connection) {
         // The server's `connection` span adds the connection's id and address.
         tracing::info!(user_agent = conn.user_agent(), "connected");
-        self.connections().insert(conn.clone());
     }
 
-    async fn disconnected(&self, conn: &Connection, reason: &CloseReason) {
+    /// The server took the connection out of the room already.
+    async fn disconnected(&self, _conn: &Connection, reason: &CloseReason) {
         tracing::info!(%reason, "disconnected");
-        self.connections().remove(conn);
+    }
+
+    /// Logged in: a member of the room.
+    async fn session_created(&self, conn: &Connection, _session: &Session) {
+        join(conn);
+    }
+
+    /// Logged out (by this client, or everywhere by the server): no longer a member.
+    async fn session_left(&self, conn: &Connection, _key: &str) {
+        conn.unsubscribe(ROOM);
     }
 
     /// A session restored after a reconnect is a login only while its user still exists:
@@ -140,12 +126,16 @@ impl Handler for ChatRoom {
     /// was not found, and logs in again).
     async fn session_restored(
         &self,
-        _conn: &Connection,
+        conn: &Connection,
         session: &Session,
     ) -> Result<(), RestoreRefused> {
         let name = session.info.get::<String>("user").ok().flatten();
         let known = name.is_some_and(|name| USERS.iter().any(|&(user, _)| user == name));
-        if known { Ok(()) } else { Err(RestoreRefused) }
+        if !known {
+            return Err(RestoreRefused);
+        }
+        join(conn);
+        Ok(())
     }
 
     /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
@@ -168,7 +158,12 @@ impl Handler for ChatRoom {
                 if text.trim().is_empty() {
                     return Err(reply(BAD_REQUEST, "say something"));
                 }
-                self.broadcast(&ChatMessage { from, text })?;
+                // Encoded once for the whole room, on every node; a member that cannot
+                // keep up is disconnected (and reconnects), never waited for.
+                let message = Payload::json(&ChatMessage { from, text })?;
+                conn.publish(ROOM, MESSAGE, message)
+                    .await
+                    .map_err(HandlerError::internal)?;
                 Ok(Payload::empty())
             }
             "logout" => {
@@ -185,21 +180,36 @@ impl Handler for ChatRoom {
 /// connections as its thief likes; a room needs only a few.
 pub(crate) const MAX_CONNECTIONS_PER_LOGIN: usize = 4;
 
-/// Binds `addr` and serves a [`ChatRoom`] keeping its sessions in `store` (in a task of
-/// its own). Returns the server and the address it listens on.
+/// Joins the room; a connection that is closing already just does not.
+fn join(conn: &Connection) {
+    if let Err(error) = conn.subscribe(ROOM) {
+        tracing::debug!(%error, "not joined");
+    }
+}
+
+/// A [`ChatRoom`] server keeping its sessions in `store`, reaching the other servers of
+/// the service through `backplane` (`Local` when there are none).
+pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Server<ChatRoom> {
+    Server::builder(ChatRoom)
+        .session_store(store)
+        .max_session_connections(MAX_CONNECTIONS_PER_LOGIN)
+        .backplane(backplane)
+        .build()
+        .expect("valid options")
+}
+
+/// Binds `addr` and serves a [`ChatRoom`] (see [`build`]) on it, in a task of its own.
+/// Returns the server and the address it listens on.
 pub(crate) async fn start(
     addr: &str,
     store: impl SessionStore,
+    backplane: impl Backplane,
 ) -> io::Result<(Server<ChatRoom>, SocketAddr)> {
     // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
     // restart wait in it, instead of having their connects dropped and sent again later.
     let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = Server::builder(ChatRoom::default())
-        .session_store(store)
-        .max_session_connections(MAX_CONNECTIONS_PER_LOGIN)
-        .build()
-        .expect("valid options");
+    let server = build(store, backplane);
     tokio::spawn(server.serve(listener));
     Ok((server, local))
 }

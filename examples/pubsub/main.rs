@@ -8,9 +8,10 @@
 //!
 //! `--addr HOST:PORT` moves the server; `--url ws://HOST:PORT/` points the clients at it.
 //!
-//! The server (`server.rs`) keeps the subscribers' `Connection` handles in a set, sends to
-//! them with `try_signal`, and forgets a subscriber when it disconnects. Stop a subscriber
-//! with Ctrl-C and watch the server's subscriber count drop. `tests/example_pubsub.rs`
+//! The server (`server.rs`) subscribes connections to the `news` topic and publishes to it:
+//! the server keeps the subscribers, encodes each signal once for all of them, and takes a
+//! connection off its topics when it ends. Stop a subscriber with Ctrl-C and watch the
+//! server's subscriber count drop. `tests/example_pubsub.rs`
 //! drives the same server code. Connects, disconnects and errors are logged to stderr
 //! (`RUST_LOG=debug` shows more).
 
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_webwire::backplane::Local;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload};
@@ -63,7 +65,7 @@ async fn main() -> ExitCode {
 
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
 async fn serve(addr: &str) -> Result {
-    let (server, local) = server::start(addr).await?;
+    let (server, local) = server::start(addr, Local).await?;
     println!("ws://{local}/");
 
     let mut count = server.handler().subscribers();
@@ -76,13 +78,13 @@ async fn serve(addr: &str) -> Result {
 
     let ticker = server.clone();
     tokio::spawn(async move {
-        let tick = Name::from_static("tick");
         let mut every_second = tokio::time::interval(Duration::from_secs(1));
         for n in 1u64.. {
             every_second.tick().await;
-            ticker
-                .handler()
-                .publish(&tick, &Payload::utf8(format!("tick {n}")));
+            let tick = ticker.publish(server::TOPIC, "tick", format!("tick {n}"));
+            if let Err(error) = tick.await {
+                tracing::warn!(%error, "a tick was not published");
+            }
         }
     });
 

@@ -445,7 +445,9 @@ impl Connection {
         self.inner.hub.unsubscribe(self, &mut subscriptions, topic)
     }
 
-    /// The topics this connection subscribes to, in no particular order.
+    /// The topics this connection subscribes to, in no particular order. Once it has
+    /// ended (in [`Handler::disconnected`](crate::server::Handler::disconnected)), the
+    /// topics it had then: it is no longer among their subscribers.
     ///
     /// ```no_run
     /// # fn f(conn: tokio_webwire::server::Connection) {

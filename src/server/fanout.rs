@@ -193,19 +193,25 @@ impl Hub {
             return false;
         };
         let topic = subscriptions.topics.swap_remove(at);
-        self.remove(&mut self.topics(), conn, &topic);
+        if !subscriptions.ended {
+            self.remove(&mut self.topics(), conn, &topic);
+        }
         true
     }
 
-    /// `conn` has ended: it leaves every topic and may join none any more.
+    /// `conn` has ended: it leaves every topic and may join none any more. Its list
+    /// stays, so that the `disconnected` hook can see what it was subscribed to.
     pub(crate) fn leave_all(&self, conn: &Connection, subscriptions: &mut Subscriptions) {
+        if subscriptions.ended {
+            return;
+        }
         subscriptions.ended = true;
         if subscriptions.topics.is_empty() {
             return;
         }
         let mut topics = self.topics();
-        for topic in std::mem::take(&mut subscriptions.topics) {
-            self.remove(&mut topics, conn, &topic);
+        for topic in &subscriptions.topics {
+            self.remove(&mut topics, conn, topic);
         }
     }
 
@@ -218,10 +224,11 @@ impl Hub {
         let Some(list) = topics.get_mut(topic) else {
             return;
         };
-        if list.len() <= 1 {
+        let rest: Arc<[Connection]> = list.iter().filter(|c| *c != conn).cloned().collect();
+        if rest.is_empty() {
             topics.remove(topic);
         } else {
-            *list = list.iter().filter(|c| *c != conn).cloned().collect();
+            *list = rest;
         }
     }
 

@@ -215,6 +215,32 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
+    /// `conn` no longer holds the session `key`, and its client has been told: it logged
+    /// out ([`Connection::close_session`], or its client's close request), or the session
+    /// was revoked ([`Server::close_session`](crate::server::Server::close_session) on
+    /// this server or, through the backplane, on another). Runs for every connection that
+    /// leaves a session this way, before [`session_closed`](Self::session_closed) when it
+    /// was the last; not when the connection merely disconnects (the session stays
+    /// restorable) nor when a restore of another key replaces it. The place to undo what
+    /// a login granted this connection, such as the topics of a members-only room. The
+    /// default does nothing.
+    ///
+    /// ```
+    /// use tokio_webwire::server::{Connection, Handler};
+    ///
+    /// struct Chat;
+    ///
+    /// impl Handler for Chat {
+    ///     async fn session_left(&self, conn: &Connection, _key: &str) {
+    ///         conn.unsubscribe("members");
+    ///     }
+    /// }
+    /// ```
+    fn session_left(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+        let _ = (conn, key);
+        async {}
+    }
+
     /// Receives a signal: a one-way message, never answered. The default drops it.
     fn signal(
         &self,
@@ -280,6 +306,10 @@ impl<H: Handler> Handler for Arc<H> {
         key: &str,
     ) -> impl Future<Output = ()> + Send {
         (**self).session_closed(conn, key)
+    }
+
+    fn session_left(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+        (**self).session_left(conn, key)
     }
 
     fn signal(

@@ -54,6 +54,7 @@ pub(crate) trait SessionEvents: Send + Sync + 'static {
         session: &'a Session,
     ) -> BoxFuture<'a, Result<(), RestoreRefused>>;
     fn closed<'a>(&'a self, conn: Option<&'a Connection>, key: &'a str) -> BoxFuture<'a, ()>;
+    fn left<'a>(&'a self, conn: &'a Connection, key: &'a str) -> BoxFuture<'a, ()>;
 }
 
 impl<H: Handler> SessionEvents for H {
@@ -71,6 +72,10 @@ impl<H: Handler> SessionEvents for H {
 
     fn closed<'a>(&'a self, conn: Option<&'a Connection>, key: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(self.session_closed(conn, key))
+    }
+
+    fn left<'a>(&'a self, conn: &'a Connection, key: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.session_left(conn, key))
     }
 }
 
@@ -229,6 +234,7 @@ impl Sessions {
         // The connection may be gone already: then there is nobody to tell.
         let _ = conn.send(session_closed_notification()).await;
         drop(op);
+        self.events.left(conn, &key).await;
         if last {
             self.events.closed(Some(conn), &key).await;
         }
@@ -283,7 +289,11 @@ impl Sessions {
         let closed = session_closed_notification();
         // Each waits for room in its own connection's queue (at most until that
         // connection's write timeout), so a slow one does not hold up the others.
-        futures_util::future::join_all(holders.iter().map(|conn| conn.send(closed.clone()))).await;
+        futures_util::future::join_all(holders.iter().map(|conn| async {
+            let _ = conn.send(closed.clone()).await;
+            self.events.left(conn, key).await;
+        }))
+        .await;
         holders.len()
     }
 
@@ -411,8 +421,11 @@ impl Sessions {
         let op = conn.session_op().await;
         let left = self.leave(conn).await;
         drop(op);
-        if let Some((key, true)) = left {
-            self.events.closed(Some(conn), &key).await;
+        if let Some((key, last)) = left {
+            self.events.left(conn, &key).await;
+            if last {
+                self.events.closed(Some(conn), &key).await;
+            }
         }
         Message::ReplyBinary {
             id,

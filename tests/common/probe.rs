@@ -29,6 +29,8 @@ pub struct Probe {
     /// Session hooks: `created <key>`, `closed <key>` (by a connection), `revoked <key>`
     /// (by the server), `restored <key>` and `refused <key>` (a session of user "blocked").
     pub session_events: mpsc::UnboundedSender<String>,
+    /// `session_left`: the connection's id and the key.
+    pub left: mpsc::UnboundedSender<(u64, String)>,
 }
 
 pub struct Events {
@@ -37,6 +39,7 @@ pub struct Events {
     pub disconnected: mpsc::UnboundedReceiver<CloseReason>,
     pub signals: mpsc::UnboundedReceiver<(Name, Payload)>,
     pub session_events: mpsc::UnboundedReceiver<String>,
+    pub left: mpsc::UnboundedReceiver<(u64, String)>,
 }
 
 impl Handler for Probe {
@@ -104,6 +107,25 @@ impl Handler for Probe {
                     conn.is_closed()
                 )))
             }
+            // Topics: the payload is the topic; `publish` takes "topic|text" and sends
+            // `news` with the text, replying to how many here.
+            "subscribe" => Ok(Payload::utf8(
+                conn.subscribe(&payload.to_text()?)
+                    .map_err(HandlerError::internal)?
+                    .to_string(),
+            )),
+            "unsubscribe" => Ok(Payload::utf8(
+                conn.unsubscribe(&payload.to_text()?).to_string(),
+            )),
+            "publish" => {
+                let text = payload.to_text()?;
+                let (topic, text) = text.split_once('|').unwrap_or((&text, ""));
+                let here = conn
+                    .publish(topic, "news", text.to_owned())
+                    .await
+                    .map_err(HandlerError::internal)?;
+                Ok(Payload::utf8(here.to_string()))
+            }
             "notify" => {
                 conn.signal("news", payload.clone()).await?;
                 Ok(payload)
@@ -143,6 +165,10 @@ impl Handler for Probe {
         let _ = self.session_events.send(format!("{by} {key}"));
     }
 
+    async fn session_left(&self, conn: &Connection, key: &str) {
+        let _ = self.left.send((conn.id(), key.to_owned()));
+    }
+
     async fn signal(&self, _conn: &Connection, name: Name, payload: Payload) {
         if name == "panic" {
             panic!("signal handler panics on purpose");
@@ -157,6 +183,7 @@ pub fn probe() -> (Probe, Events) {
     let (disconnected, disconnected_rx) = mpsc::unbounded_channel();
     let (signals, signals_rx) = mpsc::unbounded_channel();
     let (session_events, session_events_rx) = mpsc::unbounded_channel();
+    let (left, left_rx) = mpsc::unbounded_channel();
     let probe = Probe {
         gate: Semaphore::new(0),
         barrier: Barrier::new(100),
@@ -165,6 +192,7 @@ pub fn probe() -> (Probe, Events) {
         disconnected,
         signals,
         session_events,
+        left,
     };
     let events = Events {
         entered: entered_rx,
@@ -172,6 +200,7 @@ pub fn probe() -> (Probe, Events) {
         disconnected: disconnected_rx,
         signals: signals_rx,
         session_events: session_events_rx,
+        left: left_rx,
     };
     (probe, events)
 }

@@ -1,0 +1,237 @@
+//! Several servers of one service: subscribers that record their signals, a backplane
+//! inside the test process, and the scenarios every backplane must pass (run with this
+//! one in `tests/nodes.rs`, with Redis in the `redis` feature's tests).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_webwire::backplane::{Backplane, BackplaneError, Inbox};
+use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::server::{Server, ServerBuilder};
+use tokio_webwire::{Client, Payload, RequestError, Session};
+
+use super::bounded;
+use super::probe::{Events, Probe, start};
+
+/// What a client saw: a signal's name and text, or a session event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Signal(String, String),
+    SessionCreated(String),
+    SessionClosed,
+}
+
+/// Hands every signal and session event to a channel.
+pub struct Recorder(pub mpsc::UnboundedSender<Seen>);
+
+impl ClientHandler for Recorder {
+    async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
+        let text = payload.to_text().unwrap_or_default();
+        let _ = self.0.send(Seen::Signal(name.as_str().to_owned(), text));
+    }
+    async fn session_created(&self, _client: &Client, session: &Session) {
+        let _ = self.0.send(Seen::SessionCreated(session.key.clone()));
+    }
+    async fn session_closed(&self, _client: &Client) {
+        let _ = self.0.send(Seen::SessionClosed);
+    }
+}
+
+/// A client of `addr` (no reconnection) whose signals and session events are recorded.
+pub async fn subscriber(addr: SocketAddr) -> (Client, mpsc::UnboundedReceiver<Seen>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .request_timeout(Duration::from_secs(10))
+            .handler(Recorder(tx))
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    (client, rx)
+}
+
+/// The text reply of a request to the probe handler.
+pub async fn ask(client: &Client, name: &'static str, payload: &str) -> String {
+    let reply = bounded(client.request(name, payload.to_owned()))
+        .await
+        .expect("a reply");
+    reply.to_text().expect("text")
+}
+
+/// The next signal's name and text.
+pub async fn next_signal(seen: &mut mpsc::UnboundedReceiver<Seen>) -> (String, String) {
+    loop {
+        match bounded(seen.recv()).await.expect("an event") {
+            Seen::Signal(name, text) => return (name, text),
+            _ => continue,
+        }
+    }
+}
+
+/// Proves `client` got nothing more than what was read: a signal it asks for now is the
+/// next thing it sees.
+pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Seen>) {
+    assert_eq!(ask(client, "notify", "sentinel").await, "sentinel");
+    assert_eq!(
+        bounded(seen.recv()).await,
+        Some(Seen::Signal("news".into(), "sentinel".into()))
+    );
+}
+
+/// Nodes in one process: each message goes to every attached inbox (the sender's own
+/// ignores it, as with a pub/sub channel).
+#[derive(Default, Clone)]
+pub struct InProcess(Arc<Mutex<Vec<Inbox>>>);
+
+impl Backplane for InProcess {
+    async fn send(&self, message: Bytes) -> Result<(), BackplaneError> {
+        let inboxes = self.0.lock().expect("not poisoned").clone();
+        for inbox in inboxes {
+            inbox.deliver(message.clone());
+        }
+        Ok(())
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        self.0.lock().expect("not poisoned").push(inbox);
+    }
+}
+
+/// One server of the service.
+pub struct Node {
+    pub server: Server<Arc<Probe>>,
+    pub events: Events,
+    pub addr: SocketAddr,
+}
+
+/// A probe server configured by `configure` (the shared backplane and store).
+pub async fn node(
+    configure: impl FnOnce(ServerBuilder<Arc<Probe>>) -> ServerBuilder<Arc<Probe>>,
+) -> Node {
+    let (server, events, addr) = start(configure).await;
+    Node {
+        server,
+        events,
+        addr,
+    }
+}
+
+/// A publish on one node reaches the subscribers of every node, each exactly once; and a
+/// handler's publish on the other node too.
+pub async fn a_publish_reaches_every_node_once(a: &Node, b: &Node) {
+    let (on_a, mut on_a_seen) = subscriber(a.addr).await;
+    let (on_b, mut on_b_seen) = subscriber(b.addr).await;
+    let (other_on_b, mut other_seen) = subscriber(b.addr).await;
+    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+
+    let here = bounded(b.server.publish("room", "news", "from b"))
+        .await
+        .expect("published");
+    assert_eq!(here, 1, "one subscriber on b itself");
+    assert_eq!(ask(&on_a, "publish", "room|from a").await, "1");
+    for seen in [&mut on_a_seen, &mut on_b_seen] {
+        let mut got = vec![next_signal(seen).await, next_signal(seen).await];
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("news".to_owned(), "from a".to_owned()),
+                ("news".to_owned(), "from b".to_owned())
+            ]
+        );
+    }
+    nothing_more(&on_a, &mut on_a_seen).await;
+    nothing_more(&on_b, &mut on_b_seen).await;
+    nothing_more(&other_on_b, &mut other_seen).await;
+}
+
+/// Logs `client` in; returns its session key.
+pub async fn login(client: &Client, seen: &mut mpsc::UnboundedReceiver<Seen>) -> String {
+    let key = ask(client, "login", "alice").await;
+    assert_eq!(
+        bounded(seen.recv()).await,
+        Some(Seen::SessionCreated(key.clone()))
+    );
+    key
+}
+
+/// A session signal on one node reaches the session's connections on every node; a
+/// revocation on one node logs the session out everywhere, and no node restores it.
+pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Node) {
+    let (on_a, mut on_a_seen) = subscriber(a.addr).await;
+    let key = login(&on_a, &mut on_a_seen).await;
+    let (on_b, mut on_b_seen) = subscriber(b.addr).await;
+    bounded(on_b.restore_session(&key))
+        .await
+        .expect("restored on the other node (shared store)");
+    assert_eq!(
+        bounded(on_b_seen.recv()).await,
+        Some(Seen::SessionCreated(key.clone()))
+    );
+
+    assert_eq!(
+        bounded(a.server.signal_session(&key, "news", "to alice"))
+            .await
+            .expect("signalled"),
+        1
+    );
+    for seen in [&mut on_a_seen, &mut on_b_seen] {
+        assert_eq!(
+            next_signal(seen).await,
+            ("news".to_owned(), "to alice".to_owned())
+        );
+    }
+
+    assert_eq!(
+        bounded(a.server.close_session(&key))
+            .await
+            .expect("revoked"),
+        1,
+        "one holder on a itself"
+    );
+    for seen in [&mut on_a_seen, &mut on_b_seen] {
+        assert_eq!(bounded(seen.recv()).await, Some(Seen::SessionClosed));
+    }
+    // b's hooks heard of it: b's connection left it, and held it.
+    let (_, left) = bounded(b.events.left.recv()).await.expect("left on b");
+    assert_eq!(left, key);
+    loop {
+        let event = bounded(b.events.session_events.recv())
+            .await
+            .expect("event");
+        if event == format!("revoked {key}") {
+            break;
+        }
+    }
+    assert!(on_b.session().is_none());
+    assert_eq!(b.server.active_sessions(), 0);
+    for client in [&on_a, &on_b] {
+        assert_eq!(
+            bounded(client.restore_session(&key)).await.err(),
+            Some(RequestError::SessionNotFound)
+        );
+    }
+}
+
+/// A client logged in on one node restores its session on another after the first one
+/// shut down.
+pub async fn a_session_outlives_its_node(a: &Node, b: &Node) {
+    let (on_a, mut on_a_seen) = subscriber(a.addr).await;
+    let key = login(&on_a, &mut on_a_seen).await;
+    bounded(a.server.shutdown()).await;
+    let (on_b, _seen) = subscriber(b.addr).await;
+    let session = bounded(on_b.restore_session(&key))
+        .await
+        .expect("restored on b");
+    assert_eq!(
+        session.info.get::<String>("user").unwrap().as_deref(),
+        Some("alice")
+    );
+}
