@@ -1,19 +1,18 @@
 //! `RedisStore` against a real redis-server (tests/common/redis.rs starts one per test;
 //! skipped without the binary unless `CI` is set): the store's contract, the TTL, the
-//! prefix, untrusted keys, Redis going away, and a session restored on a second server.
+//! prefix, untrusted keys, Redis going away. A session restored on a second server:
+//! `tests/redis_nodes.rs`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::bounded;
-use common::probe::start;
 use common::redis::RedisServer;
 use time::OffsetDateTime;
-use tokio_webwire::client::Reconnect;
 use tokio_webwire::redis::{RedisStore, redis};
 use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore, StoreError};
-use tokio_webwire::{Client, RequestError, Session, SessionInfo};
+use tokio_webwire::{Session, SessionInfo};
 
 /// A store on `server`, every call bounded.
 async fn store(server: &RedisServer) -> RedisStore {
@@ -312,59 +311,4 @@ async fn redis_away_fails_operations_without_the_key_and_they_recover() {
             .expect("looked up")
             .is_some()
     );
-}
-
-#[tokio::test]
-async fn a_session_made_on_server_a_is_restored_on_server_b_after_a_is_gone() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    let store_a = store(&redis).await;
-    let store_b = store(&redis).await;
-    let (server_a, _events_a, addr_a) = start(|b| b.session_store(store_a)).await;
-    let (server_b, mut events_b, addr_b) = start(|b| b.session_store(store_b)).await;
-
-    let client = common::clients(addr_a, 1).await.remove(0);
-    let reply = bounded(client.request("login", "alice".to_owned()))
-        .await
-        .expect("login");
-    let key = reply.to_text().expect("the key is text");
-    bounded(client.close()).await;
-    bounded(server_a.shutdown()).await;
-
-    // The load balancer now sends the client to B, which has never seen the session.
-    let client = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .request_timeout(common::LIMIT)
-            .connect(format!("ws://{addr_b}/")),
-    )
-    .await
-    .expect("connects to B");
-    let restored = bounded(client.restore_session(&key))
-        .await
-        .expect("restored on B");
-    assert_eq!(restored.key, key);
-    assert_eq!(
-        restored.info.get::<String>("user").expect("a string"),
-        Some("alice".to_owned())
-    );
-    assert_eq!(
-        bounded(events_b.session_events.recv()).await,
-        Some(format!("restored {key}"))
-    );
-    assert_eq!(server_b.session_connections(&key).len(), 1);
-
-    // A logout on B removes it from Redis: no server restores it any more.
-    bounded(client.request("logout", tokio_webwire::Payload::empty()))
-        .await
-        .expect("logout");
-    let other = common::clients(addr_b, 1).await.remove(0);
-    assert_eq!(
-        bounded(other.restore_session(&key)).await.err(),
-        Some(RequestError::SessionNotFound)
-    );
-    bounded(client.close()).await;
-    bounded(other.close()).await;
-    bounded(server_b.shutdown()).await;
 }

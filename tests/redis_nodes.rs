@@ -1,0 +1,54 @@
+//! The scenarios of `tests/nodes.rs` over Redis: two servers, each with its own
+//! `RedisStore` and `RedisBackplane` on one real redis-server (tests/common/redis.rs;
+//! skipped without the binary unless `CI` is set), as two processes behind a load balancer
+//! would have.
+
+mod common;
+
+use common::bounded;
+use common::nodes::{self, Node, node};
+use common::redis::RedisServer;
+use tokio_webwire::redis::{RedisBackplane, RedisStore};
+
+/// A node with a store and a backplane of its own on `redis`.
+async fn redis_node(redis: &RedisServer) -> Node {
+    let store = bounded(RedisStore::connect(&redis.url()))
+        .await
+        .expect("the store connects");
+    let backplane = bounded(RedisBackplane::connect(&redis.url()))
+        .await
+        .expect("the backplane connects");
+    node(|b| b.session_store(store).backplane(backplane)).await
+}
+
+/// Two nodes on a fresh redis-server, or `None` (skip) without one.
+async fn two_nodes() -> Option<(RedisServer, Node, Node)> {
+    let redis = RedisServer::start().await?;
+    let a = redis_node(&redis).await;
+    let b = redis_node(&redis).await;
+    Some((redis, a, b))
+}
+
+#[tokio::test]
+async fn a_publish_reaches_every_node_once() {
+    let Some((_redis, a, b)) = two_nodes().await else {
+        return;
+    };
+    nodes::a_publish_reaches_every_node_once(&a, &b).await;
+}
+
+#[tokio::test]
+async fn a_session_is_signalled_and_revoked_everywhere() {
+    let Some((_redis, a, mut b)) = two_nodes().await else {
+        return;
+    };
+    nodes::a_session_is_signalled_and_revoked_everywhere(&a, &mut b).await;
+}
+
+#[tokio::test]
+async fn a_session_outlives_its_node() {
+    let Some((_redis, a, b)) = two_nodes().await else {
+        return;
+    };
+    nodes::a_session_outlives_its_node(&a, &b).await;
+}
