@@ -119,6 +119,13 @@ pub struct RedisBackplaneBuilder {
 impl RedisBackplane {
     /// The pub/sub channel of a backplane, unless [set](RedisBackplaneBuilder::channel):
     /// `webwire:bus`.
+    ///
+    /// ```
+    /// use tokio_webwire::redis::RedisBackplane;
+    ///
+    /// // `redis-cli SUBSCRIBE webwire:bus` shows what the nodes send each other.
+    /// assert_eq!(RedisBackplane::DEFAULT_CHANNEL, "webwire:bus");
+    /// ```
     pub const DEFAULT_CHANNEL: &'static str = "webwire:bus";
 
     /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`) on the

@@ -63,6 +63,13 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// The prefix of every key, unless [set](Self::prefix): `webwire:session:`.
+    ///
+    /// ```
+    /// use tokio_webwire::redis::RedisStore;
+    ///
+    /// // Where the session with key "abc" lives in Redis, with the default prefix.
+    /// assert_eq!(format!("{}abc", RedisStore::DEFAULT_PREFIX), "webwire:session:abc");
+    /// ```
     pub const DEFAULT_PREFIX: &'static str = "webwire:session:";
 
     /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`), with the
