@@ -1,0 +1,349 @@
+//! Fan-out benchmark: one topic, 1 000 subscribers on real sockets, publishes from the
+//! server.
+//!
+//! ```text
+//! cargo bench --bench fanout                                   # one node
+//! cargo bench --bench fanout --features redis -- --redis URL   # and two nodes through Redis
+//! cargo bench --bench fanout -- --subscribers 200 --publishes 500
+//! ```
+//!
+//! Two phases, each on one node (publisher and subscribers on one server) and, with
+//! `--redis`, on two (subscribers on node A, publishes on node B, through a
+//! `RedisBackplane`):
+//! - **latency**: a publish every 20 ms; each subscriber notes when each signal arrives
+//!   (the payload carries the publish time), so every delivery is one sample: p50, p99,
+//!   max;
+//! - **throughput**: publishes as fast as the subscribers read, at most 4 ahead of the
+//!   slowest (so none is ever disconnected for falling behind): publishes per second,
+//!   deliveries per second, and the CPU time of the whole process (server and the 1 000
+//!   clients, which share its runtime) per delivery.
+//!
+//! Subscribers are raw tokio-tungstenite clients (no WebWire client logic to measure).
+//! Everything is on 127.0.0.1. Run without `--bench` (as `cargo test --benches` does), it
+//! only runs a short smoke check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_webwire::Payload;
+use tokio_webwire::backplane::Backplane;
+use tokio_webwire::protocol::{Message, Name, RequestId};
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const TOPIC: &str = "bench";
+
+/// Subscribes a connection with a `subscribe` request.
+struct Subscribe;
+
+impl Handler for Subscribe {
+    async fn request(
+        &self,
+        conn: &Connection,
+        _name: Name,
+        _payload: Payload,
+    ) -> std::result::Result<Payload, HandlerError> {
+        conn.subscribe(TOPIC).map_err(HandlerError::internal)?;
+        Ok(Payload::empty())
+    }
+}
+
+struct Options {
+    subscribers: usize,
+    publishes: usize,
+    redis: Option<String>,
+    bench: bool,
+}
+
+fn options() -> Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let mut options = Options {
+        subscribers: if bench { 1000 } else { 20 },
+        publishes: if bench { 2000 } else { 50 },
+        redis: None,
+        bench,
+    };
+    let mut args = args.iter().filter(|a| *a != "--bench");
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--subscribers" => options.subscribers = value()?.parse()?,
+            "--publishes" => options.publishes = value()?.parse()?,
+            "--redis" => options.redis = Some(value()?.clone()),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    Ok(options)
+}
+
+/// What the subscribers share: deliveries so far, and the latencies they measured.
+struct Tally {
+    delivered: AtomicU64,
+    /// What each subscriber received so far.
+    each: Vec<AtomicU64>,
+    progress: Notify,
+    /// Nanoseconds from publish to arrival, one per delivery (latency phase only).
+    latencies: std::sync::Mutex<Vec<u64>>,
+    start: Instant,
+}
+
+async fn start_server(backplane: impl Backplane) -> Result<(Server<Subscribe>, SocketAddr)> {
+    let server = Server::builder(Subscribe)
+        .backplane(backplane)
+        .max_connections(0)
+        .build()?;
+    // (The default outbound queue of 8 holds the 4 publishes the throughput phase lets a
+    // subscriber lag behind; a subscriber that fell further would be disconnected, and the
+    // run fails instead of reporting less.)
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(server.serve(listener));
+    Ok((server, addr))
+}
+
+/// Connects and subscribes `n` raw clients to `addr`; each then counts what it receives,
+/// and records latencies while `record` says so.
+async fn subscribe(
+    addr: SocketAddr,
+    n: usize,
+    tally: &Arc<Tally>,
+    record: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result {
+    let subscribe = Message::request(
+        RequestId::from(1_u64),
+        Name::from_static("subscribe"),
+        Payload::empty(),
+    )
+    .encode()?;
+    for i in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+        let _accept_conf = ws.next().await.ok_or("no handshake")??;
+        ws.send(WsMessage::Binary(subscribe.clone())).await?;
+        let _reply = ws.next().await.ok_or("no reply")??;
+        let tally = Arc::clone(tally);
+        let record = Arc::clone(record);
+        let index = i;
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(Ok(message)) = ws.next().await {
+                let WsMessage::Binary(frame) = message else {
+                    continue;
+                };
+                if record.load(Ordering::Relaxed) {
+                    if let Ok(Message::SignalBinary { data, .. }) = Message::parse(frame) {
+                        if let Ok(sent) = <[u8; 8]>::try_from(&data[..8]) {
+                            let now = tally.start.elapsed().as_nanos() as u64;
+                            mine.push(now.saturating_sub(u64::from_le_bytes(sent)));
+                        }
+                    }
+                } else if !mine.is_empty() {
+                    tally
+                        .latencies
+                        .lock()
+                        .expect("not poisoned")
+                        .append(&mut mine);
+                }
+                tally.each[index].fetch_add(1, Ordering::Relaxed);
+                tally.delivered.fetch_add(1, Ordering::Relaxed);
+                tally.progress.notify_one();
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The process's CPU time so far (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 12th,
+    // stime the 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn payload(tally: &Tally, seq: u64) -> Payload {
+    let mut data = (tally.start.elapsed().as_nanos() as u64)
+        .to_le_bytes()
+        .to_vec();
+    data.extend_from_slice(&seq.to_le_bytes());
+    Payload::binary(data)
+}
+
+/// Waits until the slowest subscriber has received `each` signals.
+async fn slowest_at(tally: &Tally, each: u64) -> Result {
+    let slowest = || {
+        tally
+            .each
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
+    let mut last = (slowest(), Instant::now());
+    loop {
+        let notified = tally.progress.notified();
+        let now = slowest();
+        if now >= each {
+            return Ok(());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            return Err(format!("the slowest subscriber is stuck at {now} of {each}").into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+    }
+}
+
+/// Waits until `target` deliveries have been counted; fails when nothing arrives for
+/// 10 s (a subscriber was disconnected: its deliveries never come).
+async fn delivered(tally: &Tally, target: u64) -> Result {
+    let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let notified = tally.progress.notified();
+        let now = tally.delivered.load(Ordering::Relaxed);
+        if now >= target {
+            return Ok(());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            return Err(format!("stuck at {now} of {target} deliveries").into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    Duration::from_nanos(sorted[at])
+}
+
+/// Both phases, subscribers on `sub_addr`, publishes through `publisher`.
+async fn measure(
+    label: &str,
+    publisher: &Server<Subscribe>,
+    sub_addr: SocketAddr,
+    o: &Options,
+) -> Result {
+    let tally = Arc::new(Tally {
+        delivered: AtomicU64::new(0),
+        each: (0..o.subscribers).map(|_| AtomicU64::new(0)).collect(),
+        progress: Notify::new(),
+        latencies: std::sync::Mutex::new(Vec::new()),
+        start: Instant::now(),
+    });
+    let record = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    subscribe(sub_addr, o.subscribers, &tally, &record).await?;
+    let n = o.subscribers as u64;
+
+    // Latency: one publish every 20 ms.
+    let latency_publishes = (o.publishes / 10).max(10) as u64;
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0..latency_publishes {
+        every.tick().await;
+        publisher
+            .publish(TOPIC, "tick", payload(&tally, seq))
+            .await?;
+    }
+    delivered(&tally, latency_publishes * n).await?;
+    record.store(false, Ordering::Relaxed);
+    // One more publish makes every subscriber hand its samples over.
+    publisher.publish(TOPIC, "tick", payload(&tally, 0)).await?;
+    delivered(&tally, (latency_publishes + 1) * n).await?;
+    let mut latencies = std::mem::take(&mut *tally.latencies.lock().expect("not poisoned"));
+    latencies.sort_unstable();
+
+    // Throughput: at most 4 publishes ahead of the slowest subscriber.
+    let base = tally.delivered.load(Ordering::Relaxed);
+    let base_each = latency_publishes + 1;
+    let publishes = o.publishes as u64;
+    let cpu_before = cpu_time();
+    let began = Instant::now();
+    for seq in 0..publishes {
+        if seq >= 4 {
+            slowest_at(&tally, base_each + seq - 4).await?;
+        }
+        publisher
+            .publish(TOPIC, "tick", payload(&tally, seq))
+            .await?;
+    }
+    delivered(&tally, base + publishes * n).await?;
+    let elapsed = began.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let deliveries = publishes * n;
+
+    println!(
+        "{label}: {} subscribers | latency ({} deliveries at 50 publishes/s): p50 {:?}, p99 {:?}, max {:?} | throughput: {:.0} publishes/s, {:.0} deliveries/s, CPU {:.2} µs/delivery",
+        o.subscribers,
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies
+            .last()
+            .map_or(Duration::ZERO, |&l| Duration::from_nanos(l)),
+        publishes as f64 / elapsed.as_secs_f64(),
+        deliveries as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / deliveries as f64,
+    );
+    Ok(())
+}
+
+fn main() -> Result {
+    let o = options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (server, addr) = start_server(tokio_webwire::backplane::Local).await?;
+        measure("one node", &server, addr, &o).await?;
+        server.shutdown().await;
+        if let Some(url) = &o.redis {
+            two_nodes(url, &o).await?;
+        }
+        if !o.bench {
+            println!(
+                "fanout smoke check passed (run with `cargo bench --bench fanout` to measure)"
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(feature = "redis")]
+async fn two_nodes(url: &str, o: &Options) -> Result {
+    use tokio_webwire::redis::RedisBackplane;
+    let (a, a_addr) = start_server(RedisBackplane::connect(url).await?).await?;
+    let (b, _) = start_server(RedisBackplane::connect(url).await?).await?;
+    measure("two nodes through Redis", &b, a_addr, o).await?;
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
+#[cfg(not(feature = "redis"))]
+async fn two_nodes(_url: &str, _o: &Options) -> Result {
+    Err("--redis needs the `redis` feature: cargo bench --bench fanout --features redis".into())
+}
