@@ -18,12 +18,11 @@
 //!
 //! Signals are sent back to their sender, with their name and payload.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
@@ -186,13 +185,16 @@ pub(crate) async fn run(addr: &str) -> io::Result<()> {
     let other = serve(&no_sessions, &SocketAddr::new(local.ip(), 0).to_string()).await?;
     println!(r#"{{"url":"ws://{local}/","no_sessions_url":"ws://{other}/"}}"#);
 
-    // The end of stdin: the test runner that started this process is gone.
-    let stdin_closed = async {
+    // The end of stdin: the test runner that started this process is gone. Read on a
+    // thread of its own: tokio's stdin reads on the runtime's blocking pool, whose shutdown
+    // would wait for the read, so the process could not end before its stdin does.
+    let (stdin_closed, mut stdin_closes) = oneshot::channel::<()>();
+    std::thread::spawn(move || {
         let mut sink = [0u8; 64];
-        let mut stdin = tokio::io::stdin();
-        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
-    };
-    tokio::pin!(stdin_closed);
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = stdin_closed.send(());
+    });
     loop {
         tokio::select! {
             request = requests.recv() => match request {
@@ -212,7 +214,7 @@ pub(crate) async fn run(addr: &str) -> io::Result<()> {
                 Some(Control::Shutdown) | None => break,
             },
             _ = tokio::signal::ctrl_c() => break,
-            () = &mut stdin_closed => break,
+            _ = &mut stdin_closes => break,
         }
     }
     tokio::join!(main.shutdown(), no_sessions.shutdown());
