@@ -1,9 +1,10 @@
 //! A chat room with logins that survive reconnects, and a terminal client for it.
 //!
 //! ```sh
-//! cargo run --example chatroom                             # server on ws://127.0.0.1:8083/
-//! cargo run --example chatroom -- --sessions /tmp/chat     # sessions kept in files
-//! cargo run --example chatroom -- --client                 # a terminal client (run two)
+//! cargo run --example chatroom --features axum                          # server on ws://127.0.0.1:8083/
+//! cargo run --example chatroom --features axum -- --sessions /tmp/chat  # sessions kept in files
+//! cargo run --example chatroom --features axum -- --client              # a terminal client (run two)
+//! cargo run --example chatroom --features axum -- --web                 # for browsers: http://127.0.0.1:8083/
 //! ```
 //!
 //! In the client, `/login alice wonderland` (or `bob builder`), then type. Restart a
@@ -12,6 +13,8 @@
 //! with the server, and the clients are told they are logged out).
 //!
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
+//! `--web` (with the server's options after it) serves the chat room for browsers instead:
+//! a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`).
 //! The server logic is in `server.rs`, the client's in `client.rs`;
 //! `tests/example_chatroom.rs` drives both.
 //!
@@ -23,6 +26,7 @@ mod client;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
+mod web;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -35,7 +39,8 @@ use tokio_webwire::session::{FileStore, MemoryStore};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
 const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR]\n       \
-                     chatroom --client [ws://HOST:PORT/]";
+                     chatroom --client [ws://HOST:PORT/]\n       \
+                     chatroom --web [--addr HOST:PORT] [--sessions DIR]";
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -51,6 +56,13 @@ async fn main() -> ExitCode {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
+        ["--web", ref web_args @ ..] => match server_options(web_args) {
+            Some((addr, sessions)) => web::serve(addr, sessions).await,
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ref server_args => match server_options(server_args) {
             Some((addr, sessions)) => serve(addr, sessions).await,
             None => {
