@@ -31,6 +31,7 @@ export const MessageType = Object.freeze({
   ReplyUtf16: 0xc1,
 });
 
+/** @type {Map<number, string>} */
 const KIND_OF_TYPE = new Map(Object.entries(MessageType).map(([kind, type]) => [type, kind]));
 const ENCODINGS = ['binary', 'utf8', 'utf16'];
 // The three types of a family (signal, request, reply) are consecutive: binary, UTF-8, UTF-16.
