@@ -197,7 +197,7 @@ export interface WebWireEventMap {
 export declare class WebWireClient extends EventTarget {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
-  readonly state: 'idle' | 'connecting' | 'connected' | 'closed';
+  readonly state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
   readonly connected: boolean;
   readonly session: Session | null;
   /** The server's message size limit (Infinity before the first handshake). */

@@ -551,6 +551,15 @@ function idNumber(id) {
  */
 
 /**
+ * An RFC 3339 time as Go writes it (up to nine fraction digits), cut to milliseconds
+ * first: not every engine's Date parses more than three digits.
+ * @param {string} text
+ */
+function rfc3339(text) {
+  return new Date(text.replace(/(\.\d{3})\d+/, '$1'));
+}
+
+/**
  * Parses the session JSON of NotifySessionCreated and of a restore reply.
  * @param {string} text
  * @returns {Session}
@@ -568,8 +577,8 @@ export function parseSession(text) {
   if (typeof value.c !== 'string' || typeof value.l !== 'string') {
     throw new ProtocolError('session without its times');
   }
-  const created = new Date(value.c);
-  const lastLookup = new Date(value.l);
+  const created = rfc3339(value.c);
+  const lastLookup = rfc3339(value.l);
   if (Number.isNaN(created.getTime()) || Number.isNaN(lastLookup.getTime())) {
     throw new ProtocolError('session times are not RFC 3339');
   }
@@ -604,6 +613,9 @@ export function parseSession(text) {
  *   `webwire-session:` + the URL).
  */
 
+// The longest delay timers take: a longer one fires at once (browsers and Node alike).
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const DEFAULTS = {
   autoconnect: true,
   requestTimeout: 60_000,
@@ -636,7 +648,7 @@ export class WebWireClient extends EventTarget {
   /** @type {Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null} */ #storage = null;
   #storageKey;
 
-  /** @type {'idle' | 'connecting' | 'connected' | 'closed'} */ #state = 'idle';
+  /** @type {'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed'} */ #state = 'idle';
   /** @type {WebSocket | null} */ #socket = null;
   /** @type {Promise<void> | null} */ #connecting = null;
   #attempt = 0;
@@ -689,7 +701,10 @@ export class WebWireClient extends EventTarget {
     return this.#url;
   }
 
-  /** 'idle' (not connected, not trying), 'connecting', 'connected' or 'closed' (by `close()`). */
+  /**
+   * 'idle' (not connected, not trying), 'connecting', 'connected', 'reconnecting' (waiting
+   * for the next attempt) or 'closed' (by `close()`).
+   */
   get state() {
     return this.#state;
   }
@@ -738,6 +753,7 @@ export class WebWireClient extends EventTarget {
     if (this.#state === 'connected') return Promise.resolve();
     if (this.#connecting) return this.#connecting;
     clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
     this.#state = 'connecting';
     const attempt = this.#dial().finally(() => {
       if (this.#connecting === attempt) this.#connecting = null;
@@ -816,15 +832,17 @@ export class WebWireClient extends EventTarget {
    * requests waiting or in flight are rejected with `DisconnectedError`.
    */
   close() {
+    const wasConnected = this.#state === 'connected';
     this.#state = 'closed';
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     const socket = this.#socket;
     // Forgotten first: its close event and a handshake in progress are no longer ours.
     this.#socket = null;
-    this.#lost(new DisconnectedError('closed by the client'), false);
-    this.#failQueue(new DisconnectedError('closed by the client'));
-    if (socket) socket.close(1000);
+    const error = new DisconnectedError('closed by the client');
+    this.#lost(error, { reconnect: false, announce: wasConnected });
+    this.#failQueue(error);
+    if (socket) closeQuietly(socket, 1000);
   }
 
   // -------------------------------------------------------------------------------------
@@ -849,7 +867,10 @@ export class WebWireClient extends EventTarget {
     const timeoutMs = options.timeout ?? this.#requestTimeout;
     /** @type {Queued} */
     const job = { frame, isRequest, resolve, reject, id: 0, settled: false, cleanup: () => {} };
-    const timer = setTimeout(() => finish(new TimeoutError(timeoutMs)), timeoutMs);
+    // An infinite timeout waits forever; a huge one is clamped, not turned into "at once".
+    const timer = Number.isFinite(timeoutMs)
+      ? setTimeout(() => finish(new TimeoutError(timeoutMs)), Math.min(Math.max(timeoutMs, 0), MAX_TIMER_MS))
+      : undefined;
     const onAbort = () => finish(new AbortError(abort?.reason));
     abort?.addEventListener('abort', onAbort, { once: true });
     const finish = (/** @type {Error} */ error) => {
@@ -875,11 +896,11 @@ export class WebWireClient extends EventTarget {
       this.#send(job);
       return;
     }
-    if (this.#state === 'connecting' || (this.#state !== 'closed' && this.#reconnect && this.#retryTimer !== undefined)) {
+    if (this.#state === 'connecting' || this.#state === 'reconnecting' || (this.#state === 'connected' && this.#restoring)) {
       this.#queue.add(job);
       return;
     }
-    if (this.#autoconnect && this.#state !== 'closed') {
+    if (this.#autoconnect && this.#state === 'idle') {
       this.#queue.add(job);
       this.connect().catch(() => {});
       return;
@@ -921,9 +942,10 @@ export class WebWireClient extends EventTarget {
     let socket;
     try {
       socket = new this.#WebSocket(this.#url);
-    } catch (error) {
-      this.#attemptFailed();
-      throw new DisconnectedError(`cannot connect to ${this.#url}`, { cause: error });
+    } catch (cause) {
+      const error = new DisconnectedError(`cannot connect to ${this.#url}`, { cause });
+      this.#lost(error, { reconnect: true, announce: false });
+      throw error;
     }
     socket.binaryType = 'arraybuffer';
     this.#socket = socket;
@@ -931,9 +953,10 @@ export class WebWireClient extends EventTarget {
       const conf = await this.#handshake(socket);
       if (this.#socket !== socket) throw new DisconnectedError('closed while connecting');
       this.#limit = conf.messageBufferSize;
-      // 75 % of the read timeout (§1.5); the server's minimum is 1 s, so this is never 0
-      // for a real server, and never NaN.
-      this.#heartbeatPeriod = Math.floor((conf.readTimeout * 3) / 4);
+      // 75 % of the read timeout (§1.5): never NaN (webwire-js's defect), and clamped, as
+      // a timer beyond the maximum would fire at once, every time. A server without read
+      // timeout (0) gets no heartbeats.
+      this.#heartbeatPeriod = Math.min(Math.floor((conf.readTimeout * 3) / 4), MAX_TIMER_MS);
       this.#state = 'connected';
       this.#armHeartbeat();
       const key = this.#session?.key ?? this.#storedKey();
@@ -950,7 +973,10 @@ export class WebWireClient extends EventTarget {
       if (this.#socket === socket) {
         this.#socket = null;
         closeQuietly(socket, error instanceof ProtocolError ? 1002 : 1000);
-        this.#lost(asWebWireError(error), true, true);
+        // A failed attempt is announced only if the connection had been up (a restore
+        // that failed on a lost connection); otherwise the next attempt just follows.
+        const wasConnected = this.#state === 'connected';
+        this.#lost(asWebWireError(error), { reconnect: true, announce: wasConnected });
       }
       throw error;
     }
@@ -1090,7 +1116,7 @@ export class WebWireClient extends EventTarget {
   #protocolError(socket, error) {
     this.#socket = null;
     closeQuietly(socket, 1002);
-    this.#lost(error, true);
+    this.#lost(error, { reconnect: true, announce: true });
   }
 
   /** @param {WebSocket} socket @param {CloseEvent} event */
@@ -1098,30 +1124,33 @@ export class WebWireClient extends EventTarget {
     if (this.#socket !== socket) return;
     this.#socket = null;
     const reason = event.reason ? `: ${event.reason}` : '';
-    this.#lost(new DisconnectedError(`connection closed (${event.code}${reason})`), true);
+    this.#lost(new DisconnectedError(`connection closed (${event.code}${reason})`), { reconnect: true, announce: true });
   }
 
   /**
-   * The connection is gone: requests in flight fail with `error` (they are not sent again,
-   * the server may have handled them); queued ones keep waiting if a reconnect follows.
-   * @param {WebWireError} error @param {boolean} mayReconnect @param {boolean} [duringConnect]
+   * The connection (or an attempt) is gone: requests in flight fail with `error` (they are
+   * not sent again, the server may have handled them); queued ones keep waiting if a
+   * reconnect follows, and fail with `error` otherwise.
+   * @param {WebWireError} error
+   * @param {{reconnect: boolean, announce: boolean}} how whether a reconnect may follow,
+   *   and whether to dispatch `disconnect`
    */
-  #lost(error, mayReconnect, duringConnect = false) {
+  #lost(error, { reconnect, announce }) {
     clearTimeout(this.#heartbeatTimer);
-    const wasConnected = this.#state === 'connected';
     for (const job of [...this.#pending.values()]) job.reject(error);
-    if (this.#state !== 'closed') this.#state = 'idle';
-    const reconnecting = mayReconnect && this.#reconnect && this.#state !== 'closed';
-    if (reconnecting) this.#attemptFailed();
-    else if (this.#state !== 'closed') this.#failQueue(error);
-    if (wasConnected || !duringConnect) {
-      this.dispatchEvent(new CustomEvent('disconnect', { detail: { error, reconnecting } }));
+    const reconnecting = reconnect && this.#reconnect && this.#state !== 'closed';
+    if (reconnecting) {
+      this.#scheduleReconnect();
+    } else {
+      if (this.#state !== 'closed') this.#state = 'idle';
+      this.#failQueue(error);
     }
+    if (announce) this.dispatchEvent(new CustomEvent('disconnect', { detail: { error, reconnecting } }));
   }
 
   /** Schedules the next attempt, with exponential backoff and jitter. */
-  #attemptFailed() {
-    if (!this.#reconnect || this.#state === 'closed' || this.#state === 'connected') return;
+  #scheduleReconnect() {
+    this.#state = 'reconnecting';
     const ceiling = Math.min(this.#maxDelay, this.#minDelay * 2 ** Math.min(this.#attempt, 30));
     this.#attempt++;
     // Half fixed, half random: clients of a restarted server do not all come back at once.
@@ -1129,7 +1158,7 @@ export class WebWireClient extends EventTarget {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
-      if (this.#state === 'idle') this.connect().catch(() => {});
+      if (this.#state === 'reconnecting') this.connect().catch(() => {});
     }, delay);
   }
 

@@ -111,7 +111,8 @@ test('each client has its own id counter from 1, written as u64 little-endian', 
     const b = await within(connect(server.url, OPTIONS), 'connect b');
     assert.equal((await a.request('n', 'x')).text(), 'ok');
     assert.equal((await b.request('n', 'x')).text(), 'ok');
-    assert.equal((await a.request('n', 'x')).text(), 'ok');
+    // An infinite timeout waits (a timer of Infinity ms would fire at once).
+    assert.equal((await a.request('n', 'x', { timeout: Infinity })).text(), 'ok');
     assert.deepEqual(ids, ['0100000000000000', '0100000000000000', '0200000000000000']);
     a.close();
     b.close();
@@ -157,5 +158,21 @@ test('a server that never answers the handshake fails the connect within connect
     assert.match(error.message, /no handshake/);
   } finally {
     await server.close();
+  }
+});
+
+test('read timeouts of 0 and of 2^32-1 ms give no heartbeat and a clamped period, not a flood', async () => {
+  for (const [readTimeout, period] of [
+    [0, 0],
+    [0xffffffff, 2 ** 31 - 1],
+  ]) {
+    const server = await fakeServer((socket) => socket.send(acceptConf(readTimeout)));
+    try {
+      const client = await within(connect(server.url, OPTIONS), 'connect');
+      assert.equal(client.heartbeatPeriod, period);
+      client.close();
+    } finally {
+      await server.close();
+    }
   }
 });
