@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
-import { exampleBinary, within } from './support/helpers.js';
+import { builtExample, within } from './support/helpers.js';
 import { repoRoot } from './support/shared.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -35,10 +35,7 @@ const OUTPUT = join(repoRoot, 'js', 'test-output');
  * @param {string} addr @param {string} sessions
  */
 async function startChatroom(addr, sessions) {
-  const binary = process.env.WEBWIRE_CHATROOM ?? exampleBinary('chatroom');
-  if (!existsSync(binary)) {
-    throw new Error(`${binary} is missing: build it with \`cargo build --features axum --example chatroom\``);
-  }
+  const binary = builtExample('chatroom', 'WEBWIRE_CHATROOM');
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' };
   const child = spawn(binary, ['--web', '--addr', addr, '--sessions', sessions], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));

@@ -41,15 +41,29 @@ export function exampleBinary(name) {
 }
 
 /**
- * Starts `examples/peer` (the built binary; `cargo run` if it is not built) and reads its
- * URLs. Stopped by `stop()`, or by the end of its stdin when this process dies.
+ * The path of a built example, or an error that says how to build it. (Not `cargo run`:
+ * a test that starts a whole build on its own would hide a missing build step in CI.)
+ * @param {string} name @param {string} variable the environment variable that overrides it
+ */
+export function builtExample(name, variable) {
+  const binary = process.env[variable] ?? exampleBinary(name);
+  if (!existsSync(binary)) {
+    throw new Error(
+      `${binary} is missing: build it with \`cargo build --all-features --examples\` ` +
+        `(with the same CARGO_TARGET_DIR), or set ${variable} to the binary`,
+    );
+  }
+  return binary;
+}
+
+/**
+ * Starts the built `examples/peer` and reads its URLs. Stopped by `stop()`, or by the end
+ * of its stdin when this process dies.
  * @returns {Promise<{url: string, noSessionsUrl: string, exited: Promise<number | null>, stop: () => Promise<void>}>}
  */
 export async function startPeer() {
-  const binary = process.env.WEBWIRE_PEER ?? exampleBinary('peer');
-  const [command, args] = existsSync(binary)
-    ? [binary, ['--addr', '127.0.0.1:0']]
-    : ['cargo', ['run', '--quiet', '--example', 'peer', '--', '--addr', '127.0.0.1:0']];
+  const command = builtExample('peer', 'WEBWIRE_PEER');
+  const args = ['--addr', '127.0.0.1:0'];
   // The tests provoke handler errors on purpose: the peer's log stays quiet unless asked.
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'off' };
   const child = spawn(command, args, { cwd: repoRoot, env, stdio: ['pipe', 'pipe', 'inherit'] });
@@ -60,8 +74,7 @@ export async function startPeer() {
     child.once('error', reject);
     exited.then((code) => reject(new Error(`peer exited (${code}) before printing its address`)));
   });
-  // A cargo build may come first: bounded generously.
-  const line = /** @type {string} */ (await within(first, `${command} to print its address`, 300_000));
+  const line = /** @type {string} */ (await within(first, `${command} to print its address`));
   const { url, no_sessions_url: noSessionsUrl } = JSON.parse(line);
   return {
     url,
