@@ -687,8 +687,13 @@ export class WebWireClient extends EventTarget {
     this.#connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
     this.#subProtocol = options.subProtocol ?? null;
     if (options.persistSession === true) {
-      this.#storage = globalThis.localStorage ?? null;
-      if (this.#storage === null) throw new TypeError('persistSession: true needs localStorage');
+      try {
+        this.#storage = globalThis.localStorage ?? null;
+      } catch {
+        // Reading localStorage throws where the page may not use it (sandboxed frames,
+        // blocked cookies): said below, as when there is none at all.
+      }
+      if (this.#storage === null) throw new TypeError('persistSession: true needs localStorage, which is not available here');
     } else if (options.persistSession) {
       this.#storage = options.persistSession;
     }

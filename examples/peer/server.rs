@@ -29,16 +29,19 @@ use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 use tokio_webwire::session::MemoryStore;
 use tokio_webwire::{Encoding, Payload, SessionInfo};
 
-/// The main server's read timeout: the smallest the server allows, so that a client
-/// without heartbeats is dropped within the tests' time.
-const READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// The main server's read timeout: short, so that a test can outlast it in little time,
+/// but not the minimum (1 s), so that the client's heartbeat (at 75 %) has half a second
+/// of slack on a loaded machine.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// The main server's message size limit: small, for the client's limit check.
 const MAX_MESSAGE_SIZE: usize = 1024;
 /// Connections per session: enough for the tests' two clients of one login, not three.
 const MAX_SESSION_CONNECTIONS: usize = 2;
 /// How long a shutdown waits for `hold`s before it stops them (they get the shutdown
-/// reply): short, so a restart with a `hold` pending takes the tests little time.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
+/// reply): short, so a restart with a `hold` pending takes the tests little time, and
+/// long enough for the request a test sends right after the restart's reply to meet the
+/// shutdown.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a request asks of the process, beyond its own connection.
 #[derive(Debug)]
