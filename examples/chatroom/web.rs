@@ -18,9 +18,9 @@ use tokio_webwire::session::{FileStore, MemoryStore, SessionStore};
 use crate::server::{self, ChatRoom};
 
 /// The page: log in, read and write messages, log out (`page/index.html`).
-const PAGE: &str = include_str!("page/index.html");
+pub(crate) const PAGE: &str = include_str!("page/index.html");
 /// The client module, embedded so that the example is one binary.
-const CLIENT: &str = include_str!("../../js/webwire.js");
+pub(crate) const CLIENT: &str = include_str!("../../js/webwire.js");
 
 /// The router: page, module and WebWire endpoint.
 fn router(server: Server<ChatRoom>) -> Router {
