@@ -803,15 +803,15 @@ export class WebWireClient extends EventTarget {
   }
 
   /**
-   * Restores the session `key` (e.g. one kept by the page itself). Rejects with
-   * `SessionNotFoundError` and the other session errors.
+   * Restores the session `key` (e.g. one kept by the page itself); waits for a connection
+   * like a request. Rejects with `SessionNotFoundError` and the other session errors.
    * @param {string} key
    * @param {{timeout?: number, signal?: AbortSignal}} [options]
    * @returns {Promise<Session>}
    */
   async restoreSession(key, options = {}) {
     if (this.#session !== null) throw new WebWireError('session_active', 'a session is active: close it first');
-    const session = await this.#restore(key, options);
+    const session = await this.#restore(key, options, false);
     this.#setSession(session, true);
     return session;
   }
@@ -899,6 +899,11 @@ export class WebWireClient extends EventTarget {
     };
     if (this.#state === 'connected' && (internal || !this.#restoring)) {
       this.#send(job);
+      return;
+    }
+    if (internal) {
+      // The restore of a connection attempt belongs to that connection: never queued.
+      finish(new DisconnectedError('lost while connecting'));
       return;
     }
     if (this.#state === 'connecting' || this.#state === 'reconnecting' || (this.#state === 'connected' && this.#restoring)) {
@@ -1034,7 +1039,7 @@ export class WebWireClient extends EventTarget {
   /** @param {string} key */
   async #restoreAfterConnect(key) {
     try {
-      const session = await this.#restore(key, {});
+      const session = await this.#restore(key, {}, true);
       this.#setSession(session, true);
     } catch (error) {
       const kind = error instanceof WebWireError ? error.kind : '';
@@ -1045,15 +1050,18 @@ export class WebWireClient extends EventTarget {
     }
   }
 
-  /** @param {string} key @param {{timeout?: number, signal?: AbortSignal}} options @returns {Promise<Session>} */
-  async #restore(key, options) {
+  /**
+   * Sends a restore request for `key`. The one after a connect is `internal`: sent at once
+   * while the queue waits for it; the application's waits for a connection like a request.
+   * @param {string} key @param {{timeout?: number, signal?: AbortSignal}} options
+   * @param {boolean} internal
+   * @returns {Promise<Session>}
+   */
+  async #restore(key, options, internal) {
     const frame = encode({ kind: 'RequestRestoreSession', id: new Uint8Array(8), key });
     /** @type {Payload} */
     const reply = await new Promise((resolve, reject) => {
-      const job = { ...options };
-      // Sent at once even while the queue waits for the restore to finish.
-      if (this.#state === 'connected') this.#submit(frame, true, job, resolve, reject, true);
-      else reject(new DisconnectedError('not connected'));
+      this.#submit(frame, true, options, resolve, reject, internal);
     });
     return parseSession(reply.text());
   }

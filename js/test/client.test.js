@@ -279,6 +279,17 @@ describe('the client against examples/peer', () => {
     assert.equal((await client.request('echo', 'x')).text(), 'x');
   });
 
+  test('restoreSession made while connecting waits for the connection', async () => {
+    const owner = await open();
+    await owner.request('login', 'frank');
+    const client = new WebWireClient(peer.url, OPTIONS);
+    clients.push(client);
+    assert.equal(client.state, 'connecting');
+    const session = await within(client.restoreSession(owner.session.key), 'restore');
+    assert.equal(session.info.user, 'frank');
+    assert.equal((await client.request('whoami')).text(), 'frank');
+  });
+
   test('autoconnect on: a request made before the connection waits for it', async () => {
     const client = new WebWireClient(peer.url, OPTIONS);
     clients.push(client);
