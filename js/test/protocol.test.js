@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 
-import { DisconnectedError, ProtocolError, WebWireClient, connect } from '../webwire.js';
+import { DisconnectedError, ProtocolError, TimeoutError, WebWireClient, connect } from '../webwire.js';
 import { acceptConf, fakeServer, nextEvent, within } from './support/helpers.js';
 
 const OPTIONS = { WebSocket, reconnect: false, requestTimeout: 5000 };
@@ -174,5 +174,96 @@ test('read timeouts of 0 and of 2^32-1 ms give no heartbeat and a clamped period
     } finally {
       await server.close();
     }
+  }
+});
+
+test('server signals webwire-js got wrong arrive intact (named without payload, UTF-16 padded)', async () => {
+  const frames = ['400161', '41036162630068006900', '41004100', '3f056576656e74010203'];
+  const server = await fakeServer((socket) => {
+    socket.send(acceptConf());
+    // After the client's first message, so that its listener is in place.
+    socket.once('message', () => frames.forEach((hex) => socket.send(Buffer.from(hex, 'hex'))));
+  });
+  try {
+    const client = await within(connect(server.url, OPTIONS), 'connect');
+    const received = [];
+    const all = within(
+      new Promise((resolve) =>
+        client.on('signal', ({ detail }) => {
+          received.push([detail.name, detail.payload.encoding, detail.payload.text()]);
+          if (received.length === frames.length) resolve(undefined);
+        }),
+      ),
+      'four signals',
+    );
+    await client.signal('go', '');
+    await all;
+    assert.deepEqual(received, [
+      ['a', 'utf8', ''],
+      ['abc', 'utf16', 'hi'],
+      ['', 'utf16', 'A'],
+      ['event', 'binary', '\x01\x02\x03'],
+    ]);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('replies for unknown ids are ignored; the right one still resolves', async () => {
+  const server = await fakeServer((socket) => {
+    socket.send(acceptConf());
+    socket.on('message', (frame) => {
+      socket.send(Buffer.from('c0ffffffffffffffff7374726179', 'hex')); // id nobody used
+      socket.send(Buffer.from([0xc0, ...frame.subarray(1, 9), 0x6f, 0x6b]));
+    });
+  });
+  try {
+    const client = await within(connect(server.url, OPTIONS), 'connect');
+    assert.equal((await within(client.request('n', 'x'), 'reply')).text(), 'ok');
+    assert.ok(client.connected);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('while reconnecting, requests wait up to their timeout; attempts back off', async () => {
+  const attempts = [];
+  let fifth;
+  const fiveAttempts = new Promise((resolve) => {
+    fifth = resolve;
+  });
+  let refuse = false;
+  const server = await fakeServer((socket) => {
+    attempts.push(performance.now());
+    if (attempts.length === 5) fifth(undefined);
+    // After the first connection, every attempt is dropped before the handshake.
+    if (refuse) socket.terminate();
+    else socket.send(acceptConf());
+  });
+  try {
+    const client = await within(
+      connect(server.url, { ...OPTIONS, reconnect: { minDelay: 40, maxDelay: 160 } }),
+      'connect',
+    );
+    refuse = true;
+    const gone = nextEvent(client, 'disconnect');
+    for (const socket of server.clients()) socket.terminate();
+    assert.equal((await gone).detail.reconnecting, true);
+    const waited = await within(client.request('n', 'x', { timeout: 100 }).catch((e) => e), 'the timeout');
+    assert.ok(waited instanceof TimeoutError, String(waited));
+    // The first connection and four attempts after the loss. The delays before attempts
+    // 2-4 have ceilings of 80, 160 and 160 ms and are at least half of them (the other
+    // half is random): never back to back.
+    await within(fiveAttempts, 'four reconnect attempts');
+    client.close();
+    const gaps = [attempts[2] - attempts[1], attempts[3] - attempts[2], attempts[4] - attempts[3]];
+    for (const [i, floor] of [40, 80, 80].entries()) {
+      // Less a millisecond: timers round their delay.
+      assert.ok(gaps[i] >= floor - 1, `attempt ${i + 3} came ${gaps[i]} ms after the one before`);
+    }
+  } finally {
+    await server.close();
   }
 });

@@ -109,6 +109,7 @@ export async function fakeServer(onConnection) {
   const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
   return {
     url: `ws://127.0.0.1:${port}/`,
+    clients: () => [...server.clients],
     close: () => new Promise((resolve) => {
       for (const client of server.clients) client.terminate();
       server.close(() => resolve(undefined));
