@@ -43,6 +43,7 @@ fn router(server: Server<ChatRoom>) -> Router {
 /// The chat room served for browsers, running: its WebWire server and the HTTP task.
 #[derive(Debug)]
 pub(crate) struct Running {
+    /// Where it listens (the port the system chose, for port 0).
     pub(crate) addr: SocketAddr,
     server: Server<ChatRoom>,
     stop_http: oneshot::Sender<()>,

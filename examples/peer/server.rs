@@ -59,10 +59,12 @@ pub(crate) struct Peer {
     control: mpsc::UnboundedSender<Control>,
 }
 
+/// An error reply with `code` and `message`.
 fn reply(code: &'static str, message: impl Into<String>) -> HandlerError {
     HandlerError::reply(ErrorCode::from_static(code), message)
 }
 
+/// The encoding's name as the JavaScript client spells it.
 fn encoding_name(encoding: Encoding) -> &'static str {
     match encoding {
         Encoding::Binary => "binary",
