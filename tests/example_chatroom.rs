@@ -109,7 +109,7 @@ async fn start(addr: SocketAddr, dir: &TempDir) -> (Server<server::ChatRoom>, So
     bounded(async {
         loop {
             let store = FileStore::new(&dir.0).expect("a session directory");
-            match server::start(&addr.to_string(), store, Local).await {
+            match server::start(&addr.to_string(), server::build(store, Local)).await {
                 Ok(started) => return started,
                 Err(_) => tokio::task::yield_now().await,
             }

@@ -1,9 +1,10 @@
 //! A chat room with logins that survive reconnects, and a terminal client for it.
 //!
 //! ```sh
-//! cargo run --example chatroom                             # server on ws://127.0.0.1:8083/
-//! cargo run --example chatroom -- --sessions /tmp/chat     # sessions kept in files
-//! cargo run --example chatroom -- --client                 # a terminal client (run two)
+//! cargo run --example chatroom --features axum                          # server on ws://127.0.0.1:8083/
+//! cargo run --example chatroom --features axum -- --sessions /tmp/chat  # sessions kept in files
+//! cargo run --example chatroom --features axum -- --client              # a terminal client (run two)
+//! cargo run --example chatroom --features axum -- --web                 # for browsers: http://127.0.0.1:8083/
 //! ```
 //!
 //! In the client, `/login alice wonderland` (or `bob builder`), then type. Restart a
@@ -12,6 +13,8 @@
 //! with the server, and the clients are told they are logged out).
 //!
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
+//! `--web` (with the server's options after it) serves the chat room for browsers instead:
+//! a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`).
 //! The server logic is in `server.rs`, the client's in `client.rs`;
 //! `tests/example_chatroom.rs` drives both.
 //!
@@ -23,6 +26,7 @@ mod client;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
+mod web;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -35,8 +39,9 @@ use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
-const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR]\n       \
-                     chatroom --client [ws://HOST:PORT/]";
+const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR | --redis URL]\n       \
+                     chatroom --client [ws://HOST:PORT/]\n       \
+                     chatroom --web [--addr HOST:PORT] [--sessions DIR | --redis URL]";
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -52,8 +57,18 @@ async fn main() -> ExitCode {
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
+        ["--web", ref web_args @ ..] => match server_options(web_args) {
+            Some(options) => match build(&options).await {
+                Ok(server) => web::serve(options.addr, server).await,
+                Err(error) => Err(error),
+            },
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         ref server_args => match server_options(server_args) {
-            Some((addr, sessions)) => serve(addr, sessions).await,
+            Some(options) => serve(&options).await,
             None => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -69,26 +84,65 @@ async fn main() -> ExitCode {
     }
 }
 
-/// `[--addr HOST:PORT] [--sessions DIR]`, in any order.
-fn server_options<'a>(mut args: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
-    let (mut addr, mut sessions) = (DEFAULT_ADDR, None);
+/// The server's options.
+#[derive(Debug, Clone, Copy)]
+struct Options<'a> {
+    addr: &'a str,
+    /// `--sessions DIR`: sessions in files there.
+    sessions: Option<&'a str>,
+    /// `--redis URL`: sessions in Redis, and the room shared with every server on it.
+    redis: Option<&'a str>,
+}
+
+/// `[--addr HOST:PORT] [--sessions DIR | --redis URL]`, in any order.
+fn server_options<'a>(mut args: &[&'a str]) -> Option<Options<'a>> {
+    let mut options = Options {
+        addr: DEFAULT_ADDR,
+        sessions: None,
+        redis: None,
+    };
     while let [option, value, rest @ ..] = args {
         match *option {
-            "--addr" => addr = value,
-            "--sessions" => sessions = Some(*value),
+            "--addr" => options.addr = value,
+            "--sessions" => options.sessions = Some(*value),
+            "--redis" => options.redis = Some(*value),
             _ => return None,
         }
         args = rest;
     }
-    args.is_empty().then_some((addr, sessions))
+    let one_store = options.sessions.is_none() || options.redis.is_none();
+    (args.is_empty() && one_store).then_some(options)
+}
+
+/// The chat room server the options describe: sessions in memory, in files, or in Redis
+/// (then the room also reaches every server on the same Redis, through its backplane).
+async fn build(options: &Options<'_>) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+    match (options.sessions, options.redis) {
+        (_, Some(url)) => redis(url).await,
+        (Some(dir), None) => Ok(server::build(FileStore::new(dir)?, Local)),
+        (None, None) => Ok(server::build(MemoryStore::new(), Local)),
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis(url: &str) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+    use tokio_webwire::redis::{RedisBackplane, RedisStore};
+    let store = RedisStore::connect(url).await?;
+    let backplane = RedisBackplane::connect(url).await?;
+    Ok(server::build(store, backplane))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(_url: &str) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+    Err(
+        "--redis needs the redis feature: cargo run --example chatroom --features axum,redis"
+            .into(),
+    )
 }
 
 /// Serves until Ctrl-C, then shuts down gracefully.
-async fn serve(addr: &str, sessions: Option<&str>) -> Result {
-    let (server, local) = match sessions {
-        Some(dir) => server::start(addr, FileStore::new(dir)?, Local).await?,
-        None => server::start(addr, MemoryStore::new(), Local).await?,
-    };
+async fn serve(options: &Options<'_>) -> Result {
+    let (server, local) = server::start(options.addr, build(options).await?).await?;
     println!("ws://{local}/");
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;

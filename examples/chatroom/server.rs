@@ -198,18 +198,16 @@ pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Serv
         .expect("valid options")
 }
 
-/// Binds `addr` and serves a [`ChatRoom`] (see [`build`]) on it, in a task of its own.
-/// Returns the server and the address it listens on.
+/// Binds `addr` and serves `server` (see [`build`]) on it, in a task of its own. Returns
+/// the server and the address it listens on.
 pub(crate) async fn start(
     addr: &str,
-    store: impl SessionStore,
-    backplane: impl Backplane,
+    server: Server<ChatRoom>,
 ) -> io::Result<(Server<ChatRoom>, SocketAddr)> {
     // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
     // restart wait in it, instead of having their connects dropped and sent again later.
     let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = build(store, backplane);
     tokio::spawn(server.serve(listener));
     Ok((server, local))
 }
