@@ -5,6 +5,9 @@
 //! cargo run --example chatroom --features axum -- --sessions /tmp/chat  # sessions kept in files
 //! cargo run --example chatroom --features axum -- --client              # a terminal client (run two)
 //! cargo run --example chatroom --features axum -- --web                 # for browsers: http://127.0.0.1:8083/
+//! # two servers, one room (a redis-server on 127.0.0.1:6379):
+//! cargo run --example chatroom --features axum,redis -- --web --redis redis://127.0.0.1/
+//! cargo run --example chatroom --features axum,redis -- --web --addr 127.0.0.1:8084 --redis redis://127.0.0.1/
 //! ```
 //!
 //! In the client, `/login alice wonderland` (or `bob builder`), then type. Restart a
@@ -13,6 +16,8 @@
 //! with the server, and the clients are told they are logged out).
 //!
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
+//! `--redis URL` keeps the sessions in Redis and shares the room with every server on the
+//! same Redis: a message said on one reaches the members on all, a login restores on any.
 //! `--web` (with the server's options after it) serves the chat room for browsers instead:
 //! a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`).
 //! The server logic is in `server.rs`, the client's in `client.rs`;

@@ -7,6 +7,8 @@
 //! ```
 //!
 //! `--addr HOST:PORT` moves the server; `--url ws://HOST:PORT/` points the clients at it.
+//! `--redis URL` (with `--features redis`) joins the server to every other on that Redis:
+//! run two on two ports, subscribe to one, publish to the other.
 //!
 //! The server (`server.rs`) subscribes connections to the `news` topic and publishes to it:
 //! the server keeps the subscribers, encodes each signal once for all of them, and takes a
@@ -31,7 +33,7 @@ use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8082";
-const USAGE: &str = "usage: pubsub [--addr HOST:PORT]\n       \
+const USAGE: &str = "usage: pubsub [--addr HOST:PORT] [--redis URL]\n       \
                      pubsub --subscribe [--url ws://HOST:PORT/]\n       \
                      pubsub --publish TEXT [--url ws://HOST:PORT/]";
 
@@ -43,8 +45,12 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let default_url = format!("ws://{DEFAULT_ADDR}/");
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => serve(DEFAULT_ADDR).await,
-        ["--addr", addr] => serve(addr).await,
+        [] => serve(DEFAULT_ADDR, None).await,
+        ["--addr", addr] => serve(addr, None).await,
+        ["--redis", url] => serve(DEFAULT_ADDR, Some(url)).await,
+        ["--addr", addr, "--redis", url] | ["--redis", url, "--addr", addr] => {
+            serve(addr, Some(url)).await
+        }
         ["--subscribe"] => subscribe(&default_url).await,
         ["--subscribe", "--url", url] => subscribe(url).await,
         ["--publish", text] => publish(&default_url, text).await,
@@ -64,8 +70,12 @@ async fn main() -> ExitCode {
 }
 
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
-async fn serve(addr: &str) -> Result {
-    let (server, local) = server::start(addr, Local).await?;
+/// With a Redis URL, what any server on that Redis publishes reaches these subscribers.
+async fn serve(addr: &str, redis: Option<&str>) -> Result {
+    let (server, local) = match redis {
+        Some(url) => server::start(addr, redis_backplane(url).await?).await?,
+        None => server::start(addr, Local).await?,
+    };
     println!("ws://{local}/");
 
     let mut count = server.handler().subscribers();
@@ -91,6 +101,16 @@ async fn serve(addr: &str) -> Result {
     tokio::signal::ctrl_c().await?;
     server.shutdown().await;
     Ok(())
+}
+
+#[cfg(feature = "redis")]
+async fn redis_backplane(url: &str) -> Result<tokio_webwire::redis::RedisBackplane> {
+    Ok(tokio_webwire::redis::RedisBackplane::connect(url).await?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_backplane(_url: &str) -> Result<Local> {
+    Err("--redis needs the redis feature: cargo run --example pubsub --features redis".into())
 }
 
 /// Prints every signal the server sends; says when the connection is gone.
