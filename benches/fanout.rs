@@ -187,49 +187,38 @@ fn payload(tally: &Tally, seq: u64) -> Payload {
     Payload::binary(data)
 }
 
-/// Waits until the slowest subscriber has received `each` signals.
-async fn slowest_at(tally: &Tally, each: u64) -> Result {
-    let slowest = || {
-        tally
-            .each
-            .iter()
-            .map(|n| n.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(0)
-    };
-    let mut last = (slowest(), Instant::now());
+/// Waits until `count()` reaches `target`; fails when it has not moved for 10 s (a
+/// subscriber was disconnected: its deliveries never come).
+async fn reached(tally: &Tally, target: u64, what: &str, count: impl Fn() -> u64) -> Result {
+    let mut last = (count(), Instant::now());
     loop {
         let notified = tally.progress.notified();
-        let now = slowest();
-        if now >= each {
-            return Ok(());
-        }
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            return Err(format!("the slowest subscriber is stuck at {now} of {each}").into());
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-    }
-}
-
-/// Waits until `target` deliveries have been counted; fails when nothing arrives for
-/// 10 s (a subscriber was disconnected: its deliveries never come).
-async fn delivered(tally: &Tally, target: u64) -> Result {
-    let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
-    loop {
-        let notified = tally.progress.notified();
-        let now = tally.delivered.load(Ordering::Relaxed);
+        let now = count();
         if now >= target {
             return Ok(());
         }
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(10) {
-            return Err(format!("stuck at {now} of {target} deliveries").into());
+            return Err(format!("{what} stuck at {now} of {target}").into());
         }
         let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
     }
+}
+
+/// Waits until the slowest subscriber has received `each` signals.
+async fn slowest_at(tally: &Tally, each: u64) -> Result {
+    let slowest = || {
+        let counts = tally.each.iter().map(|n| n.load(Ordering::Relaxed));
+        counts.min().unwrap_or(0)
+    };
+    reached(tally, each, "the slowest subscriber", slowest).await
+}
+
+/// Waits until `target` deliveries have been counted in all.
+async fn delivered(tally: &Tally, target: u64) -> Result {
+    let all = || tally.delivered.load(Ordering::Relaxed);
+    reached(tally, target, "deliveries", all).await
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Duration {

@@ -9,23 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::nodes::{self, Node, Seen, ask, next_signal, node};
+use common::nodes::{self, Node, Seen, ask, next_signal, redis_node};
 use common::redis::RedisServer;
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::Backplane;
-use tokio_webwire::redis::{RedisBackplane, RedisStore, redis};
+use tokio_webwire::redis::{RedisBackplane, redis};
 use tokio_webwire::server::TopicError;
-
-/// A node with a store and a backplane of its own on `redis`.
-async fn redis_node(redis: &RedisServer) -> Node {
-    let store = bounded(RedisStore::connect(&redis.url()))
-        .await
-        .expect("the store connects");
-    let backplane = bounded(RedisBackplane::connect(&redis.url()))
-        .await
-        .expect("the backplane connects");
-    node(|b| b.session_store(store).backplane(backplane)).await
-}
 
 /// A plain connection to `redis`, to look at it and steer it.
 async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {

@@ -5,21 +5,8 @@
 
 mod common;
 
-use common::bounded;
-use common::nodes::{self, Node, node};
+use common::nodes::{self, Node, redis_node};
 use common::redis::RedisServer;
-use tokio_webwire::redis::{RedisBackplane, RedisStore};
-
-/// A node with a store and a backplane of its own on `redis`.
-async fn redis_node(redis: &RedisServer) -> Node {
-    let store = bounded(RedisStore::connect(&redis.url()))
-        .await
-        .expect("the store connects");
-    let backplane = bounded(RedisBackplane::connect(&redis.url()))
-        .await
-        .expect("the backplane connects");
-    node(|b| b.session_store(store).backplane(backplane)).await
-}
 
 /// Two nodes on a fresh redis-server, or `None` (skip) without one.
 async fn two_nodes() -> Option<(RedisServer, Node, Node)> {

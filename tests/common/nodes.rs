@@ -235,3 +235,17 @@ pub async fn a_session_outlives_its_node(a: &Node, b: &Node) {
         Some("alice")
     );
 }
+
+/// A node of the service on `redis`: a probe server with a `RedisStore` and a
+/// `RedisBackplane` of its own, as a process behind a load balancer would have.
+#[cfg(feature = "redis")]
+pub async fn redis_node(redis: &super::redis::RedisServer) -> Node {
+    use tokio_webwire::redis::{RedisBackplane, RedisStore};
+    let store = bounded(RedisStore::connect(&redis.url()))
+        .await
+        .expect("the store connects");
+    let backplane = bounded(RedisBackplane::connect(&redis.url()))
+        .await
+        .expect("the backplane connects");
+    node(|b| b.session_store(store).backplane(backplane)).await
+}
