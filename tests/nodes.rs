@@ -31,6 +31,12 @@ async fn a_session_is_signalled_and_revoked_everywhere() {
 }
 
 #[tokio::test]
+async fn a_logout_ends_the_session_on_every_node() {
+    let (a, mut b) = two_nodes().await;
+    nodes::a_logout_ends_the_session_on_every_node(&a, &mut b).await;
+}
+
+#[tokio::test]
 async fn a_session_outlives_its_node() {
     let (a, b) = two_nodes().await;
     nodes::a_session_outlives_its_node(&a, &b).await;
@@ -73,4 +79,38 @@ async fn what_another_node_sends_is_checked_before_it_reaches_a_client() {
         nodes::next_signal(&mut on_a_seen).await,
         ("news".to_owned(), "small".to_owned())
     );
+}
+
+/// A backplane that is down: every send fails.
+struct Down;
+
+impl tokio_webwire::backplane::Backplane for Down {
+    async fn send(&self, _: bytes::Bytes) -> Result<(), tokio_webwire::backplane::BackplaneError> {
+        Err(tokio_webwire::backplane::BackplaneError::new("down"))
+    }
+    fn attach(&self, _: tokio_webwire::backplane::Inbox) {}
+}
+
+#[tokio::test]
+async fn a_revocation_the_backplane_cannot_carry_is_still_done_here() {
+    let a = node(|b| b.backplane(Down)).await;
+    let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
+    let key = nodes::login(&on_a, &mut on_a_seen).await;
+    match a.server.close_session(&key).await {
+        Err(tokio_webwire::SessionError::Backplane { held, .. }) => assert_eq!(held, 1),
+        other => panic!("expected a backplane error, got {other:?}"),
+    }
+    assert_eq!(
+        common::bounded(on_a_seen.recv()).await,
+        Some(nodes::Seen::SessionClosed)
+    );
+    assert!(on_a.session().is_none());
+    // A publish is delivered here all the same, and says the others missed it.
+    assert_eq!(nodes::ask(&on_a, "subscribe", "room").await, "true");
+    match a.server.publish("room", "news", "x").await {
+        Err(tokio_webwire::server::TopicError::Backplane { delivered, .. }) => {
+            assert_eq!(delivered, 1)
+        }
+        other => panic!("expected a backplane error, got {other:?}"),
+    }
 }

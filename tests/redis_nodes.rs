@@ -33,6 +33,14 @@ async fn a_session_is_signalled_and_revoked_everywhere() {
 }
 
 #[tokio::test]
+async fn a_logout_ends_the_session_on_every_node() {
+    let Some((_redis, a, mut b)) = two_nodes().await else {
+        return;
+    };
+    nodes::a_logout_ends_the_session_on_every_node(&a, &mut b).await;
+}
+
+#[tokio::test]
 async fn a_session_outlives_its_node() {
     let Some((_redis, a, b)) = two_nodes().await else {
         return;

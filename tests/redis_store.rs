@@ -160,6 +160,28 @@ async fn zero_idle_timeout_sets_no_ttl() {
 }
 
 #[tokio::test]
+async fn a_store_without_expiry_keeps_the_ttl_another_node_set() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let expiring = store(&server).await.idle_timeout(Duration::from_secs(3600));
+    let lasting = store(&server).await.idle_timeout(Duration::ZERO);
+    let mut con = raw(&server).await;
+    let saved = session("fay");
+    bounded(expiring.save(&saved)).await.expect("saved");
+    bounded(lasting.lookup(&saved.key))
+        .await
+        .expect("looked up")
+        .expect("found");
+    let redis_key = format!("webwire:session:{}", saved.key);
+    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    assert!(
+        ttl > 0,
+        "the other node's expiry survives the lookup: {ttl}"
+    );
+}
+
+#[tokio::test]
 async fn keys_live_under_the_prefix() {
     let Some(server) = RedisServer::start().await else {
         return;

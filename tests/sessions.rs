@@ -318,7 +318,7 @@ async fn a_disconnect_keeps_the_session_restorable() {
 
 #[tokio::test]
 async fn restoring_another_session_leaves_the_first() {
-    let (server, _events, addr) = start(|b| b).await;
+    let (server, mut events, addr) = start(|b| b).await;
     let (mut a, _) = RawClient::connect(addr).await;
     let first = login(&mut a, 1, "alice").await.key;
     let (mut b, _) = RawClient::connect(addr).await;
@@ -329,6 +329,23 @@ async fn restoring_another_session_leaves_the_first() {
         "no leaked registration"
     );
     assert_eq!(server.session_connections(&second).len(), 2);
+    // a left its first session: what that login granted it can be undone.
+    assert_eq!(
+        bounded(events.left.recv()).await.map(|(_, key)| key),
+        Some(first)
+    );
+}
+
+#[tokio::test]
+async fn a_held_session_gone_from_the_store_is_left_at_the_next_restore() {
+    let store = Arc::new(MemoryStore::default());
+    let (_server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut a, _) = RawClient::connect(addr).await;
+    let key = login(&mut a, 1, "alice").await.key;
+    // Removed behind the server's back (another node's logout, an expiry).
+    store.remove(&key).await.unwrap();
+    not_found(&mut a, 2, key.as_bytes()).await;
+    assert_eq!(bounded(events.left.recv()).await.map(|(_, k)| k), Some(key));
 }
 
 #[tokio::test]
@@ -809,6 +826,19 @@ async fn a_revocation_during_the_restore_hook_wins() {
     );
     assert!(server.session_connections(&key).is_empty());
     assert_eq!(server.active_sessions(), 0);
+    // b was a holder when the revocation came (attached, its hook still running), so it
+    // left then; and it leaves again once its hook is done, undoing what the hook may
+    // have granted after the first `session_left` ran.
+    let _a = bounded(events.connected.recv()).await.expect("a");
+    let b_id = bounded(events.connected.recv()).await.expect("b").id();
+    let mut b_left = 0;
+    while b_left < 2 {
+        let (id, left) = bounded(events.left.recv()).await.expect("a left event");
+        assert_eq!(left, key);
+        if id == b_id {
+            b_left += 1;
+        }
+    }
 }
 
 /// A store whose lookups panic.

@@ -88,6 +88,23 @@ async fn a_connection_leaves_its_topics_when_it_ends() {
 }
 
 #[tokio::test]
+async fn a_connection_subscribes_to_at_most_max_topics_per_connection() {
+    let (server, mut events, addr) = start(|b| b.max_topics_per_connection(2)).await;
+    let (a, _signals) = subscriber(addr).await;
+    assert_eq!(ask(&a, "subscribe", "one").await, "true");
+    assert_eq!(ask(&a, "subscribe", "two").await, "true");
+    let conn = bounded(events.connected.recv()).await.expect("connected");
+    assert!(matches!(
+        conn.subscribe("three"),
+        Err(TopicError::TooManyTopics { limit: 2 })
+    ));
+    assert_eq!(server.subscriber_count("three"), 0);
+    // Leaving one makes room again.
+    assert!(conn.unsubscribe("one"));
+    assert_eq!(conn.subscribe("three").ok(), Some(true));
+}
+
+#[tokio::test]
 async fn bad_topics_and_signals_are_refused_before_anything_is_sent() {
     let (server, mut events, addr) = start(|b| b.max_message_size(1024)).await;
     let (a, _signals) = subscriber(addr).await;

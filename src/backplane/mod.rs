@@ -20,7 +20,11 @@
 //! Delivery is what the backplane gives: the server delivers to its own connections
 //! whether or not the backplane accepts the message, and a message the backplane loses is
 //! lost for the other nodes (their connections miss the signal; a revocation still
-//! removed the session from a shared store, so no node restores it again).
+//! removed the session from a shared store, so no node restores it again). Order holds
+//! per publisher and topic as far as the backplane keeps it (Redis pub/sub does), not
+//! across publishers: two nodes publishing at once may reach one node's subscribers in
+//! one order and another's in the other. An operation's future delivers here first and
+//! then sends: dropped in between, the other nodes miss it.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -52,12 +56,14 @@ mod envelope;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub(crate) use envelope::{Envelope, NodeId};
+
+use crate::server::fanout::Hub;
 
 /// Carries messages from one node to every other node of a service.
 ///
@@ -135,27 +141,81 @@ impl BackplaneError {
 /// limit), is dropped with a log line. A server that is gone ignores its inbox.
 #[derive(Clone)]
 pub struct Inbox {
-    deliver: Arc<dyn Fn(Bytes) + Send + Sync>,
+    /// Weak: a backplane outliving its server must not keep the server alive.
+    hub: Weak<Hub>,
 }
 
 impl Inbox {
-    pub(crate) fn new(deliver: impl Fn(Bytes) + Send + Sync + 'static) -> Self {
-        Inbox {
-            deliver: Arc::new(deliver),
-        }
+    pub(crate) fn new(hub: Weak<Hub>) -> Self {
+        Inbox { hub }
     }
 
     /// Applies a message from another node to this server's connections. Never blocks:
     /// signals are queued without waiting (a subscriber without room is handled as for a
     /// local publish), and a revocation runs on a task of its own.
     pub fn deliver(&self, message: Bytes) {
-        (self.deliver)(message);
+        if let Some(hub) = self.hub.upgrade() {
+            hub.receive(&message);
+        }
+    }
+
+    /// Whether its server is gone: a backplane that serves many servers over its life can
+    /// forget such inboxes.
+    ///
+    /// ```
+    /// # fn f(inboxes: &mut Vec<tokio_webwire::backplane::Inbox>) {
+    /// inboxes.retain(|inbox| !inbox.is_closed());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.hub.strong_count() == 0
     }
 }
 
 impl fmt::Debug for Inbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox").finish_non_exhaustive()
+    }
+}
+
+/// A server's end of the backplane: the backplane, and the node id its envelopes carry
+/// (so that it can tell its own apart when they come back).
+pub(crate) struct Remote {
+    backplane: Arc<dyn DynBackplane>,
+    node: NodeId,
+}
+
+impl Remote {
+    pub(crate) fn new(backplane: Arc<dyn DynBackplane>) -> Self {
+        Remote {
+            backplane,
+            node: NodeId::random(),
+        }
+    }
+
+    pub(crate) fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub(crate) fn attach(&self, inbox: Inbox) {
+        self.backplane.attach(inbox);
+    }
+
+    /// Hands `envelope` to the other nodes. With [`Local`] nothing is built or sent.
+    pub(crate) async fn send(
+        &self,
+        envelope: impl FnOnce() -> Envelope,
+    ) -> Result<(), BackplaneError> {
+        if self.backplane.is_local() {
+            return Ok(());
+        }
+        match envelope().encode(self.node) {
+            Some(message) => self.backplane.send(message).await,
+            // Only a target over 65 535 bytes fails, which no topic or key is (both are
+            // checked first).
+            None => Ok(()),
+        }
     }
 }
 

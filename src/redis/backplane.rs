@@ -94,7 +94,10 @@ impl Inboxes {
     fn deliver(&self, message: &Bytes) {
         // `Inbox::deliver` never blocks and never calls back into the backplane (what it
         // must do at length runs on a task of its own): calling it under the lock is fine.
-        for inbox in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        let mut inboxes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Servers built with this backplane and gone since are forgotten.
+        inboxes.retain(|inbox| !inbox.is_closed());
+        for inbox in inboxes.iter() {
             inbox.deliver(message.clone());
         }
     }
@@ -338,6 +341,8 @@ impl Subscriber {
             tokio::time::Instant::now() + HEALTH_INTERVAL,
             HEALTH_INTERVAL,
         );
+        // After a stall, one check, not a burst of them (each may hold up the messages).
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 message = messages.next() => match message {

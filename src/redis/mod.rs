@@ -29,6 +29,9 @@
 //! (14 days unless set), renewed by every restore. Nothing else is kept: no index, no set
 //! of keys, so a session costs the same however many there are, and expiry is Redis's.
 //!
+//! Every node should use the same prefix and idle timeout; a node without expiry
+//! (`Duration::ZERO`) keeps the TTL another node set (`SET … KEEPTTL`, Redis 6.0 or later).
+//!
 //! Fan-out: nothing is stored. Every node publishes its operations (a few bytes of header,
 //! the target topic or session key, the encoded signal) to one channel (`webwire:bus`
 //! unless set), and every node subscribes to it on a connection of its own.

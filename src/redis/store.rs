@@ -214,9 +214,17 @@ impl RedisStore {
         if existing {
             cmd.arg("XX");
         }
-        if let Some(timeout) = self.idle_timeout {
-            let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            cmd.arg("PX").arg(ms.clamp(1, MAX_TTL_MS));
+        match self.idle_timeout {
+            Some(timeout) => {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                cmd.arg("PX").arg(ms.clamp(1, MAX_TTL_MS));
+            }
+            // No expiry of ours: a lookup keeps whatever TTL the key has (another node's
+            // store may have set one), instead of clearing it as a plain SET would.
+            None if existing => {
+                cmd.arg("KEEPTTL");
+            }
+            None => {}
         }
         cmd
     }

@@ -60,6 +60,8 @@ pub(crate) struct Config {
     pub(crate) accept_conf: Bytes,
     /// What a publish does with a subscriber whose queue is full.
     pub(crate) slow_subscriber: SlowSubscriber,
+    /// 0: no limit.
+    pub(crate) max_topics_per_connection: usize,
 }
 
 /// Builds a [`Server`]: `Server::builder(handler)`, options, [`build`](Self::build).
@@ -85,6 +87,7 @@ pub(crate) struct Config {
 /// | [`max_session_connections`](Self::max_session_connections) | 0 (no limit) | connections per session |
 /// | [`backplane`](Self::backplane) | [`Local`] | how publishes, session signals and revocations reach other servers |
 /// | [`slow_subscriber`](Self::slow_subscriber) | [`SlowSubscriber::Disconnect`] | what a publish does with a subscriber whose queue is full |
+/// | [`max_topics_per_connection`](Self::max_topics_per_connection) | 1024 | topics one connection may subscribe to |
 ///
 /// ```
 /// use std::time::Duration;
@@ -129,6 +132,7 @@ pub struct ServerBuilder<H> {
     sessions: SessionConfig,
     backplane: Arc<dyn DynBackplane>,
     slow_subscriber: SlowSubscriber,
+    max_topics_per_connection: usize,
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -156,7 +160,28 @@ impl<H: Handler> ServerBuilder<H> {
             },
             backplane: Arc::new(Local),
             slow_subscriber: SlowSubscriber::default(),
+            max_topics_per_connection: 1024,
         }
+    }
+
+    /// How many topics one connection may subscribe to at once (default 1024; 0: no
+    /// limit); [`Connection::subscribe`](crate::server::Connection::subscribe) fails with
+    /// [`TopicError::TooManyTopics`](crate::server::TopicError::TooManyTopics) beyond. A
+    /// subscription costs about 100 bytes (its entry in the topic and the connection's
+    /// list) plus the topic's name while it has subscribers, so the default bounds what a
+    /// client choosing topic names can make the server hold to about 1 MiB per
+    /// connection with short names (names are at most
+    /// [`MAX_TOPIC_LEN`](crate::server::MAX_TOPIC_LEN) bytes).
+    ///
+    /// ```
+    /// let server = tokio_webwire::server::Server::builder(())
+    ///     .max_topics_per_connection(16)
+    ///     .build()?;
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    pub fn max_topics_per_connection(mut self, limit: usize) -> Self {
+        self.max_topics_per_connection = limit;
+        self
     }
 
     /// How the operations that concern every server of a service reach the other servers
@@ -511,6 +536,7 @@ impl<H: Handler> ServerBuilder<H> {
             origins,
             accept_conf,
             slow_subscriber: self.slow_subscriber,
+            max_topics_per_connection: self.max_topics_per_connection,
         };
         Ok(Server {
             shared: Arc::new(Shared::new(
@@ -559,6 +585,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)
             .field("slow_subscriber", &self.slow_subscriber)
+            .field("max_topics_per_connection", &self.max_topics_per_connection)
             .finish_non_exhaustive()
     }
 }

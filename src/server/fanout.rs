@@ -3,10 +3,13 @@
 //!
 //! A signal for many is encoded once: every subscriber's queue holds a reference to the
 //! same buffer, so a publish costs one frame of memory however many subscribers it has.
-//! Subscribers are listed per topic in a copy-on-write array: a publish takes the list
-//! with one reference-count bump and queues without holding any lock, so publishes to a
-//! topic never wait for each other or for subscribes; a subscribe or unsubscribe copies
-//! the topic's list (rare next to publishes).
+//! Each topic keeps its subscribers in a map of its own behind a read-write lock: a
+//! publish finds the topic under the server's topic-map lock (one lookup), then queues
+//! under the topic's read lock, so publishes to one topic run side by side and publishes
+//! to different topics do not meet at all; a subscribe or unsubscribe is one insert or
+//! removal, O(1), under the topic-map lock and the topic's write lock (so a topic emptied
+//! and dropped cannot swallow a subscriber joining it at that moment). Queueing never
+//! blocks, so no lock is held across a wait.
 //!
 //! A subscriber that cannot keep up (its outbound queue, `outbound_queue_len` frames, is
 //! full) is handled by the server's [`SlowSubscriber`] policy: disconnected (the default:
@@ -15,19 +18,23 @@
 //! subscribers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use crate::backplane::{BackplaneError, DynBackplane, Envelope, Inbox, NodeId};
+use crate::backplane::{BackplaneError, Envelope, Inbox, Remote};
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::metrics::Metrics;
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
+use crate::session::check_key;
 
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 1024;
+
+/// One topic's subscribers, by connection id.
+type Subscribers = RwLock<HashMap<u64, Connection>>;
 
 /// What the server does with a subscriber whose outbound queue is full when a publish (or
 /// a session signal) reaches it. Set with
@@ -51,9 +58,10 @@ pub enum SlowSubscriber {
     /// and subscribes again. The default: nothing is lost without someone noticing.
     #[default]
     Disconnect,
-    /// It misses this signal and stays subscribed. Each skip is logged (warning) and
-    /// counted (`webwire_fanout_skipped_total` with the `metrics` feature); the client is
-    /// not told. For data where the next signal replaces the last (prices, positions).
+    /// It misses this signal and stays subscribed. Each skip is counted
+    /// (`webwire_fanout_slow_total{policy="skip"}` with the `metrics` feature) and logged
+    /// at debug level; the client is not told. For data where the next signal replaces
+    /// the last (prices, positions).
     Skip,
 }
 
@@ -70,6 +78,13 @@ pub enum TopicError {
     /// The connection is closed: it cannot subscribe any more.
     #[error("the connection is closed")]
     Closed,
+    /// The connection subscribes to as many topics as the server allows
+    /// ([`max_topics_per_connection`](crate::server::ServerBuilder::max_topics_per_connection)).
+    #[error("the connection already subscribes to its maximum of {limit} topics")]
+    TooManyTopics {
+        /// The server's `max_topics_per_connection`.
+        limit: usize,
+    },
     /// The encoded signal would exceed the server's message size limit.
     #[error("the signal is {len} bytes, over the limit of {limit}")]
     TooLarge {
@@ -110,12 +125,21 @@ impl Subscriptions {
 /// of the server's [`Sessions`], which the backplane reaches too.
 pub(crate) struct Hub {
     pub(crate) sessions: Sessions,
-    topics: Mutex<HashMap<Arc<str>, Arc<[Connection]>>>,
-    backplane: Arc<dyn DynBackplane>,
-    node: NodeId,
-    slow: SlowSubscriber,
-    max_message_size: usize,
+    topics: Mutex<HashMap<Arc<str>, Arc<Subscribers>>>,
+    remote: Arc<Remote>,
+    /// Where what other nodes send runs when it must wait (a revocation): the server's
+    /// handler tasks, which a shutdown waits for.
+    tasks: tokio_util::task::TaskTracker,
+    limits: Limits,
     metrics: Metrics,
+}
+
+/// The options of a server's fan-out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) slow: SlowSubscriber,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_topics_per_connection: usize,
 }
 
 impl Hub {
@@ -123,31 +147,25 @@ impl Hub {
     /// server that is gone ignores what arrives).
     pub(crate) fn new(
         sessions: Sessions,
-        backplane: Arc<dyn DynBackplane>,
-        slow: SlowSubscriber,
-        max_message_size: usize,
+        remote: Arc<Remote>,
+        tasks: tokio_util::task::TaskTracker,
+        limits: Limits,
         metrics: Metrics,
     ) -> Arc<Self> {
         let hub = Arc::new(Hub {
             sessions,
             topics: Mutex::new(HashMap::new()),
-            backplane,
-            node: NodeId::random(),
-            slow,
-            max_message_size,
+            remote,
+            tasks,
+            limits,
             metrics,
         });
-        let weak = Arc::downgrade(&hub);
-        hub.backplane.attach(Inbox::new(move |message| {
-            if let Some(hub) = weak.upgrade() {
-                hub.receive(&message);
-            }
-        }));
+        hub.remote.attach(Inbox::new(Arc::downgrade(&hub)));
         hub
     }
 
-    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<[Connection]>>> {
-        // Each critical section is one map operation and a copy: nothing in it panics.
+    fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Subscribers>>> {
+        // Each critical section is a map operation or two: nothing in it panics.
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -165,19 +183,25 @@ impl Hub {
         if subscriptions.topics.iter().any(|t| &**t == topic) {
             return Ok(false);
         }
+        let limit = self.limits.max_topics_per_connection;
+        if limit != 0 && subscriptions.topics.len() >= limit {
+            return Err(TopicError::TooManyTopics { limit });
+        }
         let mut topics = self.topics();
         // The connection's list shares the map's copy of the name.
-        let name = match topics.get_key_value(topic) {
-            Some((name, _)) => Arc::clone(name),
-            None => Arc::from(topic),
+        let (name, subscribers) = match topics.get_key_value(topic) {
+            Some((name, subscribers)) => (Arc::clone(name), Arc::clone(subscribers)),
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                let subscribers = Arc::new(Subscribers::default());
+                topics.insert(Arc::clone(&name), Arc::clone(&subscribers));
+                (name, subscribers)
+            }
         };
-        let entry = topics
-            .entry(Arc::clone(&name))
-            .or_insert_with(|| Arc::new([]));
-        let mut list = Vec::with_capacity(entry.len() + 1);
-        list.extend(entry.iter().cloned());
-        list.push(conn.clone());
-        *entry = list.into();
+        // Inserted while the map is locked: an unsubscribe emptying the topic removes it
+        // from the map under the same lock, so it cannot drop it with this one inside.
+        write(&subscribers).insert(conn.id(), conn.clone());
+        drop(topics);
         subscriptions.topics.push(name);
         Ok(true)
     }
@@ -217,24 +241,25 @@ impl Hub {
 
     fn remove(
         &self,
-        topics: &mut HashMap<Arc<str>, Arc<[Connection]>>,
+        topics: &mut HashMap<Arc<str>, Arc<Subscribers>>,
         conn: &Connection,
         topic: &str,
     ) {
-        let Some(list) = topics.get_mut(topic) else {
+        let Some(subscribers) = topics.get(topic) else {
             return;
         };
-        let rest: Arc<[Connection]> = list.iter().filter(|c| *c != conn).cloned().collect();
-        if rest.is_empty() {
+        let mut subscribers = write(subscribers);
+        subscribers.remove(&conn.id());
+        if subscribers.is_empty() {
+            drop(subscribers);
             topics.remove(topic);
-        } else {
-            *list = rest;
         }
     }
 
     /// How many of this server's connections subscribe to `topic`.
     pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
-        self.topics().get(topic).map_or(0, |list| list.len())
+        let subscribers = self.topics().get(topic).cloned();
+        subscribers.map_or(0, |subscribers| read(&subscribers).len())
     }
 
     /// The signal `name` with `payload`, encoded once for all its receivers.
@@ -244,10 +269,10 @@ impl Hub {
         payload: Payload,
     ) -> Result<Bytes, TopicError> {
         let frame = Message::signal(name.into_name()?, payload).encode()?;
-        if frame.len() > self.max_message_size {
+        if frame.len() > self.limits.max_message_size {
             return Err(TopicError::TooLarge {
                 len: frame.len(),
-                limit: self.max_message_size,
+                limit: self.limits.max_message_size,
             });
         }
         Ok(frame)
@@ -263,14 +288,11 @@ impl Hub {
         check_topic(topic)?;
         let frame = self.encode(name, payload)?;
         let delivered = self.deliver(topic, &frame);
-        self.forward(
-            Envelope::Publish {
-                topic: Bytes::copy_from_slice(topic.as_bytes()),
-                frame,
-            },
-            delivered,
-        )
-        .await
+        let envelope = || Envelope::Publish {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            frame,
+        };
+        self.forward(envelope, delivered).await
     }
 
     /// [`Server::signal_session`](crate::server::Server::signal_session).
@@ -280,54 +302,42 @@ impl Hub {
         name: impl IntoName,
         payload: Payload,
     ) -> Result<usize, TopicError> {
+        // A key no session can have reaches nobody, here or elsewhere.
+        if check_key(key).is_err() {
+            return Ok(0);
+        }
         let frame = self.encode(name, payload)?;
         let delivered = self.signal_holders(key, &frame);
-        self.forward(
-            Envelope::SessionSignal {
-                key: Bytes::copy_from_slice(key.as_bytes()),
-                frame,
-            },
-            delivered,
-        )
-        .await
-    }
-
-    /// After a revocation here: the other nodes' connections lose the session too.
-    pub(crate) async fn forward_session_closed(&self, key: &str) -> Result<(), BackplaneError> {
-        if self.backplane.is_local() {
-            return Ok(());
-        }
-        let envelope = Envelope::SessionClosed {
+        let envelope = || Envelope::SessionSignal {
             key: Bytes::copy_from_slice(key.as_bytes()),
+            frame,
         };
-        match envelope.encode(self.node) {
-            Some(message) => self.backplane.send(message).await,
-            // Keys are at most 1 024 bytes (`check_key`): a longer one is no session.
-            None => Ok(()),
-        }
+        self.forward(envelope, delivered).await
     }
 
-    /// Hands `envelope` to the other nodes; `delivered` is what this node did.
-    async fn forward(&self, envelope: Envelope, delivered: usize) -> Result<usize, TopicError> {
-        if self.backplane.is_local() {
-            return Ok(delivered);
-        }
-        let Some(message) = envelope.encode(self.node) else {
-            // Only a target over 65 535 bytes fails, which no topic or key is.
-            return Ok(delivered);
-        };
-        match self.backplane.send(message).await {
+    /// Hands the envelope to the other nodes; `delivered` is what this node did.
+    async fn forward(
+        &self,
+        envelope: impl FnOnce() -> Envelope,
+        delivered: usize,
+    ) -> Result<usize, TopicError> {
+        match self.remote.send(envelope).await {
             Ok(()) => Ok(delivered),
             Err(source) => Err(TopicError::Backplane { delivered, source }),
         }
     }
 
-    /// Queues `frame` for `topic`'s subscribers here; returns for how many.
+    /// Queues `frame` for `topic`'s subscribers here; returns for how many. Under the
+    /// topic's read lock only: queueing never waits.
     fn deliver(&self, topic: &str, frame: &Bytes) -> usize {
-        let Some(list) = self.topics().get(topic).cloned() else {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
             return 0;
         };
-        list.iter().filter(|conn| self.offer(conn, frame)).count()
+        let subscribers = read(&subscribers);
+        subscribers
+            .values()
+            .filter(|conn| self.offer(conn, frame))
+            .count()
     }
 
     /// Queues `frame` for every connection here holding the session `key`.
@@ -344,7 +354,7 @@ impl Hub {
         match conn.try_send(frame.clone()) {
             Ok(()) => true,
             Err(SendError::QueueFull) => {
-                match self.slow {
+                match self.limits.slow {
                     SlowSubscriber::Disconnect => {
                         tracing::warn!(
                             id = conn.id(),
@@ -353,10 +363,12 @@ impl Hub {
                         conn.close_with(CloseReason::SlowConsumer);
                     }
                     SlowSubscriber::Skip => {
-                        tracing::warn!(id = conn.id(), "a subscriber fell behind: skipped");
+                        // Counted in the metric; one warning per skip could flood the log
+                        // (every publish to every lagging subscriber).
+                        tracing::debug!(id = conn.id(), "a subscriber fell behind: skipped");
                     }
                 }
-                self.metrics.fanout_slow(self.slow);
+                self.metrics.fanout_slow(self.limits.slow);
                 false
             }
             Err(_) => false,
@@ -365,7 +377,7 @@ impl Hub {
 
     /// What another node sent. Checked before anything reaches a connection: a signal
     /// must decode as one and fit this server's limit (nodes may be configured apart).
-    fn receive(self: &Arc<Self>, message: &Bytes) {
+    pub(crate) fn receive(self: &Arc<Self>, message: &Bytes) {
         let Some((node, envelope)) = Envelope::decode(message) else {
             tracing::warn!(
                 len = message.len(),
@@ -373,7 +385,7 @@ impl Hub {
             );
             return;
         };
-        if node == self.node {
+        if node == self.remote.node() {
             return;
         }
         match envelope {
@@ -391,18 +403,19 @@ impl Hub {
                 let Ok(key) = String::from_utf8(key.to_vec()) else {
                     return;
                 };
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                if tokio::runtime::Handle::try_current().is_err() {
                     tracing::error!("a session revocation arrived outside a tokio runtime");
                     return;
-                };
+                }
                 let hub = Arc::clone(self);
-                runtime.spawn(async move { hub.sessions.revoke_here(&key).await });
+                self.tasks
+                    .spawn(async move { hub.sessions.revoke_here(&key).await });
             }
         }
     }
 
     fn is_signal(&self, frame: &Bytes) -> bool {
-        let ok = frame.len() <= self.max_message_size
+        let ok = frame.len() <= self.limits.max_message_size
             && matches!(
                 Message::parse(frame.clone()).map(|m| m.message_type()),
                 Ok(MessageType::SignalBinary | MessageType::SignalUtf8 | MessageType::SignalUtf16)
@@ -410,12 +423,21 @@ impl Hub {
         if !ok {
             tracing::warn!(
                 len = frame.len(),
-                limit = self.max_message_size,
+                limit = self.limits.max_message_size,
                 "a signal from another node is not one this server can send: dropped"
             );
         }
         ok
     }
+}
+
+fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Connection>> {
+    // No code that can panic runs under these locks.
+    subscribers.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Connection>> {
+    subscribers.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_topic(topic: &str) -> Result<(), TopicError> {

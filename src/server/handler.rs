@@ -204,8 +204,10 @@ pub trait Handler: Send + Sync + 'static {
     /// does expiry in the store. Runs once when the last connection leaves, and once per
     /// `Server::close_session` call, also for a key that no longer existed (a store cannot
     /// tell whether its removal removed anything); a revocation racing the last
-    /// connection's own logout may therefore report the key twice, once with each. The
-    /// default does nothing.
+    /// connection's own logout may therefore report the key twice, once with each. With a
+    /// [backplane](crate::server::ServerBuilder::backplane), a session that ends on another
+    /// server (revoked there, or its last connection there logged out) also runs it here,
+    /// with `None`, if connections of this server held it. The default does nothing.
     fn session_closed(
         &self,
         conn: Option<&Connection>,
@@ -215,14 +217,19 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
-    /// `conn` no longer holds the session `key`, and its client has been told: it logged
-    /// out ([`Connection::close_session`], or its client's close request), or the session
-    /// was revoked ([`Server::close_session`](crate::server::Server::close_session) on
-    /// this server or, through the backplane, on another). Runs for every connection that
-    /// leaves a session this way, before [`session_closed`](Self::session_closed) when it
-    /// was the last; not when the connection merely disconnects (the session stays
-    /// restorable) nor when a restore of another key replaces it. The place to undo what
-    /// a login granted this connection, such as the topics of a members-only room. The
+    /// `conn` no longer holds the session `key`: it logged out
+    /// ([`Connection::close_session`], or its client's close request), the session was
+    /// revoked ([`Server::close_session`](crate::server::Server::close_session) on this
+    /// server or, through the backplane, on another) or ended on another server, a restore
+    /// of another key replaced it, or a restore found it gone from the store. Runs for
+    /// every connection that leaves a session this way (before
+    /// [`session_closed`](Self::session_closed) when it was the last); not when the
+    /// connection merely disconnects (the session stays restorable). The place to undo
+    /// what a login granted this connection, such as the topics of a members-only room.
+    ///
+    /// It may run twice for one leave: a leave racing the `session_created` or
+    /// `session_restored` hook that granted something is reported again after that hook,
+    /// so that what it granted is undone too. Make it idempotent (unsubscribing is). The
     /// default does nothing.
     ///
     /// ```

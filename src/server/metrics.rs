@@ -268,7 +268,10 @@ impl Metrics {
     pub(crate) fn fanout_slow(&self, policy: crate::server::SlowSubscriber) {
         #[cfg(feature = "metrics")]
         {
-            let index = usize::from(policy != crate::server::SlowSubscriber::Disconnect);
+            let index = match policy {
+                crate::server::SlowSubscriber::Disconnect => 0,
+                crate::server::SlowSubscriber::Skip => 1,
+            };
             self.handles.fanout_slow[index].increment(1);
         }
     }

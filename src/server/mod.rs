@@ -44,7 +44,7 @@
 mod builder;
 mod connection;
 mod driver;
-mod fanout;
+pub(crate) mod fanout;
 mod handler;
 mod job;
 mod listen;
@@ -90,12 +90,12 @@ pub use tls::TlsInfo;
 pub use upgrade_request::UpgradeRequest;
 
 use self::metrics::Metrics;
-use crate::backplane::DynBackplane;
+use crate::backplane::{DynBackplane, Remote};
 use crate::payload::Payload;
 use crate::protocol::IntoName;
 use builder::Config;
 use connection::Peer;
-use fanout::Hub;
+use fanout::{Hub, Limits};
 use sessions::{SessionConfig, SessionEvents, Sessions};
 
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
@@ -171,13 +171,19 @@ impl<H> Shared<H> {
                 config.max_pending_upgrades.min(Semaphore::MAX_PERMITS),
             ))
         });
+        let remote = Arc::new(Remote::new(backplane));
+        let handlers = TaskTracker::new();
         Shared {
             pending_upgrades,
             hub: Hub::new(
-                Sessions::new(sessions, events),
-                backplane,
-                config.slow_subscriber,
-                config.max_message_size,
+                Sessions::new(sessions, events, Arc::clone(&remote)),
+                remote,
+                handlers.clone(),
+                Limits {
+                    slow: config.slow_subscriber,
+                    max_message_size: config.max_message_size,
+                    max_topics_per_connection: config.max_topics_per_connection,
+                },
                 metrics.clone(),
             ),
             handler,
@@ -187,7 +193,7 @@ impl<H> Shared<H> {
             live: Live::default(),
             stop_handlers: CancellationToken::new(),
             connections: TaskTracker::new(),
-            handlers: TaskTracker::new(),
+            handlers,
             listeners: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             slots,
@@ -441,14 +447,7 @@ impl<H: Handler> Server<H> {
     /// been cleared in the same step as the lookup of the holders, so none keeps it, but
     /// some may not be told and the hook may not run.
     pub async fn close_session(&self, key: &str) -> Result<usize, SessionError> {
-        let revoked = self.shared.hub.sessions.revoke(key).await;
-        // Whatever the store said: the other nodes' connections lose it too.
-        if let Err(error) = self.shared.hub.forward_session_closed(key).await {
-            tracing::error!(%error, "a revocation could not reach the other nodes");
-            revoked?;
-            return Err(SessionError::Backplane(error.to_string()));
-        }
-        revoked
+        self.shared.hub.sessions.revoke(key).await
     }
 
     /// Publishes the signal `name` with `payload` to every connection subscribed to
@@ -465,6 +464,9 @@ impl<H: Handler> Server<H> {
     /// [`TopicError::TooLarge`] before anything is sent, and with
     /// [`TopicError::Backplane`] (after this server's subscribers got it) when the
     /// backplane could not pass it on.
+    ///
+    /// Cancel safety: this server's subscribers have the signal once the future is first
+    /// polled; dropped before it completes, the other servers may miss it.
     ///
     /// ```no_run
     /// # async fn f(server: tokio_webwire::server::Server<()>) -> Result<(), tokio_webwire::server::TopicError> {

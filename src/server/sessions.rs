@@ -15,8 +15,10 @@
 //!   accepted by `Handler::session_restored`.
 //! - **close** (a connection's own logout, or its client's close request): that connection
 //!   leaves the session; the session ends (removed from the store) only when its last
-//!   connection leaves (a restore of it still under way on another connection then
-//!   fails). Other connections keep it.
+//!   connection on this server leaves (a restore of it still under way on another
+//!   connection then fails). Other connections of this server keep it. Connections of
+//!   other servers (with a shared store and backplane) lose it then and are told: the
+//!   store they share no longer has it.
 //! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
 //!   the store first, so nothing restores it from then on, then taken off every connection
 //!   of this server that holds it or is restoring it.
@@ -28,6 +30,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::backplane::{Envelope, Remote};
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::server::handler::RestoreRefused;
 use crate::server::job::catch_panic;
@@ -103,6 +106,8 @@ pub(crate) struct Sessions {
     registry: SessionRegistry<Connection>,
     events: Arc<dyn SessionEvents>,
     metrics: SessionMetrics,
+    /// The other servers of the service, told when a session ends here for good.
+    remote: Arc<Remote>,
 }
 
 /// The session options of [`ServerBuilder`](crate::server::ServerBuilder).
@@ -115,7 +120,11 @@ pub(crate) struct SessionConfig {
 }
 
 impl Sessions {
-    pub(crate) fn new(config: SessionConfig, events: Arc<dyn SessionEvents>) -> Self {
+    pub(crate) fn new(
+        config: SessionConfig,
+        events: Arc<dyn SessionEvents>,
+        remote: Arc<Remote>,
+    ) -> Self {
         let metrics = SessionMetrics::new();
         let mut registry = SessionRegistry::new(config.max_connections);
         if let Some(observer) = metrics.active_observer() {
@@ -128,7 +137,17 @@ impl Sessions {
             registry,
             events,
             metrics,
+            remote,
         }
+    }
+
+    /// Tells the other nodes that the session `key` has ended: their connections lose it
+    /// (a store they share no longer has it, so they could not restore it anyway).
+    async fn forward_closed(&self, key: &str) -> Result<(), crate::backplane::BackplaneError> {
+        let envelope = || Envelope::SessionClosed {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+        };
+        self.remote.send(envelope).await
     }
 
     /// Takes the session `key` off `conn` and out of the registry; true if `conn` was the
@@ -157,6 +176,12 @@ impl Sessions {
             self.metrics.closed();
             if let Err(error) = self.store.remove(&session.key).await {
                 tracing::error!(%error, "the session store could not remove a closed session");
+            }
+            // Connections to other servers may hold it too: it is gone from the store
+            // they share, so they lose it now and are told, rather than find out at
+            // their next restore.
+            if let Err(error) = self.forward_closed(&session.key).await {
+                tracing::error!(%error, "a closed session could not be announced to the other nodes");
             }
         }
         Some((session.key, last))
@@ -219,6 +244,11 @@ impl Sessions {
         // Hooks run without the lock, so that they may use the connection's sessions.
         drop(op);
         self.events.created(conn, &session).await;
+        // A logout or revocation that came while the hook ran may have run `session_left`
+        // before the hook granted anything: undo it again.
+        if conn.session().is_none_or(|held| held.key != session.key) {
+            self.events.left(conn, &session.key).await;
+        }
         Ok(session)
     }
 
@@ -257,10 +287,20 @@ impl Sessions {
         if let Err(error) = &removed {
             tracing::error!(%error, "the session store could not remove a revoked session");
         }
-        let held = self.take_from_holders(key).await;
+        // The other nodes are told at the same time as this node's connections, not after
+        // them (each of which may wait for room in its queue).
+        let (held, forwarded) =
+            futures_util::future::join(self.take_from_holders(key), self.forward_closed(key)).await;
         removed?;
         self.metrics.closed();
         self.events.closed(None, key).await;
+        if let Err(error) = forwarded {
+            tracing::error!(%error, "a revocation could not reach the other nodes");
+            return Err(SessionError::Backplane {
+                held,
+                reason: error.to_string(),
+            });
+        }
         Ok(held)
     }
 
@@ -273,7 +313,9 @@ impl Sessions {
             return;
         }
         if self.take_from_holders(key).await > 0 {
-            self.events.closed(None, key).await;
+            if let Err(panic) = catch_panic(self.events.closed(None, key)).await {
+                tracing::error!(panic, "the session_closed hook panicked");
+            }
         }
     }
 
@@ -291,7 +333,9 @@ impl Sessions {
         // connection's write timeout), so a slow one does not hold up the others.
         futures_util::future::join_all(holders.iter().map(|conn| async {
             let _ = conn.send(closed.clone()).await;
-            self.events.left(conn, key).await;
+            if let Err(panic) = catch_panic(self.events.left(conn, key)).await {
+                tracing::error!(panic, "the session_left hook panicked");
+            }
         }))
         .await;
         holders.len()
@@ -337,6 +381,8 @@ impl Sessions {
                 // that held it does not keep it either.
                 if already_held {
                     self.detach(conn, key);
+                    drop(op);
+                    self.events.left(conn, key).await;
                 }
                 return Message::ReplySessionNotFound { id };
             }
@@ -369,7 +415,10 @@ impl Sessions {
             );
             return Message::ReplyInternalError { id };
         }
-        if let Some(old) = current.filter(|_| !already_held) {
+        // The session it held is replaced: it leaves that one (hooks once the lock is
+        // released).
+        let replaced = current.filter(|_| !already_held);
+        if let Some(old) = &replaced {
             self.detach(conn, &old.key);
         }
         // Attached only while still registered: a revocation that took the key's
@@ -385,9 +434,16 @@ impl Sessions {
             if already_held {
                 conn.take_session_if(key);
             }
+            drop(op);
+            if let Some(old) = &replaced {
+                self.events.left(conn, &old.key).await;
+            }
             return Message::ReplySessionNotFound { id };
         }
         drop(op);
+        if let Some(old) = &replaced {
+            self.events.left(conn, &old.key).await;
+        }
         // The hook runs without the lock (it may use the connection's sessions); a refusal
         // takes the session off again before the client hears of it.
         let verdict = catch_panic(self.events.restored(conn, &session)).await;
@@ -405,8 +461,11 @@ impl Sessions {
             return Message::ReplySessionNotFound { id };
         }
         // A revocation (or the connection's own logout) may have taken the session while
-        // the hook ran: then it was not restored, whatever the hook did meanwhile.
+        // the hook ran: then it was not restored, and whatever the hook granted is undone
+        // (its `session_left` may have run before the hook granted it).
         if conn.session().is_none_or(|session| session.key != key) {
+            drop(_op);
+            self.events.left(conn, key).await;
             return Message::ReplySessionNotFound { id };
         }
         reply

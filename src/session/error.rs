@@ -67,6 +67,13 @@ pub enum SessionError {
     /// revoked on this server (and gone from the store), but the backplane could not tell
     /// the other servers, whose connections may still hold it until they reconnect; the
     /// text is the backplane's error. Retrying is safe.
-    #[error("the other servers could not be told: {0}")]
-    Backplane(String),
+    #[error(
+        "revoked on this server ({held} connections), but the other servers could not be told: {reason}"
+    )]
+    Backplane {
+        /// How many of this server's connections held the session (and lost it).
+        held: usize,
+        /// The backplane's error.
+        reason: String,
+    },
 }

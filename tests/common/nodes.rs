@@ -220,6 +220,35 @@ pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Nod
     }
 }
 
+/// The last connection holding a session on one node logs out: the session is gone
+/// from the shared store, so the connections holding it on the other nodes lose it too,
+/// at once and told, rather than at their next restore.
+pub async fn a_logout_ends_the_session_on_every_node(a: &Node, b: &mut Node) {
+    let (on_a, mut on_a_seen) = subscriber(a.addr).await;
+    let key = login(&on_a, &mut on_a_seen).await;
+    let (on_b, mut on_b_seen) = subscriber(b.addr).await;
+    bounded(on_b.restore_session(&key))
+        .await
+        .expect("restored on the other node");
+    assert_eq!(
+        bounded(on_b_seen.recv()).await,
+        Some(Seen::SessionCreated(key.clone()))
+    );
+
+    bounded(on_a.close_session())
+        .await
+        .expect("logged out on a");
+    assert_eq!(
+        bounded(on_b_seen.recv()).await,
+        Some(Seen::SessionClosed),
+        "the holder on b is told"
+    );
+    let (_, left) = bounded(b.events.left.recv()).await.expect("left on b");
+    assert_eq!(left, key);
+    assert!(on_b.session().is_none());
+    assert_eq!(b.server.active_sessions(), 0);
+}
+
 /// A client logged in on one node restores its session on another after the first one
 /// shut down.
 pub async fn a_session_outlives_its_node(a: &Node, b: &Node) {
