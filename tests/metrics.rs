@@ -454,6 +454,42 @@ async fn a_shutdown_is_counted() {
     assert_eq!(recorder.gauge("webwire_connections_open"), 0.0);
 }
 
+/// A subscriber too slow for its topic is counted by policy, and its close by reason.
+#[tokio::test]
+async fn a_slow_subscriber_is_counted() {
+    let recorder = Recorded::default();
+    let (server, mut events, _addr) = start(&recorder, |b| b.outbound_queue_len(1)).await;
+    // A pipe of 2 KiB that nobody reads after the subscription: the queue fills.
+    let (mut stalled, _) = RawClient::connect_in_memory(&server, 2048).await;
+    let conn = bounded(events.connected.recv()).await.expect("connected");
+    stalled
+        .send(request(1, "subscribe", Payload::utf8("room")))
+        .await;
+    let _reply = stalled.recv().await;
+    let text = "x".repeat(1024);
+    for _ in 0..100 {
+        if conn.is_closed() {
+            break;
+        }
+        bounded(server.publish("room", "news", text.clone()))
+            .await
+            .expect("published");
+    }
+    assert!(conn.is_closed(), "disconnected as too slow");
+    assert_eq!(
+        recorder.counter("webwire_fanout_slow_total{policy=disconnect}"),
+        1
+    );
+    assert_eq!(
+        recorder.counter("webwire_fanout_slow_total{policy=skip}"),
+        0
+    );
+    // Read again, it gets the close; the close is counted under its reason and code.
+    let _ = stalled.closed().await;
+    let reason = next_close(&recorder, &mut events, "slow_consumer", "1013").await;
+    assert_eq!(reason, CloseReason::SlowConsumer);
+}
+
 /// Upgrades beyond `max_connections` are refused and counted.
 #[tokio::test]
 async fn connections_over_the_limit_are_counted() {
@@ -497,6 +533,7 @@ async fn every_metric_is_described_with_its_unit() {
         ("webwire_bytes_received_total", Unit::Bytes, true),
         ("webwire_bytes_sent_total", Unit::Bytes, true),
         ("webwire_protocol_errors_total", Unit::Count, true),
+        ("webwire_fanout_slow_total", Unit::Count, true),
         ("webwire_sessions_active", Unit::Count, false),
         ("webwire_sessions_created_total", Unit::Count, true),
         ("webwire_sessions_closed_total", Unit::Count, true),
@@ -526,14 +563,15 @@ async fn every_metric_is_described_with_its_unit() {
             "{name} not registered"
         );
     }
-    // Labels have fixed values only: 17 close pairs, 5 outcomes, 6 kinds, 8 statuses.
+    // Labels have fixed values only: 18 close pairs, 5 outcomes, 6 kinds, 8 statuses, 2
+    // policies, and 8 counters without labels.
     assert_eq!(
         recorder
             .counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
-        17 + 5 + 6 + 8 + 8
+        18 + 5 + 6 + 8 + 2 + 8
     );
     drop(server);
 }
