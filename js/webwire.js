@@ -920,7 +920,7 @@ export class WebWireClient extends EventTarget {
     try {
       checkTimeout(timeoutMs, 'timeout');
     } catch (error) {
-      reject(error);
+      reject(/** @type {TypeError} */ (error));
       return;
     }
     /** @type {Queued} */
