@@ -45,7 +45,8 @@ export declare const MessageType: Readonly<{
 /** Every error of the module; branch on `kind` or on the subclass. */
 export declare class WebWireError extends Error {
   constructor(kind: string, message: string, options?: { cause?: unknown });
-  readonly kind: ErrorKind | string;
+  /** One of `ErrorKind` (editors still suggest them); other strings for kinds of your own. */
+  readonly kind: ErrorKind | (string & {});
 }
 /** An error reply of the server's handler. */
 export declare class ReplyError extends WebWireError {
@@ -94,6 +95,7 @@ export declare class AbortError extends WebWireError {
 /** The peer broke the protocol (also what `parse` throws). */
 export declare class ProtocolError extends WebWireError {
   constructor(message: string);
+  readonly kind: 'protocol';
 }
 /** A message a writer must not produce (bad name, nothing to send, ...). */
 export declare class CodecError extends WebWireError {
@@ -162,13 +164,16 @@ export interface StorageLike {
 export interface ClientOptions {
   /** The WebSocket constructor; default the global one (Node 20: pass the `ws` package's). */
   WebSocket?: unknown;
-  /** Connect at once and whenever something is sent while idle (default true). */
+  /**
+   * Connect at once and whenever something is sent while idle (default true). With false
+   * only `connect()` connects, and a failed `connect()` is not retried.
+   */
   autoconnect?: boolean;
   /** Reconnect after a loss with exponential backoff (default true; 250 ms to 10 s). */
   reconnect?: boolean | { minDelay?: number; maxDelay?: number };
-  /** Default request timeout in ms (60 000). */
+  /** Default request timeout in ms (60 000); a number >= 0 or Infinity (else a TypeError). */
   requestTimeout?: number;
-  /** Time for one connection attempt, handshake included, in ms (10 000). */
+  /** Time for one connection attempt, handshake included, in ms (10 000); Infinity: no limit. */
   connectTimeout?: number;
   /** The sub-protocol name the server must advertise (default none). */
   subProtocol?: string | null;
@@ -179,7 +184,7 @@ export interface ClientOptions {
 }
 
 export interface RequestOptions {
-  /** ms; default the client's `requestTimeout`. */
+  /** ms (>= 0, or Infinity: none; else the call rejects with a TypeError); default the client's `requestTimeout`. */
   timeout?: number;
   signal?: AbortSignal;
   /** For string payloads: 'utf8' (default) or 'utf16'; for bytes: 'binary' (default). */
@@ -187,7 +192,8 @@ export interface RequestOptions {
 }
 
 export interface WebWireEventMap {
-  connect: CustomEvent<undefined>;
+  /** Connected (the session restored, if there was one); no detail (`null`). */
+  connect: CustomEvent<null>;
   disconnect: CustomEvent<{ error: WebWireError; reconnecting: boolean }>;
   signal: CustomEvent<{ name: string; payload: Payload }>;
   sessioncreated: CustomEvent<{ session: Session; restored: boolean }>;
@@ -209,10 +215,11 @@ export declare class WebWireClient extends EventTarget {
   connect(): Promise<void>;
   request(name: string, payload?: PayloadInput, options?: RequestOptions): Promise<Payload>;
   signal(name: string, payload?: PayloadInput, options?: RequestOptions): Promise<void>;
+  /** Rejects with kind 'session_active' if a session is active when called or when sent. */
   restoreSession(key: string, options?: Omit<RequestOptions, 'encoding'>): Promise<Session>;
   closeSession(options?: Omit<RequestOptions, 'encoding'>): Promise<void>;
   close(): void;
 }
 
-/** A new client, connected. */
+/** A new client, connected; if the first attempt fails, the client is closed and the error rethrown. */
 export declare function connect(url: string, options?: ClientOptions): Promise<WebWireClient>;

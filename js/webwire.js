@@ -38,8 +38,9 @@ const ENCODINGS = ['binary', 'utf8', 'utf16'];
 const FAMILY_BASE = { Signal: 0x3f, Request: 0x7f, Reply: 0xbf };
 
 const utf8Encoder = new TextEncoder();
-const utf8Decoder = new TextDecoder('utf-8');
-const utf16Decoder = new TextDecoder('utf-16le');
+// ignoreBOM: a payload that starts with U+FEFF keeps it (the default strips it).
+const utf8Decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+const utf16Decoder = new TextDecoder('utf-16le', { ignoreBOM: true });
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -597,7 +598,8 @@ export function parseSession(text) {
  * @property {typeof WebSocket} [WebSocket] the WebSocket constructor (default: the global
  *   one; under Node 20 pass the `ws` package's).
  * @property {boolean} [autoconnect] connect at once, and whenever a request or signal
- *   needs a connection (default true). With false, only `connect()` connects.
+ *   needs a connection (default true). With false, only `connect()` connects (and a
+ *   failed `connect()` is not retried; a lost connection is, with `reconnect`).
  * @property {boolean | {minDelay?: number, maxDelay?: number}} [reconnect] reconnect after
  *   a lost connection, with exponential backoff between `minDelay` (default 250 ms) and
  *   `maxDelay` (default 10 000 ms), and restore the session (default true).
@@ -615,6 +617,32 @@ export function parseSession(text) {
 
 // The longest delay timers take: a longer one fires at once (browsers and Node alike).
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a timeout option: a number >= 0, or Infinity (no timeout). NaN, negative numbers
+ * and non-numbers throw, as a NaN timer would otherwise fire at once or never.
+ * @param {unknown} ms @param {string} what
+ * @returns {number}
+ */
+function checkTimeout(ms, what) {
+  if (typeof ms !== 'number' || !(ms >= 0)) throw new TypeError(`${what} must be a number >= 0 or Infinity, not ${String(ms)}`);
+  return ms;
+}
+
+/**
+ * Starts a timer of `ms`, clamped to what timers take; Infinity starts none. With
+ * `unref`, under Node the timer does not keep the process alive (a script that forgets
+ * `close()` still exits).
+ * @param {() => void} fn @param {number} ms @param {boolean} [unref]
+ * @returns {ReturnType<typeof setTimeout> | undefined}
+ */
+function startTimer(fn, ms, unref = false) {
+  if (!Number.isFinite(ms)) return undefined;
+  const timer = setTimeout(fn, Math.min(Math.max(ms, 0), MAX_TIMER_MS));
+  // @ts-ignore: Node's Timeout has unref(), a browser's numeric id does not.
+  if (unref && typeof timer?.unref === 'function') timer.unref();
+  return timer;
+}
 
 const DEFAULTS = {
   autoconnect: true,
@@ -651,6 +679,8 @@ export class WebWireClient extends EventTarget {
   /** @type {'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed'} */ #state = 'idle';
   /** @type {WebSocket | null} */ #socket = null;
   /** @type {Promise<void> | null} */ #connecting = null;
+  // Fails the handshake in progress at once (close() during connect).
+  /** @type {((error: Error) => void) | null} */ #cancelHandshake = null;
   #attempt = 0;
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #retryTimer;
   /** @type {ReturnType<typeof setTimeout> | undefined} */ #heartbeatTimer;
@@ -681,10 +711,14 @@ export class WebWireClient extends EventTarget {
     this.#autoconnect = options.autoconnect ?? DEFAULTS.autoconnect;
     const reconnect = options.reconnect ?? true;
     this.#reconnect = reconnect !== false;
-    this.#minDelay = (typeof reconnect === 'object' && reconnect.minDelay) || DEFAULTS.minDelay;
-    this.#maxDelay = Math.max(this.#minDelay, (typeof reconnect === 'object' && reconnect.maxDelay) || DEFAULTS.maxDelay);
-    this.#requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
-    this.#connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
+    // Delays beyond the longest timer are clamped to it: a longer one would fire at once.
+    this.#minDelay = Math.min((typeof reconnect === 'object' && reconnect.minDelay) || DEFAULTS.minDelay, MAX_TIMER_MS);
+    this.#maxDelay = Math.min(
+      Math.max(this.#minDelay, (typeof reconnect === 'object' && reconnect.maxDelay) || DEFAULTS.maxDelay),
+      MAX_TIMER_MS,
+    );
+    this.#requestTimeout = checkTimeout(options.requestTimeout ?? DEFAULTS.requestTimeout, 'requestTimeout');
+    this.#connectTimeout = checkTimeout(options.connectTimeout ?? DEFAULTS.connectTimeout, 'connectTimeout');
     this.#subProtocol = options.subProtocol ?? null;
     if (options.persistSession === true) {
       try {
@@ -750,17 +784,20 @@ export class WebWireClient extends EventTarget {
 
   /**
    * Connects, if not connected: resolves once the handshake is done and a known session
-   * restored; rejects if this attempt fails (with reconnecting on, attempts go on in the
-   * background). A client closed with `close()` can connect again.
+   * restored; rejects if this attempt fails. Attempts go on in the background (with
+   * reconnecting on) after a lost connection, or after a failed first attempt when the
+   * client connects by itself (autoconnect); with autoconnect off, a failed `connect()`
+   * leaves the client idle. A client closed with `close()` can connect again.
    * @returns {Promise<void>}
    */
   connect() {
     if (this.#state === 'connected') return Promise.resolve();
     if (this.#connecting) return this.#connecting;
+    const retry = this.#state === 'reconnecting';
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     this.#state = 'connecting';
-    const attempt = this.#dial().finally(() => {
+    const attempt = this.#dial(retry || this.#autoconnect).finally(() => {
       if (this.#connecting === attempt) this.#connecting = null;
     });
     this.#connecting = attempt;
@@ -810,8 +847,12 @@ export class WebWireClient extends EventTarget {
    * @returns {Promise<Session>}
    */
   async restoreSession(key, options = {}) {
-    if (this.#session !== null) throw new WebWireError('session_active', 'a session is active: close it first');
-    const session = await this.#restore(key, options, false);
+    const active = () => new WebWireError('session_active', 'a session is active: close it first');
+    if (this.#session !== null) throw active();
+    // Checked again when the request is sent: while it waited for a connection, the
+    // client may have restored its own session.
+    const reply = await this.#restoreRequest(key, options, false, () => (this.#session !== null ? active() : null));
+    const session = parseSession(reply.text());
     this.#setSession(session, true);
     return session;
   }
@@ -845,6 +886,10 @@ export class WebWireClient extends EventTarget {
     // Forgotten first: its close event and a handshake in progress are no longer ours.
     this.#socket = null;
     const error = new DisconnectedError('closed by the client');
+    // The attempt in progress fails now, not when its socket reports the close: a
+    // connect() right after this one starts afresh instead of returning that attempt.
+    this.#connecting = null;
+    this.#cancelHandshake?.(error);
     this.#lost(error, { reconnect: false, announce: wasConnected });
     this.#failQueue(error);
     if (socket) closeQuietly(socket, 1000);
@@ -858,8 +903,10 @@ export class WebWireClient extends EventTarget {
    * @param {{timeout?: number, signal?: AbortSignal}} options
    * @param {(value: any) => void} resolve @param {(error: Error) => void} reject
    * @param {boolean} [internal] the restore request, sent before the queue
+   * @param {() => Error | null} [beforeSend] checked when the message is about to be sent:
+   *   an error rejects it instead
    */
-  #submit(frame, isRequest, options, resolve, reject, internal = false) {
+  #submit(frame, isRequest, options, resolve, reject, internal = false, beforeSend = undefined) {
     const abort = options.signal;
     if (abort?.aborted) {
       reject(new AbortError(abort.reason));
@@ -870,12 +917,16 @@ export class WebWireClient extends EventTarget {
       return;
     }
     const timeoutMs = options.timeout ?? this.#requestTimeout;
+    try {
+      checkTimeout(timeoutMs, 'timeout');
+    } catch (error) {
+      reject(/** @type {TypeError} */ (error));
+      return;
+    }
     /** @type {Queued} */
-    const job = { frame, isRequest, resolve, reject, id: 0, settled: false, cleanup: () => {} };
+    const job = { frame, isRequest, resolve, reject, beforeSend, id: 0, settled: false, cleanup: () => {} };
     // An infinite timeout waits forever; a huge one is clamped, not turned into "at once".
-    const timer = Number.isFinite(timeoutMs)
-      ? setTimeout(() => finish(new TimeoutError(timeoutMs)), Math.min(Math.max(timeoutMs, 0), MAX_TIMER_MS))
-      : undefined;
+    const timer = startTimer(() => finish(new TimeoutError(timeoutMs)), timeoutMs);
     const onAbort = () => finish(new AbortError(abort?.reason));
     abort?.addEventListener('abort', onAbort, { once: true });
     const finish = (/** @type {Error} */ error) => {
@@ -920,6 +971,11 @@ export class WebWireClient extends EventTarget {
 
   /** Sends `job` on the open connection. @param {Queued} job */
   #send(job) {
+    const refused = job.beforeSend?.();
+    if (refused) {
+      job.reject(refused);
+      return;
+    }
     if (job.frame.length > this.#limit) {
       job.reject(new LimitError(job.frame.length, this.#limit));
       return;
@@ -943,19 +999,24 @@ export class WebWireClient extends EventTarget {
   #armHeartbeat() {
     clearTimeout(this.#heartbeatTimer);
     if (this.#heartbeatPeriod > 0 && this.#state === 'connected') {
-      this.#heartbeatTimer = setTimeout(() => this.#write(encode({ kind: 'Heartbeat' })), this.#heartbeatPeriod);
+      this.#heartbeatTimer = startTimer(() => this.#write(encode({ kind: 'Heartbeat' })), this.#heartbeatPeriod, true);
     }
   }
 
-  /** One connection attempt: socket, AcceptConf, session restore, then the queue is sent. */
-  async #dial() {
+  /**
+   * One connection attempt: socket, AcceptConf, session restore, then the queue is sent.
+   * @param {boolean} mayRetry whether a failed attempt is followed by another (with
+   *   reconnecting on)
+   */
+  async #dial(mayRetry) {
     let socket;
     try {
       socket = new this.#WebSocket(this.#url);
     } catch (cause) {
-      const error = new DisconnectedError(`cannot connect to ${this.#url}`, { cause });
-      this.#lost(error, { reconnect: true, announce: false });
-      throw error;
+      // The constructor refused (a SecurityError, a bad URL): it would refuse every retry
+      // too, so there is none, and connect() rejects with its error.
+      this.#lost(new DisconnectedError(`cannot connect to ${this.#url}`, { cause }), { reconnect: false, announce: false });
+      throw cause;
     }
     socket.binaryType = 'arraybuffer';
     this.#socket = socket;
@@ -986,17 +1047,18 @@ export class WebWireClient extends EventTarget {
         // A failed attempt is announced only if the connection had been up (a restore
         // that failed on a lost connection); otherwise the next attempt just follows.
         const wasConnected = this.#state === 'connected';
-        this.#lost(asWebWireError(error), { reconnect: true, announce: wasConnected });
+        this.#lost(asWebWireError(error), { reconnect: mayRetry || wasConnected, announce: wasConnected });
       }
       throw error;
     }
     this.#attempt = 0;
-    this.dispatchEvent(new CustomEvent('connect'));
+    // The waiting messages first: what a `connect` listener sends comes after them.
     for (const job of [...this.#queue]) {
       if (this.#state !== 'connected') break;
       this.#queue.delete(job);
       this.#send(job);
     }
+    this.dispatchEvent(new CustomEvent('connect'));
   }
 
   /**
@@ -1007,13 +1069,16 @@ export class WebWireClient extends EventTarget {
    */
   #handshake(socket) {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => fail(new DisconnectedError(`no handshake within ${this.#connectTimeout} ms`)), this.#connectTimeout);
+      // connectTimeout Infinity: no timer (a timer of Infinity ms would fire at once).
+      const timer = startTimer(() => fail(new DisconnectedError(`no handshake within ${this.#connectTimeout} ms`)), this.#connectTimeout);
       const fail = (/** @type {Error} */ error) => {
         clearTimeout(timer);
+        if (this.#cancelHandshake === fail) this.#cancelHandshake = null;
         socket.onmessage = null;
         socket.onclose = null;
         reject(error);
       };
+      this.#cancelHandshake = fail;
       socket.onerror = () => {};
       socket.onclose = (event) => fail(new DisconnectedError(`connection closed during the handshake (${event.code})`));
       socket.onmessage = (event) => {
@@ -1022,10 +1087,13 @@ export class WebWireClient extends EventTarget {
           const conf = parse(frameOf(event.data));
           if (conf.kind !== 'AcceptConf') throw new ProtocolError(`expected AcceptConf, got ${conf.kind}`);
           if (conf.major !== 2) throw new ProtocolError(`protocol version ${conf.major}.${conf.minor}: only 2.x is spoken`);
-          const sub = conf.subProtocol === null ? null : utf8Decoder.decode(conf.subProtocol);
-          if (sub !== this.#subProtocol) {
+          // Compared as bytes: a lossy decode would let invalid UTF-8 pass for U+FFFD.
+          const expected = this.#subProtocol === null ? null : utf8Encoder.encode(this.#subProtocol);
+          if (!sameBytes(conf.subProtocol, expected)) {
+            const sub = conf.subProtocol === null ? null : utf8Decoder.decode(conf.subProtocol);
             throw new ProtocolError(`sub-protocol ${JSON.stringify(sub)}, expected ${JSON.stringify(this.#subProtocol)}`);
           }
+          if (this.#cancelHandshake === fail) this.#cancelHandshake = null;
           socket.onmessage = (e) => this.#onMessage(socket, e.data);
           socket.onclose = (e) => this.#onClose(socket, e);
           resolve(conf);
@@ -1038,32 +1106,44 @@ export class WebWireClient extends EventTarget {
 
   /** @param {string} key */
   async #restoreAfterConnect(key) {
+    let reply;
     try {
-      const session = await this.#restore(key, {}, true);
-      this.#setSession(session, true);
+      reply = await this.#restoreRequest(key, {}, true);
     } catch (error) {
       const kind = error instanceof WebWireError ? error.kind : '';
+      // A frame that does not parse (kind 'protocol') has closed the connection already.
       if (kind === 'disconnected' || kind === 'shutdown' || kind === 'timeout' || kind === 'protocol') throw error;
       // The server refused the key (not found, disabled, limit, internal error): forget it,
       // as the reference clients do, and carry on without a session.
       this.#clearSession('restore-failed');
+      return;
     }
+    let session;
+    try {
+      session = parseSession(reply.text());
+    } catch {
+      // A well-formed reply whose session does not parse restores nothing either: the key
+      // is forgotten the same way. (Closing and reconnecting would only restore it again,
+      // get the same reply, and loop.)
+      this.#clearSession('restore-failed');
+      return;
+    }
+    this.#setSession(session, true);
   }
 
   /**
-   * Sends a restore request for `key`. The one after a connect is `internal`: sent at once
-   * while the queue waits for it; the application's waits for a connection like a request.
+   * Sends a restore request for `key`; resolves with the reply's payload (the session
+   * JSON). The one after a connect is `internal`: sent at once while the queue waits for
+   * it; the application's waits for a connection like a request.
    * @param {string} key @param {{timeout?: number, signal?: AbortSignal}} options
-   * @param {boolean} internal
-   * @returns {Promise<Session>}
+   * @param {boolean} internal @param {() => Error | null} [beforeSend]
+   * @returns {Promise<Payload>}
    */
-  async #restore(key, options, internal) {
+  #restoreRequest(key, options, internal, beforeSend) {
     const frame = encode({ kind: 'RequestRestoreSession', id: new Uint8Array(8), key });
-    /** @type {Payload} */
-    const reply = await new Promise((resolve, reject) => {
-      this.#submit(frame, true, options, resolve, reject, internal);
+    return new Promise((resolve, reject) => {
+      this.#submit(frame, true, options, resolve, reject, internal, beforeSend);
     });
-    return parseSession(reply.text());
   }
 
   /** @param {WebSocket} socket @param {unknown} data */
@@ -1169,10 +1249,15 @@ export class WebWireClient extends EventTarget {
     // Half fixed, half random: clients of a restarted server do not all come back at once.
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined;
-      if (this.#state === 'reconnecting') this.connect().catch(() => {});
-    }, delay);
+    // Not keeping a Node process alive by itself: a script that forgets close() exits.
+    this.#retryTimer = startTimer(
+      () => {
+        this.#retryTimer = undefined;
+        if (this.#state === 'reconnecting') this.connect().catch(() => {});
+      },
+      delay,
+      true,
+    );
   }
 
   /** @param {WebWireError} error */
@@ -1224,6 +1309,7 @@ export class WebWireClient extends EventTarget {
  * @property {boolean} settled
  * @property {(value: any) => void} resolve
  * @property {(error: Error) => void} reject
+ * @property {(() => Error | null) | undefined} beforeSend
  * @property {() => void} cleanup
  * @typedef {Queued} Pending
  */
@@ -1235,6 +1321,12 @@ function frameOf(data) {
   // The ws package may hand over fragments as an array of Buffers.
   if (Array.isArray(data)) return concat([], ...data.map((part) => toBytes(part)));
   throw new ProtocolError('unexpected message data');
+}
+
+/** Whether `a` and `b` are both null or hold the same bytes. @param {Uint8Array | null} a @param {Uint8Array | null} b */
+function sameBytes(a, b) {
+  if (a === null || b === null) return a === b;
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
 
 /** @param {unknown} error */
@@ -1277,6 +1369,12 @@ function resolveUrl(url) {
  */
 export async function connect(url, options = {}) {
   const client = new WebWireClient(url, options);
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (error) {
+    // The caller gets no client to close: it must not go on reconnecting in the background.
+    client.close();
+    throw error;
+  }
   return client;
 }

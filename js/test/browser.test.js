@@ -122,6 +122,20 @@ test('two people chat; the login survives a reload and a server restart', async 
   await shows(bob.page, 'alice', 'hello bob');
   await shows(alice.page, 'alice', 'hello bob');
 
+  // Markup in a message is shown as text: no element made of it, no script run.
+  const dialogs = [];
+  bob.page.on('dialog', (dialog) => {
+    dialogs.push(dialog.message());
+    void dialog.dismiss();
+  });
+  const markup = '<img src=x onerror=alert(1)>';
+  await say(alice.page, markup);
+  await shows(bob.page, 'alice', markup);
+  const last = bob.page.locator('#messages li').last();
+  assert.equal(await last.textContent(), `alice${markup}`);
+  assert.equal(await bob.page.locator('#messages img').count(), 0);
+  assert.deepEqual(dialogs, []);
+
   // A reload: the page restores the session it kept in localStorage, no login form.
   await alice.page.reload({ timeout: UI_MS });
   await alice.page.locator('#who', { hasText: 'alice' }).waitFor({ timeout: UI_MS });

@@ -1,12 +1,16 @@
 // The client against a scripted fake server: what a correct server never sends (frames
 // that do not parse, text, a wrong handshake) and what the wire must carry (ids, heartbeats).
 
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
 import { DisconnectedError, ProtocolError, TimeoutError, WebWireClient, connect } from '../webwire.js';
 import { acceptConf, fakeServer, nextEvent, within } from './support/helpers.js';
+import { repoRoot } from './support/shared.js';
 
 const OPTIONS = { WebSocket, reconnect: false, requestTimeout: 5000 };
 
@@ -265,5 +269,298 @@ test('while reconnecting, requests wait up to their timeout; attempts back off',
     }
   } finally {
     await server.close();
+  }
+});
+
+/** A memory Storage holding the session key `key` for `url`, as the client stores it. */
+function storageWith(url, key) {
+  const items = new Map([[`webwire-session:${url}`, JSON.stringify({ session: key })]]);
+  return {
+    getItem: (k) => items.get(k) ?? null,
+    setItem: (k, v) => void items.set(k, String(v)),
+    removeItem: (k) => void items.delete(k),
+    items,
+  };
+}
+
+/** A reply (UTF-8) to `frame` (a request) carrying `text`. */
+const replyTo = (frame, text) => Buffer.concat([Buffer.from([0xc0]), frame.subarray(1, 9), Buffer.from(text)]);
+
+/** The name of a signal or request frame as the fake server receives it. */
+function nameOf(frame) {
+  const at = frame[0] >= 0x7f ? 9 : 1;
+  return frame.subarray(at + 1, at + 1 + frame[at]).toString();
+}
+
+/**
+ * Runs `body` with setTimeout recording every delay it is given (the client looks the
+ * global up at each call); resolves with the delays.
+ */
+async function recordingTimers(body) {
+  const delays = [];
+  const original = globalThis.setTimeout;
+  globalThis.setTimeout = /** @type {any} */ ((fn, ms, ...rest) => {
+    delays.push(ms);
+    return original(fn, ms, ...rest);
+  });
+  try {
+    await body();
+  } finally {
+    globalThis.setTimeout = original;
+  }
+  return delays;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+test('close() while connecting, then connect(): a fresh attempt connects (React StrictMode)', async () => {
+  const server = await fakeServer((socket) => socket.send(acceptConf()));
+  try {
+    const client = new WebWireClient(server.url, { WebSocket, reconnect: false });
+    assert.equal(client.state, 'connecting');
+    client.close();
+    assert.equal(client.state, 'closed');
+    await within(client.connect(), 'connect after close');
+    assert.equal(client.state, 'connected');
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('the connect() helper closes the client when the first attempt fails: no retries', async (t) => {
+  // A WebSocket that fails every attempt before the handshake, and counts them.
+  let constructed = 0;
+  class FailingSocket {
+    constructor() {
+      constructed++;
+      queueMicrotask(() => this.onclose?.({ code: 1006, reason: '' }));
+    }
+    send() {}
+    close() {}
+  }
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const error = await connect('ws://127.0.0.1:9/', { WebSocket: FailingSocket, reconnect: { minDelay: 10, maxDelay: 20 } }).catch((e) => e);
+  assert.ok(error instanceof DisconnectedError, String(error));
+  assert.equal(constructed, 1);
+  // A retry still scheduled would run now and construct another socket.
+  t.mock.timers.runAll();
+  assert.equal(constructed, 1);
+});
+
+test('a restore reply whose session does not parse is a failed restore: key forgotten, still connected', async () => {
+  let connections = 0;
+  const server = await fakeServer((socket) => {
+    connections++;
+    socket.send(acceptConf());
+    socket.on('message', (frame) => {
+      // The restore reply lacks the session's times ("l"); other requests get "ok".
+      if (frame[0] === 0x20) socket.send(replyTo(frame, '{"k":"abc","c":"2019-01-04T21:19:06Z"}'));
+      else socket.send(replyTo(frame, 'ok'));
+    });
+  });
+  try {
+    const storage = storageWith(server.url, 'abc');
+    const client = new WebWireClient(server.url, {
+      WebSocket,
+      persistSession: storage,
+      reconnect: { minDelay: 10, maxDelay: 20 },
+      requestTimeout: 5000,
+    });
+    const closed = nextEvent(client, 'sessionclosed');
+    const lost = [];
+    client.on('disconnect', ({ detail }) => lost.push(detail.error));
+    assert.equal((await within(client.request('x', 'y'), 'the queued request')).text(), 'ok');
+    assert.equal((await closed).detail.reason, 'restore-failed');
+    assert.equal(storage.items.size, 0);
+    assert.equal(client.session, null);
+    assert.ok(client.connected);
+    assert.equal(connections, 1);
+    assert.deepEqual(lost, []);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('messages waiting for the connection go out before what a connect listener sends', async () => {
+  const names = [];
+  let both;
+  const two = new Promise((resolve) => {
+    both = resolve;
+  });
+  const server = await fakeServer((socket) => {
+    socket.send(acceptConf());
+    socket.on('message', (frame) => {
+      names.push(nameOf(frame));
+      if (names.length === 2) both(undefined);
+    });
+  });
+  try {
+    const client = new WebWireClient(server.url, OPTIONS);
+    client.on('connect', () => void client.signal('fromlistener', 'x'));
+    const queued = client.signal('queued', 'x');
+    await within(queued, 'the queued signal');
+    await within(two, 'two signals');
+    assert.deepEqual(names, ['queued', 'fromlistener']);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('connectTimeout Infinity starts no timer: the connect succeeds', async () => {
+  const server = await fakeServer((socket) => socket.send(acceptConf()));
+  try {
+    const delays = await recordingTimers(async () => {
+      const client = new WebWireClient(server.url, { ...OPTIONS, autoconnect: false, connectTimeout: Infinity });
+      await within(client.connect(), 'connect');
+      client.close();
+    });
+    // A timer of Infinity ms fires at once (Node and browsers): none may be asked for.
+    assert.ok(delays.every((ms) => Number.isFinite(ms) && ms <= MAX_TIMER_MS), `delays ${delays}`);
+  } finally {
+    await server.close();
+  }
+});
+
+test('reconnect delays beyond the longest timer are clamped, not turned into a tight loop', async () => {
+  const server = await fakeServer((socket) => socket.send(acceptConf()));
+  try {
+    const delays = await recordingTimers(async () => {
+      const client = await within(
+        connect(server.url, { ...OPTIONS, reconnect: { minDelay: 2 ** 32, maxDelay: 2 ** 33 } }),
+        'connect',
+      );
+      const gone = nextEvent(client, 'disconnect');
+      for (const socket of server.clients()) socket.terminate();
+      assert.equal((await gone).detail.reconnecting, true);
+      assert.equal(client.state, 'reconnecting');
+      client.close();
+    });
+    assert.ok(delays.every((ms) => ms === undefined || (Number.isFinite(ms) && ms <= MAX_TIMER_MS)), `delays ${delays}`);
+    // The retry waits between half the (clamped) ceiling and all of it.
+    assert.ok(delays.some((ms) => ms >= MAX_TIMER_MS / 2), `no long retry delay among ${delays}`);
+  } finally {
+    await server.close();
+  }
+});
+
+test('timeouts must be numbers >= 0 or Infinity: NaN, negative and strings are TypeErrors', async () => {
+  const client = new WebWireClient('ws://127.0.0.1:9/', { WebSocket, autoconnect: false });
+  for (const timeout of [NaN, -1, '5']) {
+    const error = await within(client.request('x', 'y', { timeout }).catch((e) => e), `timeout ${timeout}`);
+    assert.ok(error instanceof TypeError, `timeout ${timeout}: ${error}`);
+    const signalError = await within(client.signal('x', 'y', { timeout }).catch((e) => e), `signal timeout ${timeout}`);
+    assert.ok(signalError instanceof TypeError, `signal timeout ${timeout}: ${signalError}`);
+  }
+  assert.throws(() => new WebWireClient('ws://127.0.0.1:9/', { WebSocket, requestTimeout: NaN }), TypeError);
+  assert.throws(() => new WebWireClient('ws://127.0.0.1:9/', { WebSocket, connectTimeout: -5 }), TypeError);
+});
+
+test('a WebSocket constructor that throws fails connect() with its error, without retrying', async () => {
+  let constructed = 0;
+  const refusal = new DOMException('port blocked', 'SecurityError');
+  class RefusingSocket {
+    constructor() {
+      constructed++;
+      throw refusal;
+    }
+  }
+  const options = { WebSocket: RefusingSocket, reconnect: { minDelay: 10, maxDelay: 20 } };
+  const client = new WebWireClient('ws://127.0.0.1:9/', { ...options, autoconnect: false });
+  assert.equal(await within(client.connect().catch((e) => e), 'connect to fail'), refusal);
+  assert.equal(client.state, 'idle');
+  assert.equal(constructed, 1);
+  // With autoconnect too: the constructor's attempt fails and none follows.
+  const auto = new WebWireClient('ws://127.0.0.1:9/', options);
+  assert.equal(await within(auto.connect().catch((e) => e), 'connect to fail'), refusal);
+  assert.equal(auto.state, 'idle');
+  const queued = await within(auto.request('x', 'y').catch((e) => e), 'a request to fail');
+  assert.ok(queued instanceof DisconnectedError, String(queued));
+  assert.equal(auto.state, 'idle');
+});
+
+test('autoconnect off: a failed connect() leaves the client idle, no retries in the background', async () => {
+  let connections = 0;
+  const server = await fakeServer((socket) => {
+    connections++;
+    socket.terminate();
+  });
+  try {
+    const client = new WebWireClient(server.url, { WebSocket, autoconnect: false, reconnect: { minDelay: 10, maxDelay: 20 } });
+    const error = await within(client.connect().catch((e) => e), 'connect to fail');
+    assert.ok(error instanceof DisconnectedError, String(error));
+    assert.equal(client.state, 'idle');
+    assert.equal(connections, 1);
+  } finally {
+    await server.close();
+  }
+});
+
+test('the sub-protocol is compared as bytes: invalid UTF-8 does not pass for U+FFFD', async () => {
+  const server = await fakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from([0xff])])));
+  try {
+    const error = await within(connect(server.url, { ...OPTIONS, subProtocol: '\uFFFD' }).catch((e) => e), 'connect to fail');
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.match(error.message, /sub-protocol/);
+  } finally {
+    await server.close();
+  }
+  const exact = await fakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from('\uFFFD')])));
+  try {
+    const client = await within(connect(exact.url, { ...OPTIONS, subProtocol: '\uFFFD' }), 'connect');
+    assert.ok(client.connected);
+    client.close();
+  } finally {
+    await exact.close();
+  }
+});
+
+test('restoreSession checks for an active session again when it is sent', async () => {
+  const restores = [];
+  const session = (key) => JSON.stringify({ k: key, c: '2019-01-04T21:19:06Z', l: '2019-01-04T21:19:06Z', i: {} });
+  const server = await fakeServer((socket) => {
+    socket.send(acceptConf());
+    socket.on('message', (frame) => {
+      if (frame[0] !== 0x20) return;
+      const key = frame.subarray(9).toString();
+      restores.push(key);
+      socket.send(replyTo(frame, session(key)));
+    });
+  });
+  try {
+    // The client restores its stored key after connecting; the application's restore,
+    // made before that, waits for it and finds a session active by then.
+    const client = new WebWireClient(server.url, { ...OPTIONS, persistSession: storageWith(server.url, 'stored') });
+    assert.equal(client.session, null);
+    const error = await within(client.restoreSession('other').catch((e) => e), 'the restore to fail');
+    assert.equal(error.kind, 'session_active', String(error));
+    assert.equal(client.session?.key, 'stored');
+    assert.deepEqual(restores, ['stored']);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('under Node, a client retrying in the background does not keep the process alive', async () => {
+  // A port nothing listens on: every attempt is refused, and the client waits to retry.
+  const gone = await fakeServer(() => {});
+  const url = gone.url;
+  await gone.close();
+  const script = `
+    import WebSocket from ${JSON.stringify(pathToFileURL(join(repoRoot, 'js', 'node_modules', 'ws', 'wrapper.mjs')).href)};
+    import { WebWireClient } from ${JSON.stringify(pathToFileURL(join(repoRoot, 'js', 'webwire.js')).href)};
+    const client = new WebWireClient(${JSON.stringify(url)}, { WebSocket, reconnect: { minDelay: 50, maxDelay: 100 } });
+    client.on('disconnect', () => {});
+    // close() is forgotten.
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    assert.equal(await within(exited, 'the script to exit'), 0);
+  } finally {
+    child.kill();
   }
 });

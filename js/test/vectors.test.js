@@ -140,3 +140,33 @@ test('session JSON of the vectors parses into key, dates and info', () => {
   assert.throws(() => parseSession('{"k":"x"}'), ProtocolError);
   assert.throws(() => parseSession('not json'), ProtocolError);
 });
+
+test('a payload that starts with U+FEFF keeps it when decoded (UTF-8 and UTF-16)', () => {
+  // A default TextDecoder strips a leading byte order mark: the text would lose a character.
+  assert.equal(Payload.utf8('\uFEFFhi').text(), '\uFEFFhi');
+  assert.equal(Payload.utf16('\uFEFFhi').text(), '\uFEFFhi');
+  const signal = parse(bytes('4001' + '61' + 'efbbbf6869'));
+  assert.equal(signal.payload.text(), '\uFEFFhi');
+});
+
+test('parse reads a Buffer slice that does not start at offset 0 of its ArrayBuffer', () => {
+  // Node hands messages over as Buffers, small ones slices of a shared pool (PROTOCOL.md §8):
+  // every read must go through the view's byteOffset, never the ArrayBuffer's start.
+  const pool = Buffer.alloc(64, 0xaa);
+  const place = (hex, at) => {
+    const frame = Buffer.from(hex, 'hex');
+    frame.copy(pool, at);
+    return pool.subarray(at, at + frame.length);
+  };
+  const conf = parse(place('170200' + '60ea0000' + '00200000' + '63686174', 13));
+  assert.equal(conf.kind, 'AcceptConf');
+  assert.equal(conf.readTimeout, 60_000);
+  assert.equal(conf.messageBufferSize, 8192);
+  assert.equal(Buffer.from(conf.subProtocol).toString(), 'chat');
+  const reply = parse(place('c0' + '0102030405060708' + '6f6b', 37));
+  assert.equal(hex(reply.id), '0102030405060708');
+  assert.equal(reply.payload.text(), 'ok');
+  const signal = parse(place('41' + '03' + '616263' + '00' + '68006900', 3));
+  assert.equal(signal.name, 'abc');
+  assert.equal(signal.payload.text(), 'hi');
+});
