@@ -4,6 +4,9 @@ mod common;
 
 #[path = "../examples/axum/app.rs"]
 mod app;
+#[allow(dead_code)]
+#[path = "../examples/common/mounted.rs"]
+mod mounted;
 
 use common::bounded;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,6 +7,9 @@ mod common;
 // `server::start` serves plain WebWire (tests/example_chatroom.rs) and `web::serve` is
 // the `--web` command line's: unused here.
 #[allow(dead_code)]
+#[path = "../examples/common/mounted.rs"]
+mod mounted;
+#[allow(dead_code)]
 #[path = "../examples/chatroom/server.rs"]
 mod server;
 #[allow(dead_code)]

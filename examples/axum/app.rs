@@ -8,18 +8,15 @@
 //!
 //! Shared by `examples/axum/main.rs` and `tests/example_axum.rs`.
 
-use std::net::SocketAddr;
-
 use axum::response::Html;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Extension, Router};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_webwire::Payload;
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+
+use crate::mounted::{self, Mounted};
 
 /// Who is connected, as `before_upgrade` found out.
 #[derive(Clone, Debug)]
@@ -88,57 +85,13 @@ pub(crate) fn router(server: Server<Greeter>) -> Router {
 }
 
 /// The application, running: the WebWire server and the HTTP server's task.
-#[derive(Debug)]
-pub(crate) struct Running {
-    pub(crate) server: Server<Greeter>,
-    pub(crate) addr: SocketAddr,
-    stop_http: oneshot::Sender<()>,
-    http: JoinHandle<()>,
-}
+pub(crate) type Running = Mounted<Greeter>;
 
 /// Binds `addr` and serves the router on it, in a task of its own. With port 0 the
 /// system picks a free one (`Running::addr`).
 pub(crate) async fn start(addr: &str) -> std::io::Result<Running> {
     let server = Server::new(Greeter);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    // The sockets are axum's: give them what the server's own listener sets (no Nagle
-    // delay on replies, TCP keep-alive). Without them a connection works, only less well.
-    let listener = listener.tap_io(|socket| {
-        let _ = tokio_webwire::server::configure_socket(socket);
-    });
-    // With the client's address, for `Connection::remote_addr`.
-    let app = router(server.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_http, stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stopped.await;
-        };
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            eprintln!("HTTP server failed: {error}");
-        }
-    });
-    Ok(Running {
-        server,
-        addr,
-        stop_http,
-        http,
-    })
-}
-
-impl Running {
-    /// Shuts down gracefully: WebWire first (upgrades get 503 meanwhile, requests in
-    /// flight are answered, connections closed), then the HTTP server. The WebWire
-    /// connections are the server's: axum's graceful shutdown does not wait for upgraded
-    /// connections.
-    pub(crate) async fn shutdown(self) {
-        self.server.shutdown().await;
-        let _ = self.stop_http.send(());
-        let _ = self.http.await;
-    }
+    mounted::serve(addr, server.clone(), router(server)).await
 }
 
 /// The page: sends `hello` requests over WebWire, with a few lines of JavaScript that speak

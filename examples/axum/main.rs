@@ -13,6 +13,8 @@
 //! shuts both down. `tests/example_axum.rs` runs it.
 
 mod app;
+#[path = "../common/mounted.rs"]
+mod mounted;
 
 use std::process::ExitCode;
 

@@ -30,6 +30,8 @@
 mod client;
 #[path = "../common/logging.rs"]
 mod logging;
+#[path = "../common/mounted.rs"]
+mod mounted;
 mod server;
 mod web;
 
