@@ -82,17 +82,44 @@ async fn signals_until(
     signals
 }
 
+/// Two nodes on `redis`, each with a subscriber to `room`.
+struct Room {
+    a: Node,
+    b: Node,
+    /// The subscribers' clients, kept open.
+    _clients: [tokio_webwire::Client; 2],
+    on_a_seen: mpsc::UnboundedReceiver<Seen>,
+    on_b_seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+async fn room(redis: &RedisServer) -> Room {
+    let a = redis_node(redis).await;
+    let b = redis_node(redis).await;
+    let (on_a, on_a_seen) = nodes::subscriber(a.addr).await;
+    let (on_b, on_b_seen) = nodes::subscriber(b.addr).await;
+    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+    Room {
+        a,
+        b,
+        _clients: [on_a, on_b],
+        on_a_seen,
+        on_b_seen,
+    }
+}
+
 #[tokio::test]
 async fn messages_flow_again_after_redis_restarts() {
     let Some(mut redis) = RedisServer::start().await else {
         return;
     };
-    let a = redis_node(&redis).await;
-    let b = redis_node(&redis).await;
-    let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
-    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
-    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
-    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+    let Room {
+        a,
+        b,
+        mut on_a_seen,
+        mut on_b_seen,
+        _clients,
+    } = room(&redis).await;
     bounded(b.server.publish("room", "news", "before"))
         .await
         .expect("published");
@@ -221,12 +248,13 @@ async fn redis_restarted_under_load_loses_only_what_was_published_while_it_was_a
     let Some(mut redis) = RedisServer::start().await else {
         return;
     };
-    let a = redis_node(&redis).await;
-    let b = redis_node(&redis).await;
-    let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
-    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
-    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
-    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+    let Room {
+        a: _a,
+        b,
+        mut on_a_seen,
+        mut on_b_seen,
+        _clients,
+    } = room(&redis).await;
 
     // b publishes `n0`, `n1`, ... every millisecond, noting which publishes the backplane
     // refused, until told to stop.
