@@ -47,37 +47,34 @@
 //! }
 //! ```
 //!
-//! The `examples/` directory holds more: `echo` (with a client), `pubsub` (storing
-//! [`Connection`](server::Connection)s, broadcasting) and `chatroom` (logins as sessions
-//! that survive a reconnect). The README lists every option of both sides.
+//! The `examples/` directory holds more: `echo` (with a client), `pubsub` (a topic that
+//! every subscriber gets what is published to) and `chatroom` (logins as sessions that
+//! survive a reconnect; a room as a topic; a page for browsers). The README lists every
+//! option of both sides.
 //!
 //! # Features
-//! None is on by default; the default build has no TLS and no HTTP framework.
+//! None is on by default; the default build has none of their dependencies (no TLS, no
+//! HTTP framework).
 //!
 //! | feature | adds |
 //! |---|---|
 //! | `rustls` | `wss://` for the [`Client`] (webpki roots, or `ClientBuilder::tls_config`); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a `tokio_rustls::TlsAcceptor` (client certificates and the rest of the handshake reach `before_upgrade` as `server::TlsInfo`); rustls with its `ring` provider, re-exported as `tokio_webwire::tokio_rustls` |
 //! | `hyper` | `Server::upgrade`: a server mounted on a hyper 1 application, which hands it the upgrade request |
 //! | `axum` | the `hyper` feature, and `tokio_webwire::axum::upgrade`: a handler for an axum 0.8 router |
+//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), and `RedisBackplane` (publishes, session signals and logouts reach every node through Redis pub/sub), with redis-rs re-exported as `tokio_webwire::redis::redis` |
+//! | `metrics` | server metrics through the [`metrics`](https://docs.rs/metrics) facade (connections, requests by outcome, handlers in flight, bytes, protocol errors, close reasons and codes, sessions, slow subscribers); the application installs an exporter. Names, units and labels: [`server::metrics`] |
 //!
 //! # Modules
 //! | module | holds |
 //! |---|---|
 //! | [`client`] | [`Client`]: requests, signals, reconnects, its session; [`ClientBuilder`], [`ClientHandler`] for server signals and events, [`RequestError`], [`ConnectError`] |
 //! | [`server`] | [`server::Server`]: accepts connections, calls a [`server::Handler`], [`server::Connection`] handles, [`server::ServerBuilder`], [`server::UpgradeRequest`] (what `before_upgrade` sees and attaches) |
+//! | [`backplane`] | [`backplane::Backplane`]: how publishes, session signals and session ends reach the other servers of a service; [`backplane::Local`], the default |
 //! | `axum` | (feature `axum`) `upgrade`, the handler of a WebWire route in an axum router |
 //! | `redis` | (feature `redis`) `RedisStore` and `RedisBackplane`: sessions and fan-out shared by many servers through Redis |
 //! | [`session`] | [`Session`], its info and JSON wire form; key generators, [`session::SessionStore`] ([`session::MemoryStore`], [`session::FileStore`]), [`SessionError`] |
 //! | [`protocol`] | the codec: [`protocol::Message`], parse and encode, no I/O; names, error codes, request ids; [`ProtocolError`] |
 //! | (root) | [`Payload`] and [`Encoding`]: the data messages carry; [`PayloadError`]; [`ProtocolError`] again, from [`protocol`] |
-//!
-//! # Features
-//! None is on by default; the default build has none of their dependencies.
-//!
-//! | feature | adds |
-//! |---|---|
-//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), and `RedisBackplane` (publishes, session signals and logouts reach every node through Redis pub/sub), with redis-rs re-exported as `tokio_webwire::redis::redis` |
-//! | `metrics` | server metrics through the [`metrics`](https://docs.rs/metrics) facade (connections, requests by outcome, handlers in flight, bytes, protocol errors, close reasons and codes, sessions); the application installs an exporter. Names, units and labels: [`server::metrics`] |
 //!
 //! # Cancel safety
 //! Every public async method says in its documentation what dropping its future

@@ -91,10 +91,19 @@ struct Inner {
 struct Inboxes(Mutex<Vec<Inbox>>);
 
 impl Inboxes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Inbox>> {
+        // Each critical section is a push or a pass over the list: nothing in it panics.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attach(&self, inbox: Inbox) {
+        self.lock().push(inbox);
+    }
+
     fn deliver(&self, message: &Bytes) {
         // `Inbox::deliver` never blocks and never calls back into the backplane (what it
         // must do at length runs on a task of its own): calling it under the lock is fine.
-        let mut inboxes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inboxes = self.lock();
         // Servers built with this backplane and gone since are forgotten.
         inboxes.retain(|inbox| !inbox.is_closed());
         for inbox in inboxes.iter() {
@@ -270,12 +279,7 @@ impl Backplane for RedisBackplane {
 
     /// Adds `inbox` to those the subscriber delivers to. Needs no runtime.
     fn attach(&self, inbox: Inbox) {
-        self.inner
-            .inboxes
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(inbox);
+        self.inner.inboxes.attach(inbox);
     }
 }
 

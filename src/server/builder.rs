@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::backplane::{Backplane, DynBackplane, Local};
 use crate::protocol::{AcceptConf, Message};
-use crate::server::fanout::SlowSubscriber;
+use crate::server::fanout::{Limits, SlowSubscriber};
 use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
@@ -58,10 +58,8 @@ pub(crate) struct Config {
     pub(crate) origins: Origins,
     /// The handshake every connection starts with, encoded once.
     pub(crate) accept_conf: Bytes,
-    /// What a publish does with a subscriber whose queue is full.
-    pub(crate) slow_subscriber: SlowSubscriber,
-    /// 0: no limit.
-    pub(crate) max_topics_per_connection: usize,
+    /// The fan-out's options (the slow-subscriber policy, the topic limit).
+    pub(crate) fanout: Limits,
 }
 
 /// Builds a [`Server`]: `Server::builder(handler)`, options, [`build`](Self::build).
@@ -535,8 +533,11 @@ impl<H: Handler> ServerBuilder<H> {
             max_pending_upgrades: self.max_pending_upgrades,
             origins,
             accept_conf,
-            slow_subscriber: self.slow_subscriber,
-            max_topics_per_connection: self.max_topics_per_connection,
+            fanout: Limits {
+                slow: self.slow_subscriber,
+                max_message_size: self.max_message_size,
+                max_topics_per_connection: self.max_topics_per_connection,
+            },
         };
         Ok(Server {
             shared: Arc::new(Shared::new(

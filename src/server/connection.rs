@@ -272,15 +272,7 @@ impl Connection {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        let name = name.into_name()?;
-        let frame = Message::signal(name, payload).encode()?;
-        if frame.len() > self.inner.max_message_size {
-            return Err(SendError::TooLarge {
-                len: frame.len(),
-                limit: self.inner.max_message_size,
-            });
-        }
-        Ok(frame)
+        encode_signal(name, payload, self.inner.max_message_size)
     }
 
     /// The session this connection holds, if any.
@@ -376,6 +368,14 @@ impl Connection {
     /// Takes the session off the connection, if it holds one.
     pub(crate) fn take_session(&self) -> Option<Session> {
         self.session_slot().take()
+    }
+
+    /// Whether the connection holds the session `key` (compared in place: no copy of the
+    /// session).
+    pub(crate) fn holds_session(&self, key: &str) -> bool {
+        self.session_slot()
+            .as_ref()
+            .is_some_and(|session| session.key == key)
     }
 
     /// Takes the session off the connection if it is the session `key`; true if it was.
@@ -615,6 +615,24 @@ impl Connection {
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.inner.outbox
     }
+}
+
+/// The signal `name` with `payload`, encoded, unless the encoder refuses it or it is over
+/// `limit` bytes (the server's message size limit, which clients use as theirs). One
+/// check for a signal to one connection and for a publish to many.
+pub(crate) fn encode_signal(
+    name: impl IntoName,
+    payload: Payload,
+    limit: usize,
+) -> Result<Bytes, SendError> {
+    let frame = Message::signal(name.into_name()?, payload).encode()?;
+    if frame.len() > limit {
+        return Err(SendError::TooLarge {
+            len: frame.len(),
+            limit,
+        });
+    }
+    Ok(frame)
 }
 
 /// Connections are equal when they are the same connection (clones of one handle), so they

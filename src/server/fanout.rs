@@ -6,10 +6,11 @@
 //! Each topic keeps its subscribers in a map of its own behind a read-write lock: a
 //! publish finds the topic under the server's topic-map lock (one lookup), then queues
 //! under the topic's read lock, so publishes to one topic run side by side and publishes
-//! to different topics do not meet at all; a subscribe or unsubscribe is one insert or
-//! removal, O(1), under the topic-map lock and the topic's write lock (so a topic emptied
-//! and dropped cannot swallow a subscriber joining it at that moment). Queueing never
-//! blocks, so no lock is held across a wait.
+//! to different topics meet only for that lookup; a subscribe or unsubscribe is one
+//! insert or removal in the topic, O(1), under the topic-map lock and the topic's write
+//! lock (so a topic emptied and dropped cannot swallow a subscriber joining it at that
+//! moment), plus a scan of the connection's own list of topics (at most
+//! `max_topics_per_connection`). Queueing never blocks, so no lock is held across a wait.
 //!
 //! A subscriber that cannot keep up (its outbound queue, `outbound_queue_len` frames, is
 //! full) is handled by the server's [`SlowSubscriber`] policy: disconnected (the default:
@@ -25,6 +26,7 @@ use bytes::Bytes;
 use crate::backplane::{BackplaneError, Envelope, Inbox, Remote};
 use crate::payload::Payload;
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
+use crate::server::connection::encode_signal;
 use crate::server::metrics::Metrics;
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
@@ -268,14 +270,12 @@ impl Hub {
         name: impl IntoName,
         payload: Payload,
     ) -> Result<Bytes, TopicError> {
-        let frame = Message::signal(name.into_name()?, payload).encode()?;
-        if frame.len() > self.limits.max_message_size {
-            return Err(TopicError::TooLarge {
-                len: frame.len(),
-                limit: self.limits.max_message_size,
-            });
-        }
-        Ok(frame)
+        encode_signal(name, payload, self.limits.max_message_size).map_err(|error| match error {
+            SendError::TooLarge { len, limit } => TopicError::TooLarge { len, limit },
+            SendError::Invalid(error) => TopicError::Invalid(error),
+            // Encoding alone fails only with the two above.
+            SendError::Closed | SendError::QueueFull => TopicError::Closed,
+        })
     }
 
     /// [`Server::publish`](crate::server::Server::publish).

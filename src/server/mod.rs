@@ -95,7 +95,7 @@ use crate::payload::Payload;
 use crate::protocol::IntoName;
 use builder::Config;
 use connection::Peer;
-use fanout::{Hub, Limits};
+use fanout::Hub;
 use sessions::{SessionConfig, SessionEvents, Sessions};
 
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
@@ -179,11 +179,7 @@ impl<H> Shared<H> {
                 Sessions::new(sessions, events, Arc::clone(&remote)),
                 remote,
                 handlers.clone(),
-                Limits {
-                    slow: config.slow_subscriber,
-                    max_message_size: config.max_message_size,
-                    max_topics_per_connection: config.max_topics_per_connection,
-                },
+                config.fanout,
                 metrics.clone(),
             ),
             handler,

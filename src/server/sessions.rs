@@ -150,11 +150,10 @@ impl Sessions {
         self.remote.send(envelope).await
     }
 
-    /// Takes the session `key` off `conn` and out of the registry; true if `conn` was the
-    /// session's last connection.
-    fn detach(&self, conn: &Connection, key: &str) -> bool {
+    /// Takes the session `key` off `conn` and out of the registry.
+    fn detach(&self, conn: &Connection, key: &str) {
         conn.take_session_if(key);
-        self.registry.deregister(key, conn.id())
+        self.registry.deregister(key, conn.id());
     }
 
     /// `conn` leaves its session explicitly (under its session lock): the last connection
@@ -169,9 +168,9 @@ impl Sessions {
         // another connection fails (the session was closed before it was restored), rather
         // than keep the session stored for a restore that may fail and leave it unheld.
         let key = session.key.as_str();
-        let last = self.registry.leave(key, conn.id(), |other| {
-            other.session().is_some_and(|s| s.key == key)
-        });
+        let last = self
+            .registry
+            .leave(key, conn.id(), |other| other.holds_session(key));
         if last {
             self.metrics.closed();
             if let Err(error) = self.store.remove(&session.key).await {
@@ -246,7 +245,7 @@ impl Sessions {
         self.events.created(conn, &session).await;
         // A logout or revocation that came while the hook ran may have run `session_left`
         // before the hook granted anything: undo it again.
-        if conn.session().is_none_or(|held| held.key != session.key) {
+        if !conn.holds_session(&session.key) {
             self.events.left(conn, &session.key).await;
         }
         Ok(session)
@@ -322,12 +321,8 @@ impl Sessions {
     /// Takes every registration of `key` at once; each connection that held the session
     /// loses it and is told. Returns how many held it.
     async fn take_from_holders(&self, key: &str) -> usize {
-        let holders: Vec<Connection> = self
-            .registry
-            .revoke(key)
-            .into_iter()
-            .filter(|conn| conn.take_session_if(key))
-            .collect();
+        let mut holders = self.registry.revoke(key);
+        holders.retain(|conn| conn.take_session_if(key));
         let closed = session_closed_notification();
         // Each waits for room in its own connection's queue (at most until that
         // connection's write timeout), so a slow one does not hold up the others.
@@ -463,7 +458,7 @@ impl Sessions {
         // A revocation (or the connection's own logout) may have taken the session while
         // the hook ran: then it was not restored, and whatever the hook granted is undone
         // (its `session_left` may have run before the hook granted it).
-        if conn.session().is_none_or(|session| session.key != key) {
+        if !conn.holds_session(key) {
             drop(_op);
             self.events.left(conn, key).await;
             return Message::ReplySessionNotFound { id };
@@ -506,7 +501,7 @@ impl Sessions {
     /// The connections holding the session `key` (not those still restoring it).
     pub(crate) fn connections(&self, key: &str) -> Vec<Connection> {
         let mut holders = self.registry.holders(key);
-        holders.retain(|conn| conn.session().is_some_and(|session| session.key == key));
+        holders.retain(|conn| conn.holds_session(key));
         holders
     }
 

@@ -218,8 +218,9 @@ where
             (request, rest)
         });
     let accepted = match read {
-        // Also for a request that could not be read.
-        _ if shared.is_shutting_down() => Err(Refusal::SHUTTING_DOWN),
+        // `check` refuses a readable request while shutting down; one that could not be
+        // read gets the same answer then.
+        Err(_) if shared.is_shutting_down() => Err(Refusal::SHUTTING_DOWN),
         Ok((request, rest)) => match check(shared, &request) {
             Ok(response) => accept(shared, request, response, remote_addr)
                 .await

@@ -213,9 +213,10 @@ impl FileStore {
     {
         self.sweep_if_due();
         let inner = Arc::clone(&self.inner);
-        let key = key.to_owned();
+        // The lock's index, not the key: nothing to copy into the task.
+        let lock = inner.lock_index(key);
         tokio::task::spawn_blocking(move || {
-            let _guard = inner.lock(&key);
+            let _guard = inner.lock(lock);
             op(&inner.dir)
         })
         .await
@@ -224,10 +225,15 @@ impl FileStore {
 }
 
 impl Inner {
-    /// The lock of `key`'s file. It guards no data, only the order of file operations.
-    fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, ()> {
-        let lock = self.hasher.hash_one(key) as usize % LOCKS;
-        self.locks[lock]
+    /// Which lock guards `key`'s file.
+    fn lock_index(&self, key: &str) -> usize {
+        self.hasher.hash_one(key) as usize % LOCKS
+    }
+
+    /// A file lock, by [`lock_index`](Self::lock_index). It guards no data, only the
+    /// order of file operations.
+    fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, ()> {
+        self.locks[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -259,7 +265,7 @@ fn sweep(inner: &Inner, idle_timeout: Option<Duration>) -> Result<usize, StoreEr
         if !meta.is_file() {
             continue;
         }
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if is_temp_name(&name) {
             if age(&meta) >= STRAY_AGE && fs::remove_file(entry.path()).is_ok() {
                 deleted += 1;
             }
@@ -271,10 +277,11 @@ fn sweep(inner: &Inner, idle_timeout: Option<Duration>) -> Result<usize, StoreEr
         // Every save or lookup rewrites the file: one written more recently than the
         // timeout cannot have expired, and needs no reading.
         let may_have_expired = idle_timeout.is_some_and(|timeout| age(&meta) >= timeout);
-        if file_name(key).is_err() || !may_have_expired {
+        // The cheap test first: the name check formats a string.
+        if !may_have_expired || file_name(key).is_err() {
             continue;
         }
-        let _guard = inner.lock(key);
+        let _guard = inner.lock(inner.lock_index(key));
         let Ok(json) = fs::read(entry.path()) else {
             continue;
         };
@@ -368,6 +375,11 @@ fn file_name(key: &str) -> Result<String, &'static str> {
         return Err("a file store needs keys of A-Z a-z 0-9 - _ only");
     }
     Ok(format!("{key}{EXTENSION}"))
+}
+
+/// Whether `name` is one of [`write_atomic`]'s temporary files (`.<pid>-<n>-<nanos>.tmp`).
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
 }
 
 /// Replaces `dir/name` with `contents` so that a crash leaves the old or the new file.
