@@ -151,10 +151,14 @@ async fn assert_not_restorable(addr: SocketAddr, key: &str) {
 
 #[tokio::test]
 async fn a_revocation_with_nobody_online_ends_the_session() {
-    let (server, _events, addr) = start(|b| b).await;
+    let (server, mut events, addr) = start(|b| b).await;
     let (a, _) = connect(addr, Reconnect::Off).await;
     let key = login(&a, "alice").await;
     bounded(a.close()).await;
+    // Gone on the server's side too before the revocation, so nobody holds it.
+    bounded(events.disconnected.recv())
+        .await
+        .expect("disconnected");
     assert_eq!(bounded(server.close_session(&key)).await, Ok(0));
     assert_not_restorable(addr, &key).await;
 }
@@ -162,7 +166,7 @@ async fn a_revocation_with_nobody_online_ends_the_session() {
 #[tokio::test]
 async fn refused_sessions_reach_the_client_as_errors() {
     // Too large to travel: the login fails, the client holds nothing, the link stays up.
-    let (_server, _events, addr) = start(|b| b.max_message_size(1024)).await;
+    let (_server, mut events, addr) = start(|b| b.max_message_size(1024)).await;
     let (a, _) = connect(addr, Reconnect::Off).await;
     let refused = bounded(a.request("login", "u".repeat(1000))).await;
     assert!(
@@ -175,9 +179,18 @@ async fn refused_sessions_reach_the_client_as_errors() {
         Ok(Payload::utf8("still here"))
     );
 
-    // Refused by the restore hook (the probe refuses user "blocked").
+    // Refused by the restore hook (the probe refuses user "blocked"): the session is
+    // stored, and the hook is what refused it.
     let key = login(&a, "blocked").await;
     assert_not_restorable(addr, &key).await;
+    loop {
+        let event = bounded(events.session_events.recv())
+            .await
+            .expect("an event");
+        if event == format!("refused {key}") {
+            break;
+        }
+    }
 }
 
 #[tokio::test]

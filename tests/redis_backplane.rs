@@ -16,14 +16,6 @@ use tokio_webwire::backplane::Backplane;
 use tokio_webwire::redis::{RedisBackplane, redis};
 use tokio_webwire::server::TopicError;
 
-/// A plain connection to `redis`, to look at it and steer it.
-async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis.url()).expect("a valid URL");
-    bounded(client.get_multiplexed_async_connection())
-        .await
-        .expect("a plain connection")
-}
-
 /// How many connections subscribe to `channel`.
 async fn subscribers(raw: &mut redis::aio::MultiplexedConnection, channel: &str) -> usize {
     let counts: Vec<(String, usize)> = bounded(
@@ -167,7 +159,7 @@ async fn subscriber_connections_closed_by_redis_subscribe_again() {
     let b = redis_node(&redis).await;
     let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
     assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
-    let mut raw = raw(&redis).await;
+    let mut raw = redis.raw().await;
 
     // Redis closes every subscriber connection (an operator, pub/sub's
     // `client-output-buffer-limit`) and stays up.
@@ -182,7 +174,9 @@ async fn subscriber_connections_closed_by_redis_subscribe_again() {
     .expect("CLIENT KILL");
     assert_eq!(killed, 2, "both nodes' subscribers");
 
-    // Both subscribe again, 100 ms later; then b's publishes reach a's subscribers again.
+    // Both subscribe again after their backoff (its first wait is 100 ms); Redis's count
+    // of subscribers is the only sign of it, so it is looked at until it is back (bounded).
+    // Then b's publishes reach a's subscribers again.
     bounded(async {
         while subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await != 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -200,7 +194,7 @@ async fn a_send_fails_while_redis_is_down_and_the_subscriber_ends_with_the_backp
     let Some(mut redis) = RedisServer::start().await else {
         return;
     };
-    let mut raw = raw(&redis).await;
+    let mut raw = redis.raw().await;
     let backplane = bounded(
         RedisBackplane::builder()
             .channel("test:bus")
@@ -316,10 +310,6 @@ async fn redis_restarted_under_load_loses_only_what_was_published_while_it_was_a
     // lost is what was published while Redis (or a's subscription) was away.
     assert!(on_a_got.windows(2).all(|w| w[0] < w[1]), "{on_a_got:?}");
     assert!(on_a_got.iter().all(|n| !refused.contains(n)));
-    let first_refused = refused.iter().min().copied().unwrap_or(0);
-    assert!(
-        on_a_got.iter().any(|&n| n < first_refused),
-        "flowing before"
-    );
-    assert!(on_a_got.iter().any(|&n| n >= restarted_at), "flowing after");
+    // (That a receives again after the restart is the loop above: it waits, bounded, for
+    // publishes made after it.)
 }

@@ -21,14 +21,6 @@ async fn store(server: &RedisServer) -> RedisStore {
         .expect("the store connects")
 }
 
-/// A plain connection, to look at what the store wrote.
-async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(server.url()).expect("a valid URL");
-    bounded(client.get_multiplexed_async_connection())
-        .await
-        .expect("a plain connection")
-}
-
 async fn query<T: redis::FromRedisValue>(
     con: &mut redis::aio::MultiplexedConnection,
     cmd: &redis::Cmd,
@@ -83,7 +75,7 @@ async fn lookup_refreshes_last_lookup_and_the_ttl() {
         return;
     };
     let store = store(&server).await.idle_timeout(Duration::from_secs(3600));
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     let mut saved = session("bob");
     saved.last_lookup = OffsetDateTime::now_utc() - Duration::from_secs(600);
     bounded(store.save(&saved)).await.expect("saved");
@@ -123,10 +115,13 @@ async fn an_idle_session_expires_in_redis() {
         return;
     };
     let store = store(&server).await.idle_timeout(Duration::from_secs(1));
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     let saved = session("carol");
     bounded(store.save(&saved)).await.expect("saved");
     let redis_key = format!("webwire:session:{}", saved.key);
+    // The TTL is the idle timeout, in milliseconds.
+    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    assert!(ttl > 0 && ttl <= 1000, "{ttl}");
     // Redis expires it on its own. Poll with EXISTS, which (unlike a lookup) does not
     // renew the TTL; bounded.
     bounded(async {
@@ -147,7 +142,7 @@ async fn zero_idle_timeout_sets_no_ttl() {
         return;
     };
     let store = store(&server).await.idle_timeout(Duration::ZERO);
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     let saved = session("dave");
     bounded(store.save(&saved)).await.expect("saved");
     bounded(store.lookup(&saved.key))
@@ -166,7 +161,7 @@ async fn a_store_without_expiry_keeps_the_ttl_another_node_set() {
     };
     let expiring = store(&server).await.idle_timeout(Duration::from_secs(3600));
     let lasting = store(&server).await.idle_timeout(Duration::ZERO);
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     let saved = session("fay");
     bounded(expiring.save(&saved)).await.expect("saved");
     bounded(lasting.lookup(&saved.key))
@@ -188,7 +183,7 @@ async fn keys_live_under_the_prefix() {
     };
     let shop = store(&server).await.prefix("shop:s:");
     let chat = store(&server).await;
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     let saved = session("erin");
     bounded(shop.save(&saved)).await.expect("saved");
     let keys: Vec<String> = query(&mut con, redis::cmd("KEYS").arg("*")).await;
@@ -223,7 +218,7 @@ async fn odd_keys_are_not_found_and_cannot_be_saved() {
         return;
     };
     let store = store(&server).await;
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     bounded(store.save(&session("frank"))).await.expect("saved");
     let long = "k".repeat(5_000);
     let odd = [
@@ -265,13 +260,14 @@ async fn odd_keys_are_not_found_and_cannot_be_saved() {
     assert_eq!(count, 1);
 }
 
-#[tokio::test]
+// Two workers, so that the lookup and the remove really run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_racing_a_remove_never_brings_the_session_back() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
     let store = store(&server).await;
-    let mut con = raw(&server).await;
+    let mut con = server.raw().await;
     // Whatever the interleaving, the remove wins: after both, nothing is left.
     for _ in 0..100 {
         let saved = session("gina");
@@ -319,8 +315,9 @@ async fn redis_away_fails_operations_without_the_key_and_they_recover() {
         loop {
             match store.lookup(&saved.key).await {
                 Ok(found) => return found,
-                // Reconnecting; each failed attempt already waited a little.
-                Err(_) => tokio::task::yield_now().await,
+                // Reconnecting: Redis's return is no event we can wait on, so look
+                // again a little later (bounded above).
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     })

@@ -418,7 +418,9 @@ async fn session_requests_are_handled_in_the_order_they_arrive() {
 
 #[tokio::test(start_paused = true)]
 async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
-    let (server, mut events, _addr) = start(|b| b.outbound_queue_len(1)).await;
+    let store = Arc::new(MemoryStore::default());
+    let (server, mut events, _addr) =
+        start(|b| b.outbound_queue_len(1).session_store(Arc::clone(&store))).await;
     // A client that reads nothing: the pipe and then the queue fill up.
     let (_silent, _) = RawClient::connect_in_memory(&server, 1024).await;
     let conn = bounded(events.connected.recv()).await.expect("connected");
@@ -435,6 +437,7 @@ async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
     assert!(gave_up.is_err(), "the notification cannot be queued");
     assert!(conn.session().is_none());
     assert_eq!(server.active_sessions(), 0, "no registration left behind");
+    assert!(store.is_empty(), "nothing stored");
 }
 
 /// Starts a session on `login` and closes it on `logout`; its `session_closed` hook logs
@@ -703,21 +706,26 @@ async fn a_session_too_large_to_restore_is_refused_when_created() {
 async fn a_stored_session_expires_after_its_idle_timeout() {
     let hour = Duration::from_secs(3600);
     let store = Arc::new(MemoryStore::new().idle_timeout(hour));
-    let (_server, mut events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
-    let (mut a, _) = RawClient::connect(addr).await;
+    let (server, mut events, _addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    // In-memory pipes: with paused time, no message can be late behind the clock.
+    let connect = || RawClient::connect_in_memory(&server, 64 * 1024);
+    let (mut a, _) = connect().await;
     let key = login(&mut a, 1, "alice").await.key;
     drop(a);
     bounded(events.disconnected.recv()).await;
 
-    // A restore within the timeout finds it and renews it.
+    // A restore within the timeout finds it and renews it: two seconds later it has been
+    // stored for longer than the timeout, but idle for less.
     tokio::time::advance(hour - Duration::from_secs(1)).await;
-    let (mut b, _) = RawClient::connect(addr).await;
+    let (mut b, _) = connect().await;
     assert_eq!(restored(&mut b, 1, &key).await.key, key);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(restored(&mut b, 2, &key).await.key, key, "renewed");
     drop(b);
     bounded(events.disconnected.recv()).await;
 
     tokio::time::advance(hour).await;
-    let (mut c, _) = RawClient::connect(addr).await;
+    let (mut c, _) = connect().await;
     not_found(&mut c, 1, key.as_bytes()).await;
     assert!(store.is_empty());
 }

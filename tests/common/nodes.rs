@@ -147,9 +147,25 @@ pub async fn a_publish_reaches_every_node_once(a: &Node, b: &Node) {
             ]
         );
     }
-    nothing_more(&on_a, &mut on_a_seen).await;
-    nothing_more(&on_b, &mut on_b_seen).await;
+    // Nothing twice: a sentinel from each node follows, and each subscriber's next two
+    // signals are the sentinels. The one from the other node travels the backplane
+    // behind anything that node sent before it (one connection keeps its order), so a
+    // late duplicate would come first.
+    for (node, text) in [(a, "sentinel a"), (b, "sentinel b")] {
+        bounded(node.server.publish("room", "news", text))
+            .await
+            .expect("published");
+    }
+    for seen in [&mut on_a_seen, &mut on_b_seen] {
+        let mut got = vec![next_signal(seen).await, next_signal(seen).await];
+        got.sort();
+        assert_eq!(got, [news_of("sentinel a"), news_of("sentinel b")]);
+    }
     nothing_more(&other_on_b, &mut other_seen).await;
+}
+
+fn news_of(text: &str) -> (String, String) {
+    ("news".to_owned(), text.to_owned())
 }
 
 /// Logs `client` in; returns its session key.

@@ -84,6 +84,19 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A plain connection to it, to look at what the code under test wrote and to steer
+    /// the server.
+    pub async fn raw(&self) -> tokio_webwire::redis::redis::aio::MultiplexedConnection {
+        let client = tokio_webwire::redis::redis::Client::open(self.url()).expect("a valid URL");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .expect("connected in time")
+        .expect("a plain connection")
+    }
+
     /// The port it listens on (the same after a restart).
     pub fn port(&self) -> u16 {
         self.port
