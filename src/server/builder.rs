@@ -50,6 +50,7 @@ pub(crate) struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_upgrade_request_size: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) abandoned_handler_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
     /// 0: no limit.
@@ -76,6 +77,7 @@ pub(crate) struct Config {
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
 /// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
+/// | [`abandoned_handler_timeout`](Self::abandoned_handler_timeout) | 5 s | how long handlers of a client that has gone may still run before they are dropped |
 /// | [`max_connections`](Self::max_connections) | 10 000 | open connections at once; 503 beyond |
 /// | [`max_pending_upgrades`](Self::max_pending_upgrades) | 1024 | accepted sockets not yet upgraded (TLS handshake, HTTP request, `before_upgrade`); sockets beyond are closed at once |
 /// | [`allowed_origins`](Self::allowed_origins), [`allow_any_origin`](Self::allow_any_origin) | same host only | which browser pages may connect (403 for others) |
@@ -122,6 +124,7 @@ pub struct ServerBuilder<H> {
     handshake_timeout: Duration,
     max_upgrade_request_size: usize,
     shutdown_timeout: Duration,
+    abandoned_handler_timeout: Duration,
     close_timeout: Duration,
     max_connections: usize,
     max_pending_upgrades: usize,
@@ -146,6 +149,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            abandoned_handler_timeout: Duration::from_secs(5),
             close_timeout: Duration::from_secs(2),
             max_connections: 10_000,
             max_pending_upgrades: 1024,
@@ -403,6 +407,35 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
+    /// How long the handlers of a connection whose client has gone may still run
+    /// (default 5 s); then they are dropped at whatever await point they have reached, as
+    /// at the shutdown deadline.
+    ///
+    /// A client that closes its connection, or whose connection is lost, while handlers of
+    /// it wait (on a database, another service) can no longer receive their replies. Its
+    /// place among [`max_connections`](Self::max_connections) is given back as soon as its
+    /// socket is closed, whatever still runs; its handlers, and the memory they hold, are
+    /// gone at most this long after. The
+    /// [`disconnected`](crate::server::Handler::disconnected) hook runs once they are.
+    /// A client that sends [`max_concurrent_requests`](Self::max_concurrent_requests) slow
+    /// requests and leaves, again and again, keeps at most `max_concurrent_requests` ×
+    /// (its connections per second) × this timeout handlers alive. Zero drops them at once,
+    /// as hyper drops the service future of a connection that is gone; `Duration::MAX`
+    /// lets them finish (until a shutdown's deadline).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio_webwire::server::Server;
+    ///
+    /// // Handlers that write to a database get the time to finish the write.
+    /// let server = Server::builder(()).abandoned_handler_timeout(Duration::from_secs(30)).build();
+    /// # drop(server);
+    /// ```
+    pub fn abandoned_handler_timeout(mut self, timeout: Duration) -> Self {
+        self.abandoned_handler_timeout = timeout;
+        self
+    }
+
     /// How long the server waits for the client to answer its close frame (default 2 s),
     /// reading and dropping whatever the client still sends meanwhile; then, or once the
     /// client has answered, the TCP connection is closed. After a frame the WebSocket
@@ -528,6 +561,7 @@ impl<H: Handler> ServerBuilder<H> {
             handshake_timeout: self.handshake_timeout,
             max_upgrade_request_size: self.max_upgrade_request_size,
             shutdown_timeout: self.shutdown_timeout,
+            abandoned_handler_timeout: self.abandoned_handler_timeout,
             close_timeout: self.close_timeout,
             max_connections: self.max_connections,
             max_pending_upgrades: self.max_pending_upgrades,
@@ -579,6 +613,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_upgrade_request_size", &self.max_upgrade_request_size)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("abandoned_handler_timeout", &self.abandoned_handler_timeout)
             .field("close_timeout", &self.close_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_pending_upgrades", &self.max_pending_upgrades)

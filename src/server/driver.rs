@@ -15,6 +15,13 @@
 //! read (backpressure without a queue); one that stays so for the write timeout is dropped.
 //! It handles at most [`MAX_READS`] messages between two flushes and yields after
 //! [`MAX_ROUNDS`] rounds, so one busy connection cannot starve the others of its worker.
+//!
+//! The `connected` hook runs inside the same poll loop: while it runs, the driver writes
+//! what the outbox holds (the hook's own signals, publishes to topics it subscribed to,
+//! session notifications), reads (heartbeats, pings, a close), enforces the read and write
+//! timeouts, and holds the jobs it reads, at most `max_concurrent_requests` of them, until
+//! the hook returns; they are dispatched in their order then. Beyond that it stops reading,
+//! as it does when every handler slot is busy.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -27,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::protocol::Message;
@@ -34,7 +42,7 @@ use crate::server::connection::{Connection, Peer};
 use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
 use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox};
-use crate::server::{CloseReason, Handler, Shared, Slot};
+use crate::server::{CloseReason, Handler, Live, Shared, Slot};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
 
 /// Messages handled between two flushes: a long pipelined burst still gets its replies out
@@ -53,7 +61,8 @@ const READ_TIMEOUT_TICKS: u32 = 10;
 /// Serves one upgraded connection until it is closed, then runs the `disconnected` hook.
 ///
 /// `slot` is the connection's place among the server's `max_connections`, held until the
-/// socket is closed.
+/// socket is closed (handlers that still run then do not keep it: see
+/// [`Driver::close`]).
 ///
 /// Not an `async fn`: everything is set up before the future is made, so the future holds
 /// the boxed driver and a few handles, not the WebSocket a second time, and the phases
@@ -90,23 +99,68 @@ where
     let mut driver = Box::new(driver(cx, socket, job::run::<H>));
     async move {
         shared.live.register(&conn);
+        // From here on, however this task ends (a panic in the driver or in a stream of
+        // the application's, the runtime dropping it), the connection leaves its topics,
+        // its session registration and the live registry.
+        let departure = Departure {
+            conn: &conn,
+            live: &shared.live,
+            armed: true,
+        };
         tracing::debug!("connected");
         let reason = match Box::pin(driver.greet()).await {
             Some(reason) => reason,
-            None => poll_fn(|cx| driver.poll_drive(cx)).await,
+            None => {
+                // Boxed while it runs (most hooks finish in their first poll), so an idle
+                // connection does not carry the hook's future.
+                let hook = catch_panic(shared.handler.connected(&conn));
+                let mut hook = Some(Box::pin(hook));
+                let reason = poll_fn(|cx| driver.poll_with_hook(&mut hook, cx)).await;
+                // A hook still running when the connection closes is cut short.
+                drop(hook);
+                reason
+            }
         };
         tracing::debug!(%reason, "closing");
-        Box::pin(driver.close(&reason)).await;
+        Box::pin(driver.close(&reason, slot)).await;
         drop(driver);
-        conn.leave_topics();
-        Box::pin(conn.sessions().disconnected(&conn)).await;
-        shared.live.deregister(&conn);
-        // The socket is closed: its place is free before the hook hears of it.
-        drop(slot);
+        Box::pin(departure.depart()).await;
         Box::pin(disconnected(&shared, &conn, &reason)).await;
         tracing::debug!(%reason, "disconnected");
     }
     .instrument(span)
+}
+
+/// What a connection leaves behind in the server: its subscriptions, its session
+/// registration and its entry among the live connections. Left on the way out
+/// ([`depart`](Self::depart)), or when dropped before that: one guard, so that a connection
+/// task that panics or is dropped leaves nothing behind either.
+struct Departure<'a> {
+    conn: &'a Connection,
+    live: &'a Live,
+    armed: bool,
+}
+
+impl Departure<'_> {
+    /// Leaves, after the session operations that still run on the connection (a handler
+    /// that stopped mid-way leaves the session lock to the next).
+    async fn depart(mut self) {
+        self.conn.leave_topics();
+        self.conn.sessions().disconnected(self.conn).await;
+        self.live.deregister(self.conn);
+        self.armed = false;
+    }
+}
+
+impl Drop for Departure<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Without waiting for the session lock: a task that panicked cannot wait.
+            self.conn.leave_topics();
+            self.conn.sessions().disconnected_now(self.conn);
+            self.live.deregister(self.conn);
+        }
+    }
 }
 
 /// Runs the `disconnected` hook. It always runs; one that hangs is stopped a shutdown
@@ -157,6 +211,9 @@ where
         silent_ticks: 0,
         violation: None,
         tally: Tally::default(),
+        greeting: true,
+        held: VecDeque::new(),
+        abandon: None,
         cx,
     }
 }
@@ -184,6 +241,16 @@ struct Driver<H, S, M, F> {
     /// What was counted for the metrics since the last flush (nothing without the
     /// `metrics` feature).
     tally: Tally,
+    /// The `connected` hook is still running: jobs read meanwhile are held.
+    greeting: bool,
+    /// Jobs read while the `connected` hook ran, in their order; with the running ones at
+    /// most `max_running`.
+    held: VecDeque<Job>,
+    /// Stops the jobs of this connection that run on tasks of their own, once its client
+    /// has been gone for the abandoned-handler timeout (a child of the server's
+    /// `stop_handlers`, so the shutdown deadline stops them too). Made with the first such
+    /// job.
+    abandon: Option<CancellationToken>,
 }
 
 /// Where a job is polled for the first time: one pinned allocation, reused for every job
@@ -290,28 +357,43 @@ where
     M: Fn(Arc<job::Context<H>>, Job) -> F,
     F: Future<Output = Option<Bytes>> + Send + 'static,
 {
-    /// Sends the handshake and runs the `connected` hook (cut short if the connection
-    /// closes meanwhile); `Some` if the connection has to close already.
+    /// Sends the handshake; `Some` if the connection has to close already.
     async fn greet(&mut self) -> Option<CloseReason> {
         let shared = &self.cx.shared;
-        let conn = &self.cx.conn;
         let socket = self.socket.as_mut()?;
         self.tally.sent(&shared.config.accept_conf);
         let greeted = match socket.feed(shared.config.accept_conf.clone()) {
             Ok(()) => poll_fn(|cx| socket.poll_flush(cx)).await,
             Err(failed) => Err(failed),
         };
-        if let Err(failed) = greeted {
-            return Some(write_failed(&failed));
+        greeted.err().map(|failed| write_failed(&failed))
+    }
+
+    /// Drives the connection while the `connected` hook (`hook`, until it is done) runs:
+    /// its signals are written, the client is read and its jobs held, timeouts are
+    /// enforced. Once the hook is done the held jobs are dispatched.
+    fn poll_with_hook<C>(
+        &mut self,
+        hook: &mut Option<Pin<Box<C>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<CloseReason>
+    where
+        C: Future<Output = Result<(), String>>,
+    {
+        if let Some(running) = hook {
+            match running.as_mut().poll(cx) {
+                Poll::Ready(outcome) => {
+                    *hook = None;
+                    self.greeting = false;
+                    if let Err(panic) = outcome {
+                        tracing::error!(panic, "the connected hook panicked");
+                        return Poll::Ready(CloseReason::HookFailed);
+                    }
+                }
+                Poll::Pending => {}
+            }
         }
-        let connected = tokio::select! {
-            outcome = catch_panic(async { shared.handler.connected(conn).await }) => outcome,
-            () = conn.closed() => Ok(()),
-        };
-        connected.err().map(|panic| {
-            tracing::error!(panic, "the connected hook panicked");
-            CloseReason::HookFailed
-        })
+        self.poll_drive(cx)
     }
 
     /// Drives the connection until it has to close, and says why.
@@ -329,10 +411,11 @@ where
                 Ok(progress) => progress,
                 Err(reason) => return Poll::Ready(reason),
             };
-            if self.poll_read_timeout(cx) {
-                return Poll::Ready(CloseReason::ReadTimeout);
-            }
-            if !progress {
+            let probed = match self.poll_read_timeout(cx) {
+                Ok(probed) => probed,
+                Err(reason) => return Poll::Ready(reason),
+            };
+            if !progress && !probed {
                 return Poll::Pending;
             }
         }
@@ -351,16 +434,25 @@ where
         let mut reads = 0;
         // Reading stops while replies wait in `taken` (they are written first, each only
         // when the socket has room) and once the connection is closing.
-        while self.running < self.max_running
-            && reads < MAX_READS
-            && self.taken.is_empty()
-            && !self.cx.conn.is_closed()
-        {
+        while reads < MAX_READS && self.taken.is_empty() && !self.cx.conn.is_closed() {
+            // Jobs held while the `connected` hook ran go first, once it is done.
+            let held = !self.greeting && !self.held.is_empty();
+            if !held && self.running + self.held.len() >= self.max_running {
+                break;
+            }
             let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
             match socket.poll_room(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(failed)) => return Err(write_failed(&failed)),
                 Poll::Pending => break,
+            }
+            if held {
+                if let Some(job) = self.held.pop_front() {
+                    progress = true;
+                    reads += 1;
+                    self.dispatch(job)?;
+                }
+                continue;
             }
             let Poll::Ready(incoming) = socket.poll_read(cx) else {
                 break;
@@ -450,6 +542,10 @@ where
                 }
             };
         }
+        if self.greeting {
+            self.held.push_back(job);
+            return Ok(());
+        }
         if request.is_none() {
             self.tally.signal_received();
         }
@@ -461,7 +557,11 @@ where
                 self.running += 1;
                 self.tally.handler_started();
                 let completion = Completion::new(self.cx.conn.clone(), request);
-                let stop = self.cx.shared.stop_handlers.clone();
+                let shutdown = &self.cx.shared.stop_handlers;
+                let stop = self
+                    .abandon
+                    .get_or_insert_with(|| shutdown.child_token())
+                    .clone();
                 self.cx.shared.handlers.spawn(
                     async move {
                         let handling = poll_fn(|cx| match future.as_mut().as_pin_mut() {
@@ -479,7 +579,7 @@ where
                             biased;
                             reply = handling => completion.complete(reply),
                             () = stop.cancelled() => {
-                                tracing::warn!("handler stopped: shutdown deadline passed");
+                                tracing::warn!("handler stopped: its client is gone, or the shutdown deadline passed");
                                 // Dropped, the completion sends the shutdown reply.
                                 drop(completion);
                             }
@@ -506,30 +606,47 @@ where
         socket.feed(frame).map_err(|failed| write_failed(&failed))
     }
 
-    /// Whether the read timeout passed: no message for [`READ_TIMEOUT_TICKS`] ticks. Time
-    /// spent not reading (all slots busy, or no room to write) is not the client's silence.
-    fn poll_read_timeout(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Checks the read timeout: `Err` once no message came for [`READ_TIMEOUT_TICKS`]
+    /// ticks. Time spent not reading (all slots busy, or no room to write) is not the
+    /// client's silence; but a client that left while every slot was busy would never be
+    /// read again, so each tick spent so sends it a ping: once it is gone, a write fails
+    /// (the second ping at the latest, after its reset) and the connection ends as lost,
+    /// within two ticks. `Ok(true)` when a ping waits to be flushed.
+    fn poll_read_timeout(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let mut probed = false;
         while self.ticker.poll_tick(cx).is_ready() {
-            let paused = self.running >= self.max_running
-                || self.socket.as_ref().is_some_and(Socket::is_unflushed);
-            if self.heard || paused {
+            let busy = self.running + self.held.len() >= self.max_running;
+            let unflushed = self.socket.as_ref().is_some_and(Socket::is_unflushed);
+            if busy && !unflushed && !self.heard {
+                if let Some(socket) = self.socket.as_mut() {
+                    if let Poll::Ready(room) = socket.poll_room(cx) {
+                        room.and_then(|()| socket.probe())
+                            .map_err(|failed| write_failed(&failed))?;
+                        probed = true;
+                    }
+                }
+            }
+            if self.heard || busy || unflushed {
                 self.heard = false;
                 self.silent_ticks = 0;
             } else {
                 self.silent_ticks += 1;
                 if self.silent_ticks >= READ_TIMEOUT_TICKS {
-                    return true;
+                    return Err(CloseReason::ReadTimeout);
                 }
             }
         }
-        false
+        Ok(probed)
     }
 
     /// Ends the connection for `reason`. Requests read before the end are answered, as the
     /// reference server does: running handlers finish and their replies go out before the
-    /// close frame, unless the peer is gone or closed first. The socket is closed when this
-    /// returns; handlers still running then have finished too.
-    async fn close(&mut self, reason: &CloseReason) {
+    /// close frame, unless the peer is gone or closed first (requests held for a `connected`
+    /// hook that did not finish get the shutdown reply). Then the socket is closed and
+    /// `slot`, the connection's place, given back. Handlers that still run then have
+    /// nobody to answer: they get the abandoned-handler timeout to finish, and are dropped
+    /// after it. When this returns no handler of the connection runs.
+    async fn close(&mut self, reason: &CloseReason, slot: Slot) {
         // From here on the connection takes no more signals and `closed()` resolves, also
         // while running handlers finish.
         self.cx.conn.close_with(reason.clone());
@@ -547,6 +664,13 @@ where
             }
         };
         let code = frame.as_ref().map(|frame| u16::from(frame.code));
+        for job in std::mem::take(&mut self.held) {
+            if let Some(id) = job.request_id() {
+                let reply = encode_special(Message::ReplyShutdown { id });
+                self.tally.replied(&reply);
+                self.taken.push_back(Outbound::Reply(reply));
+            }
+        }
         match frame {
             Some(frame) => {
                 if poll_fn(|cx| self.poll_wind_down(cx)).await.is_ok() {
@@ -564,17 +688,38 @@ where
             }
         }
         self.socket = None;
+        // The socket is closed: its place is free, whatever still runs.
+        drop(slot);
         // Nobody can receive these replies any more; their slots still have to be free
-        // before the connection is gone.
+        // before the connection is gone, within the abandoned-handler timeout.
+        let grace = self.cx.shared.config.abandoned_handler_timeout;
+        if tokio::time::timeout(grace, self.finish_running())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                running = self.running,
+                "handlers of a gone client stopped: abandoned-handler timeout"
+            );
+            if let Some(abandon) = &self.abandon {
+                abandon.cancel();
+            }
+            // Each stopped job's completion sends its `Done` at once.
+            self.finish_running().await;
+        }
+        self.tally.closed(&self.cx.shared.metrics, reason, code);
+        // Whatever comes now has nobody to go to, and nothing wakes this task any more.
+        self.cx.conn.outbox().close();
+        self.cx.conn.forget_driver();
+    }
+
+    /// Waits until no job of the connection runs any more, dropping what they send.
+    async fn finish_running(&mut self) {
         let conn = self.cx.conn.clone();
         while self.running > 0 {
             let outbound = poll_fn(|cx| next_outbound(&mut self.taken, conn.outbox(), cx)).await;
             take(outbound, &mut self.running, &conn, &mut self.tally);
         }
-        self.tally.closed(&self.cx.shared.metrics, reason, code);
-        // Whatever comes now has nobody to go to, and nothing wakes this task any more.
-        conn.outbox().close();
-        conn.forget_driver();
     }
 
     /// Feeds what the outbox holds while the socket has room. Says whether it fed anything,

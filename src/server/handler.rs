@@ -25,11 +25,13 @@ use crate::session::Session;
 /// waiting longer would be pointless or past a deadline:
 /// [`before_upgrade`](Handler::before_upgrade) at the
 /// [`handshake_timeout`](crate::server::ServerBuilder::handshake_timeout),
-/// [`connected`](Handler::connected) when its connection closes meanwhile, and every hook
-/// still running when a [`Server::shutdown`](crate::server::Server::shutdown) reaches its
+/// [`connected`](Handler::connected) when its connection closes meanwhile, the request and
+/// signal handlers of a client that has gone once the
+/// [`abandoned_handler_timeout`](crate::server::ServerBuilder::abandoned_handler_timeout)
+/// (5 s by default) has passed since its socket closed, and every hook still running when a
+/// [`Server::shutdown`](crate::server::Server::shutdown) reaches its
 /// [`shutdown_timeout`](crate::server::ServerBuilder::shutdown_timeout) (a request stopped
-/// that way is answered with the shutdown reply). Otherwise hooks run to completion, also
-/// when their client has gone.
+/// that way is answered with the shutdown reply). Otherwise hooks run to completion.
 ///
 /// ```
 /// use tokio_webwire::server::{Connection, Handler, HandlerError};
@@ -108,8 +110,39 @@ pub trait Handler: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// A connection was established: the server has sent its handshake (AcceptConf), and
-    /// the connection reads no message until this hook returns.
+    /// A connection was established: the server has sent its handshake (AcceptConf).
+    ///
+    /// No request or signal of the connection reaches a handler before this hook returns,
+    /// so it may set up what they need (subscribe, look up the user, replay a history).
+    /// Meanwhile the connection goes on: whatever the hook sends
+    /// ([`Connection::signal`], a session it creates, publishes to topics it subscribed
+    /// to) is written as it is queued, so a hook may send any number of signals; the
+    /// client's heartbeats and pings are read, its close frame is answered, and the read
+    /// and write timeouts apply. Requests and signals the client sends meanwhile are read
+    /// and held, at most
+    /// [`max_concurrent_requests`](crate::server::ServerBuilder::max_concurrent_requests) of
+    /// them (the memory the same slots bound otherwise), and handled in their order once the
+    /// hook returns; beyond that the connection is not read until then, as when every slot
+    /// is busy. A hook may take any time: if the connection closes meanwhile, it is dropped
+    /// (cut short at its await point), and the requests it held are answered with the
+    /// shutdown reply. A hook that panics closes the connection with code 1011.
+    ///
+    /// ```
+    /// use tokio_webwire::server::{Connection, Handler};
+    ///
+    /// struct Chat { history: Vec<String> }
+    ///
+    /// impl Handler for Chat {
+    ///     async fn connected(&self, conn: &Connection) {
+    ///         // Any number of signals: the connection writes them while this runs.
+    ///         for line in &self.history {
+    ///             if conn.signal("message", line.as_str()).await.is_err() {
+    ///                 return; // the connection closed meanwhile
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// ```
     fn connected(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
         let _ = conn;
         async {}

@@ -498,6 +498,16 @@ impl Sessions {
         }
     }
 
+    /// [`disconnected`](Self::disconnected) without the session lock, for a connection
+    /// task that cannot wait any more (it panicked, or the runtime dropped it): a session
+    /// operation still running on a handler task of the connection may then register
+    /// after this, as it could before the lock existed.
+    pub(crate) fn disconnected_now(&self, conn: &Connection) {
+        if let Some(session) = conn.take_session() {
+            self.registry.deregister(&session.key, conn.id());
+        }
+    }
+
     /// The connections holding the session `key` (not those still restoring it).
     pub(crate) fn connections(&self, key: &str) -> Vec<Connection> {
         let mut holders = self.registry.holders(key);

@@ -110,6 +110,17 @@ where
             .map_err(WriteFailed::Failed)
     }
 
+    /// Queues a ping: a live peer answers it (unread answers cost nothing here), a peer
+    /// that is gone makes a later write fail, so a connection that is not being read
+    /// notices a client that left. Call only after [`poll_room`](Self::poll_room) was
+    /// ready.
+    pub(crate) fn probe(&mut self) -> Result<(), WriteFailed> {
+        self.unflushed = true;
+        Pin::new(&mut self.ws)
+            .start_send(WsMessage::Ping(Bytes::new()))
+            .map_err(WriteFailed::Failed)
+    }
+
     /// Writes out what was fed (nothing to do if nothing was). Pending while the peer does
     /// not read; fails once that lasted the write timeout.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
