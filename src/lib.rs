@@ -102,12 +102,14 @@
 pub mod axum;
 pub mod backplane;
 pub mod client;
+pub mod contract;
 mod error;
 mod payload;
 pub mod protocol;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+pub mod router;
 pub mod server;
 pub mod session;
 mod transport;

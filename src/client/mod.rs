@@ -814,6 +814,48 @@ impl Client {
         reply.parse_json().map_err(json)
     }
 
+    /// Sends the contract request `request` ([`contract::Request`](crate::contract::Request))
+    /// and reads its reply as the contract's reply type: the server's
+    /// [`Router::on`](crate::router::Router::on) route and this call are checked against the
+    /// same definition. An error reply is [`RequestError::Reply`], a reply that is not the
+    /// reply type's JSON [`RequestError::Json`].
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Login { user: String }
+    /// # #[derive(Serialize, Deserialize)] struct Welcome { visits: usize }
+    /// # impl tokio_webwire::contract::Request for Login {
+    /// #     const NAME: &'static str = "login"; type Reply = Welcome; }
+    /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
+    /// let welcome: Welcome = client.call(Login { user: "alice".into() }).await?;
+    /// println!("visit number {}", welcome.visits);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<R: crate::contract::Request>(
+        &self,
+        request: R,
+    ) -> Result<R::Reply, RequestError> {
+        self.request_json(R::NAME, &request).await
+    }
+
+    /// Sends the contract signal `signal` ([`contract::Signal`](crate::contract::Signal)) as
+    /// UTF-8 JSON.
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Typing { user: String }
+    /// # impl tokio_webwire::contract::Signal for Typing { const NAME: &'static str = "typing"; }
+    /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
+    /// client.emit(&Typing { user: "alice".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit<G: crate::contract::Signal>(&self, signal: &G) -> Result<(), RequestError> {
+        let payload = Payload::json(signal).map_err(|err| RequestError::Json {
+            reason: err.to_string(),
+        })?;
+        self.signal(G::NAME, payload).await
+    }
+
     /// How many server signals were dropped because the handler fell behind (see
     /// [`ClientBuilder::max_queued_signals`] and [`SignalOverflow`]), over the client's
     /// life.

@@ -43,6 +43,12 @@ pub enum SendError {
     /// signal with neither name nor payload, ...).
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
+    /// The value of a contract signal ([`Connection::emit`]) cannot be written as JSON.
+    #[error("the signal cannot be written as JSON: {reason}")]
+    Json {
+        /// What serde_json said.
+        reason: String,
+    },
 }
 
 /// One client connection, as the server's hooks see it.
@@ -233,6 +239,25 @@ impl Connection {
     ) -> Result<(), SendError> {
         let frame = self.signal_frame(name, payload.into())?;
         self.send(frame).await
+    }
+
+    /// Sends the contract signal `signal` ([`contract::Signal`](crate::contract::Signal))
+    /// as UTF-8 JSON, waiting for room as [`signal`](Self::signal) does; a client reads it
+    /// with [`Signal::read`](crate::contract::Signal::read).
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Typing { user: String }
+    /// # impl tokio_webwire::contract::Signal for Typing { const NAME: &'static str = "typing"; }
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::SendError> {
+    /// conn.emit(&Typing { user: "bob".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit<G: crate::contract::Signal>(&self, signal: &G) -> Result<(), SendError> {
+        let payload = Payload::json(signal).map_err(|error| SendError::Json {
+            reason: error.to_string(),
+        })?;
+        self.signal(G::NAME, payload).await
     }
 
     /// Like [`signal`](Self::signal), but fails at once with [`SendError::QueueFull`]

@@ -274,7 +274,7 @@ impl Hub {
             SendError::TooLarge { len, limit } => TopicError::TooLarge { len, limit },
             SendError::Invalid(error) => TopicError::Invalid(error),
             // Encoding alone fails only with the two above.
-            SendError::Closed | SendError::QueueFull => TopicError::Closed,
+            SendError::Closed | SendError::QueueFull | SendError::Json { .. } => TopicError::Closed,
         })
     }
 

@@ -1,0 +1,487 @@
+//! Handlers as short as axum's: a [`Router`] routes requests and signals by name to async
+//! functions whose arguments say what they need, and is itself a
+//! [`Handler`](crate::server::Handler).
+//!
+//! - **Arguments** ([`extract`](self::FromConnection)): the [`Connection`], the
+//!   connection's [`Session`](crate::Session) (a request without one is answered
+//!   [`NO_SESSION`]), the router's [`State`], what `before_upgrade` [`Attached`], and last
+//!   the payload as [`Json<T>`], [`Text`], [`Payload`](crate::Payload) or `Bytes`. A payload
+//!   that does not parse is answered [`INVALID_PAYLOAD`] naming the type expected; the
+//!   handler never runs.
+//! - **Return values** ([`IntoReply`]): `Json<T>`, text, bytes, `()`, a `Payload`, or a
+//!   `Result` of them whose error is a [`HandlerError`] (a reply error the client sees) or
+//!   any `std::error::Error` (an internal-error reply, logged, never sent).
+//! - **Contracts** ([`contract`](crate::contract)): [`Router::on`] routes a request type
+//!   that carries its name and reply type, so the server's route and the client's
+//!   [`Client::call`](crate::Client::call) are checked against one definition.
+//! - **Names are checked when the router is built**: valid WebWire names, none routed twice
+//!   ([`RouteError`]): a mistake fails at start-up, not at the first request.
+//! - **Everything else** (a request of an unknown name, `connected`, the session hooks,
+//!   ...) goes to the handler given to [`Router::hooks`]; without one, an unknown request
+//!   is answered `UNKNOWN_REQUEST` naming it, an unknown signal is dropped (logged at
+//!   debug level).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use serde::{Deserialize, Serialize};
+//! use tokio_webwire::router::{Json, Router, State, Text};
+//! use tokio_webwire::server::{Connection, HandlerError, Server};
+//! use tokio_webwire::{contract, Session, SessionInfo};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Login { user: String }
+//! #[derive(Serialize, Deserialize)]
+//! struct Welcome { visits: usize }
+//! impl contract::Request for Login {
+//!     const NAME: &'static str = "login";
+//!     type Reply = Welcome;
+//! }
+//!
+//! #[derive(Clone, Default)]
+//! struct App { visits: Arc<AtomicUsize> }
+//!
+//! async fn login(conn: Connection, State(app): State<App>, login: Login)
+//!     -> Result<Welcome, HandlerError> {
+//!     let mut info = SessionInfo::new();
+//!     info.insert("user", &login.user)?;
+//!     conn.create_session(info).await?;
+//!     Ok(Welcome { visits: app.visits.fetch_add(1, Ordering::Relaxed) + 1 })
+//! }
+//!
+//! async fn whoami(session: Session) -> Result<String, HandlerError> {
+//!     Ok(session.info.get::<String>("user")?.unwrap_or_default())
+//! }
+//!
+//! let router = Router::with_state(App::default())
+//!     .on(login)
+//!     .request("whoami", whoami)
+//!     .request("echo", |Text(text): Text| async move { text })
+//!     .build()
+//!     .expect("valid routes");
+//! let server = Server::new(router);
+//! # drop(server);
+//! ```
+
+mod extract;
+mod reply;
+mod routes;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
+
+use futures_util::future::Either;
+use tokio_tungstenite::tungstenite::http::StatusCode;
+
+pub use extract::{
+    Attached, FromConnection, FromPayload, INVALID_PAYLOAD, Json, NO_SESSION, State, Text,
+};
+pub use reply::{IntoContractReply, IntoReply};
+pub use routes::{ContractFn, RequestContract, Route, RouteFn, Routes, SignalContract};
+
+use crate::payload::Payload;
+use crate::protocol::{ErrorCode, Name, ProtocolError};
+use crate::server::{
+    CloseReason, Connection, Handler, HandlerError, RestoreRefused, UpgradeRequest,
+};
+use crate::session::Session;
+
+/// The reply code of a request whose name no route has (the default [`NotFound`]).
+pub const UNKNOWN_REQUEST: ErrorCode = ErrorCode::from_static("UNKNOWN_REQUEST");
+
+/// Builds a routed [`Handler`]: routes by name, then [`build`](Self::build). See the
+/// [module docs](self).
+#[must_use = "a router does nothing until it is built and served"]
+pub struct Router<S = (), R = (), K = NotFound> {
+    state: S,
+    routes: R,
+    hooks: K,
+    requests: Vec<(String, usize)>,
+    signals: Vec<(String, usize)>,
+}
+
+impl Router {
+    /// A router without state.
+    ///
+    /// ```
+    /// use tokio_webwire::router::Router;
+    ///
+    /// let handler = Router::new().request("ping", || async { "pong" }).build().unwrap();
+    /// # drop(handler);
+    /// ```
+    pub fn new() -> Self {
+        Router::with_state(())
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+impl<S> Router<S> {
+    /// A router whose handlers may take a clone of `state` ([`State<S>`]): keep it cheap to
+    /// clone (an `Arc`, pools and handles).
+    pub fn with_state(state: S) -> Self {
+        Router {
+            state,
+            routes: (),
+            hooks: NotFound,
+            requests: Vec::new(),
+            signals: Vec::new(),
+        }
+    }
+}
+
+impl<S, R, K> Router<S, R, K>
+where
+    S: Send + Sync + 'static,
+    R: Routes<S>,
+    K: Handler,
+{
+    /// Routes the requests named `name` to `handler`, an async function of
+    /// [`FromConnection`] arguments and a last [`FromPayload`] one, returning
+    /// [`IntoReply`].
+    pub fn request<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K>
+    where
+        H: RouteFn<S, A>,
+        A: 'static,
+    {
+        self.add(name, handler, true)
+    }
+
+    /// Routes the signals named `name` to `handler` (as [`request`](Self::request); what
+    /// it returns is dropped, an error logged).
+    pub fn signal<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K>
+    where
+        H: RouteFn<S, A>,
+        A: 'static,
+    {
+        self.add(name, handler, false)
+    }
+
+    /// Routes the contract request `C` ([`contract::Request`](crate::contract::Request)) to
+    /// `handler`: [`FromConnection`] arguments, then a `C`; it returns
+    /// `Result<C::Reply, E>` (any `E` that converts into a [`HandlerError`]). Its name is
+    /// `C::NAME`.
+    #[allow(clippy::type_complexity)] // the route list's type, as `request` builds it
+    pub fn on<C, H, A, O>(
+        self,
+        handler: H,
+    ) -> Router<S, (R, Route<RequestContract<C, H, A>, (C, A, O)>), K>
+    where
+        C: crate::contract::Request,
+        H: ContractFn<S, C, A, Output = Result<O, HandlerError>>,
+        O: IntoContractReply<C::Reply> + 'static,
+        A: 'static,
+    {
+        let route = RequestContract {
+            handler,
+            _types: PhantomData,
+        };
+        self.add(C::NAME, route, true)
+    }
+
+    /// Routes the contract signal `C` ([`contract::Signal`](crate::contract::Signal)) to
+    /// `handler`: [`FromConnection`] arguments, then a `C`; it returns `()`.
+    #[allow(clippy::type_complexity)] // the route list's type, as `signal` builds it
+    pub fn on_signal<C, H, A>(
+        self,
+        handler: H,
+    ) -> Router<S, (R, Route<SignalContract<C, H, A>, (C, A)>), K>
+    where
+        C: crate::contract::Signal,
+        H: ContractFn<S, C, A, Output = Result<(), HandlerError>>,
+        A: 'static,
+    {
+        let route = SignalContract {
+            handler,
+            _types: PhantomData,
+        };
+        self.add(C::NAME, route, false)
+    }
+
+    /// The handler of everything the routes do not cover: requests and signals of other
+    /// names (its [`request`](Handler::request) and [`signal`](Handler::signal)), and
+    /// every other hook (`before_upgrade`, `connected`, the session hooks, ...). The
+    /// default, [`NotFound`], answers unknown requests `UNKNOWN_REQUEST`.
+    pub fn hooks<K2: Handler>(self, hooks: K2) -> Router<S, R, K2> {
+        Router {
+            state: self.state,
+            routes: self.routes,
+            hooks,
+            requests: self.requests,
+            signals: self.signals,
+        }
+    }
+
+    /// Checks the routes (every name valid, none routed twice for requests or for
+    /// signals) and returns the handler to serve.
+    pub fn build(self) -> Result<Routed<S, R, K>, RouteError> {
+        Ok(Routed {
+            requests: names(self.requests, "request")?,
+            signals: names(self.signals, "signal")?,
+            state: self.state,
+            routes: self.routes,
+            hooks: self.hooks,
+        })
+    }
+
+    fn add<H, A>(mut self, name: &str, handler: H, request: bool) -> Router<S, (R, Route<H, A>), K>
+    where
+        H: RouteFn<S, A>,
+        A: 'static,
+    {
+        let index = self.requests.len() + self.signals.len();
+        let list = if request {
+            &mut self.requests
+        } else {
+            &mut self.signals
+        };
+        list.push((name.to_owned(), index));
+        Router {
+            state: self.state,
+            routes: (
+                self.routes,
+                Route {
+                    handler,
+                    index,
+                    _args: PhantomData,
+                },
+            ),
+            hooks: self.hooks,
+            requests: self.requests,
+            signals: self.signals,
+        }
+    }
+}
+
+impl<S, R, K> std::fmt::Debug for Router<S, R, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("requests", &self.requests)
+            .field("signals", &self.signals)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The name is no valid WebWire name (1 to 255 printable ASCII characters).
+    #[error("the {kind} name {name:?} is invalid: {reason}")]
+    InvalidName {
+        /// `request` or `signal`.
+        kind: &'static str,
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: ProtocolError,
+    },
+    /// The name is the empty name.
+    #[error("a {kind} name must not be empty")]
+    EmptyName {
+        /// `request` or `signal`.
+        kind: &'static str,
+    },
+    /// Two routes of one kind have the same name.
+    #[error("the {kind} {name:?} is routed twice")]
+    Duplicate {
+        /// `request` or `signal`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+/// Checks the names of one kind and maps them to their routes' positions.
+fn names(routes: Vec<(String, usize)>, kind: &'static str) -> Result<NameMap, RouteError> {
+    let mut map = NameMap::with_capacity_and_hasher(routes.len(), Default::default());
+    for (name, index) in routes {
+        if name.is_empty() {
+            return Err(RouteError::EmptyName { kind });
+        }
+        let checked = Name::new(name.clone()).map_err(|reason| RouteError::InvalidName {
+            kind,
+            name: name.clone(),
+            reason,
+        })?;
+        if map.insert(checked.as_bytes().into(), index).is_some() {
+            return Err(RouteError::Duplicate { kind, name });
+        }
+    }
+    Ok(map)
+}
+
+/// Route names to positions. FNV-1a rather than the default SipHash: names are short and
+/// chosen by the application, not by a peer (a peer's name only looks one up), and the
+/// lookup is on every message's path.
+type NameMap = HashMap<Box<[u8]>, usize, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, 64 bits.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A built [`Router`]: the [`Handler`] to serve (`Server::new(router.build()?)`).
+pub struct Routed<S, R, K> {
+    state: S,
+    routes: R,
+    hooks: K,
+    requests: NameMap,
+    signals: NameMap,
+}
+
+impl<S, R, K> std::fmt::Debug for Routed<S, R, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routed")
+            .field("requests", &self.requests.len())
+            .field("signals", &self.signals.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, K> Routed<S, R, K> {
+    /// The router's state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The handler of everything the routes do not cover.
+    pub fn hooks(&self) -> &K {
+        &self.hooks
+    }
+}
+
+impl<S, R, K> Handler for Routed<S, R, K>
+where
+    S: Send + Sync + 'static,
+    R: Routes<S>,
+    K: Handler,
+{
+    fn request(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
+        match self.requests.get(name.as_bytes()) {
+            Some(&index) => Either::Left(self.routes.call(index, conn, &self.state, payload)),
+            None => Either::Right(self.hooks.request(conn, name, payload)),
+        }
+    }
+
+    fn signal(
+        &self,
+        conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> impl Future<Output = ()> + Send {
+        match self.signals.get(name.as_bytes()) {
+            Some(&index) => Either::Left(async move {
+                let handled = self.routes.call(index, conn, &self.state, payload).await;
+                if let Err(error) = handled {
+                    match error.as_reply() {
+                        Some((code, message)) => {
+                            tracing::debug!(%code, message, "signal refused");
+                        }
+                        None => tracing::error!(%error, "signal failed"),
+                    }
+                }
+            }),
+            None => Either::Right(self.hooks.signal(conn, name, payload)),
+        }
+    }
+
+    fn before_upgrade(
+        &self,
+        request: &mut UpgradeRequest,
+    ) -> impl Future<Output = Result<(), StatusCode>> + Send {
+        self.hooks.before_upgrade(request)
+    }
+
+    fn connected(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
+        self.hooks.connected(conn)
+    }
+
+    fn disconnected(
+        &self,
+        conn: &Connection,
+        reason: &CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        self.hooks.disconnected(conn, reason)
+    }
+
+    fn session_created(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = ()> + Send {
+        self.hooks.session_created(conn, session)
+    }
+
+    fn session_restored(
+        &self,
+        conn: &Connection,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), RestoreRefused>> + Send {
+        self.hooks.session_restored(conn, session)
+    }
+
+    fn session_closed(
+        &self,
+        conn: Option<&Connection>,
+        key: &str,
+    ) -> impl Future<Output = ()> + Send {
+        self.hooks.session_closed(conn, key)
+    }
+
+    fn session_left(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
+        self.hooks.session_left(conn, key)
+    }
+}
+
+/// The default [`Router::hooks`]: an unknown request is answered `UNKNOWN_REQUEST`,
+/// naming it; an unknown signal is dropped (logged at debug level); every other hook does
+/// nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotFound;
+
+impl Handler for NotFound {
+    async fn request(
+        &self,
+        _: &Connection,
+        name: Name,
+        _: Payload,
+    ) -> Result<Payload, HandlerError> {
+        Err(HandlerError::reply(
+            UNKNOWN_REQUEST,
+            format!("no request named {:?}", name.as_str()),
+        ))
+    }
+
+    async fn signal(&self, _: &Connection, name: Name, _: Payload) {
+        tracing::debug!(%name, "signal of no route dropped");
+    }
+}

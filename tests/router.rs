@@ -1,0 +1,358 @@
+//! The router over real sockets: every extractor and return type, the error replies for a
+//! bad payload, a missing session and an unknown name, names refused when the router is
+//! built, the hooks handler, and one contract used by the server's route and our client.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use common::nodes::{Seen, next_signal, subscriber};
+use common::{bounded, listen};
+use serde::{Deserialize, Serialize};
+use tokio_webwire::http::StatusCode;
+use tokio_webwire::protocol::{ErrorCode, Name};
+use tokio_webwire::router::{
+    Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
+};
+use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Login {
+    user: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Welcome {
+    user: String,
+    logins: usize,
+}
+
+impl contract::Request for Login {
+    const NAME: &'static str = "login";
+    type Reply = Welcome;
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Typing {
+    user: String,
+}
+
+impl contract::Signal for Typing {
+    const NAME: &'static str = "typing";
+}
+
+#[derive(Clone, Default)]
+struct App {
+    logins: Arc<AtomicUsize>,
+    typing: Arc<AtomicUsize>,
+}
+
+/// What `before_upgrade` attaches.
+#[derive(Clone)]
+struct Agent(String);
+
+/// The handler of everything else: attaches the agent, answers unknown requests.
+struct Hooks;
+
+impl Handler for Hooks {
+    async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
+        request.attach(Agent("test-agent".into()));
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        _: &Connection,
+        name: Name,
+        _: Payload,
+    ) -> Result<Payload, HandlerError> {
+        Ok(Payload::utf8(format!("fallback for {name}")))
+    }
+}
+
+async fn login(
+    conn: Connection,
+    State(app): State<App>,
+    login: Login,
+) -> Result<Welcome, HandlerError> {
+    if login.user.is_empty() {
+        return Err(HandlerError::reply(
+            ErrorCode::from_static("EMPTY_USER"),
+            "who are you?",
+        ));
+    }
+    let mut info = SessionInfo::new();
+    info.insert("user", &login.user)?;
+    conn.create_session(info).await?;
+    let logins = app.logins.fetch_add(1, Ordering::SeqCst) + 1;
+    Ok(Welcome {
+        user: login.user,
+        logins,
+    })
+}
+
+async fn whoami(session: Session) -> Result<String, HandlerError> {
+    Ok(session.info.get::<String>("user")?.unwrap_or_default())
+}
+
+async fn typing(conn: Connection, State(app): State<App>, typing: Typing) {
+    app.typing.fetch_add(1, Ordering::SeqCst);
+    // Told back to the sender, as a contract signal of the server's.
+    let _ = conn.emit(&typing).await;
+}
+
+#[derive(Deserialize)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks> {
+    Router::with_state(app)
+        .on(login)
+        .on_signal(typing)
+        .request("whoami", whoami)
+        .request(
+            "sum",
+            |Json(sum): Json<Sum>| async move { Json(sum.a + sum.b) },
+        )
+        .request("shout", |Text(text): Text| async move {
+            Text(text.to_uppercase())
+        })
+        .request("raw", |payload: Payload| async move { payload })
+        .request("bytes", |bytes: Bytes| async move { bytes.to_vec() })
+        .request("nothing", || async {})
+        .request("agent", |Attached(agent): Attached<Agent>| async move {
+            agent.0
+        })
+        .request("maybe", |session: Option<Session>| async move {
+            if session.is_some() { "yes" } else { "no" }
+        })
+        .request("broken", |_: ()| async {
+            Err::<(), _>(std::io::Error::other("a secret the client must not see"))
+        })
+        .hooks(Hooks)
+}
+
+async fn start() -> (App, Client, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+    let app = App::default();
+    let server = Server::new(router(app.clone()).build().expect("valid routes"));
+    let addr = listen(&server).await;
+    let (client, seen) = subscriber(addr).await;
+    (app, client, seen)
+}
+
+fn reply_error(result: Result<Payload, RequestError>) -> (String, String) {
+    match result {
+        Err(RequestError::Reply { code, message }) => (code.to_string(), message),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn payload_extractors_and_return_types() {
+    let (_app, client, _seen) = start().await;
+    let sum = bounded(client.request("sum", r#"{"a": 2, "b": 40}"#))
+        .await
+        .expect("a reply");
+    assert_eq!(sum.parse_json::<i64>().expect("json"), 42);
+    // UTF-16 text is text too.
+    let shout = bounded(client.request("shout", Payload::utf16("hé")))
+        .await
+        .expect("a reply");
+    assert_eq!(shout, Payload::utf8("HÉ"));
+    // A payload passed through keeps its encoding.
+    let raw = bounded(client.request("raw", Payload::utf16("x")))
+        .await
+        .expect("a reply");
+    assert_eq!(raw, Payload::utf16("x"));
+    let bytes = bounded(client.request("bytes", Payload::binary(vec![1u8, 2, 3])))
+        .await
+        .expect("a reply");
+    assert_eq!(bytes, Payload::binary(vec![1u8, 2, 3]));
+    let nothing = bounded(client.request("nothing", "ignored"))
+        .await
+        .expect("a reply");
+    assert_eq!(nothing, Payload::empty());
+    let agent = bounded(client.request("agent", "")).await.expect("a reply");
+    assert_eq!(agent.to_text().expect("text"), "test-agent");
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_parse_is_answered_with_what_was_expected() {
+    let (_app, client, _seen) = start().await;
+    let (code, message) = reply_error(bounded(client.request("sum", r#"{"a": 2}"#)).await);
+    assert_eq!(code, INVALID_PAYLOAD.as_str());
+    assert!(message.contains("JSON of router::Sum"), "{message}");
+    assert!(message.contains("missing field `b`"), "{message}");
+    let (code, message) = reply_error(bounded(client.request("sum", "not json")).await);
+    assert_eq!(code, INVALID_PAYLOAD.as_str());
+    assert!(message.contains("expected JSON"), "{message}");
+    // Binary that is not UTF-8 is no text.
+    let (code, _) =
+        reply_error(bounded(client.request("shout", Payload::binary(vec![0xffu8, 0xfe]))).await);
+    assert_eq!(code, INVALID_PAYLOAD.as_str());
+    // The contract's own type, too.
+    let (code, message) = reply_error(bounded(client.request("login", "{}")).await);
+    assert_eq!(code, INVALID_PAYLOAD.as_str());
+    assert!(message.contains("router::Login"), "{message}");
+}
+
+#[tokio::test]
+async fn a_route_that_needs_a_session_refuses_a_connection_without_one() {
+    let (_app, client, _seen) = start().await;
+    let (code, message) = reply_error(bounded(client.request("whoami", "")).await);
+    assert_eq!(code, NO_SESSION.as_str());
+    assert_eq!(message, "this request needs a session");
+    let maybe = bounded(client.request("maybe", "")).await.expect("a reply");
+    assert_eq!(maybe.to_text().expect("text"), "no");
+}
+
+#[tokio::test]
+async fn one_contract_for_the_route_and_the_client() {
+    let (app, client, _seen) = start().await;
+    let welcome = bounded(client.call(Login {
+        user: "alice".into(),
+    }))
+    .await
+    .expect("logged in");
+    assert_eq!(
+        welcome,
+        Welcome {
+            user: "alice".into(),
+            logins: 1
+        }
+    );
+    assert_eq!(app.logins.load(Ordering::SeqCst), 1);
+    // The session the route created is there for the next route.
+    let me = bounded(client.request("whoami", ""))
+        .await
+        .expect("a reply");
+    assert_eq!(me.to_text().expect("text"), "alice");
+    let maybe = bounded(client.request("maybe", "")).await.expect("a reply");
+    assert_eq!(maybe.to_text().expect("text"), "yes");
+    // The handler's own reply error reaches the caller as such.
+    match bounded(client.call(Login {
+        user: String::new(),
+    }))
+    .await
+    {
+        Err(RequestError::Reply { code, message }) => {
+            assert_eq!(code.as_str(), "EMPTY_USER");
+            assert_eq!(message, "who are you?");
+        }
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn contract_signals_both_ways() {
+    let (app, client, mut seen) = start().await;
+    bounded(client.emit(&Typing { user: "bob".into() }))
+        .await
+        .expect("sent");
+    let (name, text) = next_signal(&mut seen).await;
+    let name = Name::new(name).expect("a name");
+    let back = Typing::read_text(&name, &text);
+    assert_eq!(back, Some(Typing { user: "bob".into() }));
+    assert_eq!(app.typing.load(Ordering::SeqCst), 1);
+    // A signal whose payload is not the contract's type is dropped; the next one arrives.
+    bounded(client.signal("typing", "not json"))
+        .await
+        .expect("sent");
+    bounded(client.emit(&Typing {
+        user: "carol".into(),
+    }))
+    .await
+    .expect("sent");
+    let (_, text) = next_signal(&mut seen).await;
+    assert!(text.contains("carol"), "{text}");
+    assert_eq!(app.typing.load(Ordering::SeqCst), 2);
+}
+
+/// Reads a recorded signal's text as a contract signal.
+trait ReadText: contract::Signal {
+    fn read_text(name: &Name, text: &str) -> Option<Self> {
+        Self::read(name, &Payload::utf8(text.to_owned())).map(|read| read.expect("its JSON"))
+    }
+}
+
+impl<T: contract::Signal> ReadText for T {}
+
+#[tokio::test]
+async fn unknown_names_go_to_the_hooks_handler_or_get_a_reply_naming_them() {
+    let (_app, client, _seen) = start().await;
+    let fallback = bounded(client.request("nope", "")).await.expect("a reply");
+    assert_eq!(fallback.to_text().expect("text"), "fallback for nope");
+
+    // Without a hooks handler: UNKNOWN_REQUEST, naming it.
+    let server = Server::new(
+        Router::new()
+            .request("known", || async { "yes" })
+            .build()
+            .expect("valid"),
+    );
+    let addr = listen(&server).await;
+    let client = common::clients(addr, 1).await.remove(0);
+    let (code, message) = reply_error(bounded(client.request("nope", "")).await);
+    assert_eq!(code, UNKNOWN_REQUEST.as_str());
+    assert_eq!(message, r#"no request named "nope""#);
+    let known = bounded(client.request("known", "")).await.expect("a reply");
+    assert_eq!(known.to_text().expect("text"), "yes");
+}
+
+#[tokio::test]
+async fn internal_errors_stay_on_the_server() {
+    let (_app, client, _seen) = start().await;
+    match bounded(client.request("broken", "")).await {
+        Err(RequestError::Internal) => {}
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[test]
+fn names_are_checked_when_the_router_is_built() {
+    let twice = Router::new()
+        .request("a", || async {})
+        .request("a", || async {})
+        .build();
+    assert_eq!(
+        twice.err(),
+        Some(RouteError::Duplicate {
+            kind: "request",
+            name: "a".into()
+        })
+    );
+    // A request and a signal may share a name: they are different messages.
+    assert!(
+        Router::new()
+            .request("a", || async {})
+            .signal("a", || async {})
+            .build()
+            .is_ok()
+    );
+    let twice = Router::new()
+        .signal("s", || async {})
+        .signal("s", || async {})
+        .build();
+    assert!(matches!(
+        twice,
+        Err(RouteError::Duplicate { kind: "signal", .. })
+    ));
+    let bad = Router::new().request("caf\u{e9}", || async {}).build();
+    match bad {
+        Err(RouteError::InvalidName { kind, name, .. }) => {
+            assert_eq!((kind, name.as_str()), ("request", "caf\u{e9}"));
+        }
+        other => panic!("expected an invalid name, got {other:?}"),
+    }
+    let long = Router::new().request(&"x".repeat(256), || async {}).build();
+    assert!(matches!(long, Err(RouteError::InvalidName { .. })));
+    let empty = Router::new().request("", || async {}).build();
+    assert_eq!(empty.err(), Some(RouteError::EmptyName { kind: "request" }));
+    // The contract's name is checked too.
+    assert!(router(App::default()).build().is_ok());
+}
