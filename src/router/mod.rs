@@ -1,11 +1,11 @@
 //! Handlers as short as axum's: a [`Router`] routes requests and signals by name to async
 //! functions whose arguments say what they need, and is itself a
-//! [`Handler`](crate::server::Handler).
+//! [`Handler`].
 //!
-//! - **Arguments** ([`extract`](self::FromConnection)): the [`Connection`], the
-//!   connection's [`Session`](crate::Session) (a request without one is answered
+//! - **Arguments** ([`FromConnection`], [`FromPayload`]): the [`Connection`], the
+//!   connection's [`Session`] (a request without one is answered
 //!   [`NO_SESSION`]), the router's [`State`], what `before_upgrade` [`Attached`], and last
-//!   the payload as [`Json<T>`], [`Text`], [`Payload`](crate::Payload) or `Bytes`. A payload
+//!   the payload as [`Json<T>`], [`Text`], [`Payload`] or `Bytes`. A payload
 //!   that does not parse is answered [`INVALID_PAYLOAD`] naming the type expected; the
 //!   handler never runs.
 //! - **Return values** ([`IntoReply`]): `Json<T>`, text, bytes, `()`, a `Payload`, or a

@@ -211,8 +211,8 @@ pub struct Route<H, A> {
     pub(crate) _args: PhantomData<fn() -> A>,
 }
 
-/// The list of a router's routes (see the [module docs](self)); implemented by `()` and
-/// by `(Routes, Route)`.
+/// The list of a router's routes, a type per route, so that a request reaches its handler
+/// by a static call; implemented by `()` and by `(Routes, Route)`.
 pub trait Routes<S>: Send + Sync + 'static {
     /// Calls the route at `index`.
     fn call(
