@@ -26,7 +26,7 @@
 //! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
 //! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--server-threads` (1) |
-//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
+//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own; `match20` / `router20`: the echo as one of 20 names, in a hand-written `match` / on a router), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
 //! | `drive` | `--addr`, `--generators` (`raw`), `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
@@ -246,6 +246,11 @@ named! {
         Echo = "echo",
         /// [`Echo`] that yields once first.
         EchoAsync = "echo-async",
+        /// [`Match20`]: a hand-written `match` over 20 names, `"echo"` the last arm.
+        Match20 = "match20",
+        /// [`router20`]: a router with the same 20 routes, `"echo"` added first (the
+        /// longest walk down its list).
+        Router20 = "router20",
     }
 }
 
@@ -444,10 +449,17 @@ fn serve_main(opts: &Options) -> Result<()> {
         writeln!(stdout, "{}", listener.local_addr()?)?;
         stdout.flush()?;
         match which {
-            Impl::Ours => {
-                let yields = handler == EchoKind::EchoAsync;
-                serve_ours(listener, Echo { yields }, &ours).await
-            }
+            Impl::Ours => match handler {
+                EchoKind::Match20 => serve_ours(listener, Match20, &ours).await,
+                EchoKind::Router20 => {
+                    let router = router20().build()?;
+                    serve_ours(listener, router, &ours).await
+                }
+                EchoKind::Echo | EchoKind::EchoAsync => {
+                    let yields = handler == EchoKind::EchoAsync;
+                    serve_ours(listener, Echo { yields }, &ours).await
+                }
+            },
             Impl::Minimal => serve_minimal(listener, limit).await,
             Impl::Soak => serve_soak(listener).await,
         }
@@ -520,6 +532,69 @@ impl Handler for Echo {
         }
         Ok(payload)
     }
+}
+
+/// What the 19 other routes answer: their name, so that none is optimised away.
+fn other(name: &'static str) -> Result<Payload, HandlerError> {
+    Ok(Payload::utf8(name))
+}
+
+/// The hand-written handler a router replaces: a `match` of 20 arms, the echo last.
+struct Match20;
+
+impl Handler for Match20 {
+    async fn request(
+        &self,
+        _conn: &Connection,
+        name: Name,
+        payload: Payload,
+    ) -> Result<Payload, HandlerError> {
+        match name.as_str() {
+            "login" => other("login"),
+            "logout" => other("logout"),
+            "whoami" => other("whoami"),
+            "say" => other("say"),
+            "join" => other("join"),
+            "leave" => other("leave"),
+            "rooms" => other("rooms"),
+            "members" => other("members"),
+            "history" => other("history"),
+            "typing" => other("typing"),
+            "status" => other("status"),
+            "profile" => other("profile"),
+            "avatar" => other("avatar"),
+            "search" => other("search"),
+            "invite" => other("invite"),
+            "kick" => other("kick"),
+            "ban" => other("ban"),
+            "topic" => other("topic"),
+            "ping" => other("ping"),
+            "echo" => Ok(payload),
+            _ => Err(HandlerError::reply(
+                tokio_webwire::protocol::ErrorCode::from_static("UNKNOWN"),
+                "no such request",
+            )),
+        }
+    }
+}
+
+/// The same 20 routes on a router, the echo added first: the route the walk down the
+/// list reaches last.
+fn router20() -> tokio_webwire::router::Router<
+    (),
+    impl tokio_webwire::router::Routes<()>,
+    tokio_webwire::router::NotFound,
+> {
+    macro_rules! routes {
+        ($router:expr; $($name:literal),*) => {
+            $router$(.request($name, || async { other($name) }))*
+        };
+    }
+    let router =
+        tokio_webwire::router::Router::new().request("echo", |p: Payload| async move { p });
+    routes!(router; "login", "logout", "whoami", "say", "join", "leave", "rooms", "members",
+        "history", "typing", "status", "profile", "avatar", "search", "invite", "kick", "ban",
+        "topic", "ping")
 }
 
 /// The options of `serve --impl ours`.
