@@ -200,7 +200,22 @@ export interface WebWireEventMap {
   sessionclosed: CustomEvent<{ reason: 'server' | 'closed' | 'restore-failed' }>;
 }
 
-export declare class WebWireClient extends EventTarget {
+/**
+ * A contract: requests by name (what each sends and is answered with) and signals by
+ * name. Generate it from the server's Rust types (`contract::TypeScript`, feature `ts`).
+ */
+export type ContractShape = {
+  requests: { [name: string]: { request: unknown; reply: unknown } };
+  signals: { [name: string]: unknown };
+};
+
+/** No contract: any name, any value. */
+export type AnyContract = {
+  requests: { [name: string]: { request: any; reply: any } };
+  signals: { [name: string]: any };
+};
+
+export declare class WebWireClient<C extends ContractShape = AnyContract> extends EventTarget {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly state: 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -215,6 +230,18 @@ export declare class WebWireClient extends EventTarget {
   connect(): Promise<void>;
   request(name: string, payload?: PayloadInput, options?: RequestOptions): Promise<Payload>;
   signal(name: string, payload?: PayloadInput, options?: RequestOptions): Promise<void>;
+  /** A contract request: `value` sent as UTF-8 JSON, the reply read as JSON. */
+  call<K extends keyof C['requests'] & string>(
+    name: K,
+    value: C['requests'][K]['request'],
+    options?: Omit<RequestOptions, 'encoding'>,
+  ): Promise<C['requests'][K]['reply']>;
+  /** A contract signal: `value` sent as UTF-8 JSON. */
+  emit<K extends keyof C['signals'] & string>(
+    name: K,
+    value: C['signals'][K],
+    options?: Omit<RequestOptions, 'encoding'>,
+  ): Promise<void>;
   /** Rejects with kind 'session_active' if a session is active when called or when sent. */
   restoreSession(key: string, options?: Omit<RequestOptions, 'encoding'>): Promise<Session>;
   closeSession(options?: Omit<RequestOptions, 'encoding'>): Promise<void>;
@@ -222,4 +249,4 @@ export declare class WebWireClient extends EventTarget {
 }
 
 /** A new client, connected; if the first attempt fails, the client is closed and the error rethrown. */
-export declare function connect(url: string, options?: ClientOptions): Promise<WebWireClient>;
+export declare function connect<C extends ContractShape = AnyContract>(url: string, options?: ClientOptions): Promise<WebWireClient<C>>;

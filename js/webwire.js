@@ -840,6 +840,30 @@ export class WebWireClient extends EventTarget {
   }
 
   /**
+   * Sends a contract request: `value` as UTF-8 JSON (whatever its type), the reply read as
+   * JSON. With a contract type generated from the server's Rust types
+   * (`WebWireClient<Contract>`, see README), TypeScript checks the name, the value and the
+   * reply against them.
+   * @param {string} name @param {unknown} value
+   * @param {{timeout?: number, signal?: AbortSignal}} [options]
+   * @returns {Promise<any>}
+   */
+  async call(name, value, options = {}) {
+    const reply = await this.request(name, Payload.utf8(JSON.stringify(value ?? null)), options);
+    return reply.json();
+  }
+
+  /**
+   * Sends a contract signal: `value` as UTF-8 JSON (whatever its type).
+   * @param {string} name @param {unknown} value
+   * @param {{timeout?: number, signal?: AbortSignal}} [options]
+   * @returns {Promise<void>}
+   */
+  emit(name, value, options = {}) {
+    return this.signal(name, Payload.utf8(JSON.stringify(value ?? null)), options);
+  }
+
+  /**
    * Restores the session `key` (e.g. one kept by the page itself); waits for a connection
    * like a request. Rejects with `SessionNotFoundError` and the other session errors.
    * @param {string} key

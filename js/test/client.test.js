@@ -97,6 +97,22 @@ describe('the client against examples/peer', () => {
     assert.equal((await client.request('echo')).length, 0);
   });
 
+  test('call and emit: values as UTF-8 JSON, replies read as JSON', async () => {
+    const client = await open();
+    const value = { user: 'zoë', n: [1, 2] };
+    assert.deepEqual(await client.call('echo', value), value);
+    // A string is sent as JSON too (quoted), unlike `request`.
+    assert.equal(await client.call('echo', 'quoted'), 'quoted');
+    assert.equal((await client.request('echo', Payload.utf8(JSON.stringify('quoted')))).text(), '"quoted"');
+    assert.equal(await client.call('echo', null), null);
+    const back = nextEvent(client, 'signal');
+    await client.emit('typing', { user: 'zoë' });
+    const { detail } = await back;
+    assert.equal(detail.name, 'typing');
+    assert.equal(detail.payload.encoding, 'utf8');
+    assert.deepEqual(detail.payload.json(), { user: 'zoë' });
+  });
+
   test('error replies reject with their kind', async () => {
     const client = await open();
     const failed = await rejection(client.request('error', 'it went wrong'), 'error');

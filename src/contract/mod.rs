@@ -34,6 +34,13 @@
 //! }
 //! ```
 
+#[cfg(feature = "ts")]
+mod typescript;
+
+#[cfg(feature = "ts")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ts")))]
+pub use typescript::TypeScript;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
