@@ -154,7 +154,7 @@ impl Events {
         true
     }
 
-/// Counts a signal dropped before it reached the queue (held back beyond the limit).
+    /// Counts a signal dropped before it reached the queue (held back beyond the limit).
     pub(crate) fn count_dropped_signal(&self) {
         let mut queue = super::lock(&self.queue);
         self.overflow(&mut queue);
@@ -262,7 +262,11 @@ mod tests {
     /// The next event if one is queued, without waiting.
     fn try_next(events: &Events) -> Option<String> {
         use futures_util::FutureExt;
-        events.next().now_or_never().flatten().map(|event| label(&event))
+        events
+            .next()
+            .now_or_never()
+            .flatten()
+            .map(|event| label(&event))
     }
 
     /// Against a model (one list, the oldest signal searched and removed, as the queue did
@@ -310,7 +314,10 @@ mod tests {
                 }
             }
             assert_eq!(events.dropped(), model_dropped, "{policy:?}");
-            assert!(model_dropped > 1_000, "the run overflowed often: {model_dropped}");
+            assert!(
+                model_dropped > 1_000,
+                "the run overflowed often: {model_dropped}"
+            );
             assert_eq!(drain(&events), Vec::from(model), "{policy:?}");
         }
     }
@@ -331,7 +338,10 @@ mod tests {
         let seen = drain(&events);
         assert_eq!(seen.len(), 1_000 + 4 + 1);
         assert!(seen[..1_000].iter().all(|e| e == "SessionClosed"));
-        assert_eq!(seen[1_000..], ["s197", "s198", "s199", "s200", "Disconnected"]);
+        assert_eq!(
+            seen[1_000..],
+            ["s197", "s198", "s199", "s200", "Disconnected"]
+        );
     }
 
     #[test]
