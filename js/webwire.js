@@ -1044,7 +1044,7 @@ export class WebWireClient extends EventTarget {
     } catch (cause) {
       // The constructor refused (a SecurityError, a bad URL): it would refuse every retry
       // too, so there is none, and connect() rejects with its error.
-      this.#lost(new DisconnectedError(`cannot connect to ${this.#url}`, { cause }), { reconnect: false, announce: false });
+      this.#lost(new DisconnectedError(`cannot connect to ${redactUrl(this.#url)}`, { cause }), { reconnect: false, announce: false });
       throw cause;
     }
     socket.binaryType = 'arraybuffer';
@@ -1429,6 +1429,19 @@ function resolveUrl(url) {
   else if (parsed.protocol === 'https:') parsed.protocol = 'wss:';
   if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new TypeError(`not a WebSocket URL: ${url}`);
   return parsed.href;
+}
+
+/**
+ * `url` as error messages may show it: its userinfo, query and fragment replaced by
+ * `<redacted>` (pages pass tokens in the query: `wss://host/ws?token=…`).
+ * @param {string} url an absolute URL (resolved by `resolveUrl`)
+ */
+function redactUrl(url) {
+  const parsed = new URL(url);
+  const user = parsed.username || parsed.password ? '<redacted>@' : '';
+  // As the Rust client's `redact_url`: one mark for whatever follows the path.
+  const rest = parsed.search ? '?<redacted>' : parsed.hash ? '#<redacted>' : '';
+  return `${parsed.protocol}//${user}${parsed.host}${parsed.pathname}${rest}`;
 }
 
 /**

@@ -481,6 +481,21 @@ test('a WebSocket constructor that throws fails connect() with its error, withou
   assert.equal(auto.state, 'idle');
 });
 
+test('errors name the URL without its credentials: no userinfo, no query', async () => {
+  class RefusingSocket {
+    constructor() {
+      throw new DOMException('port blocked', 'SecurityError');
+    }
+  }
+  // Connecting by itself, the client queues the request and dials: refused, it fails it.
+  const client = new WebWireClient('ws://alice:s3cret@127.0.0.1:9/ws?token=s3cret#s3cret', { WebSocket: RefusingSocket });
+  await within(client.connect().catch((e) => e), 'the first attempt to fail');
+  const error = await within(client.request('x', 'y', { timeout: 1000 }).catch((e) => e), 'the request to fail');
+  assert.ok(error instanceof DisconnectedError, String(error));
+  assert.ok(!error.message.includes('s3cret'), error.message);
+  assert.equal(error.message, 'cannot connect to ws://<redacted>@127.0.0.1:9/ws?<redacted>');
+});
+
 test('autoconnect off: a failed connect() leaves the client idle, no retries in the background', async () => {
   let connections = 0;
   const server = await fakeServer((socket) => {
