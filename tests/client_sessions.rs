@@ -295,21 +295,8 @@ async fn restore_failures_leave_no_session() {
 #[tokio::test]
 async fn a_late_restore_reply_still_becomes_the_session() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
-    let (restored, frame) = bounded(async {
-        tokio::join!(
-            client.restore_session("testsessionkey"),
-            recv_frame(&mut ws)
-        )
-    })
-    .await;
-    assert_eq!(
-        restored,
-        Err(RequestError::Timeout {
-            after: Duration::from_millis(100)
-        })
-    );
+    let (client, mut ws, mut events) = impatient(&script).await;
+    let frame = restore_timing_out(&client, &mut ws, "testsessionkey").await;
     assert_eq!(client.session(), None);
     // The server did restore it: its reply, late, keeps the client in step.
     let reply = reply_vector("reply_utf8_restored_session", id_of(&frame));
@@ -337,24 +324,36 @@ fn notify_created(key: &str) -> Vec<u8> {
     frame
 }
 
-/// Sends a restore of `key` that times out (100 ms); returns its frame as the server got it.
+/// The request timeout of [`impatient`] clients.
+const IMPATIENT: Duration = Duration::from_millis(100);
+
+/// A client whose requests time out after [`IMPATIENT`], connected.
+async fn impatient(script: &Script) -> (Client, Ws, Events) {
+    connect(no_reconnect().request_timeout(IMPATIENT), script).await
+}
+
+/// Sends a restore of `key` that times out; returns its frame as the server got it.
 async fn restore_timing_out(client: &Client, ws: &mut Ws, key: &str) -> bytes::Bytes {
     let (restored, frame) =
         bounded(async { tokio::join!(client.restore_session(key), recv_frame(ws)) }).await;
-    assert_eq!(
-        restored,
-        Err(RequestError::Timeout {
-            after: Duration::from_millis(100)
-        })
-    );
+    assert_eq!(restored, Err(RequestError::Timeout { after: IMPATIENT }));
+    frame
+}
+
+/// Sends a close that times out; returns its frame as the server got it.
+async fn close_timing_out(client: &Client, ws: &mut Ws) -> bytes::Bytes {
+    let (closed, frame) =
+        bounded(async { tokio::join!(client.close_session(), recv_frame(ws)) }).await;
+    assert_eq!(closed, Err(RequestError::Timeout { after: IMPATIENT }));
+    // Kept until the server confirms.
+    assert!(client.session().is_some());
     frame
 }
 
 #[tokio::test]
 async fn a_late_restore_reply_does_not_overwrite_a_session_created_since() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
+    let (client, mut ws, mut events) = impatient(&script).await;
     let frame = restore_timing_out(&client, &mut ws, "testsessionkey").await;
     // The application moved on: the server created a session for it (a login).
     create_session(&mut ws, &mut events).await;
@@ -372,8 +371,7 @@ async fn a_late_restore_reply_does_not_overwrite_a_session_created_since() {
 #[tokio::test]
 async fn a_late_restore_reply_does_not_overwrite_a_newer_restore() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
+    let (client, mut ws, mut events) = impatient(&script).await;
     let first = restore_timing_out(&client, &mut ws, "testsessionkey").await;
     let (restored, ()) = bounded(async {
         tokio::join!(client.restore_session("other"), async {
@@ -401,18 +399,9 @@ async fn a_late_restore_reply_does_not_overwrite_a_newer_restore() {
 #[tokio::test]
 async fn a_late_close_reply_does_not_end_a_session_created_since() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
+    let (client, mut ws, mut events) = impatient(&script).await;
     create_session(&mut ws, &mut events).await;
-    let (closed, frame) =
-        bounded(async { tokio::join!(client.close_session(), recv_frame(&mut ws)) }).await;
-    assert_eq!(
-        closed,
-        Err(RequestError::Timeout {
-            after: Duration::from_millis(100)
-        })
-    );
-    assert_eq!(client.session(), Some(notified_session()));
+    let frame = close_timing_out(&client, &mut ws).await;
     // A new session since (the server replaced it)...
     send(&mut ws, &notify_created("fresh")).await;
     let Seen::SessionCreated(fresh) = events.next().await else {
@@ -429,12 +418,9 @@ async fn a_late_close_reply_does_not_end_a_session_created_since() {
 #[tokio::test]
 async fn a_late_close_reply_with_nothing_newer_still_ends_the_session() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
+    let (client, mut ws, mut events) = impatient(&script).await;
     create_session(&mut ws, &mut events).await;
-    let (closed, frame) =
-        bounded(async { tokio::join!(client.close_session(), recv_frame(&mut ws)) }).await;
-    assert!(matches!(closed, Err(RequestError::Timeout { .. })));
+    let frame = close_timing_out(&client, &mut ws).await;
     send(&mut ws, &reply_vector("reply_binary_empty", id_of(&frame))).await;
     assert_eq!(events.next().await, Seen::SessionClosed);
     assert_eq!(client.session(), None);
