@@ -169,7 +169,10 @@ export interface ClientOptions {
    * only `connect()` connects, and a failed `connect()` is not retried.
    */
   autoconnect?: boolean;
-  /** Reconnect after a loss with exponential backoff (default true; 250 ms to 10 s). */
+  /**
+   * Reconnect after a loss with exponential backoff (default true; 250 ms to 10 s). Delays
+   * are numbers >= 0 (else a TypeError), raised to at least 10 ms.
+   */
   reconnect?: boolean | { minDelay?: number; maxDelay?: number };
   /** Default request timeout in ms (60 000); a number >= 0 or Infinity (else a TypeError). */
   requestTimeout?: number;
@@ -242,8 +245,16 @@ export declare class WebWireClient<C extends ContractShape = AnyContract> extend
     value: C['signals'][K],
     options?: Omit<RequestOptions, 'encoding'>,
   ): Promise<void>;
-  /** Rejects with kind 'session_active' if a session is active when called or when sent. */
+  /**
+   * Rejects with kind 'session_active' if a session is active when called or when sent.
+   * Timed out or aborted after it was sent, its late success still restores the session
+   * (`sessioncreated`), unless the session changed since.
+   */
   restoreSession(key: string, options?: Omit<RequestOptions, 'encoding'>): Promise<Session>;
+  /**
+   * Logs out (offline: only forgets the session). Timed out or aborted after it was sent,
+   * its late confirmation still ends the session (`sessionclosed`), unless it changed since.
+   */
   closeSession(options?: Omit<RequestOptions, 'encoding'>): Promise<void>;
   close(): void;
 }

@@ -602,7 +602,8 @@ export function parseSession(text) {
  *   failed `connect()` is not retried; a lost connection is, with `reconnect`).
  * @property {boolean | {minDelay?: number, maxDelay?: number}} [reconnect] reconnect after
  *   a lost connection, with exponential backoff between `minDelay` (default 250 ms) and
- *   `maxDelay` (default 10 000 ms), and restore the session (default true).
+ *   `maxDelay` (default 10 000 ms), and restore the session (default true). Both are
+ *   numbers >= 0 (else a TypeError) and at least `MIN_RECONNECT_DELAY` (10 ms).
  * @property {number} [requestTimeout] default timeout of requests in ms (default 60 000).
  * @property {number} [connectTimeout] how long a connection attempt may take, handshake
  *   included, in ms (default 10 000).
@@ -643,6 +644,10 @@ function startTimer(fn, ms, unref = false) {
   if (unref && typeof timer?.unref === 'function') timer.unref();
   return timer;
 }
+
+// The shortest reconnect delay, whatever the options say: an attempt refused at once would
+// otherwise be retried in a busy loop (the Rust client's `Backoff::FLOOR`).
+const MIN_RECONNECT_DELAY = 10;
 
 const DEFAULTS = {
   autoconnect: true,
@@ -693,6 +698,12 @@ export class WebWireClient extends EventTarget {
   // Per client: ids are unique within the client's connections (§3), starting at 1.
   #nextId = 1;
   /** @type {Map<number, Pending>} requests sent, waiting for their reply */ #pending = new Map();
+  // Session requests whose caller gave up (timeout, abort) after they were sent: their
+  // reply still comes, and is applied unless the session changed since (see #reply).
+  /** @type {Map<number, {apply: (payload: Payload) => void, epoch: number}>} */ #late = new Map();
+  // Counts session changes (created, restored) and session requests sent: a late reply
+  // applies only while it is the same as when its request was sent.
+  #sessionEpoch = 0;
   /** @type {Set<Queued>} requests and signals waiting for a connection */ #queue = new Set();
 
   /**
@@ -711,12 +722,14 @@ export class WebWireClient extends EventTarget {
     this.#autoconnect = options.autoconnect ?? DEFAULTS.autoconnect;
     const reconnect = options.reconnect ?? true;
     this.#reconnect = reconnect !== false;
-    // Delays beyond the longest timer are clamped to it: a longer one would fire at once.
-    this.#minDelay = Math.min((typeof reconnect === 'object' && reconnect.minDelay) || DEFAULTS.minDelay, MAX_TIMER_MS);
-    this.#maxDelay = Math.min(
-      Math.max(this.#minDelay, (typeof reconnect === 'object' && reconnect.maxDelay) || DEFAULTS.maxDelay),
-      MAX_TIMER_MS,
-    );
+    // Checked like timeouts (a negative or NaN delay would retry at once, in a loop), raised
+    // to the floor, and clamped to the longest timer (a longer one would fire at once).
+    const delay = (/** @type {'minDelay' | 'maxDelay'} */ which) => {
+      const ms = checkTimeout((typeof reconnect === 'object' ? reconnect[which] : undefined) ?? DEFAULTS[which], `reconnect.${which}`);
+      return Math.min(Math.max(ms, MIN_RECONNECT_DELAY), MAX_TIMER_MS);
+    };
+    this.#minDelay = delay('minDelay');
+    this.#maxDelay = Math.max(this.#minDelay, delay('maxDelay'));
     this.#requestTimeout = checkTimeout(options.requestTimeout ?? DEFAULTS.requestTimeout, 'requestTimeout');
     this.#connectTimeout = checkTimeout(options.connectTimeout ?? DEFAULTS.connectTimeout, 'connectTimeout');
     this.#subProtocol = options.subProtocol ?? null;
@@ -865,7 +878,9 @@ export class WebWireClient extends EventTarget {
 
   /**
    * Restores the session `key` (e.g. one kept by the page itself); waits for a connection
-   * like a request. Rejects with `SessionNotFoundError` and the other session errors.
+   * like a request. Rejects with `SessionNotFoundError` and the other session errors. If it
+   * times out (or is aborted) after the request was sent, the server's late success is
+   * still applied (`sessioncreated`), unless the session changed since (see #reply).
    * @param {string} key
    * @param {{timeout?: number, signal?: AbortSignal}} [options]
    * @returns {Promise<Session>}
@@ -883,15 +898,19 @@ export class WebWireClient extends EventTarget {
 
   /**
    * Closes the current session on the server (logs out) and forgets it. Offline, only
-   * forgets it.
+   * forgets it. If it times out (or is aborted) after the request was sent, the server's
+   * late confirmation still forgets it (`sessionclosed`), unless the session changed since.
    * @param {{timeout?: number, signal?: AbortSignal}} [options]
    * @returns {Promise<void>}
    */
   async closeSession(options = {}) {
     if (this.#session === null) return;
     if (this.connected) {
+      // Given up (timeout, abort) once sent, its late confirmation still logs out, unless
+      // a newer session came first.
+      const late = () => this.#clearSession('closed');
       await new Promise((resolve, reject) => {
-        this.#submit(encode({ kind: 'RequestCloseSession', id: new Uint8Array(8) }), true, options, resolve, reject);
+        this.#submit(encode({ kind: 'RequestCloseSession', id: new Uint8Array(8) }), true, options, resolve, reject, false, undefined, late);
       });
     }
     this.#clearSession('closed');
@@ -929,8 +948,11 @@ export class WebWireClient extends EventTarget {
    * @param {boolean} [internal] the restore request, sent before the queue
    * @param {() => Error | null} [beforeSend] checked when the message is about to be sent:
    *   an error rejects it instead
+   * @param {(payload: Payload) => void} [late] a session request's: applies its successful
+   *   reply if it comes after the caller gave up (timeout, abort), and the session has not
+   *   changed since it was sent
    */
-  #submit(frame, isRequest, options, resolve, reject, internal = false, beforeSend = undefined) {
+  #submit(frame, isRequest, options, resolve, reject, internal = false, beforeSend = undefined, late = undefined) {
     const abort = options.signal;
     if (abort?.aborted) {
       reject(new AbortError(abort.reason));
@@ -948,10 +970,16 @@ export class WebWireClient extends EventTarget {
       return;
     }
     /** @type {Queued} */
-    const job = { frame, isRequest, resolve, reject, beforeSend, id: 0, settled: false, cleanup: () => {} };
+    const job = { frame, isRequest, resolve, reject, beforeSend, late, epoch: 0, id: 0, settled: false, cleanup: () => {} };
+    // The caller gives up: a session request that left still gets its reply, applied then.
+    const giveUp = (/** @type {Error} */ error) => {
+      const sent = !job.settled && job.id !== 0;
+      finish(error);
+      if (sent && job.late) this.#late.set(job.id, { apply: job.late, epoch: job.epoch });
+    };
     // An infinite timeout waits forever; a huge one is clamped, not turned into "at once".
-    const timer = startTimer(() => finish(new TimeoutError(timeoutMs)), timeoutMs);
-    const onAbort = () => finish(new AbortError(abort?.reason));
+    const timer = startTimer(() => giveUp(new TimeoutError(timeoutMs)), timeoutMs);
+    const onAbort = () => giveUp(new AbortError(abort?.reason));
     abort?.addEventListener('abort', onAbort, { once: true });
     const finish = (/** @type {Error} */ error) => {
       if (job.settled) return;
@@ -1006,6 +1034,7 @@ export class WebWireClient extends EventTarget {
     }
     if (job.isRequest) {
       job.id = this.#nextId++;
+      if (job.late) job.epoch = ++this.#sessionEpoch;
       job.frame.set(idBytes(job.id), 1);
       this.#pending.set(job.id, job);
     }
@@ -1039,7 +1068,7 @@ export class WebWireClient extends EventTarget {
     } catch (cause) {
       // The constructor refused (a SecurityError, a bad URL): it would refuse every retry
       // too, so there is none, and connect() rejects with its error.
-      this.#lost(new DisconnectedError(`cannot connect to ${this.#url}`, { cause }), { reconnect: false, announce: false });
+      this.#lost(new DisconnectedError(`cannot connect to ${redactUrl(this.#url)}`, { cause }), { reconnect: false, announce: false });
       throw cause;
     }
     socket.binaryType = 'arraybuffer';
@@ -1166,8 +1195,43 @@ export class WebWireClient extends EventTarget {
   #restoreRequest(key, options, internal, beforeSend) {
     const frame = encode({ kind: 'RequestRestoreSession', id: new Uint8Array(8), key });
     return new Promise((resolve, reject) => {
-      this.#submit(frame, true, options, resolve, reject, internal, beforeSend);
+      this.#submit(frame, true, options, resolve, reject, internal, beforeSend, (payload) => this.#lateRestore(payload));
     });
+  }
+
+  /**
+   * The reply to a restore whose caller gave up: the server restored the session, so the
+   * page takes it too (a reply that is not a session changes nothing).
+   * @param {Payload} payload
+   */
+  #lateRestore(payload) {
+    let session;
+    try {
+      session = parseSession(payload.text());
+    } catch {
+      return;
+    }
+    this.#setSession(session, true);
+  }
+
+  /**
+   * Hands the reply to request `id` to its requester; or, if the requester gave up on a
+   * session request, applies a successful one unless the session changed since the
+   * request was sent: a late reply never overwrites a newer session.
+   * @param {Uint8Array} id @param {Payload | null} payload @param {Error} [error]
+   */
+  #reply(id, payload, error) {
+    const key = idNumber(id);
+    const job = this.#pending.get(key);
+    if (job) {
+      if (error) job.reject(error);
+      else job.resolve(payload);
+      return;
+    }
+    const late = this.#late.get(key);
+    if (!late) return;
+    this.#late.delete(key);
+    if (!error && payload && late.epoch === this.#sessionEpoch) late.apply(payload);
   }
 
   /** @param {WebSocket} socket @param {unknown} data */
@@ -1184,25 +1248,25 @@ export class WebWireClient extends EventTarget {
       case 'ReplyBinary':
       case 'ReplyUtf8':
       case 'ReplyUtf16':
-        this.#pending.get(idNumber(msg.id))?.resolve(msg.payload);
+        this.#reply(msg.id, msg.payload);
         return;
       case 'ReplyError':
-        this.#pending.get(idNumber(msg.id))?.reject(new ReplyError(msg.code, msg.message));
+        this.#reply(msg.id, null, new ReplyError(msg.code, msg.message));
         return;
       case 'ReplyShutdown':
-        this.#pending.get(idNumber(msg.id))?.reject(new ShutdownError());
+        this.#reply(msg.id, null, new ShutdownError());
         return;
       case 'ReplyInternalError':
-        this.#pending.get(idNumber(msg.id))?.reject(new InternalError());
+        this.#reply(msg.id, null, new InternalError());
         return;
       case 'ReplySessionNotFound':
-        this.#pending.get(idNumber(msg.id))?.reject(new SessionNotFoundError());
+        this.#reply(msg.id, null, new SessionNotFoundError());
         return;
       case 'ReplyMaxSessConnsReached':
-        this.#pending.get(idNumber(msg.id))?.reject(new MaxSessionConnectionsError());
+        this.#reply(msg.id, null, new MaxSessionConnectionsError());
         return;
       case 'ReplySessionsDisabled':
-        this.#pending.get(idNumber(msg.id))?.reject(new SessionsDisabledError());
+        this.#reply(msg.id, null, new SessionsDisabledError());
         return;
       case 'SignalBinary':
       case 'SignalUtf8':
@@ -1255,6 +1319,8 @@ export class WebWireClient extends EventTarget {
   #lost(error, { reconnect, announce }) {
     clearTimeout(this.#heartbeatTimer);
     for (const job of [...this.#pending.values()]) job.reject(error);
+    // Their replies could only have come on that connection.
+    this.#late.clear();
     const reconnecting = reconnect && this.#reconnect && this.#state !== 'closed';
     if (reconnecting) {
       this.#scheduleReconnect();
@@ -1292,6 +1358,7 @@ export class WebWireClient extends EventTarget {
   /** @param {Session} session @param {boolean} restored */
   #setSession(session, restored) {
     this.#session = session;
+    this.#sessionEpoch++;
     try {
       this.#storage?.setItem(this.#storageKey, JSON.stringify({ session: session.key }));
     } catch {
@@ -1334,6 +1401,8 @@ export class WebWireClient extends EventTarget {
  * @property {(value: any) => void} resolve
  * @property {(error: Error) => void} reject
  * @property {(() => Error | null) | undefined} beforeSend
+ * @property {((payload: Payload) => void) | undefined} late
+ * @property {number} epoch the session epoch when it was sent (session requests)
  * @property {() => void} cleanup
  * @typedef {Queued} Pending
  */
@@ -1384,6 +1453,19 @@ function resolveUrl(url) {
   else if (parsed.protocol === 'https:') parsed.protocol = 'wss:';
   if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw new TypeError(`not a WebSocket URL: ${url}`);
   return parsed.href;
+}
+
+/**
+ * `url` as error messages may show it: its userinfo, query and fragment replaced by
+ * `<redacted>` (pages pass tokens in the query: `wss://host/ws?token=…`).
+ * @param {string} url an absolute URL (resolved by `resolveUrl`)
+ */
+function redactUrl(url) {
+  const parsed = new URL(url);
+  const user = parsed.username || parsed.password ? '<redacted>@' : '';
+  // As the Rust client's `redact_url`: one mark for whatever follows the path.
+  const rest = parsed.search ? '?<redacted>' : parsed.hash ? '#<redacted>' : '';
+  return `${parsed.protocol}//${user}${parsed.host}${parsed.pathname}${rest}`;
 }
 
 /**

@@ -166,6 +166,57 @@ async fn malformed_session_json_in_15_is_a_protocol_violation() {
     );
 }
 
+// ─── Secrets stay out of Debug ───────────────────────────────────────────────────────────
+
+#[tokio::test]
+async fn debug_output_holds_no_key_and_no_url_credentials() {
+    let script = Script::bind().await;
+    let port = script.listener.local_addr().expect("addr").port();
+    let url = format!("ws://alice:s3cret@127.0.0.1:{port}/ws?token=s3cret#s3cret");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let builder = no_reconnect().handler(Recorder(tx));
+    let (client, ws) =
+        bounded(async { tokio::join!(builder.connect(&url), script.accept()) }).await;
+    let (client, mut ws, mut events) = (client.expect("connects"), ws, Events(rx));
+    assert_eq!(events.next().await, Seen::Connected);
+    let url_shown = format!("ws://<redacted>@127.0.0.1:{port}/ws?<redacted>");
+    assert_eq!(
+        format!("{client:?}"),
+        format!(
+            r#"Client {{ url: "{url_shown}", state: Connected {{ generation: 1 }}, session: false }}"#
+        )
+    );
+
+    create_session(&mut ws, &mut events).await;
+    let shown = format!("{client:?}");
+    assert_eq!(
+        shown,
+        format!(
+            r#"Client {{ url: "{url_shown}", state: Connected {{ generation: 1 }}, session: true }}"#
+        )
+    );
+    let session = client.session().expect("a session");
+    for shown in [shown, format!("{client:#?}"), format!("{session:?}")] {
+        assert!(!shown.contains(NOTIFIED_KEY), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // What is left of the session is still worth reading.
+    let shown = format!("{session:?}");
+    assert!(
+        shown.contains("key: <redacted: 64 bytes>") && shown.contains("alice"),
+        "{shown}"
+    );
+
+    drop(ws);
+    assert_eq!(events.next().await, Seen::Disconnected);
+    assert_eq!(
+        format!("{client:?}"),
+        format!(r#"Client {{ url: "{url_shown}", state: Down, session: true }}"#)
+    );
+    client.close().await;
+    assert!(format!("{client:?}").contains("state: Closed"));
+}
+
 // ─── restore_session ────────────────────────────────────────────────────────────────────
 
 #[tokio::test]
@@ -244,21 +295,8 @@ async fn restore_failures_leave_no_session() {
 #[tokio::test]
 async fn a_late_restore_reply_still_becomes_the_session() {
     let script = Script::bind().await;
-    let builder = no_reconnect().request_timeout(Duration::from_millis(100));
-    let (client, mut ws, mut events) = connect(builder, &script).await;
-    let (restored, frame) = bounded(async {
-        tokio::join!(
-            client.restore_session("testsessionkey"),
-            recv_frame(&mut ws)
-        )
-    })
-    .await;
-    assert_eq!(
-        restored,
-        Err(RequestError::Timeout {
-            after: Duration::from_millis(100)
-        })
-    );
+    let (client, mut ws, mut events) = impatient(&script).await;
+    let frame = restore_timing_out(&client, &mut ws, "testsessionkey").await;
     assert_eq!(client.session(), None);
     // The server did restore it: its reply, late, keeps the client in step.
     let reply = reply_vector("reply_utf8_restored_session", id_of(&frame));
@@ -268,6 +306,124 @@ async fn a_late_restore_reply_still_becomes_the_session() {
     };
     assert_eq!(session.key, "testsessionkey");
     assert_eq!(client.session(), Some(session));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+/// A restore reply (`C0`) to request `id` carrying a session with `key`.
+fn session_reply(id: RequestId, key: &str) -> Vec<u8> {
+    let mut reply = vec![0xc0];
+    reply.extend_from_slice(id.as_bytes());
+    reply.extend_from_slice(format!(r#"{{"k":"{key}","c":"2019-01-04T21:19:06Z"}}"#).as_bytes());
+    reply
+}
+
+/// A NotifySessionCreated (`15`) of a session with `key`.
+fn notify_created(key: &str) -> Vec<u8> {
+    let mut frame = vec![0x15];
+    frame.extend_from_slice(format!(r#"{{"k":"{key}","c":"2019-01-04T21:19:06Z"}}"#).as_bytes());
+    frame
+}
+
+/// The request timeout of [`impatient`] clients.
+const IMPATIENT: Duration = Duration::from_millis(100);
+
+/// A client whose requests time out after [`IMPATIENT`], connected.
+async fn impatient(script: &Script) -> (Client, Ws, Events) {
+    connect(no_reconnect().request_timeout(IMPATIENT), script).await
+}
+
+/// Sends a restore of `key` that times out; returns its frame as the server got it.
+async fn restore_timing_out(client: &Client, ws: &mut Ws, key: &str) -> bytes::Bytes {
+    let (restored, frame) =
+        bounded(async { tokio::join!(client.restore_session(key), recv_frame(ws)) }).await;
+    assert_eq!(restored, Err(RequestError::Timeout { after: IMPATIENT }));
+    frame
+}
+
+/// Sends a close that times out; returns its frame as the server got it.
+async fn close_timing_out(client: &Client, ws: &mut Ws) -> bytes::Bytes {
+    let (closed, frame) =
+        bounded(async { tokio::join!(client.close_session(), recv_frame(ws)) }).await;
+    assert_eq!(closed, Err(RequestError::Timeout { after: IMPATIENT }));
+    // Kept until the server confirms.
+    assert!(client.session().is_some());
+    frame
+}
+
+#[tokio::test]
+async fn a_late_restore_reply_does_not_overwrite_a_session_created_since() {
+    let script = Script::bind().await;
+    let (client, mut ws, mut events) = impatient(&script).await;
+    let frame = restore_timing_out(&client, &mut ws, "testsessionkey").await;
+    // The application moved on: the server created a session for it (a login).
+    create_session(&mut ws, &mut events).await;
+    // The forgotten restore's reply comes last: it must not replace the newer session.
+    send(
+        &mut ws,
+        &reply_vector("reply_utf8_restored_session", id_of(&frame)),
+    )
+    .await;
+    events.nothing_before_signal(&mut ws).await;
+    assert_eq!(client.session(), Some(notified_session()));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_late_restore_reply_does_not_overwrite_a_newer_restore() {
+    let script = Script::bind().await;
+    let (client, mut ws, mut events) = impatient(&script).await;
+    let first = restore_timing_out(&client, &mut ws, "testsessionkey").await;
+    let (restored, ()) = bounded(async {
+        tokio::join!(client.restore_session("other"), async {
+            let second = recv_frame(&mut ws).await;
+            assert_eq!(&second[9..], b"other");
+            // The server answers both, the forgotten one first.
+            send(
+                &mut ws,
+                &reply_vector("reply_utf8_restored_session", id_of(&first)),
+            )
+            .await;
+            send(&mut ws, &session_reply(id_of(&second), "other")).await;
+        })
+    })
+    .await;
+    let restored = restored.expect("restored");
+    assert_eq!(restored.key, "other");
+    // One session event: the one asked for last.
+    assert_eq!(events.next().await, Seen::SessionCreated(restored.clone()));
+    events.nothing_before_signal(&mut ws).await;
+    assert_eq!(client.session(), Some(restored));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_late_close_reply_does_not_end_a_session_created_since() {
+    let script = Script::bind().await;
+    let (client, mut ws, mut events) = impatient(&script).await;
+    create_session(&mut ws, &mut events).await;
+    let frame = close_timing_out(&client, &mut ws).await;
+    // A new session since (the server replaced it)...
+    send(&mut ws, &notify_created("fresh")).await;
+    let Seen::SessionCreated(fresh) = events.next().await else {
+        panic!("expected the session event");
+    };
+    assert_eq!(fresh.key, "fresh");
+    // ...and the forgotten close's confirmation comes last: the new session stays.
+    send(&mut ws, &reply_vector("reply_binary_empty", id_of(&frame))).await;
+    events.nothing_before_signal(&mut ws).await;
+    assert_eq!(client.session(), Some(fresh));
+    assert_eq!(client.pending_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_late_close_reply_with_nothing_newer_still_ends_the_session() {
+    let script = Script::bind().await;
+    let (client, mut ws, mut events) = impatient(&script).await;
+    create_session(&mut ws, &mut events).await;
+    let frame = close_timing_out(&client, &mut ws).await;
+    send(&mut ws, &reply_vector("reply_binary_empty", id_of(&frame))).await;
+    assert_eq!(events.next().await, Seen::SessionClosed);
+    assert_eq!(client.session(), None);
     assert_eq!(client.pending_requests(), 0);
 }
 

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use common::bounded;
 
-/// The log lines written while `run` runs (the fmt subscriber, `info`, no colours), on a
+/// The log lines written while `run` runs (the fmt subscriber, `filter`, no colours), on a
 /// current-thread runtime so that every task, the server's included, logs to it.
-fn logs_of(run: impl Future<Output = ()>) -> String {
+fn logs_of(filter: &str, run: impl Future<Output = ()>) -> String {
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
 
@@ -37,7 +37,7 @@ fn logs_of(run: impl Future<Output = ()>) -> String {
 
     let buffer = Buffer::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("info")
+        .with_env_filter(filter)
         .with_ansi(false)
         .with_writer({
             let buffer = buffer.clone();
@@ -58,7 +58,7 @@ fn logs_of(run: impl Future<Output = ()>) -> String {
 /// the server, with the connection's id and address, and why it ended.
 #[test]
 fn the_example_server_logs_connects_and_disconnects() {
-    let logs = logs_of(async {
+    let logs = logs_of("info", async {
         let (server, addr) =
             echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
                 .await
@@ -92,4 +92,37 @@ fn the_example_server_logs_connects_and_disconnects() {
     // And the client's side of it.
     line("echo_client: connected");
     line("echo_client: disconnected");
+}
+
+/// The client's span names its connection by URL, without what the URL may hold of
+/// credentials: userinfo, and a query (where browsers pass tokens).
+#[test]
+fn the_client_span_shows_the_url_without_credentials() {
+    let mut port = 0;
+    let logs = logs_of("tokio_webwire=debug", async {
+        let (server, addr) =
+            echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .expect("binds");
+        port = addr.port();
+        let url = format!("ws://alice:s3cret@{addr}/ws?token=s3cret");
+        let client = bounded(tokio_webwire::Client::connect(&url))
+            .await
+            .expect("connects");
+        bounded(client.request("echo", "x")).await.expect("echoed");
+        bounded(client.close()).await;
+        bounded(server.shutdown()).await;
+    });
+    assert!(
+        !logs.contains("s3cret"),
+        "a credential in the logs:\n{logs}"
+    );
+    let span = format!(
+        "webwire_client{{url=ws://<redacted>@127.0.0.1:{port}/ws?<redacted> generation=1}}"
+    );
+    let connected = logs
+        .lines()
+        .find(|line| line.contains("tokio_webwire::client::connection: connected"))
+        .unwrap_or_else(|| panic!("no line of the client's connection in:\n{logs}"));
+    assert!(connected.contains(&span), "{connected}");
 }

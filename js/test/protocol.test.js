@@ -481,6 +481,21 @@ test('a WebSocket constructor that throws fails connect() with its error, withou
   assert.equal(auto.state, 'idle');
 });
 
+test('errors name the URL without its credentials: no userinfo, no query', async () => {
+  class RefusingSocket {
+    constructor() {
+      throw new DOMException('port blocked', 'SecurityError');
+    }
+  }
+  // Connecting by itself, the client queues the request and dials: refused, it fails it.
+  const client = new WebWireClient('ws://alice:s3cret@127.0.0.1:9/ws?token=s3cret#s3cret', { WebSocket: RefusingSocket });
+  await within(client.connect().catch((e) => e), 'the first attempt to fail');
+  const error = await within(client.request('x', 'y', { timeout: 1000 }).catch((e) => e), 'the request to fail');
+  assert.ok(error instanceof DisconnectedError, String(error));
+  assert.ok(!error.message.includes('s3cret'), error.message);
+  assert.equal(error.message, 'cannot connect to ws://<redacted>@127.0.0.1:9/ws?<redacted>');
+});
+
 test('autoconnect off: a failed connect() leaves the client idle, no retries in the background', async () => {
   let connections = 0;
   const server = await fakeServer((socket) => {
@@ -541,6 +556,95 @@ test('restoreSession checks for an active session again when it is sent', async 
     client.close();
   } finally {
     await server.close();
+  }
+});
+
+test('a late reply to a timed-out restoreSession or closeSession applies, unless a newer session came first', async () => {
+  const session = (key) => Buffer.from(JSON.stringify({ k: key, c: '2019-01-04T21:19:06Z', l: '2019-01-04T21:19:06Z' }));
+  const created = (key) => Buffer.concat([Buffer.from([0x15]), session(key)]);
+  const closeReply = (frame) => Buffer.concat([Buffer.from([0xbf]), frame.subarray(1, 9)]);
+  // SignalUtf8 "sync": everything the server sent before it has been handled once it arrives.
+  const sync = Buffer.from([0x40, 4, ...Buffer.from('sync')]);
+  let accept;
+  const accepted = new Promise((resolve) => {
+    accept = resolve;
+  });
+  const server = await fakeServer((socket) => {
+    socket.send(acceptConf());
+    accept(socket);
+  });
+  try {
+    const client = await within(connect(server.url, OPTIONS), 'connect');
+    const socket = await within(accepted, 'the connection');
+    const seen = [];
+    client.on('sessioncreated', ({ detail }) => seen.push(`created ${detail.session.key}`));
+    client.on('sessionclosed', ({ detail }) => seen.push(`closed ${detail.reason}`));
+    const settle = async () => {
+      const synced = nextEvent(client, 'signal');
+      socket.send(sync);
+      await synced;
+    };
+    const timingOut = async (call, what) => {
+      const frame = nextFrame(socket);
+      const error = await within(call().catch((e) => e), what);
+      assert.ok(error instanceof TimeoutError, String(error));
+      return frame;
+    };
+
+    // Nothing newer in between: the server's late answer is applied, page and server agree.
+    const restore = await timingOut(() => client.restoreSession('first', { timeout: 50 }), 'the restore to time out');
+    assert.equal(client.session, null);
+    socket.send(replyTo(restore, session('first')));
+    await settle();
+    assert.equal(client.session?.key, 'first');
+    const close = await timingOut(() => client.closeSession({ timeout: 50 }), 'the close to time out');
+    assert.equal(close[0], 0x1f);
+    assert.equal(client.session?.key, 'first', 'kept until the server confirms');
+    socket.send(closeReply(close));
+    await settle();
+    assert.equal(client.session, null);
+    assert.deepEqual(seen, ['created first', 'closed closed']);
+
+    // A newer session before the late answer: the answer is ignored.
+    seen.length = 0;
+    const stale = await timingOut(() => client.restoreSession('stale', { timeout: 50 }), 'the restore to time out');
+    socket.send(created('fresh'));
+    socket.send(replyTo(stale, session('stale')));
+    await settle();
+    assert.equal(client.session?.key, 'fresh');
+    const staleClose = await timingOut(() => client.closeSession({ timeout: 50 }), 'the close to time out');
+    socket.send(created('newest'));
+    socket.send(closeReply(staleClose));
+    await settle();
+    assert.equal(client.session?.key, 'newest');
+    assert.deepEqual(seen, ['created fresh', 'created newest']);
+    client.close();
+  } finally {
+    await server.close();
+  }
+});
+
+test('reconnect delays have a floor: a negative, NaN or tiny minDelay cannot retry in a busy loop', async () => {
+  for (const reconnect of [{ minDelay: -1000 }, { minDelay: Number.NaN }, { minDelay: '5' }, { maxDelay: -1 }]) {
+    assert.throws(() => new WebWireClient('ws://127.0.0.1:9/', { WebSocket, autoconnect: false, reconnect }), TypeError, JSON.stringify(reconnect));
+  }
+  // Every attempt is refused at once; the delay the client waits before the next one is
+  // taken from its timer.
+  class Refused {
+    constructor() {
+      queueMicrotask(() => this.onclose?.({ code: 1006, reason: '' }));
+    }
+    close() {}
+  }
+  for (const minDelay of [0, 0.001, 1]) {
+    const delays = await recordingTimers(async () => {
+      const client = new WebWireClient('ws://127.0.0.1:9/', { WebSocket: Refused, connectTimeout: Infinity, reconnect: { minDelay, maxDelay: 10 } });
+      await new Promise((resolve) => setImmediate(resolve));
+      client.close();
+    });
+    assert.equal(delays.length, 1, `one retry scheduled: ${delays}`);
+    // Half of the delay is fixed: at least half the 10 ms floor.
+    assert.ok(delays[0] >= 5 && delays[0] <= 10, `minDelay ${minDelay}: waits ${delays[0]} ms`);
   }
 });
 

@@ -14,6 +14,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::protocol::RedactedKey;
+
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 1 + 16 + 2;
 
@@ -38,7 +40,7 @@ impl NodeId {
 }
 
 /// One operation between nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Envelope {
     /// An encoded signal for a topic's subscribers.
     Publish { topic: Bytes, frame: Bytes },
@@ -46,6 +48,28 @@ pub(crate) enum Envelope {
     SessionSignal { key: Bytes, frame: Bytes },
     /// A session was revoked: every connection holding it loses it.
     SessionClosed { key: Bytes },
+}
+
+impl std::fmt::Debug for Envelope {
+    /// A session's key as its length only: keys are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Envelope::Publish { topic, frame } => f
+                .debug_struct("Publish")
+                .field("topic", topic)
+                .field("frame", frame)
+                .finish(),
+            Envelope::SessionSignal { key, frame } => f
+                .debug_struct("SessionSignal")
+                .field("key", &RedactedKey(key.len()))
+                .field("frame", frame)
+                .finish(),
+            Envelope::SessionClosed { key } => f
+                .debug_struct("SessionClosed")
+                .field("key", &RedactedKey(key.len()))
+                .finish(),
+        }
+    }
 }
 
 impl Envelope {
@@ -100,6 +124,27 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_the_target_of_a_publish_but_no_session_key() {
+        let key = Bytes::from_static(b"s3cret-session-key");
+        for envelope in [
+            Envelope::SessionSignal {
+                key: key.clone(),
+                frame: Bytes::from_static(b"\x03"),
+            },
+            Envelope::SessionClosed { key },
+        ] {
+            let shown = format!("{envelope:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("Session") && shown.contains("<redacted: 18 bytes>"));
+        }
+        let publish = Envelope::Publish {
+            topic: Bytes::from_static(b"room/1"),
+            frame: Bytes::new(),
+        };
+        assert!(format!("{publish:?}").contains("room/1"));
+    }
 
     #[test]
     fn every_kind_round_trips_with_its_sender() {

@@ -41,12 +41,19 @@ pub(crate) struct Config {
     pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+impl Config {
+    /// The URL as logs may show it: see [`redact_url`].
+    pub(crate) fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
 impl std::fmt::Debug for Config {
-    /// Header values stay out of logs: they often carry credentials.
+    /// Header values and the URL's credentials stay out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
         let mut f = f.debug_struct("Config");
-        f.field("url", &self.url)
+        f.field("url", &self.redacted_url())
             .field("dial_timeout", &self.dial_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -276,6 +283,42 @@ impl ClientBuilder<()> {
     }
 }
 
+/// `url` as logs may show it: without its userinfo (`user:password@`), and with its query
+/// and fragment replaced by `<redacted>`: browsers pass tokens in the query
+/// (`wss://host/ws?token=…`). Scheme, host, port and path stay, which is what one needs
+/// to tell connections apart.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(authority_end);
+    // The host is after the last `@`: a password may hold another one.
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (path, hidden) = match rest.find(['?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let mut shown = String::with_capacity(url.len().min(256));
+    if let Some(scheme) = scheme {
+        shown.push_str(scheme);
+        shown.push_str("://");
+    }
+    if host.len() < authority.len() {
+        shown.push_str("<redacted>@");
+    }
+    shown.push_str(host);
+    shown.push_str(path);
+    if let Some(mark) = hidden.chars().next() {
+        shown.push(mark);
+        shown.push_str("<redacted>");
+    }
+    shown
+}
+
 /// `http(s)://` → `ws(s)://`, as the Go client does; anything else is left alone.
 fn websocket_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -309,6 +352,36 @@ mod tests {
         assert_eq!(builder.config.max_queued_signals, 1024);
         assert_eq!(builder.config.signal_overflow, SignalOverflow::DropOldest);
         assert_eq!(builder.sub_protocol("").config.sub_protocol, None);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_query_and_fragment() {
+        let cases = [
+            ("ws://127.0.0.1:8081/", "ws://127.0.0.1:8081/"),
+            ("wss://host/ws?token=s3cret", "wss://host/ws?<redacted>"),
+            (
+                "wss://alice:s3cret@host:8443/ws?token=s3cret#s3cret",
+                "wss://<redacted>@host:8443/ws?<redacted>",
+            ),
+            ("ws://alice:p@ss@host/", "ws://<redacted>@host/"),
+            ("ws://s3cret@host", "ws://<redacted>@host"),
+            ("ws://host?s3cret", "ws://host?<redacted>"),
+            ("ws://host/#s3cret", "ws://host/#<redacted>"),
+            ("host/path?s3cret", "host/path?<redacted>"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_url_credentials() {
+        let mut config = ClientBuilder::new().into_config();
+        config.url = websocket_url("https://bob:hunter2@chat.example/ws?token=abc123");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("abc123") && !debug.contains("bob"));
+        assert!(debug.contains(r#"url: "wss://<redacted>@chat.example/ws?<redacted>""#));
     }
 
     #[test]

@@ -357,6 +357,7 @@ async fn resume_session<'a>(shared: &'a Shared, link: &Link) -> tokio::sync::Mut
 /// driver turns into the client's session.
 async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), RequestError> {
     let id = shared.next_id();
+    let kind = Kind::RestoreSession(shared.session_request_epoch());
     let message = Message::RequestRestoreSession {
         id: RequestId::from(id),
         key: Bytes::from(key),
@@ -366,10 +367,11 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
         .map_err(RequestError::InvalidMessage)?;
     link.check_size(len)?;
     let frame = encode(&message)?;
-    // A session request: a late reply still reaches the driver, which applies it (after a
-    // timeout forgot the session, a late success brings it back, with its event).
+    // A session request: a late reply still reaches the driver, which applies it unless a
+    // newer session or session request came since (after a timeout forgot the session, a
+    // late success brings it back, with its event).
     let reply = shared
-        .send_request_on(link, frame, (id, Kind::RestoreSession), Pending::never())
+        .send_request_on(link, frame, (id, kind), Pending::never())
         .await
         .map_err(|_| RequestError::Disconnected)?;
     let after = shared.config.request_timeout;

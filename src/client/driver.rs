@@ -408,13 +408,15 @@ where
             }
         };
         // Session replies change the session here, in the order of the messages around
-        // them.
+        // them; a late one (its requester gave up) only if nothing newer came since.
         let delivered = shared
             .pending
-            .complete(id.to_u64(), |kind| match (kind, outcome) {
-                (Kind::RestoreSession, Ok(payload)) => match Session::from_json(&payload.data) {
+            .complete(id.to_u64(), |kind, late| match (kind, outcome) {
+                (Kind::RestoreSession(epoch), Ok(payload)) => match Session::from_json(&payload.data) {
                     Ok(session) => {
-                        shared.store_session(session);
+                        if shared.store_session_if(session, late.then_some(epoch)).is_none() {
+                            debug!(%id, "a late restore reply, superseded by a newer session or session request, ignored");
+                        }
                         Ok(payload)
                     }
                     Err(err) => {
@@ -422,8 +424,10 @@ where
                         Err(RequestError::InvalidReply(err))
                     }
                 },
-                (Kind::CloseSession, Ok(payload)) => {
-                    shared.forget_session();
+                (Kind::CloseSession(epoch), Ok(payload)) => {
+                    if shared.forget_session_if(late.then_some(epoch)).is_none() {
+                        debug!(%id, "a late close reply, superseded by a newer session or session request, ignored");
+                    }
                     Ok(payload)
                 }
                 (_, outcome) => outcome,
@@ -637,7 +641,7 @@ mod tests {
             shared.send_request_on(
                 &link,
                 Bytes::from_static(b"close"),
-                (1, Kind::CloseSession),
+                (1, Kind::CloseSession(0)),
                 Pending::never(),
             ),
         )

@@ -274,6 +274,13 @@ impl ConnectError {
                     reason: "wss:// needs the `rustls` feature of tokio-webwire".to_owned(),
                 }
             }
+            // Its text holds the whole URL, credentials and query included: errors are
+            // logged (failed reconnections), so it is named without it.
+            Error::Url(tungstenite::error::UrlError::UnableToConnect(_)) => {
+                ConnectError::WebSocket {
+                    reason: "unable to connect to the URL's host".to_owned(),
+                }
+            }
             Error::Io(e) => ConnectError::Io {
                 kind: e.kind(),
                 message: e.to_string(),
@@ -298,6 +305,18 @@ impl ConnectError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_error_repeats_the_url() {
+        use tungstenite::error::UrlError;
+        let url = "wss://alice:s3cret@host/ws?token=s3cret";
+        let err = ConnectError::from_ws(tungstenite::Error::Url(UrlError::UnableToConnect(
+            url.to_owned(),
+        )));
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+        assert!(err.to_string().contains("unable to connect"));
+    }
 
     #[test]
     fn messages_name_what_happened() {

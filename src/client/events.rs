@@ -62,17 +62,45 @@ pub(crate) struct Events {
 /// wait for the handler before the server's session notifications count as a flood.
 pub(crate) const MAX_SESSION_EVENTS: usize = 1024;
 
+/// Two queues stamped with one sequence: the signals, and everything else. The handler
+/// takes whichever front came first, so it sees the events in the order they were pushed,
+/// while the policy finds the oldest signal at the front of its own queue: dropping it is
+/// one `pop_front`, however many session or connection events wait around it.
 #[derive(Debug, Default)]
 struct Queue {
-    events: VecDeque<Event>,
-    /// How many of `events` are signals.
-    signals: usize,
+    /// Server signals, with their sequence numbers, oldest first.
+    signals: VecDeque<(u64, Event)>,
+    /// Connection and session events (never dropped), with their sequence numbers.
+    others: VecDeque<(u64, Event)>,
+    /// The sequence number of the next event pushed.
+    next_seq: u64,
     /// Signals were dropped since the queue was last empty (one warning per episode).
     overflowing: bool,
     /// No more events will come: the handler's task ends once the queue is empty.
     finished: bool,
     /// [`Events::finish`] calls still to come before `finished`.
     open: u8,
+}
+
+impl Queue {
+    /// The event that was pushed first, taken out.
+    fn pop_front(&mut self) -> Option<Event> {
+        let take_signal = match (self.signals.front(), self.others.front()) {
+            (Some((signal, _)), Some((other, _))) => signal < other,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let queue = if take_signal {
+            &mut self.signals
+        } else {
+            &mut self.others
+        };
+        queue.pop_front().map(|(_, event)| event)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.signals.is_empty() && self.others.is_empty()
+    }
 }
 
 impl Events {
@@ -91,39 +119,36 @@ impl Events {
         }
     }
 
-    /// Queues `event` for the handler; never waits. A signal beyond the limit is dropped
-    /// per the policy. A session event is refused (false) once [`MAX_SESSION_EVENTS`]
-    /// events other than signals wait: only a server that floods session notifications
-    /// gets there, and the connection is closed rather than the queue grown without bound.
+    /// Queues `event` for the handler; never waits, and costs O(1) (amortised) whatever
+    /// the policy. A signal beyond the limit is dropped per the policy. A session event is
+    /// refused (false) once [`MAX_SESSION_EVENTS`] events other than signals wait: only a
+    /// server that floods session notifications gets there, and the connection is closed
+    /// rather than the queue grown without bound.
     pub(crate) fn push(&self, event: Event) -> bool {
         let mut queue = super::lock(&self.queue);
         if queue.finished {
             return true;
         }
         let session_event = matches!(event, Event::SessionCreated(_) | Event::SessionClosed);
-        if session_event && queue.events.len() - queue.signals >= MAX_SESSION_EVENTS {
+        if session_event && queue.others.len() >= MAX_SESSION_EVENTS {
             return false;
         }
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
         if matches!(event, Event::Signal(..)) {
-            if queue.signals >= self.max_signals {
+            if queue.signals.len() >= self.max_signals {
                 self.overflow(&mut queue);
                 match self.overflow {
                     SignalOverflow::DropNewest => return true,
                     SignalOverflow::DropOldest => {
-                        if let Some(oldest) = queue
-                            .events
-                            .iter()
-                            .position(|event| matches!(event, Event::Signal(..)))
-                        {
-                            queue.events.remove(oldest);
-                            queue.signals -= 1;
-                        }
+                        queue.signals.pop_front();
                     }
                 }
             }
-            queue.signals += 1;
+            queue.signals.push_back((seq, event));
+        } else {
+            queue.others.push_back((seq, event));
         }
-        queue.events.push_back(event);
         drop(queue);
         self.ready.notify_one();
         true
@@ -173,11 +198,8 @@ impl Events {
         loop {
             {
                 let mut queue = super::lock(&self.queue);
-                if let Some(event) = queue.events.pop_front() {
-                    if matches!(event, Event::Signal(..)) {
-                        queue.signals -= 1;
-                    }
-                    if queue.events.is_empty() {
+                if let Some(event) = queue.pop_front() {
+                    if queue.is_empty() {
                         queue.overflowing = false;
                     }
                     return Some(event);
@@ -210,10 +232,7 @@ mod tests {
             .expect("runtime");
         runtime.block_on(async {
             while let Some(event) = events.next().await {
-                seen.push(match event {
-                    Event::Signal(_, payload) => format!("s{}", payload.data[0]),
-                    other => format!("{other:?}"),
-                });
+                seen.push(label(&event));
             }
         });
         seen
@@ -230,6 +249,99 @@ mod tests {
         events.push(signal(4));
         assert_eq!(events.dropped(), 2);
         assert_eq!(drain(&events), ["Connected", "s3", "SessionClosed", "s4"]);
+    }
+
+    /// The label a test gives an event.
+    fn label(event: &Event) -> String {
+        match event {
+            Event::Signal(_, payload) => format!("s{}", payload.data[0]),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The next event if one is queued, without waiting.
+    fn try_next(events: &Events) -> Option<String> {
+        use futures_util::FutureExt;
+        events
+            .next()
+            .now_or_never()
+            .flatten()
+            .map(|event| label(&event))
+    }
+
+    /// Against a model (one list, the oldest signal searched and removed, as the queue did
+    /// before it kept signals apart): a long pseudo-random run of signals, connection and
+    /// session events and handler reads gives the same events in the same order, and the
+    /// same count of dropped signals, for both policies.
+    #[test]
+    fn both_policies_match_the_one_list_model_event_for_event() {
+        for policy in [SignalOverflow::DropOldest, SignalOverflow::DropNewest] {
+            let max = 3;
+            let events = Events::new(max, policy, 1);
+            let mut model: VecDeque<String> = VecDeque::new();
+            let mut model_dropped = 0u64;
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            for step in 0..20_000u32 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                match seed % 8 {
+                    0..=3 => {
+                        let n = (step % 251) as u8;
+                        events.push(signal(n));
+                        let signal = format!("s{n}");
+                        let queued = model.iter().filter(|e| e.starts_with('s')).count();
+                        if queued < max {
+                            model.push_back(signal);
+                        } else {
+                            model_dropped += 1;
+                            if policy == SignalOverflow::DropOldest {
+                                let oldest = model.iter().position(|e| e.starts_with('s'));
+                                model.remove(oldest.expect("a signal is queued"));
+                                model.push_back(signal);
+                            }
+                        }
+                    }
+                    4 => {
+                        events.push(Event::SessionClosed);
+                        model.push_back("SessionClosed".into());
+                    }
+                    5 => {
+                        events.push(Event::Connected);
+                        model.push_back("Connected".into());
+                    }
+                    _ => assert_eq!(try_next(&events), model.pop_front(), "step {step}"),
+                }
+            }
+            assert_eq!(events.dropped(), model_dropped, "{policy:?}");
+            assert!(
+                model_dropped > 1_000,
+                "the run overflowed often: {model_dropped}"
+            );
+            assert_eq!(drain(&events), Vec::from(model), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn drop_oldest_behind_many_session_events_keeps_their_order_and_counts() {
+        let events = Events::new(4, SignalOverflow::DropOldest, 1);
+        events.push(signal(0));
+        for _ in 0..1_000 {
+            events.push(Event::SessionClosed);
+        }
+        // Every signal from here on finds the queue full: the oldest goes each time.
+        for n in 1..=200u8 {
+            events.push(signal(n));
+        }
+        events.push(Event::Disconnected);
+        assert_eq!(events.dropped(), 197);
+        let seen = drain(&events);
+        assert_eq!(seen.len(), 1_000 + 4 + 1);
+        assert!(seen[..1_000].iter().all(|e| e == "SessionClosed"));
+        assert_eq!(
+            seen[1_000..],
+            ["s197", "s198", "s199", "s200", "Disconnected"]
+        );
     }
 
     #[test]

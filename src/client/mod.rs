@@ -121,7 +121,20 @@ use pending::{Deadline, Kind, Pending, Reply};
 /// assert_eq!(client.request("echo", "late").await, Err(RequestError::ClientClosed));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output is short and holds no secret: the URL without credentials, query or
+/// fragment, the connection's state, and whether there is a session (never its key):
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tokio_webwire::ConnectError> {
+/// let client = tokio_webwire::Client::connect("ws://127.0.0.1:8081/ws?token=s3cret").await?;
+/// assert_eq!(
+///     format!("{client:?}"),
+///     r#"Client { url: "ws://127.0.0.1:8081/ws?<redacted>", state: Connected { generation: 1 }, session: false }"#,
+/// );
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
     /// `None` for the handle a handler gets: it does not keep the client open. Held only
@@ -131,7 +144,6 @@ pub struct Client {
 }
 
 /// Held by every handle of the application; the last one dropped closes the client.
-#[derive(Debug)]
 struct Owner {
     shared: Arc<Shared>,
 }
@@ -143,7 +155,6 @@ impl Drop for Owner {
 }
 
 /// Where the client's connection stands, as requests and signals see it.
-#[derive(Debug)]
 pub(crate) enum State {
     /// Establishing the first connection, or reconnecting: wait.
     Connecting,
@@ -156,7 +167,6 @@ pub(crate) enum State {
 }
 
 /// What the handles and the background tasks share.
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
     next_id: AtomicU64,
@@ -171,7 +181,7 @@ pub(crate) struct Shared {
     /// The client's session, if any: changed by the driver (notifications, restore and
     /// close replies) and, while no connection is in use, by `close_session` and the
     /// restore after a reconnection. A `std` mutex, never held across an await.
-    session: Mutex<Option<Session>>,
+    session: Mutex<SessionSlot>,
     /// Held by `restore_session`, `close_session` and the restore after a reconnection, so
     /// that they never interleave: a session closed offline is not resurrected by a restore
     /// still in flight, and a restore never starts while another one is pending.
@@ -244,7 +254,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
             driver: AtomicWaker::new(),
-            session: Mutex::new(None),
+            session: Mutex::new(SessionSlot::default()),
             session_op: tokio::sync::Mutex::new(()),
             events,
             tasks: TaskTracker::new(),
@@ -253,28 +263,64 @@ impl Shared {
 
     /// The current session.
     pub(crate) fn session(&self) -> Option<Session> {
-        lock(&self.session).clone()
+        lock(&self.session).current.clone()
     }
 
     /// The key of the current session.
     pub(crate) fn session_key(&self) -> Option<String> {
         lock(&self.session)
+            .current
             .as_ref()
             .map(|session| session.key.clone())
+    }
+
+    /// Whether the client has a session.
+    fn has_session(&self) -> bool {
+        lock(&self.session).current.is_some()
+    }
+
+    /// A session request (restore or close) is about to be sent: its epoch, which a late
+    /// reply to it must still find (see [`SessionSlot`]).
+    pub(crate) fn session_request_epoch(&self) -> u64 {
+        lock(&self.session).next_epoch()
     }
 
     /// Makes `session` the client's session and tells the handler; false if the handler's
     /// queue refused the event (a flood of session notifications).
     pub(crate) fn store_session(&self, session: Session) -> bool {
-        *lock(&self.session) = Some(session.clone());
-        self.events.push(Event::SessionCreated(session))
+        self.store_session_if(session, None).unwrap_or(true)
+    }
+
+    /// [`store_session`](Self::store_session) for the late reply of a restore sent at
+    /// `epoch` (`Some`): `None`, and nothing changed, if a newer session request or session
+    /// has come since.
+    pub(crate) fn store_session_if(&self, session: Session, epoch: Option<u64>) -> Option<bool> {
+        let mut slot = lock(&self.session);
+        if epoch.is_some_and(|epoch| epoch != slot.epoch) {
+            return None;
+        }
+        slot.next_epoch();
+        slot.current = Some(session.clone());
+        // Pushed under the lock: two changes reach the handler in the order they were made.
+        Some(self.events.push(Event::SessionCreated(session)))
     }
 
     /// Forgets the client's session and tells the handler, if there was one; false as
     /// [`store_session`](Self::store_session).
     pub(crate) fn forget_session(&self) -> bool {
-        let gone = lock(&self.session).take();
-        gone.is_none() || self.events.push(Event::SessionClosed)
+        self.forget_session_if(None).unwrap_or(true)
+    }
+
+    /// [`forget_session`](Self::forget_session) for the late reply of a close sent at
+    /// `epoch` (`Some`): `None`, and nothing changed, if a newer session request or session
+    /// has come since.
+    pub(crate) fn forget_session_if(&self, epoch: Option<u64>) -> Option<bool> {
+        let mut slot = lock(&self.session);
+        if epoch.is_some_and(|epoch| epoch != slot.epoch) {
+            return None;
+        }
+        let gone = slot.current.take();
+        Some(gone.is_none() || self.events.push(Event::SessionClosed))
     }
 
     /// Waits until no other session operation runs.
@@ -379,7 +425,7 @@ impl Shared {
         let deadline = match kind {
             Kind::Request => self.pending.deadline_at(at, after),
             // A late reply must still reach the driver: no sweep for these.
-            Kind::RestoreSession | Kind::CloseSession => Pending::never(),
+            Kind::RestoreSession(_) | Kind::CloseSession(_) => Pending::never(),
         };
         // Fast path: connected, room in the queue; no await, no clone of the link.
         let len = frame.len();
@@ -483,6 +529,58 @@ impl Shared {
                 Err(returned)
             }
         }
+    }
+}
+
+/// The client's session and its epoch.
+///
+/// The epoch counts the session's changes (a session created or restored) and the session
+/// requests sent (restore, close). A session request remembers the epoch it was sent at;
+/// its reply is applied when the requester still waits for it (session requests never
+/// overlap, so nothing newer can have been asked for) and, once the requester gave up (a
+/// timeout, a dropped call), only while the epoch is the same: a late reply never replaces
+/// a session that came since, nor undoes a request sent since. Forgetting the session does
+/// not count: a late restore that finds no session takes its place, in step with the
+/// server that restored it.
+#[derive(Debug, Default)]
+pub(crate) struct SessionSlot {
+    current: Option<Session>,
+    epoch: u64,
+}
+
+impl SessionSlot {
+    /// Counts a change or a request; returns the new epoch.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+}
+
+impl std::fmt::Debug for State {
+    /// The state and the connection's generation; nothing of the link's queue.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Connecting => f.write_str("Connecting"),
+            State::Connected(link) => f
+                .debug_struct("Connected")
+                .field("generation", &link.generation)
+                .finish(),
+            State::Down => f.write_str("Down"),
+            State::Closed => f.write_str("Closed"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    /// What helps reading a log: the URL without credentials, the state, whether there is
+    /// a session (never its key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &*self.shared;
+        f.debug_struct("Client")
+            .field("url", &shared.config.redacted_url())
+            .field("state", &*shared.state.borrow())
+            .field("session", &shared.has_session())
+            .finish()
     }
 }
 
@@ -667,7 +765,9 @@ impl Client {
     /// Cancel safe like [`request`](Client::request), with one difference: once the request
     /// left, its reply is applied even if the call was dropped or timed out, so the client
     /// stays in step with the server (a late success still becomes the client's session and
-    /// fires `session_created`).
+    /// fires `session_created`), unless something newer came first: a session the server
+    /// created or restored since, or another restore or close sent since. A late reply
+    /// never overwrites a newer session.
     ///
     /// ```no_run
     /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
@@ -686,17 +786,16 @@ impl Client {
         let timeout = shared.config.request_timeout;
         let restore = async {
             let _op = shared.session_op().await;
-            if lock(&shared.session).is_some() {
+            if shared.has_session() {
                 return Err(RequestError::SessionActive);
             }
             let id = shared.next_id();
+            let kind = Kind::RestoreSession(shared.session_request_epoch());
             let frame = encode(&Message::RequestRestoreSession {
                 id: RequestId::from(id),
                 key: Bytes::copy_from_slice(key.as_bytes()),
             })?;
-            let reply = shared
-                .exchange(frame, (id, Kind::RestoreSession), (None, timeout))
-                .await?;
+            let reply = shared.exchange(frame, (id, kind), (None, timeout)).await?;
             // The driver checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
         };
@@ -717,14 +816,15 @@ impl Client {
     ///
     /// Cancel safety: cancel safe. Dropped before the request left, nothing happened; once
     /// it left, the server's confirmation is applied even if the call was dropped or timed
-    /// out: a late one still forgets the session and fires `session_closed`.
+    /// out: a late one still forgets the session and fires `session_closed`, unless a newer
+    /// session (or session request) came first, which it leaves alone.
     pub async fn close_session(&self) -> Result<(), RequestError> {
         let shared = &*self.shared;
         shared.check_open()?;
         let timeout = shared.config.request_timeout;
         let close = async {
             let _op = shared.session_op().await;
-            if lock(&shared.session).is_none() {
+            if !shared.has_session() {
                 return Ok(());
             }
             let link = match &*shared.state.borrow() {
@@ -737,10 +837,11 @@ impl Client {
                 let frame = encode(&Message::RequestCloseSession {
                     id: RequestId::from(id),
                 })?;
+                let kind = Kind::CloseSession(shared.session_request_epoch());
                 // A session request: its reply reaches the driver even if this call is
                 // dropped.
                 let sent = shared
-                    .send_request_on(&link, frame, (id, Kind::CloseSession), Pending::never())
+                    .send_request_on(&link, frame, (id, kind), Pending::never())
                     .await;
                 if let Ok(reply) = sent {
                     // On success the driver has forgotten the session already.

@@ -40,10 +40,12 @@ const SLOTS: usize = 256;
 pub(crate) enum Kind {
     /// An application request: the reply goes to the requester, nothing else.
     Request,
-    /// RequestRestoreSession: a successful reply also becomes the client's session.
-    RestoreSession,
-    /// RequestCloseSession: a successful reply also ends the client's session.
-    CloseSession,
+    /// RequestRestoreSession sent at this session epoch: a successful reply also becomes
+    /// the client's session (a late one only if the epoch is still the same).
+    RestoreSession(u64),
+    /// RequestCloseSession sent at this session epoch: a successful reply also ends the
+    /// client's session (a late one only if the epoch is still the same).
+    CloseSession(u64),
 }
 
 /// When a request times out: its deadline, and the timeout it reports.
@@ -260,18 +262,24 @@ impl Pending {
         }
     }
 
-    /// Delivers the reply to request `id`: `outcome` gets the request's kind and says
-    /// what it ends in (a session reply changes the session there, in order). `None` when
-    /// no such request is pending (a late reply after a timeout, or a duplicate), else
-    /// whether a requester was still waiting for it.
-    pub(crate) fn complete(&self, id: u64, outcome: impl FnOnce(Kind) -> Outcome) -> Option<bool> {
+    /// Delivers the reply to request `id`: `outcome` gets the request's kind and whether
+    /// the reply is late (its requester gave up: a session request's), and says what it
+    /// ends in (a session reply changes the session there, in order). `None` when no such
+    /// request is pending (a late reply after a timeout, or a duplicate), else whether a
+    /// requester was still waiting for it.
+    pub(crate) fn complete(
+        &self,
+        id: u64,
+        outcome: impl FnOnce(Kind, bool) -> Outcome,
+    ) -> Option<bool> {
         let mut place = self.find(id)?;
         let entry = place.entry(id)?;
         if matches!(entry.state, State::Done(_)) {
             // A duplicate reply: the first one counts.
             return None;
         }
-        let outcome = outcome(entry.kind);
+        let late = matches!(entry.state, State::Abandoned);
+        let outcome = outcome(entry.kind, late);
         let (waker, gone) = entry.finish(outcome);
         if gone {
             place.remove(id, self);
@@ -505,9 +513,12 @@ mod tests {
         let pending = Pending::default();
         let mut reply = entry(&pending, 1, 0, None);
         assert!(poll(&mut reply).is_pending());
-        assert_eq!(pending.complete(2, |_| Ok(Payload::empty())), None);
-        assert_eq!(pending.complete(1, |_| Ok(Payload::utf8("x"))), Some(true));
-        assert_eq!(pending.complete(1, |_| Ok(Payload::empty())), None);
+        assert_eq!(pending.complete(2, |_, _| Ok(Payload::empty())), None);
+        assert_eq!(
+            pending.complete(1, |_, _| Ok(Payload::utf8("x"))),
+            Some(true)
+        );
+        assert_eq!(pending.complete(1, |_, _| Ok(Payload::empty())), None);
         assert_eq!(poll(&mut reply), Poll::Ready(Ok(Payload::utf8("x"))));
         assert_eq!(pending.len(), 0);
     }
@@ -563,10 +574,13 @@ mod tests {
         let mut same_slot = entry(&pending, 5 + slots, 0, None);
         assert_eq!(pending.len(), 2);
         assert_eq!(
-            pending.complete(5 + slots, |_| Ok(Payload::utf8("b"))),
+            pending.complete(5 + slots, |_, _| Ok(Payload::utf8("b"))),
             Some(true)
         );
-        assert_eq!(pending.complete(5, |_| Ok(Payload::utf8("a"))), Some(true));
+        assert_eq!(
+            pending.complete(5, |_, _| Ok(Payload::utf8("a"))),
+            Some(true)
+        );
         assert_eq!(poll(&mut same_slot), Poll::Ready(Ok(Payload::utf8("b"))));
         assert_eq!(poll(&mut first), Poll::Ready(Ok(Payload::utf8("a"))));
         assert_eq!(pending.len(), 0);
@@ -580,21 +594,21 @@ mod tests {
         assert_eq!(pending.len(), 0);
 
         // A session request's reply is applied when it comes, though nobody waits.
-        let restore = pending.insert(2, 0, Kind::RestoreSession, Pending::never());
+        let restore = pending.insert(2, 0, Kind::RestoreSession(5), Pending::never());
         drop(restore);
         assert_eq!(pending.len(), 1);
         let mut applied = None;
-        let delivered = pending.complete(2, |kind| {
-            applied = Some(kind);
+        let delivered = pending.complete(2, |kind, late| {
+            applied = Some((kind, late));
             Ok(Payload::empty())
         });
         assert_eq!(delivered, Some(false));
-        assert_eq!(applied, Some(Kind::RestoreSession));
+        assert_eq!(applied, Some((Kind::RestoreSession(5), true)));
         assert_eq!(pending.len(), 0);
 
         // Withdrawn (never sent), a session request's entry goes too.
         pending
-            .insert(3, 0, Kind::CloseSession, Pending::never())
+            .insert(3, 0, Kind::CloseSession(6), Pending::never())
             .withdraw();
         assert_eq!(pending.len(), 0);
     }

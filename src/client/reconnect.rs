@@ -49,6 +49,11 @@ impl Reconnect {
 /// the reconnections of many clients after a server restart. Defaults: `min` 500 ms, `max`
 /// 30 s, unlimited attempts.
 ///
+/// No delay is shorter than [`Backoff::FLOOR`] (10 ms): a `min` or `max` below it (zero
+/// included) counts as the floor. A refused dial fails at once, so without a floor a zero
+/// `min` (which doubles to zero for ever) would dial, and log a warning, in a busy loop;
+/// with it a client dials at most 100 times a second, and fewer as the delays double.
+///
 /// ```
 /// use std::time::Duration;
 /// use tokio_webwire::client::Backoff;
@@ -77,17 +82,30 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay before the first attempt, and the unit the later ones double from.
+    /// The shortest delay between two attempts, whatever `min` and `max` say.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio_webwire::client::Backoff;
+    ///
+    /// let eager = Backoff::default().min(Duration::ZERO);
+    /// assert_eq!(eager.delay(0, 0.0), Backoff::FLOOR);
+    /// assert_eq!(eager.delay(1, 0.0), 2 * Backoff::FLOOR);
+    /// ```
+    pub const FLOOR: Duration = Duration::from_millis(10);
+
+    /// The delay before the first attempt, and the unit the later ones double from
+    /// (raised to [`Backoff::FLOOR`] if below it).
     #[must_use]
     pub fn min(mut self, min: Duration) -> Self {
-        self.min = min;
+        self.min = min.max(Self::FLOOR);
         self
     }
 
-    /// The longest delay between two attempts.
+    /// The longest delay between two attempts (raised to [`Backoff::FLOOR`] if below it).
     #[must_use]
     pub fn max(mut self, max: Duration) -> Self {
-        self.max = max;
+        self.max = max.max(Self::FLOOR);
         self
     }
 
@@ -109,7 +127,8 @@ impl Backoff {
     /// function, so the schedule can be checked without a clock.
     ///
     /// `min × 2^attempt × (1 + jitter)`, capped at `max` (and never below `min` when
-    /// `min ≤ max`). Values of `jitter` outside `[0, 1]` are clamped.
+    /// `min ≤ max`, nor below [`Backoff::FLOOR`]). Values of `jitter` outside `[0, 1]` are
+    /// clamped.
     #[must_use]
     pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
         let jitter = if jitter.is_nan() {
@@ -184,6 +203,30 @@ mod tests {
         assert_eq!(backoff.delay(0, f64::NAN), ms(500));
         assert_eq!(backoff.delay(0, -3.0), ms(500));
         assert_eq!(backoff.delay(0, 7.0), ms(1_000));
+    }
+
+    #[test]
+    fn a_zero_minimum_or_maximum_cannot_make_a_hot_loop() {
+        // A refused dial fails at once: with no delay the client would dial (and warn)
+        // in a loop. Every delay is at least the 10 ms floor, whatever the settings.
+        let zero = Duration::ZERO;
+        for backoff in [
+            Backoff::default().min(zero),
+            Backoff::default().max(zero),
+            Backoff::default().min(zero).max(zero),
+            Backoff::default().min(Duration::from_nanos(1)).max(ms(3)),
+        ] {
+            for attempt in [0, 1, 2, 10, 40, u32::MAX] {
+                for jitter in [0.0, 0.5, 0.999] {
+                    let delay = backoff.delay(attempt, jitter);
+                    assert!(delay >= ms(10), "{backoff:?} attempt {attempt}: {delay:?}");
+                }
+            }
+        }
+        // Still doubling from the floor, and capped by a maximum above it.
+        let from_zero = Backoff::default().min(zero).max(ms(50));
+        let schedule: Vec<_> = (0..4).map(|n| from_zero.delay(n, 0.0)).collect();
+        assert_eq!(schedule, [ms(10), ms(20), ms(40), ms(50)]);
     }
 
     #[test]

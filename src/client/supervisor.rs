@@ -25,7 +25,8 @@ pub(crate) async fn supervise(shared: Arc<Shared>, first: (WsStream, AcceptConf)
     let mut generation = 0;
     while let Some((ws, conf)) = next.take() {
         generation += 1;
-        let span = info_span!("webwire_client", url = %shared.config.url, generation);
+        // No credentials in logs: the URL's query often carries a token.
+        let span = info_span!("webwire_client", url = %shared.config.redacted_url(), generation);
         let ended = connection::run(&shared, ws, conf, generation)
             .instrument(span)
             .await;

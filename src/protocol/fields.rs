@@ -55,6 +55,17 @@ impl From<[u8; 8]> for RequestId {
     }
 }
 
+/// What `Debug` shows in place of a session key: that there is one, and its length, never
+/// its bytes (a key in a log is a session for whoever reads the log).
+#[derive(Clone, Copy)]
+pub(crate) struct RedactedKey(pub(crate) usize);
+
+impl fmt::Debug for RedactedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted: {} bytes>", self.0)
+    }
+}
+
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RequestId({self})")

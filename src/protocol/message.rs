@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::payload::{Encoding, Payload};
-use crate::protocol::{AcceptConf, ErrorCode, MessageType, Name, RequestId};
+use crate::protocol::{AcceptConf, ErrorCode, MessageType, Name, RedactedKey, RequestId};
 
 /// One WebWire v2.0 message, with a variant for each of the 21 types of PROTOCOL.md §2.1.
 ///
@@ -22,7 +22,20 @@ use crate::protocol::{AcceptConf, ErrorCode, MessageType, Name, RequestId};
 /// let frame = msg.encode().unwrap();
 /// assert_eq!(Message::parse(frame).unwrap(), msg);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows every field but the secrets: the key of a restore request and the session
+/// JSON of a NotifySessionCreated (which holds the key) appear as their length only.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tokio_webwire::protocol::{Message, RequestId};
+///
+/// let restore = Message::RequestRestoreSession { id: RequestId::from(7), key: Bytes::from("s3cret") };
+/// let shown = format!("{restore:?}");
+/// assert!(!shown.contains("s3cret"));
+/// assert!(shown.contains("RequestRestoreSession") && shown.contains("<redacted: 6 bytes>"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub enum Message {
     /// `00`: the request `id` failed with an application error.
     ReplyError {
@@ -152,6 +165,40 @@ pub enum Message {
     },
 }
 
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use Message as M;
+        // The variants are named as their types.
+        let kind = format!("{:?}", self.message_type());
+        let mut shown = f.debug_struct(&kind);
+        if let Some(id) = self.request_id() {
+            shown.field("id", &id);
+        }
+        match self {
+            M::ReplyError { code, message, .. } => {
+                shown.field("code", code).field("message", message);
+            }
+            M::NotifySessionCreated { session } => {
+                shown.field("session", &RedactedKey(session.len()));
+            }
+            M::RequestRestoreSession { key, .. } => {
+                shown.field("key", &RedactedKey(key.len()));
+            }
+            M::AcceptConf(conf) => {
+                shown.field("conf", conf);
+            }
+            _ => {}
+        }
+        if let Some(name) = self.name() {
+            shown.field("name", name);
+        }
+        if let Some(payload) = self.payload() {
+            shown.field("data", &payload.data);
+        }
+        shown.finish()
+    }
+}
+
 impl Message {
     /// A signal of the type that matches the payload's encoding.
     #[must_use]
@@ -274,6 +321,50 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_keys_and_session_json_but_shows_the_rest() {
+        let id = RequestId::from(7);
+        let restore = Message::RequestRestoreSession {
+            id,
+            key: Bytes::from_static(b"s3cret-key"),
+        };
+        let notify = Message::NotifySessionCreated {
+            session: Bytes::from_static(br#"{"k":"s3cret-key","c":"2019-01-04T21:19:06Z"}"#),
+        };
+        for message in [&restore, &notify] {
+            let shown = format!("{message:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(
+            format!("{restore:?}"),
+            "RequestRestoreSession { id: RequestId(0700000000000000), key: <redacted: 10 bytes> }"
+        );
+        assert_eq!(
+            format!("{notify:?}"),
+            "NotifySessionCreated { session: <redacted: 45 bytes> }"
+        );
+        // Everything else is shown as it is.
+        let request = Message::request(id, Name::from_static("echo"), Payload::utf8("hi"));
+        assert_eq!(
+            format!("{request:?}"),
+            r#"RequestUtf8 { id: RequestId(0700000000000000), name: "echo", data: b"hi" }"#
+        );
+        let error = Message::ReplyError {
+            id,
+            code: ErrorCode::from_static("E1"),
+            message: Bytes::from_static(b"no"),
+        };
+        assert_eq!(
+            format!("{error:?}"),
+            r#"ReplyError { id: RequestId(0700000000000000), code: "E1", message: b"no" }"#
+        );
+        assert_eq!(format!("{:?}", Message::Heartbeat), "Heartbeat");
+        assert_eq!(
+            format!("{:?}", Message::RequestCloseSession { id }),
+            "RequestCloseSession { id: RequestId(0700000000000000) }"
+        );
+    }
 
     #[test]
     fn constructors_and_accessors_agree() {

@@ -39,6 +39,7 @@ mod parse;
 
 pub use accept_conf::{AcceptConf, ProtocolVersion};
 pub use error::ProtocolError;
+pub(crate) use fields::RedactedKey;
 pub use fields::{ErrorCode, IntoName, MAX_NAME_LEN, Name, RequestId};
 pub use message::Message;
 pub use message_type::MessageType;

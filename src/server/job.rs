@@ -16,11 +16,10 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 
 use crate::payload::Payload;
-use crate::protocol::{Message, Name, RequestId};
+use crate::protocol::{Message, Name, RedactedKey, RequestId};
 use crate::server::{Connection, Handler, HandlerError, Shared};
 
 /// One message's work.
-#[derive(Debug)]
 pub(crate) enum Job {
     /// A request for [`Handler::request`].
     Request {
@@ -34,6 +33,31 @@ pub(crate) enum Job {
     Restore { id: RequestId, key: Bytes },
     /// A session close request (§4.5).
     CloseSession { id: RequestId },
+}
+
+impl std::fmt::Debug for Job {
+    /// Everything but a restore's key (its length only): keys are secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Request { id, name, payload } => f
+                .debug_struct("Request")
+                .field("id", id)
+                .field("name", name)
+                .field("payload", payload)
+                .finish(),
+            Job::Signal { name, payload } => f
+                .debug_struct("Signal")
+                .field("name", name)
+                .field("payload", payload)
+                .finish(),
+            Job::Restore { id, key } => f
+                .debug_struct("Restore")
+                .field("id", id)
+                .field("key", &RedactedKey(key.len()))
+                .finish(),
+            Job::CloseSession { id } => f.debug_struct("CloseSession").field("id", id).finish(),
+        }
+    }
 }
 
 impl Job {
@@ -246,4 +270,22 @@ fn panic_message(panic: Box<dyn Any + Send>) -> String {
         .map(|text| (*text).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(not a string)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_a_restore_without_its_key() {
+        let restore = Job::from_message(Message::RequestRestoreSession {
+            id: RequestId::from(3),
+            key: Bytes::from_static(b"s3cret-key"),
+        });
+        let shown = format!("{restore:?}");
+        assert_eq!(
+            shown,
+            "Some(Restore { id: RequestId(0300000000000000), key: <redacted: 10 bytes> })"
+        );
+    }
 }

@@ -28,7 +28,9 @@ struct WireOut<'a> {
 
 #[derive(Deserialize)]
 struct WireIn {
-    k: String,
+    /// Read as any value: serde's error for a string of the wrong type would quote the
+    /// value, and errors end up in logs.
+    k: Value,
     #[serde(with = "time::serde::rfc3339")]
     c: OffsetDateTime,
     /// Both reference clients ignore `l`, and Go reads a missing one as the zero time; we
@@ -117,8 +119,13 @@ impl Session {
     /// ```
     pub fn from_json(json: &[u8]) -> Result<Session, ProtocolError> {
         let wire: WireIn = serde_json::from_slice(json).map_err(json_error)?;
+        let Value::String(key) = wire.k else {
+            return Err(ProtocolError::SessionJson {
+                reason: "the key \"k\" is not a string".to_owned(),
+            });
+        };
         Ok(Session {
-            key: wire.k,
+            key,
             created: wire.c,
             last_lookup: wire.l.unwrap_or(wire.c),
             info: SessionInfo::from(wire.i.unwrap_or_default()),
@@ -236,6 +243,23 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn errors_never_quote_a_key() {
+        for json in [
+            r#"{"k":4711081542,"c":"2019-01-04T21:19:06Z"}"#,
+            r#"{"k":["4711081542"],"c":"2019-01-04T21:19:06Z"}"#,
+            r#"{"k":{"4711081542":1},"c":"2019-01-04T21:19:06Z"}"#,
+            r#"{"k":"4711081542","c":"2019-01-04T21:19:06Z","i":"x"}"#,
+            r#"{"k":"4711081542","c":"4711081542"}"#,
+        ] {
+            let err = Session::from_json(json.as_bytes()).expect_err(json);
+            assert!(!err.to_string().contains("4711081542"), "{err}");
+            assert!(!format!("{err:?}").contains("4711081542"), "{err:?}");
+        }
+        let err = Session::from_json(br#"{"k":1,"c":"2019-01-04T21:19:06Z"}"#).unwrap_err();
+        assert!(err.to_string().contains("\"k\" is not a string"), "{err}");
     }
 
     #[test]

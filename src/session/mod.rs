@@ -32,6 +32,8 @@ pub(crate) use {key::check_key, registry::SessionRegistry, store::DynSessionStor
 pub(crate) use store::invalid_record;
 
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::protocol::RedactedKey;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -46,7 +48,18 @@ use time::OffsetDateTime;
 /// let json = session.to_json().unwrap();
 /// assert_eq!(Session::from_json(&json).unwrap(), session);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` output shows everything but the key (only its length): whoever knows the
+/// key can restore the session, so `tracing::info!(?session)` must not print it.
+///
+/// ```
+/// # use tokio_webwire::{Session, SessionInfo};
+/// let session = Session::new("secret-key-1", SessionInfo::new());
+/// let shown = format!("{session:?}");
+/// assert!(!shown.contains("secret-key-1"));
+/// assert!(shown.contains("<redacted: 12 bytes>") && shown.contains("created"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     /// The key that identifies the session; clients treat it as opaque.
     pub key: String,
@@ -56,6 +69,17 @@ pub struct Session {
     pub last_lookup: OffsetDateTime,
     /// Application data attached to the session: a JSON object.
     pub info: SessionInfo,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("key", &RedactedKey(self.key.len()))
+            .field("created", &self.created)
+            .field("last_lookup", &self.last_lookup)
+            .field("info", &self.info)
+            .finish()
+    }
 }
 
 impl Session {
@@ -167,5 +191,27 @@ impl From<Map<String, Value>> for SessionInfo {
 impl From<SessionInfo> for Map<String, Value> {
     fn from(info: SessionInfo) -> Self {
         info.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_session_but_not_its_key() {
+        let mut info = SessionInfo::new();
+        info.insert("user", &"alice").unwrap();
+        let session = Session::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", info);
+        let shown = format!("{session:?}");
+        assert!(!shown.contains("AAECAwQF"), "{shown}");
+        assert!(shown.contains("key: <redacted: 43 bytes>"), "{shown}");
+        assert!(shown.contains("created:") && shown.contains("last_lookup:"));
+        assert!(
+            shown.contains("alice"),
+            "the info is the application's: {shown}"
+        );
+        // Pretty-printed too.
+        assert!(!format!("{session:#?}").contains("AAECAwQF"));
     }
 }
