@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::client::events::DEFAULT_MAX_QUEUED_SIGNALS;
+use crate::client::events::{DEFAULT_MAX_QUEUED_SIGNAL_BYTES, DEFAULT_MAX_QUEUED_SIGNALS};
 use crate::client::{Client, ClientHandler, ConnectError, Reconnect, SignalOverflow};
 
 /// The default [`ClientBuilder::dial_timeout`]: 5 s, as the Go client.
@@ -35,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) restore_session: bool,
     pub(crate) max_queued_signals: usize,
+    pub(crate) max_queued_signal_bytes: usize,
     pub(crate) signal_overflow: SignalOverflow,
     /// For `wss://`: the application's TLS configuration; `None` for the default one.
     #[cfg(feature = "rustls")]
@@ -63,6 +64,7 @@ impl std::fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("restore_session", &self.restore_session)
             .field("max_queued_signals", &self.max_queued_signals)
+            .field("max_queued_signal_bytes", &self.max_queued_signal_bytes)
             .field("signal_overflow", &self.signal_overflow);
         #[cfg(feature = "rustls")]
         f.field("tls_config", &self.tls.is_some());
@@ -108,6 +110,7 @@ impl Default for ClientBuilder<()> {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 restore_session: true,
                 max_queued_signals: DEFAULT_MAX_QUEUED_SIGNALS,
+                max_queued_signal_bytes: DEFAULT_MAX_QUEUED_SIGNAL_BYTES,
                 signal_overflow: SignalOverflow::DropOldest,
                 #[cfg(feature = "rustls")]
                 tls: None,
@@ -166,7 +169,10 @@ impl<H: ClientHandler> ClientBuilder<H> {
 
     /// The largest message the client accepts from the server, in bytes. A larger one is a
     /// protocol violation: the client closes the connection with code 1009 and reconnects
-    /// per its policy. Default: 16 MiB.
+    /// per its policy. Default: 16 MiB. Each connection accepts no more than its server
+    /// announced in its handshake either (the server's own limit, which it keeps for what
+    /// it sends), so this bounds what a server that announces more can make the client
+    /// read: the memory a message being read can take.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.max_message_size = bytes;
         self
@@ -193,6 +199,31 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// dropped and do not count.
     pub fn max_queued_signals(mut self, signals: usize) -> Self {
         self.config.max_queued_signals = signals.max(1);
+        self
+    }
+
+    /// How many bytes of server signals (names and payloads) may wait for the handler
+    /// (default 16 MiB); beyond, signals are dropped per
+    /// [`signal_overflow`](ClientBuilder::signal_overflow) as beyond
+    /// [`max_queued_signals`](ClientBuilder::max_queued_signals), and a signal larger than
+    /// this is dropped whatever the policy.
+    ///
+    /// With [`max_message_size`](ClientBuilder::max_message_size) it bounds what a server,
+    /// hostile or flooding, can make a connection hold for a handler that falls behind:
+    /// this many bytes of queued signals (the same again while a session is restored after
+    /// a reconnection), plus the message being read (at most `max_message_size`). With the
+    /// defaults, about 48 MiB per connection, where counting signals alone allowed 1024 ×
+    /// 16 MiB.
+    ///
+    /// ```
+    /// use tokio_webwire::Client;
+    ///
+    /// // A dashboard on a small device: at most 1 MiB of signals behind its handler.
+    /// let builder = Client::builder().max_queued_signal_bytes(1 << 20);
+    /// # drop(builder);
+    /// ```
+    pub fn max_queued_signal_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queued_signal_bytes = bytes;
         self
     }
 

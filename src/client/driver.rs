@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use crate::Session;
 use crate::client::connection::{Ended, Link, heartbeat_interval};
+use crate::client::events::signal_bytes;
 use crate::client::handler::Event;
 use crate::client::pending::Kind;
 use crate::client::{RequestError, Shared};
@@ -83,6 +84,8 @@ pub(crate) struct Driver<'a, S> {
     /// Server signals that came before the handler was told of the connection (while a
     /// session is restored after a reconnection), delivered right after `connected`.
     held: Vec<Event>,
+    /// The bytes of `held`, bounded by `max_queued_signal_bytes`.
+    held_bytes: usize,
 }
 
 /// Heartbeats (§1.5): one at `period` after the last write. One timer, moved only when it
@@ -132,6 +135,7 @@ where
             yielded: false,
             violation: None,
             held: Vec::new(),
+            held_bytes: 0,
         }
     }
 
@@ -139,6 +143,7 @@ where
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         self.shared.driver.register(cx.waker());
         if !self.held.is_empty() && self.link.announced.load(Ordering::Acquire) {
+            self.held_bytes = 0;
             for signal in self.held.drain(..) {
                 self.shared.events.push(signal);
             }
@@ -302,6 +307,21 @@ where
     /// Acts on one item read from the socket; `Err` when the connection ends.
     fn on_incoming(&mut self, incoming: Incoming) -> Result<(), Ended> {
         match incoming {
+            // The server announced its limit in its handshake and sends nothing larger
+            // (PROTOCOL.md §1.4; the Go client even requires its buffer to equal it): more
+            // is a server to stop reading, whatever `max_message_size` allows.
+            Incoming::Frame(frame) if frame.len() > self.link.limit() => {
+                warn!(
+                    len = frame.len(),
+                    announced = self.link.limit(),
+                    "the server sent a message over the size it announced; closing the connection"
+                );
+                self.violation = Some(close_frame(
+                    CloseCode::Size,
+                    "message exceeds the announced size",
+                ));
+                Err(Ended::Violation)
+            }
             Incoming::Frame(frame) => match Message::parse(frame) {
                 Ok(message) => self.dispatch(message).map_err(|reason| {
                     self.violation = Some(close_frame(CloseCode::Protocol, reason));
@@ -364,7 +384,11 @@ where
                     if self.link.announced.load(Ordering::Acquire) {
                         // Signals beyond the limit are dropped by policy, never refused.
                         shared.events.push(signal);
-                    } else if self.held.len() < shared.config.max_queued_signals {
+                    } else if self.held.len() < shared.config.max_queued_signals
+                        && self.held_bytes + signal_bytes(&signal)
+                            <= shared.config.max_queued_signal_bytes
+                    {
+                        self.held_bytes += signal_bytes(&signal);
                         self.held.push(signal);
                     } else {
                         shared.events.count_dropped_signal();

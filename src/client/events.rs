@@ -20,6 +20,19 @@ use crate::client::handler::Event;
 /// The default [`ClientBuilder::max_queued_signals`](crate::ClientBuilder::max_queued_signals).
 pub const DEFAULT_MAX_QUEUED_SIGNALS: usize = 1024;
 
+/// The default
+/// [`ClientBuilder::max_queued_signal_bytes`](crate::ClientBuilder::max_queued_signal_bytes):
+/// 16 MiB.
+pub const DEFAULT_MAX_QUEUED_SIGNAL_BYTES: usize = 16 << 20;
+
+/// What a queued signal holds: its name and payload bytes.
+pub(crate) fn signal_bytes(event: &Event) -> usize {
+    match event {
+        Event::Signal(name, payload) => name.len() + payload.data.len(),
+        _ => 0,
+    }
+}
+
 /// What a client does with a server signal that arrives while its handler has
 /// [`max_queued_signals`](crate::ClientBuilder::max_queued_signals) signals still to handle.
 ///
@@ -54,6 +67,7 @@ pub(crate) struct Events {
     /// Wakes the handler's task.
     ready: Notify,
     max_signals: usize,
+    max_bytes: usize,
     overflow: SignalOverflow,
     dropped: AtomicU64,
 }
@@ -70,6 +84,8 @@ pub(crate) const MAX_SESSION_EVENTS: usize = 1024;
 struct Queue {
     /// Server signals, with their sequence numbers, oldest first.
     signals: VecDeque<(u64, Event)>,
+    /// The bytes of `signals` ([`signal_bytes`]).
+    signal_bytes: usize,
     /// Connection and session events (never dropped), with their sequence numbers.
     others: VecDeque<(u64, Event)>,
     /// The sequence number of the next event pushed.
@@ -90,12 +106,18 @@ impl Queue {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let queue = if take_signal {
-            &mut self.signals
+        if take_signal {
+            self.pop_signal()
         } else {
-            &mut self.others
-        };
-        queue.pop_front().map(|(_, event)| event)
+            self.others.pop_front().map(|(_, event)| event)
+        }
+    }
+
+    /// The oldest signal, taken out.
+    fn pop_signal(&mut self) -> Option<Event> {
+        let (_, event) = self.signals.pop_front()?;
+        self.signal_bytes -= signal_bytes(&event);
+        Some(event)
     }
 
     fn is_empty(&self) -> bool {
@@ -104,9 +126,14 @@ impl Queue {
 }
 
 impl Events {
-    /// A queue keeping at most `max_signals` signals (at least one), finished by the
-    /// `parties`-th call of [`finish`](Events::finish).
-    pub(crate) fn new(max_signals: usize, overflow: SignalOverflow, parties: u8) -> Self {
+    /// A queue keeping at most `max_signals` signals (at least one) of at most `max_bytes`
+    /// bytes in all, finished by the `parties`-th call of [`finish`](Events::finish).
+    pub(crate) fn new(
+        max_signals: usize,
+        max_bytes: usize,
+        overflow: SignalOverflow,
+        parties: u8,
+    ) -> Self {
         Events {
             queue: Mutex::new(Queue {
                 open: parties,
@@ -114,6 +141,7 @@ impl Events {
             }),
             ready: Notify::new(),
             max_signals: max_signals.max(1),
+            max_bytes,
             overflow,
             dropped: AtomicU64::new(0),
         }
@@ -136,15 +164,24 @@ impl Events {
         let seq = queue.next_seq;
         queue.next_seq += 1;
         if matches!(event, Event::Signal(..)) {
-            if queue.signals.len() >= self.max_signals {
+            let bytes = signal_bytes(&event);
+            if bytes > self.max_bytes {
+                // It could never fit: dropped whatever the policy.
+                self.overflow(&mut queue);
+                return true;
+            }
+            while queue.signals.len() >= self.max_signals
+                || queue.signal_bytes + bytes > self.max_bytes
+            {
                 self.overflow(&mut queue);
                 match self.overflow {
                     SignalOverflow::DropNewest => return true,
                     SignalOverflow::DropOldest => {
-                        queue.signals.pop_front();
+                        queue.pop_signal();
                     }
                 }
             }
+            queue.signal_bytes += bytes;
             queue.signals.push_back((seq, event));
         } else {
             queue.others.push_back((seq, event));
@@ -240,7 +277,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_latest_signals_and_every_other_event() {
-        let events = Events::new(2, SignalOverflow::DropOldest, 1);
+        let events = Events::new(2, usize::MAX, SignalOverflow::DropOldest, 1);
         events.push(signal(1));
         events.push(Event::Connected);
         events.push(signal(2));
@@ -249,6 +286,42 @@ mod tests {
         events.push(signal(4));
         assert_eq!(events.dropped(), 2);
         assert_eq!(drain(&events), ["Connected", "s3", "SessionClosed", "s4"]);
+    }
+
+    /// A signal of `len` payload bytes, labelled by its first.
+    fn sized(n: u8, len: usize) -> Event {
+        let mut data = vec![0u8; len];
+        data[0] = n;
+        Event::Signal(Name::empty(), Payload::binary(data))
+    }
+
+    #[test]
+    fn queued_signals_are_bounded_in_bytes_too() {
+        // Room for 10 of 100 bytes, whatever the count allows.
+        let events = Events::new(1000, 1000, SignalOverflow::DropOldest, 1);
+        for n in 0..15 {
+            events.push(sized(n, 100));
+        }
+        events.push(Event::Connected);
+        assert_eq!(events.dropped(), 5);
+        // A signal larger than the whole budget never fits: dropped, the others kept.
+        events.push(sized(99, 1001));
+        assert_eq!(events.dropped(), 6);
+        // One of 550 bytes makes room by dropping the 6 oldest (4 left: 400 + 550).
+        events.push(sized(20, 550));
+        assert_eq!(events.dropped(), 12);
+        assert_eq!(
+            drain(&events),
+            ["s11", "s12", "s13", "s14", "Connected", "s20"]
+        );
+
+        let events = Events::new(1000, 1000, SignalOverflow::DropNewest, 1);
+        for n in 0..15 {
+            events.push(sized(n, 100));
+        }
+        assert_eq!(events.dropped(), 5);
+        let kept: Vec<String> = (0..10).map(|n| format!("s{n}")).collect();
+        assert_eq!(drain(&events), kept);
     }
 
     /// The label a test gives an event.
@@ -277,7 +350,7 @@ mod tests {
     fn both_policies_match_the_one_list_model_event_for_event() {
         for policy in [SignalOverflow::DropOldest, SignalOverflow::DropNewest] {
             let max = 3;
-            let events = Events::new(max, policy, 1);
+            let events = Events::new(max, usize::MAX, policy, 1);
             let mut model: VecDeque<String> = VecDeque::new();
             let mut model_dropped = 0u64;
             let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -324,7 +397,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_behind_many_session_events_keeps_their_order_and_counts() {
-        let events = Events::new(4, SignalOverflow::DropOldest, 1);
+        let events = Events::new(4, usize::MAX, SignalOverflow::DropOldest, 1);
         events.push(signal(0));
         for _ in 0..1_000 {
             events.push(Event::SessionClosed);
@@ -346,7 +419,7 @@ mod tests {
 
     #[test]
     fn drop_newest_keeps_the_first_signals() {
-        let events = Events::new(2, SignalOverflow::DropNewest, 1);
+        let events = Events::new(2, usize::MAX, SignalOverflow::DropNewest, 1);
         for n in 1..=5 {
             events.push(signal(n));
         }
@@ -357,7 +430,7 @@ mod tests {
 
     #[test]
     fn nothing_is_queued_after_finish() {
-        let events = Events::new(2, SignalOverflow::DropNewest, 1);
+        let events = Events::new(2, usize::MAX, SignalOverflow::DropNewest, 1);
         events.finish();
         events.push(Event::Connected);
         assert!(drain(&events).is_empty());
@@ -365,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_session_events_is_refused_not_queued() {
-        let events = Events::new(2, SignalOverflow::DropOldest, 1);
+        let events = Events::new(2, usize::MAX, SignalOverflow::DropOldest, 1);
         for _ in 0..MAX_SESSION_EVENTS {
             assert!(events.push(Event::SessionClosed));
         }

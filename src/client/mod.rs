@@ -46,7 +46,7 @@ pub use builder::{
     DEFAULT_WRITE_TIMEOUT,
 };
 pub use error::{ConnectError, RequestError};
-pub use events::{DEFAULT_MAX_QUEUED_SIGNALS, SignalOverflow};
+pub use events::{DEFAULT_MAX_QUEUED_SIGNAL_BYTES, DEFAULT_MAX_QUEUED_SIGNALS, SignalOverflow};
 pub use handler::ClientHandler;
 pub use reconnect::{Backoff, Reconnect};
 
@@ -245,7 +245,12 @@ impl Shared {
     /// by the supervisor when it ends and by the client's closing: a handler hears of a
     /// session closed offline after the last connection ended.
     pub(crate) fn new(config: Config) -> Self {
-        let events = Events::new(config.max_queued_signals, config.signal_overflow, 2);
+        let events = Events::new(
+            config.max_queued_signals,
+            config.max_queued_signal_bytes,
+            config.signal_overflow,
+            2,
+        );
         Shared {
             config,
             next_id: AtomicU64::new(1),
