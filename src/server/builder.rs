@@ -85,6 +85,8 @@ pub(crate) struct Config {
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
 /// | [`session_key_generator`](Self::session_key_generator) | [`DefaultKeyGenerator`] | how keys are made |
 /// | [`max_session_connections`](Self::max_session_connections) | 0 (no limit) | connections per session |
+/// | [`max_sessions_per_source`](Self::max_sessions_per_source) | 1000 | sessions one source address keeps in the store; beyond, its own oldest are evicted |
+/// | [`ipv6_source_prefix`](Self::ipv6_source_prefix) | 64 | the prefix that makes an IPv6 source |
 /// | [`backplane`](Self::backplane) | [`Local`] | how publishes, session signals and revocations reach other servers |
 /// | [`slow_subscriber`](Self::slow_subscriber) | [`SlowSubscriber::Disconnect`] | what a publish does with a subscriber whose queue is full |
 /// | [`max_topics_per_connection`](Self::max_topics_per_connection) | 1024 | topics one connection may subscribe to |
@@ -159,6 +161,8 @@ impl<H: Handler> ServerBuilder<H> {
                 store: Arc::new(MemoryStore::default()),
                 keys: Arc::new(DefaultKeyGenerator),
                 max_connections: 0,
+                max_per_source: 1000,
+                v6_prefix: 64,
             },
             backplane: Arc::new(Local),
             slow_subscriber: SlowSubscriber::default(),
@@ -330,6 +334,47 @@ impl<H: Handler> ServerBuilder<H> {
     /// beyond it is refused.
     pub fn max_session_connections(mut self, limit: usize) -> Self {
         self.sessions.max_connections = limit;
+        self
+    }
+
+    /// How many sessions created from one source (an IPv4 address, an IPv6 /64: see
+    /// [`ipv6_source_prefix`](Self::ipv6_source_prefix)) the store keeps (default 1000; 0:
+    /// no budget). A source that creates more loses its own oldest sessions from the store
+    /// (they stay on their connections, but a reconnection cannot restore them): so a
+    /// script that logs in over and over from one address pushes out its own sessions,
+    /// never the other users'.
+    ///
+    /// 1000 is 1000 users behind one address (an office, a campus, a carrier-grade NAT)
+    /// each keeping a session; raise it if more of yours share one. The server keeps the
+    /// keys it counts: about 100 bytes per session, for at most 65 536 sources (the
+    /// source heard from longest ago is forgotten beyond), and takes the source from
+    /// [`Connection::remote_addr`](crate::server::Connection::remote_addr): behind a proxy,
+    /// that is the proxy's, unless your `before_upgrade` knows better.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(()).max_sessions_per_source(5_000).build();
+    /// # drop(server);
+    /// ```
+    pub fn max_sessions_per_source(mut self, sessions: usize) -> Self {
+        self.sessions.max_per_source = sessions;
+        self
+    }
+
+    /// The prefix by which IPv6 sources are counted (default 64, at most 128): a host, or
+    /// a home, is handed a whole /64, so a finer count would let one client be many
+    /// sources. IPv4-mapped IPv6 addresses count as their IPv4 address.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// // A network whose users each have a /56.
+    /// let server = Server::builder(()).ipv6_source_prefix(56).build();
+    /// # drop(server);
+    /// ```
+    pub fn ipv6_source_prefix(mut self, bits: u8) -> Self {
+        self.sessions.v6_prefix = bits.min(128);
         self
     }
 

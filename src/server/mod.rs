@@ -54,6 +54,7 @@ mod mount;
 mod origin;
 mod outbox;
 mod sessions;
+mod source;
 #[cfg(feature = "rustls")]
 mod tls;
 mod upgrade;

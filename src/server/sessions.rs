@@ -35,6 +35,7 @@ use crate::protocol::{Message, MessageType, RequestId};
 use crate::server::handler::RestoreRefused;
 use crate::server::job::catch_panic;
 use crate::server::metrics::SessionMetrics;
+use crate::server::source::{SessionBudget, Source};
 use crate::server::{Connection, Handler};
 use crate::session::{
     DynSessionStore, Session, SessionError, SessionInfo, SessionKeyGenerator, SessionRegistry,
@@ -108,6 +109,9 @@ pub(crate) struct Sessions {
     metrics: SessionMetrics,
     /// The other servers of the service, told when a session ends here for good.
     remote: Arc<Remote>,
+    /// Each source's sessions: beyond its budget, its oldest leave the store.
+    budget: SessionBudget,
+    v6_prefix: u8,
 }
 
 /// The session options of [`ServerBuilder`](crate::server::ServerBuilder).
@@ -117,6 +121,10 @@ pub(crate) struct SessionConfig {
     pub(crate) store: Arc<dyn DynSessionStore>,
     pub(crate) keys: Arc<dyn SessionKeyGenerator>,
     pub(crate) max_connections: usize,
+    /// Sessions one source may have created and still hold in the store (0: no budget).
+    pub(crate) max_per_source: usize,
+    /// IPv6 sources are counted by this prefix.
+    pub(crate) v6_prefix: u8,
 }
 
 impl Sessions {
@@ -138,6 +146,8 @@ impl Sessions {
             events,
             metrics,
             remote,
+            budget: SessionBudget::new(config.max_per_source),
+            v6_prefix: config.v6_prefix,
         }
     }
 
@@ -239,6 +249,15 @@ impl Sessions {
         if let Err(error) = self.store.save(&session).await {
             // As the reference: the session lives on, it just cannot be restored later.
             tracing::error!(%error, "the session store could not save a new session");
+        } else if let Some(addr) = conn.remote_addr() {
+            // A source beyond its budget loses its own oldest sessions, nobody else's.
+            let source = Source::of(addr.ip(), self.v6_prefix);
+            for key in self.budget.created(source, &session.key) {
+                tracing::debug!(%source, "session evicted: its source is over its budget");
+                if let Err(error) = self.store.remove(&key).await {
+                    tracing::warn!(%error, "an evicted session could not be removed");
+                }
+            }
         }
         // Hooks run without the lock, so that they may use the connection's sessions.
         drop(op);
