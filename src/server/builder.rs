@@ -54,7 +54,10 @@ pub(crate) struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) max_connections: usize,
     /// 0: no limit.
-    pub(crate) max_pending_upgrades: usize,
+    /// 0: no limit.
+    pub(crate) max_connections_per_source: usize,
+    /// The pending-upgrade limits, in all and per source.
+    pub(crate) admission: crate::server::admission::Limits,
     /// Which `Origin`s may open a connection.
     pub(crate) origins: Origins,
     /// The handshake every connection starts with, encoded once.
@@ -79,7 +82,10 @@ pub(crate) struct Config {
 /// | [`close_timeout`](Self::close_timeout) | 2 s | how long the server waits for the client to answer its close frame |
 /// | [`abandoned_handler_timeout`](Self::abandoned_handler_timeout) | 5 s | how long handlers of a client that has gone may still run before they are dropped |
 /// | [`max_connections`](Self::max_connections) | 10 000 | open connections at once; 503 beyond |
-/// | [`max_pending_upgrades`](Self::max_pending_upgrades) | 1024 | accepted sockets not yet upgraded (TLS handshake, HTTP request, `before_upgrade`); sockets beyond are closed at once |
+/// | [`max_pending_upgrades`](Self::max_pending_upgrades) | 1024 | accepted sockets not yet upgraded (TLS handshake, HTTP request, `before_upgrade`); beyond, the one silent longest is closed to make room, or the new one |
+/// | [`max_connections_per_source`](Self::max_connections_per_source) | 1000 | open connections from one source (an IPv4 address, an IPv6 /64); 503 beyond |
+/// | [`max_pending_upgrades_per_source`](Self::max_pending_upgrades_per_source) | 64 | sockets of one source waiting for their upgrade; beyond, closed at once |
+/// | [`source_connect_rate`](Self::source_connect_rate) | 100/s, burst 1000 | sockets one source may open that do not upgrade (one that upgrades gives its share back) |
 /// | [`allowed_origins`](Self::allowed_origins), [`allow_any_origin`](Self::allow_any_origin) | same host only | which browser pages may connect (403 for others) |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
@@ -130,6 +136,9 @@ pub struct ServerBuilder<H> {
     close_timeout: Duration,
     max_connections: usize,
     max_pending_upgrades: usize,
+    max_connections_per_source: usize,
+    max_pending_upgrades_per_source: usize,
+    source_connect_rate: (u32, u32),
     /// `None`: any origin; else the listed ones (and the same host), checked by `build`.
     allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
@@ -155,6 +164,9 @@ impl<H: Handler> ServerBuilder<H> {
             close_timeout: Duration::from_secs(2),
             max_connections: 10_000,
             max_pending_upgrades: 1024,
+            max_connections_per_source: 1000,
+            max_pending_upgrades_per_source: 64,
+            source_connect_rate: (100, 1000),
             allowed_origins: Some(Vec::new()),
             sessions: SessionConfig {
                 enabled: true,
@@ -241,7 +253,12 @@ impl<H: Handler> ServerBuilder<H> {
     /// How many sockets may wait for their upgrade at once (default 1024; 0: no limit):
     /// sockets the server accepted (or was given, headless) whose TLS handshake, HTTP
     /// request or [`before_upgrade`](crate::server::Handler::before_upgrade) is not done
-    /// yet. A socket beyond it is closed at once, before any TLS or HTTP work.
+    /// yet. When all places are taken, the waiting socket that has sent the fewest bytes
+    /// (the oldest of those, and at least a quarter of a second old) is closed to make room
+    /// for the new one, so sockets that only hold places (silent, or a byte now and then)
+    /// cannot keep a client that talks out; if every waiting socket is younger, the new
+    /// one is closed at once, before any TLS or HTTP work. Each source is also held to
+    /// [`max_pending_upgrades_per_source`](Self::max_pending_upgrades_per_source).
     ///
     /// Until the upgrade, nothing else bounds them but the
     /// [`handshake_timeout`](Self::handshake_timeout): without this limit, a flood of
@@ -263,6 +280,65 @@ impl<H: Handler> ServerBuilder<H> {
     /// ```
     pub fn max_pending_upgrades(mut self, limit: usize) -> Self {
         self.max_pending_upgrades = limit;
+        self
+    }
+
+    /// How many open connections one source may have (default 1000; 0: no limit). A
+    /// source is an IPv4 address or an IPv6 prefix
+    /// ([`ipv6_source_prefix`](Self::ipv6_source_prefix)); an upgrade beyond is answered
+    /// 503 (headless WebSockets: closed with 1013), as beyond
+    /// [`max_connections`](Self::max_connections), so that one host cannot take every
+    /// place. Counted on every way in, mounted upgrades included, by the address the
+    /// server was given for the connection.
+    ///
+    /// 1000 is 1000 users behind one address (an office, a campus, a carrier-grade NAT)
+    /// with one connection each; raise it when more of yours share an address.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(()).max_connections_per_source(5_000).build().unwrap();
+    /// # drop(server);
+    /// ```
+    pub fn max_connections_per_source(mut self, limit: usize) -> Self {
+        self.max_connections_per_source = limit;
+        self
+    }
+
+    /// How many sockets of one source may wait for their upgrade at once (default 64; 0:
+    /// no limit); one beyond is closed at once. So one source cannot fill
+    /// [`max_pending_upgrades`](Self::max_pending_upgrades) with sockets that never send
+    /// their request: it holds at most this many places. 64 lets the users behind one
+    /// address connect 64 at a time, a handshake each (milliseconds); more wait for their
+    /// client's next attempt.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(()).max_pending_upgrades_per_source(16).build().unwrap();
+    /// # drop(server);
+    /// ```
+    pub fn max_pending_upgrades_per_source(mut self, limit: usize) -> Self {
+        self.max_pending_upgrades_per_source = limit;
+        self
+    }
+
+    /// How fast one source may open sockets that do not upgrade: `per_second` on average,
+    /// `burst` at once (default 100 per second, burst 1000; `per_second` 0: no limit). A
+    /// socket beyond is closed at once. A socket that upgrades gives back what it took, so
+    /// clients that connect and talk are never held back by it, however many share an
+    /// address (a thousand users behind one NAT reconnecting after a restart pass in one
+    /// burst); a source whose sockets are silent, fail their TLS handshake or are refused
+    /// is slowed to `per_second`.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// let server = Server::builder(()).source_connect_rate(20, 200).build().unwrap();
+    /// # drop(server);
+    /// ```
+    pub fn source_connect_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.source_connect_rate = (per_second, burst.max(1));
         self
     }
 
@@ -609,7 +685,14 @@ impl<H: Handler> ServerBuilder<H> {
             abandoned_handler_timeout: self.abandoned_handler_timeout,
             close_timeout: self.close_timeout,
             max_connections: self.max_connections,
-            max_pending_upgrades: self.max_pending_upgrades,
+            max_connections_per_source: self.max_connections_per_source,
+            admission: crate::server::admission::Limits {
+                max_pending: self.max_pending_upgrades,
+                max_pending_per_source: self.max_pending_upgrades_per_source,
+                rate: self.source_connect_rate.0,
+                burst: self.source_connect_rate.1,
+                v6_prefix: self.sessions.v6_prefix,
+            },
             origins,
             accept_conf,
             fanout: Limits {
@@ -662,6 +745,15 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("close_timeout", &self.close_timeout)
             .field("max_connections", &self.max_connections)
             .field("max_pending_upgrades", &self.max_pending_upgrades)
+            .field(
+                "max_connections_per_source",
+                &self.max_connections_per_source,
+            )
+            .field(
+                "max_pending_upgrades_per_source",
+                &self.max_pending_upgrades_per_source,
+            )
+            .field("source_connect_rate", &self.source_connect_rate)
             .field("allowed_origins", &self.allowed_origins)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)

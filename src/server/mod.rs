@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod builder;
 mod connection;
 mod driver;
@@ -71,7 +72,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Extensions;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -94,10 +94,12 @@ use self::metrics::Metrics;
 use crate::backplane::{DynBackplane, Remote};
 use crate::payload::Payload;
 use crate::protocol::IntoName;
+use admission::Admission;
 use builder::Config;
 use connection::Peer;
 use fanout::Hub;
 use sessions::{SessionConfig, SessionEvents, Sessions};
+use source::Source;
 
 /// A WebWire server: a [`Handler`] and its options, serving any number of connections.
 ///
@@ -140,8 +142,9 @@ pub(crate) struct Shared<H> {
     next_connection_id: AtomicU64,
     /// Live WebWire connections, against `max_connections`.
     pub(crate) slots: Arc<Slots>,
-    /// Sockets of ours not yet upgraded, against `max_pending_upgrades` (`None`: no limit).
-    pending_upgrades: Option<Arc<Semaphore>>,
+    /// Sockets of ours not yet upgraded, against `max_pending_upgrades` and the limits
+    /// per source.
+    admission: Arc<Admission>,
     /// Cancelled when the shutdown is complete.
     shutdown_done: CancellationToken,
     /// The metric handles (nothing without the `metrics` feature).
@@ -164,18 +167,16 @@ impl<H> Shared<H> {
         let slots = Arc::new(Slots {
             live: AtomicUsize::new(0),
             max: config.max_connections,
+            max_per_source: config.max_connections_per_source,
+            v6_prefix: config.admission.v6_prefix,
+            per_source: Mutex::new(HashMap::new()),
             metrics: metrics.clone(),
         });
-        // Capped at the most a semaphore holds: a limit that large is no limit anyway.
-        let pending_upgrades = (config.max_pending_upgrades != 0).then(|| {
-            Arc::new(Semaphore::new(
-                config.max_pending_upgrades.min(Semaphore::MAX_PERMITS),
-            ))
-        });
+        let admission = Admission::new(config.admission);
         let remote = Arc::new(Remote::new(backplane));
         let handlers = TaskTracker::new();
         Shared {
-            pending_upgrades,
+            admission,
             hub: Hub::new(
                 Sessions::new(sessions, events, Arc::clone(&remote)),
                 remote,
@@ -330,44 +331,55 @@ impl<H: Handler> Server<H> {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_stream(std::future::ready(Ok((io, Extensions::new()))), remote_addr);
+        let plain = |io| std::future::ready(Ok((io, Extensions::new())));
+        self.serve_stream(io, plain, remote_addr);
     }
 
-    /// Serves the connection `io` resolves to (a socket, or a TLS stream after its
-    /// handshake) on a task of its own, included in [`shutdown`](Self::shutdown): the
-    /// upgrade (`io` included) within the handshake timeout, then the driver. Beyond
-    /// `max_pending_upgrades`, `io` is dropped at once.
+    /// Serves the socket `io` on a task of its own, included in
+    /// [`shutdown`](Self::shutdown): `handshake` makes it the stream to upgrade (a TLS
+    /// handshake; nothing for a plain socket), then the upgrade within the handshake
+    /// timeout, then the driver. A socket not admitted ([`Admission`]: the pending limits,
+    /// in all and per source) is dropped at once; one admitted may be closed later to make
+    /// room, if it stays silent while the pool is full.
     ///
-    /// `io` resolves to the stream and what it knows of itself (a `TlsInfo` after a TLS
-    /// handshake; nothing for a plain socket): extensions the upgrade request gets before
-    /// the checks and the hook, so one upgrade path serves every kind of stream.
-    fn serve_stream<S>(
-        &self,
-        io: impl Future<Output = io::Result<(S, Extensions)>> + Send + 'static,
-        remote_addr: Option<SocketAddr>,
-    ) where
+    /// `handshake` resolves to the stream and what it knows of itself (a `TlsInfo` after a
+    /// TLS handshake; nothing for a plain socket): extensions the upgrade request gets
+    /// before the checks and the hook, so one upgrade path serves every kind of stream.
+    fn serve_stream<S, T, F, Fut>(&self, io: S, handshake: F, remote_addr: Option<SocketAddr>)
+    where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: FnOnce(admission::Counting<S>) -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<(T, Extensions)>> + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // Taken here, not in the task: the accept loop takes the next socket only after
+        // Decided here, not in the task: the accept loop takes the next socket only after
         // this one's place is decided.
-        let pending = match self.shared.pending_upgrades.as_ref() {
-            Some(limit) => match Arc::clone(limit).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    // Dropping `io` closes the socket before any TLS or HTTP work on it.
-                    tracing::debug!(?remote_addr, "socket closed: too many pending upgrades");
-                    self.shared.metrics.upgrade_refused(None);
-                    return;
-                }
-            },
-            None => None,
+        let ticket = match self.shared.admission.admit(remote_addr) {
+            Ok(ticket) => ticket,
+            Err(refused) => {
+                // Dropping `io` closes the socket before any TLS or HTTP work on it.
+                tracing::debug!(?remote_addr, why = refused.as_str(), "socket closed");
+                self.shared.metrics.upgrade_refused(None);
+                return;
+            }
         };
+        let io = ticket.count(io);
         let shared = Arc::clone(&self.shared);
         let fut = async move {
             // Boxed while it runs: the upgrade's buffers do not stay in the connection's
             // task for its whole life.
-            let upgraded = Box::pin(upgrade::upgrade(&shared, io, remote_addr)).await;
-            drop(pending);
+            let upgrade = Box::pin(upgrade::upgrade(&shared, handshake(io), remote_addr));
+            let upgraded = tokio::select! {
+                upgraded = upgrade => upgraded,
+                () = ticket.evicted() => {
+                    shared.metrics.upgrade_refused(None);
+                    None
+                }
+            };
+            if upgraded.is_some() {
+                ticket.upgraded();
+            }
+            drop(ticket);
             if let Some((ws, peer, slot)) = upgraded {
                 driver::serve(shared, ws, peer, slot).await;
             }
@@ -402,7 +414,7 @@ impl<H: Handler> Server<H> {
         self.shared.connections.spawn(async move {
             let frame = if shared.is_shutting_down() {
                 close_frame(CloseCode::Away, "server shutting down")
-            } else if let Some(slot) = shared.slots.try_take() {
+            } else if let Some(slot) = shared.slots.try_take(remote_addr) {
                 driver::serve(shared, ws, peer, slot).await;
                 return;
             } else {
@@ -632,19 +644,26 @@ impl Live {
     }
 }
 
-/// Counts the open WebWire connections against the server's `max_connections`.
+/// Counts the open WebWire connections against the server's `max_connections`, and each
+/// source's against `max_connections_per_source`.
 #[derive(Debug)]
 pub(crate) struct Slots {
     live: AtomicUsize,
     /// 0: no limit.
     max: usize,
+    /// 0: no limit.
+    max_per_source: usize,
+    v6_prefix: u8,
+    /// Open connections by source (only sources with some).
+    per_source: Mutex<HashMap<Source, usize>>,
     /// `webwire_connections_open` follows `live`.
     metrics: Metrics,
 }
 
-/// One open connection's place among the server's `max_connections`; given back on drop.
+/// One open connection's place among the server's `max_connections` (and its source's);
+/// given back on drop.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>);
+pub(crate) struct Slot(Arc<Slots>, Option<Source>);
 
 impl Slots {
     /// Whether the server is full: a look only, no place is taken (so another upgrade may
@@ -653,25 +672,65 @@ impl Slots {
         self.max != 0 && self.live.load(Ordering::Acquire) >= self.max
     }
 
-    /// A place for one more connection, unless the server is full. Checking and counting is
-    /// one step, so racing upgrades cannot overshoot the limit.
-    pub(crate) fn try_take(self: &Arc<Self>) -> Option<Slot> {
+    /// A place for one more connection from `remote_addr`, unless the server or its
+    /// source is full. Checking and counting is one step, so racing upgrades cannot
+    /// overshoot either limit.
+    pub(crate) fn try_take(self: &Arc<Self>, remote_addr: Option<SocketAddr>) -> Option<Slot> {
+        let source = remote_addr
+            .filter(|_| self.max_per_source != 0)
+            .map(|addr| Source::of(addr.ip(), self.v6_prefix));
+        if let Some(source) = source {
+            let mut per_source = self.per_source();
+            let open = per_source.entry(source).or_insert(0);
+            if *open >= self.max_per_source {
+                drop(per_source);
+                tracing::debug!(%source, "connection refused: its source has max_connections_per_source open");
+                self.metrics.connection_rejected();
+                return None;
+            }
+            *open += 1;
+        }
+        let slot = Slot(Arc::clone(self), source);
         let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
         if self
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
             .is_err()
         {
+            // The source's count is given back with the slot, without the global one.
+            let Slot(_, source) = &slot;
+            self.give_back_source(*source);
+            std::mem::forget(slot);
             self.metrics.connection_rejected();
             return None;
         }
         self.metrics.connection_opened();
-        Some(Slot(Arc::clone(self)))
+        Some(slot)
+    }
+
+    fn per_source(&self) -> std::sync::MutexGuard<'_, HashMap<Source, usize>> {
+        // One map operation per critical section: a panic cannot leave it half done.
+        self.per_source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn give_back_source(&self, source: Option<Source>) {
+        if let Some(source) = source {
+            let mut per_source = self.per_source();
+            if let Some(open) = per_source.get_mut(&source) {
+                *open -= 1;
+                if *open == 0 {
+                    per_source.remove(&source);
+                }
+            }
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.give_back_source(self.1);
         self.0.live.fetch_sub(1, Ordering::AcqRel);
         self.0.metrics.connection_gone();
     }

@@ -260,11 +260,13 @@ impl<H: Handler> Server<H> {
     {
         // The handshake's outcome goes into the request's extensions: the upgrade code
         // stays the same for plain sockets and TLS.
-        let handshake = acceptor.accept(io).map_ok(|tls| {
-            let mut extensions = Extensions::new();
-            extensions.insert(TlsInfo::from_connection(tls.get_ref().1));
-            (tls, extensions)
-        });
-        self.serve_stream(handshake, remote_addr);
+        let handshake = move |io| {
+            acceptor.accept(io).map_ok(|tls| {
+                let mut extensions = Extensions::new();
+                extensions.insert(TlsInfo::from_connection(tls.get_ref().1));
+                (tls, extensions)
+            })
+        };
+        self.serve_stream(io, handshake, remote_addr);
     }
 }

@@ -136,7 +136,7 @@ pub(crate) async fn accept<H: Handler>(
         return Err(Refusal::SHUTTING_DOWN);
     }
     // Filled up while the hook ran.
-    let Some(slot) = shared.slots.try_take() else {
+    let Some(slot) = shared.slots.try_take(remote_addr) else {
         return Err(too_many_connections());
     };
     let (request, attached) = upgrade.into_parts();
