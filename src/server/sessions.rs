@@ -150,10 +150,12 @@ impl Sessions {
         self.remote.send(envelope).await
     }
 
-    /// Takes the session `key` off `conn` and out of the registry.
-    fn detach(&self, conn: &Connection, key: &str) {
-        conn.take_session_if(key);
+    /// Takes the session `key` off `conn` and out of the registry. Returns whether `conn`
+    /// still held it (a revocation may have taken it first, and run `session_left`).
+    fn detach(&self, conn: &Connection, key: &str) -> bool {
+        let held = conn.take_session_if(key);
         self.registry.deregister(key, conn.id());
+        held
     }
 
     /// `conn` leaves its session explicitly (under its session lock): the last connection
@@ -373,9 +375,9 @@ impl Sessions {
             Ok(Some(session)) => session,
             Ok(None) => {
                 // Gone from the store (expired, removed by another server): a connection
-                // that held it does not keep it either.
-                if already_held {
-                    self.detach(conn, key);
+                // that held it does not keep it either (unless a revocation took it during
+                // the lookup, and ran `session_left` itself).
+                if already_held && self.detach(conn, key) {
                     drop(op);
                     self.events.left(conn, key).await;
                 }
@@ -411,11 +413,8 @@ impl Sessions {
             return Message::ReplyInternalError { id };
         }
         // The session it held is replaced: it leaves that one (hooks once the lock is
-        // released).
-        let replaced = current.filter(|_| !already_held);
-        if let Some(old) = &replaced {
-            self.detach(conn, &old.key);
-        }
+        // released; none if a revocation took it during the lookup and ran them).
+        let replaced = current.filter(|old| !already_held && self.detach(conn, &old.key));
         // Attached only while still registered: a revocation that took the key's
         // registrations after the lookup found it wins, and the client is not told of a
         // session that no longer exists. (A session already held is replaced by the one
@@ -450,16 +449,22 @@ impl Sessions {
                 true
             }
         };
-        let _op = conn.session_op().await;
+        let op = conn.session_op().await;
         if refused {
-            self.detach(conn, key);
+            let lost = self.detach(conn, key);
+            drop(op);
+            // A session the connection held before this restore was granted by an earlier
+            // hook (`session_created` or `session_restored`): losing it is leaving it.
+            if already_held && lost {
+                self.events.left(conn, key).await;
+            }
             return Message::ReplySessionNotFound { id };
         }
         // A revocation (or the connection's own logout) may have taken the session while
         // the hook ran: then it was not restored, and whatever the hook granted is undone
         // (its `session_left` may have run before the hook granted it).
         if !conn.holds_session(key) {
-            drop(_op);
+            drop(op);
             self.events.left(conn, key).await;
             return Message::ReplySessionNotFound { id };
         }
