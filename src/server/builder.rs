@@ -189,6 +189,18 @@ impl<H: Handler> ServerBuilder<H> {
     /// a shared [`session_store`](Self::session_store) too, so a client restores its
     /// session on any of them.
     ///
+    /// A store per server (a [`MemoryStore`] or a `FileStore` in each process) with a
+    /// shared backplane is allowed and consistent: a session ended on one server (revoked,
+    /// or its last connection there logged out) is removed from every server's store,
+    /// each removing it from its own when the backplane brings the news, so a revoked
+    /// session is restorable nowhere. Sessions are then restorable only on the server
+    /// that created them (a load balancer with sticky sessions). It is not refused at
+    /// `build`, because a store per process cannot be told from a shared one: servers in
+    /// one process (tests, a demo) may share one `Arc<MemoryStore>`, and each server
+    /// removing the key is then a second removal of a key already gone. With a store
+    /// that is shared (Redis), that second removal is one round trip per server and
+    /// revocation.
+    ///
     /// ```
     /// use tokio_webwire::backplane::Local;
     /// use tokio_webwire::server::Server;
@@ -310,7 +322,11 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// Where sessions are kept (default: [`MemoryStore`], lost when the process ends;
-    /// [`FileStore`](crate::session::FileStore) survives restarts).
+    /// [`FileStore`](crate::session::FileStore) survives restarts). Servers behind one
+    /// load balancer share a store (`RedisStore`, feature `redis`), or one `Arc` of a
+    /// store when they run in one process; with a store each, a client restores its
+    /// session only on the server that made it (revocations still reach every store
+    /// through the [`backplane`](Self::backplane)).
     pub fn session_store(mut self, store: impl SessionStore) -> Self {
         self.sessions.store = Arc::new(store);
         self

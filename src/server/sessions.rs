@@ -16,12 +16,14 @@
 //! - **close** (a connection's own logout, or its client's close request): that connection
 //!   leaves the session; the session ends (removed from the store) only when its last
 //!   connection on this server leaves (a restore of it still under way on another
-//!   connection then fails). Other connections of this server keep it. Connections of
-//!   other servers (with a shared store and backplane) lose it then and are told: the
-//!   store they share no longer has it.
+//!   connection then fails). Other connections of this server keep it. With a
+//!   backplane, the other servers remove it from their stores too and their connections
+//!   lose it then and are told.
 //! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
 //!   the store first, so nothing restores it from then on, then taken off every connection
-//!   of this server that holds it or is restoring it.
+//!   of this server that holds it or is restoring it. With a backplane, every other server
+//!   does the same with its own store and connections ([`Sessions::revoke_here`]), so a
+//!   revocation is whole whether the servers share one store or each has its own.
 //! - **disconnect**: the connection leaves; the session stays stored and restorable.
 
 use std::future::Future;
@@ -305,13 +307,28 @@ impl Sessions {
         Ok(held)
     }
 
-    /// Another node revoked the session `key` (it removed it from the store): this
-    /// server's connections lose it as in [`revoke`](Self::revoke), and the
-    /// `session_closed` hook runs here too if any of them held it (so that per-node
-    /// state of the session goes with it).
+    /// Another node ended the session `key` (revoked it, or its last connection there
+    /// logged out): removed from this server's store too, then this server's connections
+    /// lose it as in [`revoke`](Self::revoke), and the `session_closed` hook runs here too
+    /// if any of them held it (so that per-node state of the session goes with it).
+    ///
+    /// The removal is what makes a revocation whole when each node has a store of its own
+    /// (a `MemoryStore` or `FileStore` per process): the revoking node could only remove
+    /// it from its own. With a shared store it is a second removal of a key already gone.
     pub(crate) async fn revoke_here(&self, key: &str) {
         if !self.enabled || check_key(key).is_err() {
             return;
+        }
+        // Store first, as in `revoke`: a restore racing this finds nothing, or is taken
+        // with the registrations below. (On a task of the hub's: a store that panics must
+        // not keep the connections here from losing the session.)
+        match catch_panic(self.store.remove(key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(
+                %error,
+                "the session store could not remove a session ended on another node"
+            ),
+            Err(panic) => tracing::error!(panic, "the session store panicked in a removal"),
         }
         if self.take_from_holders(key).await > 0 {
             if let Err(panic) = catch_panic(self.events.closed(None, key)).await {
