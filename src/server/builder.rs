@@ -276,8 +276,10 @@ impl<H: Handler> ServerBuilder<H> {
     /// anywhere, as there are no wildcards, fails [`build`](Self::build) with
     /// [`ConfigError::Origin`]). Replaces the list of an earlier call.
     ///
-    /// By default an upgrade whose `Origin` header names another host than its `Host`
-    /// header is refused with 403, as the Go reference server does: this is the defence
+    /// By default an upgrade whose `Origin` header names another host or port than its
+    /// `Host` header (a default port may be left out on either side: `https://a` is the
+    /// origin of `Host: a:443`), or carries user information (`http://evil@a`), is
+    /// refused with 403, as the Go reference server does: this is the defence
     /// against cross-site WebSocket hijacking, where a page of any site opens a WebSocket
     /// to your server and the browser adds the user's cookies. Requests without `Origin`
     /// (clients that are not browsers, ours included) always pass. List the origins of
