@@ -102,13 +102,11 @@ async fn default_ports_are_the_same_origin_and_user_information_is_refused() {
         ("a:80", "http://a", SWITCHING),
         ("A:443", "HTTPS://a", SWITCHING),
         ("a", "https://a:443", SWITCHING),
-        ("a", "http://a:80", SWITCHING),
         ("[::1]:443", "https://[::1]", SWITCHING),
         ("a:443", "http://a", FORBIDDEN),
         ("a:80", "https://a", FORBIDDEN),
         ("a", "https://a:8443", FORBIDDEN),
         ("a:8443", "https://a", FORBIDDEN),
-        ("a:443", "https://b", FORBIDDEN),
         ("a:443", "https://a:x", FORBIDDEN),
     ] {
         let extra = format!("Origin: {origin}\r\n");
