@@ -620,8 +620,9 @@ fn upgrade_request(host: &str, path: &str, extra: &str) -> String {
 }
 
 /// Requests refused the same way on every way in, with the status line each gets: a
-/// foreign `Origin`, no upgrade, another WebSocket version, a hook's 401 (counted as
-/// `other`) and 1xx (answered, and counted, as 500). The hook is `CountingHook`'s.
+/// foreign `Origin`, one with user information, no upgrade, no `Host` or two, another
+/// WebSocket version, a hook's 401 (counted as `other`) and 1xx (answered, and counted,
+/// as 500). The hook is `CountingHook`'s.
 fn refusals_on_every_way_in(host: &str, path: &str) -> Vec<(String, &'static str)> {
     vec![
         (
@@ -629,7 +630,19 @@ fn refusals_on_every_way_in(host: &str, path: &str) -> Vec<(String, &'static str
             "HTTP/1.1 403 Forbidden",
         ),
         (
+            upgrade_request(host, path, &format!("Origin: http://evil@{host}\r\n")),
+            "HTTP/1.1 403 Forbidden",
+        ),
+        (
             format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            upgrade_request(host, path, "").replace(&format!("Host: {host}\r\n"), ""),
+            "HTTP/1.1 400 Bad Request",
+        ),
+        (
+            upgrade_request(host, path, &format!("Host: {host}\r\n")),
             "HTTP/1.1 400 Bad Request",
         ),
         (
@@ -699,8 +712,8 @@ async fn refused_upgrades_are_counted_by_status() {
     assert_refused(
         &recorder,
         &[
-            ("400", 1),
-            ("403", 2),
+            ("400", 3),
+            ("403", 3),
             ("426", 1),
             ("431", 1),
             ("500", 1),
@@ -712,7 +725,7 @@ async fn refused_upgrades_are_counted_by_status() {
     // An upgrade that goes through is no refusal.
     let accepted = status_line(addr, &upgrade_request(&host, "/", "")).await;
     assert_eq!(accepted, "HTTP/1.1 101 Switching Protocols");
-    assert_eq!(recorder.total("webwire_upgrades_refused_total"), 7);
+    assert_eq!(recorder.total("webwire_upgrades_refused_total"), 10);
     bounded(server.shutdown()).await;
 }
 
@@ -784,8 +797,8 @@ async fn refusals_of_a_mounted_server_are_counted_alike() {
     assert_refused(
         &recorder,
         &[
-            ("400", 1),
-            ("403", 1),
+            ("400", 3),
+            ("403", 2),
             ("426", 1),
             ("500", 1),
             ("503", 1),

@@ -122,6 +122,11 @@ async fn serve_axum(server: &Server<App>) -> SocketAddr {
         .route("/ws/closed", get(tokio_webwire::axum::upgrade::<App>))
         .with_state(server.clone())
         .layer(Extension(Tag("from a layer")));
+    serve_router(router).await
+}
+
+/// Serves `router` on a fresh port, with the client's address.
+async fn serve_router(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -366,6 +371,40 @@ async fn axum_mounted_upgrades_get_the_servers_answers() {
     );
     let page = status(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(page, "HTTP/1.1 200 OK");
+}
+
+/// hyper reads the head but checks no `Host` (it keeps both of two, and serves a request
+/// without one): the server's check gives the same answers as on its own listener. None
+/// or two is 400, an `Origin` with user information 403, and a default port spelled on
+/// one side only the same origin.
+#[tokio::test]
+async fn axum_mounted_upgrades_check_host_and_origin_alike() {
+    let server = Server::new(CountingHook::default());
+    let addr = serve_counting(&server).await;
+    let upgrade = |extra: &str| upgrade_request("/ws", extra);
+    let no_host = upgrade("").replace("Host: x\r\n", "");
+    assert_eq!(status(addr, &no_host).await, "HTTP/1.1 400 Bad Request");
+    let two_hosts = upgrade("Host: evil.example\r\nOrigin: http://x\r\n");
+    assert_eq!(status(addr, &two_hosts).await, "HTTP/1.1 400 Bad Request");
+    let user_info = upgrade("Origin: http://evil@x\r\n");
+    assert_eq!(status(addr, &user_info).await, "HTTP/1.1 403 Forbidden");
+    let other_default = upgrade("Origin: http://x\r\n").replace("Host: x", "Host: x:443");
+    assert_eq!(status(addr, &other_default).await, "HTTP/1.1 403 Forbidden");
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 0, "never asked");
+    let default_port = upgrade("Origin: https://x\r\n").replace("Host: x", "Host: x:443");
+    let (answer, _open) = exchange(addr, &default_port).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{answer}"
+    );
+}
+
+/// Serves an axum router with `server` (its hook counting) at `/ws`.
+async fn serve_counting(server: &Server<CountingHook>) -> SocketAddr {
+    let router = Router::new()
+        .route("/ws", get(tokio_webwire::axum::upgrade::<CountingHook>))
+        .with_state(server.clone());
+    serve_router(router).await
 }
 
 /// A valid upgrade request as a router would hand it over, but not through hyper's

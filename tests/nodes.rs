@@ -1,6 +1,7 @@
 //! Several servers of one service sharing a session store and a backplane (one inside the
 //! test process): publishes, session signals and revocations reach every node; sessions
-//! outlive their node. The same scenarios run over Redis in `tests/redis_nodes.rs`.
+//! outlive their node; a store per node still loses a revoked session. The same scenarios
+//! run over Redis in `tests/redis_nodes.rs`.
 
 mod common;
 
@@ -40,6 +41,36 @@ async fn a_logout_ends_the_session_on_every_node() {
 async fn a_session_outlives_its_node() {
     let (a, b) = two_nodes().await;
     nodes::a_session_outlives_its_node(&a, &b).await;
+}
+
+/// Each node with a store of its own (a `MemoryStore` per process) on a shared backplane:
+/// a revocation on a node that never stored the session (a load balancer sent the call
+/// there) removes it from the store of the node that did, so no node restores it.
+#[tokio::test]
+async fn a_revocation_reaches_the_store_of_every_node() {
+    let backplane = InProcess::default();
+    let store_b = Arc::new(MemoryStore::default());
+    let a = node(|b| b.backplane(backplane.clone())).await;
+    let b = node(|b| b.backplane(backplane).session_store(store_b.clone())).await;
+    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
+    let key = nodes::login(&on_b, &mut on_b_seen).await;
+    assert_eq!(store_b.len(), 1, "setup: stored on b only");
+
+    let held_on_a = common::bounded(a.server.close_session(&key))
+        .await
+        .expect("revoked");
+    assert_eq!(held_on_a, 0);
+    // b removes it from its store before it tells its connections.
+    assert_eq!(
+        common::bounded(on_b_seen.recv()).await,
+        Some(nodes::Seen::SessionClosed)
+    );
+    assert_eq!(store_b.len(), 0, "removed from b's own store");
+    let (later, _seen) = nodes::subscriber(b.addr).await;
+    assert_eq!(
+        common::bounded(later.restore_session(&key)).await.err(),
+        Some(tokio_webwire::RequestError::SessionNotFound)
+    );
 }
 
 #[tokio::test]

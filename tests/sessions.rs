@@ -780,6 +780,38 @@ async fn the_restore_hook_can_refuse_a_session() {
     assert_eq!(server.session_connections(&alice).len(), 1);
 }
 
+/// A connection restores the session it already holds and the hook refuses it this time:
+/// the connection loses the session, and `session_left` runs for it, so that what its
+/// login granted (a room joined in `session_created`) is undone as on any other way out.
+#[tokio::test]
+async fn a_refused_restore_of_the_held_session_runs_session_left() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    let id = bounded(events.connected.recv())
+        .await
+        .expect("connected")
+        .id();
+    // Only restores of "blocked" are refused: its login is a session like any other.
+    let key = login(&mut client, 1, "blocked").await.key;
+    expect_event(&mut events, format!("created {key}")).await;
+
+    not_found(&mut client, 2, key.as_bytes()).await;
+    expect_event(&mut events, format!("refused {key}")).await;
+    assert_eq!(bounded(events.left.recv()).await, Some((id, key.clone())));
+    assert!(server.session_connections(&key).is_empty());
+    assert_eq!(server.active_sessions(), 0);
+    // Left once: a logout now finds no session to leave.
+    client.send(close(3)).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::ReplyBinary {
+            id: RequestId::from(3),
+            data: Bytes::new()
+        }
+    );
+    assert!(events.left.try_recv().is_err(), "session_left ran once");
+}
+
 /// A session saved by a server with a larger message size limit, restored on one whose
 /// reply cannot carry it: an internal error, and the connection does not hold it.
 #[tokio::test]

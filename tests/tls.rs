@@ -198,6 +198,53 @@ async fn a_silent_socket_is_dropped_at_the_handshake_timeout_tls_included() {
     );
 }
 
+/// The status line a TLS server at `addr` answers an upgrade request with, `hosts` its
+/// `Host` lines and `extra` more header lines; over a TLS connection that trusts `tls`.
+async fn status_over_tls(
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    hosts: &[&str],
+    extra: &str,
+) -> String {
+    use tokio_webwire::tokio_rustls::TlsConnector;
+    use tokio_webwire::tokio_rustls::rustls::pki_types::ServerName;
+    let socket = bounded(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let name = ServerName::IpAddress(addr.ip().into());
+    let mut tls = bounded(TlsConnector::from(tls).connect(name, socket))
+        .await
+        .expect("the TLS handshake");
+    common::status_line_on(&mut tls, &common::upgrade_head("/", hosts, extra)).await
+}
+
+/// Over TLS the upgrade is checked as over plain TCP: exactly one `Host`, no user
+/// information in `Origin`, and a page on the default port (`https://127.0.0.1`) is the
+/// same origin as `Host: 127.0.0.1:443`.
+#[tokio::test]
+async fn host_and_origin_are_checked_over_tls_as_over_tcp() {
+    let (acceptor, trusting) = certificate();
+    let server = Server::new(Echo);
+    let addr = serve_tls(&server, acceptor).await;
+    let own = addr.to_string();
+    let own = own.as_str();
+    let user_info = format!("Origin: https://evil@{own}\r\n");
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&[], "", "HTTP/1.1 400 Bad Request"),
+        (&[own, "evil.example"], "", "HTTP/1.1 400 Bad Request"),
+        (&[own], &user_info, "HTTP/1.1 403 Forbidden"),
+        (
+            &["127.0.0.1:443"],
+            "Origin: https://127.0.0.1\r\n",
+            "HTTP/1.1 101 Switching Protocols",
+        ),
+    ];
+    for (hosts, extra, answer) in cases {
+        let tls = Arc::clone(&trusting);
+        let status = status_over_tls(addr, tls, hosts, extra).await;
+        assert_eq!(status, answer, "{hosts:?} {extra}");
+    }
+    bounded(server.shutdown()).await;
+}
+
 /// A private CA, and certificates it signed: a certificate and its key.
 struct Ca {
     cert: rcgen::Certificate,

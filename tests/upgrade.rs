@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{CountingHook, begin_shutdown, bounded, listen};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{CountingHook, begin_shutdown, bounded, listen, status_line_on, upgrade_head};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_webwire::http::StatusCode;
@@ -32,20 +32,22 @@ async fn status_with(addr: SocketAddr, extra: &str) -> String {
 
 /// [`status_with`] on a socket already connected; the socket stays open.
 async fn status_on(socket: &mut TcpStream, addr: SocketAddr, extra: &str) -> String {
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\n{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    bounded(socket.write_all(request.as_bytes())).await.unwrap();
-    // The status line is all we need; a 101 is followed by a WebSocket, not an end.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n") {
-        head.push(bounded(socket.read_u8()).await.expect("an answer"));
-    }
-    String::from_utf8(head).unwrap().trim_end().to_owned()
+    answer_on(socket, &[&addr.to_string()], extra).await
+}
+
+/// The status line the server answers an upgrade request with, with a `Host` line for
+/// each of `hosts` (HTTP/1.1 asks for exactly one) and `extra` header lines.
+async fn status_hosts(addr: SocketAddr, hosts: &[&str], extra: &str) -> String {
+    let mut socket = bounded(TcpStream::connect(addr)).await.unwrap();
+    answer_on(&mut socket, hosts, extra).await
+}
+
+async fn answer_on(socket: &mut TcpStream, hosts: &[&str], extra: &str) -> String {
+    status_line_on(socket, &upgrade_head("/ws", hosts, extra)).await
 }
 
 const SWITCHING: &str = "HTTP/1.1 101 Switching Protocols";
+const BAD_REQUEST: &str = "HTTP/1.1 400 Bad Request";
 const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden";
 const UNAVAILABLE: &str = "HTTP/1.1 503 Service Unavailable";
 
@@ -66,6 +68,65 @@ async fn a_page_of_another_site_is_refused_by_default() {
     assert_eq!(status_for(addr, Some("null")).await, FORBIDDEN);
     // Not a browser: no Origin, nothing to check.
     assert_eq!(status_for(addr, None).await, SWITCHING);
+}
+
+/// HTTP/1.1 requires exactly one `Host` (RFC 9112 §3.2): a request without one, or with
+/// two (the origin check would compare with one of them, the application may read the
+/// other), is answered 400, as the Go reference does, before the hook is asked.
+#[tokio::test]
+async fn an_upgrade_without_exactly_one_host_is_a_bad_request() {
+    let server = Server::new(CountingHook::default());
+    let addr = listen(&server).await;
+    let own = addr.to_string();
+    assert_eq!(status_hosts(addr, &[], "").await, BAD_REQUEST);
+    assert_eq!(status_hosts(addr, &[&own, &own], "").await, BAD_REQUEST);
+    // The first is the page's own host: the origin check alone would have passed it.
+    let origin = format!("Origin: http://{own}\r\n");
+    let two = status_hosts(addr, &[&own, "evil.example"], &origin).await;
+    assert_eq!(two, BAD_REQUEST);
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 0, "never asked");
+    assert_eq!(status_hosts(addr, &[&own], &origin).await, SWITCHING);
+    assert_eq!(server.handler().0.load(Ordering::SeqCst), 1);
+}
+
+/// The same origin is the same scheme, host and port: a default port written on one side
+/// only (`Host: a:443` for the page `https://a`) is still the same origin, another port
+/// or the other scheme's default is not. An `Origin` with user information is no page's
+/// (browsers never send one) and is refused, as the Go reference does.
+#[tokio::test]
+async fn default_ports_are_the_same_origin_and_user_information_is_refused() {
+    let server = Server::new(());
+    let addr = listen(&server).await;
+    for (host, origin, answer) in [
+        ("a:443", "https://a", SWITCHING),
+        ("a:80", "http://a", SWITCHING),
+        ("A:443", "HTTPS://a", SWITCHING),
+        ("a", "https://a:443", SWITCHING),
+        ("[::1]:443", "https://[::1]", SWITCHING),
+        ("a:443", "http://a", FORBIDDEN),
+        ("a:80", "https://a", FORBIDDEN),
+        ("a", "https://a:8443", FORBIDDEN),
+        ("a:8443", "https://a", FORBIDDEN),
+        ("a:443", "https://a:x", FORBIDDEN),
+    ] {
+        let extra = format!("Origin: {origin}\r\n");
+        assert_eq!(
+            status_hosts(addr, &[host], &extra).await,
+            answer,
+            "Host: {host}, Origin: {origin}"
+        );
+    }
+    for origin in [
+        format!("http://evil@{addr}"),
+        format!("http://user:secret@{addr}"),
+        format!("http://evil.example@{addr}"),
+    ] {
+        assert_eq!(status_for(addr, Some(&origin)).await, FORBIDDEN, "{origin}");
+    }
+    assert_eq!(
+        status_for(addr, Some(&format!("http://{addr}"))).await,
+        SWITCHING
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`Server::publish`](crate::server::Server::publish) | the topic's subscribers | the topic's subscribers |
 //! | [`Server::signal_session`](crate::server::Server::signal_session) | the session's connections | the session's connections |
-//! | [`Server::close_session`](crate::server::Server::close_session) | the revocation (store, connections, hook) | the session's connections lose it and are told |
+//! | [`Server::close_session`](crate::server::Server::close_session) | the revocation (store, connections, hook) | removed from that node's store too, the session's connections lose it and are told |
 //!
 //! A backplane is a pipe of opaque messages to every other node: the server encodes the
 //! operation (the signal is encoded once, on the node that publishes), and decodes and
@@ -20,7 +20,8 @@
 //! Delivery is what the backplane gives: the server delivers to its own connections
 //! whether or not the backplane accepts the message, and a message the backplane loses is
 //! lost for the other nodes (their connections miss the signal; a revocation still
-//! removed the session from a shared store, so no node restores it again). Order holds
+//! removed the session from a shared store, so no node restores it again, but a store of
+//! another node's own keeps it). Order holds
 //! per publisher and topic as far as the backplane keeps it (Redis pub/sub does), not
 //! across publishers: two nodes publishing at once may reach one node's subscribers in
 //! one order and another's in the other. An operation's future delivers here first and

@@ -209,6 +209,18 @@ impl<H: Handler> ServerBuilder<H> {
     /// a shared [`session_store`](Self::session_store) too, so a client restores its
     /// session on any of them.
     ///
+    /// A store per server (a [`MemoryStore`] or a `FileStore` in each process) with a
+    /// shared backplane is allowed and consistent: a session ended on one server (revoked,
+    /// or its last connection there logged out) is removed from every server's store,
+    /// each removing it from its own when the backplane brings the news, so a revoked
+    /// session is restorable nowhere. Sessions are then restorable only on the server
+    /// that created them (a load balancer with sticky sessions). It is not refused at
+    /// `build`, because a store per process cannot be told from a shared one: servers in
+    /// one process (tests, a demo) may share one `Arc<MemoryStore>`, and each server
+    /// removing the key is then a second removal of a key already gone. With a store
+    /// that is shared (Redis), that second removal is one round trip per server and
+    /// revocation.
+    ///
     /// ```
     /// use tokio_webwire::backplane::Local;
     /// use tokio_webwire::server::Server;
@@ -348,8 +360,10 @@ impl<H: Handler> ServerBuilder<H> {
     /// anywhere, as there are no wildcards, fails [`build`](Self::build) with
     /// [`ConfigError::Origin`]). Replaces the list of an earlier call.
     ///
-    /// By default an upgrade whose `Origin` header names another host than its `Host`
-    /// header is refused with 403, as the Go reference server does: this is the defence
+    /// By default an upgrade whose `Origin` header names another host or port than its
+    /// `Host` header (a default port may be left out on either side: `https://a` is the
+    /// origin of `Host: a:443`), or carries user information (`http://evil@a`), is
+    /// refused with 403, as the Go reference server does: this is the defence
     /// against cross-site WebSocket hijacking, where a page of any site opens a WebSocket
     /// to your server and the browser adds the user's cookies. Requests without `Origin`
     /// (clients that are not browsers, ours included) always pass. List the origins of
@@ -394,7 +408,11 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// Where sessions are kept (default: [`MemoryStore`], lost when the process ends;
-    /// [`FileStore`](crate::session::FileStore) survives restarts).
+    /// [`FileStore`](crate::session::FileStore) survives restarts). Servers behind one
+    /// load balancer share a store (`RedisStore`, feature `redis`), or one `Arc` of a
+    /// store when they run in one process; with a store each, a client restores its
+    /// session only on the server that made it (revocations still reach every store
+    /// through the [`backplane`](Self::backplane)).
     pub fn session_store(mut self, store: impl SessionStore) -> Self {
         self.sessions.store = Arc::new(store);
         self

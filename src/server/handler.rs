@@ -195,10 +195,13 @@ pub trait Handler: Send + Sync + 'static {
     /// connection again and the client is told it was not found. Refusing leaves the
     /// session in the store; to end it everywhere, call
     /// [`Server::close_session`](crate::server::Server::close_session). A hook that panics
-    /// refuses too. If the session is revoked (or the connection logs out) while the hook
-    /// runs, the restore is answered "not found" once the hook returns, and
-    /// [`session_closed`](Handler::session_closed) may have run before this hook ended:
-    /// undo there, per connection, what this hook set up. The default accepts every restore.
+    /// refuses too. A connection may restore the session it already holds (the hook runs
+    /// again); refusing that takes the session off it, and
+    /// [`session_left`](Handler::session_left) runs, as for any other way of losing it. If
+    /// the session is revoked (or the connection logs out) while the hook runs, the
+    /// restore is answered "not found" once the hook returns, and `session_left` runs once
+    /// this hook has ended (it may have run before too): undo there, per connection, what
+    /// this hook set up. The default accepts every restore.
     ///
     /// ```
     /// use tokio_webwire::Session;
@@ -254,7 +257,9 @@ pub trait Handler: Send + Sync + 'static {
     /// ([`Connection::close_session`], or its client's close request), the session was
     /// revoked ([`Server::close_session`](crate::server::Server::close_session) on this
     /// server or, through the backplane, on another) or ended on another server, a restore
-    /// of another key replaced it, or a restore found it gone from the store. Runs for
+    /// of another key replaced it, a restore found it gone from the store, or
+    /// [`session_restored`](Self::session_restored) refused a restore of the session the
+    /// connection held. Runs for
     /// every connection that leaves a session this way (before
     /// [`session_closed`](Self::session_closed) when it was the last); not when the
     /// connection merely disconnects (the session stays restorable). The place to undo

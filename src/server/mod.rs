@@ -436,9 +436,11 @@ impl<H: Handler> Server<H> {
     /// stopped reading holds this up until its connection's write timeout drops it; it
     /// lost the session at once all the same).
     ///
-    /// With a store shared by several servers, the session is gone from the store for all
-    /// of them, but only this server's connections lose it at once: connections to other
-    /// servers keep it until they close it or reconnect (their restore then fails).
+    /// With a [backplane](crate::server::ServerBuilder::backplane), every other server
+    /// removes it from its own store too (a store each, or one shared: then again) and its
+    /// connections lose it at once. Without one, a store shared by several servers loses it
+    /// for all of them, but connections to other servers keep it until they close it or
+    /// reconnect (their restore then fails).
     ///
     /// Fails with [`SessionError::Disabled`] without sessions, and with
     /// [`SessionError::Store`] if the store could not remove it: the connections have lost

@@ -33,7 +33,8 @@ impl<H: Handler> Server<H> {
     /// connection is served on a task of its own, or the refusal.
     ///
     /// The request is checked exactly as on the server's own listener (400 when it is not
-    /// a WebSocket upgrade, 426 for a version other than 13, 403 for a foreign `Origin`,
+    /// a WebSocket upgrade or has no `Host` or more than one, which hyper lets through,
+    /// 426 for a version other than 13, 403 for a foreign `Origin`,
     /// 503 while shutting down or at
     /// [`max_connections`](crate::server::ServerBuilder::max_connections)), then
     /// [`Handler::before_upgrade`] sees its path, headers and extensions (what the

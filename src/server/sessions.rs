@@ -16,12 +16,14 @@
 //! - **close** (a connection's own logout, or its client's close request): that connection
 //!   leaves the session; the session ends (removed from the store) only when its last
 //!   connection on this server leaves (a restore of it still under way on another
-//!   connection then fails). Other connections of this server keep it. Connections of
-//!   other servers (with a shared store and backplane) lose it then and are told: the
-//!   store they share no longer has it.
+//!   connection then fails). Other connections of this server keep it. With a
+//!   backplane, the other servers remove it from their stores too and their connections
+//!   lose it then and are told.
 //! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
 //!   the store first, so nothing restores it from then on, then taken off every connection
-//!   of this server that holds it or is restoring it.
+//!   of this server that holds it or is restoring it. With a backplane, every other server
+//!   does the same with its own store and connections ([`Sessions::revoke_here`]), so a
+//!   revocation is whole whether the servers share one store or each has its own.
 //! - **disconnect**: the connection leaves; the session stays stored and restorable.
 
 use std::future::Future;
@@ -160,10 +162,12 @@ impl Sessions {
         self.remote.send(envelope).await
     }
 
-    /// Takes the session `key` off `conn` and out of the registry.
-    fn detach(&self, conn: &Connection, key: &str) {
-        conn.take_session_if(key);
+    /// Takes the session `key` off `conn` and out of the registry. Returns whether `conn`
+    /// still held it (a revocation may have taken it first, and run `session_left`).
+    fn detach(&self, conn: &Connection, key: &str) -> bool {
+        let held = conn.take_session_if(key);
         self.registry.deregister(key, conn.id());
+        held
     }
 
     /// `conn` leaves its session explicitly (under its session lock): the last connection
@@ -322,13 +326,28 @@ impl Sessions {
         Ok(held)
     }
 
-    /// Another node revoked the session `key` (it removed it from the store): this
-    /// server's connections lose it as in [`revoke`](Self::revoke), and the
-    /// `session_closed` hook runs here too if any of them held it (so that per-node
-    /// state of the session goes with it).
+    /// Another node ended the session `key` (revoked it, or its last connection there
+    /// logged out): removed from this server's store too, then this server's connections
+    /// lose it as in [`revoke`](Self::revoke), and the `session_closed` hook runs here too
+    /// if any of them held it (so that per-node state of the session goes with it).
+    ///
+    /// The removal is what makes a revocation whole when each node has a store of its own
+    /// (a `MemoryStore` or `FileStore` per process): the revoking node could only remove
+    /// it from its own. With a shared store it is a second removal of a key already gone.
     pub(crate) async fn revoke_here(&self, key: &str) {
         if !self.enabled || check_key(key).is_err() {
             return;
+        }
+        // Store first, as in `revoke`: a restore racing this finds nothing, or is taken
+        // with the registrations below. (On a task of the hub's: a store that panics must
+        // not keep the connections here from losing the session.)
+        match catch_panic(self.store.remove(key)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(
+                %error,
+                "the session store could not remove a session ended on another node"
+            ),
+            Err(panic) => tracing::error!(panic, "the session store panicked in a removal"),
         }
         if self.take_from_holders(key).await > 0 {
             if let Err(panic) = catch_panic(self.events.closed(None, key)).await {
@@ -392,9 +411,9 @@ impl Sessions {
             Ok(Some(session)) => session,
             Ok(None) => {
                 // Gone from the store (expired, removed by another server): a connection
-                // that held it does not keep it either.
-                if already_held {
-                    self.detach(conn, key);
+                // that held it does not keep it either (unless a revocation took it during
+                // the lookup, and ran `session_left` itself).
+                if already_held && self.detach(conn, key) {
                     drop(op);
                     self.events.left(conn, key).await;
                 }
@@ -430,11 +449,8 @@ impl Sessions {
             return Message::ReplyInternalError { id };
         }
         // The session it held is replaced: it leaves that one (hooks once the lock is
-        // released).
-        let replaced = current.filter(|_| !already_held);
-        if let Some(old) = &replaced {
-            self.detach(conn, &old.key);
-        }
+        // released; none if a revocation took it during the lookup and ran them).
+        let replaced = current.filter(|old| !already_held && self.detach(conn, &old.key));
         // Attached only while still registered: a revocation that took the key's
         // registrations after the lookup found it wins, and the client is not told of a
         // session that no longer exists. (A session already held is replaced by the one
@@ -469,16 +485,22 @@ impl Sessions {
                 true
             }
         };
-        let _op = conn.session_op().await;
+        let op = conn.session_op().await;
         if refused {
-            self.detach(conn, key);
+            let lost = self.detach(conn, key);
+            drop(op);
+            // A session the connection held before this restore was granted by an earlier
+            // hook (`session_created` or `session_restored`): losing it is leaving it.
+            if already_held && lost {
+                self.events.left(conn, key).await;
+            }
             return Message::ReplySessionNotFound { id };
         }
         // A revocation (or the connection's own logout) may have taken the session while
         // the hook ran: then it was not restored, and whatever the hook granted is undone
         // (its `session_left` may have run before the hook granted it).
         if !conn.holds_session(key) {
-            drop(_op);
+            drop(op);
             self.events.left(conn, key).await;
             return Message::ReplySessionNotFound { id };
         }

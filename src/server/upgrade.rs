@@ -2,9 +2,10 @@
 //! one home for every way a request arrives), and the HTTP side of sockets the server accepts itself
 //! (read the request, answer with 101 or an error status).
 //!
-//! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 426 for a WebSocket version
-//! other than 13 (RFC 6455 §4.4), 400 for anything else that is not a WebSocket upgrade,
-//! 403 for a foreign `Origin`, the handler's status when `before_upgrade` refuses (500 for
+//! Answers (PROTOCOL.md §1.2): 503 while shutting down or full, 400 without exactly one
+//! `Host` (RFC 9112 §3.2), 426 for a WebSocket version other than 13 (RFC 6455 §4.4), 400
+//! for anything else that is not a WebSocket upgrade, 403 for a foreign `Origin`
+//! (`origin.rs`), the handler's status when `before_upgrade` refuses (500 for
 //! a 1xx, which is no final answer); and for
 //! sockets read here, 431 for a head over the limit and 200 for `OPTIONS`.
 //!
@@ -79,6 +80,7 @@ pub(crate) fn check<H: Handler>(
     if shared.is_shutting_down() {
         return Err(Refusal::SHUTTING_DOWN);
     }
+    one_host(request)?;
     // Another version is not a malformed request: RFC 6455 §4.4 asks for 426 and the
     // version we speak, so that the client can retry with it (tungstenite's check below
     // would only say the header is missing).
@@ -155,6 +157,29 @@ pub(crate) async fn accept<H: Handler>(
         peer,
         slot,
     })
+}
+
+/// HTTP/1.1 asks for 400 when a request has no `Host` or more than one (RFC 9112 §3.2),
+/// as Go's server answers. Checked here, not left to whoever read the head: hyper serves
+/// both to the application (a mounted request keeps every `Host` it came with, and none
+/// is added), and so does the head parser of our own sockets. With two, the origin check
+/// would compare `Origin` with one of them while the hook may read the other.
+fn one_host(request: &Request) -> Result<(), Refusal> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => Ok(()),
+        (None, _) => {
+            tracing::debug!("upgrade refused: no Host header");
+            Err(Refusal::new(StatusCode::BAD_REQUEST, "missing Host header"))
+        }
+        (Some(_), Some(_)) => {
+            tracing::debug!("upgrade refused: more than one Host header");
+            Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "more than one Host header",
+            ))
+        }
+    }
 }
 
 /// The refusal of a full server.

@@ -136,6 +136,36 @@ pub async fn listen<H: Handler>(server: &Server<H>) -> SocketAddr {
     addr
 }
 
+/// An HTTP upgrade request head for `path`, with a `Host` line for each of `hosts` and
+/// `extra` header lines.
+pub fn upgrade_head(path: &str, hosts: &[&str], extra: &str) -> String {
+    let hosts: String = hosts
+        .iter()
+        .map(|host| format!("Host: {host}\r\n"))
+        .collect();
+    format!(
+        "GET {path} HTTP/1.1\r\n{hosts}{extra}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Sends `request` on `io` and returns the status line of the answer (a 101 is followed
+/// by a WebSocket, not an end, so only that line is read); `io` stays open.
+pub async fn status_line_on<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    request: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(io.write_all(request.as_bytes()))
+        .await
+        .expect("sent");
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.push(bounded(io.read_u8()).await.expect("an answer"));
+    }
+    String::from_utf8(line).expect("text").trim_end().to_owned()
+}
+
 /// A raw WebSocket peer: sends and receives WebWire frames as bytes.
 pub struct RawClient<S = MaybeTlsStream<TcpStream>> {
     pub ws: WebSocketStream<S>,
