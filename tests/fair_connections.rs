@@ -195,3 +195,77 @@ async fn idle_connections_from_one_source_leave_room_for_everyone_else() {
     let succeeded = good_clients(addr, 40).await;
     at_least_95_percent(succeeded, 40, "60 idle connections from one source");
 }
+
+/// Opens a WebSocket from `source` with `X-Forwarded-For: forwarded`; the upgrade's status.
+async fn upgrade_from(
+    source: &str,
+    addr: SocketAddr,
+    forwarded: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = silent(source, addr).await.ok_or(0u16)?;
+    let mut request = format!("ws://{addr}/")
+        .into_client_request()
+        .map_err(|_| 0u16)?;
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded.parse().map_err(|_| 0u16)?);
+    match tokio_tungstenite::client_async(request, socket).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(_) => Err(0),
+    }
+}
+
+/// Reports each connection's address on a channel.
+struct Addresses(tokio::sync::mpsc::UnboundedSender<Option<SocketAddr>>);
+
+impl Handler for Addresses {
+    async fn connected(&self, conn: &Connection) {
+        let _ = self.0.send(conn.remote_addr());
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_clients() {
+    let (seen, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::builder(Addresses(seen))
+        .trusted_proxies(["127.0.0.3".parse().expect("an address")])
+        .max_connections_per_source(2)
+        .build()
+        .expect("valid");
+    let addr = listen(&server).await;
+    // Through the proxy: each forwarded client is its own source.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            upgrade_from("127.0.0.3", addr, "203.0.113.7")
+                .await
+                .expect("upgraded"),
+        );
+        let seen = bounded(seen_rx.recv()).await.flatten().expect("an address");
+        assert_eq!(seen, "203.0.113.7:0".parse().expect("an address"));
+    }
+    assert_eq!(
+        upgrade_from("127.0.0.3", addr, "203.0.113.7").await.err(),
+        Some(503)
+    );
+    // A hop appended by the proxy chain: the last untrusted one counts.
+    held.push(
+        upgrade_from("127.0.0.3", addr, "198.51.100.1, 127.0.0.3")
+            .await
+            .expect("another client"),
+    );
+    let seen = bounded(seen_rx.recv()).await.flatten().expect("an address");
+    assert_eq!(seen.ip().to_string(), "198.51.100.1");
+    // From an untrusted peer the header is ignored.
+    held.push(
+        upgrade_from("127.0.0.4", addr, "203.0.113.7")
+            .await
+            .expect("upgraded"),
+    );
+    let seen = bounded(seen_rx.recv()).await.flatten().expect("an address");
+    assert_eq!(seen.ip().to_string(), "127.0.0.4");
+}

@@ -28,7 +28,7 @@ use crate::server::source::Source;
 const MAX_IDLE_SOURCES: usize = 65_536;
 
 /// The limits on pending upgrades (see the builder's options).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     /// 0: no limit.
     pub(crate) max_pending: usize,
@@ -39,6 +39,8 @@ pub(crate) struct Limits {
     /// How many of them at once.
     pub(crate) burst: u32,
     pub(crate) v6_prefix: u8,
+    /// Proxies, whose sockets carry many clients: no limits per source for them.
+    pub(crate) trusted: Arc<[std::net::IpAddr]>,
 }
 
 /// Why a socket was not admitted.
@@ -125,7 +127,9 @@ impl Admission {
         remote_addr: Option<SocketAddr>,
     ) -> Result<Ticket, Refused> {
         let limits = &self.limits;
-        let source = remote_addr.map(|addr| Source::of(addr.ip(), limits.v6_prefix));
+        let source = remote_addr
+            .filter(|addr| !limits.trusted.contains(&addr.ip()))
+            .map(|addr| Source::of(addr.ip(), limits.v6_prefix));
         let now = Instant::now();
         let mut state = self.lock();
         let state = &mut *state;
@@ -334,6 +338,7 @@ mod tests {
             rate: 0,
             burst: 0,
             v6_prefix: 64,
+            trusted: Arc::new([]),
         }
     }
 
@@ -374,6 +379,7 @@ mod tests {
             rate: 10,
             burst: 5,
             v6_prefix: 64,
+            trusted: Arc::new([]),
         });
         for _ in 0..5 {
             drop(admission.admit(addr("10.0.0.1")).unwrap());

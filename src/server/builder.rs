@@ -56,6 +56,8 @@ pub(crate) struct Config {
     /// 0: no limit.
     /// 0: no limit.
     pub(crate) max_connections_per_source: usize,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: Arc<[std::net::IpAddr]>,
     /// The pending-upgrade limits, in all and per source.
     pub(crate) admission: crate::server::admission::Limits,
     /// Which `Origin`s may open a connection.
@@ -86,6 +88,7 @@ pub(crate) struct Config {
 /// | [`max_connections_per_source`](Self::max_connections_per_source) | 1000 | open connections from one source (an IPv4 address, an IPv6 /64); 503 beyond |
 /// | [`max_pending_upgrades_per_source`](Self::max_pending_upgrades_per_source) | 64 | sockets of one source waiting for their upgrade; beyond, closed at once |
 /// | [`source_connect_rate`](Self::source_connect_rate) | 100/s, burst 1000 | sockets one source may open that do not upgrade (one that upgrades gives its share back) |
+/// | [`trusted_proxies`](Self::trusted_proxies) | none | proxies whose `X-Forwarded-For` names the client |
 /// | [`allowed_origins`](Self::allowed_origins), [`allow_any_origin`](Self::allow_any_origin) | same host only | which browser pages may connect (403 for others) |
 /// | [`sessions`](Self::sessions) | on | whether clients may have sessions |
 /// | [`session_store`](Self::session_store) | [`MemoryStore`] | where sessions are kept |
@@ -139,6 +142,7 @@ pub struct ServerBuilder<H> {
     max_connections_per_source: usize,
     max_pending_upgrades_per_source: usize,
     source_connect_rate: (u32, u32),
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// `None`: any origin; else the listed ones (and the same host), checked by `build`.
     allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
@@ -167,6 +171,7 @@ impl<H: Handler> ServerBuilder<H> {
             max_connections_per_source: 1000,
             max_pending_upgrades_per_source: 64,
             source_connect_rate: (100, 1000),
+            trusted_proxies: Vec::new(),
             allowed_origins: Some(Vec::new()),
             sessions: SessionConfig {
                 enabled: true,
@@ -351,6 +356,28 @@ impl<H: Handler> ServerBuilder<H> {
     /// ```
     pub fn source_connect_rate(mut self, per_second: u32, burst: u32) -> Self {
         self.source_connect_rate = (per_second, burst.max(1));
+        self
+    }
+
+    /// Reverse proxies (and load balancers) in front of the server, by address: a
+    /// connection from one of them is the client's that its `X-Forwarded-For` header names
+    /// (the last address in it that is not itself a trusted proxy), so that
+    /// [`Connection::remote_addr`](crate::server::Connection::remote_addr) (with port 0),
+    /// `before_upgrade`'s [`UpgradeRequest::remote_addr`](crate::server::UpgradeRequest::remote_addr),
+    /// the limits per source and the session budget see the client, not the proxy. The
+    /// proxy's own sockets are not held to the per-source limits on pending upgrades, since
+    /// it carries many clients. From any other peer the header is ignored: a client could
+    /// write anything in it. Default: none.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// // nginx on the same host, with `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`
+    /// let server = Server::builder(()).trusted_proxies(["127.0.0.1".parse().unwrap()]).build();
+    /// # drop(server);
+    /// ```
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
         self
     }
 
@@ -704,12 +731,14 @@ impl<H: Handler> ServerBuilder<H> {
             close_timeout: self.close_timeout,
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
+            trusted_proxies: self.trusted_proxies.clone().into(),
             admission: crate::server::admission::Limits {
                 max_pending: self.max_pending_upgrades,
                 max_pending_per_source: self.max_pending_upgrades_per_source,
                 rate: self.source_connect_rate.0,
                 burst: self.source_connect_rate.1,
                 v6_prefix: self.sessions.v6_prefix,
+                trusted: self.trusted_proxies.into(),
             },
             origins,
             accept_conf,
@@ -772,6 +801,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
                 &self.max_pending_upgrades_per_source,
             )
             .field("source_connect_rate", &self.source_connect_rate)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("allowed_origins", &self.allowed_origins)
             .field("sessions", &self.sessions.enabled)
             .field("max_session_connections", &self.sessions.max_connections)

@@ -172,7 +172,7 @@ impl<H> Shared<H> {
             per_source: Mutex::new(HashMap::new()),
             metrics: metrics.clone(),
         });
-        let admission = Admission::new(config.admission);
+        let admission = Admission::new(config.admission.clone());
         let remote = Arc::new(Remote::new(backplane));
         let handlers = TaskTracker::new();
         Shared {

@@ -113,6 +113,36 @@ pub(crate) fn check<H: Handler>(
     Ok(response)
 }
 
+/// The client a request from `remote_addr` is for: from a trusted proxy, the last address
+/// of its `X-Forwarded-For` headers that is not itself a trusted proxy (port 0); from
+/// anyone else, or without a usable header, `remote_addr`.
+fn forwarded_client(
+    request: &Request,
+    remote_addr: Option<SocketAddr>,
+    trusted: &[std::net::IpAddr],
+) -> Option<SocketAddr> {
+    let peer = remote_addr?;
+    if !trusted.contains(&peer.ip()) {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    for hop in forwarded.iter().rev() {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return Some(SocketAddr::new(ip, 0)),
+            // A hop we cannot read: whatever is left of it was written by someone untrusted.
+            Err(_) => break,
+        }
+    }
+    Some(peer)
+}
+
 /// Asks the handler about a request that passed [`check`] (`response` is the 101 it
 /// made), and takes the connection's place. The caller bounds it by the handshake timeout.
 pub(crate) async fn accept<H: Handler>(
@@ -121,6 +151,7 @@ pub(crate) async fn accept<H: Handler>(
     response: Response,
     remote_addr: Option<SocketAddr>,
 ) -> Result<Accepted, Refusal> {
+    let remote_addr = forwarded_client(&request, remote_addr, &shared.config.trusted_proxies);
     let mut upgrade = UpgradeRequest::new(request, remote_addr);
     if let Err(status) = shared.handler.before_upgrade(&mut upgrade).await {
         // A 1xx is no final answer (a 101 would even claim the switch): the client would
