@@ -76,7 +76,7 @@ pub(crate) struct Config {
 /// | [`max_message_size`](Self::max_message_size) | 8192 B | largest message accepted; larger ones close the connection (1009) |
 /// | [`sub_protocol`](Self::sub_protocol) | none | application protocol name sent in the handshake |
 /// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 8 | handlers of one connection waiting at once (those that finish at once take none); reading pauses beyond |
-/// | [`outbound_queue_len`](Self::outbound_queue_len) | 8 | signals waiting to be written to one connection; senders wait beyond |
+/// | [`outbound_queue_len`](Self::outbound_queue_len) | 8 | signals waiting to be written to one connection, in messages of `max_message_size` bytes (more when smaller); senders wait beyond |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | drop a connection whose peer accepts no data for this long |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
@@ -239,7 +239,7 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// What a publish or session signal does with a subscriber whose outbound queue
-    /// ([`outbound_queue_len`](Self::outbound_queue_len) frames) is full (default
+    /// ([`outbound_queue_len`](Self::outbound_queue_len)) is full (default
     /// [`SlowSubscriber::Disconnect`]). Either way the publisher and the other subscribers
     /// never wait; a queued signal holds a reference to the one encoded frame, not a copy.
     ///
@@ -533,12 +533,16 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
-    /// How many signals and session notifications may wait to be written to one
-    /// connection (default 8). When the queue is full,
-    /// [`Connection::signal`](crate::server::Connection::signal) waits and
-    /// [`Connection::try_signal`](crate::server::Connection::try_signal) fails. It fills
-    /// only while the client reads slower than the server sends; it holds up to this
-    /// times `max_message_size` bytes ([`memory_per_connection`](Self::memory_per_connection)).
+    /// How much may wait to be written to one connection, in messages of the largest size
+    /// (default 8): signals and session notifications queued for one connection take up to
+    /// this times `max_message_size` bytes, each counted with its length plus 64 bytes of
+    /// bookkeeping, so the queue holds 8 messages of 8 KiB with the defaults, or about 60
+    /// publishes of 1 KiB. When it is full,
+    /// [`Connection::signal`](crate::server::Connection::signal) waits,
+    /// [`Connection::try_signal`](crate::server::Connection::try_signal) fails and a publish
+    /// applies the [`slow_subscriber`](Self::slow_subscriber) policy. It fills only while the
+    /// client reads slower than the server sends
+    /// ([`memory_per_connection`](Self::memory_per_connection)).
     pub fn outbound_queue_len(mut self, len: usize) -> Self {
         self.outbound_queue_len = len;
         self

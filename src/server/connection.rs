@@ -72,8 +72,12 @@ struct Inner {
     /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
     /// handler slot sends one `Done`.
     outbox: Outbox,
-    /// Room for signals and notifications in the outbox (`outbound_queue_len` permits);
-    /// closed when the connection begins to close, which fails every waiting sender.
+    /// Room for signals and notifications in the outbox, in bytes
+    /// (`outbound_queue_len` × `max_message_size`): each queued frame holds its length
+    /// plus [`QUEUED_FRAME_COST`] permits until the driver writes it, so a queue of small
+    /// signals (publishes of a few hundred bytes) is deep and the memory it can hold is
+    /// what the formula says whatever their sizes. Closed when the connection begins to
+    /// close, which fails every waiting sender.
     room: Semaphore,
     /// Set when the connection begins to close, for whatever reason: sends fail from then
     /// on. An atomic flag because the driver reads it on every wake-up.
@@ -538,7 +542,7 @@ impl Connection {
 
     /// Queues an encoded signal without waiting: the fan-out's way in.
     pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), SendError> {
-        match self.inner.room.try_acquire() {
+        match self.inner.room.try_acquire_many(frame_cost(&frame)) {
             Ok(permit) => self.queue(permit, frame),
             Err(TryAcquireError::NoPermits) => Err(SendError::QueueFull),
             Err(TryAcquireError::Closed) => Err(SendError::Closed),
@@ -597,13 +601,14 @@ impl Connection {
     /// Queues an encoded signal or notification, waiting for room.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<(), SendError> {
         // Most sends find room: spare them the future of `acquire`.
-        let permit = match self.inner.room.try_acquire() {
+        let cost = frame_cost(&frame);
+        let permit = match self.inner.room.try_acquire_many(cost) {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return Err(SendError::Closed),
             Err(TryAcquireError::NoPermits) => self
                 .inner
                 .room
-                .acquire()
+                .acquire_many(cost)
                 .await
                 .map_err(|_| SendError::Closed)?,
         };
@@ -626,8 +631,8 @@ impl Connection {
     }
 
     /// Gives back the room of a written signal (the driver).
-    pub(crate) fn signal_written(&self) {
-        self.inner.room.add_permits(1);
+    pub(crate) fn signal_written(&self, frame: &Bytes) {
+        self.inner.room.add_permits(frame_cost(frame) as usize);
     }
 
     /// Hands a finished handler's reply (if any) to the driver, freeing its slot. Never
@@ -640,6 +645,18 @@ impl Connection {
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.inner.outbox
     }
+}
+
+/// What a queued frame costs besides its bytes: its place in the outbox and the shared
+/// buffer's header, rounded up.
+pub(crate) const QUEUED_FRAME_COST: u32 = 64;
+
+/// The permits of the outbound room a frame holds while queued.
+fn frame_cost(frame: &Bytes) -> u32 {
+    // Frames are checked against the message size limit, which fits a u32.
+    u32::try_from(frame.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(QUEUED_FRAME_COST)
 }
 
 /// The signal `name` with `payload`, encoded, unless the encoder refuses it or it is over

@@ -88,7 +88,11 @@ where
         id,
         peer,
         config.max_message_size,
-        config.outbound_queue_len,
+        // The outbound room in bytes: the same bound as `outbound_queue_len` messages of
+        // the largest size, deeper for small ones.
+        config
+            .outbound_queue_len
+            .saturating_mul(config.max_message_size),
         Arc::clone(&shared.hub),
     );
     let cx = Arc::new(job::Context {
@@ -319,7 +323,7 @@ fn take(
 ) -> Option<Bytes> {
     match outbound {
         Outbound::Signal(frame) => {
-            conn.signal_written();
+            conn.signal_written(&frame);
             Some(frame)
         }
         // Counted when it finished (`Driver::reply`).

@@ -12,8 +12,8 @@
 //! moment), plus a scan of the connection's own list of topics (at most
 //! `max_topics_per_connection`). Queueing never blocks, so no lock is held across a wait.
 //!
-//! A subscriber that cannot keep up (its outbound queue, `outbound_queue_len` frames, is
-//! full) is handled by the server's [`SlowSubscriber`] policy: disconnected (the default:
+//! A subscriber that cannot keep up (its outbound queue, `outbound_queue_len` ×
+//! `max_message_size` bytes, is full) is handled by the server's [`SlowSubscriber`] policy: disconnected (the default:
 //! its client notices, reconnects and knows it may have missed something) or skipped for
 //! that one signal (counted and logged). Neither ever blocks the publisher or the other
 //! subscribers.
