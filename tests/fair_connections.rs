@@ -11,28 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{bounded, listen};
+use common::{Echo, bounded, listen};
 use futures_util::StreamExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_webwire::client::Reconnect;
-use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, ServerBuilder};
-use tokio_webwire::{Client, ConnectError, Payload};
-
-/// Answers every request with its payload.
-struct Echo;
-
-impl Handler for Echo {
-    async fn request(
-        &self,
-        _: &Connection,
-        _: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        Ok(payload)
-    }
-}
+use tokio_webwire::server::{Connection, Handler, Server, ServerBuilder};
+use tokio_webwire::{Client, ConnectError};
 
 /// A plain TCP connection from `source` that sends nothing.
 async fn silent(source: &str, addr: SocketAddr) -> Option<TcpStream> {

@@ -251,38 +251,66 @@ async fn the_read_timeout_holds_while_the_hook_runs() {
     assert_eq!(frame.reason.as_str(), "read timeout");
 }
 
+/// A server whose `wait` requests wait on `hold`, reporting when each starts, whether it
+/// ended dropped (`true`) or done, and the `disconnected` hook's reason.
+struct Waiting {
+    hold: Arc<Semaphore>,
+    started: mpsc::UnboundedReceiver<()>,
+    ended: mpsc::UnboundedReceiver<bool>,
+    gone: mpsc::UnboundedReceiver<CloseReason>,
+}
+
+impl Waiting {
+    fn app() -> (App, Waiting) {
+        let hold = Arc::new(Semaphore::new(0));
+        let (ended, ended_rx) = mpsc::unbounded_channel();
+        let (gone, gone_rx) = mpsc::unbounded_channel();
+        let (started, started_rx) = mpsc::unbounded_channel();
+        let app = App {
+            hold: Some(Arc::clone(&hold)),
+            ended: Some(ended),
+            gone: Some(gone),
+            started: Some(started),
+            ..App::default()
+        };
+        let waiting = Waiting {
+            hold,
+            started: started_rx,
+            ended: ended_rx,
+            gone: gone_rx,
+        };
+        (app, waiting)
+    }
+
+    /// `client` sends `n` requests that wait, and they have started.
+    async fn busy(&mut self, client: &Client, n: usize) {
+        for _ in 0..n {
+            let client = client.clone();
+            tokio::spawn(async move { client.request("wait", "").await });
+        }
+        for _ in 0..n {
+            bounded(self.started.recv()).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_clients_place_comes_back_when_it_leaves_while_its_handlers_wait() {
-    let hold = Arc::new(Semaphore::new(0));
-    let (ended, mut ended_rx) = mpsc::unbounded_channel();
-    let (gone, mut gone_rx) = mpsc::unbounded_channel();
-    let (started, mut started_rx) = mpsc::unbounded_channel();
-    let server = Server::builder(App {
-        hold: Some(Arc::clone(&hold)),
-        ended: Some(ended),
-        gone: Some(gone),
-        started: Some(started),
-        ..App::default()
-    })
-    .max_connections(1)
-    // Every slot busy, the server reads nothing: it pings the client every tenth of this
-    // to find out whether it is still there.
-    .read_timeout(Duration::from_secs(1))
-    // Long enough to outlast the test: the place must not wait for it.
-    .abandoned_handler_timeout(Duration::from_secs(3600))
-    .build()
-    .expect("valid");
+    let (app, mut waiting) = Waiting::app();
+    let server = Server::builder(app)
+        .max_connections(1)
+        // Every slot busy, the server reads nothing: it pings the client every tenth of this
+        // to find out whether it is still there.
+        .read_timeout(Duration::from_secs(1))
+        // Long enough to outlast the test: the place must not wait for it.
+        .abandoned_handler_timeout(Duration::from_secs(3600))
+        .build()
+        .expect("valid");
     let addr = listen(&server).await;
     let leaver = connect(addr).await;
     assert_eq!(ask(&leaver, "greeted", "").await, "true");
     // Every slot busy with a request that waits, then the client leaves.
-    for _ in 0..8 {
-        let leaver = leaver.clone();
-        tokio::spawn(async move { leaver.request("wait", "").await });
-    }
-    for _ in 0..8 {
-        bounded(started_rx.recv()).await;
-    }
+    waiting.busy(&leaver, 8).await;
     leaver.close().await;
     // The next client gets the place while the handlers still wait.
     let next = bounded(async {
@@ -296,55 +324,40 @@ async fn a_clients_place_comes_back_when_it_leaves_while_its_handlers_wait() {
     .await;
     assert_eq!(ask(&next, "greeted", "").await, "true");
     assert!(
-        gone_rx.try_recv().is_err(),
+        waiting.gone.try_recv().is_err(),
         "`disconnected` runs once the handlers are done"
     );
     // Released, they finish (they were not dropped), and only then does the hook run.
     // The server did not read the client's close frame (no slot was free): its pings
     // found the connection gone.
-    hold.add_permits(8);
+    waiting.hold.add_permits(8);
     for _ in 0..8 {
-        assert_eq!(bounded(ended_rx.recv()).await, Some(false));
+        assert_eq!(bounded(waiting.ended.recv()).await, Some(false));
     }
     assert_eq!(
-        bounded(gone_rx.recv()).await,
+        bounded(waiting.gone.recv()).await,
         Some(CloseReason::ConnectionLost)
     );
 }
 
 #[tokio::test]
 async fn handlers_of_a_gone_client_are_dropped_at_the_abandoned_handler_timeout() {
-    let hold = Arc::new(Semaphore::new(0));
-    let (ended, mut ended_rx) = mpsc::unbounded_channel();
-    let (gone, mut gone_rx) = mpsc::unbounded_channel();
-    let (started, mut started_rx) = mpsc::unbounded_channel();
-    let server = Server::builder(App {
-        hold: Some(Arc::clone(&hold)),
-        ended: Some(ended),
-        gone: Some(gone),
-        started: Some(started),
-        ..App::default()
-    })
-    .abandoned_handler_timeout(Duration::ZERO)
-    .build()
-    .expect("valid");
+    let (app, mut waiting) = Waiting::app();
+    let server = Server::builder(app)
+        .abandoned_handler_timeout(Duration::ZERO)
+        .build()
+        .expect("valid");
     let addr = listen(&server).await;
     let client = connect(addr).await;
     assert_eq!(ask(&client, "greeted", "").await, "true");
-    for _ in 0..3 {
-        let client = client.clone();
-        tokio::spawn(async move { client.request("wait", "").await });
-    }
-    for _ in 0..3 {
-        bounded(started_rx.recv()).await;
-    }
+    waiting.busy(&client, 3).await;
     client.close().await;
     // The hold never opens: each handler is dropped, then the hook runs.
     for _ in 0..3 {
-        assert_eq!(bounded(ended_rx.recv()).await, Some(true));
+        assert_eq!(bounded(waiting.ended.recv()).await, Some(true));
     }
     assert_eq!(
-        bounded(gone_rx.recv()).await,
+        bounded(waiting.gone.recv()).await,
         Some(CloseReason::ClientClosed)
     );
 }

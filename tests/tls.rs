@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Echo;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,19 +25,6 @@ use tokio_webwire::tokio_rustls::rustls::{
     ClientConfig, ProtocolVersion, RootCertStore, ServerConfig,
 };
 use tokio_webwire::{Client, ConnectError, Payload};
-
-struct Echo;
-
-impl Handler for Echo {
-    async fn request(
-        &self,
-        _: &Connection,
-        _: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        Ok(payload)
-    }
-}
 
 /// A self-signed certificate for 127.0.0.1 (an IP address SAN: rcgen makes one of a name
 /// that parses as an address): the acceptor serving it, and a client configuration that

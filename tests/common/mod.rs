@@ -86,6 +86,21 @@ impl Handler for CountingHook {
     }
 }
 
+/// Answers every request with its payload.
+#[allow(dead_code)] // Not every test binary uses it.
+pub struct Echo;
+
+impl Handler for Echo {
+    async fn request(
+        &self,
+        _: &tokio_webwire::server::Connection,
+        _: tokio_webwire::protocol::Name,
+        payload: tokio_webwire::Payload,
+    ) -> Result<tokio_webwire::Payload, tokio_webwire::server::HandlerError> {
+        Ok(payload)
+    }
+}
+
 /// Every await in a test is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(10);
 
