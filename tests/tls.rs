@@ -428,3 +428,40 @@ async fn a_client_certificate_reaches_before_upgrade_and_one_without_is_refused(
     );
     bounded(server.shutdown()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_do_not_keep_tls_clients_out() {
+    // 300 sockets from 127.0.0.2 that never send a TLS hello, against 32 places: the server
+    // closes the silent ones to make room for clients whose handshake talks.
+    let (acceptor, trusting) = certificate();
+    let server = Server::builder(Echo)
+        .max_pending_upgrades(32)
+        .build()
+        .expect("valid");
+    let addr = serve_tls(&server, acceptor).await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("an address"))
+            .expect("bind 127.0.0.2");
+        if let Ok(stream) = bounded(socket.connect(addr)).await {
+            silent.push(stream);
+        }
+    }
+    let mut succeeded = 0;
+    for _ in 0..40 {
+        if let Ok(client) = dial(format!("wss://{addr}/"), Some(Arc::clone(&trusting))).await {
+            if bounded(client.request("echo", "hi")).await.is_ok() {
+                succeeded += 1;
+            }
+            client.close().await;
+        }
+    }
+    println!("{succeeded} of 40 TLS clients connected beside 300 silent sockets");
+    assert!(
+        succeeded >= 38,
+        "only {succeeded} of 40 TLS clients connected"
+    );
+    drop(silent);
+}
