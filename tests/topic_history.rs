@@ -474,3 +474,49 @@ async fn publications_racing_a_resume_leave_no_gap_and_no_duplicate() {
         drop(Arc::new(server));
     }
 }
+
+/// The server can take a client's own subscription away (a login that granted it ended):
+/// `Connection::unsubscribe` ends both kinds.
+#[tokio::test]
+async fn the_server_can_take_a_clients_subscription_away() {
+    struct Revoking;
+    impl Handler for Revoking {
+        async fn subscribe_requested(
+            &self,
+            _: &Connection,
+            _: &str,
+        ) -> Result<(), SubscribeRefused> {
+            Ok(())
+        }
+        async fn request(
+            &self,
+            conn: &Connection,
+            _: Name,
+            _: Payload,
+        ) -> Result<Payload, HandlerError> {
+            Ok(Payload::utf8(conn.unsubscribe("room").to_string()))
+        }
+    }
+    let server = Server::builder(Revoking).build().unwrap();
+    let addr = listen(&server).await;
+    let (mut client, _) = connect(addr, true).await;
+    subscribe(&mut client, "room", None).await;
+    assert_eq!(server.subscriber_count("room"), 1);
+    let take_away = Message::request(
+        RequestId::from(2),
+        Name::from_static("take-away"),
+        Payload::utf8(""),
+    );
+    client.send(take_away.encode().unwrap()).await;
+    let reply = Message::parse(client.recv().await).unwrap();
+    assert_eq!(reply.payload().unwrap().to_text().unwrap(), "true");
+    assert_eq!(server.subscriber_count("room"), 0);
+    bounded(server.publish("room", "msg", "after"))
+        .await
+        .unwrap();
+    // Nothing of the topic reaches it: the next frame answers the next request.
+    assert_eq!(
+        subscribe(&mut client, "other", None).await.status,
+        Status::NoHistory
+    );
+}

@@ -439,7 +439,11 @@ impl Connection {
         self.inner.hub.subscribe(self, &mut subscriptions, topic)
     }
 
-    /// Unsubscribes this connection from `topic`; false if it was not subscribed.
+    /// Unsubscribes this connection from `topic`; false if it was not subscribed. This
+    /// ends its client's own subscription to the topic too (one made through the topics
+    /// extension, `docs/topics.md`): the server can always take a topic away, e.g. in
+    /// [`Handler::session_left`](crate::server::Handler::session_left) when a login that
+    /// granted it ends. The client is not told; it stops receiving the topic.
     ///
     /// ```no_run
     /// # fn f(conn: tokio_webwire::server::Connection) {
@@ -448,7 +452,10 @@ impl Connection {
     /// ```
     pub fn unsubscribe(&self, topic: &str) -> bool {
         let mut subscriptions = self.subscriptions();
-        self.inner.hub.unsubscribe(self, &mut subscriptions, topic)
+        let hub = &self.inner.hub;
+        let plain = hub.unsubscribe(self, &mut subscriptions, topic);
+        let client = hub.unsubscribe_client(self, &mut subscriptions, topic);
+        plain || client
     }
 
     /// The topics this connection subscribes to, in no particular order. Once it has
