@@ -520,3 +520,58 @@ async fn the_server_can_take_a_clients_subscription_away() {
         Status::NoHistory
     );
 }
+
+/// Two servers on one backplane, each with an in-memory history: each gives the topic's
+/// publications (the other's included) positions of its own epoch, and a position from
+/// one is "not recovered" on the other, never answered with the other's offsets.
+#[tokio::test]
+async fn another_nodes_position_is_not_recovered_and_its_publications_get_local_ones() {
+    let backplane = common::nodes::InProcess::default();
+    let (a, a_addr) = server(|b| {
+        b.history("room", History::last(10))
+            .backplane(backplane.clone())
+    })
+    .await;
+    let (_b, b_addr) = server(|b| b.history("room", History::last(10)).backplane(backplane)).await;
+    let (mut on_a, _) = connect(a_addr, true).await;
+    let (mut on_b, _) = connect(b_addr, true).await;
+    let a_epoch = subscribe(&mut on_a, "room", None).await.position.epoch;
+    let b_epoch = subscribe(&mut on_b, "room", None).await.position.epoch;
+    assert_ne!(a_epoch, b_epoch);
+    publish(&a, "room", "m1").await;
+    let here = publications(&mut on_a, 1).await;
+    let there = publications(&mut on_b, 1).await;
+    assert_eq!(
+        here[0],
+        (
+            Position {
+                epoch: a_epoch,
+                offset: 1
+            },
+            "m1".to_owned()
+        )
+    );
+    assert_eq!(
+        there[0],
+        (
+            Position {
+                epoch: b_epoch,
+                offset: 1
+            },
+            "m1".to_owned()
+        )
+    );
+    // A client of A moving to B with A's position.
+    let (mut moved, _) = connect(b_addr, true).await;
+    let answer = subscribe(&mut moved, "room", Some(here[0].0)).await;
+    assert_eq!(
+        answer,
+        Subscribed {
+            status: Status::NotRecovered,
+            position: Position {
+                epoch: b_epoch,
+                offset: 1
+            }
+        }
+    );
+}
