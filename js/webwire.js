@@ -772,7 +772,8 @@ const DEFAULTS = {
  * - `publication` (topics extension): `detail: {topic, position, name, payload}`, once per
  *   publication of a subscribed topic, in order (`position` null without history);
  * - `topic-recovered`: after a reconnection, per topic, `detail: {topic, recovered, status,
- *   position}`: recovered means every publication missed came before this event;
+ *   position}`: recovered means every publication missed came before this event (a live
+ *   one, after `position`, may too);
  * - `topic-ended`: `detail: {topic, error}`: the server refused the subscription again.
  */
 export class WebWireClient extends EventTarget {

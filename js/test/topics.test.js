@@ -72,10 +72,13 @@ describe('the topics extension against examples/peer', () => {
     assert.deepEqual(texts.map((item) => item.text), ['m1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9'], 'each once, in order');
     assert.deepEqual(texts.map((item) => item.offset), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     const recovery = seen.findIndex((item) => 'recovered' in item);
-    assert.equal(seen[recovery].recovered, true);
-    assert.equal(seen[recovery].offset, 8);
-    // Every missed one came before the recovery event, the live one after it.
-    assert.ok(seen.slice(0, recovery).filter((item) => 'text' in item).length === 8, JSON.stringify(seen));
+    const { recovered, offset: answered } = seen[recovery];
+    assert.equal(recovered, true);
+    // The reconnection may come before all of m4..m8 were published: what it recovered
+    // (offsets up to its answer) came before the event; live ones (after the answer's
+    // offset) may come before or after it (docs/topics.md §3.2).
+    assert.ok(answered >= 3 && answered <= 8, `answered ${answered}`);
+    assert.ok(seen.slice(recovery + 1).every((item) => item.offset > answered), JSON.stringify(seen));
   });
 
   test('a refused subscription rejects with WW_REFUSED; no extension, no subscribe', async () => {

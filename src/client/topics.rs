@@ -32,7 +32,8 @@ pub enum TopicEvent {
     },
     /// After a reconnection the client subscribed again from the last position it saw,
     /// and the server had everything since: every publication missed was delivered,
-    /// in order and none twice, *before* this event; the live ones follow.
+    /// in order and none twice, *before* this event. Live ones follow the missed ones;
+    /// one may come before this event (it was published while the answer was on its way).
     Recovered {
         /// The topic's position when the subscription joined again.
         position: Position,
