@@ -28,10 +28,7 @@ impl Handler for App {
         _: &Connection,
         topic: &str,
     ) -> Result<(), SubscribeRefused> {
-        if topic == "secret" {
-            return Err(SubscribeRefused);
-        }
-        Ok(())
+        common::all_but_secret(topic)
     }
 
     async fn disconnected(&self, _: &Connection, reason: &CloseReason) {

@@ -30,10 +30,7 @@ impl Handler for App {
         _: &Connection,
         topic: &str,
     ) -> Result<(), SubscribeRefused> {
-        if topic == "secret" {
-            return Err(SubscribeRefused);
-        }
-        Ok(())
+        common::all_but_secret(topic)
     }
 
     async fn request(
