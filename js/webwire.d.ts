@@ -184,7 +184,27 @@ export interface ClientOptions {
   persistSession?: boolean | StorageLike;
   /** Storage key (default `webwire-session:` + URL). */
   storageKey?: string;
+  /**
+   * Speak the topics extension (docs/topics.md): offer the sub-protocol `webwire.topics.1`
+   * (a server that does not select it fails the handshake) and allow `subscribe`.
+   */
+  topics?: boolean;
 }
+
+/** A position in a topic: the epoch as 16 hex digits of its wire bytes, the offset. */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+export type SubscribeStatus = 'subscribed' | 'recovered' | 'not_recovered' | 'no_history';
+
+/** The WebSocket sub-protocol of the topics extension. */
+export declare const TOPICS_SUBPROTOCOL: 'webwire.topics.1';
+export declare function encodeSubscribe(topic: string, resume?: Position | null): Uint8Array;
+export declare function parseSubscribe(payload: Uint8Array): { topic: string; resume: Position | null };
+export declare function parseSubscribed(payload: Uint8Array): { status: SubscribeStatus; position: Position };
+export declare function parsePublication(payload: Uint8Array): { topic: string; position: Position | null; signal: Message };
 
 export interface RequestOptions {
   /** ms (>= 0, or Infinity: none; else the call rejects with a TypeError); default the client's `requestTimeout`. */
@@ -201,6 +221,12 @@ export interface WebWireEventMap {
   signal: CustomEvent<{ name: string; payload: Payload }>;
   sessioncreated: CustomEvent<{ session: Session; restored: boolean }>;
   sessionclosed: CustomEvent<{ reason: 'server' | 'closed' | 'restore-failed' }>;
+  /** A publication of a subscribed topic, once, in order (position null without history). */
+  publication: CustomEvent<{ topic: string; position: Position | null; name: string; payload: Payload }>;
+  /** After a reconnection, per topic: recovered means every missed publication came before. */
+  'topic-recovered': CustomEvent<{ topic: string; recovered: boolean; status: SubscribeStatus; position: Position }>;
+  /** The server refused a subscription again after a reconnection. */
+  'topic-ended': CustomEvent<{ topic: string; error: WebWireError }>;
 }
 
 /**
@@ -256,6 +282,11 @@ export declare class WebWireClient<C extends ContractShape = AnyContract> extend
    * its late confirmation still ends the session (`sessionclosed`), unless it changed since.
    */
   closeSession(options?: Omit<RequestOptions, 'encoding'>): Promise<void>;
+  /** Needs `{topics: true}` (else a TypeError); rejects with a ReplyError `WW_REFUSED`, ... */
+  subscribe(topic: string, options?: Omit<RequestOptions, 'encoding'>): Promise<{ status: SubscribeStatus; position: Position }>;
+  unsubscribe(topic: string, options?: Omit<RequestOptions, 'encoding'>): Promise<void>;
+  /** The subscribed topics and the last position seen in each. */
+  readonly topics: Map<string, Position | null>;
   close(): void;
 }
 

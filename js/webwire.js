@@ -591,12 +591,119 @@ export function parseSession(text) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The topics extension (docs/topics.md): subscriptions, positions, recovery
+
+/** The WebSocket sub-protocol that negotiates the topics extension. */
+export const TOPICS_SUBPROTOCOL = 'webwire.topics.1';
+
+const TOPIC_STATUS = ['subscribed', 'recovered', 'not_recovered', 'no_history'];
+const MAX_TOPIC_LEN = 1024;
+
+/**
+ * A position in a topic: `epoch` as the 16 hex digits of its 8 wire bytes, `offset` a
+ * number (exact up to 2^53).
+ * @typedef {{epoch: string, offset: number}} Position
+ */
+
+/** @param {DataView} view @param {number} at @returns {Position} */
+function readPosition(view, at) {
+  const epoch = Array.from(new Uint8Array(view.buffer, view.byteOffset + at, 8), (b) => b.toString(16).padStart(2, '0')).join('');
+  const offset = view.getBigUint64(at + 8, true);
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError('topic offset beyond 2^53');
+  return { epoch, offset: Number(offset) };
+}
+
+/** @param {Uint8Array} out @param {number} at @param {Position} position */
+function writePosition(out, at, position) {
+  if (!/^[0-9a-f]{16}$/.test(position.epoch)) throw new TypeError('an epoch is 16 hex digits');
+  for (let i = 0; i < 8; i++) out[at + i] = parseInt(position.epoch.slice(2 * i, 2 * i + 2), 16);
+  new DataView(out.buffer, out.byteOffset).setBigUint64(at + 8, BigInt(position.offset), true);
+}
+
+/** @param {Uint8Array} bytes */
+function topicText(bytes) {
+  if (bytes.length === 0 || bytes.length > MAX_TOPIC_LEN) throw new ProtocolError('a topic is 1 to 1024 bytes');
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new ProtocolError('a topic is UTF-8');
+  }
+}
+
+/**
+ * The payload of a `ww.subscribe` request: flags, the position to resume after (if any),
+ * the topic.
+ * @param {string} topic @param {Position | null} [resume] @returns {Uint8Array}
+ */
+export function encodeSubscribe(topic, resume = null) {
+  const name = utf8Encoder.encode(topic);
+  if (name.length === 0 || name.length > MAX_TOPIC_LEN) throw new TypeError('a topic is 1 to 1024 bytes');
+  const head = resume ? 17 : 1;
+  const out = new Uint8Array(head + name.length);
+  out[0] = resume ? 1 : 0;
+  if (resume) writePosition(out, 1, resume);
+  out.set(name, head);
+  return out;
+}
+
+/**
+ * Reads a `ww.subscribe` request's payload.
+ * @param {Uint8Array} bytes @returns {{topic: string, resume: Position | null}}
+ */
+export function parseSubscribe(bytes) {
+  if (bytes.length < 1 || bytes[0] > 1) throw new ProtocolError('subscribe: bad flags');
+  const head = bytes[0] === 1 ? 17 : 1;
+  if (bytes.length < head) throw new ProtocolError('subscribe: truncated position');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { topic: topicText(bytes.subarray(head)), resume: head === 17 ? readPosition(view, 1) : null };
+}
+
+/**
+ * Reads the answer to a `ww.subscribe` request (17 bytes).
+ * @param {Uint8Array} bytes @returns {{status: string, position: Position}}
+ */
+export function parseSubscribed(bytes) {
+  if (bytes.length !== 17) throw new ProtocolError(`a subscribe answer is 17 bytes, not ${bytes.length}`);
+  const status = TOPIC_STATUS[bytes[0]];
+  if (status === undefined) throw new ProtocolError(`unknown subscribe status ${bytes[0]}`);
+  return { status, position: readPosition(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 1) };
+}
+
+/**
+ * Reads a `ww.pub` signal's payload: the topic, the position (null without history), and
+ * the published signal, a whole v2.0 signal message, parsed.
+ * @param {Uint8Array} bytes @returns {{topic: string, position: Position | null, signal: Message}}
+ */
+export function parsePublication(bytes) {
+  if (bytes.length < 1 || bytes[0] > 1) throw new ProtocolError('publication: bad flags');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 1;
+  let position = null;
+  if (bytes[0] === 1) {
+    if (bytes.length < 17) throw new ProtocolError('publication: truncated position');
+    position = readPosition(view, 1);
+    at = 17;
+  }
+  if (bytes.length < at + 2) throw new ProtocolError('publication: truncated');
+  const len = view.getUint16(at, true);
+  at += 2;
+  if (bytes.length < at + len) throw new ProtocolError('publication: topic past the end');
+  const topic = topicText(bytes.subarray(at, at + len));
+  const signal = parse(bytes.subarray(at + len));
+  if (!signal.kind.startsWith('Signal')) throw new ProtocolError(`a publication carries a signal, not ${signal.kind}`);
+  return { topic, position, signal };
+}
+
+// ---------------------------------------------------------------------------------------
 // Client
 
 /**
  * @typedef {object} ClientOptions
  * @property {typeof WebSocket} [WebSocket] the WebSocket constructor (default: the global
  *   one; under Node 20 pass the `ws` package's).
+ * @property {boolean} [topics] speak the topics extension (docs/topics.md): offer the
+ *   sub-protocol `webwire.topics.1` (a server that does not select it fails the handshake)
+ *   and allow `subscribe`.
  * @property {boolean} [autoconnect] connect at once, and whenever a request or signal
  *   needs a connection (default true). With false, only `connect()` connects (and a
  *   failed `connect()` is not retried; a lost connection is, with `reconnect`).
@@ -667,6 +774,12 @@ const DEFAULTS = {
  * - `signal`: a server signal; `detail: {name, payload}` (payload is a `Payload`);
  * - `sessioncreated`: `detail: {session, restored}`;
  * - `sessionclosed`: `detail: {reason}` ('server', 'closed' or 'restore-failed').
+ * - `publication` (topics extension): `detail: {topic, position, name, payload}`, once per
+ *   publication of a subscribed topic, in order (`position` null without history);
+ * - `topic-recovered`: after a reconnection, per topic, `detail: {topic, recovered, status,
+ *   position}`: recovered means every publication missed came before this event (a live
+ *   one, after `position`, may too);
+ * - `topic-ended`: `detail: {topic, error}`: the server refused the subscription again.
  */
 export class WebWireClient extends EventTarget {
   /** @type {string} */ #url;
@@ -678,6 +791,9 @@ export class WebWireClient extends EventTarget {
   #requestTimeout;
   #connectTimeout;
   /** @type {string | null} */ #subProtocol;
+  // The topics extension: offered at every connection when on.
+  #topicsOn = false;
+  /** @type {Map<string, {position: Position | null}>} subscribed topics, last position seen */ #topics = new Map();
   /** @type {Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null} */ #storage = null;
   #storageKey;
 
@@ -733,6 +849,7 @@ export class WebWireClient extends EventTarget {
     this.#requestTimeout = checkTimeout(options.requestTimeout ?? DEFAULTS.requestTimeout, 'requestTimeout');
     this.#connectTimeout = checkTimeout(options.connectTimeout ?? DEFAULTS.connectTimeout, 'connectTimeout');
     this.#subProtocol = options.subProtocol ?? null;
+    this.#topicsOn = options.topics === true;
     if (options.persistSession === true) {
       try {
         this.#storage = globalThis.localStorage ?? null;
@@ -1064,7 +1181,7 @@ export class WebWireClient extends EventTarget {
   async #dial(mayRetry) {
     let socket;
     try {
-      socket = new this.#WebSocket(this.#url);
+      socket = this.#topicsOn ? new this.#WebSocket(this.#url, [TOPICS_SUBPROTOCOL]) : new this.#WebSocket(this.#url);
     } catch (cause) {
       // The constructor refused (a SecurityError, a bad URL): it would refuse every retry
       // too, so there is none, and connect() rejects with its error.
@@ -1084,10 +1201,13 @@ export class WebWireClient extends EventTarget {
       this.#state = 'connected';
       this.#armHeartbeat();
       const key = this.#session?.key ?? this.#storedKey();
-      if (key) {
+      if (key || (this.#topicsOn && this.#topics.size > 0)) {
         this.#restoring = true;
         try {
-          await this.#restoreAfterConnect(key);
+          if (key) await this.#restoreAfterConnect(key);
+          // After the session (the server may authorise by it), before the application's
+          // waiting messages: what was missed comes first.
+          if (this.#topicsOn) await this.#resubscribe(socket);
         } finally {
           this.#restoring = false;
         }
@@ -1269,6 +1389,11 @@ export class WebWireClient extends EventTarget {
         this.#reply(msg.id, null, new SessionsDisabledError());
         return;
       case 'SignalBinary':
+        if (this.#topicsOn && msg.name === 'ww.pub') {
+          this.#onPublication(socket, msg.payload.data);
+          return;
+        }
+      // falls through
       case 'SignalUtf8':
       case 'SignalUtf16':
         this.dispatchEvent(new CustomEvent('signal', { detail: { name: msg.name, payload: msg.payload } }));
@@ -1290,6 +1415,102 @@ export class WebWireClient extends EventTarget {
       default:
       // Well-formed messages a server does not send (requests, heartbeats, a second
       // AcceptConf) are ignored, as the reference clients do (§2.6).
+    }
+  }
+
+  /**
+   * A publication: dispatched as a 'publication' event once, in order; one at or below
+   * the topic's last position is a duplicate and dropped, one of a topic not subscribed
+   * is ignored.
+   * @param {WebSocket} socket @param {Uint8Array} data
+   */
+  #onPublication(socket, data) {
+    let publication;
+    try {
+      publication = parsePublication(data);
+    } catch (error) {
+      this.#protocolError(socket, asWebWireError(error));
+      return;
+    }
+    const entry = this.#topics.get(publication.topic);
+    if (!entry) return;
+    const { position } = publication;
+    if (position && entry.position && position.epoch === entry.position.epoch && position.offset <= entry.position.offset) return;
+    if (position) entry.position = position;
+    const { name, payload } = publication.signal;
+    this.dispatchEvent(new CustomEvent('publication', { detail: { topic: publication.topic, position, name, payload } }));
+  }
+
+  /**
+   * Subscribes to `topic` through the topics extension (the client must have been made
+   * with `{topics: true}`): its publications arrive as 'publication' events, and after a
+   * reconnection the client subscribes again from the last position seen, telling the
+   * application with a 'topic-recovered' event. Resolves with the server's answer.
+   * @param {string} topic @param {{timeout?: number, signal?: AbortSignal}} [options]
+   * @returns {Promise<{status: string, position: Position}>}
+   */
+  async subscribe(topic, options = {}) {
+    if (!this.#topicsOn) throw new TypeError('subscribe needs a client made with {topics: true}');
+    if (this.#topics.has(topic)) throw new TypeError(`already subscribed to ${topic}`);
+    const payload = Payload.binary(encodeSubscribe(topic));
+    // Known before the request leaves: live publications may precede the answer.
+    this.#topics.set(topic, { position: null });
+    try {
+      const reply = await this.request('ww.subscribe', payload, options);
+      const answer = parseSubscribed(reply.data);
+      this.#answered(topic, answer);
+      return answer;
+    } catch (error) {
+      this.#topics.delete(topic);
+      throw error;
+    }
+  }
+
+  /**
+   * Ends the subscription to `topic`.
+   * @param {string} topic @param {{timeout?: number, signal?: AbortSignal}} [options]
+   */
+  async unsubscribe(topic, options = {}) {
+    if (!this.#topics.delete(topic)) return;
+    await this.request('ww.unsubscribe', Payload.binary(utf8Encoder.encode(topic)), options);
+  }
+
+  /** The topics subscribed, with the last position seen. @returns {Map<string, Position | null>} */
+  get topics() {
+    return new Map([...this.#topics].map(([topic, entry]) => [topic, entry.position]));
+  }
+
+  /** @param {string} topic @param {{status: string, position: Position}} answer */
+  #answered(topic, answer) {
+    const entry = this.#topics.get(topic);
+    if (!entry || answer.status === 'no_history') return;
+    const seen = entry.position;
+    if (!(seen && seen.epoch === answer.position.epoch && seen.offset >= answer.position.offset)) entry.position = answer.position;
+  }
+
+  /**
+   * After a reconnection: every topic again, from its last position; a 'topic-recovered'
+   * event per topic (after the publications it recovered). A lost connection throws (the
+   * next attempt tries again); a refusal ends that subscription ('topic-ended').
+   * @param {WebSocket} socket
+   */
+  async #resubscribe(socket) {
+    for (const [topic, entry] of [...this.#topics]) {
+      const frame = encode({ kind: 'RequestBinary', id: new Uint8Array(8), name: 'ww.subscribe', payload: Payload.binary(encodeSubscribe(topic, entry.position)) });
+      let answer;
+      try {
+        const reply = await new Promise((resolve, reject) => this.#submit(frame, true, {}, resolve, reject, true));
+        answer = parseSubscribed(/** @type {Payload} */ (reply).data);
+      } catch (error) {
+        const kind = error instanceof WebWireError ? error.kind : '';
+        if (kind === 'disconnected' || kind === 'shutdown' || kind === 'timeout' || kind === 'protocol' || this.#socket !== socket) throw error;
+        this.#topics.delete(topic);
+        this.dispatchEvent(new CustomEvent('topic-ended', { detail: { topic, error } }));
+        continue;
+      }
+      this.#answered(topic, answer);
+      const recovered = answer.status !== 'not_recovered';
+      this.dispatchEvent(new CustomEvent('topic-recovered', { detail: { topic, recovered, status: answer.status, position: answer.position } }));
     }
   }
 

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{
-    CloseReason, Connection, Handler, HandlerError, RestoreRefused, Server,
+    CloseReason, Connection, Handler, HandlerError, History, RestoreRefused, Server,
+    SubscribeRefused,
 };
 use tokio_webwire::session::SessionStore;
 use tokio_webwire::{Payload, Session, SessionInfo};
@@ -50,7 +51,10 @@ pub(crate) struct ChatMessage {
 
 /// The handler. The room is a topic: a connection joins it when it logs in (or restores
 /// its login after a reconnect) and leaves it when it logs out, is logged out, or ends;
-/// the server keeps the members, on every node with a shared backplane.
+/// the server keeps the members, on every node with a shared backplane. A client that
+/// speaks the topics extension (the web page) joins it itself, while logged in, and the
+/// room keeps its last messages, so such a client that reconnects gets every message it
+/// missed (`docs/topics.md`).
 #[derive(Debug, Default)]
 pub(crate) struct ChatRoom;
 
@@ -121,6 +125,19 @@ impl Handler for ChatRoom {
         conn.unsubscribe(ROOM);
     }
 
+    /// Only members read the room: a client may subscribe itself to it while logged in.
+    async fn subscribe_requested(
+        &self,
+        conn: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        if topic == ROOM && conn.session().is_some() {
+            Ok(())
+        } else {
+            Err(SubscribeRefused)
+        }
+    }
+
     /// A session restored after a reconnect is a login only while its user still exists:
     /// one removed from the user table since is refused (its client is told the session
     /// was not found, and logs in again).
@@ -180,8 +197,15 @@ impl Handler for ChatRoom {
 /// connections as its thief likes; a room needs only a few.
 pub(crate) const MAX_CONNECTIONS_PER_LOGIN: usize = 4;
 
-/// Joins the room; a connection that is closing already just does not.
+/// How many messages the room keeps for clients that reconnect, and for how long.
+const ROOM_HISTORY: usize = 200;
+
+/// Joins the room; a connection that is closing already just does not. A client of the
+/// topics extension subscribes itself (once logged in), so it is not joined twice.
 fn join(conn: &Connection) {
+    if conn.speaks_topics() {
+        return;
+    }
     if let Err(error) = conn.subscribe(ROOM) {
         tracing::debug!(%error, "not joined");
     }
@@ -193,6 +217,10 @@ pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Serv
     Server::builder(ChatRoom)
         .session_store(store)
         .max_session_connections(MAX_CONNECTIONS_PER_LOGIN)
+        .history(
+            ROOM,
+            History::last(ROOM_HISTORY).max_age(std::time::Duration::from_secs(3600)),
+        )
         .backplane(backplane)
         .build()
         .expect("valid options")

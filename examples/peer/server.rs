@@ -14,9 +14,15 @@
 //! - `restart`: starts a graceful shutdown of the main server, replies once it has begun
 //!   (requests after the reply are answered with the shutdown reply), then serves again on
 //!   the same address with the same sessions;
-//! - `shutdown`: replies, then shuts everything down and ends the process.
+//! - `shutdown`: replies, then shuts everything down and ends the process;
+//! - `publish`: payload `topic|text`: publishes the signal `msg` with `text` to `topic`,
+//!   replies for how many connections;
+//! - `drop-me`: replies, then closes this connection (the client reconnects).
 //!
 //! Signals are sent back to their sender, with their name and payload.
+//!
+//! Topics extension: clients may subscribe themselves to `room/*` (nothing else), whose
+//! topics keep their last 100 publications.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -25,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_webwire::protocol::{ErrorCode, Name};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerError, History, Server, SubscribeRefused};
 use tokio_webwire::session::MemoryStore;
 use tokio_webwire::{Encoding, Payload, SessionInfo};
 
@@ -141,7 +147,32 @@ impl Handler for Peer {
                     .map_err(|_| HandlerError::internal("the peer is ending"))?;
                 Ok(Payload::utf8("shutting down"))
             }
+            "publish" => {
+                let text = payload.to_text()?;
+                let (topic, text) = text
+                    .split_once('|')
+                    .ok_or_else(|| reply("BAD_PUBLISH", "topic|text"))?;
+                let here = conn.publish(topic, "msg", text.to_owned()).await?;
+                Ok(Payload::utf8(here.to_string()))
+            }
+            "drop-me" => {
+                // The reply leaves before the close frame.
+                conn.close();
+                Ok(Payload::utf8("dropping"))
+            }
             _ => Err(reply("UNKNOWN_REQUEST", format!("no request {name}"))),
+        }
+    }
+
+    async fn subscribe_requested(
+        &self,
+        _conn: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        if topic.starts_with("room/") {
+            Ok(())
+        } else {
+            Err(SubscribeRefused)
         }
     }
 
@@ -160,6 +191,7 @@ fn main_server(peer: &Arc<Peer>, store: &Arc<MemoryStore>) -> io::Result<Server<
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_session_connections(MAX_SESSION_CONNECTIONS)
         .shutdown_timeout(SHUTDOWN_TIMEOUT)
+        .history("room/*", History::last(100))
         .build()
         .map_err(io::Error::other)
 }

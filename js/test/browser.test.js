@@ -166,3 +166,52 @@ test('two people chat; the login survives a reload and a server restart', async 
   assert.equal(await alice.page.isVisible('#chat'), false);
   assert.deepEqual([...alice.errors, ...bob.errors], []);
 });
+
+test('a page whose connection drops while others talk shows every message once it is back', async () => {
+  chatroom ??= await startChatroom('127.0.0.1:0', sessions);
+  const { url } = chatroom;
+  // Alice's page talks to the server through a route the test controls: it can drop her
+  // connection and hold her reconnection while Bob talks.
+  const context = await browser.newContext();
+  /** @type {import('playwright-core').WebSocketRoute | null} */
+  let current = null;
+  let open = Promise.resolve();
+  let letIn = () => {};
+  await context.routeWebSocket(/\/ws$/, async (ws) => {
+    current = ws;
+    await open;
+    ws.connectToServer();
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error));
+  await page.goto(url, { timeout: UI_MS });
+  await page.locator('#status', { hasText: /^connected$/ }).waitFor({ timeout: UI_MS });
+  await logIn(page, 'alice', 'wonderland');
+  const bob = await visitor(url);
+  await logIn(bob.page, 'bob', 'builder');
+  await say(bob.page, 'before the drop');
+  await shows(page, 'bob', 'before the drop');
+
+  // Dropped: the next connection waits until the test lets it through.
+  open = new Promise((resolve) => {
+    letIn = resolve;
+  });
+  current?.close({ code: 4000, reason: 'dropped by the test' });
+  await page.locator('#status', { hasText: 'reconnecting' }).waitFor({ timeout: UI_MS });
+  const missed = ['one', 'two', 'three'];
+  for (const text of missed) {
+    await say(bob.page, text);
+    await shows(bob.page, 'bob', text);
+  }
+  letIn();
+  await page.locator('#status', { hasText: /^connected$/ }).waitFor({ timeout: UI_MS });
+  for (const text of missed) await shows(page, 'bob', text);
+  await say(bob.page, 'after');
+  await shows(page, 'bob', 'after');
+  const texts = await page.locator('#messages li').allTextContents();
+  const fromBob = texts.filter((text) => text.startsWith('bob'));
+  assert.deepEqual(fromBob, ['bobbefore the drop', 'bobone', 'bobtwo', 'bobthree', 'bobafter'], 'each once, in order');
+  assert.deepEqual([...errors, ...bob.errors], []);
+  await context.close();
+});

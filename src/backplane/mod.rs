@@ -62,7 +62,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-pub(crate) use envelope::{Envelope, NodeId};
+pub(crate) use envelope::{Envelope, NodeId, random_bytes};
 
 use crate::server::fanout::Hub;
 

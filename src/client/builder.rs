@@ -34,6 +34,8 @@ pub(crate) struct Config {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_message_size: usize,
     pub(crate) restore_session: bool,
+    /// Offer the topics extension's sub-protocol.
+    pub(crate) topics: bool,
     pub(crate) max_queued_signals: usize,
     pub(crate) max_queued_signal_bytes: usize,
     pub(crate) signal_overflow: SignalOverflow,
@@ -63,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("header_names", &header_names)
             .field("max_message_size", &self.max_message_size)
             .field("restore_session", &self.restore_session)
+            .field("topics", &self.topics)
             .field("max_queued_signals", &self.max_queued_signals)
             .field("max_queued_signal_bytes", &self.max_queued_signal_bytes)
             .field("signal_overflow", &self.signal_overflow);
@@ -109,6 +112,7 @@ impl Default for ClientBuilder<()> {
                 headers: Vec::new(),
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 restore_session: true,
+                topics: false,
                 max_queued_signals: DEFAULT_MAX_QUEUED_SIGNALS,
                 max_queued_signal_bytes: DEFAULT_MAX_QUEUED_SIGNAL_BYTES,
                 signal_overflow: SignalOverflow::DropOldest,
@@ -189,6 +193,20 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// [`Client::restore_session`].
     pub fn restore_session_on_reconnect(mut self, restore: bool) -> Self {
         self.config.restore_session = restore;
+        self
+    }
+
+    /// Speak the topics extension (`docs/topics.md`; default off): the client offers the
+    /// WebSocket sub-protocol `webwire.topics.1`, and [`Client::subscribe`] works. A
+    /// server that does not select it fails the handshake
+    /// ([`ConnectError`](crate::ConnectError)), so turn it on only for servers that
+    /// speak it (tokio-webwire's do; the v2.0 reference servers do not).
+    ///
+    /// ```
+    /// let builder = tokio_webwire::Client::builder().topics(true);
+    /// ```
+    pub fn topics(mut self, enabled: bool) -> Self {
+        self.config.topics = enabled;
         self
     }
 

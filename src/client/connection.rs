@@ -219,6 +219,12 @@ fn upgrade_request(config: &Config) -> Result<Request, ConnectError> {
         let value = HeaderValue::try_from(value.as_str()).map_err(|_| invalid())?;
         request.headers_mut().append(name, value);
     }
+    if config.topics {
+        request.headers_mut().append(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(crate::protocol::topics::SUBPROTOCOL),
+        );
+    }
     if !request.headers().contains_key(header::USER_AGENT) {
         request
             .headers_mut()
@@ -304,6 +310,15 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
                     biased;
                     ended = &mut driving => return ended,
                     guard = resume_session(shared, &link) => op = Some(guard),
+                }
+            }
+            // Subscriptions after the session (the server's hook may ask for it), before
+            // the connection is published: what was missed comes before anything new.
+            if generation > 1 && shared.config.topics {
+                tokio::select! {
+                    biased;
+                    ended = &mut driving => return ended,
+                    () = super::topics::resubscribe(shared, &link) => {}
                 }
             }
             let published = shared.publish(Arc::clone(&link));

@@ -376,6 +376,11 @@ where
                 (id, Err(RequestError::MaxSessionConnectionsReached))
             }
             Message::ReplySessionsDisabled { id } => (id, Err(RequestError::SessionsDisabled)),
+            Message::SignalBinary { ref name, ref data }
+                if shared.config.topics && *name == crate::protocol::topics::PUBLICATION =>
+            {
+                return super::topics::publication(shared, data);
+            }
             Message::SignalBinary { .. }
             | Message::SignalUtf8 { .. }
             | Message::SignalUtf16 { .. } => {

@@ -28,6 +28,7 @@ mod reconnect;
 mod supervisor;
 #[cfg(feature = "rustls")]
 mod tls;
+mod topics;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,6 +50,7 @@ pub use error::{ConnectError, RequestError};
 pub use events::{DEFAULT_MAX_QUEUED_SIGNAL_BYTES, DEFAULT_MAX_QUEUED_SIGNALS, SignalOverflow};
 pub use handler::ClientHandler;
 pub use reconnect::{Backoff, Reconnect};
+pub use topics::{SubscribeError, Subscription, TopicEvent};
 
 use crate::protocol::{AcceptConf, IntoName, Message, RequestId};
 use crate::{Payload, Session};
@@ -190,6 +192,8 @@ pub(crate) struct Shared {
     pub(crate) events: Events,
     /// The supervisor task, which runs the connections.
     tasks: TaskTracker,
+    /// The topics subscribed through the extension, with the last position seen.
+    pub(crate) topics: topics::Topics,
 }
 
 impl Shared {
@@ -263,6 +267,7 @@ impl Shared {
             session_op: tokio::sync::Mutex::new(()),
             events,
             tasks: TaskTracker::new(),
+            topics: std::sync::Mutex::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 //! | `parse.rs` | frame → message |
 //! | `encode.rs` | message → frame |
 //! | `error.rs` | [`ProtocolError`]: the rule a frame or message broke |
+//! | `topics.rs` | [`topics`]: the payloads of the topics extension (`docs/topics.md`) |
 //!
 //! ```
 //! use bytes::Bytes;
@@ -36,6 +37,7 @@ mod fields;
 mod message;
 mod message_type;
 mod parse;
+pub mod topics;
 
 pub use accept_conf::{AcceptConf, ProtocolVersion};
 pub use error::ProtocolError;

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::backplane::{Backplane, DynBackplane, Local};
 use crate::protocol::{AcceptConf, Message};
 use crate::server::fanout::{Limits, SlowSubscriber};
+use crate::server::history::{History, Rules};
 use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
@@ -149,6 +150,7 @@ pub struct ServerBuilder<H> {
     backplane: Arc<dyn DynBackplane>,
     slow_subscriber: SlowSubscriber,
     max_topics_per_connection: usize,
+    history: Rules,
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -184,6 +186,7 @@ impl<H: Handler> ServerBuilder<H> {
             backplane: Arc::new(Local),
             slow_subscriber: SlowSubscriber::default(),
             max_topics_per_connection: 1024,
+            history: Rules::new(10_000),
         }
     }
 
@@ -205,6 +208,55 @@ impl<H: Handler> ServerBuilder<H> {
     pub fn max_topics_per_connection(mut self, limit: usize) -> Self {
         self.max_topics_per_connection = limit;
         self
+    }
+
+    /// Topics matching `pattern` keep a [`History`] of their last publications, with a
+    /// position each, so that a client of the topics extension (`docs/topics.md`) that
+    /// reconnects gets exactly what it missed. `pattern` is a topic name, or a prefix
+    /// ending in `*` (`"room/*"`); an exact name wins over prefixes, a longer prefix over
+    /// a shorter one. Topics without a history work as before. The server keeps at most
+    /// [`max_history_topics`](Self::max_history_topics) histories, each at most
+    /// [`History::memory_per_topic`] bytes.
+    ///
+    /// ```
+    /// use tokio_webwire::server::{History, Server};
+    ///
+    /// let server = Server::builder(())
+    ///     .history("room/*", History::last(100).max_bytes(64 * 1024))
+    ///     .history("news", History::last(10))
+    ///     .build()?;
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    pub fn history(mut self, pattern: &str, history: History) -> Self {
+        self.history.add(pattern, history);
+        self
+    }
+
+    /// How many topics may keep a history at once (default 10 000; at least 1). A topic's
+    /// history is made by its first publication or client subscription; beyond the limit
+    /// the least recently published one is dropped, so its subscribers are told they were
+    /// not recovered when they resume (its next history has a new epoch). With the
+    /// histories' own bounds this bounds their memory: `max_history_topics` times the
+    /// largest [`History::memory_per_topic`] ([`history_memory_bound`](Self::history_memory_bound)).
+    ///
+    /// ```
+    /// use tokio_webwire::server::{History, Server};
+    ///
+    /// let builder = Server::builder(())
+    ///     .history("room/*", History::last(100).max_bytes(64 * 1024))
+    ///     .max_history_topics(1000);
+    /// assert_eq!(builder.history_memory_bound(), 1000 * (64 * 1024 + 100 * History::ENTRY_OVERHEAD));
+    /// ```
+    pub fn max_history_topics(mut self, limit: usize) -> Self {
+        self.history.max_topics = limit.max(1);
+        self
+    }
+
+    /// The most the topics' histories hold together, in bytes: see
+    /// [`max_history_topics`](Self::max_history_topics).
+    #[must_use]
+    pub fn history_memory_bound(&self) -> usize {
+        self.history.memory_bound()
     }
 
     /// How the operations that concern every server of a service reach the other servers
@@ -750,6 +802,7 @@ impl<H: Handler> ServerBuilder<H> {
                 slow: self.slow_subscriber,
                 max_message_size: self.max_message_size,
                 max_topics_per_connection: self.max_topics_per_connection,
+                history: Arc::new(self.history),
             },
         };
         Ok(Server {
@@ -811,6 +864,7 @@ impl<H> std::fmt::Debug for ServerBuilder<H> {
             .field("max_session_connections", &self.sessions.max_connections)
             .field("slow_subscriber", &self.slow_subscriber)
             .field("max_topics_per_connection", &self.max_topics_per_connection)
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }

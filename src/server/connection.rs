@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_tungstenite::tungstenite::http::Extensions;
 
 use crate::payload::Payload;
+use crate::protocol::topics::{Position, Subscribed};
 use crate::protocol::{IntoName, Message, ProtocolError};
 use crate::server::CloseReason;
 use crate::server::fanout::{Hub, Subscriptions, TopicError};
@@ -67,6 +68,8 @@ struct Inner {
     user_agent: Option<Box<str>>,
     /// What `before_upgrade` attached.
     attached: Extensions,
+    /// The connection negotiated the topics extension (`docs/topics.md`).
+    topics_extension: bool,
     connected_at: SystemTime,
     max_message_size: usize,
     /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
@@ -106,6 +109,8 @@ pub(crate) struct Peer {
     pub(crate) user_agent: Option<Box<str>>,
     /// What `before_upgrade` attached ([`UpgradeRequest::attach`](crate::server::UpgradeRequest::attach)).
     pub(crate) attached: Extensions,
+    /// The upgrade selected the topics extension's sub-protocol.
+    pub(crate) topics_extension: bool,
 }
 
 impl Connection {
@@ -122,6 +127,7 @@ impl Connection {
                 remote_addr: peer.remote_addr,
                 user_agent: peer.user_agent,
                 attached: peer.attached,
+                topics_extension: peer.topics_extension,
                 connected_at: SystemTime::now(),
                 max_message_size,
                 outbox: Outbox::default(),
@@ -462,7 +468,11 @@ impl Connection {
         self.inner.hub.subscribe(self, &mut subscriptions, topic)
     }
 
-    /// Unsubscribes this connection from `topic`; false if it was not subscribed.
+    /// Unsubscribes this connection from `topic`; false if it was not subscribed. This
+    /// ends its client's own subscription to the topic too (one made through the topics
+    /// extension, `docs/topics.md`): the server can always take a topic away, e.g. in
+    /// [`Handler::session_left`](crate::server::Handler::session_left) when a login that
+    /// granted it ends. The client is not told; it stops receiving the topic.
     ///
     /// ```no_run
     /// # fn f(conn: tokio_webwire::server::Connection) {
@@ -471,7 +481,10 @@ impl Connection {
     /// ```
     pub fn unsubscribe(&self, topic: &str) -> bool {
         let mut subscriptions = self.subscriptions();
-        self.inner.hub.unsubscribe(self, &mut subscriptions, topic)
+        let hub = &self.inner.hub;
+        let plain = hub.unsubscribe(self, &mut subscriptions, topic);
+        let client = hub.unsubscribe_client(self, &mut subscriptions, topic);
+        plain || client
     }
 
     /// The topics this connection subscribes to, in no particular order. Once it has
@@ -488,6 +501,57 @@ impl Connection {
     #[must_use]
     pub fn topics(&self) -> Vec<String> {
         self.subscriptions().topics().map(str::to_owned).collect()
+    }
+
+    /// Whether the client negotiated the topics extension (`docs/topics.md`): it may
+    /// subscribe itself to topics, as
+    /// [`Handler::subscribe_requested`](crate::server::Handler::subscribe_requested)
+    /// allows.
+    #[must_use]
+    pub fn speaks_topics(&self) -> bool {
+        self.inner.topics_extension
+    }
+
+    /// The topics this connection's client subscribed to itself (through the
+    /// extension), in no particular order; see [`topics`](Self::topics).
+    #[must_use]
+    pub fn client_topics(&self) -> Vec<String> {
+        self.subscriptions()
+            .client_topics()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The client subscribes itself ([`Hub::subscribe_client`]).
+    pub(crate) fn subscribe_client(
+        &self,
+        topic: &str,
+        resume: Option<Position>,
+    ) -> Result<Subscribed, TopicError> {
+        let mut subscriptions = self.subscriptions();
+        self.inner
+            .hub
+            .subscribe_client(self, &mut subscriptions, topic, resume)
+    }
+
+    /// The client unsubscribes itself; false if it was not subscribed.
+    pub(crate) fn unsubscribe_client(&self, topic: &str) -> bool {
+        let mut subscriptions = self.subscriptions();
+        self.inner
+            .hub
+            .unsubscribe_client(self, &mut subscriptions, topic)
+    }
+
+    /// Queues a frame that holds no room permit (a resume's replay, bounded by the
+    /// history it comes from): the driver writes it in order with the rest.
+    pub(crate) fn push_unmetered(&self, frame: Bytes) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        self.inner
+            .outbox
+            .push(Outbound::Reply(frame))
+            .map_err(|_| SendError::Closed)
     }
 
     /// The connection has ended: it leaves its topics.

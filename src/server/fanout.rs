@@ -17,6 +17,16 @@
 //! its client notices, reconnects and knows it may have missed something) or skipped for
 //! that one signal (counted and logged). Neither ever blocks the publisher or the other
 //! subscribers.
+//!
+//! Clients that negotiated the topics extension (`docs/topics.md`) subscribe themselves
+//! ([`Hub::subscribe_client`]): they are the topic's *client* members and receive each
+//! publication wrapped with its topic and position (`ww.pub`), while the members the
+//! server subscribed ([`Connection::subscribe`]) receive the plain signal. A topic with a
+//! [`History`](crate::server::History) keeps its publications in a [`Ring`]: a publish
+//! takes the ring's lock, gives the publication its position, keeps it and delivers it,
+//! and a client's resume takes the same lock to replay what it missed and join the
+//! members, so every publication is either replayed or delivered live, never both,
+//! never neither. Topics without a history take none of these steps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -25,18 +35,42 @@ use bytes::Bytes;
 
 use crate::backplane::{BackplaneError, Envelope, Inbox, Remote};
 use crate::payload::Payload;
+use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::connection::encode_signal;
+use crate::server::history::{History, Ring, Rules, SharedRing};
 use crate::server::metrics::Metrics;
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
 use crate::session::check_key;
 
 /// The longest topic name, in bytes.
-pub const MAX_TOPIC_LEN: usize = 1024;
+pub const MAX_TOPIC_LEN: usize = crate::protocol::topics::MAX_TOPIC_LEN;
 
 /// One topic's subscribers, by connection id.
-type Subscribers = RwLock<HashMap<u64, Connection>>;
+type Subscribers = RwLock<Members>;
+
+/// A topic's subscribers: those the server subscribed, and clients that subscribed
+/// themselves through the extension.
+#[derive(Default)]
+struct Members {
+    plain: HashMap<u64, Connection>,
+    client: HashMap<u64, Connection>,
+}
+
+impl Members {
+    fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.client.is_empty()
+    }
+
+    fn set(&mut self, client: bool) -> &mut HashMap<u64, Connection> {
+        if client {
+            &mut self.client
+        } else {
+            &mut self.plain
+        }
+    }
+}
 
 /// What the server does with a subscriber whose outbound queue is full when a publish (or
 /// a session signal) reaches it. Set with
@@ -112,7 +146,10 @@ pub enum TopicError {
 /// A connection's topics, kept with the connection so that it leaves them when it ends.
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
+    /// What the server subscribed it to.
     topics: Vec<Arc<str>>,
+    /// What its client subscribed to through the extension.
+    client: Vec<Arc<str>>,
     /// The connection has ended and left its topics: it may not join any more.
     ended: bool,
 }
@@ -121,6 +158,27 @@ impl Subscriptions {
     pub(crate) fn topics(&self) -> impl Iterator<Item = &str> {
         self.topics.iter().map(|topic| &**topic)
     }
+
+    /// The topics its client subscribed to itself.
+    pub(crate) fn client_topics(&self) -> impl Iterator<Item = &str> {
+        self.client.iter().map(|topic| &**topic)
+    }
+
+    fn list(&mut self, client: bool) -> &mut Vec<Arc<str>> {
+        if client {
+            &mut self.client
+        } else {
+            &mut self.topics
+        }
+    }
+
+    /// Fails if one more topic would be over `limit` (0: none).
+    fn check_room(&self, limit: usize) -> Result<(), TopicError> {
+        if limit != 0 && self.topics.len() + self.client.len() >= limit {
+            return Err(TopicError::TooManyTopics { limit });
+        }
+        Ok(())
+    }
 }
 
 /// The fan-out of one server: its topics, and its end of the backplane. Also the home
@@ -128,6 +186,10 @@ impl Subscriptions {
 pub(crate) struct Hub {
     pub(crate) sessions: Sessions,
     topics: Mutex<HashMap<Arc<str>, Arc<Subscribers>>>,
+    /// The histories of topics that keep one, by topic: they outlive their subscribers
+    /// (publications land while a client reconnects). Lock order: a ring, then `topics`,
+    /// then a topic's subscribers.
+    rings: Mutex<HashMap<Arc<str>, SharedRing>>,
     remote: Arc<Remote>,
     /// Where what other nodes send runs when it must wait (a revocation): the server's
     /// handler tasks, which a shutdown waits for.
@@ -137,11 +199,13 @@ pub(crate) struct Hub {
 }
 
 /// The options of a server's fan-out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) slow: SlowSubscriber,
     pub(crate) max_message_size: usize,
     pub(crate) max_topics_per_connection: usize,
+    /// Which topics keep a history.
+    pub(crate) history: Arc<Rules>,
 }
 
 impl Hub {
@@ -157,6 +221,7 @@ impl Hub {
         let hub = Arc::new(Hub {
             sessions,
             topics: Mutex::new(HashMap::new()),
+            rings: Mutex::new(HashMap::new()),
             remote,
             tasks,
             limits,
@@ -185,10 +250,19 @@ impl Hub {
         if subscriptions.topics.iter().any(|t| &**t == topic) {
             return Ok(false);
         }
-        let limit = self.limits.max_topics_per_connection;
-        if limit != 0 && subscriptions.topics.len() >= limit {
-            return Err(TopicError::TooManyTopics { limit });
-        }
+        subscriptions.check_room(self.limits.max_topics_per_connection)?;
+        self.join(conn, subscriptions, topic, false);
+        Ok(true)
+    }
+
+    /// Adds `conn` to `topic`'s members of one kind, and the topic to its list.
+    fn join(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+        client: bool,
+    ) {
         let mut topics = self.topics();
         // The connection's list shares the map's copy of the name.
         let (name, subscribers) = match topics.get_key_value(topic) {
@@ -202,10 +276,87 @@ impl Hub {
         };
         // Inserted while the map is locked: an unsubscribe emptying the topic removes it
         // from the map under the same lock, so it cannot drop it with this one inside.
-        write(&subscribers).insert(conn.id(), conn.clone());
+        write(&subscribers)
+            .set(client)
+            .insert(conn.id(), conn.clone());
         drop(topics);
-        subscriptions.topics.push(name);
-        Ok(true)
+        let list = subscriptions.list(client);
+        if !list.iter().any(|t| **t == *name) {
+            list.push(name);
+        }
+    }
+
+    /// A client subscribes itself to `topic` (the extension's `ww.subscribe`), resuming
+    /// after `resume` if given: what it missed is queued for it and it joins the topic's
+    /// client members in one step with respect to the topic's publishes (the ring's
+    /// lock), so the seam has no gap and no duplicate. A repeated subscribe joins once.
+    pub(crate) fn subscribe_client(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+        resume: Option<Position>,
+    ) -> Result<Subscribed, TopicError> {
+        check_topic(topic)?;
+        if subscriptions.ended || conn.is_closed() {
+            return Err(TopicError::Closed);
+        }
+        if !subscriptions.client.iter().any(|t| &**t == topic) {
+            subscriptions.check_room(self.limits.max_topics_per_connection)?;
+        }
+        let Some(history) = self.limits.history.find(topic) else {
+            self.join(conn, subscriptions, topic, true);
+            return Ok(Subscribed {
+                status: Status::NoHistory,
+                position: Position::default(),
+            });
+        };
+        let ring = self.ring(topic, history);
+        let mut ring = lock(&ring);
+        let (status, missed) = ring.resume(resume);
+        for frame in missed {
+            // Not metered by the connection's room: bounded by the history's own bounds,
+            // and each frame is the history's buffer, not a copy.
+            conn.push_unmetered(frame).map_err(|_| TopicError::Closed)?;
+        }
+        let position = ring.position();
+        self.join(conn, subscriptions, topic, true);
+        drop(ring);
+        Ok(Subscribed { status, position })
+    }
+
+    /// A client unsubscribes itself from `topic`; false if it was not subscribed.
+    pub(crate) fn unsubscribe_client(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+    ) -> bool {
+        self.leave(conn, subscriptions, topic, true)
+    }
+
+    /// The ring of `topic`, made if it has none (dropping the least recently used one at
+    /// the server's limit of histories).
+    fn ring(&self, topic: &str, history: History) -> SharedRing {
+        let mut rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ring) = rings.get(topic) {
+            return Arc::clone(ring);
+        }
+        if rings.len() >= self.limits.history.max_topics.max(1) {
+            // A ring being written is in use: not the one to drop.
+            let oldest = rings
+                .iter()
+                .filter_map(|(name, ring)| Some((ring.try_lock().ok()?.used, name)))
+                .min_by_key(|(used, _)| *used)
+                .map(|(_, name)| Arc::clone(name));
+            if let Some(name) = oldest {
+                tracing::debug!(topic = &*name, "history dropped: too many topics keep one");
+                rings.remove(&name);
+            }
+        }
+        let ring = Arc::new(Mutex::new(Ring::new(history)));
+        rings.insert(Arc::from(topic), Arc::clone(&ring));
+        ring
     }
 
     /// Takes `conn` off `topic`'s subscribers; false if it was not one.
@@ -215,12 +366,23 @@ impl Hub {
         subscriptions: &mut Subscriptions,
         topic: &str,
     ) -> bool {
-        let Some(at) = subscriptions.topics.iter().position(|t| &**t == topic) else {
+        self.leave(conn, subscriptions, topic, false)
+    }
+
+    fn leave(
+        &self,
+        conn: &Connection,
+        subscriptions: &mut Subscriptions,
+        topic: &str,
+        client: bool,
+    ) -> bool {
+        let list = subscriptions.list(client);
+        let Some(at) = list.iter().position(|t| &**t == topic) else {
             return false;
         };
-        let topic = subscriptions.topics.swap_remove(at);
+        let topic = list.swap_remove(at);
         if !subscriptions.ended {
-            self.remove(&mut self.topics(), conn, &topic);
+            self.remove(&mut self.topics(), conn, &topic, client);
         }
         true
     }
@@ -232,12 +394,15 @@ impl Hub {
             return;
         }
         subscriptions.ended = true;
-        if subscriptions.topics.is_empty() {
+        if subscriptions.topics.is_empty() && subscriptions.client.is_empty() {
             return;
         }
         let mut topics = self.topics();
         for topic in &subscriptions.topics {
-            self.remove(&mut topics, conn, topic);
+            self.remove(&mut topics, conn, topic, false);
+        }
+        for topic in &subscriptions.client {
+            self.remove(&mut topics, conn, topic, true);
         }
     }
 
@@ -246,12 +411,13 @@ impl Hub {
         topics: &mut HashMap<Arc<str>, Arc<Subscribers>>,
         conn: &Connection,
         topic: &str,
+        client: bool,
     ) {
         let Some(subscribers) = topics.get(topic) else {
             return;
         };
         let mut subscribers = write(subscribers);
-        subscribers.remove(&conn.id());
+        subscribers.set(client).remove(&conn.id());
         if subscribers.is_empty() {
             drop(subscribers);
             topics.remove(topic);
@@ -261,7 +427,10 @@ impl Hub {
     /// How many of this server's connections subscribe to `topic`.
     pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
         let subscribers = self.topics().get(topic).cloned();
-        subscribers.map_or(0, |subscribers| read(&subscribers).len())
+        subscribers.map_or(0, |subscribers| {
+            let members = read(&subscribers);
+            members.plain.len() + members.client.len()
+        })
     }
 
     /// The signal `name` with `payload`, encoded once for all its receivers.
@@ -287,7 +456,7 @@ impl Hub {
     ) -> Result<usize, TopicError> {
         check_topic(topic)?;
         let frame = self.encode(name, payload)?;
-        let delivered = self.deliver(topic, &frame);
+        let delivered = self.publish_here(topic, &frame)?;
         let envelope = || Envelope::Publish {
             topic: Bytes::copy_from_slice(topic.as_bytes()),
             frame,
@@ -327,17 +496,75 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` for `topic`'s subscribers here; returns for how many. Under the
-    /// topic's read lock only: queueing never waits.
-    fn deliver(&self, topic: &str, frame: &Bytes) -> usize {
-        let Some(subscribers) = self.topics().get(topic).cloned() else {
-            return 0;
+    /// Publishes the encoded signal `plain` to `topic` on this node: a topic with a
+    /// history gives it its position and keeps it first, under the ring's lock, which
+    /// is held while it is delivered. Returns for how many connections it was queued.
+    fn publish_here(&self, topic: &str, plain: &Bytes) -> Result<usize, TopicError> {
+        let Some(history) = self.limits.history.find(topic) else {
+            return self.deliver(topic, plain, None);
         };
-        let subscribers = read(&subscribers);
-        subscribers
+        self.check_publication(topic, plain, true)?;
+        let ring = self.ring(topic, history);
+        let mut ring = lock(&ring);
+        let frame = Publication::frame(topic, Some(ring.next_position()), plain);
+        ring.push(frame.clone());
+        let delivered = self.deliver(topic, plain, Some(&frame));
+        drop(ring);
+        delivered
+    }
+
+    /// Fails if the publication message carrying `plain` would be over the limit.
+    fn check_publication(
+        &self,
+        topic: &str,
+        plain: &Bytes,
+        position: bool,
+    ) -> Result<(), TopicError> {
+        let len = plain.len() + Publication::overhead(topic, position);
+        let limit = self.limits.max_message_size;
+        if len > limit {
+            return Err(TopicError::TooLarge { len, limit });
+        }
+        Ok(())
+    }
+
+    /// Queues `plain` for `topic`'s server-made subscribers here, and `positioned` (or,
+    /// without, the publication message made here without a position) for its client
+    /// members; returns for how many. Under the topic's read lock only: queueing never
+    /// waits. A publication message over the limit is refused before anything is queued.
+    fn deliver(
+        &self,
+        topic: &str,
+        plain: &Bytes,
+        positioned: Option<&Bytes>,
+    ) -> Result<usize, TopicError> {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
+            return Ok(0);
+        };
+        let members = read(&subscribers);
+        let wrapped;
+        let publication = match positioned {
+            Some(frame) => Some(frame),
+            None if members.client.is_empty() => None,
+            None => {
+                self.check_publication(topic, plain, false)?;
+                wrapped = Publication::frame(topic, None, plain);
+                Some(&wrapped)
+            }
+        };
+        let plain_count = members
+            .plain
             .values()
-            .filter(|conn| self.offer(conn, frame))
-            .count()
+            .filter(|conn| self.offer(conn, plain))
+            .count();
+        let client_count = publication.map_or(0, |frame| {
+            members
+                .client
+                .values()
+                .filter(|conn| self.offer(conn, frame))
+                .count()
+        });
+        Ok(plain_count + client_count)
     }
 
     /// Queues `frame` for every connection here holding the session `key`.
@@ -391,7 +618,14 @@ impl Hub {
         match envelope {
             Envelope::Publish { topic, frame } => {
                 if let (Ok(topic), true) = (std::str::from_utf8(&topic), self.is_signal(&frame)) {
-                    self.deliver(topic, &frame);
+                    // Another node's publication gets its position here, from this
+                    // node's history (its own epoch: a client moving between nodes is
+                    // told it was not recovered, never handed another node's offsets).
+                    if let Err(error) =
+                        check_topic(topic).and_then(|()| self.publish_here(topic, &frame))
+                    {
+                        tracing::warn!(%error, "a publication from another node was not delivered here");
+                    }
                 }
             }
             Envelope::SessionSignal { key, frame } => {
@@ -431,13 +665,18 @@ impl Hub {
     }
 }
 
-fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Connection>> {
+fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, Members> {
     // No code that can panic runs under these locks.
     subscribers.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Connection>> {
+fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, Members> {
     subscribers.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {
+    // A ring's critical sections do not panic (queueing, a few field updates).
+    ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_topic(topic: &str) -> Result<(), TopicError> {

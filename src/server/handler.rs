@@ -286,6 +286,43 @@ pub trait Handler: Send + Sync + 'static {
         async {}
     }
 
+    /// A client that negotiated the topics extension (`docs/topics.md`,
+    /// [`Connection::speaks_topics`]) asks to subscribe itself to `topic`: `Ok(())` lets
+    /// it (it then receives the topic's publications, and what it missed when it resumes
+    /// from a position), `Err(SubscribeRefused)` answers `WW_REFUSED`. The application's
+    /// authorisation: who may read which topic. A hook that panics refuses.
+    ///
+    /// The default **refuses every subscription**: a server that never considered
+    /// client subscriptions must not let any client read its topics, which may be
+    /// private rooms. Subscriptions the server makes ([`Connection::subscribe`]) do not
+    /// pass through this hook.
+    ///
+    /// ```
+    /// use tokio_webwire::server::{Connection, Handler, SubscribeRefused};
+    ///
+    /// struct Chat;
+    ///
+    /// impl Handler for Chat {
+    ///     async fn subscribe_requested(&self, conn: &Connection, topic: &str)
+    ///         -> Result<(), SubscribeRefused> {
+    ///         // Public rooms for everyone, the members' room for logged-in users.
+    ///         match topic {
+    ///             "members" if conn.session().is_none() => Err(SubscribeRefused),
+    ///             _ if topic.starts_with("room/") || topic == "members" => Ok(()),
+    ///             _ => Err(SubscribeRefused),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn subscribe_requested(
+        &self,
+        conn: &Connection,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), SubscribeRefused>> + Send {
+        let _ = (conn, topic);
+        async { Err(SubscribeRefused) }
+    }
+
     /// Receives a signal: a one-way message, never answered. The default drops it.
     fn signal(
         &self,
@@ -357,6 +394,14 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).session_left(conn, key)
     }
 
+    fn subscribe_requested(
+        &self,
+        conn: &Connection,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), SubscribeRefused>> + Send {
+        (**self).subscribe_requested(conn, topic)
+    }
+
     fn signal(
         &self,
         conn: &Connection,
@@ -378,6 +423,18 @@ impl<H: Handler> Handler for Arc<H> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("session restore refused")]
 pub struct RestoreRefused;
+
+/// [`Handler::subscribe_requested`] refuses a client's subscription: the client's
+/// subscribe request is answered with the error code `WW_REFUSED`.
+///
+/// ```
+/// use tokio_webwire::server::SubscribeRefused;
+///
+/// assert_eq!(SubscribeRefused.to_string(), "subscription refused");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
+#[error("subscription refused")]
+pub struct SubscribeRefused;
 
 /// How a request handler failed.
 ///

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 
 use crate::payload::Payload;
 use crate::protocol::{Message, Name, RedactedKey, RequestId};
-use crate::server::{Connection, Handler, HandlerError, Shared};
+use crate::server::{Connection, Handler, HandlerError, Shared, client_topics};
 
 /// One message's work.
 pub(crate) enum Job {
@@ -128,6 +128,10 @@ pub(crate) struct Context<H> {
 pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Bytes> {
     let Context { shared, conn } = &*cx;
     let (id, reply) = match job {
+        Job::Request { id, name, payload } if client_topics::is_extension_request(conn, &name) => {
+            let reply = Box::pin(client_topics::handle(shared, conn, id, &name, payload)).await;
+            (id, reply)
+        }
         Job::Request { id, name, payload } => (
             id,
             reply_to(id, shared.handler.request(conn, name, payload).await),

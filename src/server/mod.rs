@@ -16,6 +16,8 @@
 //! | `outbox.rs` | the queue from other tasks into a connection's driver |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
+//! | `client_topics.rs` | the topics extension on the server: the sub-protocol negotiated at the upgrade, the `ww.` requests of a client |
+//! | `history.rs` | [`History`]: which topics keep their last publications, and the ring of one topic |
 //! | `fanout.rs` | one signal to many: topics, signals to a session's connections, what other nodes send through the backplane; [`SlowSubscriber`], [`TopicError`] |
 //! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
@@ -43,10 +45,12 @@
 
 mod admission;
 mod builder;
+mod client_topics;
 mod connection;
 mod driver;
 pub(crate) mod fanout;
 mod handler;
+mod history;
 mod job;
 mod listen;
 pub mod metrics;
@@ -84,7 +88,8 @@ use crate::transport::close_frame;
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
-pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused};
+pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused, SubscribeRefused};
+pub use history::History;
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 #[cfg(feature = "rustls")]
 pub use tls::TlsInfo;
@@ -181,7 +186,7 @@ impl<H> Shared<H> {
                 Sessions::new(sessions, events, Arc::clone(&remote)),
                 remote,
                 handlers.clone(),
-                config.fanout,
+                config.fanout.clone(),
                 metrics.clone(),
             ),
             handler,
@@ -410,6 +415,8 @@ impl<H: Handler> Server<H> {
             remote_addr,
             user_agent: user_agent.map(Into::into),
             attached: Extensions::new(),
+            // The application made the upgrade: the extension is not negotiated.
+            topics_extension: false,
         };
         self.shared.connections.spawn(async move {
             let frame = if shared.is_shutting_down() {

@@ -22,7 +22,8 @@ pub(crate) enum Outbound {
     /// given back once it is written.
     Signal(Bytes),
     /// The reply of a handler that finished when it was first polled, queued behind
-    /// frames that were already waiting so that it does not overtake them.
+    /// frames that were already waiting so that it does not overtake them; also a
+    /// publication a resume replays (bounded by its history, not by the room).
     Reply(Bytes),
     /// A handler that ran on its own task ended, so its slot is free; with its reply when
     /// it answered a request.

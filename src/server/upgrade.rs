@@ -93,10 +93,11 @@ pub(crate) fn check<H: Handler>(
             body: "unsupported WebSocket version",
         });
     }
-    let response = create_response(request).map_err(|error| {
+    let mut response = create_response(request).map_err(|error| {
         tracing::debug!(%error, "not a WebSocket upgrade");
         Refusal::new(StatusCode::BAD_REQUEST, "not a WebSocket upgrade")
     })?;
+    crate::server::client_topics::negotiate(request, &mut response);
     if !shared.config.origins.allow(request.headers()) {
         let origin = request.headers().get(header::ORIGIN);
         tracing::debug!(?origin, "upgrade refused: origin not allowed");
@@ -182,6 +183,7 @@ pub(crate) async fn accept<H: Handler>(
         remote_addr,
         user_agent,
         attached,
+        topics_extension: crate::server::client_topics::negotiated(&response),
     };
     Ok(Accepted {
         response,

@@ -72,6 +72,14 @@ pub fn unhex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The subscription policy of the topics extension's tests: any topic but `secret`.
+pub fn all_but_secret(topic: &str) -> Result<(), tokio_webwire::server::SubscribeRefused> {
+    if topic == "secret" {
+        return Err(tokio_webwire::server::SubscribeRefused);
+    }
+    Ok(())
+}
+
 /// Counts its `before_upgrade` calls; refuses with the status in `X-Refuse`, if any.
 #[derive(Default)]
 pub struct CountingHook(pub AtomicUsize);

@@ -1,0 +1,336 @@
+//! Client subscriptions through the topics extension (`docs/topics.md`): [`Client::subscribe`]
+//! gives a [`Subscription`], a stream of the topic's publications; the client remembers
+//! the last position it saw per topic and, after a reconnection (after the session
+//! restore, before the connection is published), subscribes again from it by itself and
+//! tells the subscription whether it recovered what it missed.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::client::connection::Link;
+use crate::client::pending::{Kind, Pending};
+use crate::client::{Client, RequestError, Shared, encode, lock};
+use crate::payload::Payload;
+use crate::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
+use crate::protocol::{Message, Name, RequestId};
+
+/// What a [`Subscription`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopicEvent {
+    /// A publication: the signal `name` with `payload`, at `position` (`None` for a topic
+    /// without history). Delivered once each, in the topic's order.
+    Publication {
+        /// Its place in the topic; `None` when the topic keeps no history.
+        position: Option<Position>,
+        /// The signal's name.
+        name: Name,
+        /// The signal's payload.
+        payload: Payload,
+    },
+    /// After a reconnection the client subscribed again from the last position it saw,
+    /// and the server had everything since: every publication missed was delivered,
+    /// in order and none twice, *before* this event. Live ones follow the missed ones;
+    /// one may come before this event (it was published while the answer was on its way).
+    Recovered {
+        /// The topic's position when the subscription joined again.
+        position: Position,
+    },
+    /// After a reconnection the server no longer had everything since the last position
+    /// seen (the history was trimmed, or its epoch changed: a restart, another node):
+    /// publications up to `position` were missed and none of them is delivered; live ones
+    /// after `position` may come before this event. Reload the state the topic carries.
+    NotRecovered {
+        /// The topic's position when the subscription joined again.
+        position: Position,
+    },
+    /// The subscription ended: the server refused it again after a reconnection. No
+    /// more events follow.
+    Ended(RequestError),
+}
+
+/// Why [`Client::subscribe`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The client does not speak the extension: enable it with
+    /// [`ClientBuilder::topics`](crate::ClientBuilder::topics).
+    #[error("the topics extension is not enabled on this client")]
+    NotEnabled,
+    /// The client already has a subscription to this topic.
+    #[error("already subscribed to this topic")]
+    AlreadySubscribed,
+    /// The topic is empty or longer than 1024 bytes.
+    #[error("a topic is 1 to 1024 bytes")]
+    InvalidTopic,
+    /// The request failed: refused (`WW_REFUSED`), over a limit (`WW_TOO_MANY_TOPICS`),
+    /// the connection was lost, ...
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The server's answer is not a subscribe answer.
+    #[error("invalid subscribe answer")]
+    InvalidAnswer,
+}
+
+/// A client's subscription to one topic: [`next`](Self::next) yields its publications
+/// and, after reconnections, whether what was missed was recovered. Dropping it stops
+/// the deliveries to it (the server learns at the next reconnection, or with
+/// [`Client::unsubscribe`]).
+#[derive(Debug)]
+#[must_use = "publications are delivered to the subscription: dropping it ends them"]
+pub struct Subscription {
+    topic: String,
+    answer: Subscribed,
+    events: mpsc::UnboundedReceiver<TopicEvent>,
+}
+
+impl Subscription {
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The server's answer to the first subscribe: its status and the topic's position
+    /// then.
+    #[must_use]
+    pub fn answer(&self) -> Subscribed {
+        self.answer
+    }
+
+    /// The next event; `None` once the client is closed or the subscription ended.
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Option<TopicEvent> {
+        self.events.recv().await
+    }
+}
+
+/// One subscribed topic on the client side.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    /// The last position seen: from the answer, then from each publication.
+    position: Option<Position>,
+    events: mpsc::UnboundedSender<TopicEvent>,
+}
+
+/// The client's subscriptions, by topic.
+pub(crate) type Topics = std::sync::Mutex<HashMap<String, Topic>>;
+
+impl Client {
+    /// Subscribes to `topic` through the topics extension: the server's handler decides
+    /// (`WW_REFUSED` otherwise), and from then on the topic's publications arrive at the
+    /// returned [`Subscription`], on this connection and, after a reconnection, on the
+    /// next one, from where the client left off when the server's history covers it.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::Client;
+    /// use tokio_webwire::client::TopicEvent;
+    ///
+    /// let client = Client::builder().topics(true).connect("ws://127.0.0.1:8081/").await?;
+    /// let mut room = client.subscribe("room/rust").await?;
+    /// while let Some(event) = room.next().await {
+    ///     match event {
+    ///         TopicEvent::Publication { payload, .. } => println!("{:?}", payload.to_text()),
+    ///         TopicEvent::NotRecovered { .. } => println!("missed some: reload the room"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, SubscribeError> {
+        let shared = &*self.shared;
+        if !shared.config.topics {
+            return Err(SubscribeError::NotEnabled);
+        }
+        if topic.is_empty() || topic.len() > topics::MAX_TOPIC_LEN {
+            return Err(SubscribeError::InvalidTopic);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            // Known before the request leaves: publications may precede the answer.
+            let mut subscribed = lock(&shared.topics);
+            if subscribed.get(topic).is_some_and(|t| !t.events.is_closed()) {
+                return Err(SubscribeError::AlreadySubscribed);
+            }
+            subscribed.insert(
+                topic.to_owned(),
+                Topic {
+                    position: None,
+                    events: tx,
+                },
+            );
+        }
+        let request = Subscribe {
+            topic: topic.to_owned(),
+            resume: None,
+        };
+        let outcome = self
+            .request(topics::SUBSCRIBE, Payload::binary(request.encode()))
+            .await
+            .map_err(SubscribeError::from)
+            .and_then(|reply| {
+                Subscribed::parse(&reply.data).map_err(|_| SubscribeError::InvalidAnswer)
+            });
+        match outcome {
+            Ok(answer) => {
+                answered(shared, topic, answer);
+                Ok(Subscription {
+                    topic: topic.to_owned(),
+                    answer,
+                    events: rx,
+                })
+            }
+            Err(error) => {
+                lock(&shared.topics).remove(topic);
+                Err(error)
+            }
+        }
+    }
+
+    /// Ends the subscription to `topic` (the server stops sending it); its
+    /// [`Subscription`] yields nothing more.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), RequestError> {
+        if lock(&self.shared.topics).remove(topic).is_none() {
+            return Ok(());
+        }
+        self.request(
+            topics::UNSUBSCRIBE,
+            Payload::binary(Bytes::copy_from_slice(topic.as_bytes())),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+/// The answer's position becomes the topic's, unless a publication of the same epoch
+/// already came further (live publications may precede the answer).
+fn answered(
+    shared: &Shared,
+    topic: &str,
+    answer: Subscribed,
+) -> Option<mpsc::UnboundedSender<TopicEvent>> {
+    let mut subscribed = lock(&shared.topics);
+    let entry = subscribed.get_mut(topic)?;
+    if answer.status != Status::NoHistory {
+        let ahead = entry.position.is_some_and(|seen| {
+            seen.epoch == answer.position.epoch && seen.offset >= answer.position.offset
+        });
+        if !ahead {
+            entry.position = Some(answer.position);
+        }
+    }
+    Some(entry.events.clone())
+}
+
+/// A `ww.pub` signal (the driver, on a connection with the extension): handed to its
+/// topic's subscription once, in order. One at or below the last position seen is a
+/// duplicate and dropped; one of a topic nobody subscribes to is dropped.
+pub(crate) fn publication(shared: &Shared, payload: &Bytes) -> Result<(), &'static str> {
+    let publication = Publication::parse(payload).map_err(|_| "malformed publication")?;
+    let Ok(signal) = Message::parse(publication.signal) else {
+        return Err("malformed publication");
+    };
+    let (Some(name), Some(payload)) = (signal.name().cloned(), signal.payload()) else {
+        return Err("malformed publication");
+    };
+    let mut subscribed = lock(&shared.topics);
+    let Some(topic) = subscribed.get_mut(&publication.topic) else {
+        return Ok(());
+    };
+    if let (Some(seen), Some(position)) = (topic.position, publication.position) {
+        if seen.epoch == position.epoch && position.offset <= seen.offset {
+            tracing::debug!(offset = position.offset, "duplicate publication dropped");
+            return Ok(());
+        }
+    }
+    if publication.position.is_some() {
+        topic.position = publication.position;
+    }
+    let event = TopicEvent::Publication {
+        position: publication.position,
+        name,
+        payload,
+    };
+    if topic.events.send(event).is_err() {
+        // The subscription was dropped.
+        subscribed.remove(&publication.topic);
+    }
+    Ok(())
+}
+
+/// After a reconnection: subscribes again to every topic, from its last position, on
+/// `link` (not yet published), and tells each subscription what came of it. A lost
+/// connection stops here: the next one tries again.
+pub(crate) async fn resubscribe(shared: &Shared, link: &Link) {
+    let wanted: Vec<(String, Option<Position>)> = lock(&shared.topics)
+        .iter()
+        .filter(|(_, topic)| !topic.events.is_closed())
+        .map(|(name, topic)| (name.clone(), topic.position))
+        .collect();
+    for (topic, resume) in wanted {
+        match subscribe_on(shared, link, &topic, resume).await {
+            Ok(answer) => {
+                let Some(events) = answered(shared, &topic, answer) else {
+                    continue;
+                };
+                let event = match answer.status {
+                    Status::NotRecovered => TopicEvent::NotRecovered {
+                        position: answer.position,
+                    },
+                    // Nothing to recover without a position or a history.
+                    _ => TopicEvent::Recovered {
+                        position: answer.position,
+                    },
+                };
+                let _ = events.send(event);
+            }
+            Err(
+                error @ (RequestError::Disconnected
+                | RequestError::Shutdown
+                | RequestError::ClientClosed),
+            ) => {
+                tracing::debug!(%error, "resubscribing stopped; the next connection tries again");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, topic, "subscription not renewed after a reconnection");
+                if let Some(gone) = lock(&shared.topics).remove(&topic) {
+                    let _ = gone.events.send(TopicEvent::Ended(error));
+                }
+            }
+        }
+    }
+}
+
+/// Sends a subscribe request on `link` and waits for its answer (the request timeout).
+async fn subscribe_on(
+    shared: &Shared,
+    link: &Link,
+    topic: &str,
+    resume: Option<Position>,
+) -> Result<Subscribed, RequestError> {
+    let id = shared.next_id();
+    let payload = Subscribe {
+        topic: topic.to_owned(),
+        resume,
+    }
+    .encode();
+    let frame = encode(&Message::request(
+        RequestId::from(id),
+        topics::SUBSCRIBE,
+        Payload::binary(payload),
+    ))?;
+    link.check_size(frame.len())?;
+    let reply = shared
+        .send_request_on(link, frame, (id, Kind::Request), Pending::never())
+        .await
+        .map_err(|_| RequestError::Disconnected)?;
+    let after = shared.config.request_timeout;
+    let reply = tokio::time::timeout(after, reply)
+        .await
+        .map_err(|_| RequestError::Timeout { after })??;
+    Subscribed::parse(&reply.data).map_err(|_| RequestError::Internal)
+}

@@ -1,0 +1,200 @@
+//! Our client's subscriptions through the topics extension against our server, over real
+//! sockets: publications in order, a subscriber disconnected with 1013 by the
+//! slow-subscriber policy that reconnects and loses nothing, a restarted server (new
+//! epoch) reported as not recovered, a refusal, and a client without the extension.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{LIMIT, bounded};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_webwire::client::{Backoff, Reconnect, SubscribeError, Subscription, TopicEvent};
+use tokio_webwire::protocol::topics::Status;
+use tokio_webwire::server::{
+    CloseReason, Connection, Handler, History, Server, ServerBuilder, SlowSubscriber,
+    SubscribeRefused,
+};
+use tokio_webwire::{Client, RequestError};
+
+/// Lets clients subscribe to anything but `secret`; reports why connections end.
+struct App(mpsc::UnboundedSender<CloseReason>);
+
+impl Handler for App {
+    async fn subscribe_requested(
+        &self,
+        _: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        common::all_but_secret(topic)
+    }
+
+    async fn disconnected(&self, _: &Connection, reason: &CloseReason) {
+        let _ = self.0.send(reason.clone());
+    }
+}
+
+fn builder(reasons: mpsc::UnboundedSender<CloseReason>) -> ServerBuilder<App> {
+    Server::builder(App(reasons)).history("room/*", History::last(1000))
+}
+
+async fn serve_on(listener: TcpListener, builder: ServerBuilder<App>) -> Server<App> {
+    let server = builder.build().expect("server");
+    tokio::spawn(server.serve(listener));
+    server
+}
+
+async fn client(addr: SocketAddr) -> Client {
+    let backoff = Backoff::default()
+        .min(Duration::from_millis(5))
+        .max(Duration::from_millis(50));
+    bounded(
+        Client::builder()
+            .topics(true)
+            .reconnect(Reconnect::Backoff(backoff))
+            .request_timeout(LIMIT)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects")
+}
+
+async fn next(subscription: &mut Subscription) -> TopicEvent {
+    bounded(subscription.next()).await.expect("an event")
+}
+
+/// The texts of the next publications until `count` were seen, with the other events.
+async fn texts(subscription: &mut Subscription, count: usize) -> (Vec<String>, Vec<TopicEvent>) {
+    let mut texts = Vec::new();
+    let mut others = Vec::new();
+    while texts.len() < count {
+        match next(subscription).await {
+            TopicEvent::Publication { payload, .. } => {
+                texts.push(payload.to_text().expect("text"));
+            }
+            other => others.push(other),
+        }
+    }
+    (texts, others)
+}
+
+#[tokio::test]
+async fn a_subscriber_disconnected_with_1013_reconnects_and_loses_nothing() {
+    let (reasons_tx, mut reasons) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve_on(
+        listener,
+        builder(reasons_tx)
+            .outbound_queue_len(1)
+            .slow_subscriber(SlowSubscriber::Disconnect),
+    )
+    .await;
+    let client = client(addr).await;
+    let mut room = bounded(client.subscribe("room/1"))
+        .await
+        .expect("subscribed");
+    assert_eq!(room.answer().status, Status::Subscribed);
+
+    // A burst with room for one frame: the subscriber falls behind and is disconnected.
+    const N: usize = 300;
+    for i in 1..=N {
+        let _ = server.publish("room/1", "msg", i.to_string()).await;
+    }
+    assert_eq!(
+        bounded(reasons.recv()).await,
+        Some(CloseReason::SlowConsumer),
+        "the policy disconnected it with 1013"
+    );
+    let (got, others) = texts(&mut room, N).await;
+    let expected: Vec<String> = (1..=N).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected, "every publication once, in order");
+    assert_eq!(
+        others,
+        [],
+        "nothing but publications before the recovery's end"
+    );
+    // The recovery is reported once what it recovered was delivered.
+    match next(&mut room).await {
+        TopicEvent::Recovered { position } => assert_eq!(position.offset, N as u64),
+        other => panic!("expected Recovered, got {other:?}"),
+    }
+    // And live ones go on after the recovery.
+    bounded(server.publish("room/1", "msg", "live"))
+        .await
+        .unwrap();
+    let (live, _) = texts(&mut room, 1).await;
+    assert_eq!(live, ["live"]);
+}
+
+#[tokio::test]
+async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
+    let (reasons_tx, _reasons) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve_on(listener, builder(reasons_tx.clone())).await;
+    let client = client(addr).await;
+    let mut room = bounded(client.subscribe("room/2")).await.unwrap();
+    for i in 1..=3 {
+        bounded(server.publish("room/2", "msg", format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let (got, _) = texts(&mut room, 3).await;
+    assert_eq!(got, ["m1", "m2", "m3"]);
+    let before = room.answer().position.epoch;
+
+    bounded(server.shutdown()).await;
+    let listener = TcpListener::bind(addr).await.expect("the same port again");
+    let restarted = serve_on(listener, builder(reasons_tx)).await;
+    match next(&mut room).await {
+        TopicEvent::NotRecovered { position } => {
+            assert_ne!(position.epoch, before);
+            assert_eq!(position.offset, 0);
+        }
+        other => panic!("expected NotRecovered, got {other:?}"),
+    }
+    bounded(restarted.publish("room/2", "msg", "after"))
+        .await
+        .unwrap();
+    let (got, others) = texts(&mut room, 1).await;
+    assert_eq!(got, ["after"], "nothing stale: {others:?}");
+}
+
+#[tokio::test]
+async fn refusals_and_a_client_without_the_extension_get_clear_errors() {
+    let (reasons_tx, _reasons) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve_on(listener, builder(reasons_tx)).await;
+    let client = client(addr).await;
+    match bounded(client.subscribe("secret")).await {
+        Err(SubscribeError::Request(RequestError::Reply { code, .. })) => {
+            assert_eq!(code.as_str(), "WW_REFUSED");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut news = bounded(client.subscribe("news")).await.unwrap();
+    assert_eq!(news.answer().status, Status::NoHistory);
+    assert!(matches!(
+        bounded(client.subscribe("news")).await,
+        Err(SubscribeError::AlreadySubscribed)
+    ));
+    bounded(server.publish("news", "msg", "hi")).await.unwrap();
+    match next(&mut news).await {
+        TopicEvent::Publication { position, .. } => assert_eq!(position, None),
+        other => panic!("{other:?}"),
+    }
+    bounded(client.unsubscribe("news")).await.unwrap();
+    assert_eq!(server.subscriber_count("news"), 0);
+
+    let plain = bounded(Client::builder().connect(format!("ws://{addr}/")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        bounded(plain.subscribe("room/1")).await,
+        Err(SubscribeError::NotEnabled)
+    ));
+}
