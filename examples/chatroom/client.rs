@@ -83,6 +83,7 @@ pub(crate) async fn connect(
 /// Runs one typed line (without its line end); returns what to print, if anything.
 pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
     let line = line.trim();
+    let mut said = false;
     let result = match line.split_whitespace().collect::<Vec<_>>()[..] {
         [] => return None,
         ["/login", user, password] => {
@@ -95,10 +96,17 @@ pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
         }
         ["/logout"] => client.request("logout", Payload::empty()).await,
         [command, ..] if command.starts_with('/') => return Some(HELP.to_owned()),
-        _ => client.request("say", line).await,
+        _ => {
+            said = true;
+            client.request("say", line).await
+        }
     };
     match result {
-        // The session events and the messages say what happened.
+        // The session events and the messages say what happened; a `say` answered with
+        // text is a note (said on this server only).
+        Ok(reply) if said && !reply.is_empty() => {
+            Some(format!("* {}", reply.to_text().unwrap_or_default()))
+        }
         Ok(_) => None,
         Err(RequestError::Reply { code, message }) => Some(format!("! {code}: {message}")),
         Err(error) => Some(format!("! {error}")),
