@@ -273,3 +273,19 @@ async fn the_wire_contract_for_other_clients() {
     bounded(client.close()).await;
     bounded(server.shutdown()).await;
 }
+
+/// The terminal client pointed at a page (the `--web` server's `/`) is shown the command
+/// for `/ws` (the process itself: tests/example_errors.rs).
+#[test]
+fn a_page_instead_of_the_chat_room_shows_the_way_to_ws() {
+    let error = tokio_webwire::ConnectError::Http { status: 200 };
+    let said = client::not_the_endpoint("ws://127.0.0.1:8083/", &error);
+    assert!(said.starts_with(&error.to_string()), "{said}");
+    assert!(
+        said.ends_with(
+            "\n  a chat room served with --web has WebWire at /ws: \
+             cargo run --example chatroom --features axum -- --client ws://127.0.0.1:8083/ws"
+        ),
+        "{said}"
+    );
+}

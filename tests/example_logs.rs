@@ -5,6 +5,8 @@
 
 mod common;
 
+// Its `--ca` configuration is tested in example_echo.rs (unused with `rustls`).
+#[allow(dead_code)]
 #[path = "../examples/echo/client.rs"]
 mod echo_client;
 // Its `--tls` start is tested in example_echo.rs, not here (unused with `rustls`).
@@ -64,9 +66,13 @@ fn the_example_server_logs_connects_and_disconnects() {
                 .await
                 .expect("binds");
         let mut out = Vec::new();
-        bounded(echo_client::run(&format!("ws://{addr}/"), &mut out))
-            .await
-            .expect("the client runs");
+        bounded(echo_client::run(
+            &format!("ws://{addr}/"),
+            tokio_webwire::Client::builder(),
+            &mut out,
+        ))
+        .await
+        .expect("the client runs");
         bounded(server.shutdown()).await;
     });
     let line = |needle: &str| {

@@ -80,6 +80,16 @@ pub(crate) async fn connect(
         .await
 }
 
+/// What the terminal client says when `url` serves a page rather than WebWire: the
+/// `--client` command for the chat room served with `--web` on the same host and port.
+pub(crate) fn not_the_endpoint(url: &str, error: &ConnectError) -> String {
+    let endpoint = format!("{}/ws", url.trim_end_matches('/'));
+    format!(
+        "{error}\n  a chat room served with --web has WebWire at /ws: \
+         cargo run --example chatroom --features axum -- --client {endpoint}"
+    )
+}
+
 /// Runs one typed line (without its line end); returns what to print, if anything.
 pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
     let line = line.trim();

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
+use tokio_webwire::ConnectError;
 use tokio_webwire::backplane::Local;
 use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
@@ -166,7 +167,14 @@ async fn chat(url: &str) -> Result {
         }
     });
     let backoff = Backoff::default().max(Duration::from_secs(5));
-    let client = client::connect(url, backoff, output.clone()).await?;
+    let client = match client::connect(url, backoff, output.clone()).await {
+        Ok(client) => client,
+        // A page there: most likely the chat room served with `--web`, at /ws.
+        Err(error @ ConnectError::Http { status: 200 }) => {
+            return Err(client::not_the_endpoint(url, &error).into());
+        }
+        Err(error) => return Err(error.into()),
+    };
     let _ = output.send(client::HELP.to_owned());
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

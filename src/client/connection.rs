@@ -168,6 +168,7 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
+    let plain = request.uri().scheme_str() == Some("ws");
     let ws_config =
         Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE));
     // Nagle off: the driver batches frames itself and flushes once per batch.
@@ -183,7 +184,14 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
     };
     #[cfg(not(feature = "rustls"))]
     let connected = tokio_tungstenite::connect_async_with_config(request, ws_config, true).await;
-    let (mut ws, _response) = connected.map_err(ConnectError::from_ws)?;
+    let (mut ws, _response) = connected.map_err(|error| match ConnectError::from_ws(error) {
+        // A TLS server answers a plain HTTP request with a TLS alert: no HTTP version.
+        ConnectError::NotHttp { reason, .. } => ConnectError::NotHttp {
+            tls_likely: plain && reason == "invalid HTTP version",
+            reason,
+        },
+        other => other,
+    })?;
     let checked = match read_accept_conf(&mut ws).await {
         Ok(conf) => check_accept_conf(&conf, config.sub_protocol.as_ref()).map(|()| conf),
         Err(err) => Err(err),

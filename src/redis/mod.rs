@@ -79,9 +79,11 @@
 //! network only the nodes reach. The feature has no TLS: `rediss://` URLs are refused.
 
 mod backplane;
+mod error;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};
+pub use error::RedisConnectError;
 pub use store::RedisStore;
 
 /// The Redis client this module is built on, in the version it uses: its
