@@ -3,6 +3,7 @@
 //!
 //! Shared by `examples/chatroom/main.rs` (`--client`) and `tests/example_chatroom.rs`.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,11 +20,26 @@ pub(crate) const HELP: &str = "/login USER PASSWORD, /logout, /quit; anything el
 
 /// Shows what the server starts: messages, connection and session changes.
 #[derive(Debug)]
-struct Terminal(Output);
+struct Terminal {
+    output: Output,
+    /// Between a disconnect and the next connect: the client restores its session on the
+    /// new connection before it reports the connection, so the login it announces then
+    /// waits here to be shown after `* connected`, in the order a reader expects.
+    offline: Mutex<Option<Vec<String>>>,
+}
 
 impl Terminal {
     fn show(&self, line: String) {
-        let _ = self.0.send(line);
+        let _ = self.output.send(line);
+    }
+
+    /// Shows `line` now, or after `* connected` while the client is reconnecting.
+    fn show_online(&self, line: String) {
+        let mut offline = self.offline.lock().unwrap_or_else(PoisonError::into_inner);
+        match offline.as_mut() {
+            Some(held) => held.push(line),
+            None => self.show(line),
+        }
     }
 }
 
@@ -47,21 +63,28 @@ impl ClientHandler for Terminal {
     }
 
     async fn connected(&self, _client: &Client) {
+        let held = self
+            .offline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.show("* connected".to_owned());
+        held.into_iter().flatten().for_each(|line| self.show(line));
     }
 
     async fn disconnected(&self, _client: &Client) {
+        *self.offline.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
         self.show("* disconnected, reconnecting".to_owned());
     }
 
     /// After `/login`, and after each reconnection: the client restores its session on its
     /// own, before the connection is used, so nobody types the password twice.
     async fn session_created(&self, _client: &Client, session: &Session) {
-        self.show(format!("* logged in as {}", user(session)));
+        self.show_online(format!("* logged in as {}", user(session)));
     }
 
     async fn session_closed(&self, _client: &Client) {
-        self.show("* logged out".to_owned());
+        self.show_online("* logged out".to_owned());
     }
 }
 
@@ -75,7 +98,10 @@ pub(crate) async fn connect(
     Client::builder()
         .request_timeout(Duration::from_secs(10))
         .reconnect(Reconnect::Backoff(backoff))
-        .handler(Terminal(output))
+        .handler(Terminal {
+            output,
+            offline: Mutex::new(None),
+        })
         .connect(url)
         .await
 }

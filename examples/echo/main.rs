@@ -23,6 +23,8 @@
 //! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
 mod client;
+#[path = "../common/interrupt.rs"]
+mod interrupt;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
@@ -107,6 +109,7 @@ async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + S
         max_message_size,
         tls,
     } = options;
+    let stop = interrupt::armed().await;
     let (server, local, scheme) = match tls {
         None => {
             let (server, local) = server::start(addr, max_message_size).await?;
@@ -122,7 +125,7 @@ async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + S
         Some(_) => return Err(TLS_NEEDS_THE_FEATURE.into()),
     };
     println!("{scheme}://{local}/");
-    tokio::signal::ctrl_c().await?;
+    stop.await?;
     server.shutdown().await;
     Ok(())
 }
