@@ -148,3 +148,86 @@ async fn chatroom_web_options_in_any_order() {
     assert_eq!(out.code(), Some(2), "{out:?}");
     assert!(out.stderr.starts_with("usage: chatroom"), "{}", out.stderr);
 }
+
+/// `echo --max-message-size BYTES`: a larger limit, still serving.
+#[tokio::test]
+async fn echo_with_a_larger_message_size() {
+    let server = start(
+        "echo",
+        &["--addr", "127.0.0.1:0", "--max-message-size", "1048576"],
+    )
+    .await;
+    let client = run("echo", &["--client", &server.first_line], "").await;
+    assert_eq!(client.code(), Some(0), "{client:?}");
+    assert_eq!(server.interrupt().await.code(), Some(0));
+    let out = run("echo", &["--max-message-size", "lots"], "").await;
+    assert_eq!(out.code(), Some(2), "{out:?}");
+}
+
+/// `chatroom` (and `--sessions DIR`) with its terminal client: typed lines in, the chat
+/// out, everything printed before the client exits.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn chatroom_server_and_terminal_client() {
+    let dir = std::env::temp_dir().join(format!("tokio-webwire-cmd-chat-{}", std::process::id()));
+    let sessions = dir.to_str().unwrap().to_owned();
+    for args in [
+        vec!["--addr", "127.0.0.1:0"],
+        vec!["--addr", "127.0.0.1:0", "--sessions", &sessions],
+    ] {
+        let server = start("chatroom", &args).await;
+        let url = server.first_line.clone();
+        let chat = run(
+            "chatroom",
+            &["--client", &url],
+            "/login alice wonderland\nhello, room\n/logout\n/quit\n",
+        )
+        .await;
+        assert_eq!(chat.code(), Some(0), "{chat:?}");
+        let lines: Vec<&str> = chat.stdout.lines().collect();
+        for expected in [
+            "* connected",
+            "* logged in as alice",
+            "<alice> hello, room",
+            "* logged out",
+        ] {
+            assert!(
+                lines.contains(&expected),
+                "{args:?}: {expected:?} in {lines:?}"
+            );
+        }
+        assert_eq!(chat.stderr, "", "the client logs nothing into the chat");
+        assert_eq!(server.interrupt().await.code(), Some(0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pubsub --redis URL` on two ports (a real redis-server): subscribe to one, publish to
+/// the other, as its docs say.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn pubsub_on_two_servers_sharing_redis() {
+    let Some(redis) = common::redis::RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let a = start("pubsub", &["--addr", "127.0.0.1:0", "--redis", &url]).await;
+    let b = start("pubsub", &["--addr", "127.0.0.1:0", "--redis", &url]).await;
+    let mut subscriber = start("pubsub", &["--subscribe", "--url", &b.first_line]).await;
+    let publisher = run("pubsub", &["--publish", "hi", "--url", &a.first_line], "").await;
+    assert_eq!(publisher.code(), Some(0), "{publisher:?}");
+    assert_eq!(
+        publisher.stdout,
+        "delivered to 0 subscribers on this server, and sent on to the other servers\n"
+    );
+    loop {
+        let line = subscriber.next_line().await;
+        if line == "news: hi" {
+            break;
+        }
+        assert!(line.starts_with("tick: tick "), "{line}");
+    }
+    assert_eq!(subscriber.interrupt().await.code(), Some(0));
+    assert_eq!(a.interrupt().await.code(), Some(0));
+    assert_eq!(b.interrupt().await.code(), Some(0));
+}

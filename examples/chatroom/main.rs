@@ -174,7 +174,7 @@ async fn serve(options: &Options<'_>) -> Result {
 /// end of input.
 async fn chat(url: &str) -> Result {
     let (output, mut printed) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let printer = tokio::spawn(async move {
         while let Some(line) = printed.recv().await {
             println!("{line}");
         }
@@ -200,5 +200,9 @@ async fn chat(url: &str) -> Result {
         }
     }
     client.close().await;
+    // What is still queued is printed before the process ends (the handler's own sender
+    // goes with the client; a second at most, then the rest is dropped).
+    drop((client, output));
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     Ok(())
 }
