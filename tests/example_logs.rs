@@ -99,3 +99,47 @@ fn the_example_server_logs_connects_and_disconnects() {
     line("echo_client: connected");
     line("echo_client: disconnected");
 }
+
+/// A graceful server shutdown, as the client logs it: the server going away (1001), not a
+/// lost connection.
+#[test]
+fn the_client_logs_a_server_shutdown_as_such() {
+    use tokio_webwire::client::{ClientHandler, Reconnect};
+
+    /// Says when the connection is gone.
+    struct Gone(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl ClientHandler for Gone {
+        async fn disconnected(&self, _client: &tokio_webwire::Client) {
+            let _ = self.0.send(());
+        }
+    }
+
+    let logs = logs_of(async {
+        let (server, addr) =
+            echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .expect("binds");
+        let (gone, mut disconnected) = tokio::sync::mpsc::unbounded_channel();
+        let client = bounded(
+            tokio_webwire::Client::builder()
+                .reconnect(Reconnect::Off)
+                .handler(Gone(gone))
+                .connect(format!("ws://{addr}/")),
+        )
+        .await
+        .expect("connects");
+        bounded(server.shutdown()).await;
+        // The supervisor logs before the handler can run (one thread, no await between).
+        bounded(disconnected.recv()).await;
+        client.close().await;
+    });
+    let line = logs
+        .lines()
+        .find(|line| line.contains("tokio_webwire::client::supervisor: disconnected"))
+        .unwrap_or_else(|| panic!("no disconnect logged in:\n{logs}"));
+    assert!(
+        line.contains("ended=the server is going away (1001)"),
+        "{line}"
+    );
+}

@@ -267,15 +267,30 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
     }
 }
 
-/// How a connection ended.
+/// How a connection ended; its `Display` is what the client's log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The server closed it, the socket failed, or a write failed or timed out.
+    /// The server closed it with a close frame (its code: 1001 when it shuts down).
+    ServerClosed(Option<u16>),
+    /// The socket failed or closed without a close frame, or a write failed or timed out.
     Lost,
     /// The server broke the protocol; the client closed the connection.
     Violation,
     /// The client is closing.
     Closing,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ServerClosed(Some(1001)) => f.write_str("the server is going away (1001)"),
+            Ended::ServerClosed(Some(code)) => write!(f, "closed by the server ({code})"),
+            Ended::ServerClosed(None) => f.write_str("closed by the server"),
+            Ended::Lost => f.write_str("connection lost"),
+            Ended::Violation => f.write_str("closed by the client: the server broke the protocol"),
+            Ended::Closing => f.write_str("closed by the client"),
+        }
+    }
 }
 
 /// Runs one established connection until it ends. Publishes its [`Link`] first (unless
