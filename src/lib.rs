@@ -49,8 +49,8 @@
 //!
 //! The `examples/` directory holds more: `echo` (with a client), `pubsub` (a topic that
 //! every subscriber gets what is published to) and `chatroom` (logins as sessions that
-//! survive a reconnect; a room as a topic; a page for browsers). The README lists every
-//! option of both sides.
+//! survive a reconnect; a room as a topic; a page for browsers). The guide in the
+//! repository's `docs/` (linked from the README) lists every option of both sides.
 //!
 //! # Features
 //! None is on by default; the default build has none of their dependencies (no TLS, no
@@ -134,3 +134,22 @@ pub use tokio_tungstenite::tungstenite::http;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The guide's pages (`docs/`), their examples compiled and run as doc tests.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../docs/01-server-and-client.md")]
+    pub struct ServerAndClient;
+    #[doc = include_str!("../docs/02-configuration.md")]
+    pub struct Configuration;
+    #[doc = include_str!("../docs/03-sessions.md")]
+    pub struct Sessions;
+    #[doc = include_str!("../docs/04-topics-and-many-servers.md")]
+    pub struct TopicsAndManyServers;
+    #[doc = include_str!("../docs/05-deploying.md")]
+    pub struct Deploying;
+    #[doc = include_str!("../docs/06-performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/07-codec-and-hardening.md")]
+    pub struct CodecAndHardening;
+}

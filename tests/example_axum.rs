@@ -45,8 +45,32 @@ async fn one_port_serves_the_page_and_webwire() {
     let echoed = bounded(client.request("echo", Payload::utf16("über axum"))).await;
     assert_eq!(echoed, Ok(Payload::utf16("über axum")));
 
+    // Names in any script, with spaces, as the page sends them (encodeURIComponent).
+    for (query, name) in [("Zo%C3%AB", "Zoë"), ("Ada%20Lovelace", "Ada Lovelace")] {
+        let visitor = bounded(
+            Client::builder()
+                .reconnect(Reconnect::Off)
+                .connect(format!("ws://{addr}/ws?name={query}")),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{name} refused: {error}"));
+        let reply = bounded(visitor.request("hello", "hi")).await.unwrap();
+        assert_eq!(
+            reply,
+            Payload::utf8(format!("hello, {name} (on the axum example): hi"))
+        );
+        visitor.close().await;
+    }
+
     // `before_upgrade` refuses a name it does not like; the router, paths it does not have.
-    for (path, status) in [("/ws?name=a%20b", 400), ("/nowhere", 404)] {
+    let too_long = "a".repeat(app::MAX_NAME_CHARS + 1);
+    for (path, status) in [
+        ("/ws?name=a1".to_owned(), 400),
+        ("/ws?name=%20".to_owned(), 400),
+        ("/ws?name=%FF".to_owned(), 400),
+        (format!("/ws?name={too_long}"), 400),
+        ("/nowhere".to_owned(), 404),
+    ] {
         let refused = bounded(
             Client::builder()
                 .reconnect(Reconnect::Off)
@@ -67,4 +91,26 @@ async fn one_port_serves_the_page_and_webwire() {
         "{after:?}"
     );
     client.close().await;
+}
+
+#[test]
+fn names_are_letters_of_any_script_and_spaces() {
+    for (encoded, name) in [
+        ("alice", "alice"),
+        ("Zo%C3%AB", "Zoë"),
+        ("Ada+Lovelace", "Ada Lovelace"),
+        ("%E6%9D%8E%E5%B0%8F%E9%BE%8D", "李小龍"),
+    ] {
+        assert_eq!(
+            app::visitor_name(encoded).as_deref(),
+            Some(name),
+            "{encoded}"
+        );
+    }
+    let longest = "é".repeat(app::MAX_NAME_CHARS);
+    assert_eq!(app::visitor_name(&longest).as_deref(), Some(&*longest));
+    for refused in ["", "+", "a1", "a%3Cb", "%E", "%ZZ", "%C3", "a%0Ab"] {
+        assert_eq!(app::visitor_name(refused), None, "{refused}");
+    }
+    assert_eq!(app::visitor_name(&format!("{longest}e")), None);
 }

@@ -58,6 +58,12 @@ impl Terminal {
         }
     }
 
+    /// The next line the client prints must be `line`.
+    async fn shows_next(&mut self, line: &str) {
+        let printed = bounded(self.printed.recv()).await.expect("output");
+        assert_eq!(printed, line);
+    }
+
     /// Waits until the client prints `line`; no chat message may come before it.
     async fn shows_only_events_until(&mut self, line: &str) {
         loop {
@@ -161,9 +167,11 @@ async fn login_broadcast_and_a_session_that_survives_a_restart() {
     alice.shows("* disconnected, reconnecting").await;
     bob.shows("* disconnected, reconnecting").await;
     let (server, _) = start(addr, &sessions).await;
-    alice.shows("* logged in as alice").await;
-    alice.shows("* connected").await;
-    bob.shows("* connected").await;
+    // Reconnected, then logged in again (restored), in the order a reader expects.
+    alice.shows_next("* connected").await;
+    alice.shows_next("* logged in as alice").await;
+    bob.shows_next("* connected").await;
+    bob.shows_next("* logged in as bob").await;
     assert_eq!(alice.client.session().map(|s| s.key), Some(key.clone()));
     assert_eq!(server.session_connections(&key).len(), 1);
     assert_eq!(alice.typed("still here").await, None);
@@ -272,4 +280,20 @@ async fn the_wire_contract_for_other_clients() {
 
     bounded(client.close()).await;
     bounded(server.shutdown()).await;
+}
+
+/// The terminal client pointed at a page (the `--web` server's `/`) is shown the command
+/// for `/ws` (the process itself: tests/example_errors.rs).
+#[test]
+fn a_page_instead_of_the_chat_room_shows_the_way_to_ws() {
+    let error = tokio_webwire::ConnectError::Http { status: 200 };
+    let said = client::not_the_endpoint("ws://127.0.0.1:8083/", &error);
+    assert!(said.starts_with(&error.to_string()), "{said}");
+    assert!(
+        said.ends_with(
+            "\n  a chat room served with --web has WebWire at /ws: \
+             cargo run --example chatroom --features axum -- --client ws://127.0.0.1:8083/ws"
+        ),
+        "{said}"
+    );
 }

@@ -95,3 +95,44 @@ async fn two_servers_on_one_redis_share_one_room() {
         said("alice", "welcome back")
     );
 }
+
+/// Redis stopped under a running room (a real redis-server, killed): a login is refused
+/// with an error the client can act on, and no session is announced that a reconnect
+/// could not restore; a message said reaches this server's members, and its sender hears
+/// that it went nowhere else (a partial result: no internal error inviting a resend).
+#[tokio::test]
+async fn with_redis_away_logins_say_so_and_messages_are_said_here_only() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = chat_server(&redis).await;
+    let (alice, mut alice_seen) = subscriber(a).await;
+    login(&alice, "alice", "wonderland").await;
+
+    redis.stop();
+
+    bounded(alice.request("say", "anyone?"))
+        .await
+        .map(|reply| assert_eq!(reply, Payload::utf8(server::SAID_HERE_ONLY)))
+        .expect("a partial result, not an error");
+    assert_eq!(next_signal(&mut alice_seen).await, said("alice", "anyone?"));
+
+    let (bob, mut bob_seen) = subscriber(a).await;
+    let login = Payload::json(&server::Login {
+        user: "bob".into(),
+        password: "builder".into(),
+    })
+    .unwrap();
+    match bounded(bob.request("login", login)).await {
+        Err(tokio_webwire::RequestError::Reply { code, message }) => {
+            assert_eq!(code, server::SESSIONS_UNAVAILABLE);
+            assert_eq!(
+                message,
+                "logins cannot be saved right now; try again in a moment"
+            );
+        }
+        other => panic!("expected the login refused, got {other:?}"),
+    }
+    assert!(bob.session().is_none(), "no session was announced");
+    assert!(bob_seen.try_recv().is_err(), "no session event either");
+}

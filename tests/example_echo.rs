@@ -20,7 +20,7 @@ async fn the_example_client_prints_every_exchange() {
         .expect("binds");
     let url = format!("ws://{addr}/");
     let mut out = Vec::new();
-    bounded(echo_client::run(&url, &mut out))
+    bounded(echo_client::run(&url, Client::builder(), &mut out))
         .await
         .expect("the client runs");
     let out = String::from_utf8(out).expect("text");
@@ -122,14 +122,11 @@ async fn a_larger_limit_echoes_a_256_kib_payload() {
 }
 
 /// `--tls CERT KEY`: the echo server over `wss://`, with PEM files of a certificate made
-/// here; our client trusts that certificate only.
+/// here; the example's client trusts that certificate only (`--ca FILE`). Files that are
+/// missing or swapped are named, with what they lack.
 #[cfg(feature = "rustls")]
 #[tokio::test]
 async fn the_server_serves_wss_from_pem_files() {
-    use std::sync::Arc;
-    use tokio_webwire::tokio_rustls::rustls::crypto::ring;
-    use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore};
-
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
     let dir = std::env::temp_dir().join(format!("tokio-webwire-echo-tls-{}", std::process::id()));
@@ -141,30 +138,42 @@ async fn the_server_serves_wss_from_pem_files() {
     let missing = echo_server::start_tls("127.0.0.1:0", 8192, &dir.join("none.pem"), &key).await;
     let error = missing.expect_err("no certificate file").to_string();
     assert!(error.contains("none.pem"), "{error}");
-    // The key file is no certificate.
+    // Swapped: the key file holds no certificate.
     let swapped = echo_server::start_tls("127.0.0.1:0", 8192, &key, &cert).await;
-    assert!(swapped.is_err());
+    let error = swapped.expect_err("swapped").to_string();
+    assert_eq!(
+        error,
+        format!("{}: {}", key.display(), echo_server::NO_CERTIFICATE)
+    );
+    // The certificate twice: no private key.
+    let no_key = echo_server::start_tls("127.0.0.1:0", 8192, &cert, &cert).await;
+    let error = no_key.expect_err("no key").to_string();
+    assert_eq!(
+        error,
+        format!("{}: {}", cert.display(), echo_server::NO_PRIVATE_KEY)
+    );
+    let not_a_ca = echo_client::trusting(&key)
+        .expect_err("a key is no CA")
+        .to_string();
+    assert!(
+        not_a_ca.contains("no certificate in this file"),
+        "{not_a_ca}"
+    );
 
     let started = echo_server::start_tls("127.0.0.1:0", 8192, &cert, &key).await;
+    let trusting = echo_client::trusting(&cert).expect("a CA file");
     std::fs::remove_dir_all(&dir).unwrap();
     let (server, addr) = started.expect("serves");
-    let mut roots = RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).unwrap();
-    let trusting = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = bounded(
-        Client::builder()
-            .tls_config(Arc::new(trusting))
-            .reconnect(Reconnect::Off)
-            .connect(format!("wss://{addr}/")),
-    )
+    let mut out = Vec::new();
+    let url = format!("wss://{addr}/");
+    bounded(echo_client::run(
+        &url,
+        Client::builder().tls_config(trusting),
+        &mut out,
+    ))
     .await
-    .unwrap();
-    let reply = bounded(client.request("echo", Payload::utf16("sicher"))).await;
-    assert_eq!(reply, Ok(Payload::utf16("sicher")));
-    client.close().await;
+    .expect("the client trusts the certificate");
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(out.lines().count(), 5, "{out}");
     bounded(server.shutdown()).await;
 }

@@ -5,6 +5,8 @@
 
 mod common;
 
+// Its `--ca` configuration is tested in example_echo.rs (unused with `rustls`).
+#[allow(dead_code)]
 #[path = "../examples/echo/client.rs"]
 mod echo_client;
 // Its `--tls` start is tested in example_echo.rs, not here (unused with `rustls`).
@@ -64,9 +66,13 @@ fn the_example_server_logs_connects_and_disconnects() {
                 .await
                 .expect("binds");
         let mut out = Vec::new();
-        bounded(echo_client::run(&format!("ws://{addr}/"), &mut out))
-            .await
-            .expect("the client runs");
+        bounded(echo_client::run(
+            &format!("ws://{addr}/"),
+            tokio_webwire::Client::builder(),
+            &mut out,
+        ))
+        .await
+        .expect("the client runs");
         bounded(server.shutdown()).await;
     });
     let line = |needle: &str| {
@@ -125,4 +131,48 @@ fn the_client_span_shows_the_url_without_credentials() {
         .find(|line| line.contains("tokio_webwire::client::connection: connected"))
         .unwrap_or_else(|| panic!("no line of the client's connection in:\n{logs}"));
     assert!(connected.contains(&span), "{connected}");
+}
+
+/// A graceful server shutdown, as the client logs it: the server going away (1001), not a
+/// lost connection.
+#[test]
+fn the_client_logs_a_server_shutdown_as_such() {
+    use tokio_webwire::client::{ClientHandler, Reconnect};
+
+    /// Says when the connection is gone.
+    struct Gone(tokio::sync::mpsc::UnboundedSender<()>);
+
+    impl ClientHandler for Gone {
+        async fn disconnected(&self, _client: &tokio_webwire::Client) {
+            let _ = self.0.send(());
+        }
+    }
+
+    let logs = logs_of("info", async {
+        let (server, addr) =
+            echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
+                .await
+                .expect("binds");
+        let (gone, mut disconnected) = tokio::sync::mpsc::unbounded_channel();
+        let client = bounded(
+            tokio_webwire::Client::builder()
+                .reconnect(Reconnect::Off)
+                .handler(Gone(gone))
+                .connect(format!("ws://{addr}/")),
+        )
+        .await
+        .expect("connects");
+        bounded(server.shutdown()).await;
+        // The supervisor logs before the handler can run (one thread, no await between).
+        bounded(disconnected.recv()).await;
+        client.close().await;
+    });
+    let line = logs
+        .lines()
+        .find(|line| line.contains("tokio_webwire::client::supervisor: disconnected"))
+        .unwrap_or_else(|| panic!("no disconnect logged in:\n{logs}"));
+    assert!(
+        line.contains("ended=the server is going away (1001)"),
+        "{line}"
+    );
 }

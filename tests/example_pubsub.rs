@@ -45,7 +45,7 @@ async fn request(client: &Client, name: &str, payload: &str) -> String {
 
 #[tokio::test]
 async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
-    let (server, addr) = pubsub_server::start("127.0.0.1:0", Local)
+    let (server, addr) = pubsub_server::start("127.0.0.1:0", Local, false)
         .await
         .expect("binds");
     let url = format!("ws://{addr}/");
@@ -60,12 +60,15 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     request(&s2, "subscribe", "").await;
     assert_eq!(*count.borrow_and_update(), 2);
 
-    assert_eq!(request(&publisher, "publish", "hello").await, "2");
+    assert_eq!(
+        request(&publisher, "publish", "hello").await,
+        "2 subscribers"
+    );
     assert_eq!(bounded(s1_signals.recv()).await.unwrap(), "news: hello");
     assert_eq!(bounded(s2_signals.recv()).await.unwrap(), "news: hello");
 
     // What the server itself publishes (the example's ticker) goes the same way.
-    let delivered = bounded(server.publish(pubsub_server::TOPIC, "tick", "tick 1"))
+    let delivered = bounded(pubsub_server::tick(&server, 1))
         .await
         .expect("published");
     assert_eq!(delivered, 2);
@@ -77,7 +80,10 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     bounded(count.wait_for(|&n| n == 1))
         .await
         .expect("the count is watched");
-    assert_eq!(request(&publisher, "publish", "still there?").await, "1");
+    assert_eq!(
+        request(&publisher, "publish", "still there?").await,
+        "1 subscribers"
+    );
     assert_eq!(
         bounded(s1_signals.recv()).await.unwrap(),
         "news: still there?"
@@ -86,13 +92,19 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     // Unsubscribing stops the signals.
     assert_eq!(request(&s1, "unsubscribe", "").await, "unsubscribed");
     assert_eq!(*count.borrow_and_update(), 0);
-    assert_eq!(request(&publisher, "publish", "anyone?").await, "0");
+    assert_eq!(
+        request(&publisher, "publish", "anyone?").await,
+        "0 subscribers"
+    );
 
     // Signals of one connection arrive in order, so after resubscribing, the next signal
     // s1 and the publisher see is the marker: "anyone?" reached neither.
     request(&s1, "subscribe", "").await;
     request(&publisher, "subscribe", "").await;
-    assert_eq!(request(&publisher, "publish", "marker").await, "2");
+    assert_eq!(
+        request(&publisher, "publish", "marker").await,
+        "2 subscribers"
+    );
     assert_eq!(bounded(s1_signals.recv()).await.unwrap(), "news: marker");
     assert_eq!(
         bounded(publisher_signals.recv()).await.unwrap(),
@@ -107,4 +119,51 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     bounded(s1.close()).await;
     bounded(publisher.close()).await;
     bounded(server.shutdown()).await;
+}
+
+/// Two servers on one Redis (`--redis URL`): the publisher is told its server's count and
+/// that the news went on (it reached the other server's subscriber), and each subscriber
+/// gets the ticks of its own server only: one per tick, not one per server.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_servers_on_redis_count_here_and_tick_once() {
+    use common::redis::RedisServer;
+    use tokio_webwire::redis::RedisBackplane;
+
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let node = || async {
+        let backplane = bounded(RedisBackplane::connect(&redis.url()))
+            .await
+            .expect("Redis");
+        pubsub_server::start("127.0.0.1:0", backplane, true)
+            .await
+            .expect("binds")
+    };
+    let (a, a_addr) = node().await;
+    let (b, b_addr) = node().await;
+    let (publisher, _) = connect(&format!("ws://{a_addr}/")).await;
+    let (subscriber, mut seen) = connect(&format!("ws://{b_addr}/")).await;
+    request(&subscriber, "subscribe", "").await;
+
+    assert_eq!(
+        request(&publisher, "publish", "hello").await,
+        "0 subscribers on this server, and sent on to the other servers"
+    );
+    assert_eq!(bounded(seen.recv()).await.unwrap(), "news: hello");
+
+    // Both servers tick; the subscriber of b hears b's tick only. A's news published
+    // after a's tick comes through Redis behind it: had a's tick reached b's subscriber,
+    // it would come before the news.
+    assert_eq!(bounded(pubsub_server::tick(&a, 1)).await.ok(), Some(0));
+    assert_eq!(bounded(pubsub_server::tick(&b, 1)).await.ok(), Some(1));
+    assert_eq!(bounded(seen.recv()).await.unwrap(), "tick: tick 1");
+    request(&publisher, "publish", "after the ticks").await;
+    assert_eq!(bounded(seen.recv()).await.unwrap(), "news: after the ticks");
+
+    bounded(publisher.close()).await;
+    bounded(subscriber.close()).await;
+    bounded(a.shutdown()).await;
+    bounded(b.shutdown()).await;
 }

@@ -437,7 +437,58 @@ async fn a_creation_dropped_before_the_client_is_told_leaves_nothing() {
     assert!(gave_up.is_err(), "the notification cannot be queued");
     assert!(conn.session().is_none());
     assert_eq!(server.active_sessions(), 0, "no registration left behind");
-    assert!(store.is_empty(), "nothing stored");
+    // Saved before it was to be announced, and removed on a task of its own once dropped.
+    bounded(async {
+        while !store.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// A store whose saves fail (Redis away, a full disk), counting them.
+#[derive(Default)]
+struct Unsaving(std::sync::atomic::AtomicUsize);
+
+impl SessionStore for Unsaving {
+    async fn save(&self, _: &Session) -> Result<(), StoreError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(StoreError::other("Connection refused (os error 111)"))
+    }
+    async fn lookup(&self, _: &str) -> Result<Option<Session>, StoreError> {
+        Ok(None)
+    }
+    async fn remove(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A login the store did not save is no login: the client is told of no session (which
+/// no reconnect could restore), the request fails with the store's error, nothing stays
+/// registered, and the connection goes on.
+#[tokio::test]
+async fn a_session_the_store_did_not_save_is_never_announced() {
+    let store = Arc::new(Unsaving::default());
+    let (server, _events, addr) = start(|b| b.session_store(Arc::clone(&store))).await;
+    let (mut client, _) = RawClient::connect(addr).await;
+    client
+        .send(request(1, "login", Payload::utf8("alice".to_owned())))
+        .await;
+    match parse(client.recv().await) {
+        Message::ReplyError { id, code, message } => {
+            assert_eq!(id, RequestId::from(1));
+            assert_eq!(code, "SESSION");
+            assert_eq!(
+                &message[..],
+                b"session store failed: Connection refused (os error 111)"
+            );
+        }
+        other => panic!("expected the login's error reply, and no session before it: {other:?}"),
+    }
+    assert_eq!(store.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(server.active_sessions(), 0, "no registration left behind");
+    // Still usable: a session request gets its normal answer.
+    not_found(&mut client, 2, b"no-such-key").await;
 }
 
 /// Starts a session on `login` and closes it on `logout`; its `session_closed` hook logs

@@ -127,14 +127,16 @@ async fn a_plain_client_at_a_tls_server_and_a_tls_client_at_a_plain_one_fail_cle
     let tls_addr = serve_tls(&server, acceptor).await;
     let plain = dial(format!("ws://{tls_addr}/"), None).await;
     // The server's TLS alert, read as an HTTP answer (or the socket it then closes): an
-    // answer at once, not the dial's timeout.
-    assert!(
-        matches!(
-            plain,
-            Err(ConnectError::WebSocket { .. } | ConnectError::Io { .. })
+    // answer at once, not the dial's timeout, which says what to try.
+    match plain {
+        Err(error @ ConnectError::NotHttp { .. }) => assert_eq!(
+            error.to_string(),
+            "the server's answer is not HTTP (invalid HTTP version): it looks like a TLS \
+             server, try wss:// instead of ws://"
         ),
-        "{plain:?}"
-    );
+        Err(ConnectError::Io { .. }) => {}
+        other => panic!("expected the TLS server recognised, got {other:?}"),
+    }
 
     let plain_server = Server::new(Echo);
     let plain_addr = common::listen(&plain_server).await;

@@ -31,23 +31,36 @@ pub(crate) struct Site(pub(crate) &'static str);
 pub(crate) struct Greeter;
 
 impl Handler for Greeter {
-    /// Takes the visitor's name from the query (`?name=…`, at most 32 characters); no
-    /// name is a stranger.
+    /// Takes the visitor's name from the query (`?name=…`, percent-encoded UTF-8: see
+    /// [`visitor_name`]); no name is a stranger, a name it refuses is answered with 400.
     async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
-        let name = request
+        let name = match request
             .uri()
             .query()
             .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("name=")))
-            .unwrap_or("stranger");
-        if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(StatusCode::BAD_REQUEST);
-        }
+        {
+            None => "stranger".to_owned(),
+            Some(encoded) => visitor_name(encoded).ok_or(StatusCode::BAD_REQUEST)?,
+        };
         let site = request
             .extensions()
             .get::<Site>()
             .map_or("?", |site| site.0);
         request.attach(Visitor(format!("{name} (on {site})")));
         Ok(())
+    }
+
+    /// A signal goes back to its sender, as the echo example's server does, so that
+    /// `cargo run --example echo -- --client ws://…/ws` gets its signal back.
+    async fn signal(&self, conn: &Connection, name: Name, payload: Payload) {
+        if let Err(error) = conn.signal(name, payload).await {
+            tracing::info!(%error, "signal not echoed");
+        }
+    }
+
+    async fn connected(&self, conn: &Connection) {
+        let visitor = conn.get::<Visitor>().map_or("?", |v| v.0.as_str());
+        tracing::info!(visitor, "connected");
     }
 
     /// `hello`: a greeting for the visitor, with the payload's text; `echo`: the payload
@@ -73,6 +86,35 @@ impl Handler for Greeter {
             )),
         }
     }
+}
+
+/// The longest name accepted, in characters.
+pub(crate) const MAX_NAME_CHARS: usize = 32;
+
+/// The visitor's name from its percent-encoded query value: 1 to [`MAX_NAME_CHARS`]
+/// letters of any script and spaces (`Zoë`, `Ada Lovelace`, `李小龍`), not only spaces;
+/// `None` for anything else (digits, punctuation, control characters, invalid UTF-8).
+pub(crate) fn visitor_name(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                decoded.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            byte => decoded.push(byte),
+        }
+        i += 1;
+    }
+    let name = String::from_utf8(decoded).ok()?;
+    let chars = name.chars().count();
+    let letters = name.chars().all(|c| c.is_alphabetic() || c == ' ');
+    let valid = (1..=MAX_NAME_CHARS).contains(&chars) && letters && !name.trim().is_empty();
+    valid.then_some(name)
 }
 
 /// The router: the page at `/`, WebWire at `/ws` (handed to `server`).
@@ -109,20 +151,29 @@ const log = (line) => { document.getElementById("log").textContent += line + "\n
 const utf8 = new TextEncoder(), text = new TextDecoder();
 let ws, nextId = 1;
 document.getElementById("connect").onclick = () => {
+  // The server's rule, checked here first so that the page can say why.
+  const typed = document.getElementById("name").value;
+  if (!/^[\p{L} ]{1,32}$/u.test(typed) || !typed.trim()) {
+    log(`refused: "${typed}" is not a name (1 to 32 letters and spaces)`);
+    return;
+  }
   // Connect again: the old connection goes, and its heartbeat with it (onclose).
   if (ws) ws.close();
-  const name = encodeURIComponent(document.getElementById("name").value);
+  const name = encodeURIComponent(typed);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws?name=${name}`);
   ws = socket;
   socket.binaryType = "arraybuffer";
   // A heartbeat well within the server's read timeout (60 s), one per connection.
   const heartbeat = setInterval(() => socket.readyState === 1 && socket.send(new Uint8Array([33])), 30000);
-  socket.onopen = () => { document.getElementById("send").disabled = false; log("connected"); };
+  let opened = false;
+  socket.onopen = () => { opened = true; document.getElementById("send").disabled = false; log("connected"); };
   socket.onclose = () => {
     clearInterval(heartbeat);
     if (ws === socket) document.getElementById("send").disabled = true;
-    log("closed");
+    // A browser does not tell the page the HTTP status of a refused upgrade: a close
+    // before the open is the server's 400 (or the server is gone).
+    log(opened ? "closed" : "refused: a name is 1 to 32 letters and spaces (or the server is down)");
   };
   socket.onmessage = (event) => {
     const frame = new Uint8Array(event.data);

@@ -3,6 +3,7 @@
 //!
 //! Shared by `examples/chatroom/main.rs` (`--client`) and `tests/example_chatroom.rs`.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,11 +20,26 @@ pub(crate) const HELP: &str = "/login USER PASSWORD, /logout, /quit; anything el
 
 /// Shows what the server starts: messages, connection and session changes.
 #[derive(Debug)]
-struct Terminal(Output);
+struct Terminal {
+    output: Output,
+    /// Between a disconnect and the next connect: the client restores its session on the
+    /// new connection before it reports the connection, so the login it announces then
+    /// waits here to be shown after `* connected`, in the order a reader expects.
+    offline: Mutex<Option<Vec<String>>>,
+}
 
 impl Terminal {
     fn show(&self, line: String) {
-        let _ = self.0.send(line);
+        let _ = self.output.send(line);
+    }
+
+    /// Shows `line` now, or after `* connected` while the client is reconnecting.
+    fn show_online(&self, line: String) {
+        let mut offline = self.offline.lock().unwrap_or_else(PoisonError::into_inner);
+        match offline.as_mut() {
+            Some(held) => held.push(line),
+            None => self.show(line),
+        }
     }
 }
 
@@ -47,21 +63,28 @@ impl ClientHandler for Terminal {
     }
 
     async fn connected(&self, _client: &Client) {
+        let held = self
+            .offline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.show("* connected".to_owned());
+        held.into_iter().flatten().for_each(|line| self.show(line));
     }
 
     async fn disconnected(&self, _client: &Client) {
+        *self.offline.lock().unwrap_or_else(PoisonError::into_inner) = Some(Vec::new());
         self.show("* disconnected, reconnecting".to_owned());
     }
 
     /// After `/login`, and after each reconnection: the client restores its session on its
     /// own, before the connection is used, so nobody types the password twice.
     async fn session_created(&self, _client: &Client, session: &Session) {
-        self.show(format!("* logged in as {}", user(session)));
+        self.show_online(format!("* logged in as {}", user(session)));
     }
 
     async fn session_closed(&self, _client: &Client) {
-        self.show("* logged out".to_owned());
+        self.show_online("* logged out".to_owned());
     }
 }
 
@@ -75,14 +98,28 @@ pub(crate) async fn connect(
     Client::builder()
         .request_timeout(Duration::from_secs(10))
         .reconnect(Reconnect::Backoff(backoff))
-        .handler(Terminal(output))
+        .handler(Terminal {
+            output,
+            offline: Mutex::new(None),
+        })
         .connect(url)
         .await
+}
+
+/// What the terminal client says when `url` serves a page rather than WebWire: the
+/// `--client` command for the chat room served with `--web` on the same host and port.
+pub(crate) fn not_the_endpoint(url: &str, error: &ConnectError) -> String {
+    let endpoint = format!("{}/ws", url.trim_end_matches('/'));
+    format!(
+        "{error}\n  a chat room served with --web has WebWire at /ws: \
+         cargo run --example chatroom --features axum -- --client {endpoint}"
+    )
 }
 
 /// Runs one typed line (without its line end); returns what to print, if anything.
 pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
     let line = line.trim();
+    let mut said = false;
     let result = match line.split_whitespace().collect::<Vec<_>>()[..] {
         [] => return None,
         ["/login", user, password] => {
@@ -95,10 +132,17 @@ pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
         }
         ["/logout"] => client.request("logout", Payload::empty()).await,
         [command, ..] if command.starts_with('/') => return Some(HELP.to_owned()),
-        _ => client.request("say", line).await,
+        _ => {
+            said = true;
+            client.request("say", line).await
+        }
     };
     match result {
-        // The session events and the messages say what happened.
+        // The session events and the messages say what happened; a `say` answered with
+        // text is a note (said on this server only).
+        Ok(reply) if said && !reply.is_empty() => {
+            Some(format!("* {}", reply.to_text().unwrap_or_default()))
+        }
         Ok(_) => None,
         Err(RequestError::Reply { code, message }) => Some(format!("! {code}: {message}")),
         Err(error) => Some(format!("! {error}")),

@@ -18,16 +18,19 @@
 //! Options: `--addr HOST:PORT` for the server, `--client [ws://HOST:PORT/]` for the client.
 //! `--redis URL` keeps the sessions in Redis and shares the room with every server on the
 //! same Redis: a message said on one reaches the members on all, a login restores on any.
-//! `--web` (with the server's options after it) serves the chat room for browsers instead:
-//! a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`).
+//! `--web` (anywhere among the server's options) serves the chat room for browsers
+//! instead: a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`); the
+//! terminal client reaches it with `--client ws://HOST:PORT/ws`.
 //! The server logic is in `server.rs`, the client's in `client.rs`;
 //! `tests/example_chatroom.rs` drives both.
 //!
 //! The server logs connects, disconnects, logins and errors to stderr; the terminal client
-//! only warnings and errors, so as not to clutter the chat (`RUST_LOG=info` or `debug`
-//! shows more of either).
+//! only errors, so as not to clutter the chat: it shows connection and session events as
+//! `*` lines (`RUST_LOG=info` or `debug` shows more of either).
 
 mod client;
+#[path = "../common/interrupt.rs"]
+mod interrupt;
 #[path = "../common/logging.rs"]
 mod logging;
 #[path = "../common/mounted.rs"]
@@ -41,40 +44,35 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
+use tokio_webwire::ConnectError;
 use tokio_webwire::backplane::Local;
 use tokio_webwire::client::Backoff;
 use tokio_webwire::session::{FileStore, MemoryStore};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
-const USAGE: &str = "usage: chatroom [--addr HOST:PORT] [--sessions DIR | --redis URL]\n       \
-                     chatroom --client [ws://HOST:PORT/]\n       \
-                     chatroom --web [--addr HOST:PORT] [--sessions DIR | --redis URL]";
+const USAGE: &str = "usage: chatroom [--web] [--addr HOST:PORT] [--sessions DIR | --redis URL]\n       \
+                     chatroom --client [ws://HOST:PORT/]";
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // The client shows connection and session events in the chat itself.
+    // The client shows connection and session events in the chat itself: its log (the
+    // library's reconnection warnings included) would only interleave with the chat.
     logging::init(if args.first().is_some_and(|a| a == "--client") {
-        "warn"
+        "error"
     } else {
         "info"
     });
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
-        ["--web", ref web_args @ ..] => match server_options(web_args) {
-            Some(options) => match build(&options).await {
-                Ok(server) => web::serve(options.addr, server).await,
+        ref server_args => match server_options(server_args) {
+            Some(options) if options.web => match build(&options).await {
+                Ok(server) => web::serve(options.addr, server, interrupt::armed().await).await,
                 Err(error) => Err(error),
             },
-            None => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        },
-        ref server_args => match server_options(server_args) {
             Some(options) => serve(&options).await,
             None => {
                 eprintln!("{USAGE}");
@@ -99,23 +97,38 @@ struct Options<'a> {
     sessions: Option<&'a str>,
     /// `--redis URL`: sessions in Redis, and the room shared with every server on it.
     redis: Option<&'a str>,
+    /// `--web`: the page and the chat room at `/ws`, through axum.
+    web: bool,
 }
 
-/// `[--addr HOST:PORT] [--sessions DIR | --redis URL]`, in any order.
+/// `[--web] [--addr HOST:PORT] [--sessions DIR | --redis URL]`, in any order.
 fn server_options<'a>(mut args: &[&'a str]) -> Option<Options<'a>> {
     let mut options = Options {
         addr: DEFAULT_ADDR,
         sessions: None,
         redis: None,
+        web: false,
     };
-    while let [option, value, rest @ ..] = args {
-        match *option {
-            "--addr" => options.addr = value,
-            "--sessions" => options.sessions = Some(*value),
-            "--redis" => options.redis = Some(*value),
-            _ => return None,
-        }
-        args = rest;
+    loop {
+        args = match *args {
+            ["--web", ref rest @ ..] => {
+                options.web = true;
+                rest
+            }
+            ["--addr", value, ref rest @ ..] => {
+                options.addr = value;
+                rest
+            }
+            ["--sessions", value, ref rest @ ..] => {
+                options.sessions = Some(value);
+                rest
+            }
+            ["--redis", value, ref rest @ ..] => {
+                options.redis = Some(value);
+                rest
+            }
+            _ => break,
+        };
     }
     let one_store = options.sessions.is_none() || options.redis.is_none();
     (args.is_empty() && one_store).then_some(options)
@@ -149,9 +162,10 @@ async fn redis(_url: &str) -> Result<tokio_webwire::server::Server<server::ChatR
 
 /// Serves until Ctrl-C, then shuts down gracefully.
 async fn serve(options: &Options<'_>) -> Result {
+    let stop = interrupt::armed().await;
     let (server, local) = server::start(options.addr, build(options).await?).await?;
     println!("ws://{local}/");
-    tokio::signal::ctrl_c().await?;
+    stop.await?;
     server.shutdown().await;
     Ok(())
 }
@@ -160,13 +174,20 @@ async fn serve(options: &Options<'_>) -> Result {
 /// end of input.
 async fn chat(url: &str) -> Result {
     let (output, mut printed) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let printer = tokio::spawn(async move {
         while let Some(line) = printed.recv().await {
             println!("{line}");
         }
     });
     let backoff = Backoff::default().max(Duration::from_secs(5));
-    let client = client::connect(url, backoff, output.clone()).await?;
+    let client = match client::connect(url, backoff, output.clone()).await {
+        Ok(client) => client,
+        // A page there: most likely the chat room served with `--web`, at /ws.
+        Err(error @ ConnectError::Http { status: 200 }) => {
+            return Err(client::not_the_endpoint(url, &error).into());
+        }
+        Err(error) => return Err(error.into()),
+    };
     let _ = output.send(client::HELP.to_owned());
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -179,5 +200,9 @@ async fn chat(url: &str) -> Result {
         }
     }
     client.close().await;
+    // What is still queued is printed before the process ends (the handler's own sender
+    // goes with the client; a second at most, then the rest is dropped).
+    drop((client, output));
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     Ok(())
 }

@@ -9,11 +9,12 @@ use std::io;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use tokio_webwire::SessionError;
 use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, HandlerError, History, RestoreRefused, Server,
-    SubscribeRefused,
+    SubscribeRefused, TopicError,
 };
 use tokio_webwire::session::SessionStore;
 use tokio_webwire::{Payload, Session, SessionInfo};
@@ -28,6 +29,14 @@ pub(crate) const ALREADY_LOGGED_IN: &str = "ALREADY_LOGGED_IN";
 pub(crate) const BAD_REQUEST: &str = "BAD_REQUEST";
 /// Error code: no such request.
 pub(crate) const UNKNOWN_REQUEST: &str = "UNKNOWN_REQUEST";
+/// Error code: the session store (Redis, files) cannot save a login now; try again later.
+pub(crate) const SESSIONS_UNAVAILABLE: &str = "SESSIONS_UNAVAILABLE";
+
+/// What `say` replies when the members on this server got the message but the other
+/// servers did not (the backplane is away): a partial result, not an error. Sending the
+/// message again would show it twice here.
+pub(crate) const SAID_HERE_ONLY: &str =
+    "said to the members on this server only: the other servers could not be reached";
 
 /// The name of the signal that carries a [`ChatMessage`].
 pub(crate) const MESSAGE: &str = "message";
@@ -87,7 +96,19 @@ impl ChatRoom {
         info.insert("user", &login.user)?;
         // The client learns of the session (key and info) before it gets this reply, and
         // restores it by its key after a reconnection.
-        conn.create_session(info).await?;
+        match conn.create_session(info).await {
+            Ok(_) => {}
+            // Redis away, a full disk: the client was told of no session. Say so, so that
+            // it tries again later (an internal error would say nothing).
+            Err(SessionError::Store(why)) => {
+                tracing::warn!(user = login.user, %why, "login failed: sessions cannot be saved");
+                return Err(reply(
+                    SESSIONS_UNAVAILABLE,
+                    "logins cannot be saved right now; try again in a moment",
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
         tracing::info!(user = login.user, "logged in");
         Ok(Payload::utf8(login.user))
     }
@@ -156,7 +177,8 @@ impl Handler for ChatRoom {
     }
 
     /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
-    /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal), `logout`.
+    /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal; replies nothing,
+    /// or [`SAID_HERE_ONLY`] when the other servers could not be reached), `logout`.
     async fn request(
         &self,
         conn: &Connection,
@@ -178,10 +200,17 @@ impl Handler for ChatRoom {
                 // Encoded once for the whole room, on every node; a member that cannot
                 // keep up is disconnected (and reconnects), never waited for.
                 let message = Payload::json(&ChatMessage { from, text })?;
-                conn.publish(ROOM, MESSAGE, message)
-                    .await
-                    .map_err(HandlerError::internal)?;
-                Ok(Payload::empty())
+                match conn.publish(ROOM, MESSAGE, message).await {
+                    // Everyone got it: nothing to say.
+                    Ok(_) => Ok(Payload::empty()),
+                    // This server's members got it, the other servers' did not: a partial
+                    // result, so that the sender does not say it again.
+                    Err(TopicError::Backplane { delivered, source }) => {
+                        tracing::warn!(delivered, %source, "said on this server only");
+                        Ok(Payload::utf8(SAID_HERE_ONLY))
+                    }
+                    Err(error) => Err(HandlerError::internal(error)),
+                }
             }
             "logout" => {
                 conn.close_session().await?;

@@ -46,16 +46,17 @@ pub(crate) async fn start(addr: &str, server: Server<ChatRoom>) -> std::io::Resu
     mounted::serve(addr, server.clone(), router(server)).await
 }
 
-/// `--web`: serves the page and the chat room until Ctrl-C, then shuts down gracefully.
-/// Prints the page's URL on stdout (the browser test reads it).
+/// `--web`: serves the page and the chat room until `stop` (Ctrl-C), then shuts down
+/// gracefully. Prints the page's URL on stdout (the browser test reads it).
 pub(crate) async fn serve(
     addr: &str,
     server: Server<ChatRoom>,
+    stop: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let running = start(addr, server).await?;
     let local = running.addr;
     println!("http://{local}/ (WebWire at ws://{local}/ws)");
-    tokio::signal::ctrl_c().await?;
+    stop.await?;
     running.shutdown().await;
     Ok(())
 }

@@ -10,10 +10,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
-use tokio_webwire::{Client, Encoding, Payload};
+use tokio_webwire::{Client, ClientBuilder, Encoding, Payload};
 
 /// How long the client waits for anything: a reply, the echoed signal.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The error when the server answers requests but sends no signal back: it is a WebWire
+/// server, but not the echo example's.
+pub(crate) const NO_SIGNAL_BACK: &str = "the signal did not come back within 5 s: the server \
+     answers requests but does not send signals back as the echo server does";
 
 /// Hands the server's signals to [`run`] through a channel.
 #[derive(Debug)]
@@ -33,14 +38,16 @@ impl ClientHandler for Signals {
     }
 }
 
-/// Connects to the echo server at `url`, sends a request in each encoding and a signal,
-/// and writes one line per exchange to `out`.
+/// Connects to the echo server at `url` with `builder`'s options (`Client::builder()`, or
+/// one with a TLS configuration for `--ca`), sends a request in each encoding and a
+/// signal, and writes one line per exchange to `out`.
 pub(crate) async fn run(
     url: &str,
+    builder: ClientBuilder,
     out: &mut (dyn Write + Send),
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let (signals, mut incoming) = mpsc::unbounded_channel();
-    let client = Client::builder()
+    let client = builder
         .request_timeout(TIMEOUT)
         // A demo: if the server goes away, say so instead of waiting for it to return.
         .reconnect(Reconnect::Off)
@@ -65,7 +72,7 @@ pub(crate) async fn run(
     client.signal("ping", payload).await?;
     let (name, back) = tokio::time::timeout(TIMEOUT, incoming.recv())
         .await
-        .map_err(|_| "the signal did not come back")?
+        .map_err(|_| NO_SIGNAL_BACK)?
         .ok_or("the client closed")?;
     writeln!(
         out,
@@ -84,4 +91,40 @@ pub(crate) fn describe(payload: &Payload) -> String {
         (Encoding::Utf16, Ok(text)) => format!("utf16 {text:?}"),
         _ => format!("binary {:02x?}", &payload.data[..]),
     }
+}
+
+/// A TLS configuration trusting the certificates of the PEM file `ca` only (`--ca FILE`):
+/// a self-signed server certificate, or the private CA that signed it.
+#[cfg(feature = "rustls")]
+pub(crate) fn trusting(
+    ca: &std::path::Path,
+) -> Result<
+    std::sync::Arc<tokio_webwire::tokio_rustls::rustls::ClientConfig>,
+    Box<dyn Error + Send + Sync>,
+> {
+    use tokio_webwire::tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_webwire::tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_webwire::tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+
+    let named = |error: &dyn std::fmt::Display| format!("{}: {error}", ca.display());
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|error| named(&error))? {
+        roots
+            .add(cert.map_err(|error| named(&error))?)
+            .map_err(|error| named(&error))?;
+    }
+    if roots.is_empty() {
+        return Err(named(
+            &"no certificate in this file (--ca takes a PEM file with \
+             -----BEGIN CERTIFICATE-----)",
+        )
+        .into());
+    }
+    // The provider named: `ClientConfig::builder()` panics in a program that links ring
+    // and aws-lc-rs both and installs no default.
+    let config = ClientConfig::builder_with_provider(std::sync::Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
 }

@@ -8,11 +8,12 @@
 //! cargo run --example echo -- --client ws://host:9000/
 //! cargo run --example echo --features rustls -- --tls cert.pem key.pem   # wss://127.0.0.1:8081/
 //! cargo run --example echo --features rustls -- --client wss://host:9000/
+//! cargo run --example echo --features rustls -- --client wss://localhost:8081/ --ca cert.pem
 //! ```
 //!
 //! `--tls CERT KEY` serves `wss://` with the certificate chain and private key of two PEM
-//! files (the `rustls` feature). The client trusts the webpki roots, so a self-signed
-//! certificate serves browsers and other clients told to trust it, not `--client`.
+//! files (the `rustls` feature). The client trusts the webpki roots, or with `--ca FILE`
+//! the certificates of that PEM file only: a self-signed certificate, or a private CA's.
 //!
 //! The server answers every request with the request's payload, in the request's
 //! encoding, and sends every signal back to its sender (`server.rs`). The client sends a
@@ -22,6 +23,8 @@
 //! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
 mod client;
+#[path = "../common/interrupt.rs"]
+mod interrupt;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
@@ -31,8 +34,10 @@ use std::process::ExitCode;
 const DEFAULT_ADDR: &str = "127.0.0.1:8081";
 #[cfg(not(feature = "rustls"))]
 const TLS_NEEDS_THE_FEATURE: &str = "--tls needs the `rustls` feature: cargo run --example echo --features rustls -- --tls CERT KEY";
+#[cfg(not(feature = "rustls"))]
+const CA_NEEDS_THE_FEATURE: &str = "--ca needs the `rustls` feature: cargo run --example echo --features rustls -- --client wss://HOST:PORT/ --ca FILE";
 const USAGE: &str = "usage: echo [--addr HOST:PORT] [--max-message-size BYTES] [--tls CERT KEY]
-       echo --client [ws[s]://HOST:PORT/]";
+       echo --client [ws://HOST:PORT/ | wss://HOST:PORT/ [--ca FILE]]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -40,8 +45,11 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
-        ["--client"] => connect(&format!("ws://{DEFAULT_ADDR}/")).await,
-        ["--client", url] => connect(url).await,
+        ["--client"] => connect(&format!("ws://{DEFAULT_ADDR}/"), None).await,
+        ["--client", url] => connect(url, None).await,
+        ["--client", url, "--ca", ca] | ["--client", "--ca", ca, url] => {
+            connect(url, Some(ca)).await
+        }
         ref server_args => match server_options(server_args) {
             Some(options) => serve(options).await,
             None => {
@@ -101,6 +109,7 @@ async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + S
         max_message_size,
         tls,
     } = options;
+    let stop = interrupt::armed().await;
     let (server, local, scheme) = match tls {
         None => {
             let (server, local) = server::start(addr, max_message_size).await?;
@@ -116,11 +125,22 @@ async fn serve(options: Options<'_>) -> Result<(), Box<dyn std::error::Error + S
         Some(_) => return Err(TLS_NEEDS_THE_FEATURE.into()),
     };
     println!("{scheme}://{local}/");
-    tokio::signal::ctrl_c().await?;
+    stop.await?;
     server.shutdown().await;
     Ok(())
 }
 
-async fn connect(url: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    client::run(url, &mut std::io::stdout()).await
+/// The client, trusting the certificates of the PEM file `ca` (for `wss://`) if given.
+async fn connect(
+    url: &str,
+    ca: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let builder = match ca {
+        None => tokio_webwire::Client::builder(),
+        #[cfg(feature = "rustls")]
+        Some(ca) => tokio_webwire::Client::builder().tls_config(client::trusting(ca.as_ref())?),
+        #[cfg(not(feature = "rustls"))]
+        Some(_) => return Err(CA_NEEDS_THE_FEATURE.into()),
+    };
+    client::run(url, builder, &mut std::io::stdout()).await
 }

@@ -81,6 +81,15 @@ pub(crate) async fn start_tls(
     Ok((server, local))
 }
 
+/// What `--tls CERT KEY` says of a CERT file without a certificate.
+#[cfg(feature = "rustls")]
+pub(crate) const NO_CERTIFICATE: &str = "no certificate in this file (a PEM file with \
+     -----BEGIN CERTIFICATE----- is expected first: --tls CERT KEY; are the two swapped?)";
+/// What `--tls CERT KEY` says of a KEY file without a private key.
+#[cfg(feature = "rustls")]
+pub(crate) const NO_PRIVATE_KEY: &str = "no private key in this file (a PEM file with \
+     -----BEGIN PRIVATE KEY----- is expected second: --tls CERT KEY; are the two swapped?)";
+
 /// A TLS acceptor for the certificate chain in the PEM file `cert` and the private key in
 /// the PEM file `key`.
 #[cfg(feature = "rustls")]
@@ -92,13 +101,21 @@ fn tls_acceptor(
     use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_webwire::tokio_rustls::rustls::{ServerConfig, crypto::ring};
 
+    use tokio_webwire::tokio_rustls::rustls::pki_types::pem::Error as PemError;
+
     let named = |path: &std::path::Path, error: &dyn std::fmt::Display| {
         format!("{}: {error}", path.display())
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|error| named(cert, &error))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| named(key, &error))?;
+    if certs.is_empty() {
+        return Err(named(cert, &NO_CERTIFICATE).into());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|error| match error {
+        PemError::NoItemsFound => named(key, &NO_PRIVATE_KEY),
+        error => named(key, &error),
+    })?;
     // The provider named: `ServerConfig::builder()` panics in a program that links ring
     // and aws-lc-rs both and installs no default.
     let provider = std::sync::Arc::new(ring::default_provider());

@@ -8,7 +8,10 @@
 //!
 //! `--addr HOST:PORT` moves the server; `--url ws://HOST:PORT/` points the clients at it.
 //! `--redis URL` (with `--features redis`) joins the server to every other on that Redis:
-//! run two on two ports, subscribe to one, publish to the other.
+//! run two on two ports, subscribe to one, publish to the other (the publisher counts
+//! the subscribers of the server it published to, and says it sent the news on). Each
+//! server ticks to its own subscribers only, so a subscriber gets one tick a second
+//! however many servers there are.
 //!
 //! The server (`server.rs`) subscribes connections to the `news` topic and publishes to it:
 //! the server keeps the subscribers, encodes each signal once for all of them, and takes a
@@ -17,6 +20,8 @@
 //! drives the same server code. Connects, disconnects and errors are logged to stderr
 //! (`RUST_LOG=debug` shows more).
 
+#[path = "../common/interrupt.rs"]
+mod interrupt;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
@@ -72,9 +77,10 @@ async fn main() -> ExitCode {
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.
 /// With a Redis URL, what any server on that Redis publishes reaches these subscribers.
 async fn serve(addr: &str, redis: Option<&str>) -> Result {
+    let stop = interrupt::armed().await;
     let (server, local) = match redis {
-        Some(url) => server::start(addr, redis_backplane(url).await?).await?,
-        None => server::start(addr, Local).await?,
+        Some(url) => server::start(addr, redis_backplane(url).await?, true).await?,
+        None => server::start(addr, Local, false).await?,
     };
     println!("ws://{local}/");
 
@@ -91,14 +97,13 @@ async fn serve(addr: &str, redis: Option<&str>) -> Result {
         let mut every_second = tokio::time::interval(Duration::from_secs(1));
         for n in 1u64.. {
             every_second.tick().await;
-            let tick = ticker.publish(server::TOPIC, "tick", format!("tick {n}"));
-            if let Err(error) = tick.await {
+            if let Err(error) = server::tick(&ticker, n).await {
                 tracing::warn!(%error, "a tick was not published");
             }
         }
     });
 
-    tokio::signal::ctrl_c().await?;
+    stop.await?;
     server.shutdown().await;
     Ok(())
 }
@@ -148,9 +153,10 @@ async fn subscribe(url: &str) -> Result {
         .connect(url)
         .await?;
     client.request("subscribe", Payload::empty()).await?;
+    let stop = interrupt::armed().await;
     println!("subscribed to {url}; Ctrl-C to stop");
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
+        result = stop => result?,
         () = gone.notified() => {}
     }
     client.close().await;
@@ -163,7 +169,7 @@ async fn publish(url: &str, text: &str) -> Result {
         .connect(url)
         .await?;
     let delivered = client.request("publish", text).await?;
-    println!("delivered to {} subscribers", delivered.to_text()?);
+    println!("delivered to {}", delivered.to_text()?);
     client.close().await;
     Ok(())
 }

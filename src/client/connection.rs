@@ -168,6 +168,7 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
+    let plain = request.uri().scheme_str() == Some("ws");
     let ws_config =
         Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE));
     // Nagle off: the driver batches frames itself and flushes once per batch.
@@ -183,7 +184,14 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
     };
     #[cfg(not(feature = "rustls"))]
     let connected = tokio_tungstenite::connect_async_with_config(request, ws_config, true).await;
-    let (mut ws, _response) = connected.map_err(ConnectError::from_ws)?;
+    let (mut ws, _response) = connected.map_err(|error| match ConnectError::from_ws(error) {
+        // A TLS server answers a plain HTTP request with a TLS alert: no HTTP version.
+        ConnectError::NotHttp { reason, .. } => ConnectError::NotHttp {
+            tls_likely: plain && reason == "invalid HTTP version",
+            reason,
+        },
+        other => other,
+    })?;
     let checked = match read_accept_conf(&mut ws).await {
         Ok(conf) => check_accept_conf(&conf, config.sub_protocol.as_ref()).map(|()| conf),
         Err(err) => Err(err),
@@ -265,15 +273,30 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
     }
 }
 
-/// How a connection ended.
+/// How a connection ended; its `Display` is what the client's log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The server closed it, the socket failed, or a write failed or timed out.
+    /// The server closed it with a close frame (its code: 1001 when it shuts down).
+    ServerClosed(Option<u16>),
+    /// The socket failed or closed without a close frame, or a write failed or timed out.
     Lost,
     /// The server broke the protocol; the client closed the connection.
     Violation,
     /// The client is closing.
     Closing,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ServerClosed(Some(1001)) => f.write_str("the server is going away (1001)"),
+            Ended::ServerClosed(Some(code)) => write!(f, "closed by the server ({code})"),
+            Ended::ServerClosed(None) => f.write_str("closed by the server"),
+            Ended::Lost => f.write_str("connection lost"),
+            Ended::Violation => f.write_str("closed by the client: the server broke the protocol"),
+            Ended::Closing => f.write_str("closed by the client"),
+        }
+    }
 }
 
 /// Runs one established connection until it ends. Publishes its [`Link`] first (unless

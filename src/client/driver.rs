@@ -339,7 +339,9 @@ where
             Incoming::Alive => Ok(()),
             Incoming::Closed(frame) => {
                 debug!(?frame, "the server closed the connection");
-                Err(Ended::Lost)
+                Err(Ended::ServerClosed(
+                    frame.map(|frame| u16::from(frame.code)),
+                ))
             }
             Incoming::Gone => Err(Ended::Lost),
             Incoming::Violation(code, reason) => {
@@ -499,7 +501,7 @@ where
                 Some(close_frame(CloseCode::Normal, "client closed"))
             }
             Ended::Violation => self.violation.take(),
-            Ended::Lost => None,
+            Ended::Lost | Ended::ServerClosed(_) => None,
         };
         match frame {
             Some(frame) => {

@@ -173,11 +173,27 @@ pub enum ConnectError {
     },
 
     /// The server answered the upgrade with an HTTP status instead of switching protocols
-    /// (the reference server answers `503` while it shuts down).
-    #[error("the server refused the WebSocket upgrade with HTTP status {status}")]
+    /// (the reference server answers `503` while it shuts down; a web application answers
+    /// `200` or `404` where it serves a page rather than the WebWire endpoint).
+    #[error("{}", http_refusal(*.status))]
     Http {
         /// The HTTP status code.
         status: u16,
+    },
+
+    /// The server's answer to the upgrade request is not HTTP: it speaks another
+    /// protocol on that port, most often TLS (a `ws://` URL for a `wss://` server).
+    #[error("the server's answer is not HTTP ({reason}){}", if *.tls_likely {
+        ": it looks like a TLS server, try wss:// instead of ws://"
+    } else {
+        ""
+    })]
+    NotHttp {
+        /// What the HTTP parser reported.
+        reason: String,
+        /// The URL was `ws://`, and the answer is what a TLS server sends to a plain
+        /// client (no HTTP version where one must be).
+        tls_likely: bool,
     },
 
     /// The WebSocket handshake failed for another reason.
@@ -247,6 +263,19 @@ pub enum ConnectError {
     },
 }
 
+/// The message of [`ConnectError::Http`]: the status, and what it most likely means.
+fn http_refusal(status: u16) -> String {
+    let hint = match status {
+        200 => {
+            ": a page is served there, not WebWire (is its endpoint at another path, such as /ws?)"
+        }
+        404 => ": nothing is served at that path (is the WebWire endpoint at another path?)",
+        503 => ": the server is shutting down or full",
+        _ => "",
+    };
+    format!("the server refused the WebSocket upgrade with HTTP status {status}{hint}")
+}
+
 fn show(name: &Option<Bytes>) -> String {
     match name {
         Some(bytes) => format!("{:?}", String::from_utf8_lossy(bytes)),
@@ -294,6 +323,12 @@ impl ConnectError {
             Error::Http(response) => ConnectError::Http {
                 status: response.status().as_u16(),
             },
+            Error::Protocol(tungstenite::error::ProtocolError::HttparseError(e)) => {
+                ConnectError::NotHttp {
+                    reason: e.to_string(),
+                    tls_likely: false,
+                }
+            }
             Error::ConnectionClosed | Error::AlreadyClosed => ConnectError::ClosedBeforeHandshake,
             other => ConnectError::WebSocket {
                 reason: other.to_string(),
@@ -336,6 +371,41 @@ mod tests {
         assert_eq!(
             RequestError::PayloadTooLarge { len: 9, limit: 8 }.to_string(),
             "message of 9 bytes exceeds the server's limit of 8 bytes"
+        );
+    }
+
+    #[test]
+    fn refused_upgrades_say_what_the_status_most_likely_means() {
+        assert_eq!(
+            ConnectError::Http { status: 200 }.to_string(),
+            "the server refused the WebSocket upgrade with HTTP status 200: a page is served \
+             there, not WebWire (is its endpoint at another path, such as /ws?)"
+        );
+        assert_eq!(
+            ConnectError::Http { status: 403 }.to_string(),
+            "the server refused the WebSocket upgrade with HTTP status 403"
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_http_is_named() {
+        // What a ws:// dial of a TLS server reads (tests/tls.rs makes one).
+        let plain = ConnectError::NotHttp {
+            reason: "invalid HTTP version".to_owned(),
+            tls_likely: true,
+        };
+        assert_eq!(
+            plain.to_string(),
+            "the server's answer is not HTTP (invalid HTTP version): it looks like a TLS \
+             server, try wss:// instead of ws://"
+        );
+        let other = ConnectError::NotHttp {
+            reason: "invalid token".to_owned(),
+            tls_likely: false,
+        };
+        assert_eq!(
+            other.to_string(),
+            "the server's answer is not HTTP (invalid token)"
         );
     }
 }

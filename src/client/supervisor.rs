@@ -42,7 +42,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, first: (WsStream, AcceptConf)
         if closing {
             break;
         }
-        info!(generation, ?ended, failed, "disconnected");
+        info!(generation, %ended, failed, "disconnected");
         next = reconnect(&shared).await;
     }
 }

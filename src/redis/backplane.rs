@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSub, PubSubSink};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{RedisStore, sanitized};
+use super::{RedisConnectError, RedisStore, sanitized};
 use crate::backplane::{Backplane, BackplaneError, Inbox};
 
 /// The first wait before subscribing again after the subscription was lost; it doubles
@@ -148,7 +148,7 @@ impl RedisBackplane {
     /// let backplane = tokio_webwire::redis::RedisBackplane::connect("redis://127.0.0.1/").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
+    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
         Self::builder().connect(url).await
     }
 
@@ -163,7 +163,7 @@ impl RedisBackplane {
     /// let backplane = RedisBackplane::from_client(client).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn from_client(client: redis::Client) -> Result<Self, redis::RedisError> {
+    pub async fn from_client(client: redis::Client) -> Result<Self, RedisConnectError> {
         Self::builder().from_client(client).await
     }
 
@@ -215,8 +215,8 @@ impl RedisBackplaneBuilder {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect(self, url: &str) -> Result<RedisBackplane, redis::RedisError> {
-        self.from_client(redis::Client::open(url)?).await
+    pub async fn connect(self, url: &str) -> Result<RedisBackplane, RedisConnectError> {
+        self.from_client(super::error::open(url)?).await
     }
 
     /// Connects through `client`: the publishing connection, then the subscriber, which
@@ -236,11 +236,15 @@ impl RedisBackplaneBuilder {
     pub async fn from_client(
         self,
         client: redis::Client,
-    ) -> Result<RedisBackplane, redis::RedisError> {
+    ) -> Result<RedisBackplane, RedisConnectError> {
+        let unreachable = || RedisConnectError::unreachable(&client);
         let publisher =
             ConnectionManager::new_with_config(client.clone(), RedisStore::connection_config())
-                .await?;
-        let subscription = subscribe(&client, &self.channel).await?;
+                .await
+                .map_err(unreachable())?;
+        let subscription = subscribe(&client, &self.channel)
+            .await
+            .map_err(unreachable())?;
         let stop = CancellationToken::new();
         let inboxes = Arc::new(Inboxes::default());
         tokio::spawn(

@@ -52,12 +52,18 @@
 //! when nothing answers (three connection attempts of at most 1 s, 100 and 200 ms apart):
 //! - a restore is answered with an internal error (and logged): the client keeps its
 //!   session key and may try again, and its connection works for everything else;
-//! - a login fails ([`SessionError::Store`](crate::SessionError::Store));
+//! - a login fails: [`Connection::create_session`](crate::server::Connection::create_session)
+//!   returns [`SessionError::Store`](crate::SessionError::Store) before the client is told
+//!   of any session, so no client holds a session that a reconnect could not restore;
+//!   answer the request with an error the client may try again on;
 //! - a logout or [`Server::close_session`](crate::server::Server::close_session) fails to
 //!   remove the stored session (logged, and returned to the caller of `close_session`):
 //!   the session stays restorable until it is removed again or expires;
 //! - publishes, session signals and revocations still reach this node's connections, but
-//!   not the other nodes': the call returns the backplane's error after the local delivery,
+//!   not the other nodes': the call returns a partial result after the local delivery,
+//!   [`TopicError::Backplane`](crate::server::TopicError::Backplane) with how many of this
+//!   node's connections got it (tell the sender it was delivered here only, rather than
+//!   invite a resend that would reach this node's connections twice),
 //!   and what any node publishes while its own or another node's link is down is lost for
 //!   the nodes not subscribed then (Redis pub/sub keeps nothing; see [`RedisBackplane`]);
 //! - connections, requests and signals are unaffected.
@@ -73,9 +79,11 @@
 //! network only the nodes reach. The feature has no TLS: `rediss://` URLs are refused.
 
 mod backplane;
+mod error;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};
+pub use error::RedisConnectError;
 pub use store::RedisStore;
 
 /// The Redis client this module is built on, in the version it uses: its

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 
-use super::sanitized;
+use super::{RedisConnectError, sanitized};
 use crate::Session;
 use crate::session::invalid_record;
 use crate::session::{MemoryStore, SessionStore, StoreError, check_key};
@@ -84,8 +84,8 @@ impl RedisStore {
     /// let store = tokio_webwire::redis::RedisStore::connect("redis://127.0.0.1/").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
-        Self::from_client(redis::Client::open(url)?).await
+    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
+        Self::from_client(super::error::open(url)?).await
     }
 
     /// Connects through an existing [`redis::Client`], which holds the address, credentials
@@ -99,9 +99,11 @@ impl RedisStore {
     /// let store = RedisStore::from_client(client).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn from_client(client: redis::Client) -> Result<Self, redis::RedisError> {
-        let connection =
-            ConnectionManager::new_with_config(client, Self::connection_config()).await?;
+    pub async fn from_client(client: redis::Client) -> Result<Self, RedisConnectError> {
+        let unreachable = RedisConnectError::unreachable(&client);
+        let connection = ConnectionManager::new_with_config(client, Self::connection_config())
+            .await
+            .map_err(unreachable)?;
         Ok(Self::new(connection))
     }
 

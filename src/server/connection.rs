@@ -318,13 +318,14 @@ impl Connection {
 
     /// Creates a session for this connection (PROTOCOL.md §4.3) with `info`, and returns it.
     ///
-    /// The key comes from the server's key generator; the client is told with a
-    /// session-created notification that precedes the reply of the request being handled;
-    /// the session is registered under its key, saved in the server's store (a store failure
-    /// is logged: the session lives on but cannot be restored later), and
+    /// The key comes from the server's key generator; the session is registered under its
+    /// key and saved in the server's store, then the client is told with a session-created
+    /// notification that precedes the reply of the request being handled, and
     /// [`Handler::session_created`](crate::server::Handler::session_created) runs.
     ///
     /// Fails if sessions are disabled, the connection is closed, it already holds a session,
+    /// the store could not save it ([`SessionError::Store`]: Redis away, a full disk; the
+    /// client is told nothing, so answer the request with an error it can try again on),
     /// the key generator made an invalid key, or the session is too large: its info must
     /// leave room for the session to travel in a restore reply within the server's
     /// `max_message_size` ([`SessionError::TooLarge`]), or the client could not get it back
@@ -347,12 +348,12 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     ///
-    /// Cancel safety: dropped before the client has been told (while waiting for room in
-    /// the outbound queue), nothing has happened. Dropped later, the session exists on the
-    /// connection and the client knows it, but it may not be saved in the store yet (so not
-    /// restorable later) and the hook may not have run. Await it to the end when that
-    /// matters (spawn it if it must not hold up a `select!`). The server itself drops it
-    /// only at a shutdown's deadline.
+    /// Cancel safety: dropped before the client has been told (while the store saves, or
+    /// while waiting for room in the outbound queue), nothing has happened (a copy already
+    /// saved is removed on a task of its own). Dropped later, the session exists on the
+    /// connection, in the store, and the client knows it, but the hook may not have run.
+    /// Await it to the end when that matters (spawn it if it must not hold up a
+    /// `select!`). The server itself drops it only at a shutdown's deadline.
     pub async fn create_session(&self, info: SessionInfo) -> Result<Session, SessionError> {
         self.sessions().create(self, info).await
     }

@@ -33,6 +33,22 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// server.serve(server::bind("0.0.0.0:8081").await?).await;
 /// # Ok(()) }
 /// ```
+///
+/// A failure names the address beside the system's reason, and keeps its kind:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let taken = tokio_webwire::server::bind("127.0.0.1:0").await?;
+/// let addr = taken.local_addr()?;
+/// let error = tokio_webwire::server::bind(addr).await.unwrap_err();
+/// assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+/// assert_eq!(
+///     error.to_string(),
+///     format!("cannot listen on {addr}: Address already in use (os error 98)")
+/// );
+/// # Ok(()) }
+/// ```
 pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
     bind_with_backlog(addr, DEFAULT_BACKLOG).await
 }
@@ -56,7 +72,14 @@ pub async fn bind_with_backlog(addr: impl ToSocketAddrs, backlog: u32) -> io::Re
     for addr in tokio::net::lookup_host(addr).await? {
         match listen(addr, backlog) {
             Ok(listener) => return Ok(listener),
-            Err(error) => last_error = Some(error),
+            // The address in the message (the system's says only "Address already in
+            // use"); the kind is kept for callers that match on it.
+            Err(error) => {
+                last_error = Some(io::Error::new(
+                    error.kind(),
+                    format!("cannot listen on {addr}: {error}"),
+                ));
+            }
         }
     }
     Err(last_error.unwrap_or_else(|| {

@@ -9,8 +9,10 @@
 //! of a key at once.
 //!
 //! What each operation guarantees:
-//! - **create**: a fresh key, announced to the client before the request's reply, saved in
-//!   the store (a store failure is logged: the session then lives only on its connection).
+//! - **create**: a fresh key, saved in the store, then announced to the client before the
+//!   request's reply. A store that fails fails the creation (`SessionError::Store`), and
+//!   the client is told nothing: no session is announced that a reconnect could not
+//!   restore.
 //! - **restore**: only a key the store has, within the per-session connection limit, and
 //!   accepted by `Handler::session_restored`.
 //! - **close** (a connection's own logout, or its client's close request): that connection
@@ -97,6 +99,31 @@ struct Reservation<'a> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.sessions.registry.deregister(self.key, self.conn_id);
+    }
+}
+
+/// A session saved in the store but not announced to its client: removed from the store
+/// when dropped (on a task, as dropping cannot wait), so that a creation that did not reach
+/// its client leaves nothing a key could restore.
+struct Unannounced<'a> {
+    store: &'a Arc<dyn DynSessionStore>,
+    key: &'a str,
+}
+
+impl Drop for Unannounced<'_> {
+    fn drop(&mut self) {
+        let (store, key) = (Arc::clone(self.store), self.key.to_owned());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = store.remove(&key).await {
+                        tracing::warn!(%error, "an unannounced session stays stored until it expires");
+                    }
+                });
+            }
+            // Dropped outside the runtime: nobody has its key, and it expires.
+            Err(_) => tracing::warn!("an unannounced session stays stored until it expires"),
+        }
     }
 }
 
@@ -242,18 +269,30 @@ impl Sessions {
             key: &session.key,
             conn_id: conn.id(),
         };
+        // Saved before it is announced: the client is told of a session only once a
+        // reconnect can restore it. A store that fails (Redis away, a full disk) fails the
+        // login, which the client can try again; the reference server announced the session
+        // anyway, and its client learnt only at the next reconnect that it was gone.
+        self.store.save(&session).await.map_err(|error| {
+            tracing::warn!(%error, "a login failed: the session store could not save it");
+            SessionError::from(error)
+        })?;
+        // Stored, not yet announced: removed again if the announcement fails or this
+        // future is dropped while it waits for room in the queue.
+        let stored = Unannounced {
+            store: &self.store,
+            key: &session.key,
+        };
         if conn.send(notification).await.is_err() {
             return Err(SessionError::Closed);
         }
-        // Announced: from here on the registration belongs to the attached session. (A key
-        // nobody knows yet cannot have been revoked meanwhile.)
+        // Announced: from here on the registration and the stored copy belong to the
+        // attached session. (A key nobody knows yet cannot have been revoked meanwhile.)
         std::mem::forget(reservation);
+        std::mem::forget(stored);
         conn.set_session(Some(session.clone()));
         self.metrics.created();
-        if let Err(error) = self.store.save(&session).await {
-            // As the reference: the session lives on, it just cannot be restored later.
-            tracing::error!(%error, "the session store could not save a new session");
-        } else if let Some(addr) = conn.remote_addr() {
+        if let Some(addr) = conn.remote_addr() {
             // A source beyond its budget loses its own oldest sessions, nobody else's.
             let source = Source::of(addr.ip(), self.v6_prefix);
             for key in self.budget.created(source, &session.key) {

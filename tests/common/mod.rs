@@ -4,6 +4,7 @@
 // Each test file uses a different subset of these helpers, through `mod common`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod example;
 pub mod nodes;
 pub mod probe;
 #[cfg(feature = "redis")]

@@ -1,5 +1,6 @@
-// Finds the `shared` folder beside the repository (shared/protocol-vectors.json): in CI the
-// repository is cloned next to it. WEBWIRE_SHARED overrides the place.
+// Finds the golden vectors: the repository's own copy, tests/data/protocol-vectors.json
+// (which the Rust tests check against the shared spec's when that is checked out beside
+// the repository). WEBWIRE_SHARED (a folder holding protocol-vectors.json) overrides it.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -13,14 +14,13 @@ export const repoRoot = resolve(here, '..', '..', '..');
 export function loadVectors() {
   const candidates = [
     process.env.WEBWIRE_SHARED && join(process.env.WEBWIRE_SHARED, 'protocol-vectors.json'),
-    join(repoRoot, '..', 'shared', 'protocol-vectors.json'),
-    join(repoRoot, 'shared', 'protocol-vectors.json'),
+    join(repoRoot, 'tests', 'data', 'protocol-vectors.json'),
   ].filter(Boolean);
   const found = candidates.find((path) => existsSync(path));
   if (!found) {
     throw new Error(
       `protocol-vectors.json not found; looked at:\n  ${candidates.join('\n  ')}\n` +
-        'clone the repository next to the `shared` folder, or set WEBWIRE_SHARED to it',
+        'the repository holds them in tests/data/; or set WEBWIRE_SHARED to a folder with them',
     );
   }
   const vectors = JSON.parse(readFileSync(found, 'utf8'));
