@@ -2,6 +2,12 @@
 //! subscribe and stop reading while 1 KiB publishes go out; the three reading subscribers
 //! on 127.0.0.1 get every publish, in order, and are never disconnected as too slow, while
 //! the crowd is disconnected (the default policy) as its queues fill.
+//!
+//! The rate (300 a second, and 1 000) wants a release build; there the queue's
+//! depth decides: `WEBWIRE_FANOUT_RATE=300 cargo test --release --test fair_fanout` passes,
+//! and fails with `WEBWIRE_FANOUT_QUEUE_LEN=2` (about the 8 frames the queue held before it
+//! counted bytes): every subscriber's queue backs up while the crowd's drivers still take
+//! writes, and 8 frames are 27 ms at 300 a second. CI runs the debug build at 100 a second.
 
 mod common;
 
@@ -66,6 +72,14 @@ async fn deaf(server: &Server<Ticker>) -> RawClient<tokio::io::DuplexStream> {
 async fn readers_get_every_publish_while_a_thousand_subscribers_never_read() {
     let server = Server::builder(Ticker)
         .max_message_size(4096)
+        // The server's default; `WEBWIRE_FANOUT_QUEUE_LEN=2` (8 KiB, about 7 publishes of
+        // 1 KiB) is what a queue of 8 frames gave before the queue counted bytes.
+        .outbound_queue_len(
+            std::env::var("WEBWIRE_FANOUT_QUEUE_LEN")
+                .ok()
+                .and_then(|len| len.parse().ok())
+                .unwrap_or(8),
+        )
         .build()
         .expect("valid");
     let addr = common::listen(&server).await;
