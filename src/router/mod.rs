@@ -380,6 +380,7 @@ where
     R: Routes<S>,
     K: Handler,
 {
+    #[inline(always)]
     fn request(
         &self,
         conn: &Connection,

@@ -69,6 +69,7 @@ macro_rules! route_fn {
             $last: FromPayload<S> + Send,
         {
             #[allow(non_snake_case)]
+            #[inline(always)]
             fn call(
                 &self,
                 conn: &Connection,
@@ -225,6 +226,7 @@ pub trait Routes<S>: Send + Sync + 'static {
 }
 
 impl<S: Sync> Routes<S> for () {
+    #[inline(always)]
     fn call(
         &self,
         _: usize,
@@ -244,6 +246,9 @@ where
     H: RouteFn<S, A>,
     A: 'static,
 {
+    // Inlined down the whole list, so that the nest of `Either`s is built in place rather
+    // than moved up through a call per route.
+    #[inline(always)]
     fn call(
         &self,
         index: usize,
