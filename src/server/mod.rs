@@ -685,6 +685,15 @@ impl Slots {
     /// source is full. Checking and counting is one step, so racing upgrades cannot
     /// overshoot either limit.
     pub(crate) fn try_take(self: &Arc<Self>, remote_addr: Option<SocketAddr>) -> Option<Slot> {
+        let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
+        if self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
+            .is_err()
+        {
+            self.metrics.connection_rejected();
+            return None;
+        }
         let source = remote_addr
             .filter(|_| self.max_per_source != 0)
             .map(|addr| Source::of(addr.ip(), self.v6_prefix));
@@ -693,28 +702,15 @@ impl Slots {
             let open = per_source.entry(source).or_insert(0);
             if *open >= self.max_per_source {
                 drop(per_source);
+                self.live.fetch_sub(1, Ordering::AcqRel);
                 tracing::debug!(%source, "connection refused: its source has max_connections_per_source open");
                 self.metrics.connection_rejected();
                 return None;
             }
             *open += 1;
         }
-        let slot = Slot(Arc::clone(self), source);
-        let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
-        if self
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits)
-            .is_err()
-        {
-            // The source's count is given back with the slot, without the global one.
-            let Slot(_, source) = &slot;
-            self.give_back_source(*source);
-            std::mem::forget(slot);
-            self.metrics.connection_rejected();
-            return None;
-        }
         self.metrics.connection_opened();
-        Some(slot)
+        Some(Slot(Arc::clone(self), source))
     }
 
     fn per_source(&self) -> std::sync::MutexGuard<'_, HashMap<Source, usize>> {

@@ -573,15 +573,13 @@ impl Sessions {
     /// a connection that no longer exists.
     pub(crate) async fn disconnected(&self, conn: &Connection) {
         let _op = conn.session_op().await;
-        if let Some(session) = conn.take_session() {
-            self.registry.deregister(&session.key, conn.id());
-        }
+        self.disconnected_now(conn);
     }
 
     /// [`disconnected`](Self::disconnected) without the session lock, for a connection
     /// task that cannot wait any more (it panicked, or the runtime dropped it): a session
     /// operation still running on a handler task of the connection may then register
-    /// after this, as it could before the lock existed.
+    /// after this.
     pub(crate) fn disconnected_now(&self, conn: &Connection) {
         if let Some(session) = conn.take_session() {
             self.registry.deregister(&session.key, conn.id());
