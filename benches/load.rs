@@ -620,8 +620,12 @@ async fn serve_ours<H: Handler>(
             .max_message_size(opts.limit)
             .max_concurrent_requests(opts.max_concurrent)
             .outbound_queue_len(opts.max_concurrent.max(64))
-            // The idle mode opens as many connections as it is asked to.
-            .max_connections(0);
+            // The idle mode opens as many connections as it is asked to, all from the load
+            // generator's one address: the limits per source are for servers of many.
+            .max_connections(0)
+            .max_connections_per_source(0)
+            .max_pending_upgrades_per_source(0)
+            .source_connect_rate(0, 1);
     }
     if let Some(timeout) = opts.write_timeout {
         builder = builder.write_timeout(timeout);
