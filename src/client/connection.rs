@@ -13,14 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
 use crate::client::builder::{Config, SEND_QUEUE};
@@ -29,17 +28,16 @@ use crate::client::handler::Event;
 use crate::client::pending::{Kind, Pending};
 use crate::client::{ConnectError, RequestError, Shared, encode};
 use crate::protocol::{AcceptConf, Message, RequestId};
-use crate::transport::{Incoming, Socket, close_frame, websocket_config};
+use crate::transport::{HeadStop, Incoming, Role, Socket, close_frame};
 
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The client's stream: TCP, or TLS over it.
+type Stream = MaybeTlsStream<TcpStream>;
+
+/// A connection's WebSocket, upgraded and greeted.
+pub(crate) type WsStream = Socket<Stream>;
 
 /// How long a closing client waits for the server to answer its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// tungstenite reads at most this much per system call (and zeroes as much before each
-/// read). The server's 4 KiB keeps its many idle connections small; a client has few
-/// connections, and with 4 KiB a 256 KiB reply took 64 reads.
-const READ_BUFFER_SIZE: usize = 64 * 1024;
 
 /// The `User-Agent` of the upgrade request, unless the application sets one.
 const USER_AGENT: &str = concat!("tokio-webwire/", env!("CARGO_PKG_VERSION"));
@@ -169,22 +167,14 @@ pub(crate) async fn dial(config: &Config) -> Result<(WsStream, AcceptConf), Conn
 async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectError> {
     let request = upgrade_request(config)?;
     let plain = request.uri().scheme_str() == Some("ws");
-    let ws_config =
-        Some(websocket_config(config.max_message_size).read_buffer_size(READ_BUFFER_SIZE));
-    // Nagle off: the driver batches frames itself and flushes once per batch.
-    #[cfg(feature = "rustls")]
-    let connected = {
-        let tls = match (&config.tls, request.uri().scheme_str()) {
-            (Some(tls), _) => Some(Arc::clone(tls)),
-            (None, Some("wss")) => Some(crate::client::tls::default_config()?),
-            (None, _) => None,
-        };
-        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
-        tokio_tungstenite::connect_async_tls_with_config(request, ws_config, true, connector).await
-    };
-    #[cfg(not(feature = "rustls"))]
-    let connected = tokio_tungstenite::connect_async_with_config(request, ws_config, true).await;
-    let (mut ws, _response) = connected.map_err(|error| match ConnectError::from_ws(error) {
+    let stream = open(config, &request).await?;
+    // tungstenite makes the opening handshake; the WebSocket after it is ours, with what
+    // was read past the response's head.
+    let upgraded =
+        tokio_tungstenite::client_async_with_config(request, HeadStop::new(stream), None)
+            .await
+            .map(|(ws, _response)| ws.into_inner().into_parts());
+    let (stream, read) = upgraded.map_err(|error| match ConnectError::from_ws(error) {
         // A TLS server answers a plain HTTP request with a TLS alert: no HTTP version.
         ConnectError::NotHttp { reason, .. } => ConnectError::NotHttp {
             tls_likely: plain && reason == "invalid HTTP version",
@@ -192,6 +182,14 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
         },
         other => other,
     })?;
+    let mut ws = Socket::new(
+        stream,
+        read,
+        Role::Client,
+        config.max_message_size,
+        config.write_timeout,
+    )
+    .keep_buffers();
     let checked = match read_accept_conf(&mut ws).await {
         Ok(conf) => check_accept_conf(&conf, config.sub_protocol.as_ref()).map(|()| conf),
         Err(err) => Err(err),
@@ -206,11 +204,69 @@ async fn dial_within(config: &Config) -> Result<(WsStream, AcceptConf), ConnectE
                 _ => "invalid handshake",
             };
             // Best effort: the connection is abandoned either way.
-            let _ = ws
-                .close(Some(close_frame(CloseCode::Protocol, reason)))
+            ws.close(close_frame(CloseCode::Protocol, reason), CLOSE_GRACE)
                 .await;
             Err(err)
         }
+    }
+}
+
+/// Opens the stream `request` goes to: TCP (Nagle off: the driver batches frames itself
+/// and flushes once per batch), then TLS for `wss://` or when TLS is configured.
+async fn open(config: &Config, request: &Request) -> Result<Stream, ConnectError> {
+    use tokio_tungstenite::tungstenite::error::{Error, UrlError};
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or_else(|| ConnectError::from_ws(Error::Url(UrlError::NoHostName)))?;
+    let port = uri
+        .port_u16()
+        .or(match uri.scheme_str() {
+            Some("wss") => Some(443),
+            Some("ws") => Some(80),
+            _ => None,
+        })
+        .ok_or_else(|| ConnectError::from_ws(Error::Url(UrlError::UnsupportedUrlScheme)))?;
+    // A literal IPv6 address keeps its brackets in the `host:port` form.
+    let tcp = TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(|error| ConnectError::from_ws(Error::Io(error)))?;
+    tcp.set_nodelay(true)
+        .map_err(|error| ConnectError::from_ws(Error::Io(error)))?;
+    #[cfg(feature = "rustls")]
+    {
+        let tls = match (&config.tls, uri.scheme_str()) {
+            (Some(tls), _) => Some(Arc::clone(tls)),
+            (None, Some("wss")) => Some(crate::client::tls::default_config()?),
+            (None, _) => None,
+        };
+        if let Some(tls) = tls {
+            // rustls names an IPv6 address without its brackets.
+            let name = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name =
+                rustls::pki_types::ServerName::try_from(name).map_err(|_| ConnectError::Tls {
+                    reason: "invalid DNS name".to_owned(),
+                })?;
+            let tls = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|error| ConnectError::from_ws(Error::Io(error)))?;
+            return Ok(MaybeTlsStream::Rustls(tls));
+        }
+        Ok(MaybeTlsStream::Plain(tcp))
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = config;
+        if uri.scheme_str() == Some("wss") {
+            return Err(ConnectError::from_ws(Error::Url(
+                UrlError::TlsFeatureNotEnabled,
+            )));
+        }
+        Ok(MaybeTlsStream::Plain(tcp))
     }
 }
 
@@ -244,12 +300,7 @@ fn upgrade_request(config: &Config) -> Result<Request, ConnectError> {
 /// Reads the server's first message, which must be an AcceptConf.
 async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError> {
     loop {
-        let message = match ws.next().await {
-            None => return Err(ConnectError::ClosedBeforeHandshake),
-            Some(Err(err)) => return Err(ConnectError::from_ws(err)),
-            Some(Ok(message)) => message,
-        };
-        let frame = match Incoming::from_ws(message) {
+        let frame = match ws.next().await {
             Incoming::Frame(frame) => frame,
             Incoming::Alive => continue,
             Incoming::Closed(_) | Incoming::Gone => {
@@ -320,8 +371,7 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
         conf,
         announced: AtomicBool::new(false),
     });
-    let socket = Socket::new(ws, shared.config.write_timeout);
-    let mut driver = Driver::new(shared, Arc::clone(&link), socket, frames_rx);
+    let mut driver = Driver::new(shared, Arc::clone(&link), ws, frames_rx);
     let ended = {
         let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));
         tokio::pin!(driving);

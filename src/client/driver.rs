@@ -541,12 +541,12 @@ mod tests {
     use futures_util::StreamExt;
     use tokio::sync::Semaphore;
     use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
     use super::*;
     use crate::client::pending::Pending;
     use crate::protocol::AcceptConf;
-    use crate::transport::websocket_config;
+    use crate::transport::Role;
 
     fn shared() -> Shared {
         let config = crate::ClientBuilder::new().into_config();
@@ -562,12 +562,9 @@ mod tests {
         WebSocketStream<tokio::io::DuplexStream>,
     ) {
         let (c, s) = tokio::io::duplex(4096);
-        let cws =
-            WebSocketStream::from_raw_socket(c, Role::Client, Some(websocket_config(1 << 20)))
-                .await;
-        let sws =
-            WebSocketStream::from_raw_socket(s, Role::Server, Some(websocket_config(1 << 20)))
-                .await;
+        // The server is tungstenite's: our framing against another implementation.
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let sws = WebSocketStream::from_raw_socket(s, WsRole::Server, Some(config)).await;
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             generation: 1,
@@ -576,7 +573,14 @@ mod tests {
             conf: AcceptConf::new(read_timeout, 1 << 20),
             announced: AtomicBool::new(true),
         });
-        (link, Socket::new(cws, Duration::from_secs(60)), rx, sws)
+        let socket = Socket::new(
+            c,
+            bytes::BytesMut::new(),
+            Role::Client,
+            1 << 20,
+            Duration::from_secs(60),
+        );
+        (link, socket, rx, sws)
     }
 
     /// After a write that met backpressure and then drained, the client goes idle: a

@@ -13,7 +13,7 @@ use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
-use crate::transport::{READ_BUFFER_SIZE, WRITE_BUFFER_SIZE};
+use crate::transport::{READ_CHUNK, WRITE_BURST};
 
 /// Why a server configuration was refused by [`ServerBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,8 +118,8 @@ pub(crate) struct Config {
 ///
 /// Every buffer the server keeps for a connection is bounded by these options: one
 /// connection can make it hold at most [`memory_per_connection`](Self::memory_per_connection)
-/// bytes (252 KiB with the defaults), all connections together at most
-/// [`memory_bound`](Self::memory_bound) (about 2.4 GiB at the default 10 000 connections).
+/// bytes (304 KiB with the defaults), all connections together at most
+/// [`memory_bound`](Self::memory_bound) (about 2.9 GiB at the default 10 000 connections).
 /// A client that sends without reading stops being read when its share is full and is
 /// dropped after the write timeout. The kernel's socket buffers come on top (tune them
 /// with the `net.ipv4.tcp_rmem`/`tcp_wmem` sysctls). To serve more connections on less
@@ -684,13 +684,17 @@ impl<H: Handler> ServerBuilder<H> {
     /// [`outbound_queue_len`](Self::outbound_queue_len):
     ///
     /// ```text
-    /// 36 KiB  (the connection's state, a 4 KiB read buffer, a 16 KiB write buffer)
-    /// + M × 3 (a message being read, one being assembled, one written past the buffer)
-    /// + M × 2c (each running handler: its request, then its reply)
+    /// 88 KiB  (the connection's state, an 8 KiB read chunk, 64 KiB of frames waiting
+    ///          for the socket)
+    /// + M × 3 (a message being read, one being assembled, one written past the queue)
+    /// + max(M, 8 KiB) × c + M × c (each running handler: its request, which keeps the
+    ///          chunk it was read into, then its reply)
     /// + M × q  (queued signals)
     /// ```
     ///
-    /// With the defaults (8 KiB, 8, 8) that is 252 KiB. A client that stops reading stops
+    /// With the defaults (8 KiB, 8, 8) that is 304 KiB. The read chunk and the write queue
+    /// exist only while bytes are in flight: an idle connection holds neither, and a busy
+    /// one gives them back when it goes quiet. A client that stops reading stops
     /// being read once that is reached, and is dropped after the
     /// [`write_timeout`](Self::write_timeout).
     ///
@@ -698,9 +702,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// use tokio_webwire::server::Server;
     ///
     /// let builder = Server::builder(());
-    /// assert_eq!(builder.memory_per_connection(), 252 * 1024);
-    /// // At most 10 000 connections by default: about 2.4 GiB in the worst case.
-    /// assert_eq!(builder.memory_bound(), Some(10_000 * 252 * 1024));
+    /// assert_eq!(builder.memory_per_connection(), 304 * 1024);
+    /// // At most 10 000 connections by default: about 2.9 GiB in the worst case.
+    /// assert_eq!(builder.memory_bound(), Some(10_000 * 304 * 1024));
     /// ```
     #[must_use]
     pub fn memory_per_connection(&self) -> usize {
@@ -825,12 +829,16 @@ pub(crate) fn memory_per_connection(
 ) -> usize {
     /// The connection's own state (driver, handle, socket, timers), rounded up.
     const STATE: usize = 16 * 1024;
-    let fixed = STATE + READ_BUFFER_SIZE + WRITE_BUFFER_SIZE;
+    let fixed = STATE + READ_CHUNK + WRITE_BURST;
     let messages = max_concurrent_requests
-        .saturating_mul(2)
         .saturating_add(outbound_queue_len)
         .saturating_add(3);
-    fixed.saturating_add(max_message_size.saturating_mul(messages))
+    // A running handler's request is a view of the chunk it was read into, which it keeps
+    // whole until it is done.
+    let requests = max_concurrent_requests.saturating_mul(max_message_size.max(READ_CHUNK));
+    fixed
+        .saturating_add(max_message_size.saturating_mul(messages))
+        .saturating_add(requests)
 }
 
 impl<H> std::fmt::Debug for ServerBuilder<H> {

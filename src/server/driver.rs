@@ -29,10 +29,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,7 +42,7 @@ use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
 use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox};
 use crate::server::{CloseReason, Handler, Live, Shared, Slot};
-use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
+use crate::transport::{Incoming, Role, Socket, WriteFailed, close_frame};
 
 /// Messages handled between two flushes: a long pipelined burst still gets its replies out
 /// regularly.
@@ -71,7 +70,7 @@ const READ_TIMEOUT_TICKS: u32 = 10;
 /// connection costs.
 pub(crate) fn serve<H, S>(
     shared: Arc<Shared<H>>,
-    ws: WebSocketStream<S>,
+    (io, read): (S, BytesMut),
     peer: Peer,
     slot: Slot,
 ) -> impl Future<Output = ()> + Send
@@ -99,7 +98,13 @@ where
         shared: Arc::clone(&shared),
         conn: conn.clone(),
     });
-    let socket = Socket::new(ws, config.write_timeout);
+    let socket = Socket::new(
+        io,
+        read,
+        Role::Server,
+        config.max_message_size,
+        config.write_timeout,
+    );
     let mut driver = Box::new(driver(cx, socket, job::run::<H>));
     async move {
         shared.live.register(&conn);

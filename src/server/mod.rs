@@ -74,6 +74,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::BytesMut;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -83,7 +85,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::session::SessionError;
-use crate::transport::close_frame;
+use crate::transport::{Role, Socket, close_frame};
 
 pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
@@ -399,12 +401,14 @@ impl<H: Handler> Server<H> {
     /// with code 1001, and beyond [`max_connections`](ServerBuilder::max_connections) with
     /// code 1013 (try again later).
     ///
-    /// Configure the WebSocket's maximum message size to the server's
-    /// [`max_message_size`](ServerBuilder::max_message_size): the server checks sizes
-    /// only as far as the WebSocket layer reports them.
+    /// The server takes the stream under `ws` and does the WebSocket framing itself, with
+    /// its own limits ([`max_message_size`](ServerBuilder::max_message_size)): the
+    /// `WebSocketStream`'s configuration is not used. Hand it over before reading from it:
+    /// what it had read would be lost (a client sends nothing before the server's 101,
+    /// RFC 6455 §4.1, so a stream fresh from the handshake holds nothing).
     pub fn serve_websocket<S>(
         &self,
-        mut ws: WebSocketStream<S>,
+        ws: WebSocketStream<S>,
         remote_addr: Option<SocketAddr>,
         user_agent: Option<&str>,
     ) where
@@ -419,15 +423,25 @@ impl<H: Handler> Server<H> {
             topics_extension: false,
         };
         self.shared.connections.spawn(async move {
+            let io = ws.into_inner();
             let frame = if shared.is_shutting_down() {
                 close_frame(CloseCode::Away, "server shutting down")
             } else if let Some(slot) = shared.slots.try_take(remote_addr) {
-                driver::serve(shared, ws, peer, slot).await;
+                driver::serve(shared, (io, BytesMut::new()), peer, slot).await;
                 return;
             } else {
                 close_frame(CloseCode::Again, "too many connections")
             };
-            let _ = tokio::time::timeout(shared.config.write_timeout, ws.close(Some(frame))).await;
+            let config = &shared.config;
+            let socket = Socket::new(
+                io,
+                BytesMut::new(),
+                Role::Server,
+                config.max_message_size,
+                config.write_timeout,
+            );
+            // The close frame only: no wait for the answer.
+            socket.close(frame, Duration::ZERO).await;
         });
     }
 

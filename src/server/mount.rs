@@ -16,16 +16,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Request, Response, header};
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::metrics::Metrics;
 use crate::server::upgrade::{self, Accepted, Refusal};
 use crate::server::{Handler, Server, driver};
-use crate::transport::websocket_config;
 
 impl<H: Handler> Server<H> {
     /// Upgrades an HTTP request that a hyper 1 (or axum) application's router hands over,
@@ -154,10 +152,9 @@ impl<H: Handler> Server<H> {
                     }
                     None => return,
                 };
-                let config = websocket_config(shared.config.max_message_size);
+                // hyper replays what it read past the request itself.
                 let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                driver::serve(shared, ws, peer, slot).await;
+                driver::serve(shared, (io, BytesMut::new()), peer, slot).await;
             });
             response.map(|()| R::from(""))
         }

@@ -16,19 +16,17 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{
     Request, Response, create_response, write_response,
 };
 use tokio_tungstenite::tungstenite::http::{Extensions, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::server::connection::Peer;
 use crate::server::metrics::Metrics;
 use crate::server::{Handler, Shared, Slot, UpgradeRequest};
-use crate::transport::websocket_config;
 
 /// The answer to an HTTP request that is not upgraded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +240,7 @@ pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
     io: impl Future<Output = io::Result<(S, Extensions)>>,
     remote_addr: Option<SocketAddr>,
-) -> Option<(WebSocketStream<S>, Peer, Slot)>
+) -> Option<((S, BytesMut), Peer, Slot)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -262,7 +260,7 @@ async fn exchange<H, S>(
     mut io: S,
     extensions: Extensions,
     remote_addr: Option<SocketAddr>,
-) -> Option<(WebSocketStream<S>, Peer, Slot)>
+) -> Option<((S, BytesMut), Peer, Slot)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -299,9 +297,11 @@ where
     {
         return None;
     }
-    let ws_config = websocket_config(config.max_message_size);
-    let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config)).await;
-    Some((ws, accepted.peer, accepted.slot))
+    Some((
+        (io, BytesMut::from(&rest[..])),
+        accepted.peer,
+        accepted.slot,
+    ))
 }
 
 /// Reads one HTTP upgrade request head; also returns the bytes read past it (the client's

@@ -1,48 +1,113 @@
 //! [`Socket`]: one WebSocket, owned whole by the one task that drives its connection.
 //!
 //! Both roles drive a connection from a single task (the server's `driver`, the client's
-//! connection task) that reads and writes the same `WebSocketStream` in one poll loop: no
-//! split halves (a `BiLock` on every read and write), no queue hop to a writer task. What
-//! such a loop needs from the socket lives here, once:
+//! connection task) that reads and writes the same socket in one poll loop: no split
+//! halves, no queue hop to a writer task. What such a loop needs from the socket lives
+//! here, once, over the raw byte stream (RFC 6455 framing is [`frame`](super::frame)):
 //!
-//! - reading, with every item classified ([`Incoming`]);
-//! - batched writing: frames are fed while the socket has room and flushed once nothing
-//!   more is ready, so a burst leaves in one system call;
-//! - the write timeout: a write that waits longer than it for the peer to read means the
-//!   peer stopped reading. The timer is armed only while a write waits, so a connection
-//!   whose writes go straight out never touches the timer wheel;
-//! - the closing handshake, both ways ([`Socket::close`], [`Socket::finish`]).
+//! - reading, with every item classified ([`Incoming`]). Bytes are read in chunks of
+//!   [`READ_CHUNK`] into a buffer that exists only while bytes are in flight: it is
+//!   dropped whenever it has been read empty and the socket has nothing more, so an idle
+//!   connection holds no read buffer, and a busy one reads many messages per system call.
+//!   A message is handed out as a view of that buffer (no copy); a frame larger than a
+//!   chunk is read into an allocation of its own size;
+//! - batched writing: frames are queued while the socket has room and written once nothing
+//!   more is ready, so a burst leaves in one system call. Payloads of
+//!   [`ZERO_COPY_MIN`] bytes or more are not copied: the queue holds the frame's own
+//!   buffer, written with vectored writes behind a header of a few bytes. The queue's
+//!   buffers are dropped whenever it has been written empty;
+//! - the write timeout: a write that makes no progress for that long means the peer
+//!   stopped reading (a slow reader that keeps taking bytes is not cut off). The timer is
+//!   armed only while a write waits, so a connection whose writes go straight out never
+//!   touches the timer wheel;
+//! - pings answered, the closing handshake both ways ([`Socket::close`], [`Socket::finish`]).
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::{
-    Error as WsError, Message as WsMessage, protocol::CloseFrame,
-};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::transport::Incoming;
+use crate::transport::frame::{BadHeader, Header, MAX_HEADER_LEN, Opcode, apply_mask};
+
+/// Bytes are read from the socket in chunks of this size (or the rest of a larger frame at
+/// once). A chunk lives only while bytes are in flight, and a message read from it keeps
+/// it alive (a view, not a copy) until the message is dropped: with the default 8 KiB
+/// `max_message_size` a running handler's request holds at most one chunk.
+pub(crate) const READ_CHUNK: usize = 8 * 1024;
+
+/// The least room worth a read system call: with less room left in the chunk, a new
+/// chunk is taken (or the old one's free start reused) first.
+const MIN_READ: usize = 1024;
+
+/// Frames are queued until this many bytes wait, then written before more are taken;
+/// while the peer reads everything (the last write took the whole queue) up to
+/// [`WRITE_BURST`] wait, so a burst of replies leaves in few system calls.
+pub(crate) const WRITE_ROOM: usize = 16 * 1024;
+
+/// The queue's bound while the peer keeps up; see [`WRITE_ROOM`].
+pub(crate) const WRITE_BURST: usize = 64 * 1024;
+
+/// Payloads at least this long are written from their own buffer (vectored), shorter ones
+/// are copied behind their header, so that many small frames make few write slices.
+pub(crate) const ZERO_COPY_MIN: usize = 1024;
+
+/// At most this many slices go into one vectored write (Linux takes up to 1024).
+const MAX_SLICES: usize = 64;
+
+/// Which end of the connection this is: a client masks what it sends and must get
+/// nothing masked, a server the reverse (RFC 6455 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
 
 /// A WebSocket with batched writes and a write timeout, polled by one task.
 #[derive(Debug)]
 pub(crate) struct Socket<S> {
-    ws: WebSocketStream<S>,
-    /// Frames were fed since the last completed flush.
-    unflushed: bool,
+    io: S,
+    role: Role,
+    max_message_size: usize,
+    /// Read and not yet taken as frames; no allocation while nothing is in flight.
+    read: BytesMut,
+    /// The chunk read before `read`, taken again once the messages read from it are
+    /// dropped (see [`make_room`](Self::make_room)).
+    spare: BytesMut,
+    /// A message that arrives in fragments, being assembled.
+    fragments: Option<BytesMut>,
+    /// Queued frames, in order, written before `tail`.
+    out: VecDeque<Bytes>,
+    /// The newest queued bytes: small frames copied together.
+    tail: BytesMut,
+    /// Bytes queued in `out` and `tail`.
+    queued: usize,
+    /// The stream writes several slices in one call.
+    vectored: bool,
+    /// The payload of the last ping not answered yet (one answer for several pings).
+    pong: Option<Bytes>,
+    /// A close frame was queued: nothing more is written.
+    close_sent: bool,
+    /// The last write took everything queued: the peer reads as fast as we write.
+    keeping_up: bool,
+    /// Buffers stay between messages (see [`keep_buffers`](Self::keep_buffers)).
+    keep_buffers: bool,
     write_timeout: Duration,
     /// Armed while a write waits for the peer; allocated at the first such wait, so an idle
     /// connection does not carry a timer.
     stall: Option<Pin<Box<Sleep>>>,
-    /// The write timeout is armed: a write has been waiting since it was.
+    /// The write timeout is armed: a write has been waiting, without progress, since then.
     stalled: bool,
-    /// `poll_room` said Pending: tungstenite is blocked until a flush gets through.
-    room_waiting: bool,
 }
 
 /// How a write failed: the socket cannot be written any more.
@@ -50,64 +115,257 @@ pub(crate) struct Socket<S> {
 pub(crate) enum WriteFailed {
     /// The peer accepted no data for the whole write timeout.
     TimedOut,
-    /// The socket failed (or the WebSocket is already closed).
-    Failed(WsError),
+    /// The socket failed, or it is closing (a close frame was sent).
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteFailed::TimedOut => f.write_str("write timed out"),
+            WriteFailed::Failed(error) => error.fmt(f),
+        }
+    }
+}
+
+/// What reading a frame needs next.
+enum Step {
+    /// An item for the caller.
+    Item(Incoming),
+    /// At least this many more bytes.
+    Need(usize),
+    /// A frame was consumed that means nothing to the caller (a fragment).
+    Again,
 }
 
 impl<S> Socket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Takes over `ws`; a write that waits longer than `write_timeout` fails.
-    pub(crate) fn new(ws: WebSocketStream<S>, write_timeout: Duration) -> Self {
+    /// Takes over `io`, the stream after the HTTP upgrade, and `read`, what was read past
+    /// the upgrade's head. A message over `max_message_size` closes the connection with
+    /// 1009; a write that waits longer than `write_timeout` without progress fails.
+    pub(crate) fn new(
+        io: S,
+        read: BytesMut,
+        role: Role,
+        max_message_size: usize,
+        write_timeout: Duration,
+    ) -> Self {
+        let vectored = io.is_write_vectored();
         Socket {
-            ws,
-            unflushed: false,
+            io,
+            role,
+            max_message_size,
+            read,
+            spare: BytesMut::new(),
+            fragments: None,
+            out: VecDeque::new(),
+            tail: BytesMut::new(),
+            queued: 0,
+            vectored,
+            pong: None,
+            close_sent: false,
+            keeping_up: true,
+            keep_buffers: false,
             write_timeout,
             stall: None,
             stalled: false,
-            room_waiting: false,
         }
+    }
+
+    /// Keeps the read chunk and the write buffer between messages (up to [`WRITE_ROOM`]
+    /// for the write buffer) instead of giving them back whenever the socket is quiet: for
+    /// a client, whose few connections are better served by allocating nothing per
+    /// request than by the few KiB an idle server connection must not hold.
+    pub(crate) fn keep_buffers(mut self) -> Self {
+        self.keep_buffers = true;
+        self
     }
 
     /// Reads the next item. After [`Incoming::Closed`], a violation or [`Incoming::Gone`],
     /// the caller stops reading.
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Incoming> {
-        let item = std::task::ready!(Pin::new(&mut self.ws).poll_next(cx));
-        Poll::Ready(Incoming::from_read(item))
+        loop {
+            match self.step() {
+                Step::Item(item) => return Poll::Ready(item),
+                Step::Again => {}
+                Step::Need(more) => match std::task::ready!(self.poll_fill(more, cx)) {
+                    Ok(0) => return Poll::Ready(Incoming::Gone),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "read failed");
+                        return Poll::Ready(Incoming::Gone);
+                    }
+                },
+            }
+        }
     }
 
-    /// Ready when one more frame may be [`feed`](Self::feed)ed: tungstenite's write buffer
-    /// is below its flush threshold, or it was written out. Pending while the peer does not
-    /// read, and then it fails once that lasted the write timeout.
-    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
-        match Pin::new(&mut self.ws).poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                // Ready after Pending means tungstenite flushed everything; ready without
-                // having waited says nothing about a flush that may still be waiting, so
-                // it must not disarm the write timeout.
-                if self.room_waiting {
-                    self.room_waiting = false;
-                    self.unflushed = false;
-                    self.stalled = false;
+    /// Reads into `self.read`, which needs `more` bytes for the frame under way.
+    fn poll_fill(&mut self, more: usize, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let room = self.read.capacity() - self.read.len();
+        // A socket that keeps its chunk reads into the end of it first: by the next read
+        // the messages read from it are usually dropped, and the chunk is reused whole.
+        let least = if self.keep_buffers {
+            more
+        } else {
+            more.max(MIN_READ)
+        };
+        if room < least {
+            self.make_room(more.max(READ_CHUNK));
+        }
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
+        if read.is_pending() && self.read.is_empty() && !self.keep_buffers {
+            // Nothing in flight: give the chunks back (messages read from them keep their
+            // part).
+            self.read = BytesMut::new();
+            self.spare = BytesMut::new();
+        }
+        read
+    }
+
+    /// Makes room for `want` more bytes without allocating where it can: the chunk's own
+    /// start if every message read from it is dropped, else (nothing being read) the
+    /// chunk used before this one, whose messages are likely dropped by now; else a new
+    /// chunk. Two chunks taking turns, a steady stream of messages allocates nothing.
+    fn make_room(&mut self, want: usize) {
+        if self.read.try_reclaim(want) {
+            return;
+        }
+        if self.read.is_empty() && want <= READ_CHUNK {
+            std::mem::swap(&mut self.read, &mut self.spare);
+            if self.read.try_reclaim(want) {
+                return;
+            }
+        }
+        self.read.reserve(want);
+    }
+
+    /// Takes one frame from what was read, if it is all there.
+    fn step(&mut self) -> Step {
+        let (header, at) = match Header::read(&self.read) {
+            Ok(Some(header)) => header,
+            Ok(None) => return Step::Need(MAX_HEADER_LEN.saturating_sub(self.read.len()).max(1)),
+            Err(bad) => return Step::Item(violation(bad)),
+        };
+        match (self.role, header.mask) {
+            (Role::Server, None) => {
+                return Step::Item(protocol_violation("unmasked frame from a client"));
+            }
+            (Role::Client, Some(_)) => {
+                return Step::Item(protocol_violation("masked frame from a server"));
+            }
+            _ => {}
+        }
+        let assembled = self.fragments.as_ref().map_or(0, BytesMut::len) as u64;
+        if !header.opcode.is_control() && assembled + header.len > self.max_message_size as u64 {
+            return Step::Item(Incoming::Violation(
+                CloseCode::Size,
+                "message exceeds the size limit",
+            ));
+        }
+        // Below the limit, so it fits a usize.
+        let len = header.len as usize;
+        if self.read.len() < at + len {
+            return Step::Need(at + len - self.read.len());
+        }
+        self.read.advance(at);
+        let mut payload = self.read.split_to(len);
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key);
+        }
+        match (header.opcode, self.fragments.as_mut()) {
+            (Opcode::Binary, None) if header.fin => Step::Item(Incoming::Frame(payload.freeze())),
+            (Opcode::Binary, None) => {
+                self.fragments = Some(payload);
+                Step::Again
+            }
+            (Opcode::Continuation, Some(fragments)) => {
+                fragments.extend_from_slice(&payload);
+                match (header.fin, self.fragments.take()) {
+                    (true, Some(message)) => Step::Item(Incoming::Frame(message.freeze())),
+                    (_, fragments) => {
+                        self.fragments = fragments;
+                        Step::Again
+                    }
                 }
-                Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(WriteFailed::Failed(error))),
-            Poll::Pending => {
-                self.room_waiting = true;
-                self.poll_stall(cx)
+            (Opcode::Text, None) => Step::Item(Incoming::Violation(
+                CloseCode::Unsupported,
+                "text messages are not WebWire",
+            )),
+            (Opcode::Binary | Opcode::Text, Some(_)) => {
+                Step::Item(protocol_violation("a new message inside a fragmented one"))
             }
+            (Opcode::Continuation, None) => {
+                Step::Item(protocol_violation("a continuation without a message"))
+            }
+            (Opcode::Ping, _) => {
+                self.pong = Some(payload.freeze());
+                Step::Item(Incoming::Alive)
+            }
+            (Opcode::Pong, _) => Step::Item(Incoming::Alive),
+            (Opcode::Close, _) => Step::Item(self.closed_by_peer(payload.freeze())),
+        }
+    }
+
+    /// The peer's close frame: checked, and answered with its own code (RFC 6455 §5.5.1).
+    fn closed_by_peer(&mut self, payload: Bytes) -> Incoming {
+        let frame = match payload.len() {
+            0 => None,
+            1 => return protocol_violation("a close frame of one byte"),
+            _ => {
+                let code = CloseCode::from(u16::from_be_bytes([payload[0], payload[1]]));
+                if !code.is_allowed() {
+                    return protocol_violation("a close code that may not be sent");
+                }
+                let Ok(reason) = Utf8Bytes::try_from(payload.slice(2..)) else {
+                    return Incoming::Violation(CloseCode::Invalid, "invalid UTF-8");
+                };
+                Some(CloseFrame { code, reason })
+            }
+        };
+        if !self.close_sent {
+            // Only the code: the reason is the peer's, not ours to repeat.
+            let answer = payload.slice(..payload.len().min(2));
+            self.queue(Opcode::Close, answer);
+            self.close_sent = true;
+        }
+        Incoming::Closed(frame)
+    }
+
+    /// Ready when one more frame may be [`feed`](Self::feed)ed: fewer than [`WRITE_ROOM`]
+    /// bytes wait (or [`WRITE_BURST`] while the peer keeps up), writing some out first if
+    /// needed. Pending while the peer does not read, and then it fails once that lasted
+    /// the write timeout without progress.
+    pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
+        if self.queued < self.room() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.poll_write_out(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending if self.queued < self.room() => Poll::Ready(Ok(())),
+            Poll::Pending => self.poll_stall(cx),
+        }
+    }
+
+    fn room(&self) -> usize {
+        if self.keeping_up {
+            WRITE_BURST
+        } else {
+            WRITE_ROOM
         }
     }
 
     /// Queues one binary frame. Call only after [`poll_room`](Self::poll_room) was ready;
     /// the frame goes out at the latest with the next [`poll_flush`](Self::poll_flush).
     pub(crate) fn feed(&mut self, frame: Bytes) -> Result<(), WriteFailed> {
-        self.unflushed = true;
-        Pin::new(&mut self.ws)
-            .start_send(WsMessage::Binary(frame))
-            .map_err(WriteFailed::Failed)
+        if self.close_sent {
+            return Err(closing());
+        }
+        self.queue(Opcode::Binary, frame);
+        Ok(())
     }
 
     /// Queues a ping: a live peer answers it (unread answers cost nothing here), a peer
@@ -115,35 +373,125 @@ where
     /// notices a client that left. Call only after [`poll_room`](Self::poll_room) was
     /// ready.
     pub(crate) fn probe(&mut self) -> Result<(), WriteFailed> {
-        self.unflushed = true;
-        Pin::new(&mut self.ws)
-            .start_send(WsMessage::Ping(Bytes::new()))
-            .map_err(WriteFailed::Failed)
+        if self.close_sent {
+            return Err(closing());
+        }
+        self.queue(Opcode::Ping, Bytes::new());
+        Ok(())
+    }
+
+    /// Queues a frame: its header, then its payload (masked by a client, copied if short).
+    fn queue(&mut self, opcode: Opcode, payload: Bytes) {
+        let len = payload.len();
+        let mask = match self.role {
+            Role::Client => Some(rand::random::<[u8; 4]>()),
+            Role::Server => None,
+        };
+        let head = Header::len_for(len, mask.is_some());
+        self.queued += head + len;
+        if mask.is_none() && self.vectored && len >= ZERO_COPY_MIN {
+            Header::write(opcode, len, None, &mut self.tail);
+            self.out.push_back(self.tail.split().freeze());
+            self.out.push_back(payload);
+            return;
+        }
+        self.tail.reserve(head + len);
+        Header::write(opcode, len, mask, &mut self.tail);
+        let start = self.tail.len();
+        self.tail.extend_from_slice(&payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.tail[start..], key);
+        }
     }
 
     /// Writes out what was fed (nothing to do if nothing was). Pending while the peer does
-    /// not read; fails once that lasted the write timeout.
+    /// not read; fails once that lasted the write timeout without progress.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
-        if !self.unflushed {
+        if !self.is_unflushed() {
             return Poll::Ready(Ok(()));
         }
-        match Pin::new(&mut self.ws).poll_flush(cx) {
-            Poll::Ready(Ok(())) => {
-                // Everything fed is out: no wait is pending any more, so a later ready
-                // `poll_room` must not take a frame fed after this for flushed too.
-                self.unflushed = false;
-                self.stalled = false;
-                self.room_waiting = false;
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(WriteFailed::Failed(error))),
+        match self.poll_write_out(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(failed)) => return Poll::Ready(Err(failed)),
+            Poll::Pending => return self.poll_stall(cx),
+        }
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(WriteFailed::Failed)),
             Poll::Pending => self.poll_stall(cx),
         }
     }
 
-    /// Whether fed frames wait to be flushed.
+    /// Writes the queue (the answer to a ping first) until it is empty: `Ready` then, or
+    /// when writing failed; `Pending` when the socket takes no more for now.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
+        if let Some(ping) = self.pong.take()
+            && !self.close_sent
+        {
+            self.queue(Opcode::Pong, ping);
+        }
+        while self.queued > 0 {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            if count < MAX_SLICES && !self.tail.is_empty() {
+                slices[count] = IoSlice::new(&self.tail);
+                count += 1;
+            }
+            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(WriteFailed::Failed(io::ErrorKind::WriteZero.into())));
+                }
+                Poll::Ready(Ok(written)) => written,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(WriteFailed::Failed(error))),
+                Poll::Pending => {
+                    self.keeping_up = false;
+                    return Poll::Pending;
+                }
+            };
+            // Progress: a later wait is timed from its own start.
+            self.stalled = false;
+            self.consume(written);
+        }
+        self.keeping_up = true;
+        // Written empty: the buffers go, so a quiet connection holds none.
+        if !self.keep_buffers || self.tail.capacity() > WRITE_ROOM {
+            self.tail = BytesMut::new();
+        } else {
+            self.tail.clear();
+        }
+        if self.out.capacity() > 8 {
+            self.out = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Drops `written` bytes from the front of the queue.
+    fn consume(&mut self, mut written: usize) {
+        self.queued -= written;
+        while written > 0 {
+            match self.out.front_mut() {
+                Some(chunk) if chunk.len() <= written => {
+                    written -= chunk.len();
+                    self.out.pop_front();
+                }
+                Some(chunk) => {
+                    chunk.advance(written);
+                    return;
+                }
+                None => {
+                    self.tail.advance(written);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether fed frames (or the answer to a ping) wait to be written.
     pub(crate) fn is_unflushed(&self) -> bool {
-        self.unflushed
+        self.queued > 0 || (self.pong.is_some() && !self.close_sent)
     }
 
     /// A write is waiting: arms the write timeout if it is not armed yet, and fails when it
@@ -164,6 +512,11 @@ where
         }
     }
 
+    /// Reads the next item (the client's handshake reads its first message this way).
+    pub(crate) async fn next(&mut self) -> Incoming {
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
     /// The closing handshake, when this side closes: writes what was fed, then `frame`,
     /// then waits (at most `close_timeout`) for the peer's answer, and returns when the
     /// socket may be dropped.
@@ -171,15 +524,19 @@ where
     /// Closing a socket that still holds unread data makes the kernel send a reset, and a
     /// reset can destroy the last replies and the close frame still on their way. So after
     /// the close frame everything the peer still sends is read and dropped until its answer
-    /// or the end of the stream; when tungstenite refuses to read on (it stops at a frame
-    /// it cannot read past, such as an oversized one), the rest is read raw, after a FIN of
-    /// ours, until the peer closes its end.
+    /// or the end of the stream; when a frame cannot be read past (such as an oversized
+    /// one), the rest is read raw, after a FIN of ours, until the peer closes its end.
     pub(crate) async fn close(mut self, frame: CloseFrame, close_timeout: Duration) {
-        let goodbye = async {
-            SinkExt::send(&mut self.ws, WsMessage::Close(Some(frame))).await?;
-            SinkExt::close(&mut self.ws).await
-        };
-        match tokio::time::timeout(self.write_timeout, goodbye).await {
+        if !self.close_sent {
+            let mut payload = BytesMut::with_capacity(2 + frame.reason.len());
+            payload.extend_from_slice(&u16::from(frame.code).to_be_bytes());
+            payload.extend_from_slice(frame.reason.as_bytes());
+            self.queue(Opcode::Close, payload.freeze());
+            self.close_sent = true;
+        }
+        let write_timeout = self.write_timeout;
+        let goodbye = poll_fn(|cx| self.poll_flush(cx));
+        match tokio::time::timeout(write_timeout, goodbye).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::trace!(%error, "close frame not delivered");
@@ -192,79 +549,47 @@ where
         }
         let drain = async {
             loop {
-                match self.ws.next().await {
-                    Some(Ok(WsMessage::Close(_))) => return,
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break,
+                match self.next().await {
+                    Incoming::Closed(_) | Incoming::Gone => return,
+                    Incoming::Frame(_) | Incoming::Alive => {}
+                    Incoming::Violation(..) => break,
                 }
             }
-            let io = self.ws.get_mut();
-            if io.shutdown().await.is_err() {
+            if self.io.shutdown().await.is_err() {
                 return;
             }
             let mut discard = vec![0; 4096];
-            while matches!(io.read(&mut discard).await, Ok(read) if read > 0) {}
+            while matches!(self.io.read(&mut discard).await, Ok(read) if read > 0) {}
         };
         let _ = tokio::time::timeout(close_timeout, drain).await;
     }
 
     /// The end of a connection this side does not close with a frame of its own (the peer
-    /// closed first, or is gone): what is still buffered, such as tungstenite's answer to
-    /// the peer's close frame, goes out if the socket takes it at once, without waiting for
-    /// a peer that may never read again.
+    /// closed first, or is gone): what is still queued, such as the answer to the peer's
+    /// close frame, goes out if the socket takes it at once, without waiting for a peer
+    /// that may never read again.
     pub(crate) fn finish(mut self) {
-        let _ = self.ws.flush().now_or_never();
+        let _ = poll_fn(|cx| self.poll_flush(cx)).now_or_never();
     }
 }
 
-impl Incoming {
-    /// Classifies what one read of the WebSocket returned.
-    pub(crate) fn from_read(item: Option<Result<WsMessage, WsError>>) -> Self {
-        match item {
-            Some(Ok(message)) => Incoming::from_ws(message),
-            Some(Err(error)) => Incoming::from_error(&error).unwrap_or_else(|| {
-                tracing::debug!(%error, "read failed");
-                Incoming::Gone
-            }),
-            None => Incoming::Gone,
-        }
-    }
+fn violation(bad: BadHeader) -> Incoming {
+    protocol_violation(match bad {
+        BadHeader::ReservedBits => "reserved bits set",
+        BadHeader::UnknownOpcode => "unknown opcode",
+        BadHeader::BadControl => "a fragmented or long control frame",
+        BadHeader::BadLength => "a frame length over 2^63",
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use std::future::poll_fn;
+fn protocol_violation(what: &'static str) -> Incoming {
+    tracing::debug!(what, "WebSocket protocol violation");
+    Incoming::Violation(CloseCode::Protocol, "WebSocket protocol violation")
+}
 
-    use tokio::io::AsyncReadExt;
-    use tokio_tungstenite::tungstenite::protocol::Role;
-
-    use super::*;
-    use crate::transport::websocket_config;
-
-    /// A frame fed after a flush that completed while the socket had made `poll_room` wait
-    /// is still unflushed: the room that comes back later says nothing about it.
-    #[tokio::test]
-    async fn a_frame_fed_after_a_completed_wait_still_needs_its_flush() {
-        let (ours, mut theirs) = tokio::io::duplex(1024);
-        let ws =
-            WebSocketStream::from_raw_socket(ours, Role::Server, Some(websocket_config(1 << 20)))
-                .await;
-        let mut socket = Socket::new(ws, Duration::from_secs(60));
-        // More than the pipe and tungstenite's threshold take: the write has to wait.
-        socket.feed(Bytes::from(vec![7; 64 * 1024])).expect("fed");
-        let waited = poll_fn(|cx| Poll::Ready(socket.poll_room(cx).is_pending())).await;
-        assert!(waited, "the room must wait for the peer");
-        let reader = tokio::spawn(async move {
-            let mut sink = vec![0; 4096];
-            while theirs.read(&mut sink).await.is_ok_and(|read| read > 0) {}
-        });
-        poll_fn(|cx| socket.poll_flush(cx)).await.expect("flushed");
-        socket.feed(Bytes::from_static(b"after")).expect("fed");
-        poll_fn(|cx| socket.poll_room(cx)).await.expect("room");
-        assert!(
-            socket.is_unflushed(),
-            "the frame fed after the flush is not out yet"
-        );
-        reader.abort();
-    }
+fn closing() -> WriteFailed {
+    WriteFailed::Failed(io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the WebSocket is closing",
+    ))
 }
