@@ -1,6 +1,6 @@
 //! The router over real sockets: every extractor and return type, the error replies for a
 //! bad payload, a missing session and an unknown name, names refused when the router is
-//! built, the hooks handler, and one contract used by the server's route and our client.
+//! built, the hooks and fallback handlers, and one contract used by the server's route and our client.
 
 mod common;
 
@@ -62,7 +62,12 @@ impl Handler for Hooks {
         request.attach(Agent("test-agent".into()));
         Ok(())
     }
+}
 
+/// Requests of names no route has.
+struct Fallback;
+
+impl Handler for Fallback {
     async fn request(
         &self,
         _: &Connection,
@@ -110,7 +115,7 @@ struct Sum {
     b: i64,
 }
 
-fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks> {
+fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks, Fallback> {
     Router::with_state(app)
         .on(login)
         .on_signal(typing)
@@ -135,6 +140,7 @@ fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hook
             Err::<(), _>(std::io::Error::other("a secret the client must not see"))
         })
         .hooks(Hooks)
+        .fallback(Fallback)
 }
 
 async fn start() -> (App, Client, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
@@ -283,15 +289,17 @@ trait ReadText: contract::Signal {
 impl<T: contract::Signal> ReadText for T {}
 
 #[tokio::test]
-async fn unknown_names_go_to_the_hooks_handler_or_get_a_reply_naming_them() {
+async fn unknown_names_go_to_the_fallback_or_get_a_reply_naming_them() {
     let (_app, client, _seen) = start().await;
     let fallback = bounded(client.request("nope", "")).await.expect("a reply");
     assert_eq!(fallback.to_text().expect("text"), "fallback for nope");
 
-    // Without a hooks handler: UNKNOWN_REQUEST, naming it.
+    // Without a fallback: UNKNOWN_REQUEST, naming it, whatever the hooks handler's
+    // `request` would say (hooks given for `connected` and the like must not change it).
     let server = Server::new(
         Router::new()
             .request("known", || async { "yes" })
+            .hooks(Fallback)
             .build()
             .expect("valid"),
     );
