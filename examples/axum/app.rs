@@ -13,9 +13,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio_webwire::Payload;
 use tokio_webwire::http::StatusCode;
-use tokio_webwire::protocol::Name;
 use tokio_webwire::router::{Attached, Text};
-use tokio_webwire::server::{Connection, Handler, Server, UpgradeRequest};
+use tokio_webwire::server::{Connection, Handler, SendError, Server, UpgradeRequest};
 
 use crate::mounted::{self, Mounted};
 
@@ -27,14 +26,16 @@ pub(crate) struct Visitor(pub(crate) String);
 #[derive(Clone, Debug)]
 pub(crate) struct Site(pub(crate) &'static str);
 
-/// The WebWire handler: `hello`, a greeting for the visitor with the payload's text, and
-/// `echo`, the payload as it came (what `cargo run --example echo -- --client` sends);
-/// the hooks are [`Greeter`]'s.
+/// The WebWire handler: `hello`, a greeting for the visitor with the payload's text;
+/// `echo`, the payload as it came, and the `ping` signal sent back, as the echo example's
+/// server does (what `cargo run --example echo -- --client ws://…/ws` sends); the hooks
+/// are [`Greeter`]'s.
 pub(crate) fn webwire() -> impl Handler {
-    // tokio-webwire's router of WebWire requests, not axum's of HTTP paths.
+    // tokio-webwire's router of WebWire messages, not axum's of HTTP paths.
     tokio_webwire::router::Router::new()
         .request("hello", hello)
         .request("echo", |payload: Payload| async move { payload })
+        .signal("ping", ping)
         .hooks(Greeter)
         .build()
         .expect("valid names, each routed once")
@@ -45,7 +46,12 @@ async fn hello(Attached(visitor): Attached<Visitor>, Text(text): Text) -> String
     format!("hello, {}: {text}", visitor.0)
 }
 
-/// The hooks: who connects, and signals.
+/// `ping`: back to its sender (a signal is never answered, but the server may send one).
+async fn ping(conn: Connection, payload: Payload) -> Result<(), SendError> {
+    conn.signal("ping", payload).await
+}
+
+/// The hooks: who the visitor is, and who connects.
 #[derive(Debug)]
 pub(crate) struct Greeter;
 
@@ -67,15 +73,6 @@ impl Handler for Greeter {
             .map_or("?", |site| site.0);
         request.attach(Visitor(format!("{name} (on {site})")));
         Ok(())
-    }
-
-    /// A signal goes back to its sender, as the echo example's server does, so that
-    /// `cargo run --example echo -- --client ws://…/ws` gets its signal back. (The router
-    /// routes no signal: every one comes here.)
-    async fn signal(&self, conn: &Connection, name: Name, payload: Payload) {
-        if let Err(error) = conn.signal(name, payload).await {
-            tracing::info!(%error, "signal not echoed");
-        }
     }
 
     async fn connected(&self, conn: &Connection) {

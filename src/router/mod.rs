@@ -244,7 +244,9 @@ where
     /// The handler of requests and signals of names no route has (its
     /// [`request`](Handler::request) and [`signal`](Handler::signal); its other hooks are
     /// never called). The default, [`NotFound`], answers an unknown request
-    /// `UNKNOWN_REQUEST` naming it, and drops an unknown signal.
+    /// `UNKNOWN_REQUEST` naming it, and drops an unknown signal. A fallback that takes
+    /// only signals still answers requests: [`Handler`]'s default `request` is
+    /// `NOT_IMPLEMENTED`, so pass them to [`NotFound`] to keep its reply.
     ///
     /// ```
     /// use tokio_webwire::{Payload, protocol::Name};
