@@ -16,7 +16,9 @@ use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::router::{
     Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
 };
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::server::{
+    Connection, Handler, HandlerError, Server, SubscribeRefused, UpgradeRequest,
+};
 use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -61,6 +63,14 @@ impl Handler for Hooks {
     async fn before_upgrade(&self, request: &mut UpgradeRequest) -> Result<(), StatusCode> {
         request.attach(Agent("test-agent".into()));
         Ok(())
+    }
+
+    async fn subscribe_requested(
+        &self,
+        _: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        common::all_but_secret(topic)
     }
 }
 
@@ -363,4 +373,28 @@ fn names_are_checked_when_the_router_is_built() {
     assert_eq!(empty.err(), Some(RouteError::EmptyName { kind: "request" }));
     // The contract's name is checked too.
     assert!(router(App::default()).build().is_ok());
+}
+
+/// Every hook reaches the hooks handler, `subscribe_requested` too: a client of the topics
+/// extension subscribes where the hooks allow it (without it, the router's default
+/// refused every subscription: the chat room page could not join its room).
+#[tokio::test]
+async fn the_hooks_handler_decides_subscriptions() {
+    let server = Server::new(router(App::default()).build().expect("valid routes"));
+    let addr = listen(&server).await;
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let _news = bounded(client.subscribe("news")).await.expect("allowed");
+    match bounded(client.subscribe("secret")).await {
+        Err(tokio_webwire::client::SubscribeError::Request(RequestError::Reply {
+            code, ..
+        })) => assert_eq!(code.as_str(), "WW_REFUSED"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    bounded(client.close()).await;
 }

@@ -86,7 +86,8 @@ pub use routes::{ContractFn, RequestContract, Route, RouteFn, Routes, SignalCont
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name, ProtocolError};
 use crate::server::{
-    CloseReason, Connection, Handler, HandlerError, RestoreRefused, UpgradeRequest,
+    CloseReason, Connection, Handler, HandlerError, RestoreRefused, SubscribeRefused,
+    UpgradeRequest,
 };
 use crate::session::Session;
 
@@ -445,6 +446,8 @@ impl<S, R, K, F> Routed<S, R, K, F> {
     }
 }
 
+// Every hook of `Handler` is forwarded: one added there must be added here too, or every
+// router silently gets its default (as `subscribe_requested` once did).
 impl<S, R, K, F> Handler for Routed<S, R, K, F>
 where
     S: Send + Sync + 'static,
@@ -532,6 +535,14 @@ where
 
     fn session_left(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
         self.hooks.session_left(conn, key)
+    }
+
+    fn subscribe_requested(
+        &self,
+        conn: &Connection,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), SubscribeRefused>> + Send {
+        self.hooks.subscribe_requested(conn, topic)
     }
 }
 
