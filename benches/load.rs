@@ -580,11 +580,7 @@ impl Handler for Match20 {
 
 /// The same 20 routes on a router, the echo added first: the route the walk down the
 /// list reaches last.
-fn router20() -> tokio_webwire::router::Router<
-    (),
-    impl tokio_webwire::router::Routes<()>,
-    tokio_webwire::router::NotFound,
-> {
+fn router20() -> tokio_webwire::router::Router<(), impl tokio_webwire::router::Routes<()>> {
     macro_rules! routes {
         ($router:expr; $($name:literal),*) => {
             $router$(.request($name, || async { other($name) }))*

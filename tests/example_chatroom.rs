@@ -3,9 +3,13 @@
 
 mod common;
 
-// The client module refers to the server module as `crate::server`, as in the example.
+// The modules refer to each other as `crate::server` and `crate::contract`, as in the
+// example.
 #[path = "../examples/chatroom/client.rs"]
 mod client;
+#[allow(dead_code)] // its TypeScript is tests/typescript.rs's
+#[path = "../examples/chatroom/contract.rs"]
+mod contract;
 #[path = "../examples/chatroom/server.rs"]
 mod server;
 
@@ -17,7 +21,9 @@ use common::bounded;
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::Local;
 use tokio_webwire::client::{Backoff, Reconnect};
-use tokio_webwire::server::Server;
+use tokio_webwire::contract::Signal;
+use tokio_webwire::router::{INVALID_PAYLOAD, UNKNOWN_REQUEST};
+use tokio_webwire::server::{Handler, Server};
 use tokio_webwire::session::FileStore;
 use tokio_webwire::{Client, Payload, RequestError};
 
@@ -111,7 +117,7 @@ impl Drop for TempDir {
 
 /// Starts the example's server on `addr` (port 0 for a new one) with sessions in `dir`;
 /// retries while the port of a server just shut down is not yet free again.
-async fn start(addr: SocketAddr, dir: &TempDir) -> (Server<server::ChatRoom>, SocketAddr) {
+async fn start(addr: SocketAddr, dir: &TempDir) -> (Server<impl Handler>, SocketAddr) {
     bounded(async {
         loop {
             let store = FileStore::new(&dir.0).expect("a session directory");
@@ -213,6 +219,9 @@ async fn login_broadcast_and_a_session_that_survives_a_restart() {
     bounded(server.shutdown()).await;
 }
 
+/// The contract on the wire, as a client without it (the Go reference, a page without
+/// the types) sees it: requests by name with UTF-8 or UTF-16 JSON, JSON replies, and the
+/// error codes.
 #[tokio::test]
 async fn the_wire_contract_for_other_clients() {
     let sessions = TempDir::new();
@@ -225,55 +234,68 @@ async fn the_wire_contract_for_other_clients() {
     .await
     .expect("connects");
     let code = |result: Result<Payload, RequestError>| match result {
-        Err(RequestError::Reply { code, .. }) => code.as_str().to_owned(),
+        Err(RequestError::Reply { code, .. }) => code,
         other => panic!("expected an error reply, got {other:?}"),
     };
+    let request = |name: &'static str, payload: Payload| bounded(client.request(name, payload));
+    let json = |value: serde_json::Value| Payload::json(&value).unwrap();
 
-    let login = |user: &str, password: &str| {
-        Payload::json(&server::Login {
-            user: user.into(),
-            password: password.into(),
-        })
-        .unwrap()
-    };
+    // A payload that is not the contract's JSON is refused by the router, the route
+    // never running.
     assert_eq!(
-        code(bounded(client.request("login", "not json")).await),
-        server::BAD_REQUEST
+        code(request("login", Payload::utf8("not json")).await),
+        INVALID_PAYLOAD
     );
+    let mallory = json(serde_json::json!({"user": "mallory", "password": "x"}));
     assert_eq!(
-        code(bounded(client.request("login", login("mallory", "x"))).await),
+        code(request("login", mallory).await),
         server::WRONG_CREDENTIALS
     );
+    let hi = json(serde_json::json!({"text": "hi"}));
+    assert_eq!(code(request("say", hi).await), server::NOT_LOGGED_IN);
     assert_eq!(
-        code(bounded(client.request("say", "hi")).await),
+        code(request("logout", json(serde_json::json!({}))).await),
         server::NOT_LOGGED_IN
     );
-    // UTF-16 JSON works as well as UTF-8: the reply is the user name.
-    let json = r#"{"user":"bob","password":"builder"}"#;
-    let reply = bounded(client.request("login", Payload::utf16(json)))
+    // UTF-16 JSON works as well as UTF-8: the reply is JSON saying whom.
+    let login = r#"{"user":"bob","password":"builder"}"#;
+    let reply = request("login", Payload::utf16(login))
         .await
         .expect("logged in");
-    assert_eq!(reply.to_text().unwrap(), "bob");
+    assert_eq!(reply, Payload::utf8(r#"{"user":"bob"}"#));
     let session = client.session().expect("the session came before the reply");
     assert_eq!(
         session.info.get::<String>("user").unwrap().as_deref(),
         Some("bob")
     );
+    // Said to everyone: the reply is JSON null (no note).
+    let said = request("say", json(serde_json::json!({"text": "hello"}))).await;
+    assert_eq!(said, Ok(Payload::utf8("null")));
     assert_eq!(
-        code(bounded(client.request("say", "  ")).await),
+        code(request("say", json(serde_json::json!({"text": "  "}))).await),
         server::BAD_REQUEST
     );
+    // Plain text was the old `say`; the contract's is JSON.
     assert_eq!(
-        code(bounded(client.request("dance", "")).await),
-        server::UNKNOWN_REQUEST
+        code(request("say", Payload::utf8("hi")).await),
+        INVALID_PAYLOAD
+    );
+    let dance = request("dance", Payload::empty()).await;
+    assert_eq!(
+        dance,
+        Err(RequestError::Reply {
+            code: UNKNOWN_REQUEST,
+            message: r#"no request named "dance""#.into()
+        })
     );
     // Sent directly from server code, as a moderator would.
-    let welcome = Payload::json(&server::ChatMessage {
+    let welcome = Payload::json(&contract::ChatMessage {
         from: "server".into(),
         text: "welcome".into(),
     })
     .unwrap();
-    let delivered = bounded(server.publish(server::ROOM, server::MESSAGE, welcome))
+    let name = contract::ChatMessage::NAME;
+    let delivered = bounded(server.publish(server::ROOM, name, welcome))
         .await
         .unwrap();
     assert_eq!(delivered, 1);

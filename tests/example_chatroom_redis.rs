@@ -6,14 +6,19 @@
 mod common;
 
 #[allow(dead_code)]
+#[path = "../examples/chatroom/contract.rs"]
+mod contract;
+#[allow(dead_code)]
 #[path = "../examples/chatroom/server.rs"]
 mod server;
 
 use common::bounded;
 use common::nodes::{Seen, next_signal, subscriber};
 use common::redis::RedisServer;
+use contract::{ChatMessage, Login, Logout, Say};
+use tokio_webwire::Client;
+use tokio_webwire::contract::Signal;
 use tokio_webwire::redis::{RedisBackplane, RedisStore};
-use tokio_webwire::{Client, Payload};
 
 async fn chat_server(redis: &RedisServer) -> std::net::SocketAddr {
     let store = bounded(RedisStore::connect(&redis.url())).await.unwrap();
@@ -26,24 +31,26 @@ async fn chat_server(redis: &RedisServer) -> std::net::SocketAddr {
     addr
 }
 
-async fn login(client: &Client, user: &str, password: &str) {
-    let login = Payload::json(&server::Login {
+fn login(user: &str, password: &str) -> Login {
+    Login {
         user: user.into(),
         password: password.into(),
-    })
-    .unwrap();
-    bounded(client.request("login", login))
-        .await
-        .expect("logged in");
+    }
+}
+
+/// Says `text`; returns the note of the reply (`None`: everyone heard it).
+async fn say(client: &Client, text: &str) -> Option<String> {
+    let say = Say { text: text.into() };
+    bounded(client.call(say)).await.expect("said")
 }
 
 fn said(from: &str, text: &str) -> (String, String) {
-    let message = server::ChatMessage {
+    let message = ChatMessage {
         from: from.into(),
         text: text.into(),
     };
     (
-        server::MESSAGE.to_owned(),
+        ChatMessage::NAME.to_owned(),
         serde_json::to_string(&message).unwrap(),
     )
 }
@@ -57,10 +64,14 @@ async fn two_servers_on_one_redis_share_one_room() {
     let b = chat_server(&redis).await;
     let (alice, mut alice_seen) = subscriber(a).await;
     let (bob, mut bob_seen) = subscriber(b).await;
-    login(&alice, "alice", "wonderland").await;
-    login(&bob, "bob", "builder").await;
+    bounded(alice.call(login("alice", "wonderland")))
+        .await
+        .expect("logged in");
+    bounded(bob.call(login("bob", "builder")))
+        .await
+        .expect("logged in");
 
-    bounded(alice.request("say", "hi from a")).await.unwrap();
+    assert_eq!(say(&alice, "hi from a").await, None);
     assert_eq!(
         next_signal(&mut alice_seen).await,
         said("alice", "hi from a")
@@ -73,23 +84,25 @@ async fn two_servers_on_one_redis_share_one_room() {
     bounded(tab.restore_session(&key))
         .await
         .expect("restored on b");
-    bounded(bob.request("say", "hi from b")).await.unwrap();
+    assert_eq!(say(&bob, "hi from b").await, None);
     for seen in [&mut alice_seen, &mut bob_seen, &mut tab_seen] {
         assert_eq!(next_signal(seen).await, said("bob", "hi from b"));
     }
 
     // Bob logs out on b: the room on both servers goes on without him.
-    bounded(bob.request("logout", "")).await.unwrap();
+    bounded(bob.call(Logout {})).await.unwrap();
     loop {
         if bounded(bob_seen.recv()).await == Some(Seen::SessionClosed) {
             break;
         }
     }
-    bounded(alice.request("say", "bob?")).await.unwrap();
+    say(&alice, "bob?").await;
     assert_eq!(next_signal(&mut tab_seen).await, said("alice", "bob?"));
     // Back in, the first thing bob hears is said after his return: "bob?" never reached him.
-    login(&bob, "bob", "builder").await;
-    bounded(alice.request("say", "welcome back")).await.unwrap();
+    bounded(bob.call(login("bob", "builder")))
+        .await
+        .expect("logged in");
+    say(&alice, "welcome back").await;
     assert_eq!(
         next_signal(&mut bob_seen).await,
         said("alice", "welcome back")
@@ -107,23 +120,21 @@ async fn with_redis_away_logins_say_so_and_messages_are_said_here_only() {
     };
     let a = chat_server(&redis).await;
     let (alice, mut alice_seen) = subscriber(a).await;
-    login(&alice, "alice", "wonderland").await;
+    bounded(alice.call(login("alice", "wonderland")))
+        .await
+        .expect("logged in");
 
     redis.stop();
 
-    bounded(alice.request("say", "anyone?"))
-        .await
-        .map(|reply| assert_eq!(reply, Payload::utf8(server::SAID_HERE_ONLY)))
-        .expect("a partial result, not an error");
+    // A partial result, not an error.
+    assert_eq!(
+        say(&alice, "anyone?").await.as_deref(),
+        Some(server::SAID_HERE_ONLY)
+    );
     assert_eq!(next_signal(&mut alice_seen).await, said("alice", "anyone?"));
 
     let (bob, mut bob_seen) = subscriber(a).await;
-    let login = Payload::json(&server::Login {
-        user: "bob".into(),
-        password: "builder".into(),
-    })
-    .unwrap();
-    match bounded(bob.request("login", login)).await {
+    match bounded(bob.call(login("bob", "builder"))).await {
         Err(tokio_webwire::RequestError::Reply { code, message }) => {
             assert_eq!(code, server::SESSIONS_UNAVAILABLE);
             assert_eq!(

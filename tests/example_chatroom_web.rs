@@ -7,6 +7,9 @@ mod common;
 // `server::start` serves plain WebWire (tests/example_chatroom.rs) and `web::serve` is
 // the `--web` command line's: unused here.
 #[allow(dead_code)]
+#[path = "../examples/chatroom/contract.rs"]
+mod contract;
+#[allow(dead_code)]
 #[path = "../examples/common/mounted.rs"]
 mod mounted;
 #[allow(dead_code)]
@@ -63,16 +66,17 @@ async fn the_page_the_module_and_the_chat_room_share_one_port() {
     .unwrap();
     let login = Payload::json(&serde_json::json!({"user": "bob", "password": "builder"})).unwrap();
     let reply = bounded(client.request("login", login)).await.unwrap();
-    assert_eq!(reply, Payload::utf8("bob"));
+    assert_eq!(reply, Payload::utf8(r#"{"user":"bob"}"#));
     assert_eq!(
         client
             .session()
             .and_then(|s| s.info.get::<String>("user").ok().flatten()),
         Some("bob".to_owned())
     );
+    let say = Payload::json(&serde_json::json!({"text": "hello from Rust"})).unwrap();
     assert_eq!(
-        bounded(client.request("say", "hello from Rust")).await,
-        Ok(Payload::empty())
+        bounded(client.request("say", say)).await,
+        Ok(Payload::utf8("null"))
     );
 
     bounded(running.shutdown()).await;

@@ -45,11 +45,13 @@ async fn request(client: &Client, name: &str, payload: &str) -> String {
 
 #[tokio::test]
 async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
-    let (server, addr) = pubsub_server::start("127.0.0.1:0", Local, false)
-        .await
-        .expect("binds");
+    let news = pubsub_server::News::new(false);
+    let (server, addr) =
+        pubsub_server::start("127.0.0.1:0", pubsub_server::app(news.clone()), Local)
+            .await
+            .expect("binds");
     let url = format!("ws://{addr}/");
-    let mut count = server.handler().subscribers();
+    let mut count = news.subscribers();
 
     let (s1, mut s1_signals) = connect(&url).await;
     let (s2, mut s2_signals) = connect(&url).await;
@@ -68,9 +70,7 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     assert_eq!(bounded(s2_signals.recv()).await.unwrap(), "news: hello");
 
     // What the server itself publishes (the example's ticker) goes the same way.
-    let delivered = bounded(pubsub_server::tick(&server, 1))
-        .await
-        .expect("published");
+    let delivered = bounded(news.tick(&server, 1)).await.expect("published");
     assert_eq!(delivered, 2);
     assert_eq!(bounded(s1_signals.recv()).await.unwrap(), "tick: tick 1");
     assert_eq!(bounded(s2_signals.recv()).await.unwrap(), "tick: tick 1");
@@ -112,7 +112,10 @@ async fn publications_reach_every_subscriber_and_leavers_are_dropped() {
     );
 
     match bounded(s1.request("shout", "")).await {
-        Err(RequestError::Reply { code, .. }) => assert_eq!(code, "UNKNOWN_REQUEST"),
+        Err(RequestError::Reply { code, message }) => {
+            assert_eq!(code, "UNKNOWN_REQUEST");
+            assert_eq!(message, r#"no request named "shout""#);
+        }
         other => panic!("expected an error reply, got {other:?}"),
     }
 
@@ -133,16 +136,20 @@ async fn two_servers_on_redis_count_here_and_tick_once() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let node = || async {
+    let node = |news: pubsub_server::News| async {
         let backplane = bounded(RedisBackplane::connect(&redis.url()))
             .await
             .expect("Redis");
-        pubsub_server::start("127.0.0.1:0", backplane, true)
+        pubsub_server::start("127.0.0.1:0", pubsub_server::app(news), backplane)
             .await
             .expect("binds")
     };
-    let (a, a_addr) = node().await;
-    let (b, b_addr) = node().await;
+    let (a_news, b_news) = (
+        pubsub_server::News::new(true),
+        pubsub_server::News::new(true),
+    );
+    let (a, a_addr) = node(a_news.clone()).await;
+    let (b, b_addr) = node(b_news.clone()).await;
     let (publisher, _) = connect(&format!("ws://{a_addr}/")).await;
     let (subscriber, mut seen) = connect(&format!("ws://{b_addr}/")).await;
     request(&subscriber, "subscribe", "").await;
@@ -156,8 +163,8 @@ async fn two_servers_on_redis_count_here_and_tick_once() {
     // Both servers tick; the subscriber of b hears b's tick only. A's news published
     // after a's tick comes through Redis behind it: had a's tick reached b's subscriber,
     // it would come before the news.
-    assert_eq!(bounded(pubsub_server::tick(&a, 1)).await.ok(), Some(0));
-    assert_eq!(bounded(pubsub_server::tick(&b, 1)).await.ok(), Some(1));
+    assert_eq!(bounded(a_news.tick(&a, 1)).await.ok(), Some(0));
+    assert_eq!(bounded(b_news.tick(&b, 1)).await.ok(), Some(1));
     assert_eq!(bounded(seen.recv()).await.unwrap(), "tick: tick 1");
     request(&publisher, "publish", "after the ticks").await;
     assert_eq!(bounded(seen.recv()).await.unwrap(), "news: after the ticks");

@@ -1,6 +1,6 @@
 //! The router over real sockets: every extractor and return type, the error replies for a
 //! bad payload, a missing session and an unknown name, names refused when the router is
-//! built, the hooks handler, and one contract used by the server's route and our client.
+//! built, the hooks and fallback handlers, and one contract used by the server's route and our client.
 
 mod common;
 
@@ -16,7 +16,9 @@ use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::router::{
     Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
 };
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::server::{
+    Connection, Handler, HandlerError, Server, SubscribeRefused, UpgradeRequest,
+};
 use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -63,6 +65,19 @@ impl Handler for Hooks {
         Ok(())
     }
 
+    async fn subscribe_requested(
+        &self,
+        _: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        common::all_but_secret(topic)
+    }
+}
+
+/// Requests of names no route has.
+struct Fallback;
+
+impl Handler for Fallback {
     async fn request(
         &self,
         _: &Connection,
@@ -110,7 +125,7 @@ struct Sum {
     b: i64,
 }
 
-fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks> {
+fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks, Fallback> {
     Router::with_state(app)
         .on(login)
         .on_signal(typing)
@@ -135,6 +150,7 @@ fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hook
             Err::<(), _>(std::io::Error::other("a secret the client must not see"))
         })
         .hooks(Hooks)
+        .fallback(Fallback)
 }
 
 async fn start() -> (App, Client, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
@@ -283,15 +299,17 @@ trait ReadText: contract::Signal {
 impl<T: contract::Signal> ReadText for T {}
 
 #[tokio::test]
-async fn unknown_names_go_to_the_hooks_handler_or_get_a_reply_naming_them() {
+async fn unknown_names_go_to_the_fallback_or_get_a_reply_naming_them() {
     let (_app, client, _seen) = start().await;
     let fallback = bounded(client.request("nope", "")).await.expect("a reply");
     assert_eq!(fallback.to_text().expect("text"), "fallback for nope");
 
-    // Without a hooks handler: UNKNOWN_REQUEST, naming it.
+    // Without a fallback: UNKNOWN_REQUEST, naming it, whatever the hooks handler's
+    // `request` would say (hooks given for `connected` and the like must not change it).
     let server = Server::new(
         Router::new()
             .request("known", || async { "yes" })
+            .hooks(Fallback)
             .build()
             .expect("valid"),
     );
@@ -355,4 +373,28 @@ fn names_are_checked_when_the_router_is_built() {
     assert_eq!(empty.err(), Some(RouteError::EmptyName { kind: "request" }));
     // The contract's name is checked too.
     assert!(router(App::default()).build().is_ok());
+}
+
+/// Every hook reaches the hooks handler, `subscribe_requested` too: a client of the topics
+/// extension subscribes where the hooks allow it (without it, the router's default
+/// refused every subscription: the chat room page could not join its room).
+#[tokio::test]
+async fn the_hooks_handler_decides_subscriptions() {
+    let server = Server::new(router(App::default()).build().expect("valid routes"));
+    let addr = listen(&server).await;
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let _news = bounded(client.subscribe("news")).await.expect("allowed");
+    match bounded(client.subscribe("secret")).await {
+        Err(tokio_webwire::client::SubscribeError::Request(RequestError::Reply {
+            code, ..
+        })) => assert_eq!(code.as_str(), "WW_REFUSED"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    bounded(client.close()).await;
 }

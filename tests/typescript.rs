@@ -24,7 +24,7 @@ fn the_checked_in_typescript_is_what_the_contract_generates() {
     for expected in [
         "export type Login = { user: string, password: string, };",
         r#""login": { request: Login, reply: LoggedIn },"#,
-        r#""say": { request: Say, reply: null },"#,
+        r#""say": { request: Say, reply: string | null },"#,
         r#""message": ChatMessage,"#,
     ] {
         assert!(rendered.contains(expected), "{expected} in:\n{rendered}");

@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio_webwire::Payload;
 use tokio_webwire::http::StatusCode;
-use tokio_webwire::protocol::{ErrorCode, Name};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::router::{Attached, Text};
+use tokio_webwire::server::{Connection, Handler, SendError, Server, UpgradeRequest};
 
 use crate::mounted::{self, Mounted};
 
@@ -26,7 +26,32 @@ pub(crate) struct Visitor(pub(crate) String);
 #[derive(Clone, Debug)]
 pub(crate) struct Site(pub(crate) &'static str);
 
-/// The WebWire handler.
+/// The WebWire handler: `hello`, a greeting for the visitor with the payload's text;
+/// `echo`, the payload as it came, and the `ping` signal sent back, as the echo example's
+/// server does (what `cargo run --example echo -- --client ws://…/ws` sends); the hooks
+/// are [`Greeter`]'s.
+pub(crate) fn webwire() -> impl Handler {
+    // tokio-webwire's router of WebWire messages, not axum's of HTTP paths.
+    tokio_webwire::router::Router::new()
+        .request("hello", hello)
+        .request("echo", |payload: Payload| async move { payload })
+        .signal("ping", ping)
+        .hooks(Greeter)
+        .build()
+        .expect("valid names, each routed once")
+}
+
+/// `hello`: the visitor `before_upgrade` attached, greeted with the payload's text.
+async fn hello(Attached(visitor): Attached<Visitor>, Text(text): Text) -> String {
+    format!("hello, {}: {text}", visitor.0)
+}
+
+/// `ping`: back to its sender (a signal is never answered, but the server may send one).
+async fn ping(conn: Connection, payload: Payload) -> Result<(), SendError> {
+    conn.signal("ping", payload).await
+}
+
+/// The hooks: who the visitor is, and who connects.
 #[derive(Debug)]
 pub(crate) struct Greeter;
 
@@ -50,41 +75,9 @@ impl Handler for Greeter {
         Ok(())
     }
 
-    /// A signal goes back to its sender, as the echo example's server does, so that
-    /// `cargo run --example echo -- --client ws://…/ws` gets its signal back.
-    async fn signal(&self, conn: &Connection, name: Name, payload: Payload) {
-        if let Err(error) = conn.signal(name, payload).await {
-            tracing::info!(%error, "signal not echoed");
-        }
-    }
-
     async fn connected(&self, conn: &Connection) {
         let visitor = conn.get::<Visitor>().map_or("?", |v| v.0.as_str());
         tracing::info!(visitor, "connected");
-    }
-
-    /// `hello`: a greeting for the visitor, with the payload's text; `echo`: the payload
-    /// as it came (what `cargo run --example echo -- --client` sends).
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        match name.as_str() {
-            "hello" => {
-                let visitor = conn.get::<Visitor>().map_or("stranger", |v| v.0.as_str());
-                Ok(Payload::utf8(format!(
-                    "hello, {visitor}: {}",
-                    payload.to_text()?
-                )))
-            }
-            "echo" => Ok(payload),
-            _ => Err(HandlerError::reply(
-                ErrorCode::from_static("UNKNOWN"),
-                "no such request",
-            )),
-        }
     }
 }
 
@@ -118,21 +111,19 @@ pub(crate) fn visitor_name(encoded: &str) -> Option<String> {
 }
 
 /// The router: the page at `/`, WebWire at `/ws` (handed to `server`).
-pub(crate) fn router(server: Server<Greeter>) -> Router {
+pub(crate) fn router<H: Handler>(server: Server<H>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .route("/ws", get(tokio_webwire::axum::upgrade::<Greeter>))
+        .route("/ws", get(tokio_webwire::axum::upgrade::<H>))
         .with_state(server)
         .layer(Extension(Site("the axum example")))
 }
 
-/// The application, running: the WebWire server and the HTTP server's task.
-pub(crate) type Running = Mounted<Greeter>;
-
-/// Binds `addr` and serves the router on it, in a task of its own. With port 0 the
-/// system picks a free one (`Running::addr`).
-pub(crate) async fn start(addr: &str) -> std::io::Result<Running> {
-    let server = Server::new(Greeter);
+/// Binds `addr` and serves the router on it, in a task of its own: the application,
+/// running (the WebWire server and the HTTP server's task). With port 0 the system picks
+/// a free one (`Mounted::addr`).
+pub(crate) async fn start(addr: &str) -> std::io::Result<Mounted<impl Handler>> {
+    let server = Server::new(webwire());
     mounted::serve(addr, server.clone(), router(server)).await
 }
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_webwire::client::{Backoff, ClientHandler, Reconnect};
+use tokio_webwire::contract::Signal;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, ConnectError, Payload, RequestError, Session};
 
-use crate::server::{ChatMessage, Login, MESSAGE};
+use crate::contract::{ChatMessage, Login, Logout, Say};
 
 /// What the client prints: a line of text.
 pub(crate) type Output = mpsc::UnboundedSender<String>;
@@ -54,10 +55,8 @@ fn user(session: &Session) -> String {
 
 impl ClientHandler for Terminal {
     async fn signal(&self, _client: &Client, name: Name, payload: Payload) {
-        match payload.parse_json::<ChatMessage>() {
-            Ok(message) if name == MESSAGE => {
-                self.show(format!("<{}> {}", message.from, message.text));
-            }
+        match ChatMessage::read(&name, &payload) {
+            Some(Ok(message)) => self.show(format!("<{}> {}", message.from, message.text)),
             _ => self.show(format!("* unexpected signal {name}")),
         }
     }
@@ -116,34 +115,29 @@ pub(crate) fn not_the_endpoint(url: &str, error: &ConnectError) -> String {
     )
 }
 
-/// Runs one typed line (without its line end); returns what to print, if anything.
+/// Runs one typed line (without its line end); returns what to print, if anything: an
+/// error, or the note of a message said to some of the room only. The session events and
+/// the messages say the rest.
 pub(crate) async fn execute(client: &Client, line: &str) -> Option<String> {
     let line = line.trim();
-    let mut said = false;
     let result = match line.split_whitespace().collect::<Vec<_>>()[..] {
         [] => return None,
         ["/login", user, password] => {
-            let login = Login {
-                user: user.to_owned(),
-                password: password.to_owned(),
-            };
-            let payload = Payload::json(&login).expect("strings serialise");
-            client.request("login", payload).await
+            let (user, password) = (user.to_owned(), password.to_owned());
+            client.call(Login { user, password }).await.map(|_| None)
         }
-        ["/logout"] => client.request("logout", Payload::empty()).await,
+        ["/logout"] => client.call(Logout {}).await.map(|()| None),
         [command, ..] if command.starts_with('/') => return Some(HELP.to_owned()),
         _ => {
-            said = true;
-            client.request("say", line).await
+            client
+                .call(Say {
+                    text: line.to_owned(),
+                })
+                .await
         }
     };
     match result {
-        // The session events and the messages say what happened; a `say` answered with
-        // text is a note (said on this server only).
-        Ok(reply) if said && !reply.is_empty() => {
-            Some(format!("* {}", reply.to_text().unwrap_or_default()))
-        }
-        Ok(_) => None,
+        Ok(note) => note.map(|note| format!("* {note}")),
         Err(RequestError::Reply { code, message }) => Some(format!("! {code}: {message}")),
         Err(error) => Some(format!("! {error}")),
     }

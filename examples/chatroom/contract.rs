@@ -25,7 +25,9 @@ impl contract::Request for Login {
     type Reply = LoggedIn;
 }
 
-/// Says something to the room (logged in only).
+/// Says something to the room (logged in only). The reply is `None` when every member
+/// heard it, or a note when only some did (the members on this server, while the other
+/// servers cannot be reached): a partial result, not to be said again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub(crate) struct Say {
@@ -34,10 +36,10 @@ pub(crate) struct Say {
 
 impl contract::Request for Say {
     const NAME: &'static str = "say";
-    type Reply = ();
+    type Reply = Option<String>;
 }
 
-/// Logs out, on every connection of the login.
+/// Logs out, on every connection of the login (logged in only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub(crate) struct Logout {}
@@ -61,6 +63,7 @@ impl contract::Signal for ChatMessage {
 
 /// The contract as TypeScript.
 #[cfg(feature = "ts")]
+#[allow(dead_code)] // tests/typescript.rs's, which writes and checks js/types/chat.ts
 pub(crate) fn typescript() -> contract::TypeScript {
     contract::TypeScript::new()
         .request::<Login>()

@@ -21,14 +21,16 @@
 //! `--web` (anywhere among the server's options) serves the chat room for browsers
 //! instead: a page at `/` using the JavaScript client, WebWire at `/ws` (`web.rs`); the
 //! terminal client reaches it with `--client ws://HOST:PORT/ws`.
-//! The server logic is in `server.rs`, the client's in `client.rs`;
-//! `tests/example_chatroom.rs` drives both.
+//! The requests and signals are defined once, in `contract.rs`, for the server
+//! (`server.rs`, a router of one async function per request), the terminal client
+//! (`client.rs`) and, as TypeScript, the page; `tests/example_chatroom.rs` drives both.
 //!
 //! The server logs connects, disconnects, logins and errors to stderr; the terminal client
 //! only errors, so as not to clutter the chat: it shows connection and session events as
 //! `*` lines (`RUST_LOG=info` or `debug` shows more of either).
 
 mod client;
+mod contract;
 #[path = "../common/interrupt.rs"]
 mod interrupt;
 #[path = "../common/logging.rs"]
@@ -47,6 +49,7 @@ use tokio::sync::mpsc;
 use tokio_webwire::ConnectError;
 use tokio_webwire::backplane::Local;
 use tokio_webwire::client::Backoff;
+use tokio_webwire::server::{Handler, Server};
 use tokio_webwire::session::{FileStore, MemoryStore};
 
 const DEFAULT_ADDR: &str = "127.0.0.1:8083";
@@ -69,10 +72,6 @@ async fn main() -> ExitCode {
         ["--client"] => chat(&format!("ws://{DEFAULT_ADDR}/")).await,
         ["--client", url] => chat(url).await,
         ref server_args => match server_options(server_args) {
-            Some(options) if options.web => match build(&options).await {
-                Ok(server) => web::serve(options.addr, server, interrupt::armed().await).await,
-                Err(error) => Err(error),
-            },
             Some(options) => serve(&options).await,
             None => {
                 eprintln!("{USAGE}");
@@ -134,36 +133,40 @@ fn server_options<'a>(mut args: &[&'a str]) -> Option<Options<'a>> {
     (args.is_empty() && one_store).then_some(options)
 }
 
-/// The chat room server the options describe: sessions in memory, in files, or in Redis
-/// (then the room also reaches every server on the same Redis, through its backplane).
-async fn build(options: &Options<'_>) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+/// Serves the chat room the options describe until Ctrl-C: sessions in memory, in
+/// files, or in Redis (then the room also reaches every server on the same Redis, through
+/// its backplane).
+async fn serve(options: &Options<'_>) -> Result {
     match (options.sessions, options.redis) {
-        (_, Some(url)) => redis(url).await,
-        (Some(dir), None) => Ok(server::build(FileStore::new(dir)?, Local)),
-        (None, None) => Ok(server::build(MemoryStore::new(), Local)),
+        (_, Some(url)) => redis(url, options).await,
+        (Some(dir), None) => run(options, server::build(FileStore::new(dir)?, Local)).await,
+        (None, None) => run(options, server::build(MemoryStore::new(), Local)).await,
     }
 }
 
 #[cfg(feature = "redis")]
-async fn redis(url: &str) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+async fn redis(url: &str, options: &Options<'_>) -> Result {
     use tokio_webwire::redis::{RedisBackplane, RedisStore};
     let store = RedisStore::connect(url).await?;
     let backplane = RedisBackplane::connect(url).await?;
-    Ok(server::build(store, backplane))
+    run(options, server::build(store, backplane)).await
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis(_url: &str) -> Result<tokio_webwire::server::Server<server::ChatRoom>> {
+async fn redis(_url: &str, _options: &Options<'_>) -> Result {
     Err(
         "--redis needs the redis feature: cargo run --example chatroom --features axum,redis"
             .into(),
     )
 }
 
-/// Serves until Ctrl-C, then shuts down gracefully.
-async fn serve(options: &Options<'_>) -> Result {
+/// Serves `server` (with `--web`, the page too) until Ctrl-C, then shuts down gracefully.
+async fn run(options: &Options<'_>, server: Server<impl Handler>) -> Result {
     let stop = interrupt::armed().await;
-    let (server, local) = server::start(options.addr, build(options).await?).await?;
+    if options.web {
+        return web::serve(options.addr, server, stop).await;
+    }
+    let (server, local) = server::start(options.addr, server).await?;
     println!("ws://{local}/");
     stop.await?;
     server.shutdown().await;

@@ -3,15 +3,19 @@
 //! client that reconnects (to this server or, with a shared store, to one restarted) is
 //! still logged in.
 //!
+//! The requests are the contract's (`contract.rs`), each routed to an async function whose
+//! arguments say what it needs; the room's membership is kept by the hooks ([`Room`]).
+//!
 //! Shared by `examples/chatroom/main.rs` and `tests/example_chatroom.rs`.
 
 use std::io;
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
 use tokio_webwire::SessionError;
 use tokio_webwire::backplane::Backplane;
-use tokio_webwire::protocol::{ErrorCode, Name};
+use tokio_webwire::contract::Signal;
+use tokio_webwire::protocol::ErrorCode;
+use tokio_webwire::router::{FromConnection, Router};
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, HandlerError, History, RestoreRefused, Server,
     SubscribeRefused, TopicError,
@@ -19,18 +23,19 @@ use tokio_webwire::server::{
 use tokio_webwire::session::SessionStore;
 use tokio_webwire::{Payload, Session, SessionInfo};
 
+use crate::contract::{ChatMessage, LoggedIn, Login, Logout, Say};
+
 /// Error code: the user name and password do not match.
-pub(crate) const WRONG_CREDENTIALS: &str = "WRONG_CREDENTIALS";
-/// Error code: the request needs a session, and the connection holds none.
-pub(crate) const NOT_LOGGED_IN: &str = "NOT_LOGGED_IN";
+pub(crate) const WRONG_CREDENTIALS: ErrorCode = ErrorCode::from_static("WRONG_CREDENTIALS");
+/// Error code: the request needs a login, and the connection holds none.
+pub(crate) const NOT_LOGGED_IN: ErrorCode = ErrorCode::from_static("NOT_LOGGED_IN");
 /// Error code: already logged in; log out first.
-pub(crate) const ALREADY_LOGGED_IN: &str = "ALREADY_LOGGED_IN";
-/// Error code: the payload is not what the request expects.
-pub(crate) const BAD_REQUEST: &str = "BAD_REQUEST";
-/// Error code: no such request.
-pub(crate) const UNKNOWN_REQUEST: &str = "UNKNOWN_REQUEST";
+pub(crate) const ALREADY_LOGGED_IN: ErrorCode = ErrorCode::from_static("ALREADY_LOGGED_IN");
+/// Error code: the request is well-formed but says nothing (an empty message). A payload
+/// that is not the contract's JSON is answered by the router, with its `INVALID_PAYLOAD`.
+pub(crate) const BAD_REQUEST: ErrorCode = ErrorCode::from_static("BAD_REQUEST");
 /// Error code: the session store (Redis, files) cannot save a login now; try again later.
-pub(crate) const SESSIONS_UNAVAILABLE: &str = "SESSIONS_UNAVAILABLE";
+pub(crate) const SESSIONS_UNAVAILABLE: ErrorCode = ErrorCode::from_static("SESSIONS_UNAVAILABLE");
 
 /// What `say` replies when the members on this server got the message but the other
 /// servers did not (the backplane is away): a partial result, not an error. Sending the
@@ -38,94 +43,110 @@ pub(crate) const SESSIONS_UNAVAILABLE: &str = "SESSIONS_UNAVAILABLE";
 pub(crate) const SAID_HERE_ONLY: &str =
     "said to the members on this server only: the other servers could not be reached";
 
-/// The name of the signal that carries a [`ChatMessage`].
-pub(crate) const MESSAGE: &str = "message";
-
 /// A demo's user table: name and password. A real server would keep password hashes.
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
-
-/// The payload of a `login` request (JSON).
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Login {
-    pub(crate) user: String,
-    pub(crate) password: String,
-}
-
-/// The payload of a `message` signal (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ChatMessage {
-    pub(crate) from: String,
-    pub(crate) text: String,
-}
-
-/// The handler. The room is a topic: a connection joins it when it logs in (or restores
-/// its login after a reconnect) and leaves it when it logs out, is logged out, or ends;
-/// the server keeps the members, on every node with a shared backplane. A client that
-/// speaks the topics extension (the web page) joins it itself, while logged in, and the
-/// room keeps its last messages, so such a client that reconnects gets every message it
-/// missed (`docs/topics.md`).
-#[derive(Debug, Default)]
-pub(crate) struct ChatRoom;
 
 /// The topic of the room.
 pub(crate) const ROOM: &str = "room";
 
-fn reply(code: &'static str, message: &str) -> HandlerError {
-    HandlerError::reply(ErrorCode::from_static(code), message)
+/// The chat room's handler: the contract's requests routed by name (another name is
+/// answered `UNKNOWN_REQUEST`), the other hooks the room's.
+pub(crate) fn chat_room() -> impl Handler {
+    Router::new()
+        .on(login)
+        .on(say)
+        .on(logout)
+        .hooks(Room)
+        .build()
+        .expect("the contract's names are valid and distinct")
 }
 
-impl ChatRoom {
-    async fn login(&self, conn: &Connection, payload: &Payload) -> Result<Payload, HandlerError> {
-        let login: Login = payload.parse_json().map_err(|_| {
-            reply(
-                BAD_REQUEST,
-                r#"expected {"user": "...", "password": "..."}"#,
-            )
-        })?;
-        let known = USERS
-            .iter()
-            .any(|&(user, password)| user == login.user && password == login.password);
-        if !known {
-            tracing::info!(user = login.user, "login refused");
-            return Err(reply(WRONG_CREDENTIALS, "unknown user or wrong password"));
+/// `login`: a session holding the user name, for a user of the table with the right
+/// password. The client learns of the session (key and info) before it gets the reply,
+/// and restores it by its key after a reconnection.
+async fn login(conn: Connection, login: Login) -> Result<LoggedIn, HandlerError> {
+    let known = USERS
+        .iter()
+        .any(|&(user, password)| user == login.user && password == login.password);
+    if !known {
+        tracing::info!(user = login.user, "login refused");
+        let refused = "unknown user or wrong password";
+        return Err(HandlerError::reply(WRONG_CREDENTIALS, refused));
+    }
+    if conn.session().is_some() {
+        return Err(HandlerError::reply(ALREADY_LOGGED_IN, "log out first"));
+    }
+    let mut info = SessionInfo::new();
+    info.insert("user", &login.user)?;
+    match conn.create_session(info).await {
+        Ok(_) => {}
+        // Redis away, a full disk: the client was told of no session. Say so, so that it
+        // tries again later (an internal error would say nothing).
+        Err(SessionError::Store(why)) => {
+            tracing::warn!(user = login.user, %why, "login failed: sessions cannot be saved");
+            let later = "logins cannot be saved right now; try again in a moment";
+            return Err(HandlerError::reply(SESSIONS_UNAVAILABLE, later));
         }
-        if conn.session().is_some() {
-            return Err(reply(ALREADY_LOGGED_IN, "log out first"));
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(user = login.user, "logged in");
+    Ok(LoggedIn { user: login.user })
+}
+
+/// `say`: a `message` signal to the whole room. Encoded once for the room, on every node;
+/// a member that cannot keep up is disconnected (and reconnects), never waited for.
+async fn say(
+    conn: Connection,
+    User(from): User,
+    Say { text }: Say,
+) -> Result<Option<String>, HandlerError> {
+    if text.trim().is_empty() {
+        return Err(HandlerError::reply(BAD_REQUEST, "say something"));
+    }
+    let message = Payload::json(&ChatMessage { from, text })?;
+    match conn.publish(ROOM, ChatMessage::NAME, message).await {
+        Ok(_) => Ok(None),
+        // This server's members got it, the other servers' did not: a partial result, so
+        // that the sender does not say it again.
+        Err(TopicError::Backplane { delivered, source }) => {
+            tracing::warn!(delivered, %source, "said on this server only");
+            Ok(Some(SAID_HERE_ONLY.to_owned()))
         }
-        let mut info = SessionInfo::new();
-        info.insert("user", &login.user)?;
-        // The client learns of the session (key and info) before it gets this reply, and
-        // restores it by its key after a reconnection.
-        match conn.create_session(info).await {
-            Ok(_) => {}
-            // Redis away, a full disk: the client was told of no session. Say so, so that
-            // it tries again later (an internal error would say nothing).
-            Err(SessionError::Store(why)) => {
-                tracing::warn!(user = login.user, %why, "login failed: sessions cannot be saved");
-                return Err(reply(
-                    SESSIONS_UNAVAILABLE,
-                    "logins cannot be saved right now; try again in a moment",
-                ));
-            }
-            Err(error) => return Err(error.into()),
-        }
-        tracing::info!(user = login.user, "logged in");
-        Ok(Payload::utf8(login.user))
+        Err(error) => Err(HandlerError::internal(error)),
     }
 }
 
-/// The user name in `conn`'s session.
-fn user(conn: &Connection) -> Result<String, HandlerError> {
-    let session = conn
-        .session()
-        .ok_or_else(|| reply(NOT_LOGGED_IN, "log in first"))?;
-    session
-        .info
-        .get::<String>("user")?
-        .ok_or_else(|| HandlerError::internal("a session without a user"))
+/// `logout`: ends the login on every connection holding it.
+async fn logout(conn: Connection, _: User, _: Logout) -> Result<(), HandlerError> {
+    conn.close_session().await?;
+    Ok(())
 }
 
-impl Handler for ChatRoom {
+/// The logged-in user's name, for the routes of members only: a connection without a
+/// login is answered `NOT_LOGGED_IN`, and the route does not run.
+struct User(String);
+
+impl<S> FromConnection<S> for User {
+    fn from_connection(conn: &Connection, _: &S) -> Result<Self, HandlerError> {
+        let session = conn
+            .session()
+            .ok_or_else(|| HandlerError::reply(NOT_LOGGED_IN, "log in first"))?;
+        let user = session.info.get::<String>("user")?;
+        user.map(User)
+            .ok_or_else(|| HandlerError::internal("a session without a user"))
+    }
+}
+
+/// The room's hooks. The room is a topic: a connection joins it when it logs in (or
+/// restores its login after a reconnect) and leaves it when it logs out, is logged out,
+/// or ends; the server keeps the members, on every node with a shared backplane. A client
+/// that speaks the topics extension (the web page) joins it itself, while logged in, and
+/// the room keeps its last messages, so such a client that reconnects gets every message
+/// it missed (`docs/topics.md`).
+#[derive(Debug, Default)]
+pub(crate) struct Room;
+
+impl Handler for Room {
     async fn connected(&self, conn: &Connection) {
         // The server's `connection` span adds the connection's id and address.
         tracing::info!(user_agent = conn.user_agent(), "connected");
@@ -175,50 +196,6 @@ impl Handler for ChatRoom {
         join(conn);
         Ok(())
     }
-
-    /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
-    /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal; replies nothing,
-    /// or [`SAID_HERE_ONLY`] when the other servers could not be reached), `logout`.
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        if name == "login" {
-            return self.login(conn, &payload).await;
-        }
-        let from = user(conn)?;
-        match name.as_str() {
-            "say" => {
-                let text = payload
-                    .to_text()
-                    .map_err(|_| reply(BAD_REQUEST, "say something in text"))?;
-                if text.trim().is_empty() {
-                    return Err(reply(BAD_REQUEST, "say something"));
-                }
-                // Encoded once for the whole room, on every node; a member that cannot
-                // keep up is disconnected (and reconnects), never waited for.
-                let message = Payload::json(&ChatMessage { from, text })?;
-                match conn.publish(ROOM, MESSAGE, message).await {
-                    // Everyone got it: nothing to say.
-                    Ok(_) => Ok(Payload::empty()),
-                    // This server's members got it, the other servers' did not: a partial
-                    // result, so that the sender does not say it again.
-                    Err(TopicError::Backplane { delivered, source }) => {
-                        tracing::warn!(delivered, %source, "said on this server only");
-                        Ok(Payload::utf8(SAID_HERE_ONLY))
-                    }
-                    Err(error) => Err(HandlerError::internal(error)),
-                }
-            }
-            "logout" => {
-                conn.close_session().await?;
-                Ok(Payload::empty())
-            }
-            _ => Err(reply(UNKNOWN_REQUEST, "requests: login, say, logout")),
-        }
-    }
 }
 
 /// How many connections may hold one login at once (tabs, devices). The protocol's
@@ -240,10 +217,10 @@ fn join(conn: &Connection) {
     }
 }
 
-/// A [`ChatRoom`] server keeping its sessions in `store`, reaching the other servers of
+/// A [`chat_room`] server keeping its sessions in `store`, reaching the other servers of
 /// the service through `backplane` (`Local` when there are none).
-pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Server<ChatRoom> {
-    Server::builder(ChatRoom)
+pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Server<impl Handler> {
+    Server::builder(chat_room())
         .session_store(store)
         .max_session_connections(MAX_CONNECTIONS_PER_LOGIN)
         .history(
@@ -257,10 +234,10 @@ pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Serv
 
 /// Binds `addr` and serves `server` (see [`build`]) on it, in a task of its own. Returns
 /// the server and the address it listens on.
-pub(crate) async fn start(
+pub(crate) async fn start<H: Handler>(
     addr: &str,
-    server: Server<ChatRoom>,
-) -> io::Result<(Server<ChatRoom>, SocketAddr)> {
+    server: Server<H>,
+) -> io::Result<(Server<H>, SocketAddr)> {
     // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
     // restart wait in it, instead of having their connects dropped and sent again later.
     let listener = tokio_webwire::server::bind(addr).await?;

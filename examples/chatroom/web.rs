@@ -7,10 +7,9 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use tokio_webwire::server::Server;
+use tokio_webwire::server::{Handler, Server};
 
 use crate::mounted::{self, Mounted};
-use crate::server::ChatRoom;
 
 /// The page: log in, read and write messages, log out (`page/index.html`).
 pub(crate) const PAGE: &str = include_str!("page/index.html");
@@ -18,7 +17,7 @@ pub(crate) const PAGE: &str = include_str!("page/index.html");
 pub(crate) const CLIENT: &str = include_str!("../../js/webwire.js");
 
 /// The router: page, module and WebWire endpoint.
-fn router(server: Server<ChatRoom>) -> Router {
+fn router<H: Handler>(server: Server<H>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route(
@@ -31,18 +30,18 @@ fn router(server: Server<ChatRoom>) -> Router {
                     .into_response()
             }),
         )
-        .route("/ws", get(tokio_webwire::axum::upgrade::<ChatRoom>))
+        .route("/ws", get(tokio_webwire::axum::upgrade::<H>))
         .with_state(server)
 }
 
-/// The chat room served for browsers, running: its WebWire server and the HTTP task.
-pub(crate) type Running = Mounted<ChatRoom>;
-
 /// Binds `addr` and serves the router with `server` (see [`server::build`]) on it, in a
-/// task of its own.
+/// task of its own: the chat room served for browsers, running.
 ///
 /// [`server::build`]: crate::server::build
-pub(crate) async fn start(addr: &str, server: Server<ChatRoom>) -> std::io::Result<Running> {
+pub(crate) async fn start<H: Handler>(
+    addr: &str,
+    server: Server<H>,
+) -> std::io::Result<Mounted<H>> {
     mounted::serve(addr, server.clone(), router(server)).await
 }
 
@@ -50,7 +49,7 @@ pub(crate) async fn start(addr: &str, server: Server<ChatRoom>) -> std::io::Resu
 /// gracefully. Prints the page's URL on stdout (the browser test reads it).
 pub(crate) async fn serve(
     addr: &str,
-    server: Server<ChatRoom>,
+    server: Server<impl Handler>,
     stop: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let running = start(addr, server).await?;

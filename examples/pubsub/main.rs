@@ -13,7 +13,8 @@
 //! server ticks to its own subscribers only, so a subscriber gets one tick a second
 //! however many servers there are.
 //!
-//! The server (`server.rs`) subscribes connections to the `news` topic and publishes to it:
+//! The server (`server.rs`, a router of three requests) subscribes connections to the
+//! `news` topic and publishes to it:
 //! the server keeps the subscribers, encodes each signal once for all of them, and takes a
 //! connection off its topics when it ends. Stop a subscriber with Ctrl-C and watch the
 //! server's subscriber count drop. `tests/example_pubsub.rs`
@@ -78,13 +79,15 @@ async fn main() -> ExitCode {
 /// With a Redis URL, what any server on that Redis publishes reaches these subscribers.
 async fn serve(addr: &str, redis: Option<&str>) -> Result {
     let stop = interrupt::armed().await;
+    let news = server::News::new(redis.is_some());
+    let app = server::app(news.clone());
     let (server, local) = match redis {
-        Some(url) => server::start(addr, redis_backplane(url).await?, true).await?,
-        None => server::start(addr, Local, false).await?,
+        Some(url) => server::start(addr, app, redis_backplane(url).await?).await?,
+        None => server::start(addr, app, Local).await?,
     };
     println!("ws://{local}/");
 
-    let mut count = server.handler().subscribers();
+    let mut count = news.subscribers();
     tokio::spawn(async move {
         while count.changed().await.is_ok() {
             let n = *count.borrow_and_update();
@@ -97,7 +100,7 @@ async fn serve(addr: &str, redis: Option<&str>) -> Result {
         let mut every_second = tokio::time::interval(Duration::from_secs(1));
         for n in 1u64.. {
             every_second.tick().await;
-            if let Err(error) = server::tick(&ticker, n).await {
+            if let Err(error) = news.tick(&ticker, n).await {
                 tracing::warn!(%error, "a tick was not published");
             }
         }

@@ -7,37 +7,93 @@
 use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_webwire::Payload;
 use tokio_webwire::backplane::Backplane;
-use tokio_webwire::protocol::ErrorCode;
-use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server, TopicError};
+use tokio_webwire::router::{Router, State};
+use tokio_webwire::server::{CloseReason, Connection, Handler, Server, TopicError};
 
 /// The topic everything is published to.
 pub(crate) const TOPIC: &str = "news";
 /// The signal name of what clients publish.
 pub(crate) const NEWS: &str = "news";
 
-/// The handler. The server keeps the subscribers (its topics); this only counts them, for
-/// whoever wants to watch (the example prints the count, the test waits on it).
-#[derive(Debug)]
-pub(crate) struct PubSub {
-    count: watch::Sender<usize>,
+/// The server's handler: three requests, routed by name, and [`News`] for the hooks.
+pub(crate) fn app(news: News) -> impl Handler {
+    Router::with_state(news.clone())
+        .request("subscribe", subscribe)
+        .request("unsubscribe", unsubscribe)
+        .request("publish", publish)
+        .hooks(news)
+        .build()
+        .expect("valid names, each routed once")
+}
+
+/// `subscribe`: the news, and the ticks of this server.
+async fn subscribe(conn: Connection, State(news): State<News>) -> Result<&'static str, TopicError> {
+    conn.subscribe(&news.tick_topic)?;
+    if conn.subscribe(TOPIC)? {
+        news.add(1);
+    }
+    Ok("subscribed")
+}
+
+/// `unsubscribe`: no more news, nor ticks.
+async fn unsubscribe(conn: Connection, State(news): State<News>) -> &'static str {
+    conn.unsubscribe(&news.tick_topic);
+    if conn.unsubscribe(TOPIC) {
+        news.add(-1);
+    }
+    "unsubscribed"
+}
+
+/// `publish`: the payload, as a `news` signal to every subscriber; the reply says to how
+/// many on this server. Encoded once for all subscribers; one that cannot keep up is
+/// disconnected (the server's default policy), never waited for. The count is this
+/// server's: the other servers' subscribers are theirs.
+async fn publish(
+    conn: Connection,
+    State(news): State<News>,
+    payload: Payload,
+) -> Result<String, TopicError> {
+    match conn.publish(TOPIC, NEWS, payload).await {
+        Ok(here) if news.shared => Ok(format!(
+            "{here} subscribers on this server, and sent on to the other servers"
+        )),
+        Ok(here) => Ok(format!("{here} subscribers")),
+        Err(TopicError::Backplane { delivered, source }) => {
+            tracing::warn!(%source, "published on this server only");
+            Ok(format!(
+                "{delivered} subscribers on this server only: the other servers could not be \
+                 reached"
+            ))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The state of the routes and the hooks. The server keeps the subscribers (its topics);
+/// this only counts them, for whoever wants to watch (the example prints the count, the
+/// test waits on it). A clone is cheap and shares the count.
+#[derive(Debug, Clone)]
+pub(crate) struct News {
+    count: Arc<watch::Sender<usize>>,
     /// This server's own topic for its ticks: each subscriber gets the ticks of the server
     /// it is connected to, not one from every server of a shared backplane.
-    tick_topic: String,
+    tick_topic: Arc<str>,
     /// Whether publishes also go to other servers (a backplane other than `Local`).
     shared: bool,
 }
 
-impl PubSub {
+impl News {
     pub(crate) fn new(shared: bool) -> Self {
         // A name no other server has: random, as two servers may print the same address.
         let node = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-        PubSub {
-            count: watch::Sender::new(0),
-            tick_topic: format!("tick/{node:016x}"),
+        News {
+            count: Arc::new(watch::Sender::new(0)),
+            tick_topic: format!("tick/{node:016x}").into(),
             shared,
         }
     }
@@ -47,64 +103,27 @@ impl PubSub {
         self.count.subscribe()
     }
 
+    /// Publishes the tick numbered `n` to the subscribers of `server` (its own topic, so
+    /// that with a shared backplane nobody gets one tick per server); returns how many.
+    pub(crate) async fn tick(
+        &self,
+        server: &Server<impl Handler>,
+        n: u64,
+    ) -> Result<usize, TopicError> {
+        server
+            .publish(&self.tick_topic, "tick", format!("tick {n}"))
+            .await
+    }
+
     fn add(&self, change: isize) {
         self.count
             .send_modify(|count| *count = count.saturating_add_signed(change));
     }
 }
 
-impl Handler for PubSub {
-    /// `subscribe`, `unsubscribe`, and `publish` (the payload becomes a `news` signal to
-    /// every subscriber; the reply says to how many on this server).
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: tokio_webwire::protocol::Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
-        match name.as_str() {
-            "subscribe" => {
-                conn.subscribe(&self.tick_topic)
-                    .map_err(HandlerError::internal)?;
-                if conn.subscribe(TOPIC).map_err(HandlerError::internal)? {
-                    self.add(1);
-                }
-                Ok(Payload::utf8("subscribed"))
-            }
-            "unsubscribe" => {
-                conn.unsubscribe(&self.tick_topic);
-                if conn.unsubscribe(TOPIC) {
-                    self.add(-1);
-                }
-                Ok(Payload::utf8("unsubscribed"))
-            }
-            "publish" => {
-                // Encoded once for all subscribers; one that cannot keep up is
-                // disconnected (the server's default policy), never waited for. The
-                // count is this server's: the other servers' subscribers are theirs.
-                let reply = match conn.publish(TOPIC, NEWS, payload).await {
-                    Ok(here) if self.shared => format!(
-                        "{here} subscribers on this server, and sent on to the other servers"
-                    ),
-                    Ok(here) => format!("{here} subscribers"),
-                    Err(TopicError::Backplane { delivered, source }) => {
-                        tracing::warn!(%source, "published on this server only");
-                        format!(
-                            "{delivered} subscribers on this server only: the other servers \
-                             could not be reached"
-                        )
-                    }
-                    Err(error) => return Err(HandlerError::internal(error)),
-                };
-                Ok(Payload::utf8(reply))
-            }
-            _ => Err(HandlerError::reply(
-                ErrorCode::from_static("UNKNOWN_REQUEST"),
-                "requests: subscribe, unsubscribe, publish",
-            )),
-        }
-    }
-
+/// The hooks: connections logged, and a subscriber that leaves without unsubscribing
+/// taken off the count. Requests of other names get the router's `UNKNOWN_REQUEST`.
+impl Handler for News {
     async fn connected(&self, conn: &Connection) {
         // The server's `connection` span adds the connection's id and address.
         tracing::info!(user_agent = conn.user_agent(), "connected");
@@ -120,26 +139,19 @@ impl Handler for PubSub {
     }
 }
 
-/// Publishes the tick numbered `n` to the subscribers of this server (its own topic, so
-/// that with a shared backplane nobody gets one tick per server); returns how many.
-pub(crate) async fn tick(server: &Server<PubSub>, n: u64) -> Result<usize, TopicError> {
-    let topic = &server.handler().tick_topic;
-    server.publish(topic, "tick", format!("tick {n}")).await
-}
-
-/// Binds `addr` and serves a [`PubSub`] on it (in a task of its own), with `backplane`
-/// to the other servers of the service (`shared`: whether it reaches any). Returns the
-/// server, which publishes too, and the address it listens on.
-pub(crate) async fn start(
+/// Binds `addr` and serves `handler` ([`app`]) on it (in a task of its own), with
+/// `backplane` to the other servers of the service. Returns the server, which publishes
+/// too, and the address it listens on.
+pub(crate) async fn start<H: Handler>(
     addr: &str,
+    handler: H,
     backplane: impl Backplane,
-    shared: bool,
-) -> io::Result<(Server<PubSub>, SocketAddr)> {
+) -> io::Result<(Server<H>, SocketAddr)> {
     // Backlog 1024 (tokio's bind: 128): clients that all reconnect at once after a
     // restart wait in it, instead of having their connects dropped and sent again later.
     let listener = tokio_webwire::server::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = Server::builder(PubSub::new(shared))
+    let server = Server::builder(handler)
         .backplane(backplane)
         .build()
         .map_err(io::Error::other)?;

@@ -8,7 +8,7 @@ import type { ChatMessage, Contract } from './chat';
 export async function chat(url: string): Promise<string> {
   const client = new WebWireClient<Contract>(url);
   const welcome = await client.call('login', { user: 'alice', password: 'wonderland' });
-  const nothing: null = await client.call('say', { text: `hello from ${welcome.user}` });
+  const note: string | null = await client.call('say', { text: `hello from ${welcome.user}` });
   await client.call('logout', {});
 
   // @ts-expect-error a login needs a password
@@ -24,7 +24,7 @@ export async function chat(url: string): Promise<string> {
   client.on('signal', ({ detail }) => {
     if (detail.name === 'message') {
       const message: ChatMessage = detail.payload.json();
-      console.log(`${message.from}: ${message.text}`, nothing);
+      console.log(`${message.from}: ${message.text}`, note);
     }
   });
   return welcome.user;

@@ -13,7 +13,7 @@ export type Say = { text: string, };
 /** Every request by name: what it sends and what it is answered with. */
 export type Requests = {
   "login": { request: Login, reply: LoggedIn },
-  "say": { request: Say, reply: null },
+  "say": { request: Say, reply: string | null },
   "logout": { request: Logout, reply: null },
 };
 

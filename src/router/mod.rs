@@ -16,10 +16,12 @@
 //!   [`Client::call`](crate::Client::call) are checked against one definition.
 //! - **Names are checked when the router is built**: valid WebWire names, none routed twice
 //!   ([`RouteError`]): a mistake fails at start-up, not at the first request.
-//! - **Everything else** (a request of an unknown name, `connected`, the session hooks,
-//!   ...) goes to the handler given to [`Router::hooks`]; without one, an unknown request
-//!   is answered `UNKNOWN_REQUEST` naming it, an unknown signal is dropped (logged at
-//!   debug level).
+//! - **Unknown names** go to the handler given to [`Router::fallback`] (its `request` and
+//!   `signal`); without one ([`NotFound`]), an unknown request is answered
+//!   [`UNKNOWN_REQUEST`] naming it, an unknown signal is dropped (logged at debug level).
+//! - **Every other hook** (`before_upgrade`, `connected`, the session hooks, ...) goes to
+//!   the handler given to [`Router::hooks`], whose `request` and `signal` the router never
+//!   calls: hooks that keep a connection's state do not change what an unknown name gets.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -84,7 +86,8 @@ pub use routes::{ContractFn, RequestContract, Route, RouteFn, Routes, SignalCont
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name, ProtocolError};
 use crate::server::{
-    CloseReason, Connection, Handler, HandlerError, RestoreRefused, UpgradeRequest,
+    CloseReason, Connection, Handler, HandlerError, RestoreRefused, SubscribeRefused,
+    UpgradeRequest,
 };
 use crate::session::Session;
 
@@ -94,10 +97,11 @@ pub const UNKNOWN_REQUEST: ErrorCode = ErrorCode::from_static("UNKNOWN_REQUEST")
 /// Builds a routed [`Handler`]: routes by name, then [`build`](Self::build). See the
 /// [module docs](self).
 #[must_use = "a router does nothing until it is built and served"]
-pub struct Router<S = (), R = (), K = NotFound> {
+pub struct Router<S = (), R = (), K = (), F = NotFound> {
     state: S,
     routes: R,
     hooks: K,
+    fallback: F,
     requests: Vec<(String, usize)>,
     signals: Vec<(String, usize)>,
 }
@@ -129,23 +133,25 @@ impl<S> Router<S> {
         Router {
             state,
             routes: (),
-            hooks: NotFound,
+            hooks: (),
+            fallback: NotFound,
             requests: Vec::new(),
             signals: Vec::new(),
         }
     }
 }
 
-impl<S, R, K> Router<S, R, K>
+impl<S, R, K, F> Router<S, R, K, F>
 where
     S: Send + Sync + 'static,
     R: Routes<S>,
     K: Handler,
+    F: Handler,
 {
     /// Routes the requests named `name` to `handler`, an async function of
     /// [`FromConnection`] arguments and a last [`FromPayload`] one, returning
     /// [`IntoReply`].
-    pub fn request<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K>
+    pub fn request<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K, F>
     where
         H: RouteFn<S, A>,
         A: 'static,
@@ -155,7 +161,7 @@ where
 
     /// Routes the signals named `name` to `handler` (as [`request`](Self::request); what
     /// it returns is dropped, an error logged).
-    pub fn signal<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K>
+    pub fn signal<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K, F>
     where
         H: RouteFn<S, A>,
         A: 'static,
@@ -171,7 +177,7 @@ where
     pub fn on<C, H, A, O>(
         self,
         handler: H,
-    ) -> Router<S, (R, Route<RequestContract<C, H, A>, (C, A, O)>), K>
+    ) -> Router<S, (R, Route<RequestContract<C, H, A>, (C, A, O)>), K, F>
     where
         C: crate::contract::Request,
         H: ContractFn<S, C, A, Output = Result<O, HandlerError>>,
@@ -191,7 +197,7 @@ where
     pub fn on_signal<C, H, A>(
         self,
         handler: H,
-    ) -> Router<S, (R, Route<SignalContract<C, H, A>, (C, A)>), K>
+    ) -> Router<S, (R, Route<SignalContract<C, H, A>, (C, A)>), K, F>
     where
         C: crate::contract::Signal,
         H: ContractFn<S, C, A, Output = Result<(), HandlerError>>,
@@ -204,15 +210,68 @@ where
         self.add(C::NAME, route, false)
     }
 
-    /// The handler of everything the routes do not cover: requests and signals of other
-    /// names (its [`request`](Handler::request) and [`signal`](Handler::signal)), and
-    /// every other hook (`before_upgrade`, `connected`, the session hooks, ...). The
-    /// default, [`NotFound`], answers unknown requests `UNKNOWN_REQUEST`.
-    pub fn hooks<K2: Handler>(self, hooks: K2) -> Router<S, R, K2> {
+    /// The handler of the hooks other than requests and signals: `before_upgrade`,
+    /// `connected`, `disconnected`, the session hooks, `subscribe_requested`. Its
+    /// [`request`](Handler::request) and [`signal`](Handler::signal) are never called:
+    /// names no route has go to the [`fallback`](Self::fallback). The default, `()`, does
+    /// what [`Handler`]'s defaults do.
+    ///
+    /// ```
+    /// use tokio_webwire::router::Router;
+    /// use tokio_webwire::server::{Connection, Handler};
+    ///
+    /// struct Log;
+    /// impl Handler for Log {
+    ///     async fn connected(&self, conn: &Connection) {
+    ///         println!("{} connected", conn.id());
+    ///     }
+    /// }
+    ///
+    /// // An unknown request is still answered UNKNOWN_REQUEST.
+    /// let handler = Router::new().request("ping", || async { "pong" }).hooks(Log).build();
+    /// # drop(handler);
+    /// ```
+    pub fn hooks<K2: Handler>(self, hooks: K2) -> Router<S, R, K2, F> {
         Router {
             state: self.state,
             routes: self.routes,
             hooks,
+            fallback: self.fallback,
+            requests: self.requests,
+            signals: self.signals,
+        }
+    }
+
+    /// The handler of requests and signals of names no route has (its
+    /// [`request`](Handler::request) and [`signal`](Handler::signal); its other hooks are
+    /// never called). The default, [`NotFound`], answers an unknown request
+    /// `UNKNOWN_REQUEST` naming it, and drops an unknown signal. A fallback that takes
+    /// only signals still answers requests: [`Handler`]'s default `request` is
+    /// `NOT_IMPLEMENTED`, so pass them to [`NotFound`] to keep its reply.
+    ///
+    /// ```
+    /// use tokio_webwire::{Payload, protocol::Name};
+    /// use tokio_webwire::router::Router;
+    /// use tokio_webwire::server::{Connection, Handler, HandlerError};
+    ///
+    /// /// Every other request, passed on to the application that was there before.
+    /// struct Legacy;
+    /// impl Handler for Legacy {
+    ///     async fn request(&self, _: &Connection, name: Name, _: Payload)
+    ///         -> Result<Payload, HandlerError> {
+    ///         Ok(Payload::utf8(format!("legacy {name}")))
+    ///     }
+    /// }
+    ///
+    /// let handler = Router::new().request("ping", || async { "pong" }).fallback(Legacy).build();
+    /// # drop(handler);
+    /// ```
+    pub fn fallback<F2: Handler>(self, fallback: F2) -> Router<S, R, K, F2> {
+        Router {
+            state: self.state,
+            routes: self.routes,
+            hooks: self.hooks,
+            fallback,
             requests: self.requests,
             signals: self.signals,
         }
@@ -220,17 +279,23 @@ where
 
     /// Checks the routes (every name valid, none routed twice for requests or for
     /// signals) and returns the handler to serve.
-    pub fn build(self) -> Result<Routed<S, R, K>, RouteError> {
+    pub fn build(self) -> Result<Routed<S, R, K, F>, RouteError> {
         Ok(Routed {
             requests: names(self.requests, "request")?,
             signals: names(self.signals, "signal")?,
             state: self.state,
             routes: self.routes,
             hooks: self.hooks,
+            fallback: self.fallback,
         })
     }
 
-    fn add<H, A>(mut self, name: &str, handler: H, request: bool) -> Router<S, (R, Route<H, A>), K>
+    fn add<H, A>(
+        mut self,
+        name: &str,
+        handler: H,
+        request: bool,
+    ) -> Router<S, (R, Route<H, A>), K, F>
     where
         H: RouteFn<S, A>,
         A: 'static,
@@ -253,13 +318,14 @@ where
                 },
             ),
             hooks: self.hooks,
+            fallback: self.fallback,
             requests: self.requests,
             signals: self.signals,
         }
     }
 }
 
-impl<S, R, K> std::fmt::Debug for Router<S, R, K> {
+impl<S, R, K, F> std::fmt::Debug for Router<S, R, K, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field("requests", &self.requests)
@@ -345,15 +411,16 @@ impl Hasher for Fnv {
 }
 
 /// A built [`Router`]: the [`Handler`] to serve (`Server::new(router.build()?)`).
-pub struct Routed<S, R, K> {
+pub struct Routed<S, R, K, F = NotFound> {
     state: S,
     routes: R,
     hooks: K,
+    fallback: F,
     requests: NameMap,
     signals: NameMap,
 }
 
-impl<S, R, K> std::fmt::Debug for Routed<S, R, K> {
+impl<S, R, K, F> std::fmt::Debug for Routed<S, R, K, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routed")
             .field("requests", &self.requests.len())
@@ -362,23 +429,31 @@ impl<S, R, K> std::fmt::Debug for Routed<S, R, K> {
     }
 }
 
-impl<S, R, K> Routed<S, R, K> {
+impl<S, R, K, F> Routed<S, R, K, F> {
     /// The router's state.
     pub fn state(&self) -> &S {
         &self.state
     }
 
-    /// The handler of everything the routes do not cover.
+    /// The handler of the hooks other than requests and signals.
     pub fn hooks(&self) -> &K {
         &self.hooks
     }
+
+    /// The handler of names no route has.
+    pub fn fallback(&self) -> &F {
+        &self.fallback
+    }
 }
 
-impl<S, R, K> Handler for Routed<S, R, K>
+// Every hook of `Handler` is forwarded: one added there must be added here too, or every
+// router silently gets its default (as `subscribe_requested` once did).
+impl<S, R, K, F> Handler for Routed<S, R, K, F>
 where
     S: Send + Sync + 'static,
     R: Routes<S>,
     K: Handler,
+    F: Handler,
 {
     #[inline(always)]
     fn request(
@@ -389,7 +464,7 @@ where
     ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
         match self.requests.get(name.as_bytes()) {
             Some(&index) => Either::Left(self.routes.call(index, conn, &self.state, payload)),
-            None => Either::Right(self.hooks.request(conn, name, payload)),
+            None => Either::Right(self.fallback.request(conn, name, payload)),
         }
     }
 
@@ -411,7 +486,7 @@ where
                     }
                 }
             }),
-            None => Either::Right(self.hooks.signal(conn, name, payload)),
+            None => Either::Right(self.fallback.signal(conn, name, payload)),
         }
     }
 
@@ -461,11 +536,18 @@ where
     fn session_left(&self, conn: &Connection, key: &str) -> impl Future<Output = ()> + Send {
         self.hooks.session_left(conn, key)
     }
+
+    fn subscribe_requested(
+        &self,
+        conn: &Connection,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), SubscribeRefused>> + Send {
+        self.hooks.subscribe_requested(conn, topic)
+    }
 }
 
-/// The default [`Router::hooks`]: an unknown request is answered `UNKNOWN_REQUEST`,
-/// naming it; an unknown signal is dropped (logged at debug level); every other hook does
-/// nothing.
+/// The default [`Router::fallback`]: an unknown request is answered `UNKNOWN_REQUEST`,
+/// naming it; an unknown signal is dropped (logged at debug level).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotFound;
 
