@@ -593,3 +593,289 @@ fn closing() -> WriteFailed {
         "the WebSocket is closing",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::transport::frame::Header;
+
+    const LIMIT: usize = 1 << 16;
+
+    fn server(io: DuplexStream) -> Socket<DuplexStream> {
+        Socket::new(
+            io,
+            BytesMut::new(),
+            Role::Server,
+            LIMIT,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// A frame as a client sends it: masked.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        let mut out = Vec::new();
+        Header::write(Opcode::Binary, payload.len(), Some(key), &mut out);
+        out[0] = first;
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key);
+        out
+    }
+
+    async fn read(socket: &mut Socket<DuplexStream>) -> Incoming {
+        tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("an item within 5 s")
+    }
+
+    /// Reads what the socket wrote, once it has flushed it.
+    async fn written(socket: &mut Socket<DuplexStream>, peer: &mut DuplexStream) -> Vec<u8> {
+        poll_fn(|cx| socket.poll_flush(cx)).await.expect("flushed");
+        let mut out = vec![0; 64 * 1024];
+        let read = peer.read(&mut out).await.expect("read");
+        out.truncate(read);
+        out
+    }
+
+    fn violation_code(incoming: Incoming) -> Option<CloseCode> {
+        match incoming {
+            Incoming::Violation(code, _) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn assembles_fragments_around_a_ping_and_answers_the_ping() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut socket = server(ours);
+        let mut sent = client_frame(0x02, b"hel"); // binary, not final
+        sent.extend(client_frame(0x89, b"p")); // a ping between the fragments
+        sent.extend(client_frame(0x00, b"lo ")); // continuation
+        sent.extend(client_frame(0x80, b"you")); // final continuation
+        peer.write_all(&sent).await.unwrap();
+        assert!(matches!(read(&mut socket).await, Incoming::Alive));
+        match read(&mut socket).await {
+            Incoming::Frame(message) => assert_eq!(&message[..], b"hello you"),
+            other => panic!("expected the assembled message, got {other:?}"),
+        }
+        // The pong carries the ping's payload, unmasked.
+        assert_eq!(written(&mut socket, &mut peer).await, b"\x8a\x01p");
+    }
+
+    #[tokio::test]
+    async fn a_message_split_across_reads_is_one_message() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut socket = server(ours);
+        let payload: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let sent = client_frame(0x82, &payload);
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(333) {
+                peer.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            peer
+        });
+        match read(&mut socket).await {
+            Incoming::Frame(message) => assert_eq!(&message[..], &payload[..]),
+            other => panic!("expected the message, got {other:?}"),
+        }
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn every_violation_gets_its_close_code() {
+        let cases: [(&str, Vec<u8>, CloseCode); 9] = [
+            ("text", client_frame(0x81, b"hi"), CloseCode::Unsupported),
+            ("unmasked", vec![0x82, 0x01, 0x00], CloseCode::Protocol),
+            (
+                "reserved bit",
+                client_frame(0xC2, b"x"),
+                CloseCode::Protocol,
+            ),
+            (
+                "unknown opcode",
+                client_frame(0x83, b"x"),
+                CloseCode::Protocol,
+            ),
+            (
+                "continuation first",
+                client_frame(0x80, b"x"),
+                CloseCode::Protocol,
+            ),
+            (
+                "message inside a message",
+                [client_frame(0x02, b"a"), client_frame(0x82, b"b")].concat(),
+                CloseCode::Protocol,
+            ),
+            (
+                "too large",
+                client_frame(0x82, &vec![0; LIMIT + 1]),
+                CloseCode::Size,
+            ),
+            (
+                "too large in fragments",
+                [
+                    client_frame(0x02, &vec![0; LIMIT]),
+                    client_frame(0x80, b"x"),
+                ]
+                .concat(),
+                CloseCode::Size,
+            ),
+            (
+                "close of one byte",
+                client_frame(0x88, b"\x03"),
+                CloseCode::Protocol,
+            ),
+        ];
+        for (what, sent, code) in cases {
+            let (ours, mut peer) = tokio::io::duplex(256 * 1024);
+            let mut socket = server(ours);
+            peer.write_all(&sent).await.unwrap();
+            assert_eq!(
+                violation_code(read(&mut socket).await),
+                Some(code),
+                "{what}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_is_checked_and_answered_with_its_code() {
+        // 1005 may not be sent; a reason that is not UTF-8 is 1007.
+        for (payload, code) in [
+            (&b"\x03\xed"[..], CloseCode::Protocol),
+            (b"\x03\xe8\xff", CloseCode::Invalid),
+        ] {
+            let (ours, mut peer) = tokio::io::duplex(1024);
+            let mut socket = server(ours);
+            peer.write_all(&client_frame(0x88, payload)).await.unwrap();
+            assert_eq!(violation_code(read(&mut socket).await), Some(code));
+        }
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut socket = server(ours);
+        peer.write_all(&client_frame(0x88, b"\x03\xe8bye"))
+            .await
+            .unwrap();
+        match read(&mut socket).await {
+            Incoming::Closed(Some(frame)) => {
+                assert_eq!(
+                    (frame.code, frame.reason.as_str()),
+                    (CloseCode::Normal, "bye")
+                );
+            }
+            other => panic!("expected the close, got {other:?}"),
+        }
+        assert!(
+            socket.feed(Bytes::from_static(b"late")).is_err(),
+            "nothing after the close"
+        );
+        // Answered with the code only.
+        assert_eq!(written(&mut socket, &mut peer).await, b"\x88\x02\x03\xe8");
+    }
+
+    /// Short frames are copied, long ones written from their own buffer: the peer reads
+    /// them all, in order, with correct headers.
+    #[tokio::test]
+    async fn writes_short_and_long_frames_in_order() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut socket = server(ours);
+        let frames: Vec<Bytes> = [10, 5000, 3, 70_000, 200]
+            .iter()
+            .map(|&len| Bytes::from(vec![len as u8; len]))
+            .collect();
+        for frame in &frames {
+            poll_fn(|cx| socket.poll_room(cx)).await.expect("room");
+            socket.feed(frame.clone()).expect("fed");
+        }
+        poll_fn(|cx| socket.poll_flush(cx)).await.expect("flushed");
+        let mut got = Vec::new();
+        while got.len() < frames.iter().map(|f| f.len() + 10).sum::<usize>() {
+            let mut chunk = vec![0; 64 * 1024];
+            let read = peer.read(&mut chunk).await.unwrap();
+            if read == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..read]);
+            if let Some(rest) = parse_all(&got, frames.len()) {
+                assert_eq!(rest, frames);
+                return;
+            }
+        }
+        panic!("the frames did not all arrive");
+    }
+
+    /// Splits `bytes` into `count` unmasked binary frames' payloads, if all are there.
+    fn parse_all(mut bytes: &[u8], count: usize) -> Option<Vec<Bytes>> {
+        let mut out = Vec::new();
+        while out.len() < count {
+            let (header, at) = Header::read(bytes).ok()??;
+            assert_eq!((header.opcode, header.mask), (Opcode::Binary, None));
+            let end = at + header.len as usize;
+            out.push(Bytes::copy_from_slice(bytes.get(at..end)?));
+            bytes = &bytes[end..];
+        }
+        Some(out)
+    }
+
+    /// A connection that has gone quiet holds no buffer: what a burst took comes back.
+    #[tokio::test]
+    async fn a_quiet_socket_gives_its_buffers_back() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut socket = server(ours);
+        let burst: Vec<u8> = (0..32)
+            .flat_map(|_| client_frame(0x82, &[7; 4096]))
+            .collect();
+        peer.write_all(&burst).await.unwrap();
+        for _ in 0..32 {
+            let Incoming::Frame(message) = read(&mut socket).await else {
+                panic!("expected a message");
+            };
+            poll_fn(|cx| socket.poll_room(cx)).await.expect("room");
+            socket.feed(message).expect("fed");
+        }
+        let _ = written(&mut socket, &mut peer).await;
+        // Nothing more to read: the read that finds nothing lets the chunks go.
+        let nothing = poll_fn(|cx| Poll::Ready(socket.poll_read(cx).is_pending())).await;
+        assert!(nothing);
+        assert_eq!(socket.read.capacity() + socket.spare.capacity(), 0);
+        assert_eq!(
+            (socket.tail.capacity(), socket.out.capacity(), socket.queued),
+            (0, 0, 0)
+        );
+    }
+
+    /// A peer that reads slowly but steadily is not cut off, however long writing all
+    /// takes; one that reads nothing is, after the write timeout.
+    #[tokio::test(start_paused = true)]
+    async fn the_write_timeout_measures_a_lack_of_progress() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut socket = Socket::new(
+            ours,
+            BytesMut::new(),
+            Role::Server,
+            LIMIT,
+            Duration::from_secs(1),
+        );
+        socket.feed(Bytes::from(vec![1; 60_000])).expect("fed");
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0; 1024];
+            let mut total = 0;
+            // 1 KiB every 100 ms: about 6 s for everything, with a 1 s write timeout.
+            while total < 60_000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                total += peer.read(&mut chunk).await.unwrap();
+            }
+            peer
+        });
+        poll_fn(|cx| socket.poll_flush(cx))
+            .await
+            .expect("a steady reader is kept");
+        let _peer = reader.await.unwrap();
+        socket.feed(Bytes::from(vec![1; 60_000])).expect("fed");
+        let stalled = poll_fn(|cx| socket.poll_flush(cx)).await;
+        assert!(matches!(stalled, Err(WriteFailed::TimedOut)), "{stalled:?}");
+    }
+}
