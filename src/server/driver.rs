@@ -40,7 +40,7 @@ use crate::protocol::Message;
 use crate::server::connection::{Connection, Peer};
 use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
 use crate::server::metrics::{ProtocolErrorKind, Tally};
-use crate::server::outbox::{Outbound, Outbox};
+use crate::server::outbox::{Outbound, Outbox, taken_one};
 use crate::server::{CloseReason, Handler, Live, Shared, Slot};
 use crate::transport::{Incoming, Role, Socket, WriteFailed, close_frame};
 
@@ -315,7 +315,7 @@ fn next_outbound(
     if taken.is_empty() {
         std::task::ready!(outbox.poll_take(taken, cx));
     }
-    taken.pop_front().map_or(Poll::Pending, Poll::Ready)
+    taken_one(taken).map_or(Poll::Pending, Poll::Ready)
 }
 
 /// Accounts for what came out of a connection's outbox (a signal's room given back, a

@@ -87,7 +87,7 @@ impl Outbox {
             }
             return Poll::Pending;
         }
-        into.append(&mut state.queue);
+        move_all(&mut state.queue, into);
         self.queued.store(false, Ordering::Release);
         Poll::Ready(())
     }
@@ -95,7 +95,7 @@ impl Outbox {
     /// Moves everything queued to the end of `into`, without waiting.
     pub(crate) fn take(&self, into: &mut VecDeque<Outbound>) {
         let mut state = self.lock();
-        into.append(&mut state.queue);
+        move_all(&mut state.queue, into);
         self.queued.store(false, Ordering::Release);
     }
 
@@ -115,6 +115,30 @@ impl Outbox {
         self.queued.store(false, Ordering::Release);
         drop(queued);
     }
+}
+
+/// Moves everything in `from` to the end of `into`. Into an empty `into` the two swap
+/// storage instead, so that a burst's allocation moves on with it (to be dropped once the
+/// driver has taken it empty, [`taken_one`]) rather than staying with the queue.
+fn move_all(from: &mut VecDeque<Outbound>, into: &mut VecDeque<Outbound>) {
+    if into.is_empty() {
+        std::mem::swap(from, into);
+    } else {
+        into.append(from);
+    }
+}
+
+/// Storage for this many items stays with an emptied queue; a burst's larger one goes.
+const KEPT_CAPACITY: usize = 8;
+
+/// Pops the front of `taken`, and drops its storage once it is empty after a burst, so a
+/// connection that has gone quiet holds no more than [`KEPT_CAPACITY`] items' room.
+pub(crate) fn taken_one(taken: &mut VecDeque<Outbound>) -> Option<Outbound> {
+    let item = taken.pop_front();
+    if taken.is_empty() && taken.capacity() > KEPT_CAPACITY {
+        *taken = VecDeque::new();
+    }
+    item
 }
 
 #[cfg(test)]
