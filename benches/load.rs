@@ -830,8 +830,9 @@ where
             tokio::spawn(async move {
                 let echoed =
                     async { fastwebsockets_echo(upgrade.await?, accept_conf, limit).await };
-                if let Err(error) = echoed.await {
-                    eprintln!("fastwebsockets echo: {error}");
+                match echoed.await {
+                    Err(error) if !peer_gone(&error) => eprintln!("fastwebsockets echo: {error}"),
+                    _ => {}
                 }
             });
             Ok::<_, fastwebsockets::WebSocketError>(response)
@@ -843,6 +844,20 @@ where
         .await;
 }
 
+/// Whether a fastwebsockets connection ended because the peer went away (the load
+/// generators end by dropping their sockets; the stalled clients' are reset).
+fn peer_gone(error: &BoxError) -> bool {
+    use fastwebsockets::WebSocketError;
+    match error.downcast_ref::<WebSocketError>() {
+        Some(WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed) => true,
+        Some(WebSocketError::IoError(error)) => matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
 /// One connection of [`serve_fastwebsockets`]: the AcceptConf, then a reply to each binary
 /// request until the peer closes.
 async fn fastwebsockets_echo<S: AsyncRead + AsyncWrite + Unpin>(
@@ -850,19 +865,13 @@ async fn fastwebsockets_echo<S: AsyncRead + AsyncWrite + Unpin>(
     accept_conf: Bytes,
     limit: usize,
 ) -> Result<()> {
-    use fastwebsockets::{Frame, OpCode, Payload as WsPayload, WebSocketError};
-    ws.set_max_message_size(limit);
+    use fastwebsockets::{Frame, OpCode, Payload as WsPayload};
+    // fastwebsockets refuses a frame of its limit or more: a frame of `limit` bytes passes.
+    ws.set_max_message_size(limit + 1);
     ws.write_frame(Frame::binary(WsPayload::Borrowed(&accept_conf)))
         .await?;
     loop {
-        let frame = match ws.read_frame().await {
-            Ok(frame) => frame,
-            // The load generators end by dropping their sockets.
-            Err(WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed) => {
-                return Ok(());
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let frame = ws.read_frame().await?;
         match frame.opcode {
             OpCode::Binary if frame.fin => {
                 let reply = echo_reply(&frame.payload)?;
