@@ -10,8 +10,10 @@
 //! - `minimal-4k16k`: the same loop with a 4 KiB read chunk and a 16 KiB write buffer (the
 //!   sizes of our transport before issue 22): beside `minimal`, what the buffers alone cost;
 //! - `fastwebsockets`: a minimal fastwebsockets echo loop (handshake by its `upgrade` on
-//!   hyper 1, its own buffers: a read buffer of 8 KiB that grows to the frame, one write per
-//!   reply), the reference for memory per connection.
+//!   hyper 1, its own read buffer: 8 KiB, grown to the frame), the reference for memory per
+//!   connection and a second one for CPU; fastwebsockets writes each frame at once, so its
+//!   replies are gathered ([`GatherWrites`]) and written when there is nothing more to read;
+//! - `fastwebsockets-direct`: the same without the gathering, a write per reply.
 //!
 //! Each server runs in its own process (this binary re-executed as `serve --impl NAME`,
 //! printing its address on stdout), so the load generator in this process never shares a
@@ -203,8 +205,10 @@ impl Options {
             .split(',')
             .map(|name| match name {
                 "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
-                "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
-                "client-unordered" => Ok(&ClientUnorderedGenerator as &dyn LoadGenerator),
+                "client" => Ok(&ClientGenerator { unordered: false } as &dyn LoadGenerator),
+                "client-unordered" => {
+                    Ok(&ClientGenerator { unordered: true } as &dyn LoadGenerator)
+                }
                 other => Err(format!(
                     "unknown generator {other:?} (raw, client, client-unordered)"
                 )
@@ -1173,39 +1177,56 @@ fn load_payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8 + 1).collect()
 }
 
-/// Our own [`Client`](tokio_webwire::Client) as it is used by a task per request: one client
-/// per connection, `P` request loops on each (a request, its reply checked, the next
-/// request), each loop a task of its own, all multiplexed by the client.
-struct ClientGenerator;
+/// Our own [`Client`](tokio_webwire::Client), one per connection, used one of the two ways a
+/// user pipelines: `P` request loops per connection, each a task of its own (a request, its
+/// reply checked, the next request), all multiplexed by the client; or, `unordered`, one
+/// task per connection driving its `P` requests as a `FuturesUnordered` (a reply checked,
+/// the next request pushed), no task per request.
+struct ClientGenerator {
+    unordered: bool,
+}
 
 impl LoadGenerator for ClientGenerator {
     fn name(&self) -> &'static str {
-        "client, a task per request"
+        if self.unordered {
+            "client, FuturesUnordered per connection"
+        } else {
+            "client, a task per request"
+        }
     }
 
     fn key(&self) -> &'static str {
-        "client"
+        if self.unordered {
+            "client-unordered"
+        } else {
+            "client"
+        }
     }
 
     fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
         Box::pin(async move {
             let payload = Payload::binary(load_payload(spec.size));
-            let mut loops = tokio::task::JoinSet::new();
+            let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..spec.conns {
                 let client = connect_client(addr, spec).await?;
+                if self.unordered {
+                    let (payload, counters) = (payload.clone(), Arc::clone(&counters));
+                    tasks.spawn(unordered_requests(client, spec.pipeline, payload, counters));
+                    continue;
+                }
                 for _ in 0..spec.pipeline {
                     let (client, payload, counters) =
                         (client.clone(), payload.clone(), Arc::clone(&counters));
-                    loops.spawn(async move {
+                    tasks.spawn(async move {
                         while !counters.stop.load(Ordering::Relaxed) {
                             let reply = client.request(&ECHO, payload.clone()).await;
                             count_reply(reply, &payload, &counters)?;
                         }
-                        Ok::<(), BoxError>(())
+                        Ok(())
                     });
                 }
             }
-            while let Some(joined) = loops.join_next().await {
+            while let Some(joined) = tasks.join_next().await {
                 joined??;
             }
             Ok(())
@@ -1213,49 +1234,26 @@ impl LoadGenerator for ClientGenerator {
     }
 }
 
-/// Our own [`Client`](tokio_webwire::Client) as it is used by a task per connection: one
-/// client per connection, its `P` requests in flight as a `FuturesUnordered` that one task
-/// drives (a reply checked, the next request pushed), no task per request.
-struct ClientUnorderedGenerator;
-
-impl LoadGenerator for ClientUnorderedGenerator {
-    fn name(&self) -> &'static str {
-        "client, FuturesUnordered per connection"
+/// One connection of [`ClientGenerator`] with `unordered`: `pipeline` requests in flight as
+/// a `FuturesUnordered`, one more pushed per reply until the harness says stop.
+async fn unordered_requests(
+    client: Client,
+    pipeline: usize,
+    payload: Payload,
+    counters: Arc<LoadCounters>,
+) -> Result<()> {
+    // Borrowed by every request future, so it outlives them.
+    let echo = ECHO;
+    let mut in_flight: futures_util::stream::FuturesUnordered<_> = (0..pipeline)
+        .map(|_| client.request(&echo, payload.clone()))
+        .collect();
+    while let Some(reply) = in_flight.next().await {
+        count_reply(reply, &payload, &counters)?;
+        if !counters.stop.load(Ordering::Relaxed) {
+            in_flight.push(client.request(&echo, payload.clone()));
+        }
     }
-
-    fn key(&self) -> &'static str {
-        "client-unordered"
-    }
-
-    fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
-        Box::pin(async move {
-            let payload = Payload::binary(load_payload(spec.size));
-            let mut conns = tokio::task::JoinSet::new();
-            for _ in 0..spec.conns {
-                let client = connect_client(addr, spec).await?;
-                let (payload, counters) = (payload.clone(), Arc::clone(&counters));
-                conns.spawn(async move {
-                    // Borrowed by every request future, so it outlives them.
-                    let echo = ECHO;
-                    let mut in_flight: futures_util::stream::FuturesUnordered<_> = (0..spec
-                        .pipeline)
-                        .map(|_| client.request(&echo, payload.clone()))
-                        .collect();
-                    while let Some(reply) = in_flight.next().await {
-                        count_reply(reply, &payload, &counters)?;
-                        if !counters.stop.load(Ordering::Relaxed) {
-                            in_flight.push(client.request(&echo, payload.clone()));
-                        }
-                    }
-                    Ok::<(), BoxError>(())
-                });
-            }
-            while let Some(joined) = conns.join_next().await {
-                joined??;
-            }
-            Ok(())
-        })
-    }
+    Ok(())
 }
 
 /// A [`Client`] for the client generators: no reconnecting, the load's size limit.
