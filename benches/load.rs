@@ -1,6 +1,21 @@
-//! Server load benchmark: our server against a minimal tokio-tungstenite echo server.
+//! Server load benchmark: our server against minimal echo servers.
 //!
-//! Each server runs in its own process (this binary re-executed as `serve --impl ours|minimal`,
+//! The servers (`--impls`, each chosen by name):
+//!
+//! - `ours`: our [`Server`] with an echo handler;
+//! - `minimal`: the reference, a minimal tokio-tungstenite echo loop with generous buffers:
+//!   an 8 KiB read chunk (`read_buffer_size`; tungstenite's default is 128 KiB) and a
+//!   128 KiB write buffer (`write_buffer_size`, tungstenite's default), its
+//!   `max_write_buffer_size` 128 KiB + 2 × the size limit + 1 KiB;
+//! - `minimal-4k16k`: the same loop with a 4 KiB read chunk and a 16 KiB write buffer (the
+//!   sizes of our transport before issue 22): beside `minimal`, what the buffers alone cost;
+//! - `fastwebsockets`: a minimal fastwebsockets echo loop (handshake by its `upgrade` on
+//!   hyper 1, its own read buffer: 8 KiB, grown to the frame), the reference for memory per
+//!   connection and a second one for CPU; fastwebsockets writes each frame at once, so its
+//!   replies are gathered ([`GatherWrites`]) and written when there is nothing more to read;
+//! - `fastwebsockets-direct`: the same without the gathering, a write per reply.
+//!
+//! Each server runs in its own process (this binary re-executed as `serve --impl NAME`,
 //! printing its address on stdout), so the load generator in this process never shares a
 //! runtime with it, and the server's CPU time (`/proc/<pid>/task/*/schedstat`) and memory
 //! (`VmRSS`) can be read on their own. The load generator is a separate piece behind the
@@ -8,10 +23,17 @@
 //! `S` payload bytes in flight; every reply is checked (type, an outstanding id, length,
 //! payload bytes).
 //!
+//! The default run (`cargo bench --bench load`, about 2 minutes) prints the CPU table (every
+//! default config against every server), the client as load generator, idle RSS per
+//! connection at 10 000 connections and the burst-then-idle RSS at 2 000.
+//!
 //! ```text
-//! cargo bench --bench load                       # the table below, then idle RSS
-//! cargo bench --bench load -- run --configs 4x64x16 --duration 5
+//! cargo bench --bench load                       # the tables below
+//! cargo bench --bench load -- run --configs 4x64x16 --duration 5 --repeat 3
+//! cargo bench --bench load -- run --impls ours,minimal,minimal-4k16k --configs 4x64x4k
+//! cargo bench --bench load -- clients --configs 4x64x4k,4x64x16  # our Client as generator
 //! cargo bench --bench load -- idle --conns 10000 # or scripts/idle-rss.sh (raises ulimit -n)
+//! cargo bench --bench load -- burst --conns 10000  # RSS after every connection pipelined 32 × 4 KiB once
 //! cargo bench --bench load -- soak --duration 600  # or scripts/soak.sh: RSS flat, no error
 //! cargo bench --bench load -- stall --conns 300  # RSS per connection whose client stopped reading
 //! cargo bench --bench load -- serve --impl ours  # a server for perf/valgrind; prints addr
@@ -22,8 +44,10 @@
 //!
 //! | mode | options (default) |
 //! |---|---|
-//! | `run` (default) | `--generators raw,client` (`raw`: tokio-tungstenite; `client`: our `Client`), `--configs CxPxS,..` (`1x1x16,4x64x16,4x64x4k,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--idle-conns` (10000; 0 skips) |
-//! | `idle` | `--conns` (10000), `--impls`, `--server-threads` |
+//! | `run` (default) | `--generators` (`raw`: tokio-tungstenite; also `client`, `client-unordered`: our `Client`, see `clients`), `--configs CxPxS,..` (`1x1x16,16x1x16,4x64x16,4x64x1k,4x64x4k,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--client-configs` (`4x64x4k,4x64x16`; `none` skips the `clients` table), `--idle-conns` (10000; 0 skips), `--burst-conns` (2000; 0 skips), and `burst`'s `--requests`, `--size`, `--quiet`, `--settle` |
+//! | `clients` | `--configs` (`4x64x4k,4x64x16`), `--generators` (`raw,client,client-unordered`: the raw generator, our `Client` with a task per request, our `Client` with one task per connection driving its requests as a `FuturesUnordered`), `--impl` (`ours`: the server they load), `--warmup`, `--duration`, `--repeat`, `--server-threads`, `--client-threads` |
+//! | `idle` | `--conns` (10000), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads`, `--quiet`, `--settle` |
+//! | `burst` | `--conns` (2000), `--requests` (32), `--size` (4k), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--quiet` (0.5: RSS unchanged this long is settled), `--settle` (10: bound on waiting for it) |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
 //! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--server-threads` (1) |
 //! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own; `match20` / `router20`: the echo as one of 20 names, in a hand-written `match` / on a router), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
@@ -61,7 +85,13 @@ use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
 use tokio_webwire::{Client, Payload, SessionInfo};
 
 /// The default load configurations of the issue: (connections, pipeline depth, payload bytes).
-const DEFAULT_CONFIGS: &str = "1x1x16,4x64x16,4x64x4k,4x16x256k";
+const DEFAULT_CONFIGS: &str = "1x1x16,16x1x16,4x64x16,4x64x1k,4x64x4k,4x16x256k";
+
+/// The loads at which our `Client` is compared with the raw generator (issue 22, point 4).
+const CLIENT_CONFIGS: &str = "4x64x4k,4x64x16";
+
+/// The servers of the CPU table and of the memory modes.
+const DEFAULT_IMPLS: &str = "ours,minimal,fastwebsockets";
 
 /// Room for the header of a request (type, id, name length, `"echo"`) in the size limit.
 const HEADER_ROOM: usize = 64;
@@ -89,12 +119,15 @@ fn main() -> Result<()> {
         "run" => run_main(&opts, false),
         "smoke" => run_main(&opts, true),
         "idle" => idle_main(&opts),
+        "burst" => burst_main(&opts),
+        "clients" => clients_main(&opts),
         "drive" => drive_main(&opts),
         "soak" => soak_main(&opts),
         "stall" => stall_main(&opts),
-        other => {
-            Err(format!("unknown mode {other:?} (run, idle, soak, stall, serve, drive)").into())
-        }
+        other => Err(format!(
+            "unknown mode {other:?} (run, clients, idle, burst, soak, stall, serve, drive)"
+        )
+        .into()),
     }
 }
 
@@ -158,21 +191,28 @@ impl Options {
         }
     }
 
-    fn impls(&self) -> Result<Vec<Impl>> {
-        self.str_or("impls", "ours,minimal")
+    /// `--impls a,b,..`, `default` if not given.
+    fn impls_or(&self, default: &str) -> Result<Vec<Impl>> {
+        self.str_or("impls", default)
             .split(',')
             .map(str::parse)
             .collect()
     }
 
-    /// `--generators raw,client` (default `raw`).
-    fn generators(&self) -> Result<Vec<&'static dyn LoadGenerator>> {
-        self.str_or("generators", "raw")
+    /// `--generators raw,client,client-unordered`, `default` if not given.
+    fn generators_or(&self, default: &str) -> Result<Vec<&'static dyn LoadGenerator>> {
+        self.str_or("generators", default)
             .split(',')
             .map(|name| match name {
                 "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
-                "client" => Ok(&ClientGenerator as &dyn LoadGenerator),
-                other => Err(format!("unknown generator {other:?} (raw, client)").into()),
+                "client" => Ok(&ClientGenerator { unordered: false } as &dyn LoadGenerator),
+                "client-unordered" => {
+                    Ok(&ClientGenerator { unordered: true } as &dyn LoadGenerator)
+                }
+                other => Err(format!(
+                    "unknown generator {other:?} (raw, client, client-unordered)"
+                )
+                .into()),
             })
             .collect()
     }
@@ -232,10 +272,40 @@ named! {
     enum Impl ("server") {
         /// `tokio_webwire::server::Server` with an echo handler.
         Ours = "ours",
-        /// [`serve_minimal`]: tokio-tungstenite and nothing else.
+        /// [`serve_minimal`]: tokio-tungstenite and nothing else, [`Buffers::GENEROUS`].
         Minimal = "minimal",
+        /// [`serve_minimal`] with [`Buffers::SMALL`].
+        MinimalSmall = "minimal-4k16k",
+        /// [`serve_fastwebsockets`]: fastwebsockets (and hyper for the handshake), its writes
+        /// gathered by [`GatherWrites`].
+        FastWebSockets = "fastwebsockets",
+        /// [`serve_fastwebsockets`] writing each reply at once, as fastwebsockets' own echo
+        /// example does.
+        FastWebSocketsDirect = "fastwebsockets-direct",
         /// Our server with [`SoakHandler`] (echo, signals back, sessions): for `soak`.
         Soak = "soak",
+    }
+}
+
+impl Impl {
+    /// What the server is, for the printed header.
+    fn describe(self) -> String {
+        match self {
+            Impl::Ours => "tokio-webwire's Server, echo handler".into(),
+            Impl::Minimal => format!("minimal tokio-tungstenite echo loop, {}", Buffers::GENEROUS),
+            Impl::MinimalSmall => format!(
+                "minimal tokio-tungstenite echo loop, {} (our transport's before issue 22)",
+                Buffers::SMALL
+            ),
+            Impl::FastWebSockets => "minimal fastwebsockets echo loop (hyper 1 upgrade; its \
+                8 KiB read buffer grown to the frame), replies gathered and written when there \
+                is nothing more to read or at 128 KiB (buffer freed once written)"
+                .into(),
+            Impl::FastWebSocketsDirect => "minimal fastwebsockets echo loop, each reply \
+                written at once (a system call per reply, as in fastwebsockets' example)"
+                .into(),
+            Impl::Soak => "tokio-webwire's Server, soak handler".into(),
+        }
     }
 }
 
@@ -460,7 +530,10 @@ fn serve_main(opts: &Options) -> Result<()> {
                     serve_ours(listener, Echo { yields }, &ours).await
                 }
             },
-            Impl::Minimal => serve_minimal(listener, limit).await,
+            Impl::Minimal => serve_minimal(listener, limit, Buffers::GENEROUS).await,
+            Impl::MinimalSmall => serve_minimal(listener, limit, Buffers::SMALL).await,
+            Impl::FastWebSockets => serve_fastwebsockets(listener, limit, true).await,
+            Impl::FastWebSocketsDirect => serve_fastwebsockets(listener, limit, false).await,
             Impl::Soak => serve_soak(listener).await,
         }
     })
@@ -631,33 +704,80 @@ async fn serve_ours<H: Handler>(
     Ok(())
 }
 
-/// The tungstenite configuration of `src/transport.rs` (`websocket_config`), replicated so
-/// the minimal server reads and writes through buffers of the same sizes.
-fn server_ws_config(limit: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(16 * 1024 + limit * 2 + 1024)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
+/// The read chunk and the write buffer of a minimal tokio-tungstenite server.
+#[derive(Debug, Clone, Copy)]
+struct Buffers {
+    /// `read_buffer_size`: the bytes tungstenite asks the socket for in one read.
+    read: usize,
+    /// `write_buffer_size`: frames are gathered up to this before a write.
+    write: usize,
+}
+
+impl Buffers {
+    /// The reference: what a server tuned for throughput takes. An 8 KiB read chunk
+    /// (tungstenite's default, 128 KiB, would be that much memory per connection) and
+    /// tungstenite's default 128 KiB write buffer: few system calls per request.
+    const GENEROUS: Buffers = Buffers {
+        read: 8 * 1024,
+        write: 128 * 1024,
+    };
+
+    /// The sizes of our transport before issue 22 (4 KiB / 16 KiB): beside
+    /// [`Buffers::GENEROUS`], what the buffer sizes alone cost.
+    const SMALL: Buffers = Buffers {
+        read: 4 * 1024,
+        write: 16 * 1024,
+    };
+
+    /// The hard cap on the write buffer: the write buffer, then room for one more frame of
+    /// the largest size (twice, as our transport allows) and its header.
+    fn max_write(self, limit: usize) -> usize {
+        self.write + limit * 2 + 1024
+    }
+
+    /// The tungstenite configuration of a minimal server with these buffers.
+    fn config(self, limit: usize) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(self.read)
+            .write_buffer_size(self.write)
+            .max_write_buffer_size(self.max_write(limit))
+            .max_message_size(Some(limit))
+            .max_frame_size(Some(limit))
+    }
+}
+
+impl fmt::Display for Buffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} KiB read chunk, {} KiB write buffer (max: that + 2 × the size limit + 1 KiB)",
+            self.read / 1024,
+            self.write / 1024
+        )
+    }
+}
+
+/// The AcceptConf the minimal servers send first, the same as ours, so the generator sees
+/// no difference.
+fn accept_conf_frame(limit: usize) -> Result<Bytes> {
+    Ok(Message::AcceptConf(AcceptConf::new(
+        Duration::from_secs(60),
+        u32::try_from(limit)?,
+    ))
+    .encode()?)
 }
 
 /// The baseline: tokio-tungstenite's own handshake, then per connection one task that reads
 /// requests and writes replies in the same poll loop ([`pump`]: no channel, no task per
 /// request, one flush per batch). It parses the type byte, the id and the name length only.
-async fn serve_minimal(listener: TcpListener, limit: usize) -> Result<()> {
-    // The same first message as ours, so the generator sees no difference.
-    let accept_conf = Message::AcceptConf(AcceptConf::new(
-        Duration::from_secs(60),
-        u32::try_from(limit)?,
-    ))
-    .encode()?;
+async fn serve_minimal(listener: TcpListener, limit: usize, buffers: Buffers) -> Result<()> {
+    let accept_conf = accept_conf_frame(limit)?;
     loop {
         let (socket, _) = listener.accept().await?;
         let _ = socket.set_nodelay(true);
         let accept_conf = accept_conf.clone();
         tokio::spawn(async move {
-            let config = server_ws_config(limit);
+            let config = buffers.config(limit);
             let Ok(mut ws) =
                 tokio_tungstenite::accept_async_with_config(socket, Some(config)).await
             else {
@@ -673,6 +793,218 @@ async fn serve_minimal(listener: TcpListener, limit: usize) -> Result<()> {
             })
             .await;
         });
+    }
+}
+
+/// The memory reference: fastwebsockets as its own echo example uses it. hyper serves the
+/// HTTP/1 upgrade request (fastwebsockets' `upgrade`), then per connection one task reads a
+/// frame and writes its reply, the same [`echo_reply`] as the tokio-tungstenite loop.
+/// fastwebsockets has no write buffer: each frame is a write of its own. With `gather`, the
+/// socket is wrapped in [`GatherWrites`], so that pipelined replies go out in one write as
+/// the tokio-tungstenite loop's do (without it, a system call per reply is most of its CPU
+/// at 1 KiB: 4.2 µs per request against 0.6 in a smoke run).
+async fn serve_fastwebsockets(listener: TcpListener, limit: usize, gather: bool) -> Result<()> {
+    let accept_conf = accept_conf_frame(limit)?;
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        let accept_conf = accept_conf.clone();
+        if gather {
+            tokio::spawn(fastwebsockets_upgrade(
+                GatherWrites::new(socket),
+                accept_conf,
+                limit,
+            ));
+        } else {
+            tokio::spawn(fastwebsockets_upgrade(socket, accept_conf, limit));
+        }
+    }
+}
+
+/// Serves the HTTP/1 upgrade request of one connection of [`serve_fastwebsockets`], then
+/// its WebSocket on a task of its own.
+async fn fastwebsockets_upgrade<S>(socket: S, accept_conf: Bytes, limit: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request| {
+        let accept_conf = accept_conf.clone();
+        async move {
+            let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut request)?;
+            tokio::spawn(async move {
+                let echoed =
+                    async { fastwebsockets_echo(upgrade.await?, accept_conf, limit).await };
+                match echoed.await {
+                    Err(error) if !peer_gone(&error) => eprintln!("fastwebsockets echo: {error}"),
+                    _ => {}
+                }
+            });
+            Ok::<_, fastwebsockets::WebSocketError>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+        .with_upgrades()
+        .await;
+}
+
+/// Whether a fastwebsockets connection ended because the peer went away (the load
+/// generators end by dropping their sockets; the stalled clients' are reset).
+fn peer_gone(error: &BoxError) -> bool {
+    use fastwebsockets::WebSocketError;
+    match error.downcast_ref::<WebSocketError>() {
+        Some(WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed) => true,
+        Some(WebSocketError::IoError(error)) => matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
+/// One connection of [`serve_fastwebsockets`]: the AcceptConf, then a reply to each binary
+/// request until the peer closes.
+async fn fastwebsockets_echo<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: fastwebsockets::WebSocket<S>,
+    accept_conf: Bytes,
+    limit: usize,
+) -> Result<()> {
+    use fastwebsockets::{Frame, OpCode, Payload as WsPayload};
+    // fastwebsockets refuses a frame of its limit or more: a frame of `limit` bytes passes.
+    ws.set_max_message_size(limit + 1);
+    ws.write_frame(Frame::binary(WsPayload::Borrowed(&accept_conf)))
+        .await?;
+    loop {
+        let frame = ws.read_frame().await?;
+        match frame.opcode {
+            OpCode::Binary if frame.fin => {
+                let reply = echo_reply(&frame.payload)?;
+                ws.write_frame(Frame::binary(WsPayload::Borrowed(&reply)))
+                    .await?;
+            }
+            OpCode::Close => return Ok(()),
+            other => return Err(format!("unexpected frame: {other:?}, fin {}", frame.fin).into()),
+        }
+    }
+}
+
+/// A connection whose writes are gathered in memory and written out when a read finds
+/// nothing to read (every request read so far has its reply), or before a write once
+/// [`GatherWrites::MAX`] bytes wait: what the tokio-tungstenite loop's flush per round and
+/// 128 KiB write buffer do, for a library that writes each frame at once. Holds no memory
+/// while nothing waits (the buffer is freed once written).
+struct GatherWrites<S> {
+    inner: S,
+    /// Written to us, not yet to `inner`.
+    out: Vec<u8>,
+    /// How much of `out` went to `inner`.
+    sent: usize,
+}
+
+impl<S> GatherWrites<S> {
+    /// Writes are passed on before a write once this many bytes wait.
+    const MAX: usize = 128 * 1024;
+
+    fn new(inner: S) -> Self {
+        GatherWrites {
+            inner,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> GatherWrites<S> {
+    /// Writes out all that waits, then frees the buffer.
+    fn poll_send(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        (self.out, self.sent) = (Vec::new(), 0);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Room for more: what waits is written out first once it reaches `MAX`. (The buffer
+    /// grows as `Vec` does: a first reserve of 16 KiB changed neither the CPU nor the idle
+    /// RSS measurably in smoke runs.)
+    fn poll_room(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.out.len() >= Self::MAX {
+            std::task::ready!(self.poll_send(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for GatherWrites<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            // Nothing more to answer for now: the replies go out.
+            Poll::Pending => match this.poll_send(cx) {
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                _ => Poll::Pending,
+            },
+            read => read,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GatherWrites<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_room(cx))?;
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let len = bufs.iter().map(|b| b.len()).sum();
+        std::task::ready!(this.poll_room(cx))?;
+        for buf in bufs {
+            this.out.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(len))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -794,7 +1126,11 @@ type Run<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 ///
 /// [`TungsteniteGenerator`] is the baseline; [`ClientGenerator`] is our own client.
 trait LoadGenerator: Sync {
+    /// What it is, for the header.
     fn name(&self) -> &'static str;
+
+    /// Its `--generators` name, for the tables.
+    fn key(&self) -> &'static str;
 
     fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a>;
 }
@@ -806,6 +1142,10 @@ struct TungsteniteGenerator;
 impl LoadGenerator for TungsteniteGenerator {
     fn name(&self) -> &'static str {
         "tokio-tungstenite"
+    }
+
+    fn key(&self) -> &'static str {
+        "raw"
     }
 
     fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
@@ -829,53 +1169,113 @@ impl LoadGenerator for TungsteniteGenerator {
     }
 }
 
-/// Our own [`Client`](tokio_webwire::Client): one per connection, `P` request loops on each
-/// (a request, its reply checked, the next request), all multiplexed by the client.
-struct ClientGenerator;
+/// The request name of every load.
+const ECHO: Name = Name::from_static("echo");
+
+/// The payload of every request of `size` bytes: no zero byte, not one repeated byte.
+fn load_payload(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8 + 1).collect()
+}
+
+/// Our own [`Client`](tokio_webwire::Client), one per connection, used one of the two ways a
+/// user pipelines: `P` request loops per connection, each a task of its own (a request, its
+/// reply checked, the next request), all multiplexed by the client; or, `unordered`, one
+/// task per connection driving its `P` requests as a `FuturesUnordered` (a reply checked,
+/// the next request pushed), no task per request.
+struct ClientGenerator {
+    unordered: bool,
+}
 
 impl LoadGenerator for ClientGenerator {
     fn name(&self) -> &'static str {
-        "tokio-webwire client"
+        if self.unordered {
+            "client, FuturesUnordered per connection"
+        } else {
+            "client, a task per request"
+        }
+    }
+
+    fn key(&self) -> &'static str {
+        if self.unordered {
+            "client-unordered"
+        } else {
+            "client"
+        }
     }
 
     fn run<'a>(&'a self, addr: SocketAddr, spec: LoadSpec, counters: Arc<LoadCounters>) -> Run<'a> {
         Box::pin(async move {
-            let payload = Payload::binary(
-                (0..spec.size)
-                    .map(|i| (i % 251) as u8 + 1)
-                    .collect::<Vec<u8>>(),
-            );
-            let mut loops = tokio::task::JoinSet::new();
+            let payload = Payload::binary(load_payload(spec.size));
+            let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..spec.conns {
-                let client = tokio_webwire::Client::builder()
-                    .reconnect(tokio_webwire::client::Reconnect::Off)
-                    .max_message_size(spec.max_message_size())
-                    .connect(format!("ws://{addr}/"))
-                    .await?;
+                let client = connect_client(addr, spec).await?;
+                if self.unordered {
+                    let (payload, counters) = (payload.clone(), Arc::clone(&counters));
+                    tasks.spawn(unordered_requests(client, spec.pipeline, payload, counters));
+                    continue;
+                }
                 for _ in 0..spec.pipeline {
                     let (client, payload, counters) =
                         (client.clone(), payload.clone(), Arc::clone(&counters));
-                    loops.spawn(async move {
-                        const ECHO: Name = Name::from_static("echo");
+                    tasks.spawn(async move {
                         while !counters.stop.load(Ordering::Relaxed) {
-                            let reply = client.request(&ECHO, payload.clone()).await?;
-                            if reply != payload {
-                                return Err::<(), BoxError>(
-                                    "reply differs from the request".into(),
-                                );
-                            }
-                            counters.replies.fetch_add(1, Ordering::Relaxed);
+                            let reply = client.request(&ECHO, payload.clone()).await;
+                            count_reply(reply, &payload, &counters)?;
                         }
                         Ok(())
                     });
                 }
             }
-            while let Some(joined) = loops.join_next().await {
+            while let Some(joined) = tasks.join_next().await {
                 joined??;
             }
             Ok(())
         })
     }
+}
+
+/// One connection of [`ClientGenerator`] with `unordered`: `pipeline` requests in flight as
+/// a `FuturesUnordered`, one more pushed per reply until the harness says stop.
+async fn unordered_requests(
+    client: Client,
+    pipeline: usize,
+    payload: Payload,
+    counters: Arc<LoadCounters>,
+) -> Result<()> {
+    // Borrowed by every request future, so it outlives them.
+    let echo = ECHO;
+    let mut in_flight: futures_util::stream::FuturesUnordered<_> = (0..pipeline)
+        .map(|_| client.request(&echo, payload.clone()))
+        .collect();
+    while let Some(reply) = in_flight.next().await {
+        count_reply(reply, &payload, &counters)?;
+        if !counters.stop.load(Ordering::Relaxed) {
+            in_flight.push(client.request(&echo, payload.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A [`Client`] for the client generators: no reconnecting, the load's size limit.
+async fn connect_client(addr: SocketAddr, spec: LoadSpec) -> Result<Client> {
+    Ok(Client::builder()
+        .reconnect(Reconnect::Off)
+        .max_message_size(spec.max_message_size())
+        .connect(format!("ws://{addr}/"))
+        .await?)
+}
+
+/// Checks a reply of a client generator against the request's payload and counts it.
+fn count_reply(
+    reply: Result<Payload, tokio_webwire::client::RequestError>,
+    payload: &Payload,
+    counters: &LoadCounters,
+) -> Result<()> {
+    if reply? != *payload {
+        return Err("reply differs from the request".into());
+    }
+    counters.replies.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Opens a WebSocket to `addr` and reads the server's first message, which must be an
@@ -946,52 +1346,72 @@ impl Outstanding {
     }
 }
 
+/// Binary "echo" requests of one payload, each a copy of one frame with its id patched in
+/// (the codec builds the frame once), and the check of their replies.
+struct Requests {
+    payload: Vec<u8>,
+    template: Bytes,
+}
+
+impl Requests {
+    fn new(size: usize) -> Result<Self> {
+        let payload = load_payload(size);
+        let template = Message::request(RequestId::from(0), ECHO, Payload::binary(payload.clone()))
+            .encode()?;
+        Ok(Requests { payload, template })
+    }
+
+    /// The request with id `id`.
+    fn frame(&self, id: u64) -> Bytes {
+        let mut frame = BytesMut::from(&self.template[..]);
+        frame[1..9].copy_from_slice(&id.to_le_bytes());
+        frame.freeze()
+    }
+
+    /// Checks `reply` (type, length, an outstanding id, payload) and marks its id answered.
+    fn answer(&self, reply: &[u8], state: &mut Outstanding) -> Result<(), String> {
+        let size = self.payload.len();
+        if reply.len() != 9 + size || reply[0] != REPLY_BINARY {
+            return Err(format!(
+                "bad reply: type {:#04x}, {} bytes (expected {:#04x}, {})",
+                reply.first().copied().unwrap_or(0),
+                reply.len(),
+                REPLY_BINARY,
+                9 + size
+            ));
+        }
+        let id = u64::from_le_bytes(reply[1..9].try_into().expect("8 bytes"));
+        state.answer(id)?;
+        // All of a small payload, the ends of a large one.
+        let (data, payload) = (&reply[9..], &self.payload[..]);
+        let checked = if size <= 256 {
+            data == payload
+        } else {
+            data[..64] == payload[..64] && data[size - 64..] == payload[size - 64..]
+        };
+        if !checked {
+            return Err(format!("reply to id {id}: payload differs"));
+        }
+        Ok(())
+    }
+}
+
 /// One connection of [`TungsteniteGenerator`]: P requests first, then one more per reply.
 async fn drive_connection(
     mut ws: WebSocketStream<TcpStream>,
     spec: LoadSpec,
     counters: Arc<LoadCounters>,
 ) -> Result<()> {
-    let payload: Vec<u8> = (0..spec.size).map(|i| (i % 251) as u8 + 1).collect();
-    // The codec builds the frame once; each request is a copy with its id patched in.
-    let template = Message::request(
-        RequestId::from(0),
-        Name::from_static("echo"),
-        Payload::binary(payload.clone()),
-    )
-    .encode()?;
-    let request = |id: u64| {
-        let mut frame = BytesMut::from(&template[..]);
-        frame[1..9].copy_from_slice(&id.to_le_bytes());
-        frame.freeze()
-    };
+    let requests = Requests::new(spec.size)?;
     let mut state = Outstanding::default();
-    let mut out: VecDeque<Bytes> = (0..spec.pipeline).map(|_| request(state.send())).collect();
+    let mut out: VecDeque<Bytes> = (0..spec.pipeline)
+        .map(|_| requests.frame(state.send()))
+        .collect();
     let ended = pump(&mut ws, &mut out, usize::MAX, |reply, out| {
-        if reply.len() != 9 + spec.size || reply[0] != REPLY_BINARY {
-            return Err(format!(
-                "bad reply: type {:#04x}, {} bytes (expected {:#04x}, {})",
-                reply.first().copied().unwrap_or(0),
-                reply.len(),
-                REPLY_BINARY,
-                9 + spec.size
-            ));
-        }
-        let id = u64::from_le_bytes(reply[1..9].try_into().expect("8 bytes"));
-        state.answer(id)?;
-        // All of a small payload, the ends of a large one.
-        let data = &reply[9..];
-        let checked = if spec.size <= 256 {
-            data == &payload[..]
-        } else {
-            data[..64] == payload[..64] && data[spec.size - 64..] == payload[spec.size - 64..]
-        };
-        if !checked {
-            return Err(format!("reply to id {id}: payload differs"));
-        }
+        requests.answer(&reply, &mut state)?;
         counters.replies.fetch_add(1, Ordering::Relaxed);
         if !counters.stop.load(Ordering::Relaxed) {
-            out.push_back(request(state.send()));
+            out.push_back(requests.frame(state.send()));
         } else if state.in_flight == 0 {
             return Ok(Flow::Done);
         }
@@ -1026,6 +1446,11 @@ impl Measurement {
 
     fn mib_per_s(&self) -> f64 {
         self.rate() * self.size as f64 / (1024.0 * 1024.0)
+    }
+
+    /// The load generator's CPU (this process's) per request.
+    fn client_us_per_req(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 
     fn server_us_per_req(&self) -> Option<f64> {
@@ -1098,85 +1523,217 @@ async fn measure(
     })
 }
 
+/// The options of a load measurement (`run`, `clients`).
+#[derive(Debug, Clone, Copy)]
+struct LoadOptions {
+    warmup: Duration,
+    duration: Duration,
+    server_threads: usize,
+    client_threads: usize,
+    /// Runs of each server (or generator), interleaved; medians are reported.
+    repeat: usize,
+}
+
+impl LoadOptions {
+    fn parse(opts: &Options, warmup: f64, duration: f64) -> Result<Self> {
+        Ok(LoadOptions {
+            warmup: opts.secs_or("warmup", warmup)?,
+            duration: opts.secs_or("duration", duration)?,
+            server_threads: opts.size_or("server-threads", 1)?,
+            client_threads: opts.size_or("client-threads", 1)?,
+            repeat: opts.size_or("repeat", 1)?.max(1),
+        })
+    }
+}
+
+/// Starts server `which` for `spec`, loads it with `generator` and prints one line.
+fn measure_one(
+    rt: &tokio::runtime::Runtime,
+    generator: &dyn LoadGenerator,
+    which: Impl,
+    spec: LoadSpec,
+    load: &LoadOptions,
+    label: &str,
+) -> Result<Measurement> {
+    let server = ServerProcess::spawn(
+        which,
+        spec.max_message_size(),
+        spec.pipeline.max(64),
+        load.server_threads,
+    )?;
+    let m = rt.block_on(measure(
+        generator,
+        server.addr,
+        Some(server.pid()),
+        spec,
+        load.warmup,
+        load.duration,
+    ))?;
+    println!(
+        "  {:<22} {label:<21} {:>10.0} req/s {:>9.1} MiB/s  server {:>6.2} µs/req ({:>3.0}% of a core)  \
+         generator {:>6.2} µs/req ({:>3.0}%)",
+        spec.to_string(),
+        m.rate(),
+        m.mib_per_s(),
+        m.server_us_per_req().unwrap_or(f64::NAN),
+        m.server_cpu
+            .map_or(f64::NAN, |c| 100.0 * Measurement::load(c, m.elapsed)),
+        m.client_us_per_req(),
+        100.0 * Measurement::load(m.client_cpu, m.elapsed),
+    );
+    Ok(m)
+}
+
+/// Prints what each server is.
+fn print_servers(impls: &[Impl], server_threads: usize) {
+    println!("servers, each in its own process with {server_threads} worker thread(s):");
+    for which in impls {
+        println!("  {:<21} {}", which.to_string(), which.describe());
+    }
+}
+
 fn run_main(opts: &Options, smoke: bool) -> Result<()> {
-    let (default_configs, default_warmup, default_duration, default_idle) = if smoke {
-        ("1x4x16,2x2x100k", 0.1, 0.3, 0)
+    let (configs, client_configs, warmup, duration, idle, burst) = if smoke {
+        ("1x4x16,2x2x100k", "1x4x16", 0.1, 0.3, 0, 20)
     } else {
-        (DEFAULT_CONFIGS, 1.0, 3.0, 10_000)
+        (DEFAULT_CONFIGS, CLIENT_CONFIGS, 1.0, 3.0, 10_000, 2_000)
     };
-    let specs = LoadSpec::parse_list(opts.str_or("configs", default_configs))?;
-    let warmup = opts.secs_or("warmup", default_warmup)?;
-    let duration = opts.secs_or("duration", default_duration)?;
-    let impls = opts.impls()?;
-    let server_threads = opts.size_or("server-threads", 1)?;
-    let client_threads = opts.size_or("client-threads", 1)?;
-    let idle_conns = opts.size_or("idle-conns", default_idle)?;
-    let repeat = opts.size_or("repeat", 1)?.max(1);
-    let generators = opts.generators()?;
+    let specs = LoadSpec::parse_list(opts.str_or("configs", configs))?;
+    let client_specs = match opts.str_or("client-configs", client_configs) {
+        "none" => Vec::new(),
+        list => LoadSpec::parse_list(list)?,
+    };
+    let load = LoadOptions::parse(opts, warmup, duration)?;
+    let impls = opts.impls_or(DEFAULT_IMPLS)?;
+    let idle_conns = opts.size_or("idle-conns", idle)?;
+    let burst = BurstOptions::parse(opts, opts.size_or("burst-conns", burst)?)?;
     if smoke {
         println!("smoke check (run with `cargo bench --bench load` for figures)");
     }
-    let rt = runtime(client_threads)?;
-    let mut tables = Vec::new();
-    for generator in generators {
+    print_servers(&impls, load.server_threads);
+    let rt = runtime(load.client_threads)?;
+    for generator in opts.generators_or("raw")? {
+        println!();
         println!(
-            "load: {} generator, {client_threads} client thread(s); servers: {server_threads} worker thread(s); \
-             warm-up {warmup:?}, measured {duration:?}",
-            generator.name()
+            "load: {} generator, {} client thread(s); warm-up {:?}, measured {:?}, {} run(s) each",
+            generator.name(),
+            load.client_threads,
+            load.warmup,
+            load.duration,
+            load.repeat,
         );
         let mut rows = Vec::new();
         for spec in &specs {
             let mut results = Vec::new();
-            for &which in impls.iter().cycle().take(impls.len() * repeat) {
-                let server = ServerProcess::spawn(
-                    which,
-                    spec.max_message_size(),
-                    spec.pipeline.max(64),
-                    server_threads,
-                )?;
-                let m = rt.block_on(measure(
-                    generator,
-                    server.addr,
-                    Some(server.pid()),
-                    *spec,
-                    warmup,
-                    duration,
-                ))?;
-                println!(
-                    "  {:<22} {which:<8} {:>10.0} req/s {:>9.1} MiB/s  server {:>6.2} µs/req ({:>3.0}% of a core)  client {:>3.0}%",
-                    spec.to_string(),
-                    m.rate(),
-                    m.mib_per_s(),
-                    m.server_us_per_req().unwrap_or(f64::NAN),
-                    m.server_cpu
-                        .map_or(f64::NAN, |c| 100.0 * Measurement::load(c, m.elapsed)),
-                    100.0 * Measurement::load(m.client_cpu, m.elapsed),
-                );
+            for &which in impls.iter().cycle().take(impls.len() * load.repeat) {
+                let m = measure_one(&rt, generator, which, *spec, &load, &which.to_string())?;
                 results.push((which, m));
             }
             rows.push((*spec, results));
         }
-        tables.push((generator.name(), rows));
-    }
-    for (name, rows) in &tables {
         println!();
-        println!("load from the {name} generator:");
-        print_table(rows);
+        println!("load from the {} generator:", generator.name());
+        print_table(&rows, &impls);
     }
-    if let [(raw, raw_rows), (client, client_rows)] = &tables[..] {
+    if !client_specs.is_empty() {
         println!();
-        println!("| config | ours ← {client} req/s | ours ← {raw} req/s | ratio (≥ 0.9) |");
-        println!("|---|---:|---:|---:|");
-        for ((spec, by_client), (_, by_raw)) in client_rows.iter().zip(raw_rows) {
-            let rate = |results| summarize(results, Impl::Ours).map(|s| s.rate);
-            if let (Some(c), Some(r)) = (rate(by_client), rate(by_raw)) {
-                println!("| {spec} | {c:.0} | {r:.0} | {:.2} |", c / r);
-            }
-        }
+        let generators = opts_generators(CLIENT_GENERATORS)?;
+        clients_report(&rt, &client_specs, &generators, Impl::Ours, &load)?;
     }
     if idle_conns > 0 {
         println!();
-        idle_report(idle_conns, &impls, server_threads)?;
+        idle_report(idle_conns, &impls, load.server_threads, burst.settle)?;
+    }
+    if burst.conns > 0 {
+        println!();
+        burst_report(&burst, &impls, load.server_threads)?;
+    }
+    Ok(())
+}
+
+/// The generators of the `clients` table: the raw baseline first, then our `Client` used
+/// both ways.
+const CLIENT_GENERATORS: &str = "raw,client,client-unordered";
+
+/// Generators by name, without options.
+fn opts_generators(names: &str) -> Result<Vec<&'static dyn LoadGenerator>> {
+    Options::default().generators_or(names)
+}
+
+/// `clients`: our `Client` as the load generator against the raw tokio-tungstenite one.
+fn clients_main(opts: &Options) -> Result<()> {
+    let specs = LoadSpec::parse_list(opts.str_or("configs", CLIENT_CONFIGS))?;
+    let load = LoadOptions::parse(opts, 1.0, 3.0)?;
+    let which: Impl = opts.str_or("impl", "ours").parse()?;
+    let generators = opts.generators_or(CLIENT_GENERATORS)?;
+    print_servers(&[which], load.server_threads);
+    println!();
+    let rt = runtime(load.client_threads)?;
+    clients_report(&rt, &specs, &generators, which, &load)
+}
+
+/// Loads server `which` from each generator in turn (interleaved, `repeat` times) and
+/// prints, for each load, the throughput and the generator's CPU per request of each, as
+/// ratios to the first generator's.
+fn clients_report(
+    rt: &tokio::runtime::Runtime,
+    specs: &[LoadSpec],
+    generators: &[&'static dyn LoadGenerator],
+    which: Impl,
+    load: &LoadOptions,
+) -> Result<()> {
+    let [base, others @ ..] = generators else {
+        return Err("no generator".into());
+    };
+    println!(
+        "the client as load generator: {which} server; {} client thread(s); warm-up {:?}, \
+         measured {:?}, {} run(s) each; generators:",
+        load.client_threads, load.warmup, load.duration, load.repeat
+    );
+    for generator in generators {
+        println!("  {:<16} {}", generator.key(), generator.name());
+    }
+    let mut rows = Vec::new();
+    for spec in specs {
+        let mut results: Vec<(&str, Measurement)> = Vec::new();
+        for generator in generators
+            .iter()
+            .cycle()
+            .take(generators.len() * load.repeat)
+        {
+            let m = measure_one(rt, *generator, which, *spec, load, generator.key())?;
+            results.push((generator.key(), m));
+        }
+        rows.push((*spec, results));
+    }
+    println!();
+    let mut header = format!("| config | {} req/s |", base.key());
+    for g in others {
+        header += &format!(" {} req/s | ÷ {} (≥ 0.9) |", g.key(), base.key());
+    }
+    header += &format!(" {} µs/req |", base.key());
+    for g in others {
+        header += &format!(" {} µs/req | ÷ {} |", g.key(), base.key());
+    }
+    println!("generator CPU per request: this process's CPU time over the replies it counted");
+    println!("{header}");
+    println!("|---|{}", "---:|".repeat(1 + 4 * others.len() + 1));
+    for (spec, results) in &rows {
+        let summary = |key: &str| summarize(results, |k| *k == key);
+        let rate = |s: Option<Summary>| s.map(|s| s.rate);
+        let cpu = |s: Option<Summary>| s.map(|s| s.client_us_per_req);
+        let base = summary(base.key());
+        let mut line = format!("| {spec} | {} |", show(rate(base), 0));
+        for g in others {
+            let s = summary(g.key());
+            line += &format!(" {} | {} |", show(rate(s), 0), ratio(rate(s), rate(base)));
+        }
+        line += &format!(" {} |", show(cpu(base), 2));
+        for g in others {
+            let s = summary(g.key());
+            line += &format!(" {} | {} |", show(cpu(s), 2), ratio(cpu(s), cpu(base)));
+        }
+        println!("{line}");
     }
     Ok(())
 }
@@ -1187,6 +1744,7 @@ struct Summary {
     rate: f64,
     mib_per_s: f64,
     us_per_req: Option<f64>,
+    client_us_per_req: f64,
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -1194,10 +1752,11 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     values.get(values.len() / 2).copied()
 }
 
-fn summarize(results: &[(Impl, Measurement)], which: Impl) -> Option<Summary> {
+/// The medians of the runs whose key `pick` takes.
+fn summarize<K>(results: &[(K, Measurement)], pick: impl Fn(&K) -> bool) -> Option<Summary> {
     let runs: Vec<Measurement> = results
         .iter()
-        .filter(|(w, _)| *w == which)
+        .filter(|(k, _)| pick(k))
         .map(|(_, m)| *m)
         .collect();
     Some(Summary {
@@ -1208,35 +1767,59 @@ fn summarize(results: &[(Impl, Measurement)], which: Impl) -> Option<Summary> {
                 .filter_map(Measurement::server_us_per_req)
                 .collect(),
         ),
+        client_us_per_req: median(runs.iter().map(Measurement::client_us_per_req).collect())?,
     })
 }
 
-fn print_table(rows: &[(LoadSpec, Vec<(Impl, Measurement)>)]) {
-    println!();
-    println!(
-        "| config | ours req/s | minimal req/s | ratio (≥ 0.9) | ours MiB/s | ours CPU µs/req | minimal CPU µs/req | ratio (≤ 1.5) |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+/// `a ÷ b` with two decimals, `-` if either is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
         (Some(a), Some(b)) => format!("{:.2}", a / b),
         _ => "-".into(),
-    };
-    let show = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    }
+}
+
+/// A figure with `digits` decimals, `-` if missing.
+fn show(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The CPU table: ours beside every other server, throughput and server CPU per request,
+/// each with ours ÷ it (targets of issue 22 against `minimal`: throughput ≥ 0.9; CPU ≤ 1.2,
+/// ≤ 1.1 at 256 KiB).
+fn print_table(rows: &[(LoadSpec, Vec<(Impl, Measurement)>)], impls: &[Impl]) {
+    let others: Vec<Impl> = impls.iter().copied().filter(|w| *w != Impl::Ours).collect();
+    let mut header = "| config | ours req/s |".to_owned();
+    for o in &others {
+        header += &format!(" {o} req/s | ours ÷ {o} |");
+    }
+    header += " ours MiB/s | ours CPU µs/req |";
+    for o in &others {
+        header += &format!(" {o} CPU µs/req | ours ÷ {o} |");
+    }
+    println!();
+    println!("{header}");
+    println!("|---|{}", "---:|".repeat(3 + 4 * others.len()));
     for (spec, results) in rows {
-        let ours = summarize(results, Impl::Ours);
-        let minimal = summarize(results, Impl::Minimal);
+        let summary = |which: Impl| summarize(results, |w| *w == which);
         let rate = |s: Option<Summary>| s.map(|s| s.rate);
         let cpu = |s: Option<Summary>| s.and_then(|s| s.us_per_req);
-        println!(
-            "| {spec} | {} | {} | {} | {} | {} | {} | {} |",
-            show(rate(ours), 0),
-            show(rate(minimal), 0),
-            ratio(rate(ours), rate(minimal)),
+        let ours = summary(Impl::Ours);
+        let mut line = format!("| {spec} | {} |", show(rate(ours), 0));
+        for &o in &others {
+            let s = summary(o);
+            line += &format!(" {} | {} |", show(rate(s), 0), ratio(rate(ours), rate(s)));
+        }
+        line += &format!(
+            " {} | {} |",
             show(ours.map(|s| s.mib_per_s), 1),
-            show(cpu(ours), 2),
-            show(cpu(minimal), 2),
-            ratio(cpu(ours), cpu(minimal)),
+            show(cpu(ours), 2)
         );
+        for &o in &others {
+            let s = summary(o);
+            line += &format!(" {} | {} |", show(cpu(s), 2), ratio(cpu(ours), cpu(s)));
+        }
+        println!("{line}");
     }
 }
 
@@ -1249,7 +1832,7 @@ fn drive_main(opts: &Options) -> Result<()> {
     let duration = opts.secs_or("duration", 3.0)?;
     let rt = runtime(opts.size_or("client-threads", 1)?)?;
     for spec in specs {
-        for generator in opts.generators()? {
+        for generator in opts.generators_or("raw")? {
             let m = rt.block_on(measure(generator, addr, pid, spec, warmup, duration))?;
             println!(
                 "{spec} ({}): {} requests, {:.0} req/s, {:.1} MiB/s, server {} µs/req",
@@ -1266,60 +1849,305 @@ fn drive_main(opts: &Options) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Idle connections
+// Memory: idle connections, and after a burst
 
-fn idle_main(opts: &Options) -> Result<()> {
-    let conns = opts.size_or("conns", 10_000)?;
-    idle_report(conns, &opts.impls()?, opts.size_or("server-threads", 1)?)
+/// How a memory figure waits for the server to settle: its RSS polled every 50 ms until it
+/// has not changed for `quiet`, for at most `bound` (no sleep stands in for an event: the
+/// RSS itself says when the server is done).
+#[derive(Debug, Clone, Copy)]
+struct Settle {
+    quiet: Duration,
+    bound: Duration,
 }
 
-fn idle_report(conns: usize, impls: &[Impl], server_threads: usize) -> Result<()> {
-    // Each connection costs a descriptor here and one in the server.
+/// A settled RSS.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    kib: u64,
+    /// How long it took to settle; `None` if it still moved at the bound.
+    after: Option<Duration>,
+}
+
+impl Settle {
+    fn parse(opts: &Options) -> Result<Self> {
+        Ok(Settle {
+            quiet: opts.secs_or("quiet", 0.5)?,
+            bound: opts.secs_or("settle", 10.0)?,
+        })
+    }
+
+    /// Polls the RSS of process `pid` until it settles (or the bound passes).
+    async fn rss(self, pid: u32) -> Result<Settled> {
+        const POLL: Duration = Duration::from_millis(50);
+        let started = Instant::now();
+        let mut last = rss_kib(pid)?;
+        let mut since = Instant::now();
+        loop {
+            if since.elapsed() >= self.quiet {
+                return Ok(Settled {
+                    kib: last,
+                    after: Some(started.elapsed()),
+                });
+            }
+            if started.elapsed() >= self.bound {
+                return Ok(Settled {
+                    kib: last,
+                    after: None,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+            let now = rss_kib(pid)?;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+    }
+}
+
+impl fmt::Display for Settled {
+    /// The KiB, marked `*` if it had not settled.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            self.kib,
+            if self.after.is_some() { "" } else { "*" }
+        )
+    }
+}
+
+/// The client side of an idle connection: small buffers, so the load generator's memory
+/// stays small at 10 000 connections.
+fn idle_client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+}
+
+/// `conns`, or as many as the open files limit allows (each costs a descriptor here and one
+/// in the server); an error under `min`.
+fn fit_conns(conns: usize, min: usize, what: &str) -> Result<usize> {
     let limit = open_files_limit().unwrap_or(1024);
     let conns = if conns + 64 > limit {
         let fit = limit.saturating_sub(64);
         println!(
-            "idle: open files limited to {limit}: {fit} connections instead of {conns} \
+            "{what}: open files limited to {limit}: {fit} connections instead of {conns} \
              (scripts/idle-rss.sh raises the limit)"
         );
         fit
     } else {
         conns
     };
-    if conns < 200 {
-        return Err("too few connections for an idle measurement".into());
+    if conns < min {
+        return Err(format!("too few connections for the {what} measurement").into());
     }
+    Ok(conns)
+}
+
+fn idle_main(opts: &Options) -> Result<()> {
+    let conns = opts.size_or("conns", 10_000)?;
+    idle_report(
+        conns,
+        &opts.impls_or(DEFAULT_IMPLS)?,
+        opts.size_or("server-threads", 1)?,
+        Settle::parse(opts)?,
+    )
+}
+
+fn idle_report(conns: usize, impls: &[Impl], server_threads: usize, settle: Settle) -> Result<()> {
+    let conns = fit_conns(conns, 200, "idle")?;
     // One-time costs (runtime, first allocations) land before the first checkpoint, so the
     // marginal figure is what each further connection costs.
     let first = conns / 10;
     let rt = runtime(1)?;
-    println!("idle connections: server RSS (KiB), WebSocket handshake and AcceptConf read");
     println!(
-        "| server | RSS empty | RSS at {first} | RSS at {conns} | KiB/conn (marginal, ≤ 16) | KiB/conn (from empty) |"
+        "idle connections: server RSS (KiB; settled: unchanged for {:?}, * if not within {:?}), \
+         WebSocket handshake and AcceptConf read",
+        settle.quiet, settle.bound
+    );
+    println!(
+        "| server | RSS empty | RSS at {first} | RSS at {conns} | KiB/conn (marginal) | KiB/conn (from empty) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for &which in impls {
         let server = ServerProcess::spawn(which, 8192, 64, server_threads)?;
         let pid = server.pid();
-        let rss = || -> Result<u64> {
-            std::thread::sleep(Duration::from_millis(500));
-            rss_kib(pid)
-        };
-        let empty = rss()?;
-        let (at_first, at_all) = rt.block_on(async {
-            let config = WebSocketConfig::default()
-                .read_buffer_size(4 * 1024)
-                .write_buffer_size(4 * 1024);
+        let (empty, at_first, at_all) = rt.block_on(async {
+            let empty = settle.rss(pid).await?;
             let mut open = Vec::with_capacity(conns);
-            open_idle(server.addr, config, first, &mut open).await?;
-            let at_first = rss()?;
-            open_idle(server.addr, config, conns - first, &mut open).await?;
-            let at_all = rss()?;
-            Ok::<_, BoxError>((at_first, at_all))
+            open_idle(server.addr, idle_client_config(), first, &mut open).await?;
+            let at_first = settle.rss(pid).await?;
+            open_idle(server.addr, idle_client_config(), conns - first, &mut open).await?;
+            let at_all = settle.rss(pid).await?;
+            Ok::<_, BoxError>((empty, at_first, at_all))
         })?;
-        let marginal = (at_all - at_first) as f64 / (conns - first) as f64;
-        let average = (at_all - empty) as f64 / conns as f64;
+        let marginal = (at_all.kib as f64 - at_first.kib as f64) / (conns - first) as f64;
+        let average = (at_all.kib as f64 - empty.kib as f64) / conns as f64;
         println!("| {which} | {empty} | {at_first} | {at_all} | {marginal:.1} | {average:.1} |");
+    }
+    Ok(())
+}
+
+/// The options of the burst-then-idle memory mode.
+#[derive(Debug, Clone, Copy)]
+struct BurstOptions {
+    /// Connections (0: none, the mode is skipped in `run`).
+    conns: usize,
+    /// Requests each connection pipelines once, and their payload bytes.
+    requests: usize,
+    size: usize,
+    settle: Settle,
+}
+
+impl BurstOptions {
+    fn parse(opts: &Options, conns: usize) -> Result<Self> {
+        let burst = BurstOptions {
+            conns,
+            requests: opts.size_or("requests", 32)?,
+            size: opts.size_or("size", 4 * 1024)?,
+            settle: Settle::parse(opts)?,
+        };
+        if burst.requests == 0 {
+            return Err("--requests must be positive".into());
+        }
+        Ok(burst)
+    }
+}
+
+fn burst_main(opts: &Options) -> Result<()> {
+    let burst = BurstOptions::parse(opts, opts.size_or("conns", 2_000)?)?;
+    burst_report(
+        &burst,
+        &opts.impls_or(DEFAULT_IMPLS)?,
+        opts.size_or("server-threads", 1)?,
+    )
+}
+
+/// `burst`: `conns` connections open and go idle; then every one pipelines `requests`
+/// binary "echo" requests of `size` bytes at once (one write), reads every reply, and goes
+/// quiet again.
+/// The server's RSS per connection once settled, beside its idle figure: what a burst took
+/// and did not give back.
+fn burst_report(burst: &BurstOptions, impls: &[Impl], server_threads: usize) -> Result<()> {
+    let conns = fit_conns(burst.conns, 1, "burst")?;
+    let spec = LoadSpec {
+        conns,
+        pipeline: burst.requests,
+        size: burst.size,
+    };
+    let rt = runtime(1)?;
+    println!(
+        "burst then idle: {conns} connections open and go idle, then each pipelines {} requests \
+         of {} B once and reads every reply; server RSS (KiB; settled: unchanged for {:?}, * if \
+         not within {:?}); KiB/conn from the RSS after one probe request",
+        burst.requests, burst.size, burst.settle.quiet, burst.settle.bound
+    );
+    println!(
+        "| server | RSS empty | RSS idle | RSS after the burst | KiB/conn idle | KiB/conn after the burst | after ÷ idle (≤ 2) | burst took | settled in |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &which in impls {
+        let mut server = ServerProcess::spawn(which, spec.max_message_size(), 64, server_threads)?;
+        let report = rt.block_on(burst_run(server.addr, server.pid(), spec, burst.settle))?;
+        if server.exited() {
+            return Err(format!("{which}: the server process exited").into());
+        }
+        let BurstReport {
+            empty,
+            idle,
+            after,
+            took,
+        } = report;
+        let per_conn = |s: Settled| (s.kib as f64 - empty.kib as f64) / conns as f64;
+        let settled = after
+            .after
+            .map_or(format!("not in {:?}", burst.settle.bound), |t| {
+                format!("{:.1} s", t.as_secs_f64())
+            });
+        println!(
+            "| {which} | {empty} | {idle} | {after} | {:.1} | {:.1} | {:.2} | {:.2} s | {settled} |",
+            per_conn(idle),
+            per_conn(after),
+            per_conn(after) / per_conn(idle),
+            took.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
+
+/// What [`burst_run`] saw of one server.
+#[derive(Debug)]
+struct BurstReport {
+    /// Server RSS after one probe connection came and went, with the connections idle,
+    /// and after the burst.
+    empty: Settled,
+    idle: Settled,
+    after: Settled,
+    /// From the first request of the burst to the last reply.
+    took: Duration,
+}
+
+async fn burst_run(
+    addr: SocketAddr,
+    pid: u32,
+    spec: LoadSpec,
+    settle: Settle,
+) -> Result<BurstReport> {
+    let requests = Arc::new(Requests::new(spec.size)?);
+    // The burst leaves in one write: a write buffer for all of it (a small read chunk, so
+    // that the generator's memory stays small).
+    let config = idle_client_config().write_buffer_size(spec.pipeline * requests.template.len());
+    // One request answered on a connection that then closes: the server's one-time costs
+    // land before the first figure.
+    let mut probe = connect(addr, config).await?;
+    burst_connection(&mut probe, &requests, 1).await?;
+    drop(probe);
+    let empty = settle.rss(pid).await?;
+    let mut open = Vec::with_capacity(spec.conns);
+    open_idle(addr, config, spec.conns, &mut open).await?;
+    let idle = settle.rss(pid).await?;
+    let started = Instant::now();
+    let mut bursts = tokio::task::JoinSet::new();
+    for mut ws in open.drain(..) {
+        let requests = Arc::clone(&requests);
+        bursts.spawn(async move {
+            burst_connection(&mut ws, &requests, spec.pipeline).await?;
+            Ok::<_, BoxError>(ws)
+        });
+    }
+    while let Some(joined) = bursts.join_next().await {
+        open.push(joined??);
+    }
+    let took = started.elapsed();
+    let after = settle.rss(pid).await?;
+    drop(open);
+    Ok(BurstReport {
+        empty,
+        idle,
+        after,
+        took,
+    })
+}
+
+/// Pipelines `n` requests on `ws` at once and reads every reply (checked).
+async fn burst_connection(
+    ws: &mut WebSocketStream<TcpStream>,
+    requests: &Requests,
+    n: usize,
+) -> Result<()> {
+    let mut state = Outstanding::default();
+    let mut out: VecDeque<Bytes> = (0..n).map(|_| requests.frame(state.send())).collect();
+    let ended = pump(ws, &mut out, usize::MAX, |reply, _| {
+        requests.answer(&reply, &mut state)?;
+        Ok(if state.in_flight == 0 {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
+    })
+    .await?;
+    if ended != Ended::Done {
+        return Err(format!("server closed with {} requests unanswered", state.in_flight).into());
     }
     Ok(())
 }
@@ -1701,7 +2529,7 @@ fn stall_main(opts: &Options) -> Result<()> {
         .into());
     }
     let mut targets = Vec::new();
-    for which in opts.impls()? {
+    for which in opts.impls_or("ours,minimal")? {
         match which {
             Impl::Ours => {
                 for &handler in &handlers {
@@ -1713,12 +2541,15 @@ fn stall_main(opts: &Options) -> Result<()> {
                     targets.push((format!("ours, {handler}"), which, options));
                 }
             }
-            Impl::Minimal => {
+            Impl::Minimal
+            | Impl::MinimalSmall
+            | Impl::FastWebSockets
+            | Impl::FastWebSocketsDirect => {
                 // The size limit of our defaults, for the same frames.
                 let options = vec![("max-message-size", "8192".to_owned())];
-                targets.push(("minimal".to_owned(), which, options));
+                targets.push((which.to_string(), which, options));
             }
-            Impl::Soak => return Err("stall measures ours and minimal only".into()),
+            Impl::Soak => return Err("stall measures the echo servers only".into()),
         }
     }
     let rt = runtime(1)?;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# RSS per idle connection at 10 000 connections (or $1), ours and the minimal server.
+# RSS per idle connection at 10 000 connections (or $1), ours and the minimal servers.
 # Each connection takes a file descriptor in the bench process and one in the server
 # process, so the open-files limit is raised first (the bench cannot: no libc, no unsafe).
 set -eu
