@@ -62,8 +62,9 @@ pub(crate) const WRITE_BURST: usize = 64 * 1024;
 /// are copied behind their header, so that many small frames make few write slices.
 pub(crate) const ZERO_COPY_MIN: usize = 1024;
 
-/// At most this many slices go into one vectored write (Linux takes up to 1024).
-const MAX_SLICES: usize = 64;
+/// At most this many slices go into one vectored write (Linux takes up to 1024): a header
+/// and a payload for each of 64 pipelined replies.
+const MAX_SLICES: usize = 128;
 
 /// Which end of the connection this is: a client masks what it sends and must get
 /// nothing masked, a server the reverse (RFC 6455 §5.1).
@@ -340,21 +341,26 @@ where
     /// needed. Pending while the peer does not read, and then it fails once that lasted
     /// the write timeout without progress.
     pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
-        if self.queued < self.room() {
+        let room = if self.keeping_up {
+            WRITE_BURST
+        } else {
+            WRITE_ROOM
+        };
+        self.poll_room_below(room, cx)
+    }
+
+    fn poll_room_below(
+        &mut self,
+        room: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteFailed>> {
+        if self.queued < room {
             return Poll::Ready(Ok(()));
         }
         match self.poll_write_out(cx) {
             Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending if self.queued < self.room() => Poll::Ready(Ok(())),
+            Poll::Pending if self.queued < room => Poll::Ready(Ok(())),
             Poll::Pending => self.poll_stall(cx),
-        }
-    }
-
-    fn room(&self) -> usize {
-        if self.keeping_up {
-            WRITE_BURST
-        } else {
-            WRITE_ROOM
         }
     }
 
