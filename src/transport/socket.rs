@@ -436,17 +436,23 @@ where
             self.queue(Opcode::Pong, ping);
         }
         while self.queued > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            if count < MAX_SLICES && !self.tail.is_empty() {
-                slices[count] = IoSlice::new(&self.tail);
-                count += 1;
-            }
-            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            let written = if self.out.is_empty() {
+                // Everything copied into one buffer (always so for a client): no slices.
+                Pin::new(&mut self.io).poll_write(cx, &self.tail)
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                if count < MAX_SLICES && !self.tail.is_empty() {
+                    slices[count] = IoSlice::new(&self.tail);
+                    count += 1;
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            };
+            let written = match written {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(WriteFailed::Failed(io::ErrorKind::WriteZero.into())));
                 }
