@@ -252,9 +252,10 @@ impl<H: ClientHandler> ClientBuilder<H> {
         self
     }
 
-    /// How long a write may wait for a server that does not read (default 10 s; at least
-    /// 1 ms), from the moment it first has to wait until everything written so far has
-    /// left: keep it above the time the largest message takes on your slowest link. A connection whose writes wait longer is dropped, and the client reconnects
+    /// How long a write may wait for a server that accepts no data (default 10 s; at least
+    /// 1 ms): the clock starts when a write has to wait and starts again whenever the
+    /// server takes some bytes, so a slow link that keeps moving is never cut off. A
+    /// connection whose writes wait longer is dropped, and the client reconnects
     /// per its [`reconnect`](ClientBuilder::reconnect) policy; its requests fail with
     /// [`RequestError::Disconnected`](crate::RequestError::Disconnected) or wait for the
     /// next connection, as after any lost connection.

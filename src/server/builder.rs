@@ -600,10 +600,10 @@ impl<H: Handler> ServerBuilder<H> {
         self
     }
 
-    /// How long a write may wait for a peer that does not read (default 10 s); then the
-    /// connection is dropped. Measured from the moment a write first has to wait until
-    /// everything written so far has left, so keep it above the time the largest message
-    /// takes on the slowest link you serve.
+    /// How long a write may wait for a peer that accepts no data (default 10 s); then the
+    /// connection is dropped. It measures a lack of progress: the clock starts when a write
+    /// has to wait and starts again whenever the peer takes some bytes, so a slow client
+    /// that keeps reading is never cut off, however long a large message takes.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
