@@ -66,12 +66,12 @@
 //! ```
 
 mod extract;
+mod names;
 mod reply;
 mod routes;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 
 use futures_util::future::Either;
@@ -85,6 +85,7 @@ pub use routes::{ContractFn, RequestContract, Route, RouteFn, Routes, SignalCont
 
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name, ProtocolError};
+use crate::router::names::NameTable;
 use crate::server::{
     CloseReason, Connection, Handler, HandlerError, RestoreRefused, SubscribeRefused,
     UpgradeRequest,
@@ -365,8 +366,8 @@ pub enum RouteError {
 }
 
 /// Checks the names of one kind and maps them to their routes' positions.
-fn names(routes: Vec<(String, usize)>, kind: &'static str) -> Result<NameMap, RouteError> {
-    let mut map = NameMap::with_capacity_and_hasher(routes.len(), Default::default());
+fn names(routes: Vec<(String, usize)>, kind: &'static str) -> Result<NameTable, RouteError> {
+    let mut map: HashMap<Box<[u8]>, usize> = HashMap::with_capacity(routes.len());
     for (name, index) in routes {
         if name.is_empty() {
             return Err(RouteError::EmptyName { kind });
@@ -380,34 +381,7 @@ fn names(routes: Vec<(String, usize)>, kind: &'static str) -> Result<NameMap, Ro
             return Err(RouteError::Duplicate { kind, name });
         }
     }
-    Ok(map)
-}
-
-/// Route names to positions. FNV-1a rather than the default SipHash: names are short and
-/// chosen by the application, not by a peer (a peer's name only looks one up), and the
-/// lookup is on every message's path.
-type NameMap = HashMap<Box<[u8]>, usize, BuildHasherDefault<Fnv>>;
-
-/// FNV-1a, 64 bits.
-#[derive(Debug)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    Ok(NameTable::new(map.into_iter().collect()))
 }
 
 /// A built [`Router`]: the [`Handler`] to serve (`Server::new(router.build()?)`).
@@ -416,8 +390,8 @@ pub struct Routed<S, R, K, F = NotFound> {
     routes: R,
     hooks: K,
     fallback: F,
-    requests: NameMap,
-    signals: NameMap,
+    requests: NameTable,
+    signals: NameTable,
 }
 
 impl<S, R, K, F> std::fmt::Debug for Routed<S, R, K, F> {
@@ -463,7 +437,7 @@ where
         payload: Payload,
     ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
         match self.requests.get(name.as_bytes()) {
-            Some(&index) => Either::Left(self.routes.call(index, conn, &self.state, payload)),
+            Some(index) => Either::Left(self.routes.call(index, conn, &self.state, payload)),
             None => Either::Right(self.fallback.request(conn, name, payload)),
         }
     }
@@ -475,7 +449,7 @@ where
         payload: Payload,
     ) -> impl Future<Output = ()> + Send {
         match self.signals.get(name.as_bytes()) {
-            Some(&index) => Either::Left(async move {
+            Some(index) => Either::Left(async move {
                 let handled = self.routes.call(index, conn, &self.state, payload).await;
                 if let Err(error) = handled {
                     match error.as_reply() {
