@@ -80,6 +80,7 @@
 
 mod backplane;
 mod error;
+mod history;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};

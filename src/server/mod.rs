@@ -17,7 +17,8 @@
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //! | `client_topics.rs` | the topics extension on the server: the sub-protocol negotiated at the upgrade, the `ww.` requests of a client |
-//! | `history.rs` | [`History`]: which topics keep their last publications, and the ring of one topic |
+//! | `history.rs` | [`History`]: which topics keep their last publications, the ring of one topic (in memory), the engine seam to a [`SharedHistory`] |
+//! | `sequencer.rs` | a topic of a shared history on one node: its publications delivered in offset order, holes filled, the resume seam |
 //! | `fanout.rs` | one signal to many: topics, signals to a session's connections, what other nodes send through the backplane; [`SlowSubscriber`], [`TopicError`] |
 //! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
@@ -50,7 +51,8 @@ mod connection;
 mod driver;
 pub(crate) mod fanout;
 mod handler;
-mod history;
+pub(crate) mod history;
+mod sequencer;
 mod job;
 mod listen;
 pub mod metrics;
@@ -89,7 +91,7 @@ pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused, SubscribeRefused};
-pub use history::History;
+pub use history::{History, HistoryError, SharedHistory};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 #[cfg(feature = "rustls")]
 pub use tls::TlsInfo;
