@@ -138,7 +138,10 @@ impl RedisHistory {
 
     fn keys(&self, topic: &str) -> [String; 2] {
         let prefix = &self.prefix;
-        [format!("{prefix}{{{topic}}}:m"), format!("{prefix}{{{topic}}}:s")]
+        [
+            format!("{prefix}{{{topic}}}:m"),
+            format!("{prefix}{{{topic}}}:s"),
+        ]
     }
 }
 
@@ -169,7 +172,11 @@ impl Script {
         args: &[&[u8]],
     ) -> Result<T, HistoryError> {
         let mut conn = conn.clone();
-        let sha = self.sha.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sha = self
+            .sha
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let call = |sha: &str| {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(sha).arg(2).arg(&keys[..]);
@@ -252,7 +259,12 @@ impl SharedStore for RedisHistory {
             let after = after.map(|a| a.to_string()).unwrap_or_default();
             let until = until.map(|u| u.to_string()).unwrap_or_default();
             let age = age_ms(history);
-            let args: [&[u8]; 4] = [&new_epoch, after.as_bytes(), until.as_bytes(), age.as_bytes()];
+            let args: [&[u8]; 4] = [
+                &new_epoch,
+                after.as_bytes(),
+                until.as_bytes(),
+                age.as_bytes(),
+            ];
             let (e, last, entries): (Vec<u8>, u64, Vec<(u64, Vec<u8>)>) =
                 self.read.run(&self.conn, &keys, &args).await?;
             Ok(Snapshot {

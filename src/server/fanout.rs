@@ -39,8 +39,8 @@ use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::connection::encode_signal;
 use crate::server::history::{History, HistoryError, Ring, Rules, SharedRing, SharedStore};
-use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::metrics::Metrics;
+use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
 use crate::session::check_key;
@@ -809,10 +809,9 @@ impl Hub {
     /// client members here are disconnected (1013), so that they resume and are told
     /// whether the history still covers what they missed, never left with a silent gap.
     fn fill(self: &Arc<Self>, topic: Arc<str>, history: History, sequencer: SharedSequencer) {
-        let (Some(store), Ok(runtime)) = (
-            self.shared.clone(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
+        let (Some(store), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
             let mut sequence = lock_sequencer(&sequencer);
             let ready = sequence.skip_hole();
             sequence.filling = false;

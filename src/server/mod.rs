@@ -52,7 +52,6 @@ mod driver;
 pub(crate) mod fanout;
 mod handler;
 pub(crate) mod history;
-mod sequencer;
 mod job;
 mod listen;
 pub mod metrics;
@@ -60,6 +59,7 @@ pub mod metrics;
 mod mount;
 mod origin;
 mod outbox;
+mod sequencer;
 mod sessions;
 mod source;
 #[cfg(feature = "rustls")]

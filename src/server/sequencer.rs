@@ -197,7 +197,9 @@ impl Sequencer {
             self.epoch = Some(snapshot.epoch);
             self.last = snapshot.last;
         }
-        let first_buffered = buffered.first().map_or(self.last + 1, |(offset, _)| *offset);
+        let first_buffered = buffered
+            .first()
+            .map_or(self.last + 1, |(offset, _)| *offset);
         if self.epoch != Some(snapshot.epoch) || snapshot.last + 1 < first_buffered {
             self.begin(conn);
             return Finish::Again;
@@ -304,7 +306,10 @@ mod tests {
             offset: 1,
         };
         let out = s.arrive(new, text(1));
-        assert_eq!(out.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [at(3), new]);
+        assert_eq!(
+            out.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            [at(3), new]
+        );
         assert_eq!(offsets(&s.arrive(at(2), text(2))), [] as [u64; 0]);
         assert_eq!(s.position(), Some(new));
     }
