@@ -358,14 +358,16 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
 }
 
 /// Both nodes publish 1..=N at once while a subscriber on one node watches from the start
-/// and a client resumes on the other from the middle: every subscriber gets every offset
-/// once, in order, with the same text, whatever the interleaving.
+/// and clients resume on both nodes from the middle, one after the other: every
+/// subscriber gets every offset once, in order, with the same text, whatever the
+/// interleaving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_from_two_nodes_racing_a_resume_leave_no_gap_and_no_duplicate() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
     const N: u64 = 200;
+    const RESUMES: usize = 6;
     let (a, a_addr) = node(&redis, History::last(1000)).await;
     let (b, b_addr) = node(&redis, History::last(1000)).await;
     for run in 0..10 {
@@ -391,40 +393,50 @@ async fn publications_from_two_nodes_racing_a_resume_leave_no_gap_and_no_duplica
                 })
             })
             .collect();
-        let (mut client, _) = connect(b_addr, true).await;
-        let resume = Position { epoch, offset: 10 };
-        client.send(subscribe_frame(9, &topic, Some(resume))).await;
-        let mut next = 11;
-        let mut answered = false;
+        // Resumes one after the other, on both nodes, while the publishers run.
+        let mut clients = Vec::new();
+        for k in 0..RESUMES {
+            let addr = if k % 2 == 0 { b_addr } else { a_addr };
+            let (mut client, _) = connect(addr, true).await;
+            let resume = Position { epoch, offset: 10 };
+            client.send(subscribe_frame(9, &topic, Some(resume))).await;
+            clients.push(client);
+        }
         let mut resumed = Vec::new();
-        while next <= N || !answered {
-            match read(client.recv().await) {
-                Seen::Publication {
-                    position: Some(position),
-                    text,
-                    ..
-                } => {
-                    assert_eq!(
-                        position,
-                        Position {
-                            epoch,
-                            offset: next
-                        },
-                        "run {run}: gap or duplicate"
-                    );
-                    resumed.push(text);
-                    next += 1;
+        for (k, client) in clients.iter_mut().enumerate() {
+            let mut next = 11;
+            let mut answered = false;
+            let mut texts = Vec::new();
+            while next <= N || !answered {
+                match read(client.recv().await) {
+                    Seen::Publication {
+                        position: Some(position),
+                        text,
+                        ..
+                    } => {
+                        assert_eq!(
+                            position,
+                            Position {
+                                epoch,
+                                offset: next
+                            },
+                            "run {run}, resume {k}: gap or duplicate"
+                        );
+                        texts.push(text);
+                        next += 1;
+                    }
+                    Seen::Answer(answer) => {
+                        assert_eq!(answer.status, Status::Recovered, "run {run}, resume {k}");
+                        assert!(
+                            answer.position.offset < next,
+                            "run {run}, resume {k}: the answer comes after what it recovered"
+                        );
+                        answered = true;
+                    }
+                    other => panic!("run {run}, resume {k}: {other:?}"),
                 }
-                Seen::Answer(answer) => {
-                    assert_eq!(answer.status, Status::Recovered, "run {run}");
-                    assert!(
-                        answer.position.offset < next,
-                        "run {run}: the answer comes after what it recovered"
-                    );
-                    answered = true;
-                }
-                other => panic!("run {run}: {other:?}"),
             }
+            resumed = texts;
         }
         let watched = publications(&mut watcher, N as usize).await;
         assert_eq!(offsets(&watched), (1..=N).collect::<Vec<_>>(), "run {run}");
