@@ -27,6 +27,12 @@
 //! and a client's resume takes the same lock to replay what it missed and join the
 //! members, so every publication is either replayed or delivered live, never both,
 //! never neither. Topics without a history take none of these steps.
+//!
+//! With a backplane that shares histories (Redis), a history topic's positions come from
+//! the shared store instead of a ring: a publish is appended there (which also hands it
+//! to the other nodes), and every node delivers it through the topic's
+//! [`Sequencer`] (offset order, holes filled from the store); a resume reads the store
+//! and merges it with what the sequencer delivered meanwhile (`sequencer.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -671,26 +677,13 @@ impl Hub {
                         }
                         // This node keeps no shared history of the topic (configured
                         // apart): a publication of its own, as from a plain publish.
-                        _ => {
-                            if let Err(error) =
-                                check_topic(topic).and_then(|()| self.publish_here(topic, &frame))
-                            {
-                                tracing::warn!(%error, "a publication from another node was not delivered here");
-                            }
-                        }
+                        _ => self.publish_from_node(topic, &frame),
                     }
                 }
             }
             Envelope::Publish { topic, frame } => {
                 if let (Ok(topic), true) = (std::str::from_utf8(&topic), self.is_signal(&frame)) {
-                    // Another node's publication gets its position here, from this
-                    // node's history (its own epoch: a client moving between nodes is
-                    // told it was not recovered, never handed another node's offsets).
-                    if let Err(error) =
-                        check_topic(topic).and_then(|()| self.publish_here(topic, &frame))
-                    {
-                        tracing::warn!(%error, "a publication from another node was not delivered here");
-                    }
+                    self.publish_from_node(topic, &frame);
                 }
             }
             Envelope::SessionSignal { key, frame } => {
@@ -710,6 +703,24 @@ impl Hub {
                 self.tasks
                     .spawn(async move { hub.sessions.revoke_here(&key).await });
             }
+        }
+    }
+
+    /// Another node's publication without a position from the shared history: it gets
+    /// its position here, from this node's in-memory history (its own epoch: a client
+    /// moving between nodes is told it was not recovered, never handed another node's
+    /// offsets). A topic of a shared history here (the other node configured apart)
+    /// delivers it without a position rather than mix epochs.
+    fn publish_from_node(&self, topic: &str, frame: &Bytes) {
+        let delivered = check_topic(topic).and_then(|()| {
+            if self.is_shared(topic) {
+                tracing::warn!(topic, "a publication without a position for a topic of the shared history: delivered without one (configure every node alike)");
+                return self.deliver(topic, frame, None, |_| false);
+            }
+            self.publish_here(topic, frame)
+        });
+        if let Err(error) = delivered {
+            tracing::warn!(%error, "a publication from another node was not delivered here");
         }
     }
 

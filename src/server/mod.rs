@@ -483,7 +483,10 @@ impl<H: Handler> Server<H> {
     /// Fails with [`TopicError::InvalidTopic`], [`TopicError::Invalid`] or
     /// [`TopicError::TooLarge`] before anything is sent, and with
     /// [`TopicError::Backplane`] (after this server's subscribers got it) when the
-    /// backplane could not pass it on.
+    /// backplane could not pass it on. A topic with a [history](ServerBuilder::history)
+    /// the nodes share (the Redis backplane's) costs one round trip to the shared store,
+    /// which positions, keeps and passes on the publication in one step, and fails with
+    /// [`TopicError::History`], delivered to nobody, while the store is away.
     ///
     /// Cancel safety: this server's subscribers have the signal once the future is first
     /// polled; dropped before it completes, the other servers may miss it.
