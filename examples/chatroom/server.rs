@@ -31,10 +31,13 @@ pub(crate) const BAD_REQUEST: &str = "BAD_REQUEST";
 pub(crate) const UNKNOWN_REQUEST: &str = "UNKNOWN_REQUEST";
 /// Error code: the session store (Redis, files) cannot save a login now; try again later.
 pub(crate) const SESSIONS_UNAVAILABLE: &str = "SESSIONS_UNAVAILABLE";
+/// Error code: the room's history (in Redis with `--redis`) cannot keep a message now, so
+/// it was said to nobody; try again later.
+pub(crate) const ROOM_UNAVAILABLE: &str = "ROOM_UNAVAILABLE";
 
 /// What `say` replies when the members on this server got the message but the other
-/// servers did not (the backplane is away): a partial result, not an error. Sending the
-/// message again would show it twice here.
+/// servers did not (a backplane away that keeps no history of the room): a partial
+/// result, not an error. Sending the message again would show it twice here.
 pub(crate) const SAID_HERE_ONLY: &str =
     "said to the members on this server only: the other servers could not be reached";
 
@@ -178,7 +181,8 @@ impl Handler for ChatRoom {
 
     /// `login` (JSON `{"user", "password"}`; replies the user name), and for those logged
     /// in: `say` (UTF-8 or UTF-16 text; broadcast as a `message` signal; replies nothing,
-    /// or [`SAID_HERE_ONLY`] when the other servers could not be reached), `logout`.
+    /// or [`SAID_HERE_ONLY`] when the other servers could not be reached; refused with
+    /// [`ROOM_UNAVAILABLE`] when the room's history in Redis cannot keep it), `logout`.
     async fn request(
         &self,
         conn: &Connection,
@@ -208,6 +212,15 @@ impl Handler for ChatRoom {
                     Err(TopicError::Backplane { delivered, source }) => {
                         tracing::warn!(delivered, %source, "said on this server only");
                         Ok(Payload::utf8(SAID_HERE_ONLY))
+                    }
+                    // The room keeps its history in Redis, which is away: said to nobody,
+                    // so that no member's resume can miss it; the sender may say it again.
+                    Err(TopicError::History(error)) => {
+                        tracing::warn!(%error, "the room cannot keep messages now");
+                        Err(reply(
+                            ROOM_UNAVAILABLE,
+                            "the room cannot keep messages right now: nothing was said; try again in a moment",
+                        ))
                     }
                     Err(error) => Err(HandlerError::internal(error)),
                 }

@@ -196,6 +196,9 @@ impl Script {
     }
 }
 
+/// What the read script answers: the epoch, the last offset, the entries asked for.
+type ReadReply = (Vec<u8>, u64, Vec<(u64, Vec<u8>)>);
+
 fn error(err: redis::RedisError) -> HistoryError {
     HistoryError::new(sanitized(err))
 }
@@ -265,8 +268,7 @@ impl SharedStore for RedisHistory {
                 until.as_bytes(),
                 age.as_bytes(),
             ];
-            let (e, last, entries): (Vec<u8>, u64, Vec<(u64, Vec<u8>)>) =
-                self.read.run(&self.conn, &keys, &args).await?;
+            let (e, last, entries): ReadReply = self.read.run(&self.conn, &keys, &args).await?;
             Ok(Snapshot {
                 epoch: epoch(&e)?,
                 last,
