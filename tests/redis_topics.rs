@@ -12,32 +12,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::redis::RedisServer;
-use common::topics::{Seen, connect, publications, read, subscribe, subscribe_frame};
+use common::topics::{
+    AllButSecret, Seen, connect, publications, read, resumed, subscribe, subscribe_frame,
+};
 use common::{bounded, listen};
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
 use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::redis::redis::{AsyncCommands, cmd};
-use tokio_webwire::server::{Connection, Handler, History, Server, SubscribeRefused, TopicError};
-
-/// Lets clients subscribe to anything but `secret`.
-struct App;
-
-impl Handler for App {
-    async fn subscribe_requested(
-        &self,
-        _: &Connection,
-        topic: &str,
-    ) -> Result<(), SubscribeRefused> {
-        common::all_but_secret(topic)
-    }
-}
+use tokio_webwire::server::{History, Server, TopicError};
 
 /// A node: a server whose `room/*` topics keep `history` in `redis`, `news` none.
-async fn node(redis: &RedisServer, history: History) -> (Server<App>, SocketAddr) {
+async fn node(redis: &RedisServer, history: History) -> (Server<AllButSecret>, SocketAddr) {
     let backplane = bounded(RedisBackplane::connect(&redis.url()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(App)
+    let server = Server::builder(AllButSecret)
         .history("room/*", history)
         .outbound_queue_len(1024)
         .backplane(backplane)
@@ -47,7 +36,7 @@ async fn node(redis: &RedisServer, history: History) -> (Server<App>, SocketAddr
     (server, addr)
 }
 
-async fn publish(server: &Server<App>, topic: &str, text: &str) {
+async fn publish(server: &Server<AllButSecret>, topic: &str, text: &str) {
     bounded(server.publish(topic, "msg", text.to_owned()))
         .await
         .expect("published");
@@ -61,7 +50,7 @@ fn offsets(seen: &[(Position, String)]) -> Vec<u64> {
     seen.iter().map(|(position, _)| position.offset).collect()
 }
 
-async fn gone(server: &Server<App>, topic: &str) {
+async fn gone(server: &Server<AllButSecret>, topic: &str) {
     bounded(async {
         while server.subscriber_count(topic) > 0 {
             tokio::task::yield_now().await;
@@ -402,49 +391,20 @@ async fn publications_from_two_nodes_racing_a_resume_leave_no_gap_and_no_duplica
             client.send(subscribe_frame(9, &topic, Some(resume))).await;
             clients.push(client);
         }
-        let mut resumed = Vec::new();
+        let mut orders = Vec::new();
         for (k, client) in clients.iter_mut().enumerate() {
-            let mut next = 11;
-            let mut answered = false;
-            let mut texts = Vec::new();
-            while next <= N || !answered {
-                match read(client.recv().await) {
-                    Seen::Publication {
-                        position: Some(position),
-                        text,
-                        ..
-                    } => {
-                        assert_eq!(
-                            position,
-                            Position {
-                                epoch,
-                                offset: next
-                            },
-                            "run {run}, resume {k}: gap or duplicate"
-                        );
-                        texts.push(text);
-                        next += 1;
-                    }
-                    Seen::Answer(answer) => {
-                        assert_eq!(answer.status, Status::Recovered, "run {run}, resume {k}");
-                        assert!(
-                            answer.position.offset < next,
-                            "run {run}, resume {k}: the answer comes after what it recovered"
-                        );
-                        answered = true;
-                    }
-                    other => panic!("run {run}, resume {k}: {other:?}"),
-                }
-            }
-            resumed = texts;
+            let resume = Position { epoch, offset: 10 };
+            orders.push(resumed(client, resume, N, &format!("run {run}, resume {k}")).await);
         }
         let watched = publications(&mut watcher, N as usize).await;
         assert_eq!(offsets(&watched), (1..=N).collect::<Vec<_>>(), "run {run}");
-        assert_eq!(
-            texts(&watched[10..]),
-            resumed,
-            "run {run}: the same order on both nodes"
-        );
+        for order in &orders {
+            assert_eq!(
+                texts(&watched[10..]),
+                *order,
+                "run {run}: the same order on both nodes"
+            );
+        }
         for publisher in publishers {
             bounded(publisher).await.unwrap();
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use common::topics::{Seen, connect, publications, read, subscribe, subscribe_frame};
+use common::topics::{Seen, connect, publications, read, resumed, subscribe, subscribe_frame};
 use common::{bounded, listen};
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::topics::{self, Position, Status, Subscribed};
@@ -346,30 +346,9 @@ async fn publications_racing_a_resume_leave_no_gap_and_no_duplicate() {
         });
         let resume = Position { epoch, offset: 10 };
         client.send(subscribe_frame(9, "race", Some(resume))).await;
-        let mut next = 11;
-        let mut answered = false;
-        while next <= N || !answered {
-            match read(client.recv().await) {
-                Seen::Publication {
-                    position: Some(position),
-                    text,
-                    ..
-                } => {
-                    assert_eq!(position.offset, next, "run {run}: gap or duplicate");
-                    assert_eq!(text, next.to_string());
-                    next += 1;
-                }
-                Seen::Answer(answer) => {
-                    assert_eq!(answer.status, Status::Recovered, "run {run}");
-                    assert!(
-                        answer.position.offset < next,
-                        "run {run}: the answer comes after what it recovered"
-                    );
-                    answered = true;
-                }
-                other => panic!("run {run}: {other:?}"),
-            }
-        }
+        let texts = resumed(&mut client, resume, N, &format!("run {run}")).await;
+        let expected: Vec<String> = (11..=N).map(|i| i.to_string()).collect();
+        assert_eq!(texts, expected, "run {run}");
         bounded(publisher).await.unwrap();
         drop(Arc::new(server));
     }

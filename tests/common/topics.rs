@@ -7,8 +7,9 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_webwire::Payload;
-use tokio_webwire::protocol::topics::{self, Position, Publication, Subscribe, Subscribed};
+use tokio_webwire::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
 use tokio_webwire::protocol::{Message, RequestId};
+use tokio_webwire::server::{Connection, Handler, SubscribeRefused};
 
 use super::{RawClient, bounded};
 
@@ -111,4 +112,53 @@ pub async fn publications(client: &mut RawClient, n: usize) -> Vec<(Position, St
         }
     }
     seen
+}
+
+/// Reads what a resume after `from` sends until offset `last` and the answer came: every
+/// offset after `from` once and in order (in `epoch`), the answer `Recovered` after what
+/// it recovered; `what` names the resume in a failure. Returns the texts in order.
+pub async fn resumed(client: &mut RawClient, from: Position, last: u64, what: &str) -> Vec<String> {
+    let mut next = from.offset + 1;
+    let mut answered = false;
+    let mut texts = Vec::new();
+    while next <= last || !answered {
+        match read(client.recv().await) {
+            Seen::Publication {
+                position: Some(position),
+                text,
+                ..
+            } => {
+                let expected = Position {
+                    offset: next,
+                    ..from
+                };
+                assert_eq!(position, expected, "{what}: gap or duplicate");
+                texts.push(text);
+                next += 1;
+            }
+            Seen::Answer(answer) => {
+                assert_eq!(answer.status, Status::Recovered, "{what}");
+                assert!(
+                    answer.position.offset < next,
+                    "{what}: the answer comes after what it recovered"
+                );
+                answered = true;
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    texts
+}
+
+/// Lets clients subscribe to anything but `secret`.
+pub struct AllButSecret;
+
+impl Handler for AllButSecret {
+    async fn subscribe_requested(
+        &self,
+        _: &Connection,
+        topic: &str,
+    ) -> Result<(), SubscribeRefused> {
+        super::all_but_secret(topic)
+    }
 }
