@@ -202,6 +202,13 @@ async fn flushed_keys_start_a_new_epoch_and_nothing_stale_is_delivered() {
     let () = bounded(cmd("FLUSHALL").query_async(&mut raw))
         .await
         .expect("flushed");
+    // Before anything is published again: told at once, with the new epoch.
+    let (mut client, _) = connect(addr, true).await;
+    let answer = subscribe(&mut client, "room/1", Some(old)).await;
+    assert_eq!(answer.status, Status::NotRecovered);
+    assert_ne!(answer.position.epoch, old.epoch);
+    assert_eq!(answer.position.offset, 0);
+    drop(client);
     for i in 1..=2 {
         publish(&server, "room/1", &format!("new{i}")).await;
     }

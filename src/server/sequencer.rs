@@ -87,14 +87,8 @@ impl Sequencer {
                     for (offset, plain) in std::mem::take(&mut self.held) {
                         out.push((Position { epoch: old, offset }, plain));
                     }
-                    self.retired.push(old);
-                    if self.retired.len() > RETIRED {
-                        self.retired.remove(0);
-                    }
                 }
-                self.epoch = Some(position.epoch);
-                self.last = position.offset.saturating_sub(1);
-                self.floors.clear();
+                self.adopt(position.epoch, position.offset.saturating_sub(1));
             }
         }
         if position.offset <= self.last {
@@ -103,6 +97,21 @@ impl Sequencer {
         self.held.insert(position.offset, plain);
         self.release(&mut out);
         out
+    }
+
+    /// Delivers in `epoch` from after `last` on; the epoch left is ignored from now on
+    /// (what it still held is dropped: it may have lost something anyway).
+    fn adopt(&mut self, epoch: u64, last: u64) {
+        if let Some(old) = self.epoch.replace(epoch) {
+            self.retired.push(old);
+            if self.retired.len() > RETIRED {
+                self.retired.remove(0);
+            }
+        }
+        self.retired.retain(|retired| *retired != epoch);
+        self.last = last;
+        self.held.clear();
+        self.floors.clear();
     }
 
     /// Moves the held offsets that are next in line to `out`.
@@ -192,15 +201,21 @@ impl Sequencer {
             self.begin(conn);
             return Finish::Again;
         };
-        if self.epoch.is_none() {
-            // Nothing delivered here yet: the store's position is this node's from now.
-            self.epoch = Some(snapshot.epoch);
-            self.last = snapshot.last;
+        if self.epoch != Some(snapshot.epoch) {
+            if !buffered.is_empty() {
+                // This node moved to another epoch while the store was read.
+                self.begin(conn);
+                return Finish::Again;
+            }
+            // Nothing delivered here since the read began, which came after whatever
+            // this node delivered: the store's epoch is the newer (or this node has
+            // delivered nothing yet), and its position is this node's from now.
+            self.adopt(snapshot.epoch, snapshot.last);
         }
         let first_buffered = buffered
             .first()
             .map_or(self.last + 1, |(offset, _)| *offset);
-        if self.epoch != Some(snapshot.epoch) || snapshot.last + 1 < first_buffered {
+        if snapshot.last + 1 < first_buffered {
             self.begin(conn);
             return Finish::Again;
         }
@@ -390,11 +405,44 @@ mod tests {
             Finish::Again
         );
         assert!(s.is_pending(9));
+        // A snapshot of another epoch than what was delivered meanwhile.
+        for (p, plain) in s.arrive(at(6), text(6)) {
+            s.buffer(p.offset, &wrap(p, &plain), 100);
+        }
         let other = Snapshot {
             epoch: 9,
             ..snapshot(5, 1)
         };
         assert_eq!(s.finish(9, None, &other, wrap), Finish::Again);
+    }
+
+    #[test]
+    fn a_store_that_started_a_new_epoch_is_followed_before_anything_of_it_arrives() {
+        let mut s = Sequencer::default();
+        s.arrive(at(1), text(1));
+        s.arrive(at(3), text(3));
+        // The keys were flushed; nothing published since: the read made a new epoch.
+        s.begin(9);
+        let flushed = Snapshot {
+            epoch: 9,
+            last: 0,
+            entries: vec![],
+        };
+        let Finish::Join {
+            status, position, ..
+        } = s.finish(9, Some(at(1)), &flushed, wrap)
+        else {
+            panic!()
+        };
+        let new = Position {
+            epoch: 9,
+            offset: 0,
+        };
+        assert_eq!((status, position), (Status::NotRecovered, new));
+        assert_eq!(s.hole(), None, "the old epoch's held one is dropped");
+        assert_eq!(offsets(&s.arrive(at(2), text(2))), [] as [u64; 0]);
+        let first = Position { offset: 1, ..new };
+        assert_eq!(offsets(&s.arrive(first, text(1))), [1]);
     }
 
     #[test]
