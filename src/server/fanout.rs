@@ -903,16 +903,36 @@ impl Hub {
             return Err(TopicError::InvalidTopic { len: topic.len() });
         };
         let sequencer = self.sequencer(topic);
-        {
+        let was_member = {
             let mut sequence = lock_sequencer(&sequencer);
             sequence.begin(conn.id());
             // Already a member (a repeated subscribe): it rejoins through the seam.
-            if let Some(subscribers) = self.topics().get(topic) {
-                write(subscribers).client.remove(&conn.id());
-            }
+            self.topics()
+                .get(topic)
+                .is_some_and(|subscribers| write(subscribers).client.remove(&conn.id()).is_some())
+        };
+        let joined = self
+            .join_shared(conn, topic, resume, &sequencer, &*store, history)
+            .await;
+        if joined.is_err() && was_member {
+            // It left the members for the seam and did not join again: not subscribed.
+            conn.subscriptions().client.retain(|t| &**t != topic);
         }
+        joined
+    }
+
+    /// The rest of [`subscribe_shared`](Self::subscribe_shared), once `conn` is pending.
+    async fn join_shared(
+        &self,
+        conn: &Connection,
+        topic: &str,
+        resume: Option<Position>,
+        sequencer: &SharedSequencer,
+        store: &dyn SharedStore,
+        history: History,
+    ) -> Result<Subscribed, TopicError> {
         let pending = Pending {
-            sequencer: &sequencer,
+            sequencer,
             conn: conn.id(),
         };
         let after = resume.map(|position| position.offset);
@@ -925,7 +945,7 @@ impl Hub {
             if !subscriptions.client.iter().any(|t| &**t == topic) {
                 subscriptions.check_room(self.limits.max_topics_per_connection)?;
             }
-            let mut sequence = lock_sequencer(&sequencer);
+            let mut sequence = lock_sequencer(sequencer);
             let wrap = |position, plain: &Bytes| Publication::frame(topic, Some(position), plain);
             match sequence.finish(conn.id(), resume, &snapshot, wrap) {
                 Finish::Again => continue,
