@@ -18,6 +18,7 @@ use common::topics::{
 use common::{bounded, listen};
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
 use tokio_webwire::redis::RedisBackplane;
+use tokio_webwire::redis::redis::aio::MultiplexedConnection;
 use tokio_webwire::redis::redis::{AsyncCommands, cmd};
 use tokio_webwire::server::{History, Server, TopicError};
 
@@ -351,6 +352,65 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
         subscribe(&mut client, "room/age", at(1)).await.status,
         Status::NotRecovered
     );
+}
+
+/// How many connections subscribe to the backplane's channel.
+async fn channel_subscribers(raw: &mut MultiplexedConnection) -> usize {
+    let counts: Vec<(String, usize)> = bounded(
+        cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(RedisBackplane::DEFAULT_CHANNEL)
+            .query_async(raw),
+    )
+    .await
+    .expect("PUBSUB NUMSUB");
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+/// A publication a node never received (its subscription to the channel was down) is
+/// read from the stream when the next one shows the hole: its subscribers get both, in
+/// order.
+#[tokio::test]
+async fn a_publication_the_backplane_lost_is_filled_in_from_the_stream() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, a_addr) = node(&redis, History::last(100)).await;
+    let (b, _) = node(&redis, History::last(100)).await;
+    let (mut client, _) = connect(a_addr, true).await;
+    subscribe(&mut client, "room/1", None).await;
+    publish(&b, "room/1", "m1").await;
+    assert_eq!(texts(&publications(&mut client, 1).await), ["m1"]);
+
+    let mut raw = redis.raw().await;
+    let killed: usize = bounded(
+        cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut raw),
+    )
+    .await
+    .expect("CLIENT KILL");
+    assert_eq!(killed, 2, "both nodes' subscribers");
+    // Nobody hears the channel (the nodes subscribe again after 100 ms): a never gets m2.
+    assert_eq!(channel_subscribers(&mut raw).await, 0);
+    publish(&b, "room/1", "m2").await;
+    // a's own next publication shows a the hole: m2 is read from the stream.
+    publish(&a, "room/1", "m3").await;
+    let seen = publications(&mut client, 2).await;
+    assert_eq!(offsets(&seen), [2, 3]);
+    assert_eq!(texts(&seen), ["m2", "m3"]);
+    bounded(async {
+        while channel_subscribers(&mut raw).await < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // And the backplane carries b's again.
+    publish(&b, "room/1", "m4").await;
+    let seen = publications(&mut client, 1).await;
+    assert_eq!(seen[0].0.offset, 4);
 }
 
 /// Both nodes publish 1..=N at once while a subscriber on one node watches from the start
