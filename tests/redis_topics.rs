@@ -11,14 +11,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::redis::RedisServer;
+use common::redis::{RedisServer, kill_subscribers, subscribers};
 use common::topics::{
     AllButSecret, Seen, connect, publications, read, resumed, subscribe, subscribe_frame,
 };
 use common::{bounded, listen};
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
 use tokio_webwire::redis::RedisBackplane;
-use tokio_webwire::redis::redis::aio::MultiplexedConnection;
 use tokio_webwire::redis::redis::{AsyncCommands, cmd};
 use tokio_webwire::server::{History, Server, TopicError};
 
@@ -354,19 +353,6 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     );
 }
 
-/// How many connections subscribe to the backplane's channel.
-async fn channel_subscribers(raw: &mut MultiplexedConnection) -> usize {
-    let counts: Vec<(String, usize)> = bounded(
-        cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(RedisBackplane::DEFAULT_CHANNEL)
-            .query_async(raw),
-    )
-    .await
-    .expect("PUBSUB NUMSUB");
-    counts.first().map_or(0, |(_, n)| *n)
-}
-
 /// A publication a node never received (its subscription to the channel was down) is
 /// read from the stream when the next one shows the hole: its subscribers get both, in
 /// order.
@@ -383,18 +369,16 @@ async fn a_publication_the_backplane_lost_is_filled_in_from_the_stream() {
     assert_eq!(texts(&publications(&mut client, 1).await), ["m1"]);
 
     let mut raw = redis.raw().await;
-    let killed: usize = bounded(
-        cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut raw),
-    )
-    .await
-    .expect("CLIENT KILL");
-    assert_eq!(killed, 2, "both nodes' subscribers");
+    assert_eq!(
+        kill_subscribers(&mut raw).await,
+        2,
+        "both nodes' subscribers"
+    );
     // Nobody hears the channel (the nodes subscribe again after 100 ms): a never gets m2.
-    assert_eq!(channel_subscribers(&mut raw).await, 0);
+    assert_eq!(
+        subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await,
+        0
+    );
     publish(&b, "room/1", "m2").await;
     // a's own next publication shows a the hole: m2 is read from the stream.
     publish(&a, "room/1", "m3").await;
@@ -402,7 +386,7 @@ async fn a_publication_the_backplane_lost_is_filled_in_from_the_stream() {
     assert_eq!(offsets(&seen), [2, 3]);
     assert_eq!(texts(&seen), ["m2", "m3"]);
     bounded(async {
-        while channel_subscribers(&mut raw).await < 2 {
+        while subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await < 2 {
             tokio::task::yield_now().await;
         }
     })
