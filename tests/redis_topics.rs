@@ -397,6 +397,33 @@ async fn a_publication_the_backplane_lost_is_filled_in_from_the_stream() {
     assert_eq!(seen[0].0.offset, 4);
 }
 
+/// A publication a node missed while its channel subscription was down, with nothing
+/// published after it: read from the stream once the subscription is back.
+#[tokio::test]
+async fn a_node_catches_up_from_the_stream_when_its_channel_subscription_is_back() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (_a, a_addr) = node(&redis, History::last(100)).await;
+    let (b, _) = node(&redis, History::last(100)).await;
+    let (mut client, _) = connect(a_addr, true).await;
+    subscribe(&mut client, "room/1", None).await;
+    publish(&b, "room/1", "m1").await;
+    assert_eq!(texts(&publications(&mut client, 1).await), ["m1"]);
+
+    let mut raw = redis.raw().await;
+    assert_eq!(kill_subscribers(&mut raw).await, 2);
+    assert_eq!(
+        subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await,
+        0
+    );
+    publish(&b, "room/1", "m2").await;
+    // Nothing after it: only the catch-up can bring it.
+    let seen = publications(&mut client, 1).await;
+    assert_eq!(seen[0].0.offset, 2);
+    assert_eq!(texts(&seen), ["m2"]);
+}
+
 /// Both nodes publish 1..=N at once while a subscriber on one node watches from the start
 /// and clients resume on both nodes from the middle, one after the other: every
 /// subscriber gets every offset once, in order, with the same text, whatever the

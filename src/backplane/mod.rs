@@ -173,6 +173,24 @@ impl Inbox {
         }
     }
 
+    /// The backplane delivers again after a gap in which it may have lost messages (its
+    /// link was down). A server whose topic histories are shared
+    /// ([`Backplane::shared_history`]) reads what it missed of them from the shared
+    /// store, on a task (call it inside a tokio runtime); other servers cannot catch up
+    /// and ignore it. Never blocks.
+    ///
+    /// ```
+    /// # fn f(inbox: tokio_webwire::backplane::Inbox) {
+    /// // The backplane's link came back.
+    /// inbox.reconnected();
+    /// # }
+    /// ```
+    pub fn reconnected(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.catch_up();
+        }
+    }
+
     /// Whether its server is gone: a backplane that serves many servers over its life can
     /// forget such inboxes.
     ///

@@ -49,7 +49,9 @@ const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 ///   delivered to its own connections: local delivery is unaffected;
 /// - the subscriber notices its connection is gone (at once when Redis closes it, within
 ///   35 s when it silently died: a PING every 30 s), logs it, and subscribes again, with
-///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives;
+///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives; subscribed
+///   again, it tells the servers ([`Inbox::reconnected`]), which read what they missed of
+///   the topics with a history from Redis;
 /// - **messages published by any node while Redis, or this node's subscriber, is
 ///   disconnected are lost for this node**: Redis pub/sub is fire-and-forget, it keeps
 ///   nothing for a subscriber that is not there. A publish or session signal then misses
@@ -112,6 +114,14 @@ impl Inboxes {
         inboxes.retain(|inbox| !inbox.is_closed());
         for inbox in inboxes.iter() {
             inbox.deliver(message.clone());
+        }
+    }
+
+    /// The subscription is back after a gap: the servers catch up from their shared
+    /// histories.
+    fn reconnected(&self) {
+        for inbox in self.lock().iter() {
+            inbox.reconnected();
         }
     }
 }
@@ -399,6 +409,7 @@ impl Subscriber {
                 None => return,
             };
             tracing::info!(channel = %self.channel, "backplane subscribed again");
+            self.inboxes.reconnected();
         }
     }
 

@@ -875,6 +875,63 @@ impl Hub {
         });
     }
 
+    /// The backplane may have lost publications (its link was down): every topic of the
+    /// shared history this node delivers reads what followed its last delivery from the
+    /// store, one after the other on a task, and delivers it in order. (A lost
+    /// publication would otherwise wait for the next one to show its hole.)
+    pub(crate) fn catch_up(self: &Arc<Self>) {
+        let (Some(store), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let topics: Vec<(Arc<str>, SharedSequencer)> = self
+            .sequencers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(topic, sequencer)| (Arc::clone(topic), Arc::clone(sequencer)))
+            .collect();
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            for (topic, sequencer) in topics {
+                let Some(history) = hub.upgrade().and_then(|hub| hub.limits.history.find(&topic))
+                else {
+                    continue;
+                };
+                let Some(from) = lock_sequencer(&sequencer).position() else {
+                    continue;
+                };
+                let read = store.read(&topic, history, Some(from.offset), None).await;
+                let Some(hub) = hub.upgrade() else { return };
+                match read {
+                    Ok(snapshot) if snapshot.epoch == from.epoch => {
+                        let mut sequence = lock_sequencer(&sequencer);
+                        let mut ready = Vec::new();
+                        for (offset, plain) in snapshot.entries {
+                            let position = Position {
+                                epoch: from.epoch,
+                                offset,
+                            };
+                            ready.extend(sequence.arrive(position, plain));
+                        }
+                        hub.deliver_sequenced(&topic, history, &mut sequence, ready);
+                        // The oldest of what it missed may be trimmed already.
+                        if sequence.hole().is_some() && !sequence.filling {
+                            sequence.filling = true;
+                            hub.fill(Arc::clone(&topic), history, Arc::clone(&sequencer));
+                        }
+                    }
+                    // Another epoch: its next publication shows it.
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(topic = &*topic, %error, "cannot read the shared history to catch up");
+                    }
+                }
+            }
+        });
+    }
+
     /// Closes the connections here whose clients subscribed to `topic` themselves (1013):
     /// they resume, and learn whether what they missed is still there.
     fn disconnect_clients(&self, topic: &str) {

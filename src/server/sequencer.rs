@@ -65,7 +65,6 @@ pub(crate) enum Finish {
 
 impl Sequencer {
     /// The position delivered last, if any.
-    #[cfg(test)]
     pub(crate) fn position(&self) -> Option<Position> {
         self.epoch.map(|epoch| Position {
             epoch,
