@@ -16,6 +16,8 @@ use common::topics::{
     AllButSecret, Seen, connect, publications, read, resumed, subscribe, subscribe_frame,
 };
 use common::{bounded, listen};
+use tokio_webwire::Client;
+use tokio_webwire::client::{Backoff, Reconnect, TopicEvent};
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
 use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::redis::redis::{AsyncCommands, cmd};
@@ -181,6 +183,77 @@ async fn while_redis_is_away_a_publish_fails_and_a_resume_is_unavailable() {
     let answer = subscribe(&mut resuming, "room/1", Some(seen[0].0)).await;
     assert_eq!(answer.status, Status::NotRecovered);
     assert_eq!(answer.position, live[0].0);
+}
+
+/// Our client reconnects while Redis is away: its resubscription is answered
+/// `WW_UNAVAILABLE`, asked again, and once Redis is back (empty) reported as not
+/// recovered, with the new position; the subscription goes on.
+#[tokio::test]
+async fn our_client_resubscribing_while_redis_is_away_asks_again_until_it_is_back() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let backplane = bounded(RedisBackplane::connect(&redis.url()))
+        .await
+        .expect("the backplane connects");
+    let build = || {
+        Server::builder(AllButSecret)
+            .history("room/*", History::last(100))
+            .backplane(backplane.clone())
+            .build()
+            .expect("server")
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = build();
+    tokio::spawn(server.serve(listener));
+    let backoff = Backoff::default()
+        .min(Duration::from_millis(5))
+        .max(Duration::from_millis(50));
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .reconnect(Reconnect::Backoff(backoff))
+            .request_timeout(common::LIMIT)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let mut room = bounded(client.subscribe("room/1"))
+        .await
+        .expect("subscribed");
+    let old = room.answer().position;
+
+    // Redis goes away, and the client's connection with its server (restarted on the
+    // same port and backplane): it reconnects and resubscribes while Redis is away.
+    redis.stop();
+    bounded(server.shutdown()).await;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the same port");
+    let server = build();
+    tokio::spawn(server.serve(listener));
+    bounded(async {
+        while server.connection_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    redis.restart().await;
+    match bounded(room.next()).await.expect("an event") {
+        TopicEvent::NotRecovered { position } => {
+            assert_ne!(position.epoch, old.epoch);
+            assert_eq!(position.offset, 0);
+        }
+        other => panic!("expected NotRecovered, got {other:?}"),
+    }
+    publish(&server, "room/1", "after").await;
+    match bounded(room.next()).await.expect("an event") {
+        TopicEvent::Publication { position, .. } => {
+            assert_eq!(position.map(|p| p.offset), Some(1));
+        }
+        other => panic!("expected the publication, got {other:?}"),
+    }
 }
 
 #[tokio::test]
