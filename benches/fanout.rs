@@ -5,7 +5,12 @@
 //! cargo bench --bench fanout                                   # one node
 //! cargo bench --bench fanout --features redis -- --redis URL   # and two nodes through Redis
 //! cargo bench --bench fanout -- --subscribers 200 --publishes 500
+//! cargo bench --bench fanout --features redis -- --history --redis URL  # the topic keeps a history
 //! ```
+//!
+//! With `--history` the topic keeps a history of its last 1 000 publications
+//! (`ServerBuilder::history`): in memory on one node, in Redis on two (one Lua script
+//! per publish instead of a `PUBLISH`), so the figures compare the publish's cost.
 //!
 //! Two phases, each on one node (publisher and subscribers on one server) and, with
 //! `--redis`, on two (subscribers on node A, publishes on node B, through a
@@ -36,7 +41,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_webwire::Payload;
 use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerError, History, Server};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -61,6 +66,7 @@ struct Options {
     subscribers: usize,
     publishes: usize,
     redis: Option<String>,
+    history: bool,
     bench: bool,
 }
 
@@ -71,9 +77,10 @@ fn options() -> Result<Options> {
         subscribers: if bench { 1000 } else { 20 },
         publishes: if bench { 2000 } else { 50 },
         redis: None,
+        history: args.iter().any(|a| a == "--history"),
         bench,
     };
-    let mut args = args.iter().filter(|a| *a != "--bench");
+    let mut args = args.iter().filter(|a| *a != "--bench" && *a != "--history");
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
@@ -97,11 +104,17 @@ struct Tally {
     start: Instant,
 }
 
-async fn start_server(backplane: impl Backplane) -> Result<(Server<Subscribe>, SocketAddr)> {
-    let server = Server::builder(Subscribe)
+async fn start_server(
+    backplane: impl Backplane,
+    o: &Options,
+) -> Result<(Server<Subscribe>, SocketAddr)> {
+    let mut builder = Server::builder(Subscribe)
         .backplane(backplane)
-        .max_connections(0)
-        .build()?;
+        .max_connections(0);
+    if o.history {
+        builder = builder.history(TOPIC, History::last(1000));
+    }
+    let server = builder.build()?;
     // (The default outbound queue of 8 holds the 4 publishes the throughput phase lets a
     // subscriber lag behind; a subscriber that fell further would be disconnected, and the
     // run fails instead of reporting less.)
@@ -319,8 +332,9 @@ fn main() -> Result {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (server, addr) = start_server(tokio_webwire::backplane::Local).await?;
-        measure("one node", &server, addr, &o).await?;
+        let (server, addr) = start_server(tokio_webwire::backplane::Local, &o).await?;
+        let history = if o.history { ", history" } else { "" };
+        measure(&format!("one node{history}"), &server, addr, &o).await?;
         server.shutdown().await;
         if let Some(url) = &o.redis {
             two_nodes(url, &o).await?;
@@ -337,9 +351,10 @@ fn main() -> Result {
 #[cfg(feature = "redis")]
 async fn two_nodes(url: &str, o: &Options) -> Result {
     use tokio_webwire::redis::RedisBackplane;
-    let (a, a_addr) = start_server(RedisBackplane::connect(url).await?).await?;
-    let (b, _) = start_server(RedisBackplane::connect(url).await?).await?;
-    measure("two nodes through Redis", &b, a_addr, o).await?;
+    let (a, a_addr) = start_server(RedisBackplane::connect(url).await?, o).await?;
+    let (b, _) = start_server(RedisBackplane::connect(url).await?, o).await?;
+    let history = if o.history { ", history in Redis" } else { "" };
+    measure(&format!("two nodes through Redis{history}"), &b, a_addr, o).await?;
     a.shutdown().await;
     b.shutdown().await;
     Ok(())

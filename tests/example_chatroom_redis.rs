@@ -111,10 +111,11 @@ async fn two_servers_on_one_redis_share_one_room() {
 
 /// Redis stopped under a running room (a real redis-server, killed): a login is refused
 /// with an error the client can act on, and no session is announced that a reconnect
-/// could not restore; a message said reaches this server's members, and its sender hears
-/// that it went nowhere else (a partial result: no internal error inviting a resend).
+/// could not restore; a message said is refused and reaches nobody (the room keeps its
+/// history in Redis: a message delivered but not kept would be missed by every resume),
+/// with an error the sender can act on.
 #[tokio::test]
-async fn with_redis_away_logins_say_so_and_messages_are_said_here_only() {
+async fn with_redis_away_logins_and_messages_are_refused_with_errors_to_act_on() {
     let Some(mut redis) = RedisServer::start().await else {
         return;
     };
@@ -126,12 +127,20 @@ async fn with_redis_away_logins_say_so_and_messages_are_said_here_only() {
 
     redis.stop();
 
-    // A partial result, not an error.
-    assert_eq!(
-        say(&alice, "anyone?").await.as_deref(),
-        Some(server::SAID_HERE_ONLY)
-    );
-    assert_eq!(next_signal(&mut alice_seen).await, said("alice", "anyone?"));
+    // The room keeps its history in Redis: a message it cannot keep is said to nobody.
+    let say = Say {
+        text: "anyone?".into(),
+    };
+    match bounded(alice.call(say)).await {
+        Err(tokio_webwire::RequestError::Reply { code, message }) => {
+            assert_eq!(code, server::ROOM_UNAVAILABLE);
+            assert_eq!(
+                message,
+                "the room cannot keep messages right now: nothing was said; try again in a moment"
+            );
+        }
+        other => panic!("expected the message refused, got {other:?}"),
+    }
 
     let (bob, mut bob_seen) = subscriber(a).await;
     match bounded(bob.call(login("bob", "builder"))).await {
@@ -146,4 +155,11 @@ async fn with_redis_away_logins_say_so_and_messages_are_said_here_only() {
     }
     assert!(bob.session().is_none(), "no session was announced");
     assert!(bob_seen.try_recv().is_err(), "no session event either");
+    // The refused message was queued for nobody (it would have come before the reply).
+    while let Ok(seen) = alice_seen.try_recv() {
+        assert!(
+            !matches!(seen, Seen::Signal(..)),
+            "nothing was said: {seen:?}"
+        );
+    }
 }

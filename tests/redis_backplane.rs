@@ -10,24 +10,11 @@ use std::time::Duration;
 
 use common::bounded;
 use common::nodes::{self, Node, Seen, ask, next_signal, redis_node};
-use common::redis::RedisServer;
+use common::redis::{RedisServer, kill_subscribers, subscribers};
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::Backplane;
-use tokio_webwire::redis::{RedisBackplane, redis};
+use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::server::TopicError;
-
-/// How many connections subscribe to `channel`.
-async fn subscribers(raw: &mut redis::aio::MultiplexedConnection, channel: &str) -> usize {
-    let counts: Vec<(String, usize)> = bounded(
-        redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(raw),
-    )
-    .await
-    .expect("PUBSUB NUMSUB");
-    counts.first().map_or(0, |(_, n)| *n)
-}
 
 /// A news signal with `text`.
 fn news(text: &str) -> (String, String) {
@@ -163,16 +150,11 @@ async fn subscriber_connections_closed_by_redis_subscribe_again() {
 
     // Redis closes every subscriber connection (an operator, pub/sub's
     // `client-output-buffer-limit`) and stays up.
-    let killed: usize = bounded(
-        redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut raw),
-    )
-    .await
-    .expect("CLIENT KILL");
-    assert_eq!(killed, 2, "both nodes' subscribers");
+    assert_eq!(
+        kill_subscribers(&mut raw).await,
+        2,
+        "both nodes' subscribers"
+    );
 
     // Both subscribe again after their backoff (its first wait is 100 ms); Redis's count
     // of subscribers is the only sign of it, so it is looked at until it is back (bounded).

@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{RawClient, bounded, listen};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use common::topics::{Seen, connect, publications, read, resumed, subscribe, subscribe_frame};
+use common::{bounded, listen};
 use tokio_webwire::Payload;
-use tokio_webwire::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
+use tokio_webwire::protocol::topics::{self, Position, Status, Subscribed};
 use tokio_webwire::protocol::{Message, Name, RequestId};
 use tokio_webwire::server::{
     Connection, Handler, HandlerError, History, Server, ServerBuilder, SubscribeRefused, TopicError,
@@ -52,103 +52,6 @@ async fn server(
     let server = configure(Server::builder(App)).build().expect("server");
     let addr = listen(&server).await;
     (server, addr)
-}
-
-/// A raw client offering the extension; returns it and whether the server selected it.
-async fn connect(addr: SocketAddr, offer: bool) -> (RawClient, bool) {
-    let mut request = format!("ws://{addr}/")
-        .into_client_request()
-        .expect("request");
-    if offer {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_static(topics::SUBPROTOCOL),
-        );
-    }
-    let (ws, response) = bounded(tokio_tungstenite::connect_async(request))
-        .await
-        .expect("WebSocket connect");
-    let selected = response.headers().get("Sec-WebSocket-Protocol").is_some();
-    let mut client = RawClient { ws };
-    client.recv().await; // AcceptConf
-    (client, selected)
-}
-
-fn subscribe_frame(id: u64, topic: &str, resume: Option<Position>) -> Bytes {
-    let payload = Subscribe {
-        topic: topic.into(),
-        resume,
-    }
-    .encode();
-    Message::request(
-        RequestId::from(id),
-        topics::SUBSCRIBE,
-        Payload::binary(payload),
-    )
-    .encode()
-    .unwrap()
-}
-
-/// A frame from the server, read as the extension reads it.
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Publication {
-        topic: String,
-        position: Option<Position>,
-        text: String,
-    },
-    Answer(Subscribed),
-    Unsubscribed,
-    Error(String),
-    Other(Message),
-}
-
-fn read(frame: Bytes) -> Seen {
-    match Message::parse(frame).expect("a v2.0 message") {
-        Message::SignalBinary { name, data } if name == topics::PUBLICATION => {
-            let publication = Publication::parse(&data).expect("a publication");
-            let inner = Message::parse(publication.signal).expect("inner signal");
-            let text = inner
-                .payload()
-                .map(|p| p.to_text().expect("text"))
-                .unwrap_or_default();
-            Seen::Publication {
-                topic: publication.topic,
-                position: publication.position,
-                text,
-            }
-        }
-        Message::ReplyBinary { data, .. } if data.is_empty() => Seen::Unsubscribed,
-        Message::ReplyBinary { data, .. } => {
-            Seen::Answer(Subscribed::parse(&data).expect("a subscribe answer"))
-        }
-        Message::ReplyError { code, .. } => Seen::Error(code.as_str().to_owned()),
-        other => Seen::Other(other),
-    }
-}
-
-async fn subscribe(client: &mut RawClient, topic: &str, resume: Option<Position>) -> Subscribed {
-    client.send(subscribe_frame(1, topic, resume)).await;
-    match read(client.recv().await) {
-        Seen::Answer(answer) => answer,
-        other => panic!("expected an answer, got {other:?}"),
-    }
-}
-
-/// Reads `n` publications of `topic`; returns their positions and texts.
-async fn publications(client: &mut RawClient, n: usize) -> Vec<(Position, String)> {
-    let mut seen = Vec::with_capacity(n);
-    while seen.len() < n {
-        match read(client.recv().await) {
-            Seen::Publication {
-                position: Some(position),
-                text,
-                ..
-            } => seen.push((position, text)),
-            other => panic!("expected a publication, got {other:?}"),
-        }
-    }
-    seen
 }
 
 async fn publish(server: &Server<App>, topic: &str, text: &str) {
@@ -443,30 +346,9 @@ async fn publications_racing_a_resume_leave_no_gap_and_no_duplicate() {
         });
         let resume = Position { epoch, offset: 10 };
         client.send(subscribe_frame(9, "race", Some(resume))).await;
-        let mut next = 11;
-        let mut answered = false;
-        while next <= N || !answered {
-            match read(client.recv().await) {
-                Seen::Publication {
-                    position: Some(position),
-                    text,
-                    ..
-                } => {
-                    assert_eq!(position.offset, next, "run {run}: gap or duplicate");
-                    assert_eq!(text, next.to_string());
-                    next += 1;
-                }
-                Seen::Answer(answer) => {
-                    assert_eq!(answer.status, Status::Recovered, "run {run}");
-                    assert!(
-                        answer.position.offset < next,
-                        "run {run}: the answer comes after what it recovered"
-                    );
-                    answered = true;
-                }
-                other => panic!("run {run}: {other:?}"),
-            }
-        }
+        let texts = resumed(&mut client, resume, N, &format!("run {run}")).await;
+        let expected: Vec<String> = (11..=N).map(|i| i.to_string()).collect();
+        assert_eq!(texts, expected, "run {run}");
         bounded(publisher).await.unwrap();
         drop(Arc::new(server));
     }

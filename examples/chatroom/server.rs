@@ -36,10 +36,13 @@ pub(crate) const ALREADY_LOGGED_IN: ErrorCode = ErrorCode::from_static("ALREADY_
 pub(crate) const BAD_REQUEST: ErrorCode = ErrorCode::from_static("BAD_REQUEST");
 /// Error code: the session store (Redis, files) cannot save a login now; try again later.
 pub(crate) const SESSIONS_UNAVAILABLE: ErrorCode = ErrorCode::from_static("SESSIONS_UNAVAILABLE");
+/// Error code: the room's history (in Redis with `--redis`) cannot keep a message now, so
+/// it was said to nobody; try again later.
+pub(crate) const ROOM_UNAVAILABLE: ErrorCode = ErrorCode::from_static("ROOM_UNAVAILABLE");
 
 /// What `say` replies when the members on this server got the message but the other
-/// servers did not (the backplane is away): a partial result, not an error. Sending the
-/// message again would show it twice here.
+/// servers did not (a backplane away that keeps no history of the room): a partial
+/// result, not an error. Sending the message again would show it twice here.
 pub(crate) const SAID_HERE_ONLY: &str =
     "said to the members on this server only: the other servers could not be reached";
 
@@ -111,6 +114,15 @@ async fn say(
         Err(TopicError::Backplane { delivered, source }) => {
             tracing::warn!(delivered, %source, "said on this server only");
             Ok(Some(SAID_HERE_ONLY.to_owned()))
+        }
+        // The room keeps its history in Redis, which is away: said to nobody, so that no
+        // member's resume can miss it; the sender may say it again.
+        Err(TopicError::History(error)) => {
+            tracing::warn!(%error, "the room cannot keep messages now");
+            Err(HandlerError::reply(
+                ROOM_UNAVAILABLE,
+                "the room cannot keep messages right now: nothing was said; try again in a moment",
+            ))
         }
         Err(error) => Err(HandlerError::internal(error)),
     }

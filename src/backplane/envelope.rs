@@ -6,15 +6,20 @@
 //! | bytes | field |
 //! |---|---|
 //! | 1 | format version, `1` |
-//! | 1 | kind: `1` publish, `2` session signal, `3` session closed |
+//! | 1 | kind: `1` publish, `2` session signal, `3` session closed, `4` publish with a position |
 //! | 16 | the sending node's id (random, per server) |
 //! | 2 | length of the target, big-endian |
 //! | n | the target: a topic or a session key (UTF-8) |
-//! | rest | publish and session signal: the encoded signal message; otherwise empty |
+//! | rest | publish and session signal: the encoded signal message; publish with a position: the epoch and offset (`u64le` each), then the encoded signal; session closed: empty |
+//!
+//! A publish with a position comes from a shared history ([`SharedStore::append`](crate::server::history::SharedStore::append)),
+//! which appends the position and the signal to the header this module makes
+//! ([`Envelope::positioned_header`]), so that the publication is kept and sent in one step.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::RedactedKey;
+use crate::protocol::topics::Position;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 1 + 16 + 2;
@@ -47,6 +52,18 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// The header of an envelope of `kind` to `target` from `from`.
+fn header(kind: u8, from: NodeId, target: &[u8]) -> Option<BytesMut> {
+    let len = u16::try_from(target.len()).ok()?;
+    let mut out = BytesMut::with_capacity(HEADER + target.len());
+    out.put_u8(VERSION);
+    out.put_u8(kind);
+    out.put_slice(&from.0);
+    out.put_u16(len);
+    out.put_slice(target);
+    Some(out)
+}
+
 /// One operation between nodes.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Envelope {
@@ -56,6 +73,13 @@ pub(crate) enum Envelope {
     SessionSignal { key: Bytes, frame: Bytes },
     /// A session was revoked: every connection holding it loses it.
     SessionClosed { key: Bytes },
+    /// An encoded signal for a topic's subscribers, with its position in the topic's
+    /// shared history.
+    Positioned {
+        topic: Bytes,
+        position: Position,
+        frame: Bytes,
+    },
 }
 
 impl std::fmt::Debug for Envelope {
@@ -76,26 +100,49 @@ impl std::fmt::Debug for Envelope {
                 .debug_struct("SessionClosed")
                 .field("key", &RedactedKey(key.len()))
                 .finish(),
+            Envelope::Positioned {
+                topic,
+                position,
+                frame,
+            } => f
+                .debug_struct("Positioned")
+                .field("topic", topic)
+                .field("position", position)
+                .field("frame", frame)
+                .finish(),
         }
     }
 }
 
 impl Envelope {
     pub(crate) fn encode(&self, from: NodeId) -> Option<Bytes> {
-        let (kind, target, body): (u8, &Bytes, &[u8]) = match self {
-            Envelope::Publish { topic, frame } => (1, topic, frame),
-            Envelope::SessionSignal { key, frame } => (2, key, frame),
-            Envelope::SessionClosed { key } => (3, key, &[]),
+        let mut position = [0; 16];
+        let (kind, target, at, body): (u8, &Bytes, &[u8], &[u8]) = match self {
+            Envelope::Publish { topic, frame } => (1, topic, &[], frame),
+            Envelope::SessionSignal { key, frame } => (2, key, &[], frame),
+            Envelope::SessionClosed { key } => (3, key, &[], &[]),
+            Envelope::Positioned {
+                topic,
+                position: p,
+                frame,
+            } => {
+                position[..8].copy_from_slice(&p.epoch.to_le_bytes());
+                position[8..].copy_from_slice(&p.offset.to_le_bytes());
+                (4, topic, &position, frame)
+            }
         };
-        let len = u16::try_from(target.len()).ok()?;
-        let mut out = BytesMut::with_capacity(HEADER + target.len() + body.len());
-        out.put_u8(VERSION);
-        out.put_u8(kind);
-        out.put_slice(&from.0);
-        out.put_u16(len);
-        out.put_slice(target);
+        let mut out = header(kind, from, target)?;
+        out.reserve(at.len() + body.len());
+        out.put_slice(at);
         out.put_slice(body);
         Some(out.freeze())
+    }
+
+    /// The header of a publish with a position to `topic` from `from`: what a shared
+    /// history appends the position and the signal to. `None` for a topic over 65 535
+    /// bytes (no valid topic is).
+    pub(crate) fn positioned_header(from: NodeId, topic: &str) -> Option<Bytes> {
+        Some(header(4, from, topic.as_bytes())?.freeze())
     }
 
     /// The sender and the operation, or `None` for bytes that are not an envelope of this
@@ -123,6 +170,14 @@ impl Envelope {
                 frame: body,
             },
             3 if body.is_empty() => Envelope::SessionClosed { key: target },
+            4 if body.len() >= 16 => Envelope::Positioned {
+                topic: target,
+                position: Position {
+                    epoch: u64::from_le_bytes(body[..8].try_into().ok()?),
+                    offset: u64::from_le_bytes(body[8..16].try_into().ok()?),
+                },
+                frame: body.slice(16..),
+            },
             _ => return None,
         };
         Some((node, envelope))
@@ -168,6 +223,14 @@ mod tests {
             },
             Envelope::SessionClosed {
                 key: Bytes::from_static(b"key"),
+            },
+            Envelope::Positioned {
+                topic: Bytes::from_static(b"room/1"),
+                position: Position {
+                    epoch: 0x0123_4567_89ab_cdef,
+                    offset: 42,
+                },
+                frame: Bytes::from_static(b"\x02\x04news"),
             },
         ] {
             let bytes = envelope.encode(node).unwrap();

@@ -64,6 +64,7 @@ use futures_util::future::BoxFuture;
 
 pub(crate) use envelope::{Envelope, NodeId, random_bytes};
 
+use crate::server::SharedHistory;
 use crate::server::fanout::Hub;
 
 /// Carries messages from one node to every other node of a service.
@@ -83,6 +84,14 @@ pub trait Backplane: Send + Sync + 'static {
     /// `inbox`. [`Inbox::deliver`] never blocks, so it can be called from the task that
     /// receives them.
     fn attach(&self, inbox: Inbox);
+
+    /// The topic histories the nodes of this backplane share, if they share them: with
+    /// one, a history topic's positions come from it, so a client resumes on any node
+    /// (the Redis backplane's, feature `redis`). `None` (the default): every server keeps
+    /// its histories in memory, each with its own epochs.
+    fn shared_history(&self) -> Option<SharedHistory> {
+        None
+    }
 }
 
 impl<B: Backplane> Backplane for Arc<B> {
@@ -92,6 +101,10 @@ impl<B: Backplane> Backplane for Arc<B> {
 
     fn attach(&self, inbox: Inbox) {
         (**self).attach(inbox);
+    }
+
+    fn shared_history(&self) -> Option<SharedHistory> {
+        (**self).shared_history()
     }
 }
 
@@ -160,6 +173,24 @@ impl Inbox {
         }
     }
 
+    /// The backplane delivers again after a gap in which it may have lost messages (its
+    /// link was down). A server whose topic histories are shared
+    /// ([`Backplane::shared_history`]) reads what it missed of them from the shared
+    /// store, on a task (call it inside a tokio runtime); other servers cannot catch up
+    /// and ignore it. Never blocks.
+    ///
+    /// ```
+    /// # fn f(inbox: tokio_webwire::backplane::Inbox) {
+    /// // The backplane's link came back.
+    /// inbox.reconnected();
+    /// # }
+    /// ```
+    pub fn reconnected(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.catch_up();
+        }
+    }
+
     /// Whether its server is gone: a backplane that serves many servers over its life can
     /// forget such inboxes.
     ///
@@ -203,6 +234,10 @@ impl Remote {
         self.backplane.attach(inbox);
     }
 
+    pub(crate) fn shared_history(&self) -> Option<SharedHistory> {
+        self.backplane.shared_history()
+    }
+
     /// Hands `envelope` to the other nodes. With [`Local`] nothing is built or sent.
     pub(crate) async fn send(
         &self,
@@ -226,6 +261,7 @@ pub(crate) trait DynBackplane: Send + Sync + 'static {
     fn attach(&self, inbox: Inbox);
     /// Whether sending can be skipped ([`Local`]).
     fn is_local(&self) -> bool;
+    fn shared_history(&self) -> Option<SharedHistory>;
 }
 
 impl<B: Backplane> DynBackplane for B {
@@ -239,5 +275,9 @@ impl<B: Backplane> DynBackplane for B {
 
     fn is_local(&self) -> bool {
         std::any::TypeId::of::<B>() == std::any::TypeId::of::<Local>()
+    }
+
+    fn shared_history(&self) -> Option<SharedHistory> {
+        Backplane::shared_history(self)
     }
 }

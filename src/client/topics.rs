@@ -46,8 +46,10 @@ pub enum TopicEvent {
         /// The topic's position when the subscription joined again.
         position: Position,
     },
-    /// The subscription ended: the server refused it again after a reconnection. No
-    /// more events follow.
+    /// The subscription ended: the server refused it again after a reconnection, or its
+    /// history stayed unavailable (`WW_UNAVAILABLE`: asked again after 100 ms, doubling,
+    /// 3.1 s in all, before the connection is handed to the application). No more events
+    /// follow.
     Ended(RequestError),
 }
 
@@ -265,43 +267,78 @@ pub(crate) fn publication(shared: &Shared, payload: &Bytes) -> Result<(), &'stat
 /// `link` (not yet published), and tells each subscription what came of it. A lost
 /// connection stops here: the next one tries again.
 pub(crate) async fn resubscribe(shared: &Shared, link: &Link) {
-    let wanted: Vec<(String, Option<Position>)> = lock(&shared.topics)
+    let mut wanted: Vec<(String, Option<Position>)> = lock(&shared.topics)
         .iter()
         .filter(|(_, topic)| !topic.events.is_closed())
         .map(|(name, topic)| (name.clone(), topic.position))
         .collect();
-    for (topic, resume) in wanted {
-        match subscribe_on(shared, link, &topic, resume).await {
-            Ok(answer) => {
-                let Some(events) = answered(shared, &topic, answer) else {
-                    continue;
-                };
-                let event = match answer.status {
-                    Status::NotRecovered => TopicEvent::NotRecovered {
-                        position: answer.position,
-                    },
-                    // Nothing to recover without a position or a history.
-                    _ => TopicEvent::Recovered {
-                        position: answer.position,
-                    },
-                };
-                let _ = events.send(event);
-            }
-            Err(
-                error @ (RequestError::Disconnected
-                | RequestError::Shutdown
-                | RequestError::ClientClosed),
-            ) => {
-                tracing::debug!(%error, "resubscribing stopped; the next connection tries again");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, topic, "subscription not renewed after a reconnection");
-                if let Some(gone) = lock(&shared.topics).remove(&topic) {
-                    let _ = gone.events.send(TopicEvent::Ended(error));
+    let mut waits = UNAVAILABLE_WAITS.iter();
+    loop {
+        let mut unavailable = Vec::new();
+        for (topic, resume) in wanted {
+            match subscribe_on(shared, link, &topic, resume).await {
+                Ok(answer) => {
+                    let Some(events) = answered(shared, &topic, answer) else {
+                        continue;
+                    };
+                    let event = match answer.status {
+                        Status::NotRecovered => TopicEvent::NotRecovered {
+                            position: answer.position,
+                        },
+                        // Nothing to recover without a position or a history.
+                        _ => TopicEvent::Recovered {
+                            position: answer.position,
+                        },
+                    };
+                    let _ = events.send(event);
                 }
+                Err(
+                    error @ (RequestError::Disconnected
+                    | RequestError::Shutdown
+                    | RequestError::ClientClosed),
+                ) => {
+                    tracing::debug!(%error, "resubscribing stopped; the next connection tries again");
+                    return;
+                }
+                Err(RequestError::Reply { code, message })
+                    if code.as_str() == topics::codes::UNAVAILABLE =>
+                {
+                    unavailable.push((topic, resume, RequestError::Reply { code, message }));
+                }
+                Err(error) => end(shared, &topic, error),
             }
         }
+        // The topic's history is away (Redis): asked again after a wait, for a while.
+        let Some(wait) = waits.next().filter(|_| !unavailable.is_empty()) else {
+            for (topic, _, error) in unavailable {
+                end(shared, &topic, error);
+            }
+            return;
+        };
+        tokio::time::sleep(*wait).await;
+        wanted = unavailable
+            .into_iter()
+            .map(|(topic, resume, _)| (topic, resume))
+            .collect();
+    }
+}
+
+/// The waits before a resubscription answered `WW_UNAVAILABLE` is asked again (3.1 s in
+/// all, while the connection is not yet handed to the application); after them the
+/// subscription ends.
+const UNAVAILABLE_WAITS: [std::time::Duration; 5] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(400),
+    std::time::Duration::from_millis(800),
+    std::time::Duration::from_millis(1600),
+];
+
+/// The subscription to `topic` could not be renewed: it ends with `error`.
+fn end(shared: &Shared, topic: &str, error: RequestError) {
+    tracing::warn!(%error, topic, "subscription not renewed after a reconnection");
+    if let Some(gone) = lock(&shared.topics).remove(topic) {
+        let _ = gone.events.send(TopicEvent::Ended(error));
     }
 }
 

@@ -9,8 +9,10 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, PubSub, PubSubSink};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::history::RedisHistory;
 use super::{RedisConnectError, RedisStore, sanitized};
 use crate::backplane::{Backplane, BackplaneError, Inbox};
+use crate::server::SharedHistory;
 
 /// The first wait before subscribing again after the subscription was lost; it doubles
 /// with each failed attempt up to [`MAX_BACKOFF`].
@@ -47,7 +49,9 @@ const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 ///   delivered to its own connections: local delivery is unaffected;
 /// - the subscriber notices its connection is gone (at once when Redis closes it, within
 ///   35 s when it silently died: a PING every 30 s), logs it, and subscribes again, with
-///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives;
+///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives; subscribed
+///   again, it tells the servers ([`Inbox::reconnected`]), which read what they missed of
+///   the topics with a history from Redis;
 /// - **messages published by any node while Redis, or this node's subscriber, is
 ///   disconnected are lost for this node**: Redis pub/sub is fire-and-forget, it keeps
 ///   nothing for a subscriber that is not there. A publish or session signal then misses
@@ -81,6 +85,8 @@ pub struct RedisBackplane {
 struct Inner {
     publisher: ConnectionManager,
     channel: String,
+    /// The topic histories in Redis, unless turned off.
+    history: Option<SharedHistory>,
     inboxes: Arc<Inboxes>,
     /// Cancels the subscriber task when the last clone goes.
     _stop: DropGuard,
@@ -110,6 +116,14 @@ impl Inboxes {
             inbox.deliver(message.clone());
         }
     }
+
+    /// The subscription is back after a gap: the servers catch up from their shared
+    /// histories.
+    fn reconnected(&self) {
+        for inbox in self.lock().iter() {
+            inbox.reconnected();
+        }
+    }
 }
 
 /// Options of a [`RedisBackplane`] before it connects: [`RedisBackplane::builder`].
@@ -126,6 +140,7 @@ impl Inboxes {
 #[must_use = "a builder does nothing until it connects"]
 pub struct RedisBackplaneBuilder {
     channel: String,
+    history_prefix: Option<String>,
 }
 
 impl RedisBackplane {
@@ -175,8 +190,20 @@ impl RedisBackplane {
     pub fn builder() -> RedisBackplaneBuilder {
         RedisBackplaneBuilder {
             channel: Self::DEFAULT_CHANNEL.to_owned(),
+            history_prefix: Some(Self::DEFAULT_HISTORY_PREFIX.to_owned()),
         }
     }
+
+    /// The prefix of the keys of topic histories, unless
+    /// [set](RedisBackplaneBuilder::history_prefix): `webwire:history:`.
+    ///
+    /// ```
+    /// use tokio_webwire::redis::RedisBackplane;
+    ///
+    /// // `redis-cli XRANGE 'webwire:history:{room/1}:s' - +` shows what room/1 keeps.
+    /// assert_eq!(RedisBackplane::DEFAULT_HISTORY_PREFIX, "webwire:history:");
+    /// ```
+    pub const DEFAULT_HISTORY_PREFIX: &'static str = "webwire:history:";
 
     /// The pub/sub channel it publishes to and subscribes to.
     ///
@@ -202,6 +229,34 @@ impl RedisBackplaneBuilder {
     /// ```
     pub fn channel(mut self, channel: impl Into<String>) -> Self {
         self.channel = channel.into();
+        self
+    }
+
+    /// The prefix of the keys that hold topic histories (default
+    /// [`RedisBackplane::DEFAULT_HISTORY_PREFIX`]), or `None` to keep histories in each
+    /// server's memory instead (each node then numbers a topic in its own epoch, and a
+    /// client that moves to another node is told "not recovered").
+    ///
+    /// With a prefix (the default), every topic that keeps a
+    /// [`History`](crate::server::History) on a server built with this backplane keeps it
+    /// in Redis: a stream `<prefix>{<topic>}:s` and a hash `<prefix>{<topic>}:m` per
+    /// topic, trimmed to the history's count, bytes and age by every publish. Every node
+    /// gives a publication the same position, delivers a topic's publications in offset
+    /// order, and resumes a client from any node. What it costs and what happens while
+    /// Redis is away: `docs/topics.md`, section 5.
+    ///
+    /// Memory in Redis per topic: the history's signals (at most its `max_bytes`) plus
+    /// about 22 bytes per kept publication in the stream (`cargo bench --bench history
+    /// --features redis -- --redis URL`: 41 bytes of `used_memory` per publication of a
+    /// 19-byte signal, 100 000 kept), and two keys; keys of topics
+    /// nobody publishes to any more stay (they are bounded by the history): remove them
+    /// with `DEL` if topics come and go.
+    ///
+    /// ```
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder().history_prefix(Some("shop:history:"));
+    /// ```
+    pub fn history_prefix(mut self, prefix: Option<&str>) -> Self {
+        self.history_prefix = prefix.map(str::to_owned);
         self
     }
 
@@ -242,6 +297,14 @@ impl RedisBackplaneBuilder {
             ConnectionManager::new_with_config(client.clone(), RedisStore::connection_config())
                 .await
                 .map_err(unreachable())?;
+        let history = match self.history_prefix {
+            Some(prefix) => Some(SharedHistory(std::sync::Arc::new(
+                RedisHistory::new(publisher.clone(), prefix, self.channel.clone())
+                    .await
+                    .map_err(unreachable())?,
+            ))),
+            None => None,
+        };
         let subscription = subscribe(&client, &self.channel)
             .await
             .map_err(unreachable())?;
@@ -260,6 +323,7 @@ impl RedisBackplaneBuilder {
             inner: Arc::new(Inner {
                 publisher,
                 channel: self.channel,
+                history,
                 inboxes,
                 _stop: stop.drop_guard(),
             }),
@@ -284,6 +348,12 @@ impl Backplane for RedisBackplane {
     /// Adds `inbox` to those the subscriber delivers to. Needs no runtime.
     fn attach(&self, inbox: Inbox) {
         self.inner.inboxes.attach(inbox);
+    }
+
+    /// The topic histories in Redis (unless the builder's
+    /// [`history_prefix`](RedisBackplaneBuilder::history_prefix) is `None`).
+    fn shared_history(&self) -> Option<SharedHistory> {
+        self.inner.history.clone()
     }
 }
 
@@ -339,6 +409,7 @@ impl Subscriber {
                 None => return,
             };
             tracing::info!(channel = %self.channel, "backplane subscribed again");
+            self.inboxes.reconnected();
         }
     }
 

@@ -5,7 +5,8 @@
 //! | file | holds |
 //! |---|---|
 //! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis |
-//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over one Redis pub/sub channel |
+//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over one Redis pub/sub channel, sharing the topic histories |
+//! | `history.rs` | topic histories in Redis: a stream and a hash per topic, one Lua script per publish and per resume |
 //!
 //! Every node of a service uses both, on the same Redis, with the same prefix and channel:
 //!
@@ -35,6 +36,13 @@
 //! Fan-out: nothing is stored. Every node publishes its operations (a few bytes of header,
 //! the target topic or session key, the encoded signal) to one channel (`webwire:bus`
 //! unless set), and every node subscribes to it on a connection of its own.
+//!
+//! Topic histories ([`ServerBuilder::history`](crate::server::ServerBuilder::history)):
+//! per topic a stream `webwire:history:{<topic>}:s` (the kept publications) and a hash
+//! `webwire:history:{<topic>}:m` (epoch, last offset, bytes), trimmed by every publish to
+//! the history's count, bytes and age; a publish to such a topic is one Lua script (one
+//! round trip) that positions, keeps and publishes it. See
+//! [`RedisBackplaneBuilder::history_prefix`] and `docs/topics.md` (section 5.1).
 //!
 //! # Memory in Redis
 //! A session takes its Redis key (the prefix and the session key: 59 bytes with the
@@ -66,10 +74,15 @@
 //!   invite a resend that would reach this node's connections twice),
 //!   and what any node publishes while its own or another node's link is down is lost for
 //!   the nodes not subscribed then (Redis pub/sub keeps nothing; see [`RedisBackplane`]);
+//! - a publish to a topic with a history fails with
+//!   [`TopicError::History`](crate::server::TopicError::History) and reaches nobody
+//!   (nothing kept, nothing sent: no resume can hide it); a client's subscribe to such a
+//!   topic is answered `WW_UNAVAILABLE` (it tries again); its live subscribers stay;
 //! - connections, requests and signals are unaffected.
 //!
 //! If Redis loses its data (a restart without persistence, a flush), sessions are gone:
-//! their clients are told "session not found" on their next restore and log in again.
+//! their clients are told "session not found" on their next restore and log in again;
+//! topic histories start a new epoch: resuming clients are told "not recovered".
 //!
 //! # Redis is trusted
 //! Whoever can read the session keys can restore the sessions, and whoever can publish on
@@ -80,6 +93,7 @@
 
 mod backplane;
 mod error;
+mod history;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};

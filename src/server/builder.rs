@@ -218,6 +218,15 @@ impl<H: Handler> ServerBuilder<H> {
     /// [`max_history_topics`](Self::max_history_topics) histories, each at most
     /// [`History::memory_per_topic`] bytes.
     ///
+    /// Where: in this server's memory, unless the [`backplane`](Self::backplane) shares
+    /// histories between the nodes
+    /// ([`Backplane::shared_history`](crate::backplane::Backplane::shared_history): the
+    /// Redis backplane does, feature `redis`). Then every node takes a topic's positions
+    /// from the shared history and delivers its publications in their order, so a
+    /// client resumes on any node; a publish to such a topic fails with
+    /// [`TopicError::History`](crate::server::TopicError::History) while the shared
+    /// store is away (`docs/topics.md`, section 5.1).
+    ///
     /// ```
     /// use tokio_webwire::server::{History, Server};
     ///
@@ -238,6 +247,8 @@ impl<H: Handler> ServerBuilder<H> {
     /// not recovered when they resume (its next history has a new epoch). With the
     /// histories' own bounds this bounds their memory: `max_history_topics` times the
     /// largest [`History::memory_per_topic`] ([`history_memory_bound`](Self::history_memory_bound)).
+    /// With shared histories the histories are in the shared store and this bounds the
+    /// per-topic ordering states a node keeps for topics nobody here subscribes to.
     ///
     /// ```
     /// use tokio_webwire::server::{History, Server};

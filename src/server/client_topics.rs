@@ -91,13 +91,21 @@ async fn subscribe<H: Handler>(
             return error(id, codes::REFUSED, "subscription refused");
         }
     }
-    match conn.subscribe_client(&request.topic, request.resume) {
+    match conn.subscribe_client(&request.topic, request.resume).await {
         Ok(answer) => Message::reply(id, Payload::binary(answer.encode())),
         Err(TopicError::TooManyTopics { limit }) => error(
             id,
             codes::TOO_MANY_TOPICS,
             &format!("at most {limit} topics per connection"),
         ),
+        Err(TopicError::History(why)) => {
+            tracing::warn!(topic = %request.topic, error = %why, "a subscription could not read the shared history");
+            error(
+                id,
+                codes::UNAVAILABLE,
+                "the topic's history is unavailable, try again",
+            )
+        }
         // Closing: the client will not read the answer; it subscribes again later.
         Err(TopicError::Closed) => error(id, codes::UNAVAILABLE, "the connection is closing"),
         Err(other) => error(id, codes::BAD_REQUEST, &other.to_string()),

@@ -439,7 +439,7 @@ impl Connection {
         &self.inner.hub.sessions
     }
 
-    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
+    pub(crate) fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         // Held for one topic-map operation, which does not panic.
         self.inner
             .subscriptions
@@ -523,12 +523,16 @@ impl Connection {
             .collect()
     }
 
-    /// The client subscribes itself ([`Hub::subscribe_client`]).
-    pub(crate) fn subscribe_client(
+    /// The client subscribes itself ([`Hub::subscribe_client`], or
+    /// [`Hub::subscribe_shared`] for a topic of a history the nodes share).
+    pub(crate) async fn subscribe_client(
         &self,
         topic: &str,
         resume: Option<Position>,
     ) -> Result<Subscribed, TopicError> {
+        if self.inner.hub.is_shared(topic) {
+            return self.inner.hub.subscribe_shared(self, topic, resume).await;
+        }
         let mut subscriptions = self.subscriptions();
         self.inner
             .hub

@@ -27,6 +27,12 @@
 //! and a client's resume takes the same lock to replay what it missed and join the
 //! members, so every publication is either replayed or delivered live, never both,
 //! never neither. Topics without a history take none of these steps.
+//!
+//! With a backplane that shares histories (Redis), a history topic's positions come from
+//! the shared store instead of a ring: a publish is appended there (which also hands it
+//! to the other nodes), and every node delivers it through the topic's
+//! [`Sequencer`] (offset order, holes filled from the store); a resume reads the store
+//! and merges it with what the sequencer delivered meanwhile (`sequencer.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -38,8 +44,9 @@ use crate::payload::Payload;
 use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::connection::encode_signal;
-use crate::server::history::{History, Ring, Rules, SharedRing};
+use crate::server::history::{History, HistoryError, Ring, Rules, SharedRing, SharedStore};
 use crate::server::metrics::Metrics;
+use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
 use crate::session::check_key;
@@ -101,6 +108,18 @@ pub enum SlowSubscriber {
     Skip,
 }
 
+/// How long a node holds a publication that came before its turn before it reads the
+/// missing ones from the shared history: the usual hole is two publishers' messages
+/// crossing on their way, closed within a millisecond.
+const HOLE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How many reads of a hole may fail (the store away) before delivery goes on after it.
+const FILL_ATTEMPTS: u32 = 3;
+
+/// How many times a resume reads the shared history before it gives up (its snapshot did
+/// not meet this node's deliveries: an epoch changing under it).
+const RESUME_ATTEMPTS: u32 = 3;
+
 /// Why a topic operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -132,6 +151,11 @@ pub enum TopicError {
     /// The name or payload cannot be sent as a signal.
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
+    /// The topic keeps a history shared by the nodes (the Redis backplane's) and it could
+    /// not be written or read (Redis is away): a publish was delivered to nobody and kept
+    /// nowhere, so no resume can hide it; publish again later.
+    #[error("the topic's shared history is unavailable, nothing was delivered: {0}")]
+    History(#[from] HistoryError),
     /// This node's connections got the signal (`delivered` of them), but the backplane
     /// could not pass it to the other nodes.
     #[error("delivered to {delivered} connections here, but not to other nodes: {source}")]
@@ -190,6 +214,12 @@ pub(crate) struct Hub {
     /// (publications land while a client reconnects). Lock order: a ring, then `topics`,
     /// then a topic's subscribers.
     rings: Mutex<HashMap<Arc<str>, SharedRing>>,
+    /// The history shared by every node, if the backplane has one: then history topics
+    /// take their positions from it and `sequencers` order their delivery here (the
+    /// rings are unused). Lock order: a sequencer, then `topics`, then a topic's
+    /// subscribers.
+    shared: Option<Arc<dyn SharedStore>>,
+    sequencers: Mutex<HashMap<Arc<str>, SharedSequencer>>,
     remote: Arc<Remote>,
     /// Where what other nodes send runs when it must wait (a revocation): the server's
     /// handler tasks, which a shutdown waits for.
@@ -197,6 +227,9 @@ pub(crate) struct Hub {
     limits: Limits,
     metrics: Metrics,
 }
+
+/// A topic's delivery order on this node, shared by its deliveries and resumes.
+type SharedSequencer = Arc<Mutex<Sequencer>>;
 
 /// The options of a server's fan-out.
 #[derive(Debug, Clone)]
@@ -218,10 +251,13 @@ impl Hub {
         limits: Limits,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let shared = remote.shared_history().map(|history| history.0);
         let hub = Arc::new(Hub {
             sessions,
             topics: Mutex::new(HashMap::new()),
             rings: Mutex::new(HashMap::new()),
+            shared,
+            sequencers: Mutex::new(HashMap::new()),
             remote,
             tasks,
             limits,
@@ -449,13 +485,24 @@ impl Hub {
 
     /// [`Server::publish`](crate::server::Server::publish).
     pub(crate) async fn publish(
-        &self,
+        self: &Arc<Self>,
         topic: &str,
         name: impl IntoName,
         payload: Payload,
     ) -> Result<usize, TopicError> {
         check_topic(topic)?;
         let frame = self.encode(name, payload)?;
+        if let Some((store, history)) = self.shared_history(topic) {
+            // One round trip: the store gives the position, keeps the publication and
+            // hands it to the other nodes; then it is delivered here.
+            self.check_publication(topic, &frame, true)?;
+            let envelope = Envelope::positioned_header(self.remote.node(), topic)
+                .ok_or(TopicError::InvalidTopic { len: topic.len() })?;
+            let position = store
+                .append(topic, history, envelope, frame.clone())
+                .await?;
+            return Ok(self.arrive(topic, history, position, frame));
+        }
         let delivered = self.publish_here(topic, &frame)?;
         let envelope = || Envelope::Publish {
             topic: Bytes::copy_from_slice(topic.as_bytes()),
@@ -501,14 +548,14 @@ impl Hub {
     /// is held while it is delivered. Returns for how many connections it was queued.
     fn publish_here(&self, topic: &str, plain: &Bytes) -> Result<usize, TopicError> {
         let Some(history) = self.limits.history.find(topic) else {
-            return self.deliver(topic, plain, None);
+            return self.deliver(topic, plain, None, |_| false);
         };
         self.check_publication(topic, plain, true)?;
         let ring = self.ring(topic, history);
         let mut ring = lock(&ring);
         let frame = Publication::frame(topic, Some(ring.next_position()), plain);
         ring.push(frame.clone());
-        let delivered = self.deliver(topic, plain, Some(&frame));
+        let delivered = self.deliver(topic, plain, Some(&frame), |_| false);
         drop(ring);
         delivered
     }
@@ -530,13 +577,15 @@ impl Hub {
 
     /// Queues `plain` for `topic`'s server-made subscribers here, and `positioned` (or,
     /// without, the publication message made here without a position) for its client
-    /// members; returns for how many. Under the topic's read lock only: queueing never
-    /// waits. A publication message over the limit is refused before anything is queued.
+    /// members but those `skip` names by id; returns for how many. Under the topic's read
+    /// lock only: queueing never waits. A publication message over the limit is refused
+    /// before anything is queued.
     fn deliver(
         &self,
         topic: &str,
         plain: &Bytes,
         positioned: Option<&Bytes>,
+        skip: impl Fn(u64) -> bool,
     ) -> Result<usize, TopicError> {
         let Some(subscribers) = self.topics().get(topic).cloned() else {
             return Ok(0);
@@ -560,8 +609,8 @@ impl Hub {
         let client_count = publication.map_or(0, |frame| {
             members
                 .client
-                .values()
-                .filter(|conn| self.offer(conn, frame))
+                .iter()
+                .filter(|(id, conn)| !skip(**id) && self.offer(conn, frame))
                 .count()
         });
         Ok(plain_count + client_count)
@@ -616,16 +665,25 @@ impl Hub {
             return;
         }
         match envelope {
+            Envelope::Positioned {
+                topic,
+                position,
+                frame,
+            } => {
+                if let (Ok(topic), true) = (std::str::from_utf8(&topic), self.is_signal(&frame)) {
+                    match self.shared_history(topic) {
+                        Some((_, history)) if check_topic(topic).is_ok() => {
+                            self.arrive(topic, history, position, frame);
+                        }
+                        // This node keeps no shared history of the topic (configured
+                        // apart): a publication of its own, as from a plain publish.
+                        _ => self.publish_from_node(topic, &frame),
+                    }
+                }
+            }
             Envelope::Publish { topic, frame } => {
                 if let (Ok(topic), true) = (std::str::from_utf8(&topic), self.is_signal(&frame)) {
-                    // Another node's publication gets its position here, from this
-                    // node's history (its own epoch: a client moving between nodes is
-                    // told it was not recovered, never handed another node's offsets).
-                    if let Err(error) =
-                        check_topic(topic).and_then(|()| self.publish_here(topic, &frame))
-                    {
-                        tracing::warn!(%error, "a publication from another node was not delivered here");
-                    }
+                    self.publish_from_node(topic, &frame);
                 }
             }
             Envelope::SessionSignal { key, frame } => {
@@ -646,6 +704,327 @@ impl Hub {
                     .spawn(async move { hub.sessions.revoke_here(&key).await });
             }
         }
+    }
+
+    /// Another node's publication without a position from the shared history: it gets
+    /// its position here, from this node's in-memory history (its own epoch: a client
+    /// moving between nodes is told it was not recovered, never handed another node's
+    /// offsets). A topic of a shared history here (the other node configured apart)
+    /// delivers it without a position rather than mix epochs.
+    fn publish_from_node(&self, topic: &str, frame: &Bytes) {
+        let delivered = check_topic(topic).and_then(|()| {
+            if self.is_shared(topic) {
+                tracing::warn!(topic, "a publication without a position for a topic of the shared history: delivered without one (configure every node alike)");
+                return self.deliver(topic, frame, None, |_| false);
+            }
+            self.publish_here(topic, frame)
+        });
+        if let Err(error) = delivered {
+            tracing::warn!(%error, "a publication from another node was not delivered here");
+        }
+    }
+
+    /// Whether `topic` keeps a history the nodes share.
+    pub(crate) fn is_shared(&self, topic: &str) -> bool {
+        self.shared.is_some() && self.limits.history.find(topic).is_some()
+    }
+
+    /// The shared store and the history of `topic`, if it keeps one and the nodes share
+    /// their histories.
+    fn shared_history(&self, topic: &str) -> Option<(Arc<dyn SharedStore>, History)> {
+        let store = self.shared.as_ref()?;
+        Some((Arc::clone(store), self.limits.history.find(topic)?))
+    }
+
+    /// The sequencer of `topic`, made if it has none (dropping the least recently used
+    /// one that nothing depends on and nobody here subscribes to, at the server's limit
+    /// of histories).
+    fn sequencer(&self, topic: &str) -> SharedSequencer {
+        let mut sequencers = self
+            .sequencers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(sequencer) = sequencers.get(topic) {
+            return Arc::clone(sequencer);
+        }
+        if sequencers.len() >= self.limits.history.max_topics.max(1) {
+            let topics = self.topics();
+            let oldest = sequencers
+                .iter()
+                .filter(|(name, _)| !topics.contains_key(&**name))
+                .filter_map(|(name, sequencer)| {
+                    let sequencer = sequencer.try_lock().ok()?;
+                    sequencer.is_idle().then_some((sequencer.used, name))
+                })
+                .min_by_key(|(used, _)| *used)
+                .map(|(_, name)| Arc::clone(name));
+            drop(topics);
+            if let Some(name) = oldest {
+                sequencers.remove(&name);
+            }
+        }
+        let sequencer = SharedSequencer::default();
+        sequencers.insert(Arc::from(topic), Arc::clone(&sequencer));
+        sequencer
+    }
+
+    /// A publication of a shared history arrived here (published here, or by another
+    /// node): delivered in offset order under the topic's sequencer lock, an early one
+    /// held and its hole filled from the store if it stays open. Returns for how many
+    /// connections it (and what it let go) was queued.
+    fn arrive(
+        self: &Arc<Self>,
+        topic: &str,
+        history: History,
+        position: Position,
+        plain: Bytes,
+    ) -> usize {
+        let sequencer = self.sequencer(topic);
+        let mut sequence = lock_sequencer(&sequencer);
+        let ready = sequence.arrive(position, plain);
+        let delivered = self.deliver_sequenced(topic, history, &mut sequence, ready);
+        if sequence.hole().is_some() && !sequence.filling {
+            sequence.filling = true;
+            self.fill(Arc::from(topic), history, Arc::clone(&sequencer));
+        }
+        delivered
+    }
+
+    /// Delivers `ready` (in order) to the topic's members here and buffers it for the
+    /// resumes in progress; under the sequencer's lock.
+    fn deliver_sequenced(
+        &self,
+        topic: &str,
+        history: History,
+        sequence: &mut Sequencer,
+        ready: Vec<(Position, Bytes)>,
+    ) -> usize {
+        let mut delivered = 0;
+        for (position, plain) in ready {
+            let frame = Publication::frame(topic, Some(position), &plain);
+            let skip = |conn| sequence.skips(conn, position.offset);
+            match self.deliver(topic, &plain, Some(&frame), skip) {
+                Ok(count) => delivered += count,
+                Err(error) => {
+                    tracing::warn!(%error, "a publication was not delivered here");
+                }
+            }
+            sequence.buffer(position.offset, &frame, history.max_len().max(1024));
+        }
+        delivered
+    }
+
+    /// Fills the hole before `topic`'s held publications from the store, after
+    /// [`HOLE_WAIT`], on a task of its own; a hole the store cannot fill (trimmed, another
+    /// epoch, the store away [`FILL_ATTEMPTS`] times) is passed over, and the topic's
+    /// client members here are disconnected (1013), so that they resume and are told
+    /// whether the history still covers what they missed, never left with a silent gap.
+    fn fill(self: &Arc<Self>, topic: Arc<str>, history: History, sequencer: SharedSequencer) {
+        let (Some(store), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            let mut sequence = lock_sequencer(&sequencer);
+            let ready = sequence.skip_hole();
+            sequence.filling = false;
+            self.deliver_sequenced(&topic, history, &mut sequence, ready);
+            return;
+        };
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(HOLE_WAIT).await;
+                let hole = lock_sequencer(&sequencer).hole();
+                let Some((epoch, after, until)) = hole else {
+                    lock_sequencer(&sequencer).filling = false;
+                    return;
+                };
+                let read = store.read(&topic, history, Some(after), Some(until)).await;
+                let Some(hub) = hub.upgrade() else { return };
+                let mut sequence = lock_sequencer(&sequencer);
+                let mut ready = Vec::new();
+                let passed_over = match read {
+                    Ok(snapshot) if snapshot.epoch == epoch => {
+                        for (offset, plain) in snapshot.entries {
+                            ready.extend(sequence.arrive(Position { epoch, offset }, plain));
+                        }
+                        // What the store gave is delivered; if the hole is still there,
+                        // the store no longer has it.
+                        sequence.hole().is_some_and(|(_, last, _)| last == after)
+                    }
+                    Ok(_) => true,
+                    Err(error) => {
+                        failures += 1;
+                        tracing::warn!(topic = &*topic, %error, "cannot read the shared history to fill a hole");
+                        failures >= FILL_ATTEMPTS
+                    }
+                };
+                if passed_over {
+                    failures = 0;
+                    tracing::warn!(
+                        topic = &*topic,
+                        after,
+                        until,
+                        "publications missing here and gone from the shared history: passed over, resuming subscribers disconnected"
+                    );
+                    ready.extend(sequence.skip_hole());
+                    hub.disconnect_clients(&topic);
+                }
+                hub.deliver_sequenced(&topic, history, &mut sequence, ready);
+            }
+        });
+    }
+
+    /// The backplane may have lost publications (its link was down): every topic of the
+    /// shared history this node delivers reads what followed its last delivery from the
+    /// store, one after the other on a task, and delivers it in order. (A lost
+    /// publication would otherwise wait for the next one to show its hole.)
+    pub(crate) fn catch_up(self: &Arc<Self>) {
+        let (Some(store), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let topics: Vec<(Arc<str>, SharedSequencer)> = self
+            .sequencers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(topic, sequencer)| (Arc::clone(topic), Arc::clone(sequencer)))
+            .collect();
+        let hub = Arc::downgrade(self);
+        runtime.spawn(async move {
+            for (topic, sequencer) in topics {
+                let Some(history) = hub.upgrade().and_then(|hub| hub.limits.history.find(&topic))
+                else {
+                    continue;
+                };
+                let Some(from) = lock_sequencer(&sequencer).position() else {
+                    continue;
+                };
+                let read = store.read(&topic, history, Some(from.offset), None).await;
+                let Some(hub) = hub.upgrade() else { return };
+                match read {
+                    Ok(snapshot) if snapshot.epoch == from.epoch => {
+                        let mut sequence = lock_sequencer(&sequencer);
+                        let mut ready = Vec::new();
+                        for (offset, plain) in snapshot.entries {
+                            let position = Position {
+                                epoch: from.epoch,
+                                offset,
+                            };
+                            ready.extend(sequence.arrive(position, plain));
+                        }
+                        hub.deliver_sequenced(&topic, history, &mut sequence, ready);
+                        // The oldest of what it missed may be trimmed already.
+                        if sequence.hole().is_some() && !sequence.filling {
+                            sequence.filling = true;
+                            hub.fill(Arc::clone(&topic), history, Arc::clone(&sequencer));
+                        }
+                    }
+                    // Another epoch: its next publication shows it.
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(topic = &*topic, %error, "cannot read the shared history to catch up");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes the connections here whose clients subscribed to `topic` themselves (1013):
+    /// they resume, and learn whether what they missed is still there.
+    fn disconnect_clients(&self, topic: &str) {
+        let Some(subscribers) = self.topics().get(topic).cloned() else {
+            return;
+        };
+        for conn in read(&subscribers).client.values() {
+            conn.close_with(CloseReason::SlowConsumer);
+        }
+    }
+
+    /// A client subscribes itself to a topic of a shared history, resuming after
+    /// `resume` if given: it is pending (what this node delivers meanwhile is buffered
+    /// for it) while the store is read, then, under the topic's sequencer lock, what it
+    /// missed (from the snapshot, then from the buffer, each offset once) is queued and
+    /// it joins the topic's client members, so the seam has no gap and no duplicate.
+    /// Fails with [`TopicError::History`] when the store cannot be read.
+    pub(crate) async fn subscribe_shared(
+        self: &Arc<Self>,
+        conn: &Connection,
+        topic: &str,
+        resume: Option<Position>,
+    ) -> Result<Subscribed, TopicError> {
+        check_topic(topic)?;
+        let Some((store, history)) = self.shared_history(topic) else {
+            return Err(TopicError::InvalidTopic { len: topic.len() });
+        };
+        let sequencer = self.sequencer(topic);
+        let was_member = {
+            let mut sequence = lock_sequencer(&sequencer);
+            sequence.begin(conn.id());
+            // Already a member (a repeated subscribe): it rejoins through the seam.
+            self.topics()
+                .get(topic)
+                .is_some_and(|subscribers| write(subscribers).client.remove(&conn.id()).is_some())
+        };
+        let joined = self
+            .join_shared(conn, topic, resume, &sequencer, &*store, history)
+            .await;
+        if joined.is_err() && was_member {
+            // It left the members for the seam and did not join again: not subscribed.
+            conn.subscriptions().client.retain(|t| &**t != topic);
+        }
+        joined
+    }
+
+    /// The rest of [`subscribe_shared`](Self::subscribe_shared), once `conn` is pending.
+    async fn join_shared(
+        &self,
+        conn: &Connection,
+        topic: &str,
+        resume: Option<Position>,
+        sequencer: &SharedSequencer,
+        store: &dyn SharedStore,
+        history: History,
+    ) -> Result<Subscribed, TopicError> {
+        let pending = Pending {
+            sequencer,
+            conn: conn.id(),
+        };
+        let after = resume.map(|position| position.offset);
+        for _ in 0..RESUME_ATTEMPTS {
+            let snapshot = store.read(topic, history, after, None).await?;
+            let mut subscriptions = conn.subscriptions();
+            if subscriptions.ended || conn.is_closed() {
+                return Err(TopicError::Closed);
+            }
+            if !subscriptions.client.iter().any(|t| &**t == topic) {
+                subscriptions.check_room(self.limits.max_topics_per_connection)?;
+            }
+            let mut sequence = lock_sequencer(sequencer);
+            let wrap = |position, plain: &Bytes| Publication::frame(topic, Some(position), plain);
+            match sequence.finish(conn.id(), resume, &snapshot, wrap) {
+                Finish::Again => continue,
+                Finish::Join {
+                    status,
+                    position,
+                    replay,
+                } => {
+                    for frame in replay {
+                        conn.push_unmetered(frame).map_err(|_| TopicError::Closed)?;
+                    }
+                    self.join(conn, &mut subscriptions, topic, true);
+                    drop(sequence);
+                    // No longer pending: dropping the guard changes nothing.
+                    drop(pending);
+                    return Ok(Subscribed { status, position });
+                }
+            }
+        }
+        Err(TopicError::History(HistoryError::new(
+            "the shared history changed while it was read",
+        )))
     }
 
     fn is_signal(&self, frame: &Bytes) -> bool {
@@ -672,6 +1051,23 @@ fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, Members> {
 
 fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, Members> {
     subscribers.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A resume in progress: given up (dropped before it joined), it is pending no more.
+struct Pending<'a> {
+    sequencer: &'a SharedSequencer,
+    conn: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        lock_sequencer(self.sequencer).cancel(self.conn);
+    }
+}
+
+fn lock_sequencer(sequencer: &SharedSequencer) -> MutexGuard<'_, Sequencer> {
+    // A sequencer's critical sections do not panic (queueing, map updates).
+    sequencer.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {

@@ -17,7 +17,8 @@
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
 //! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
 //! | `client_topics.rs` | the topics extension on the server: the sub-protocol negotiated at the upgrade, the `ww.` requests of a client |
-//! | `history.rs` | [`History`]: which topics keep their last publications, and the ring of one topic |
+//! | `history.rs` | [`History`]: which topics keep their last publications, the ring of one topic (in memory), the engine seam to a [`SharedHistory`] |
+//! | `sequencer.rs` | a topic of a shared history on one node: its publications delivered in offset order, holes filled, the resume seam |
 //! | `fanout.rs` | one signal to many: topics, signals to a session's connections, what other nodes send through the backplane; [`SlowSubscriber`], [`TopicError`] |
 //! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
@@ -50,7 +51,7 @@ mod connection;
 mod driver;
 pub(crate) mod fanout;
 mod handler;
-mod history;
+pub(crate) mod history;
 mod job;
 mod listen;
 pub mod metrics;
@@ -58,6 +59,7 @@ pub mod metrics;
 mod mount;
 mod origin;
 mod outbox;
+mod sequencer;
 mod sessions;
 mod source;
 #[cfg(feature = "rustls")]
@@ -91,7 +93,7 @@ pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused, SubscribeRefused};
-pub use history::History;
+pub use history::{History, HistoryError, SharedHistory};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 #[cfg(feature = "rustls")]
 pub use tls::TlsInfo;
@@ -495,7 +497,10 @@ impl<H: Handler> Server<H> {
     /// Fails with [`TopicError::InvalidTopic`], [`TopicError::Invalid`] or
     /// [`TopicError::TooLarge`] before anything is sent, and with
     /// [`TopicError::Backplane`] (after this server's subscribers got it) when the
-    /// backplane could not pass it on.
+    /// backplane could not pass it on. A topic with a [history](ServerBuilder::history)
+    /// the nodes share (the Redis backplane's) costs one round trip to the shared store,
+    /// which positions, keeps and passes on the publication in one step, and fails with
+    /// [`TopicError::History`], delivered to nobody, while the store is away.
     ///
     /// Cancel safety: this server's subscribers have the signal once the future is first
     /// polled; dropped before it completes, the other servers may miss it.

@@ -10,6 +10,7 @@ pub mod probe;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod script;
+pub mod topics;
 
 use std::future::Future;
 use std::net::SocketAddr;

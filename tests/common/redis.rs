@@ -174,6 +174,42 @@ impl Drop for RedisServer {
     }
 }
 
+/// How many connections subscribe to `channel` (`PUBSUB NUMSUB`).
+pub async fn subscribers(
+    raw: &mut tokio_webwire::redis::redis::aio::MultiplexedConnection,
+    channel: &str,
+) -> usize {
+    let counts: Vec<(String, usize)> = tokio::time::timeout(
+        READY_LIMIT,
+        tokio_webwire::redis::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(raw),
+    )
+    .await
+    .expect("answered in time")
+    .expect("PUBSUB NUMSUB");
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+/// Redis closes every pub/sub connection (as an operator or pub/sub's
+/// `client-output-buffer-limit` would) and stays up; returns how many it closed.
+pub async fn kill_subscribers(
+    raw: &mut tokio_webwire::redis::redis::aio::MultiplexedConnection,
+) -> usize {
+    tokio::time::timeout(
+        READY_LIMIT,
+        tokio_webwire::redis::redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(raw),
+    )
+    .await
+    .expect("answered in time")
+    .expect("CLIENT KILL")
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
