@@ -104,7 +104,8 @@ where
         Role::Server,
         config.max_message_size,
         config.write_timeout,
-    );
+    )
+    .batch(config.write_batch_size);
     let mut driver = Box::new(driver(cx, socket, job::run::<H>));
     async move {
         shared.live.register(&conn);

@@ -51,11 +51,13 @@ pub(crate) const READ_CHUNK: usize = 8 * 1024;
 const MIN_READ: usize = 1024;
 
 /// Frames are queued until this many bytes wait, then written before more are taken;
-/// while the peer reads everything (the last write took the whole queue) up to
-/// [`WRITE_BURST`] wait, so a burst of replies leaves in few system calls.
+/// while the peer reads everything (the last write took the whole queue) up to the
+/// socket's batch ([`WRITE_BURST`] unless set) wait, so a burst of replies leaves in few
+/// system calls.
 pub(crate) const WRITE_ROOM: usize = 16 * 1024;
 
-/// The queue's bound while the peer keeps up; see [`WRITE_ROOM`].
+/// The queue's bound while the peer keeps up, unless set ([`Socket::batch`]; the server's
+/// `write_batch_size`); see [`WRITE_ROOM`].
 pub(crate) const WRITE_BURST: usize = 64 * 1024;
 
 /// Payloads at least this long are written from their own buffer (vectored), shorter ones
@@ -101,6 +103,8 @@ pub(crate) struct Socket<S> {
     close_sent: bool,
     /// The last write took everything queued: the peer reads as fast as we write.
     keeping_up: bool,
+    /// The queue's room while the peer keeps up (see [`batch`](Self::batch)).
+    batch: usize,
     /// Buffers stay between messages (see [`keep_buffers`](Self::keep_buffers)).
     keep_buffers: bool,
     write_timeout: Duration,
@@ -168,11 +172,19 @@ where
             pong: None,
             close_sent: false,
             keeping_up: true,
+            batch: WRITE_BURST,
             keep_buffers: false,
             write_timeout,
             stall: None,
             stalled: false,
         }
+    }
+
+    /// Queues up to `bytes` of frames before writing while the peer keeps up ([`WRITE_BURST`]
+    /// unless set), and up to [`WRITE_ROOM`] (or `bytes`, if smaller) once it does not.
+    pub(crate) fn batch(mut self, bytes: usize) -> Self {
+        self.batch = bytes;
+        self
     }
 
     /// Keeps the read chunk and the write buffer between messages (up to [`WRITE_ROOM`]
@@ -342,9 +354,9 @@ where
     /// the write timeout without progress.
     pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
         let room = if self.keeping_up {
-            WRITE_BURST
+            self.batch
         } else {
-            WRITE_ROOM
+            self.batch.min(WRITE_ROOM)
         };
         self.poll_room_below(room, cx)
     }
@@ -830,6 +842,36 @@ mod tests {
             bytes = &bytes[end..];
         }
         Some(out)
+    }
+
+    /// While the peer keeps up, frames wait until the batch is full and leave together; a
+    /// smaller batch writes sooner. Once a write finds the peer not reading, the room is
+    /// at most `WRITE_ROOM`.
+    #[tokio::test]
+    async fn the_batch_decides_when_frames_leave() {
+        for (batch, writes_at_40k) in [(64 * 1024, false), (16 * 1024, true)] {
+            let (ours, mut peer) = tokio::io::duplex(1 << 20);
+            let mut socket = server(ours).batch(batch);
+            for _ in 0..40 {
+                poll_fn(|cx| socket.poll_room(cx)).await.expect("room");
+                socket.feed(Bytes::from(vec![1; 1000])).expect("fed");
+            }
+            let mut byte = [0; 1];
+            let sent = tokio::time::timeout(Duration::from_millis(50), peer.read(&mut byte)).await;
+            assert_eq!(sent.is_ok(), writes_at_40k, "batch {batch}");
+        }
+        // A peer that takes nothing: the room falls back to `WRITE_ROOM`.
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let mut socket = server(ours).batch(64 * 1024);
+        socket.feed(Bytes::from(vec![1; 4096])).expect("fed");
+        let waited = poll_fn(|cx| Poll::Ready(socket.poll_flush(cx).is_pending())).await;
+        assert!(waited && !socket.keeping_up);
+        socket.feed(Bytes::from(vec![1; WRITE_ROOM])).expect("fed");
+        let room = poll_fn(|cx| Poll::Ready(socket.poll_room(cx).is_pending())).await;
+        assert!(
+            room,
+            "no room beyond WRITE_ROOM for a peer that does not read"
+        );
     }
 
     /// A connection that has gone quiet holds no buffer: what a burst took comes back.
