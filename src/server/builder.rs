@@ -13,7 +13,7 @@ use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
-use crate::transport::{READ_CHUNK, WRITE_BURST};
+use crate::transport::{MAX_HEADER_LEN, READ_CHUNK, WRITE_BURST};
 
 /// Why a server configuration was refused by [`ServerBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,8 +120,8 @@ pub(crate) struct Config {
 ///
 /// Every buffer the server keeps for a connection is bounded by these options: one
 /// connection can make it hold at most [`memory_per_connection`](Self::memory_per_connection)
-/// bytes (304 KiB with the defaults), all connections together at most
-/// [`memory_bound`](Self::memory_bound) (about 2.9 GiB at the default 10 000 connections).
+/// bytes (312 KiB with the defaults), all connections together at most
+/// [`memory_bound`](Self::memory_bound) (about 3.0 GiB at the default 10 000 connections).
 /// A client that sends without reading stops being read when its share is full and is
 /// dropped after the write timeout. The kernel's socket buffers come on top (tune them
 /// with the `net.ipv4.tcp_rmem`/`tcp_wmem` sysctls). To serve more connections on less
@@ -642,7 +642,7 @@ impl<H: Handler> ServerBuilder<H> {
     /// use tokio_webwire::server::Server;
     ///
     /// let lean = Server::builder(()).write_batch_size(16 * 1024);
-    /// assert_eq!(lean.memory_per_connection(), 256 * 1024);
+    /// assert_eq!(lean.memory_per_connection(), 270_448);
     /// ```
     pub fn write_batch_size(mut self, bytes: usize) -> Self {
         self.write_batch_size = bytes;
@@ -724,15 +724,15 @@ impl<H: Handler> ServerBuilder<H> {
     /// [`outbound_queue_len`](Self::outbound_queue_len):
     ///
     /// ```text
-    /// 24 KiB + b (the connection's state, an 8 KiB read chunk, and b =
-    ///          write_batch_size, 64 KiB by default: frames waiting for the socket)
+    /// 32 KiB + b (the connection's state, two 8 KiB read chunks taking turns, and
+    ///          b = write_batch_size, 64 KiB by default: frames waiting for the socket)
     /// + M × 3 (a message being read, one being assembled, one written past the queue)
-    /// + max(M, 8 KiB) × c + M × c (each running handler: its request, which keeps the
-    ///          chunk it was read into, then its reply)
+    /// + max(M + 14, 8 KiB) × c + M × c (each running handler: its request, which keeps
+    ///          the chunk or the frame-sized allocation it was read into, then its reply)
     /// + M × q  (queued signals)
     /// ```
     ///
-    /// With the defaults (8 KiB, 8, 8) that is 304 KiB. The read chunk and the write queue
+    /// With the defaults (8 KiB, 8, 8) that is 319 600 bytes (312 KiB). The read chunk and the write queue
     /// exist only while bytes are in flight: an idle connection holds neither, and a busy
     /// one gives them back when it goes quiet. A client that stops reading stops
     /// being read once that is reached, and is dropped after the
@@ -742,9 +742,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// use tokio_webwire::server::Server;
     ///
     /// let builder = Server::builder(());
-    /// assert_eq!(builder.memory_per_connection(), 304 * 1024);
-    /// // At most 10 000 connections by default: about 2.9 GiB in the worst case.
-    /// assert_eq!(builder.memory_bound(), Some(10_000 * 304 * 1024));
+    /// assert_eq!(builder.memory_per_connection(), 319_600);
+    /// // At most 10 000 connections by default: about 3.0 GiB in the worst case.
+    /// assert_eq!(builder.memory_bound(), Some(10_000 * 319_600));
     /// ```
     #[must_use]
     pub fn memory_per_connection(&self) -> usize {
@@ -873,13 +873,17 @@ pub(crate) fn memory_per_connection(
 ) -> usize {
     /// The connection's own state (driver, handle, socket, timers), rounded up.
     const STATE: usize = 16 * 1024;
-    let fixed = (STATE + READ_CHUNK).saturating_add(write_batch_size);
+    // Two read chunks: the one being read and the one before it, taking turns.
+    let fixed = (STATE + 2 * READ_CHUNK).saturating_add(write_batch_size);
     let messages = max_concurrent_requests
         .saturating_add(outbound_queue_len)
         .saturating_add(3);
     // A running handler's request is a view of the chunk it was read into, which it keeps
-    // whole until it is done.
-    let requests = max_concurrent_requests.saturating_mul(max_message_size.max(READ_CHUNK));
+    // whole until it is done: a chunk, or an allocation of its frame's size.
+    let request = max_message_size
+        .saturating_add(MAX_HEADER_LEN)
+        .max(READ_CHUNK);
+    let requests = max_concurrent_requests.saturating_mul(request);
     fixed
         .saturating_add(max_message_size.saturating_mul(messages))
         .saturating_add(requests)

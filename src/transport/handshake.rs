@@ -20,7 +20,7 @@ pub(crate) struct HeadStop<S> {
     io: S,
     /// Read from `io`, not given out yet.
     unread: BytesMut,
-    /// How much of `\r\n\r\n` the bytes given out so far end with.
+    /// Where the search for the head's end is: see [`advance`].
     matched: u8,
 }
 
@@ -43,11 +43,14 @@ impl<S> HeadStop<S> {
     }
 }
 
-/// The next state of a search for `\r\n\r\n` after `byte`.
+/// The next state of a search for the end of an HTTP head after `byte`: an empty line,
+/// ended by `\r\n` or, as httparse (and so tungstenite) also accepts, by a bare `\n`.
+/// States: 0 nothing, 1 `\r`, 2 a line ended, 3 a line ended then `\r`, 4 the head ended.
 fn advance(matched: u8, byte: u8) -> u8 {
     match (matched, byte) {
-        (0 | 2, b'\r') => matched + 1,
-        (1 | 3, b'\n') => matched + 1,
+        (2 | 3, b'\n') => 4,
+        (_, b'\n') => 2,
+        (2, b'\r') => 3,
         (_, b'\r') => 1,
         _ => 0,
     }
@@ -141,6 +144,32 @@ mod tests {
             let (_, rest) = stop.into_parts();
             assert_eq!(&rest[..], b"\x82\x02hi");
         }
+    }
+
+    /// A head whose lines end with a bare `\n` (httparse accepts it): the frame after it
+    /// is not given out either.
+    #[tokio::test]
+    async fn a_head_of_bare_line_feeds_ends_at_its_empty_line() {
+        let head = b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n\n";
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        theirs
+            .write_all(&[&head[..], b"\x82\x02hi"].concat())
+            .await
+            .unwrap();
+        let mut stop = HeadStop::new(ours);
+        let mut got = Vec::new();
+        let reading = async {
+            while !stop.head_done() {
+                let mut chunk = vec![0; 4096];
+                let read = stop.read(&mut chunk).await.unwrap();
+                got.extend_from_slice(&chunk[..read]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), reading)
+            .await
+            .expect("the head's end found");
+        assert_eq!(got, head);
+        assert_eq!(&stop.into_parts().1[..], b"\x82\x02hi");
     }
 
     #[test]

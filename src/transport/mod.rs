@@ -11,6 +11,7 @@ mod frame;
 mod handshake;
 mod socket;
 
+pub(crate) use frame::MAX_HEADER_LEN;
 pub(crate) use handshake::HeadStop;
 pub(crate) use socket::{READ_CHUNK, Role, Socket, WRITE_BURST, WriteFailed};
 

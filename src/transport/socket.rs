@@ -42,8 +42,8 @@ use crate::transport::frame::{BadHeader, Header, MAX_HEADER_LEN, Opcode, apply_m
 
 /// Bytes are read from the socket in chunks of this size (or the rest of a larger frame at
 /// once). A chunk lives only while bytes are in flight, and a message read from it keeps
-/// it alive (a view, not a copy) until the message is dropped: with the default 8 KiB
-/// `max_message_size` a running handler's request holds at most one chunk.
+/// it alive (a view, not a copy) until the message is dropped: a running handler's
+/// request holds at most `max(max_message_size + 14, READ_CHUNK)` bytes.
 pub(crate) const READ_CHUNK: usize = 8 * 1024;
 
 /// The least room worth a read system call: with less room left in the chunk, a new
@@ -113,6 +113,9 @@ pub(crate) struct Socket<S> {
     stall: Option<Pin<Box<Sleep>>>,
     /// The write timeout is armed: a write has been waiting, without progress, since then.
     stalled: bool,
+    /// Bytes were written to the stream and it has not been flushed since (a TLS stream
+    /// holds what it was given until it is flushed).
+    io_unflushed: bool,
 }
 
 /// How a write failed: the socket cannot be written any more.
@@ -177,6 +180,7 @@ where
             write_timeout,
             stall: None,
             stalled: false,
+            io_unflushed: false,
         }
     }
 
@@ -226,7 +230,9 @@ where
             more.max(MIN_READ)
         };
         if room < least {
-            self.make_room(more.max(READ_CHUNK));
+            // What the frame needs, and up to a chunk in all: a frame that straddles two
+            // chunks moves to an allocation of its own size, not to a chunk more.
+            self.make_room(more.max(READ_CHUNK.saturating_sub(self.read.len())));
         }
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
         if read.is_pending() && self.read.is_empty() && !self.keep_buffers {
@@ -246,13 +252,21 @@ where
         if self.read.try_reclaim(want) {
             return;
         }
-        if self.read.is_empty() && want <= READ_CHUNK {
-            std::mem::swap(&mut self.read, &mut self.spare);
-            if self.read.try_reclaim(want) {
-                return;
+        if self.read.is_empty() {
+            if want <= READ_CHUNK {
+                std::mem::swap(&mut self.read, &mut self.spare);
+                if self.read.try_reclaim(want) {
+                    return;
+                }
             }
+            self.read = BytesMut::with_capacity(want);
+            return;
         }
-        self.read.reserve(want);
+        // Exactly what is needed: `reserve` would double (a Vec's growth), and a message
+        // read from the allocation keeps all of it.
+        let mut bigger = BytesMut::with_capacity(self.read.len() + want);
+        bigger.extend_from_slice(&self.read);
+        self.read = bigger;
     }
 
     /// Takes one frame from what was read, if it is all there.
@@ -434,7 +448,11 @@ where
             Poll::Pending => return self.poll_stall(cx),
         }
         match Pin::new(&mut self.io).poll_flush(cx) {
-            Poll::Ready(result) => Poll::Ready(result.map_err(WriteFailed::Failed)),
+            Poll::Ready(result) => {
+                self.io_unflushed = false;
+                self.stalled = false;
+                Poll::Ready(result.map_err(WriteFailed::Failed))
+            }
             Poll::Pending => self.poll_stall(cx),
         }
     }
@@ -477,6 +495,7 @@ where
             };
             // Progress: a later wait is timed from its own start.
             self.stalled = false;
+            self.io_unflushed = true;
             self.consume(written);
         }
         self.keeping_up = true;
@@ -515,7 +534,7 @@ where
 
     /// Whether fed frames (or the answer to a ping) wait to be written.
     pub(crate) fn is_unflushed(&self) -> bool {
-        self.queued > 0 || (self.pong.is_some() && !self.close_sent)
+        self.queued > 0 || self.io_unflushed || (self.pong.is_some() && !self.close_sent)
     }
 
     /// A write is waiting: arms the write timeout if it is not armed yet, and fails when it
@@ -844,6 +863,51 @@ mod tests {
         Some(out)
     }
 
+    /// Messages of the largest size back to back (each a few bytes more than a chunk on
+    /// the wire): each is read into an allocation of about its own size, which is what a
+    /// handler holding the message keeps, not a chunk more.
+    #[tokio::test]
+    async fn a_message_that_straddles_chunks_keeps_no_more_than_its_size() {
+        let (ours, mut peer) = tokio::io::duplex(1 << 20);
+        let mut socket = Socket::new(
+            ours,
+            BytesMut::new(),
+            Role::Server,
+            8192,
+            Duration::from_secs(60),
+        );
+        let burst: Vec<u8> = (0..8)
+            .flat_map(|_| client_frame(0x82, &[7; 8192]))
+            .collect();
+        peer.write_all(&burst).await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let Incoming::Frame(message) = read(&mut socket).await else {
+                panic!("expected a message");
+            };
+            held.push(message);
+        }
+        // With the socket's own handles gone, what a message keeps is its allocation from
+        // where it starts: a message that is the only user of it can say how large.
+        drop(socket);
+        let mut checked = 0;
+        for (at, message) in held.into_iter().enumerate().skip(1) {
+            let Ok(alone) = message.try_into_mut() else {
+                continue;
+            };
+            checked += 1;
+            assert!(
+                alone.capacity() <= 8192 + MAX_HEADER_LEN,
+                "message {at} keeps {} bytes",
+                alone.capacity()
+            );
+        }
+        assert!(
+            checked >= 4,
+            "only {checked} messages were alone in their allocation"
+        );
+    }
+
     /// While the peer keeps up, frames wait until the batch is full and leave together; a
     /// smaller batch writes sooner. Once a write finds the peer not reading, the room is
     /// at most `WRITE_ROOM`.
@@ -931,5 +995,107 @@ mod tests {
         socket.feed(Bytes::from(vec![1; 60_000])).expect("fed");
         let stalled = poll_fn(|cx| socket.poll_flush(cx)).await;
         assert!(matches!(stalled, Err(WriteFailed::TimedOut)), "{stalled:?}");
+    }
+
+    /// A stream that buffers what it is given and sends it only when flushed, as a TLS
+    /// stream does (tokio-rustls's `poll_write` takes plaintext into the session when
+    /// the TCP socket is full; only `poll_flush` pushes it out).
+    #[derive(Default)]
+    struct Tlsish {
+        buffered: Vec<u8>,
+        delivered: Vec<u8>,
+        /// Calls of `poll_flush` still to answer Pending (the TCP socket is full).
+        flush_pending: usize,
+        /// Calls of `poll_write` still to answer Pending.
+        write_pending: usize,
+    }
+
+    impl AsyncRead for Tlsish {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Tlsish {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            if this.write_pending > 0 {
+                this.write_pending -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.buffered.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.flush_pending > 0 {
+                this.flush_pending -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let sent = std::mem::take(&mut this.buffered);
+            this.delivered.extend_from_slice(&sent);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn tlsish(write_timeout: Duration) -> Socket<Tlsish> {
+        let io = Tlsish {
+            flush_pending: 1,
+            ..Tlsish::default()
+        };
+        Socket::new(io, BytesMut::new(), Role::Server, LIMIT, write_timeout)
+    }
+
+    /// A flush the stream could not finish at once is asked again until it is done:
+    /// a reply must not stay in the TLS session's buffer once the socket has room again.
+    #[tokio::test]
+    async fn a_pending_stream_flush_is_retried() {
+        let mut socket = tlsish(Duration::from_secs(60));
+        socket.feed(Bytes::from_static(b"reply")).expect("fed");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            socket.poll_flush(&mut cx).is_pending(),
+            "the TCP socket is full"
+        );
+        // The driver is woken (room again) and flushes again, as both drivers do.
+        let flushed = socket.poll_flush(&mut cx);
+        assert!(matches!(flushed, Poll::Ready(Ok(()))), "{flushed:?}");
+        assert_eq!(
+            socket.io.delivered, b"\x82\x05reply",
+            "poll_flush said Ready but the reply is still buffered in the stream"
+        );
+    }
+
+    /// A wait that ended (the flush said Ready) does not leave the write timeout
+    /// armed from its start: the next write that waits is timed from its own start.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_flush_does_not_leave_the_write_timeout_armed() {
+        let mut socket = tlsish(Duration::from_secs(1));
+        socket.feed(Bytes::from_static(b"reply")).expect("fed");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(socket.poll_flush(&mut cx).is_pending());
+        assert!(socket.poll_flush(&mut cx).is_ready());
+        // Much later, one write has to wait for a moment.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        socket.io.write_pending = 1;
+        socket.feed(Bytes::from_static(b"next")).expect("fed");
+        let first = socket.poll_flush(&mut cx);
+        assert!(
+            first.is_pending(),
+            "a write that has waited 0 s failed: {first:?}"
+        );
     }
 }
