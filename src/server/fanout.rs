@@ -110,7 +110,8 @@ pub enum SlowSubscriber {
 
 /// How long a node holds a publication that came before its turn before it reads the
 /// missing ones from the shared history: the usual hole is two publishers' messages
-/// crossing on their way, closed within a millisecond.
+/// crossing on their way, closed within a millisecond. A topic's first arrival on a node
+/// is held as long, for the same crossings (see `sequencer.rs`).
 const HOLE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many reads of a hole may fail (the store away) before delivery goes on after it.
@@ -811,10 +812,12 @@ impl Hub {
             }
             sequence.buffer(position.offset, &frame, history.max_len().max(1024));
         }
+        sequence.delivered();
         delivered
     }
 
-    /// Fills the hole before `topic`'s held publications from the store, after
+    /// Opens a topic's first delivery here after [`HOLE_WAIT`] (what arrived meanwhile, in
+    /// order), and fills the hole before `topic`'s held publications from the store, after
     /// [`HOLE_WAIT`], on a task of its own; a hole the store cannot fill (trimmed, another
     /// epoch, the store away [`FILL_ATTEMPTS`] times) is passed over, and the topic's
     /// client members here are disconnected (1013), so that they resume and are told
@@ -834,6 +837,15 @@ impl Hub {
             let mut failures = 0;
             loop {
                 tokio::time::sleep(HOLE_WAIT).await;
+                {
+                    // The topic's first arrival here waited for any that crossed it.
+                    let mut sequence = lock_sequencer(&sequencer);
+                    if sequence.is_opening() {
+                        let Some(hub) = hub.upgrade() else { return };
+                        let ready = sequence.skip_hole();
+                        hub.deliver_sequenced(&topic, history, &mut sequence, ready);
+                    }
+                }
                 let hole = lock_sequencer(&sequencer).hole();
                 let Some((epoch, after, until)) = hole else {
                     lock_sequencer(&sequencer).filling = false;

@@ -9,6 +9,17 @@
 //! below what was delivered) is dropped. An epoch it has not seen (the store lost its
 //! keys and started over) is adopted, and the epochs it left are ignored from then on.
 //!
+//! The first arrival: a sequencer that has delivered nothing does not know where the
+//! topic's order starts here, and two publishers' first publications may cross on their
+//! way. So it *opens*: it holds what arrives until the hub's hole wait after the first
+//! arrival is over ([`Sequencer::skip_hole`]), then delivers from the lowest offset that
+//! arrived meanwhile, in order (a hole above it is filled from the store as usual). A
+//! publication below that which arrives later is dropped: nothing from before this node's
+//! first arrival is read from the store for its server-made subscribers. Holding costs
+//! that wait once per topic per node and no round trip; reading the store's offset first
+//! would cost a round trip before every topic's first delivery here, and what arrives
+//! during it would have to be held anyway.
+//!
 //! The resume seam: a resuming client is *pending* from before the store is read until
 //! it joins the topic's members: what the node delivers meanwhile is buffered for it, and
 //! [`Sequencer::finish`] merges the store's snapshot and that buffer, each offset once.
@@ -38,6 +49,12 @@ pub(crate) struct Sequencer {
     held: BTreeMap<u64, Bytes>,
     /// Whether a task will fill the hole before `held`.
     pub(crate) filling: bool,
+    /// Nothing delivered yet: what arrives is held (a lower offset lowers `last`) until
+    /// [`skip_hole`](Self::skip_hole) opens the topic.
+    opening: bool,
+    /// While opening, an arrival at or below this no longer lowers `last` (a resume was
+    /// answered after it).
+    settled: u64,
     /// Resuming connections: what was delivered since they began (publication frames by
     /// offset), or `None` once more than the bound came (the resume starts over).
     pending: HashMap<u64, Option<Vec<(u64, Bytes)>>>,
@@ -87,14 +104,22 @@ impl Sequencer {
                         out.push((Position { epoch: old, offset }, plain));
                     }
                 }
+                let fresh = current.is_none();
                 self.adopt(position.epoch, position.offset.saturating_sub(1));
+                self.opening = fresh;
             }
         }
         if position.offset <= self.last {
-            return out;
+            if !self.opening || position.offset <= self.settled {
+                return out;
+            }
+            // Crossed the first arrival on its way: nothing was delivered yet.
+            self.last = position.offset - 1;
         }
         self.held.insert(position.offset, plain);
-        self.release(&mut out);
+        if !self.opening {
+            self.release(&mut out);
+        }
         out
     }
 
@@ -111,6 +136,8 @@ impl Sequencer {
         self.last = last;
         self.held.clear();
         self.floors.clear();
+        self.opening = false;
+        self.settled = 0;
     }
 
     /// Moves the held offsets that are next in line to `out`.
@@ -126,26 +153,39 @@ impl Sequencer {
                 plain,
             ));
         }
-        let last = self.last;
-        self.floors.retain(|_, floor| *floor > last);
     }
 
     /// The hole before the held publications, if any: (epoch, last delivered, the offset
-    /// before the first held).
+    /// before the first held). While opening, it is empty (`last` is the offset before
+    /// the first held): the hub waits, then [`skip_hole`](Self::skip_hole) opens.
     pub(crate) fn hole(&self) -> Option<(u64, u64, u64)> {
         let (&first, _) = self.held.first_key_value()?;
         Some((self.epoch?, self.last, first - 1))
     }
 
-    /// The hole could not be filled (the store no longer has it): delivery goes on after
-    /// it. Returns what to deliver now.
+    /// The hole could not be filled (the store no longer has it), or the opening wait is
+    /// over: delivery goes on after it. Returns what to deliver now.
     pub(crate) fn skip_hole(&mut self) -> Vec<(Position, Bytes)> {
         let mut out = Vec::new();
+        self.opening = false;
         if let Some((_, _, before)) = self.hole() {
             self.last = before;
             self.release(&mut out);
         }
         out
+    }
+
+    /// Whether delivery waits for the opening (nothing delivered yet, see the module).
+    pub(crate) fn is_opening(&self) -> bool {
+        self.opening
+    }
+
+    /// What was released has been delivered (with [`skips`](Self::skips) asked): the
+    /// floors it reached are done. (Not in `release`: the hub delivers what several
+    /// arrivals released at once, and each must still see the floor.)
+    pub(crate) fn delivered(&mut self) {
+        let last = self.last;
+        self.floors.retain(|_, floor| *floor > last);
     }
 
     /// Whether `conn` must not get `offset` (it resumed past it).
@@ -217,6 +257,11 @@ impl Sequencer {
         if snapshot.last + 1 < first_buffered {
             self.begin(conn);
             return Finish::Again;
+        }
+        if self.opening {
+            // It joins after `last`, and gets the held ones when the topic opens: a
+            // crossing one arriving later must not go out before them.
+            self.settled = self.last;
         }
         let epoch = snapshot.epoch;
         let now = self.last;
@@ -299,7 +344,7 @@ mod tests {
     #[test]
     fn early_ones_wait_for_their_turn_and_duplicates_are_dropped() {
         let mut s = Sequencer::default();
-        assert_eq!(offsets(&s.arrive(at(1), text(1))), [1]);
+        assert_eq!(first_arrivals(&mut s, &[1]), [1]);
         assert_eq!(offsets(&s.arrive(at(3), text(3))), [] as [u64; 0]);
         assert_eq!(s.hole(), Some((E, 1, 2)));
         assert_eq!(offsets(&s.arrive(at(4), text(4))), [] as [u64; 0]);
@@ -310,10 +355,56 @@ mod tests {
         assert_eq!(offsets(&s.skip_hole()), [6]);
     }
 
+    /// What the hub delivers of `arrivals` on a fresh sequencer: each arrival's release,
+    /// then its fill task's step once the hole wait is over.
+    fn first_arrivals(s: &mut Sequencer, arrivals: &[u64]) -> Vec<u64> {
+        let mut out = Vec::new();
+        for o in arrivals {
+            out.extend(offsets(&s.arrive(at(*o), text(*o))));
+        }
+        if s.hole().is_some() {
+            out.extend(offsets(&s.skip_hole()));
+        }
+        out
+    }
+
+    #[test]
+    fn first_publications_crossing_on_their_way_are_delivered_once_in_order() {
+        let mut s = Sequencer::default();
+        // Another node's 1 reaches this node after its own 2: both, in order.
+        assert_eq!(first_arrivals(&mut s, &[2, 1]), [1, 2]);
+        assert_eq!(offsets(&s.arrive(at(1), text(1))), [] as [u64; 0]);
+        assert_eq!(offsets(&s.arrive(at(3), text(3))), [3]);
+        // Three crossing, one twice: held, once each.
+        let mut s = Sequencer::default();
+        assert_eq!(first_arrivals(&mut s, &[5, 3, 4, 3]), [3, 4, 5]);
+        // One arriving after the opening is older than what this node delivers.
+        assert_eq!(offsets(&s.arrive(at(2), text(2))), [] as [u64; 0]);
+        assert_eq!(s.position(), Some(at(5)));
+    }
+
+    #[test]
+    fn a_resume_while_the_topic_opens_gets_each_offset_once_in_order() {
+        let mut s = Sequencer::default();
+        s.arrive(at(3), text(3));
+        s.begin(9);
+        let Finish::Join {
+            position, replay, ..
+        } = s.finish(9, None, &snapshot(3, 1), wrap)
+        else {
+            panic!()
+        };
+        // Joined at 2: it gets 3 when the topic opens, and 2 crossing later is not sent
+        // after it.
+        assert_eq!((position, replay.len()), (at(2), 0));
+        assert_eq!(offsets(&s.arrive(at(2), text(2))), [] as [u64; 0]);
+        assert_eq!(offsets(&s.skip_hole()), [3]);
+    }
+
     #[test]
     fn a_new_epoch_is_adopted_and_the_old_one_ignored() {
         let mut s = Sequencer::default();
-        s.arrive(at(1), text(1));
+        first_arrivals(&mut s, &[1]);
         s.arrive(at(3), text(3));
         let new = Position {
             epoch: 8,
@@ -343,9 +434,7 @@ mod tests {
     #[test]
     fn a_resume_merges_the_snapshot_and_what_was_delivered_meanwhile_once() {
         let mut s = Sequencer::default();
-        for o in 1..=5 {
-            s.arrive(at(o), text(o));
-        }
+        first_arrivals(&mut s, &[1, 2, 3, 4, 5]);
         s.begin(9);
         // Read with 6 in the store, 6 and 7 delivered meanwhile.
         for o in 6..=7 {
@@ -371,7 +460,7 @@ mod tests {
     #[test]
     fn a_resume_past_what_was_delivered_here_skips_it_later() {
         let mut s = Sequencer::default();
-        s.arrive(at(1), text(1));
+        first_arrivals(&mut s, &[1]);
         s.begin(9);
         // The client saw 3 elsewhere; 2 and 3 are still on their way here.
         let finish = s.finish(9, Some(at(3)), &snapshot(3, 1), wrap);
@@ -385,9 +474,14 @@ mod tests {
         );
         s.arrive(at(2), text(2));
         assert!(s.skips(9, 2));
+        // A fill hands 3 and 4 together: both released before they are delivered.
         s.arrive(at(3), text(3));
         s.arrive(at(4), text(4));
+        assert!(s.skips(9, 3), "3 is delivered after 4 released it");
         assert!(!s.skips(9, 4));
+        s.delivered();
+        s.arrive(at(5), text(5));
+        assert!(!s.skips(9, 3) && !s.skips(9, 5));
     }
 
     #[test]
@@ -396,7 +490,9 @@ mod tests {
         s.begin(9);
         // Nothing delivered at the start, then 5 adopted while the snapshot (up to 3)
         // was read: 4 would be missing.
-        for (p, plain) in s.arrive(at(5), text(5)) {
+        let mut out = s.arrive(at(5), text(5));
+        out.extend(s.skip_hole());
+        for (p, plain) in out {
             s.buffer(p.offset, &wrap(p, &plain), 100);
         }
         assert_eq!(
