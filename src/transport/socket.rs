@@ -232,7 +232,14 @@ where
         if room < least {
             // What the frame needs, and up to a chunk in all: a frame that straddles two
             // chunks moves to an allocation of its own size, not to a chunk more.
-            self.make_room(more.max(READ_CHUNK.saturating_sub(self.read.len())));
+            // (A client, keeping its chunks, takes a whole chunk more: its chunks are
+            // reclaimed in place more often that way, and it holds few messages.)
+            let chunk = if self.keep_buffers {
+                READ_CHUNK
+            } else {
+                READ_CHUNK.saturating_sub(self.read.len())
+            };
+            self.make_room(more.max(chunk));
         }
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
         if read.is_pending() && self.read.is_empty() && !self.keep_buffers {
@@ -259,7 +266,15 @@ where
                     return;
                 }
             }
-            self.read = BytesMut::with_capacity(want);
+            if self.keep_buffers {
+                self.read.reserve(want);
+            } else {
+                self.read = BytesMut::with_capacity(want);
+            }
+            return;
+        }
+        if self.keep_buffers {
+            self.read.reserve(want);
             return;
         }
         // Exactly what is needed: `reserve` would double (a Vec's growth), and a message
