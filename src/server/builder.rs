@@ -636,7 +636,7 @@ impl<H: Handler> ServerBuilder<H> {
     /// ([`memory_per_connection`](Self::memory_per_connection)). On the load bench
     /// (`benches/load.rs`, 4 connections × 64 pipelined requests of 1 KiB) the server took
     /// about 0.8 µs per request at 64 KiB against about 1.5 at 16 KiB, while 300 clients
-    /// that pipeline 8 KiB requests and never read held about 70 KiB each against 44.
+    /// that pipeline 8 KiB requests and never read held about 51 KiB each against 44.
     ///
     /// ```
     /// use tokio_webwire::server::Server;
