@@ -129,6 +129,66 @@ async fn a_subscriber_disconnected_with_1013_reconnects_and_loses_nothing() {
     assert_eq!(live, ["live"]);
 }
 
+/// An application that does not read its subscription: past its buffer the client holds
+/// publications back instead of buffering them without bound, and once the application
+/// has taken what was buffered, the history replays what was held back: every
+/// publication once, in order, with the catch-ups reported as recovered.
+#[tokio::test]
+async fn a_subscription_not_read_holds_back_past_its_buffer_and_loses_nothing() {
+    let (reasons_tx, _reasons) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve_on(listener, builder(reasons_tx)).await;
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .subscription_buffer(8)
+            .request_timeout(LIMIT)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let mut room = bounded(client.subscribe("room/2"))
+        .await
+        .expect("subscribed");
+    const N: usize = 100;
+    for i in 1..=N {
+        bounded(server.publish("room/2", "msg", i.to_string()))
+            .await
+            .expect("published");
+    }
+    // A request's answer comes after every publication sent before it: once it is here,
+    // the client has had all of them, and held back all but the first 8.
+    let answered = bounded(client.request("sync", "")).await;
+    assert!(
+        matches!(answered, Err(RequestError::Reply { .. })),
+        "{answered:?}"
+    );
+
+    let (got, mut others) = texts(&mut room, N).await;
+    let expected: Vec<String> = (1..=N).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected, "every publication once, in order");
+    if others.is_empty() {
+        others.push(next(&mut room).await);
+    }
+    assert!(
+        others
+            .iter()
+            .all(|event| matches!(event, TopicEvent::Recovered { .. })),
+        "only catch-ups reported as recovered: {others:?}"
+    );
+    // Live ones go on.
+    bounded(server.publish("room/2", "msg", "live"))
+        .await
+        .unwrap();
+    loop {
+        if let TopicEvent::Publication { payload, .. } = next(&mut room).await {
+            assert_eq!(payload.to_text().expect("text"), "live");
+            break;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();

@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub(crate) restore_session: bool,
     /// Offer the topics extension's sub-protocol.
     pub(crate) topics: bool,
+    /// Events one subscription buffers before publications are held back.
+    pub(crate) subscription_buffer: usize,
     pub(crate) max_queued_signals: usize,
     pub(crate) max_queued_signal_bytes: usize,
     pub(crate) signal_overflow: SignalOverflow,
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("restore_session", &self.restore_session)
             .field("topics", &self.topics)
+            .field("subscription_buffer", &self.subscription_buffer)
             .field("max_queued_signals", &self.max_queued_signals)
             .field("max_queued_signal_bytes", &self.max_queued_signal_bytes)
             .field("signal_overflow", &self.signal_overflow);
@@ -113,6 +116,7 @@ impl Default for ClientBuilder<()> {
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 restore_session: true,
                 topics: false,
+                subscription_buffer: 1024,
                 max_queued_signals: DEFAULT_MAX_QUEUED_SIGNALS,
                 max_queued_signal_bytes: DEFAULT_MAX_QUEUED_SIGNAL_BYTES,
                 signal_overflow: SignalOverflow::DropOldest,
@@ -207,6 +211,22 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// ```
     pub fn topics(mut self, enabled: bool) -> Self {
         self.config.topics = enabled;
+        self
+    }
+
+    /// How many events one [`Subscription`](crate::client::Subscription) buffers for an
+    /// application that has not taken them yet (default 1024; at least 1). Beyond it the
+    /// client holds publications back instead of buffering them without bound, and once
+    /// the subscription has taken what was buffered it subscribes again from the last
+    /// position delivered: the server's history replays what was held back (see
+    /// [`Subscription::next`](crate::client::Subscription::next)). Memory: this many
+    /// publications per subscription, each its payload and about 100 bytes.
+    ///
+    /// ```
+    /// let builder = tokio_webwire::Client::builder().topics(true).subscription_buffer(256);
+    /// ```
+    pub fn subscription_buffer(mut self, events: usize) -> Self {
+        self.config.subscription_buffer = events.max(1);
         self
     }
 

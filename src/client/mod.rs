@@ -615,6 +615,14 @@ fn encode(message: &Message) -> Result<Bytes, RequestError> {
 }
 
 impl Client {
+    /// A handle that does not keep the client open (the library's own tasks hold these).
+    pub(crate) fn view(shared: Arc<Shared>) -> Client {
+        Client {
+            shared,
+            owner: None,
+        }
+    }
+
     /// Connects to `url` with every option at its default (see [`ClientBuilder`]), and
     /// returns once the connection is ready for requests. Cancel safe as
     /// [`ClientBuilder::connect`].

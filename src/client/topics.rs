@@ -5,6 +5,8 @@
 //! tells the subscription whether it recovered what it missed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -85,7 +87,12 @@ pub enum SubscribeError {
 pub struct Subscription {
     topic: String,
     answer: Subscribed,
-    events: mpsc::UnboundedReceiver<TopicEvent>,
+    events: mpsc::Receiver<TopicEvent>,
+    /// The client, to catch up once this subscription has fallen behind (not keeping it
+    /// open).
+    client: std::sync::Weak<Shared>,
+    /// Set by the driver when the buffer was full and publications were held back.
+    behind: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -104,17 +111,38 @@ impl Subscription {
 
     /// The next event; `None` once the client is closed or the subscription ended.
     /// Cancel safe.
+    ///
+    /// At most [`subscription_buffer`](crate::ClientBuilder::subscription_buffer) events
+    /// wait to be taken. Beyond that the client holds publications back rather than
+    /// buffer them without bound; once this subscription has taken everything buffered,
+    /// the client subscribes again from the last position it delivered, the server's
+    /// history replays what was held back, and a [`TopicEvent::Recovered`] follows (or
+    /// [`TopicEvent::NotRecovered`] when the history no longer has it, or the topic keeps
+    /// none): nothing is lost without being told.
     pub async fn next(&mut self) -> Option<TopicEvent> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        if self.events.is_empty() && self.behind.load(Ordering::Acquire) {
+            if let Some(shared) = self.client.upgrade() {
+                // A task of its own, so that dropping this call cannot cut it short.
+                let topic = self.topic.clone();
+                tokio::spawn(async move { catch_up(&shared, &topic).await });
+            }
+        }
+        event
     }
 }
 
 /// One subscribed topic on the client side.
 #[derive(Debug)]
 pub(crate) struct Topic {
-    /// The last position seen: from the answer, then from each publication.
+    /// The last position seen: from the answer, then from each publication delivered.
     position: Option<Position>,
-    events: mpsc::UnboundedSender<TopicEvent>,
+    events: mpsc::Sender<TopicEvent>,
+    /// The buffer was full: publications are held back (not delivered, the position not
+    /// advanced) until the subscription catches up.
+    behind: Arc<AtomicBool>,
+    /// A catch-up is under way (one at a time).
+    catching_up: bool,
 }
 
 /// The client's subscriptions, by topic.
@@ -150,7 +178,8 @@ impl Client {
         if topic.is_empty() || topic.len() > topics::MAX_TOPIC_LEN {
             return Err(SubscribeError::InvalidTopic);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(shared.config.subscription_buffer);
+        let behind = Arc::new(AtomicBool::new(false));
         {
             // Known before the request leaves: publications may precede the answer.
             let mut subscribed = lock(&shared.topics);
@@ -162,6 +191,8 @@ impl Client {
                 Topic {
                     position: None,
                     events: tx,
+                    behind: Arc::clone(&behind),
+                    catching_up: false,
                 },
             );
         }
@@ -183,6 +214,8 @@ impl Client {
                     topic: topic.to_owned(),
                     answer,
                     events: rx,
+                    client: Arc::downgrade(&self.shared),
+                    behind,
                 })
             }
             Err(error) => {
@@ -209,14 +242,13 @@ impl Client {
 
 /// The answer's position becomes the topic's, unless a publication of the same epoch
 /// already came further (live publications may precede the answer).
-fn answered(
-    shared: &Shared,
-    topic: &str,
-    answer: Subscribed,
-) -> Option<mpsc::UnboundedSender<TopicEvent>> {
+fn answered(shared: &Shared, topic: &str, answer: Subscribed) -> Option<mpsc::Sender<TopicEvent>> {
     let mut subscribed = lock(&shared.topics);
     let entry = subscribed.get_mut(topic)?;
-    if answer.status != Status::NoHistory {
+    // A recovery whose replay did not all fit the subscription's buffer: the position is
+    // that of the last one delivered, where the next catch-up starts.
+    let held_back = answer.status == Status::Recovered && entry.behind.load(Ordering::Acquire);
+    if answer.status != Status::NoHistory && !held_back {
         let ahead = entry.position.is_some_and(|seen| {
             seen.epoch == answer.position.epoch && seen.offset >= answer.position.offset
         });
@@ -248,17 +280,29 @@ pub(crate) fn publication(shared: &Shared, payload: &Bytes) -> Result<(), &'stat
             return Ok(());
         }
     }
-    if publication.position.is_some() {
-        topic.position = publication.position;
+    if topic.behind.load(Ordering::Acquire) {
+        // Held back: the catch-up asks for it again from the last position delivered.
+        return Ok(());
     }
     let event = TopicEvent::Publication {
         position: publication.position,
         name,
         payload,
     };
-    if topic.events.send(event).is_err() {
-        // The subscription was dropped.
-        subscribed.remove(&publication.topic);
+    match topic.events.try_send(event) {
+        Ok(()) => {
+            if publication.position.is_some() {
+                topic.position = publication.position;
+            }
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!(topic = %publication.topic, "subscription behind: publications held back");
+            topic.behind.store(true, Ordering::Release);
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            // The subscription was dropped.
+            subscribed.remove(&publication.topic);
+        }
     }
     Ok(())
 }
@@ -272,6 +316,16 @@ pub(crate) async fn resubscribe(shared: &Shared, link: &Link) {
         .filter(|(_, topic)| !topic.events.is_closed())
         .map(|(name, topic)| (name.clone(), topic.position))
         .collect();
+    // Subscribing again from the last position delivered is a catch-up too: what was held
+    // back comes with the replay.
+    let was_behind: Vec<String> = {
+        let subscribed = lock(&shared.topics);
+        subscribed
+            .iter()
+            .filter(|(_, topic)| topic.behind.swap(false, Ordering::AcqRel))
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
     let mut waits = UNAVAILABLE_WAITS.iter();
     loop {
         let mut unavailable = Vec::new();
@@ -281,16 +335,8 @@ pub(crate) async fn resubscribe(shared: &Shared, link: &Link) {
                     let Some(events) = answered(shared, &topic, answer) else {
                         continue;
                     };
-                    let event = match answer.status {
-                        Status::NotRecovered => TopicEvent::NotRecovered {
-                            position: answer.position,
-                        },
-                        // Nothing to recover without a position or a history.
-                        _ => TopicEvent::Recovered {
-                            position: answer.position,
-                        },
-                    };
-                    let _ = events.send(event);
+                    let event = outcome(answer, was_behind.contains(&topic));
+                    deliver(&events, event);
                 }
                 Err(
                     error @ (RequestError::Disconnected
@@ -334,11 +380,103 @@ const UNAVAILABLE_WAITS: [std::time::Duration; 5] = [
     std::time::Duration::from_millis(1600),
 ];
 
+/// What a subscription is told after subscribing again: recovered, or not (the history
+/// no longer has what was missed, or the topic keeps none and publications were held
+/// back).
+fn outcome(answer: Subscribed, held_back: bool) -> TopicEvent {
+    match answer.status {
+        Status::NotRecovered => TopicEvent::NotRecovered {
+            position: answer.position,
+        },
+        Status::NoHistory if held_back => TopicEvent::NotRecovered {
+            position: answer.position,
+        },
+        // Nothing to recover without a position or a history.
+        _ => TopicEvent::Recovered {
+            position: answer.position,
+        },
+    }
+}
+
+/// Hands the subscription a status event: never held back (it takes one place beyond a
+/// full buffer at most once per resubscription; the application learns of it in order).
+fn deliver(events: &mpsc::Sender<TopicEvent>, event: TopicEvent) {
+    if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let _ = events.send(event).await;
+        });
+    }
+}
+
+/// A subscription that fell behind has taken everything buffered: leaves the topic on
+/// the server and subscribes again from the last position delivered, so the history
+/// replays what was held back, in order, before the live ones.
+async fn catch_up(shared: &Arc<Shared>, topic: &str) {
+    let resume = {
+        let mut subscribed = lock(&shared.topics);
+        let Some(entry) = subscribed.get_mut(topic) else {
+            return;
+        };
+        if entry.catching_up || !entry.behind.load(Ordering::Acquire) {
+            return;
+        }
+        entry.catching_up = true;
+        entry.position
+    };
+    let client = Client::view(Arc::clone(shared));
+    let left = client
+        .request(
+            topics::UNSUBSCRIBE,
+            Payload::binary(Bytes::copy_from_slice(topic.as_bytes())),
+        )
+        .await;
+    let events = {
+        let mut subscribed = lock(&shared.topics);
+        let Some(entry) = subscribed.get_mut(topic) else {
+            return;
+        };
+        entry.catching_up = false;
+        if left.is_ok() {
+            // From here on what the server sends is the replay, then the live ones.
+            entry.behind.store(false, Ordering::Release);
+        }
+        entry.events.clone()
+    };
+    if left.is_err() {
+        // Disconnected meanwhile: the next connection subscribes again from `resume`,
+        // still behind (so it is told if that recovers nothing).
+        return;
+    }
+    let request = Subscribe {
+        topic: topic.to_owned(),
+        resume,
+    };
+    let answer = client
+        .request(topics::SUBSCRIBE, Payload::binary(request.encode()))
+        .await
+        .map_err(SubscribeError::from)
+        .and_then(|reply| {
+            Subscribed::parse(&reply.data).map_err(|_| SubscribeError::InvalidAnswer)
+        });
+    match answer {
+        Ok(answer) => {
+            answered(shared, topic, answer);
+            deliver(&events, outcome(answer, true));
+        }
+        Err(SubscribeError::Request(
+            RequestError::Disconnected | RequestError::Shutdown | RequestError::ClientClosed,
+        )) => {}
+        Err(SubscribeError::Request(error)) => end(shared, topic, error),
+        Err(_) => end(shared, topic, RequestError::Internal),
+    }
+}
+
 /// The subscription to `topic` could not be renewed: it ends with `error`.
 fn end(shared: &Shared, topic: &str, error: RequestError) {
-    tracing::warn!(%error, topic, "subscription not renewed after a reconnection");
+    tracing::warn!(%error, topic, "subscription not renewed");
     if let Some(gone) = lock(&shared.topics).remove(topic) {
-        let _ = gone.events.send(TopicEvent::Ended(error));
+        deliver(&gone.events, TopicEvent::Ended(error));
     }
 }
 
