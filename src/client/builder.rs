@@ -220,7 +220,7 @@ impl<H: ClientHandler> ClientBuilder<H> {
     /// the subscription has taken what was buffered it subscribes again from the last
     /// position delivered: the server's history replays what was held back (see
     /// [`Subscription::next`](crate::client::Subscription::next)). Memory: this many
-    /// publications per subscription, each its payload and about 100 bytes.
+    /// publications per subscription, each its payload and its `TopicEvent`.
     ///
     /// ```
     /// let builder = tokio_webwire::Client::builder().topics(true).subscription_buffer(256);

@@ -311,21 +311,18 @@ pub(crate) fn publication(shared: &Shared, payload: &Bytes) -> Result<(), &'stat
 /// `link` (not yet published), and tells each subscription what came of it. A lost
 /// connection stops here: the next one tries again.
 pub(crate) async fn resubscribe(shared: &Shared, link: &Link) {
-    let mut wanted: Vec<(String, Option<Position>)> = lock(&shared.topics)
-        .iter()
-        .filter(|(_, topic)| !topic.events.is_closed())
-        .map(|(name, topic)| (name.clone(), topic.position))
-        .collect();
     // Subscribing again from the last position delivered is a catch-up too: what was held
     // back comes with the replay.
-    let was_behind: Vec<String> = {
-        let subscribed = lock(&shared.topics);
-        subscribed
-            .iter()
-            .filter(|(_, topic)| topic.behind.swap(false, Ordering::AcqRel))
-            .map(|(name, _)| name.clone())
-            .collect()
-    };
+    let mut was_behind = Vec::new();
+    let mut wanted: Vec<(String, Option<Position>)> = Vec::new();
+    for (name, topic) in lock(&shared.topics).iter() {
+        if topic.behind.swap(false, Ordering::AcqRel) {
+            was_behind.push(name.clone());
+        }
+        if !topic.events.is_closed() {
+            wanted.push((name.clone(), topic.position));
+        }
+    }
     let mut waits = UNAVAILABLE_WAITS.iter();
     loop {
         let mut unavailable = Vec::new();
