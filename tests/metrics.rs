@@ -535,6 +535,7 @@ async fn every_metric_is_described_with_its_unit() {
         ("webwire_protocol_errors_total", Unit::Count, true),
         ("webwire_fanout_slow_total", Unit::Count, true),
         ("webwire_backplane_refused_total", Unit::Count, true),
+        ("webwire_backplane_received_total", Unit::Count, true),
         ("webwire_sessions_active", Unit::Count, false),
         ("webwire_sessions_created_total", Unit::Count, true),
         ("webwire_sessions_closed_total", Unit::Count, true),
@@ -565,14 +566,14 @@ async fn every_metric_is_described_with_its_unit() {
         );
     }
     // Labels have fixed values only: 18 close pairs, 5 outcomes, 6 kinds, 8 statuses, 2
-    // policies, and 9 counters without labels.
+    // policies, and 10 counters without labels.
     assert_eq!(
         recorder
             .counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
-        18 + 5 + 6 + 8 + 2 + 9
+        18 + 5 + 6 + 8 + 2 + 10
     );
     drop(server);
 }

@@ -231,6 +231,8 @@ pub(crate) struct Hub {
     metrics: Metrics,
     /// Messages from other nodes refused (a bad tag, or not an envelope).
     refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages the backplane handed to this server.
+    received: std::sync::atomic::AtomicU64,
 }
 
 /// A topic's delivery order on this node, shared by its deliveries and resumes.
@@ -279,6 +281,7 @@ impl Hub {
             limits,
             metrics,
             refused,
+            received: std::sync::atomic::AtomicU64::new(0),
         });
         hub.remote.attach(Inbox::new(Arc::downgrade(&hub)));
         hub
@@ -510,6 +513,11 @@ impl Hub {
         self.remote.sync().await;
     }
 
+    /// How many messages the backplane handed to this server.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many messages from other nodes were refused.
     pub(crate) fn refused(&self) -> u64 {
         self.refused.load(std::sync::atomic::Ordering::Relaxed)
@@ -719,6 +727,9 @@ impl Hub {
         let Some(seal) = self.remote.seal() else {
             return;
         };
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.backplane_received();
         let (node, envelope) = match Envelope::decode(message, seal) {
             Ok(opened) => opened,
             Err(why) => {

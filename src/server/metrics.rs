@@ -44,6 +44,7 @@
 //! | `webwire_bytes_received_total` | counter | bytes | | WebWire messages read (WebSocket message payloads; WebSocket framing, pings and close frames not counted) |
 //! | `webwire_bytes_sent_total` | counter | bytes | | WebWire messages written: handshakes, replies, signals, session notifications |
 //! | `webwire_protocol_errors_total` | counter | count | `kind` | messages that broke the protocol: `malformed_message`, `message_too_large`, `text_message`, `websocket` (a WebSocket protocol error), `invalid_utf8` (each closes the connection), `unexpected_message` (a type only servers send: ignored) |
+//! | `webwire_backplane_received_total` | counter | count | | messages the backplane handed to this server (its own included, when the backplane brings them back): with a routing backplane, the traffic of the topics and sessions this node has a use for, and of revocations |
 //! | `webwire_backplane_refused_total` | counter | count | | a message from the backplane (or a publication read back from a shared history) was refused: its tag is not the service secret's (forged, altered, another service's), or it is not an envelope; nothing of it reached a client |
 //! | `webwire_fanout_slow_total` | counter | count | `policy` | a publish or session signal found a subscriber's outbound queue full, and the [`SlowSubscriber`](crate::server::SlowSubscriber) policy was applied: `disconnect` (the connection is closed, reason `slow_consumer`) or `skip` (that subscriber missed the signal) |
 //! | `webwire_sessions_active` | gauge | count | | sessions held by at least one connection ([`Server::active_sessions`](crate::server::Server::active_sessions)), as of the last time a connection took or left one |
@@ -109,6 +110,7 @@ struct Handles {
     /// `policy="disconnect"`, then `policy="skip"`.
     fanout_slow: [Counter; 2],
     backplane_refused: Counter,
+    backplane_received: Counter,
 }
 
 /// The `status` labels of `webwire_upgrades_refused_total`: a fixed set, so a hook's
@@ -204,6 +206,7 @@ impl Metrics {
                     fanout_slow: ["disconnect", "skip"]
                         .map(|policy| counter!("webwire_fanout_slow_total", "policy" => policy)),
                     backplane_refused: counter!("webwire_backplane_refused_total"),
+                    backplane_received: counter!("webwire_backplane_received_total"),
                 }),
             }
         }
@@ -277,6 +280,13 @@ impl Metrics {
             };
             self.handles.fanout_slow[index].increment(1);
         }
+    }
+
+    /// The backplane handed this server a message.
+    #[inline]
+    pub(crate) fn backplane_received(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.backplane_received.increment(1);
     }
 
     /// A message from another node was refused.
@@ -365,6 +375,11 @@ fn describe() {
             "webwire_fanout_slow_total",
             Unit::Count,
             "subscribers whose queue was full at a publish or session signal, by the policy applied",
+        ),
+        (
+            "webwire_backplane_received_total",
+            Unit::Count,
+            "messages the backplane handed to this server",
         ),
         (
             "webwire_backplane_refused_total",

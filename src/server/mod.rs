@@ -558,6 +558,21 @@ impl<H: Handler> Server<H> {
         self.shared.hub.refused()
     }
 
+    /// How many messages the backplane handed this server (whether applied, ignored as
+    /// its own, or refused): with a backplane that routes (Redis), the traffic of the
+    /// topics its connections subscribe to, of the sessions they hold, and of
+    /// revocations. Also `webwire_backplane_received_total` with the `metrics` feature.
+    ///
+    /// ```
+    /// let server = tokio_webwire::server::Server::builder(()).build()?;
+    /// assert_eq!(server.backplane_received(), 0);
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn backplane_received(&self) -> u64 {
+        self.shared.hub.received()
+    }
+
     /// Resolves once the backplane carries every route this server wants (see
     /// [`Connection::sync_backplane`]).
     ///
