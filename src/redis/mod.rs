@@ -5,7 +5,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis |
-//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over one Redis pub/sub channel, sharing the topic histories |
+//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over Redis pub/sub, a channel per route, sharing the topic histories |
 //! | `history.rs` | topic histories in Redis: a stream and a hash per topic, one Lua script per publish and per resume |
 //!
 //! Every node of a service uses both, on the same Redis, with the same prefix and channel:
@@ -19,6 +19,7 @@
 //! let server = Server::builder(())
 //!     .session_store(RedisStore::connect(url).await?)
 //!     .backplane(RedisBackplane::connect(url).await?)
+//!     .backplane_secret(std::env::var("WEBWIRE_SECRET")?)
 //!     .build()?;
 //! # let _ = server; Ok(()) }
 //! ```
@@ -33,9 +34,13 @@
 //! Every node should use the same prefix and idle timeout; a node without expiry
 //! (`Duration::ZERO`) keeps the TTL another node set (`SET … KEEPTTL`, Redis 6.0 or later).
 //!
-//! Fan-out: nothing is stored. Every node publishes its operations (a few bytes of header,
-//! the target topic or session key, the encoded signal) to one channel (`webwire:bus`
-//! unless set), and every node subscribes to it on a connection of its own.
+//! Fan-out: nothing is stored. Every node publishes its operations (an envelope: a few
+//! bytes of header, the target topic or a session's route id, the encoded signal, a
+//! 32-byte tag; `docs/backplane.md`) to the channel of its route, and subscribes, on a
+//! connection of its own, to the channels of the topics its connections subscribe to,
+//! of the sessions they hold, and of the service: `webwire:t:{<topic>}`,
+//! `webwire:s:{<route id>}`, `webwire:all` (prefix `webwire:` unless set). A node receives
+//! only the traffic of its own topics and sessions, and revocations.
 //!
 //! Topic histories ([`ServerBuilder::history`](crate::server::ServerBuilder::history)):
 //! per topic a stream `webwire:history:{<topic>}:s` (the kept publications) and a hash
@@ -84,12 +89,24 @@
 //! their clients are told "session not found" on their next restore and log in again;
 //! topic histories start a new epoch: resuming clients are told "not recovered".
 //!
-//! # Redis is trusted
-//! Whoever can read the session keys can restore the sessions, and whoever can publish on
-//! the channel can make every node deliver signals to any topic or session and close any
-//! session's connections; the channel carries session keys too. Give the service a Redis
-//! (or an ACL user limited to the prefix and the channel) of its own, with a password, on a
-//! network only the nodes reach. The feature has no TLS: `rediss://` URLs are refused.
+//! # What Redis is trusted with
+//! Whoever can read the session keys (the store's keys) can restore the sessions: give the
+//! service a Redis (or an ACL user limited to its prefixes and channels) of its own, with a
+//! password, on a network only the nodes reach.
+//!
+//! The channels are not trusted that far: every envelope carries a tag made with the
+//! service's secret ([`ServerBuilder::backplane_secret`](crate::server::ServerBuilder::backplane_secret)),
+//! checked before anything is applied, so whoever can only publish on the channels cannot
+//! make a node deliver a signal or drop a session (a genuine envelope can be replayed);
+//! no session key travels on them in clear. Topic names and signals do: use TLS.
+//!
+//! # TLS
+//! With the `rustls` feature too, `rediss://` URLs connect over TLS (redis-rs's rustls
+//! support), verifying Redis's certificate against the system's roots. For a private CA
+//! (or a client certificate), build the client with
+//! [`redis::Client::build_with_tls`] and hand it to [`RedisStore::from_client`] and
+//! [`RedisBackplane::from_client`] (`tests/redis_tls.rs` does, against a redis-server with
+//! a certificate made in the test). Without the feature, `rediss://` URLs are refused.
 
 mod backplane;
 mod error;

@@ -27,12 +27,22 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments given to every start, after ours.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port, or returns `None` (the test should return at once)
     /// when there is no `redis-server` binary outside CI. Panics in CI without one.
     pub async fn start() -> Option<RedisServer> {
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// [`start`](Self::start), with more arguments for redis-server, made from the
+    /// directory the server runs in (files for it go there).
+    pub async fn start_with(
+        extra: impl FnOnce(&std::path::Path) -> Vec<String>,
+    ) -> Option<RedisServer> {
         match Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -61,10 +71,12 @@ impl RedisServer {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("a temporary directory for redis-server");
+        let extra = extra(&dir);
         let mut server = RedisServer {
             port: 0,
             dir,
             child: None,
+            extra,
         };
         for attempt in 1..=ATTEMPTS {
             // Redis cannot bind port 0 and tell us which port it got: take a free one and
@@ -135,6 +147,7 @@ impl RedisServer {
             .arg("--logfile")
             .arg(&log)
             .args(["--daemonize", "no", "--protected-mode", "yes"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -211,7 +224,7 @@ pub async fn kill_subscribers(
 }
 
 /// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .and_then(|listener| listener.local_addr())
         .expect("a free port on 127.0.0.1")
