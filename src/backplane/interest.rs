@@ -128,6 +128,14 @@ impl Interest {
         true
     }
 
+    /// Starts the task if it has not started and a runtime is there.
+    pub(crate) fn ensure_started(&self) {
+        let mut state = self.state();
+        if !state.started {
+            state.started = self.start();
+        }
+    }
+
     /// Resolves once every change made before it has reached the backplane.
     pub(crate) async fn sync(&self) {
         let target = {

@@ -286,6 +286,9 @@ impl fmt::Debug for Inbox {
     }
 }
 
+/// The longest a subscribe's answer or a login waits for the backplane to join a route.
+const SYNC_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A server's end of the backplane: the backplane, the node id its envelopes carry (so
 /// that it can tell its own apart when they come back), the service's secret, and the
 /// routes it wants.
@@ -344,10 +347,27 @@ impl Remote {
         }
     }
 
-    /// Resolves once the backplane knows every route wanted before it.
+    /// Starts the task that tells the backplane, if it has not started (inside a runtime).
+    pub(crate) fn start(&self) {
+        if let Some(interest) = &self.interest {
+            interest.ensure_started();
+        }
+    }
+
+    /// Resolves once the backplane knows every route wanted before it, or after
+    /// [`SYNC_LIMIT`] (logged): a backplane that hangs delays a subscribe's answer or a
+    /// login that long, never forever.
     pub(crate) async fn sync(&self) {
         if let Some(interest) = &self.interest {
-            interest.sync().await;
+            if tokio::time::timeout(SYNC_LIMIT, interest.sync())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    limit = ?SYNC_LIMIT,
+                    "the backplane has not joined this server's routes in time: answered anyway"
+                );
+            }
         }
     }
 

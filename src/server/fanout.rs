@@ -508,6 +508,12 @@ impl Hub {
         }
     }
 
+    /// Starts telling the backplane what this server wants, if that has not begun (a
+    /// server built outside a runtime); never blocks.
+    pub(crate) fn start_backplane(&self) {
+        self.remote.start();
+    }
+
     /// Resolves once the backplane carries every route this server wanted before.
     pub(crate) async fn sync_backplane(&self) {
         self.remote.sync().await;

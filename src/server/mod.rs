@@ -289,6 +289,8 @@ impl<H: Handler> Server<H> {
         // free again (a restart on the same address can bind at once).
         let listening = self.shared.listeners.token();
         async move {
+            // A server built outside a runtime joins the service's route now.
+            server.shared.hub.start_backplane();
             let close_all = server.shared.close_all.clone();
             loop {
                 let accepted = tokio::select! {
