@@ -392,6 +392,20 @@ mod tests {
             .collect()
     }
 
+    /// The route id of the session `key`, checked against (or written into) `vector`.
+    fn session_route(vector: &mut serde_json::Value, seal: &Seal, key: &str) -> String {
+        let route = seal.session_route(key);
+        if std::env::var_os("WRITE_VECTORS").is_some() {
+            vector["route"] = serde_json::Value::String(route.clone());
+        }
+        assert_eq!(
+            vector["route"].as_str(),
+            Some(route.as_str()),
+            "route of {key}"
+        );
+        route
+    }
+
     /// The golden messages of `docs/backplane-vectors.json`: each vector's envelope,
     /// encoded with its secret, node id (and nonce), is its bytes, and its bytes decode to
     /// it; the session routes are the keyed hashes of their keys. (`WRITE_VECTORS=1`
@@ -421,15 +435,7 @@ mod tests {
                     frame,
                 },
                 "session_signal" => {
-                    let route = seal.session_route(&target);
-                    if std::env::var_os("WRITE_VECTORS").is_some() {
-                        vector["route"] = serde_json::Value::String(route.clone());
-                    }
-                    assert_eq!(
-                        vector["route"].as_str(),
-                        Some(route.as_str()),
-                        "route of {target}"
-                    );
+                    let route = session_route(vector, &seal, &target);
                     Envelope::SessionSignal {
                         route: Bytes::from(route),
                         frame,
@@ -438,15 +444,7 @@ mod tests {
                 "session_closed" => {
                     let nonce: [u8; 12] =
                         unhex(vector["nonce"].as_str().unwrap()).try_into().unwrap();
-                    let route = seal.session_route(&target);
-                    if std::env::var_os("WRITE_VECTORS").is_some() {
-                        vector["route"] = serde_json::Value::String(route.clone());
-                    }
-                    assert_eq!(
-                        vector["route"].as_str(),
-                        Some(route.as_str()),
-                        "route of {target}"
-                    );
+                    let route = session_route(vector, &seal, &target);
                     Envelope::SessionClosed {
                         route: Bytes::from(route),
                         sealed: Bytes::from(seal.encrypt_with(nonce, target.as_bytes())),
