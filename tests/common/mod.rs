@@ -9,6 +9,8 @@ pub mod nodes;
 pub mod probe;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod script;
 pub mod topics;
 
