@@ -294,3 +294,25 @@ pub async fn redis_node(redis: &super::redis::RedisServer) -> Node {
         .expect("the backplane connects");
     node(|b| b.session_store(store).backplane(backplane)).await
 }
+
+/// A node of the service on `nats`: a probe server with a `NatsBackplane` of its own (its
+/// connection named `name`, as `nats.connection(name)` finds it) and `store`, shared by
+/// the nodes of the test (NATS holds no sessions); the backplane is returned too, to read
+/// what it received.
+#[cfg(feature = "nats")]
+pub async fn nats_node(
+    nats: &super::nats::NatsServer,
+    name: &str,
+    store: Arc<tokio_webwire::session::MemoryStore>,
+) -> (Node, tokio_webwire::nats::NatsBackplane) {
+    use tokio_webwire::nats::{NatsBackplane, async_nats::ConnectOptions};
+    let backplane = bounded(
+        NatsBackplane::builder()
+            .options(ConnectOptions::new().name(name))
+            .connect(&nats.url()),
+    )
+    .await
+    .expect("the backplane connects");
+    let node = node(|b| b.session_store(store).backplane(backplane.clone())).await;
+    (node, backplane)
+}

@@ -1,0 +1,359 @@
+//! What is particular to `NatsBackplane`, against a real nats-server (tests/common/nats.rs;
+//! skipped without the binary unless `CI` is set): routing by interest (a node receives a
+//! topic's traffic only while it has a subscriber, seen by the backplane's count and by
+//! the server's own monitoring), joins counted for servers sharing one backplane, NATS
+//! killed and restarted on the same port, TLS, what `connect` refuses, the connection
+//! closed with the backplane. The scenarios every backplane passes run over NATS in
+//! `tests/nats_nodes.rs`.
+
+mod common;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::bounded;
+use common::nats::NatsServer;
+use common::nodes::{self, Node, Seen, ask, nats_node, next_signal, node};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_webwire::backplane::Route;
+use tokio_webwire::nats::async_nats::connection::State;
+use tokio_webwire::nats::async_nats::{ConnectOptions, rustls};
+use tokio_webwire::nats::{NatsBackplane, NatsConnectError};
+use tokio_webwire::server::TopicError;
+use tokio_webwire::session::MemoryStore;
+
+/// A news signal with `text`.
+fn news(text: &str) -> (String, String) {
+    ("news".to_owned(), text.to_owned())
+}
+
+/// Waits until `check` holds: for what only shows in another process (the NATS server's
+/// view, a connection state) and has no event to wait on. Bounded; polled every 20 ms.
+async fn eventually<F: Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let polled = tokio::time::timeout(Duration::from_secs(10), async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(polled.is_ok(), "not within 10 s: {what}");
+}
+
+/// The subjects the connection named `name` subscribes to, as the NATS server sees them.
+async fn subjects(nats: &NatsServer, name: &str) -> Vec<String> {
+    let connection = nats.connection(name).await;
+    let mut subjects: Vec<String> = connection["subscriptions_list"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    subjects.sort();
+    subjects
+}
+
+fn topic(name: &str) -> Route {
+    Route::topic(name).expect("a valid topic")
+}
+
+/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
+/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
+async fn publish_until_delivered(
+    from: &Node,
+    name: &'static str,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    bounded(async {
+        for attempt in 0.. {
+            let _ = from
+                .server
+                .publish("room", name, format!("{attempt}"))
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+                if matches!(seen, Seen::Signal(got, _) if got == name) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Every signal `seen` gets up to and including `last`, retries left out.
+async fn signals_until(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    last: &str,
+) -> Vec<(String, String)> {
+    let mut signals = Vec::new();
+    while signals.last() != Some(&news(last)) {
+        let signal = next_signal(seen).await;
+        if !signal.0.starts_with("retry") {
+            signals.push(signal);
+        }
+    }
+    signals
+}
+
+#[tokio::test]
+async fn a_node_without_subscribers_receives_none_of_a_topics_traffic() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::default());
+    let (a, a_backplane) = nats_node(&nats, "a", Arc::clone(&store)).await;
+    let (b, b_backplane) = nats_node(&nats, "b", Arc::clone(&store)).await;
+    let (c, c_backplane) = nats_node(&nats, "c", store).await;
+    let (on_a, _on_a_seen) = nodes::subscriber(a.addr).await;
+    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
+    let (on_c, mut on_c_seen) = nodes::subscriber(c.addr).await;
+    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_c, "subscribe", "elsewhere").await, "true");
+    let room = a_backplane.subject(&topic("room"));
+    let elsewhere = a_backplane.subject(&topic("elsewhere"));
+    assert!(subjects(&nats, "c").await.contains(&elsewhere));
+    assert!(!subjects(&nats, "c").await.contains(&room));
+    let c_sent_before = nats.connection("c").await["out_msgs"].as_u64();
+
+    for i in 0..20 {
+        bounded(a.server.publish("room", "news", format!("{i}")))
+            .await
+            .expect("published");
+    }
+    // From the same node, after them: NATS keeps one publisher's order to each
+    // subscriber, so when c has this one it would have had any of the twenty before it.
+    bounded(a.server.publish("elsewhere", "news", "sentinel"))
+        .await
+        .expect("published");
+    assert_eq!(next_signal(&mut on_c_seen).await, news("sentinel"));
+    for i in 0..20 {
+        assert_eq!(next_signal(&mut on_b_seen).await, news(&i.to_string()));
+    }
+    assert_eq!(c_backplane.received(), 1, "c received the sentinel only");
+    assert_eq!(b_backplane.received(), 20);
+    // The NATS server agrees: it sent c one message (the sentinel), b the twenty.
+    let c_sent = nats.connection("c").await["out_msgs"].as_u64();
+    assert_eq!(c_sent.zip(c_sent_before).map(|(now, then)| now - then), Some(1));
+
+    // The last subscriber on b leaves: b leaves the topic's subject.
+    assert_eq!(ask(&on_b, "unsubscribe", "room").await, "true");
+    eventually("b unsubscribed from the room's subject", || async {
+        !subjects(&nats, "b").await.contains(&room)
+    })
+    .await;
+    assert!(subjects(&nats, "a").await.contains(&room), "a still serves it");
+}
+
+#[tokio::test]
+async fn servers_sharing_one_backplane_keep_a_route_while_either_serves_it() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::default());
+    let shared = bounded(
+        NatsBackplane::builder()
+            .options(ConnectOptions::new().name("shared"))
+            .connect(&nats.url()),
+    )
+    .await
+    .expect("connects");
+    let one = node(|b| b.session_store(Arc::clone(&store)).backplane(shared.clone())).await;
+    let two = node(|b| b.session_store(Arc::clone(&store)).backplane(shared.clone())).await;
+    let (publisher, _) = nats_node(&nats, "publisher", store).await;
+    let (on_one, mut on_one_seen) = nodes::subscriber(one.addr).await;
+    let (on_two, mut on_two_seen) = nodes::subscriber(two.addr).await;
+    assert_eq!(ask(&on_one, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_two, "subscribe", "room").await, "true");
+    let room = shared.subject(&topic("room"));
+    assert_eq!(
+        subjects(&nats, "shared").await.iter().filter(|s| **s == room).count(),
+        1,
+        "one subscription for both servers"
+    );
+
+    bounded(publisher.server.publish("room", "news", "to both"))
+        .await
+        .expect("published");
+    assert_eq!(next_signal(&mut on_one_seen).await, news("to both"));
+    assert_eq!(next_signal(&mut on_two_seen).await, news("to both"));
+
+    // One server's last subscriber leaves: the other still gets the topic.
+    assert_eq!(ask(&on_one, "unsubscribe", "room").await, "true");
+    bounded(publisher.server.publish("room", "news", "to two"))
+        .await
+        .expect("published");
+    assert_eq!(next_signal(&mut on_two_seen).await, news("to two"));
+    assert!(subjects(&nats, "shared").await.contains(&room));
+
+    // And when the other's leaves too, the backplane leaves the subject.
+    assert_eq!(ask(&on_two, "unsubscribe", "room").await, "true");
+    eventually("the shared backplane left the room's subject", || async {
+        !subjects(&nats, "shared").await.contains(&room)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn messages_flow_again_after_nats_restarts() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::default());
+    let (a, _) = nats_node(&nats, "a", Arc::clone(&store)).await;
+    let (b, b_backplane) = nats_node(&nats, "b", store).await;
+    let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
+    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
+    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
+    assert_eq!(ask(&on_b, "subscribe", "room").await, "true");
+    bounded(b.server.publish("room", "news", "before"))
+        .await
+        .expect("published");
+    assert_eq!(next_signal(&mut on_a_seen).await, news("before"));
+    assert_eq!(next_signal(&mut on_b_seen).await, news("before"));
+
+    nats.stop();
+    eventually("b's connection noticed NATS is gone", || async {
+        b_backplane.client().connection_state() != State::Connected
+    })
+    .await;
+    // A publish while NATS is away: this node's subscribers get it, the caller learns the
+    // other nodes did not.
+    match bounded(b.server.publish("room", "news", "down")).await {
+        Err(TopicError::Backplane { delivered: 1, .. }) => {}
+        other => panic!("expected a backplane error, got {other:?}"),
+    }
+    assert_eq!(next_signal(&mut on_b_seen).await, news("down"));
+    assert!(
+        bounded(NatsBackplane::connect(&nats.url())).await.is_err(),
+        "no NATS, no new backplane"
+    );
+
+    nats.restart().await;
+    // Both directions come back, each node's subscription to the room included.
+    publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
+    publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
+    // Flowing as before, each way, once. (What b sent while NATS was away never reached
+    // a: core NATS keeps nothing.)
+    for (from, text) in [(&a, "after a"), (&b, "after b")] {
+        bounded(from.server.publish("room", "news", text))
+            .await
+            .expect("published");
+        for seen in [&mut on_a_seen, &mut on_b_seen] {
+            assert_eq!(signals_until(seen, text).await, [news(text)]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_client_config() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
+    let Some(nats) =
+        NatsServer::start_tls(&certified.cert.pem(), &certified.key_pair.serialize_pem()).await
+    else {
+        return;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(certified.cert.der().clone())
+        .expect("the certificate as a root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    // Without our root, the handshake fails: an error, not a panic.
+    match bounded(NatsBackplane::connect(&nats.url())).await {
+        Err(NatsConnectError::Unreachable { .. }) => {}
+        other => panic!("expected the certificate refused, got {other:?}"),
+    }
+
+    let store = Arc::new(MemoryStore::default());
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let backplane = bounded(
+            NatsBackplane::builder()
+                .tls_config(config.clone())
+                .options(ConnectOptions::new().name(name))
+                .connect(&nats.url()),
+        )
+        .await
+        .expect("connects over TLS");
+        let store = Arc::clone(&store);
+        nodes.push(node(|b| b.session_store(store).backplane(backplane)).await);
+    }
+    let (on_a, mut on_a_seen) = nodes::subscriber(nodes[0].addr).await;
+    assert_eq!(ask(&on_a, "subscribe", "room").await, "true");
+    bounded(nodes[1].server.publish("room", "news", "over TLS"))
+        .await
+        .expect("published");
+    assert_eq!(next_signal(&mut on_a_seen).await, news("over TLS"));
+    assert_eq!(nats.connection("a").await["tls_version"], "1.3");
+}
+
+#[tokio::test]
+async fn connect_says_what_is_wrong() {
+    let bad_prefix = bounded(
+        NatsBackplane::builder()
+            .prefix("shop.*")
+            .connect("nats://127.0.0.1:4222"),
+    )
+    .await;
+    assert!(
+        matches!(&bad_prefix, Err(NatsConnectError::InvalidPrefix { prefix, .. }) if prefix == "shop.*"),
+        "{bad_prefix:?}"
+    );
+
+    let bad_url = bounded(NatsBackplane::connect("redis://user:s3cret@127.0.0.1:4222")).await;
+    let shown = bad_url.expect_err("not a NATS URL").to_string();
+    assert!(shown.starts_with("invalid NATS URL"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+
+    // A port nothing listens on (taken free, and given back).
+    let port = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let absent = bounded(NatsBackplane::connect(&format!(
+        "nats://user:s3cret@127.0.0.1:{port}"
+    )))
+    .await;
+    let error = absent.expect_err("nothing there");
+    assert!(matches!(error, NatsConnectError::Unreachable { .. }));
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(&format!("cannot connect to NATS at 127.0.0.1:{port}")),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[tokio::test]
+async fn the_connection_closes_with_the_backplane() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::default());
+    let (a, backplane) = nats_node(&nats, "a", store).await;
+    assert!(!subjects(&nats, "a").await.is_empty());
+    bounded(a.server.shutdown()).await;
+    drop(a);
+    drop(backplane);
+    eventually("the backplane's connection closed", || async {
+        nats.connections()
+            .await
+            .iter()
+            .all(|connection| connection["name"] != "a")
+    })
+    .await;
+}
