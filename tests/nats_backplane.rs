@@ -15,20 +15,16 @@ use std::time::Duration;
 
 use common::bounded;
 use common::nats::NatsServer;
-use common::nodes::{self, Node, Seen, ask, nats_node, next_signal, node};
+use common::nodes::{
+    self, ask, nats_node, news, next_signal, node, publish_until_delivered, signals_until,
+};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_webwire::backplane::Route;
 use tokio_webwire::nats::async_nats::connection::State;
 use tokio_webwire::nats::async_nats::{ConnectOptions, rustls};
 use tokio_webwire::nats::{NatsBackplane, NatsConnectError};
 use tokio_webwire::server::TopicError;
 use tokio_webwire::session::MemoryStore;
-
-/// A news signal with `text`.
-fn news(text: &str) -> (String, String) {
-    ("news".to_owned(), text.to_owned())
-}
 
 /// Waits until `check` holds: for what only shows in another process (the NATS server's
 /// view, a connection state) and has no event to wait on. Bounded; polled every 20 ms.
@@ -60,45 +56,6 @@ async fn subjects(nats: &NatsServer, name: &str) -> Vec<String> {
 
 fn topic(name: &str) -> Route {
     Route::topic(name).expect("a valid topic")
-}
-
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-async fn publish_until_delivered(
-    from: &Node,
-    name: &'static str,
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-) {
-    bounded(async {
-        for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
-            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
-                if matches!(seen, Seen::Signal(got, _) if got == name) {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-}
-
-/// Every signal `seen` gets up to and including `last`, retries left out.
-async fn signals_until(
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-    last: &str,
-) -> Vec<(String, String)> {
-    let mut signals = Vec::new();
-    while signals.last() != Some(&news(last)) {
-        let signal = next_signal(seen).await;
-        if !signal.0.starts_with("retry") {
-            signals.push(signal);
-        }
-    }
-    signals
 }
 
 #[tokio::test]

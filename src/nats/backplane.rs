@@ -123,6 +123,17 @@ struct Joined {
     stop: AbortHandle,
 }
 
+/// Stops a subscription when dropped, unless taken.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop.abort();
+        }
+    }
+}
+
 /// A subject only this backplane subscribes to: a message it publishes there comes back
 /// after everything it sent before on the connection has been handled by the server.
 struct Echo {
@@ -526,17 +537,18 @@ impl Backplane for NatsBackplane {
             .await
             .map_err(failed)?;
         let (subscription, stop) = futures_util::stream::abortable(subscriber);
+        // Until the join is counted, a failure or a dropped join stops the subscription
+        // (the receiving task drops it, which unsubscribes).
+        let mut pending = AbortOnDrop(Some(stop));
         if self.inner.subscriptions.send(subscription).is_err() {
             return Err(failed("the backplane is stopping".to_owned()));
         }
-        if let Err(why) = routes.round_trip(&shared.client).await {
-            // Unsubscribed as the receiving task drops it.
-            stop.abort();
-            return Err(failed(why));
+        routes.round_trip(&shared.client).await.map_err(failed)?;
+        if let Some(stop) = pending.0.take() {
+            routes
+                .joined
+                .insert(subject.clone(), Joined { count: 1, stop });
         }
-        routes
-            .joined
-            .insert(subject.clone(), Joined { count: 1, stop });
         Ok(())
     }
 
@@ -620,7 +632,10 @@ struct Receiver {
 impl Receiver {
     async fn run(mut self) {
         let mut streams = SelectAll::new();
-        let mut disconnected = false;
+        // The first `Connected` is the connection `connect` made; each later one a
+        // reconnection (counted on those rather than on `Disconnected`: async-nats drops
+        // events when its own queue is full, and a missed catch-up would go unnoticed).
+        let mut connected_before = false;
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -632,18 +647,16 @@ impl Receiver {
                 }
                 Some(event) = self.events.recv() => match event {
                     Event::Disconnected => {
-                        disconnected = true;
                         tracing::warn!(
                             servers = %self.shared.servers,
                             "NATS backplane disconnected; messages published until it is back are not received"
                         );
                     }
-                    Event::Connected if disconnected => {
-                        disconnected = false;
+                    Event::Connected if connected_before => {
                         // A task of its own: the round trip must not hold up deliveries.
                         tokio::spawn(caught_up(Arc::clone(&self.shared)));
                     }
-                    Event::Connected => {}
+                    Event::Connected => connected_before = true,
                     Event::SlowConsumer(_) => tracing::warn!(
                         servers = %self.shared.servers,
                         "NATS backplane: messages dropped, a subscription's buffer was full"

@@ -159,13 +159,55 @@ pub async fn a_publish_reaches_every_node_once(a: &Node, b: &Node) {
     for seen in [&mut on_a_seen, &mut on_b_seen] {
         let mut got = vec![next_signal(seen).await, next_signal(seen).await];
         got.sort();
-        assert_eq!(got, [news_of("sentinel a"), news_of("sentinel b")]);
+        assert_eq!(got, [news("sentinel a"), news("sentinel b")]);
     }
     nothing_more(&other_on_b, &mut other_seen).await;
 }
 
-fn news_of(text: &str) -> (String, String) {
+
+/// A news signal with `text`.
+pub fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
+}
+
+/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
+/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
+/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+pub async fn publish_until_delivered(
+    from: &Node,
+    name: &'static str,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    bounded(async {
+        for attempt in 0.. {
+            let _ = from
+                .server
+                .publish("room", name, format!("{attempt}"))
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+                if matches!(seen, Seen::Signal(got, _) if got == name) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Every signal `seen` gets up to and including `last`, retries left out.
+pub async fn signals_until(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    last: &str,
+) -> Vec<(String, String)> {
+    let mut signals = Vec::new();
+    while signals.last() != Some(&news(last)) {
+        let signal = next_signal(seen).await;
+        if !signal.0.starts_with("retry") {
+            signals.push(signal);
+        }
+    }
+    signals
 }
 
 /// Logs `client` in; returns its session key.
