@@ -661,6 +661,13 @@ impl Receiver {
                         servers = %self.shared.servers,
                         "NATS backplane: messages dropped, a subscription's buffer was full"
                     ),
+                    // One per failed attempt while NATS is away: the warning above said it.
+                    Event::ClientError(error) => tracing::debug!(
+                        servers = %self.shared.servers, %error, "NATS backplane"
+                    ),
+                    Event::ServerError(error) => tracing::warn!(
+                        servers = %self.shared.servers, %error, "NATS backplane: the server says"
+                    ),
                     other => tracing::info!(servers = %self.shared.servers, event = %other, "NATS backplane"),
                 },
             }
