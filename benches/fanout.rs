@@ -370,8 +370,15 @@ async fn two_nodes(through: &str, a: impl Backplane, b: impl Backplane, o: &Opti
 #[cfg(feature = "redis")]
 async fn through_redis(url: &str, o: &Options) -> Result {
     use tokio_webwire::redis::RedisBackplane;
-    let through = if o.history { "Redis, history in Redis" } else { "Redis" };
-    let (a, b) = (RedisBackplane::connect(url).await?, RedisBackplane::connect(url).await?);
+    let through = if o.history {
+        "Redis, history in Redis"
+    } else {
+        "Redis"
+    };
+    let (a, b) = (
+        RedisBackplane::connect(url).await?,
+        RedisBackplane::connect(url).await?,
+    );
     two_nodes(through, a, b, o).await
 }
 
@@ -388,7 +395,10 @@ async fn through_nats(url: &str, o: &Options) -> Result {
     } else {
         "NATS"
     };
-    let (a, b) = (NatsBackplane::connect(url).await?, NatsBackplane::connect(url).await?);
+    let (a, b) = (
+        NatsBackplane::connect(url).await?,
+        NatsBackplane::connect(url).await?,
+    );
     two_nodes(through, a, b, o).await
 }
 

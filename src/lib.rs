@@ -104,10 +104,10 @@ pub mod backplane;
 pub mod client;
 pub mod contract;
 mod error;
-mod payload;
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub mod nats;
+mod payload;
 pub mod protocol;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -2,7 +2,8 @@
 //! skipped without the binary unless `CI` is set): routing by interest (a node receives a
 //! topic's traffic only while it has a subscriber, seen by the backplane's count and by
 //! the server's own monitoring), joins counted for servers sharing one backplane, NATS
-//! killed and restarted on the same port, TLS, what `connect` refuses, the connection
+//! killed and restarted on the same port (a revocation missed meanwhile takes effect once
+//! it is back), TLS, what `connect` refuses, the connection
 //! closed with the backplane. The scenarios every backplane passes run over NATS in
 //! `tests/nats_nodes.rs`.
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 use common::bounded;
 use common::nats::NatsServer;
 use common::nodes::{
-    self, ask, nats_node, news, next_signal, node, publish_until_delivered, signals_until,
+    self, Seen, ask, nats_node, news, next_signal, node, publish_until_delivered, signals_until,
 };
 use serde_json::Value;
 use tokio_webwire::backplane::Route;
@@ -97,7 +98,10 @@ async fn a_node_without_subscribers_receives_none_of_a_topics_traffic() {
     assert_eq!(b_backplane.received(), 20);
     // The NATS server agrees: it sent c one message (the sentinel), b the twenty.
     let c_sent = nats.connection("c").await["out_msgs"].as_u64();
-    assert_eq!(c_sent.zip(c_sent_before).map(|(now, then)| now - then), Some(1));
+    assert_eq!(
+        c_sent.zip(c_sent_before).map(|(now, then)| now - then),
+        Some(1)
+    );
 
     // The last subscriber on b leaves: b leaves the topic's subject.
     assert_eq!(ask(&on_b, "unsubscribe", "room").await, "true");
@@ -105,7 +109,10 @@ async fn a_node_without_subscribers_receives_none_of_a_topics_traffic() {
         !subjects(&nats, "b").await.contains(&room)
     })
     .await;
-    assert!(subjects(&nats, "a").await.contains(&room), "a still serves it");
+    assert!(
+        subjects(&nats, "a").await.contains(&room),
+        "a still serves it"
+    );
 }
 
 #[tokio::test]
@@ -121,8 +128,16 @@ async fn servers_sharing_one_backplane_keep_a_route_while_either_serves_it() {
     )
     .await
     .expect("connects");
-    let one = node(|b| b.session_store(Arc::clone(&store)).backplane(shared.clone())).await;
-    let two = node(|b| b.session_store(Arc::clone(&store)).backplane(shared.clone())).await;
+    let one = node(|b| {
+        b.session_store(Arc::clone(&store))
+            .backplane(shared.clone())
+    })
+    .await;
+    let two = node(|b| {
+        b.session_store(Arc::clone(&store))
+            .backplane(shared.clone())
+    })
+    .await;
     let (publisher, _) = nats_node(&nats, "publisher", store).await;
     let (on_one, mut on_one_seen) = nodes::subscriber(one.addr).await;
     let (on_two, mut on_two_seen) = nodes::subscriber(two.addr).await;
@@ -130,7 +145,11 @@ async fn servers_sharing_one_backplane_keep_a_route_while_either_serves_it() {
     assert_eq!(ask(&on_two, "subscribe", "room").await, "true");
     let room = shared.subject(&topic("room"));
     assert_eq!(
-        subjects(&nats, "shared").await.iter().filter(|s| **s == room).count(),
+        subjects(&nats, "shared")
+            .await
+            .iter()
+            .filter(|s| **s == room)
+            .count(),
         1,
         "one subscription for both servers"
     );
@@ -175,6 +194,10 @@ async fn messages_flow_again_after_nats_restarts() {
     assert_eq!(next_signal(&mut on_a_seen).await, news("before"));
     assert_eq!(next_signal(&mut on_b_seen).await, news("before"));
 
+    // A session held on b only.
+    let (holder, mut holder_seen) = nodes::subscriber(b.addr).await;
+    let key = nodes::login(&holder, &mut holder_seen).await;
+
     nats.stop();
     eventually("b's connection noticed NATS is gone", || async {
         b_backplane.client().connection_state() != State::Connected
@@ -192,7 +215,20 @@ async fn messages_flow_again_after_nats_restarts() {
         "no NATS, no new backplane"
     );
 
+    // Revoked on a while b cannot hear of it: b's holder keeps the session for now.
+    let _ = bounded(a.server.close_session(&key)).await;
+    assert!(holder.session().is_some());
+
     nats.restart().await;
+    // Once b's subscriptions are back, its server is told (`Inbox::reconnected`) and checks
+    // the sessions it holds against the store: the revocation it missed takes effect.
+    loop {
+        match bounded(holder_seen.recv()).await {
+            Some(Seen::SessionClosed) => break,
+            other => panic!("expected the session's end, got {other:?}"),
+        }
+    }
+    assert_eq!(b.server.active_sessions(), 0);
     // Both directions come back, each node's subscription to the room included.
     publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
     publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;

@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{NatsConnectError, subject};
-use super::v2_shim::{Backplane, Route};
-use crate::backplane::{BackplaneError, Inbox, random_bytes};
+use crate::backplane::{Backplane, BackplaneError, Inbox, Route, random_bytes};
 
 /// How long a subscription may take to be confirmed by the server (a join, the
 /// backplane's first subscription, the check after a reconnection), and a publish to be
@@ -92,8 +91,6 @@ pub struct NatsBackplane {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// Hands a new subscription to the receiving task.
-    subscriptions: mpsc::UnboundedSender<Abortable<Subscriber>>,
     /// Cancels the receiving task when the last clone goes.
     _stop: DropGuard,
 }
@@ -105,6 +102,8 @@ struct Shared {
     /// The servers, `host:port`, for messages.
     servers: String,
     inboxes: Inboxes,
+    /// Hands a new subscription to the receiving task.
+    subscriptions: mpsc::UnboundedSender<Abortable<Subscriber>>,
     /// Messages received on the routes' subjects.
     received: AtomicU64,
     /// Joins, leaves and round trips, one at a time.
@@ -120,18 +119,9 @@ struct Routes {
 
 struct Joined {
     count: usize,
-    stop: AbortHandle,
-}
-
-/// Stops a subscription when dropped, unless taken.
-struct AbortOnDrop(Option<AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(stop) = self.0.take() {
-            stop.abort();
-        }
-    }
+    /// Stops the subscription; `None` while there is none (the connection could not take
+    /// it: it is made at the next reconnection).
+    stop: Option<AbortHandle>,
 }
 
 /// A subject only this backplane subscribes to: a message it publishes there comes back
@@ -170,6 +160,19 @@ impl Routes {
         tokio::time::timeout(LIMIT, attempt)
             .await
             .unwrap_or_else(|_| Err(format!("the server did not answer within {LIMIT:?}")))
+    }
+}
+
+impl Shared {
+    /// Subscribes to `subject` and hands the subscription to the receiving task; what
+    /// stops it, or why there is none.
+    async fn subscribe(&self, subject: &str) -> Result<AbortHandle, String> {
+        let subscriber = subscribe(&self.client, subject.to_owned()).await?;
+        let (subscription, stop) = futures_util::stream::abortable(subscriber);
+        self.subscriptions
+            .send(subscription)
+            .map_err(|_| "the backplane is stopping".to_owned())?;
+        Ok(stop)
     }
 }
 
@@ -283,7 +286,7 @@ impl NatsBackplane {
     /// use tokio_webwire::nats::NatsBackplane;
     ///
     /// let backplane = NatsBackplane::connect("nats://127.0.0.1:4222").await?;
-    /// let route = Route::topic("chat.eu")?;
+    /// let route = Route::topic("chat.eu").ok_or("not a topic")?;
     /// assert_eq!(backplane.subject(&route), "webwire.t.chat%2Eeu");
     /// # Ok(()) }
     /// ```
@@ -424,13 +427,14 @@ impl NatsBackplaneBuilder {
         if let Some(config) = self.tls {
             options = options.tls_client_config(config).require_tls(true);
         }
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|source| NatsConnectError::Unreachable {
-                servers: servers.clone(),
-                source,
-            })?;
+        let client =
+            options
+                .connect(addrs)
+                .await
+                .map_err(|source| NatsConnectError::Unreachable {
+                    servers: servers.clone(),
+                    source,
+                })?;
         let subscribe_failed = |why: String| NatsConnectError::Subscribe {
             servers: servers.clone(),
             why,
@@ -443,18 +447,19 @@ impl NatsBackplaneBuilder {
             subject: echo,
             sent: 0,
         };
+        let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             client,
             prefix: self.prefix,
             servers: servers.clone(),
             inboxes: Inboxes::default(),
+            subscriptions,
             received: AtomicU64::new(0),
             routes: tokio::sync::Mutex::new(Routes {
                 joined: HashMap::new(),
                 echo,
             }),
         });
-        let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         tokio::spawn(
             Receiver {
@@ -476,7 +481,6 @@ impl NatsBackplaneBuilder {
         let backplane = NatsBackplane {
             inner: Arc::new(Inner {
                 shared,
-                subscriptions,
                 _stop: stop.drop_guard(),
             }),
         };
@@ -513,43 +517,40 @@ impl Backplane for NatsBackplane {
     }
 
     /// Subscribes to the route's subject on its first join, and returns once the NATS
-    /// server has the subscription; a later join only counts. Fails (and subscribes to
-    /// nothing) while the connection is down or when the server does not confirm within
-    /// 5 s.
+    /// server has the subscription; a later join only counts (or subscribes, if an
+    /// earlier one could not). A join is counted even when it fails (the connection is down, or the server does not confirm within 5 s): the
+    /// subscription is then made, or confirmed, when the connection is back, before
+    /// [`Inbox::reconnected`].
     async fn join(&self, route: &Route) -> Result<(), BackplaneError> {
         let shared = &self.inner.shared;
         let subject = subject::of(&shared.prefix, route);
         let mut routes = shared.routes.lock().await;
-        if let Some(joined) = routes.joined.get_mut(&subject) {
-            joined.count += 1;
+        // Counted first: whatever fails below is made good at the next reconnection (or
+        // the next join of the route).
+        let joined = routes.joined.entry(subject.clone()).or_insert(Joined {
+            count: 0,
+            stop: None,
+        });
+        joined.count += 1;
+        if joined.stop.is_some() {
             return Ok(());
         }
         let failed = |why: String| {
             BackplaneError::new(format!(
-                "cannot subscribe to {subject} on NATS at {}: {why}",
+                "cannot subscribe to {subject} on NATS at {} yet (subscribed when it is back): {why}",
                 shared.servers
             ))
         };
         if shared.client.connection_state() != State::Connected {
+            // async-nats would queue the subscription until it reconnects; the
+            // reconnection makes it instead, with the others that failed.
             return Err(failed("not connected".to_owned()));
         }
-        let subscriber = subscribe(&shared.client, subject.clone())
-            .await
-            .map_err(failed)?;
-        let (subscription, stop) = futures_util::stream::abortable(subscriber);
-        // Until the join is counted, a failure or a dropped join stops the subscription
-        // (the receiving task drops it, which unsubscribes).
-        let mut pending = AbortOnDrop(Some(stop));
-        if self.inner.subscriptions.send(subscription).is_err() {
-            return Err(failed("the backplane is stopping".to_owned()));
+        let stop = shared.subscribe(&subject).await.map_err(failed)?;
+        if let Some(joined) = routes.joined.get_mut(&subject) {
+            joined.stop = Some(stop);
         }
-        routes.round_trip(&shared.client).await.map_err(failed)?;
-        if let Some(stop) = pending.0.take() {
-            routes
-                .joined
-                .insert(subject.clone(), Joined { count: 1, stop });
-        }
-        Ok(())
+        routes.round_trip(&shared.client).await.map_err(failed)
     }
 
     /// Counts the leave, and unsubscribes from the route's subject on the last one.
@@ -560,8 +561,9 @@ impl Backplane for NatsBackplane {
         match routes.joined.get_mut(&subject) {
             Some(joined) if joined.count > 1 => joined.count -= 1,
             Some(_) => {
-                if let Some(joined) = routes.joined.remove(&subject) {
-                    joined.stop.abort();
+                // The receiving task drops the subscription, which unsubscribes.
+                if let Some(stop) = routes.joined.remove(&subject).and_then(|j| j.stop) {
+                    stop.abort();
                 }
             }
             None => tracing::debug!(%subject, "backplane: a leave without a join ignored"),
@@ -675,10 +677,26 @@ impl Receiver {
     }
 }
 
-/// After a reconnection (async-nats has sent the subscriptions again, before anything
-/// else): once the server has them, the inboxes are told.
+/// After a reconnection (async-nats has sent the subscriptions it had again, before
+/// anything else): the routes joined without a subscription are subscribed, and once the
+/// server has them all, the inboxes are told.
 async fn caught_up(shared: Arc<Shared>) {
-    let confirmed = shared.routes.lock().await.round_trip(&shared.client).await;
+    let mut routes = shared.routes.lock().await;
+    for (subject, joined) in &mut routes.joined {
+        if joined.stop.is_none() {
+            match shared.subscribe(subject).await {
+                Ok(stop) => joined.stop = Some(stop),
+                Err(why) => tracing::warn!(
+                    servers = %shared.servers,
+                    %subject,
+                    %why,
+                    "NATS backplane: cannot subscribe yet (tried again at the next reconnection)"
+                ),
+            }
+        }
+    }
+    let confirmed = routes.round_trip(&shared.client).await;
+    drop(routes);
     match confirmed {
         Ok(()) => tracing::info!(servers = %shared.servers, "NATS backplane subscribed again"),
         // Told all the same: a late catch-up is better than none (another reconnection

@@ -97,8 +97,6 @@
 mod backplane;
 mod error;
 mod subject;
-#[doc(hidden)]
-pub mod v2_shim;
 
 pub use backplane::{NatsBackplane, NatsBackplaneBuilder};
 pub use error::NatsConnectError;

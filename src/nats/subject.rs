@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::v2_shim::{Route, RouteKind};
+use crate::backplane::{Route, RouteKind};
 
 /// The subject a route travels on under `prefix`.
 pub(super) fn of(prefix: &str, route: &Route) -> String {
@@ -84,7 +84,9 @@ mod tests {
 
     #[test]
     fn every_escaped_token_is_a_valid_subject_token() {
-        let names = ["a.b.c", "*", ">", " ", "\u{a0}", "\u{2028}", "\0", "x>y*z", "%%"];
+        let names = [
+            "a.b.c", "*", ">", " ", "\u{a0}", "\u{2028}", "\0", "x>y*z", "%%",
+        ];
         for name in names {
             let token = escaped(name);
             assert!(!token.is_empty());

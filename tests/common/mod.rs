@@ -5,12 +5,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod example;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod nodes;
 pub mod probe;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "nats")]
-pub mod nats;
 pub mod script;
 pub mod topics;
 

@@ -284,7 +284,9 @@ async fn http_get(port: u16, path: &str) -> String {
         .expect("the monitoring endpoint answered in time")
         .expect("the monitoring endpoint answered");
     match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") => {
+        Some((head, body))
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+        {
             body.to_owned()
         }
         _ => panic!("GET {path}: {response}"),

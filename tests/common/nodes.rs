@@ -274,7 +274,6 @@ pub async fn a_publish_reaches_every_node_once(a: &Node, b: &Node) {
     nothing_more(&other_on_b, &mut other_seen).await;
 }
 
-
 /// A news signal with `text`.
 pub fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
