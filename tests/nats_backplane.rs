@@ -14,17 +14,19 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::bounded;
 use common::nats::NatsServer;
 use common::nodes::{
     self, Seen, ask, nats_node, news, next_signal, node, publish_until_delivered, signals_until,
 };
+use common::topics::{self, AllButSecret};
+use common::{bounded, listen};
 use serde_json::Value;
-use tokio_webwire::backplane::Route;
+use tokio_webwire::backplane::{Backplane, Route};
 use tokio_webwire::nats::async_nats::connection::State;
 use tokio_webwire::nats::async_nats::{ConnectOptions, rustls};
 use tokio_webwire::nats::{NatsBackplane, NatsConnectError};
-use tokio_webwire::server::TopicError;
+use tokio_webwire::protocol::topics::Status;
+use tokio_webwire::server::{History, Server, TopicError};
 use tokio_webwire::session::MemoryStore;
 
 /// Waits until `check` holds: for what only shows in another process (the NATS server's
@@ -222,12 +224,7 @@ async fn messages_flow_again_after_nats_restarts() {
     nats.restart().await;
     // Once b's subscriptions are back, its server is told (`Inbox::reconnected`) and checks
     // the sessions it holds against the store: the revocation it missed takes effect.
-    loop {
-        match bounded(holder_seen.recv()).await {
-            Some(Seen::SessionClosed) => break,
-            other => panic!("expected the session's end, got {other:?}"),
-        }
-    }
+    assert_eq!(bounded(holder_seen.recv()).await, Some(Seen::SessionClosed));
     assert_eq!(b.server.active_sessions(), 0);
     // Both directions come back, each node's subscription to the room included.
     publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
@@ -349,4 +346,72 @@ async fn the_connection_closes_with_the_backplane() {
             .all(|connection| connection["name"] != "a")
     })
     .await;
+}
+
+/// A node's in-memory history misses what was published while the node had no
+/// subscriber to the topic (it had left the topic's subject): a client resuming there from
+/// before that gap must not be told it recovered everything.
+#[tokio::test]
+async fn a_resume_across_a_time_the_node_did_not_serve_the_topic_is_not_silently_short() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut servers = Vec::new();
+    for name in ["a", "b"] {
+        let backplane = bounded(
+            NatsBackplane::builder()
+                .options(ConnectOptions::new().name(name))
+                .connect(&nats.url()),
+        )
+        .await
+        .expect("connects");
+        let server = Server::builder(AllButSecret)
+            .history("room", History::last(10))
+            .backplane(backplane)
+            .backplane_secret(nodes::SECRET)
+            .build()
+            .expect("valid options");
+        let addr = listen(&server).await;
+        servers.push((server, addr));
+    }
+    let (a, b_addr) = (&servers[0].0, servers[1].1);
+    let room = || async {
+        subjects(&nats, "b")
+            .await
+            .iter()
+            .any(|subject| subject.starts_with("webwire.t.room"))
+    };
+
+    let (mut client, _) = topics::connect(b_addr, true).await;
+    topics::subscribe(&mut client, "room", None).await;
+    bounded(a.publish("room", "msg", "m1"))
+        .await
+        .expect("published");
+    let (last, _) = topics::publications(&mut client, 1).await[0].clone();
+    drop(client);
+    eventually("b left the room's subject", || async { !room().await }).await;
+
+    // A witness on the room's subject: once it has both, NATS has routed them (to
+    // nobody on b).
+    let witness = bounded(NatsBackplane::connect(&nats.url()))
+        .await
+        .expect("connects");
+    bounded(witness.join(&topic("room"))).await.expect("joined");
+    for text in ["m2", "m3"] {
+        bounded(a.publish("room", "msg", text))
+            .await
+            .expect("published");
+    }
+    eventually("the witness has m2 and m3", || async {
+        witness.received() == 2
+    })
+    .await;
+
+    let (mut again, _) = topics::connect(b_addr, true).await;
+    let answer = topics::subscribe(&mut again, "room", Some(last)).await;
+    assert_eq!(
+        answer.status,
+        Status::NotRecovered,
+        "b never had m2 and m3: {answer:?}"
+    );
 }
