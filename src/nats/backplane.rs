@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{NatsConnectError, subject};
-use crate::backplane::{Backplane, BackplaneError, Inbox, Route, random_bytes};
+use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route, random_bytes};
 
 /// How long a subscription may take to be confirmed by the server (a join, the
 /// backplane's first subscription, the check after a reconnection), and a publish to be
@@ -62,7 +62,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// backplane lives) and subscribes again to every subject it had.
 /// - [`send`](Backplane::send) fails at once with a [`BackplaneError`] while the
 ///   connection is down (the server reports it to the caller after delivering to its own
-///   connections); so does [`join`](Backplane::join) (nothing is subscribed);
+///   connections); so does [`join`](Backplane::join), which is counted all the same: its
+///   subscription is made when the connection is back;
 /// - what any node publishes while this node's connection is down is lost for this
 ///   node: core NATS keeps nothing for a subscriber that is not there. Once the
 ///   connection is back and the server has the subscriptions again (checked by a round
@@ -79,6 +80,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = Server::builder(())
 ///     .backplane(NatsBackplane::connect("nats://127.0.0.1:4222").await?)
+///     .backplane_secret(std::env::var("WEBWIRE_SECRET")?)
 ///     .build()?;
 /// // Reaches the topic's subscribers on every node that has one.
 /// server.publish("news", "headline", "NATS is up").await?;
@@ -173,38 +175,6 @@ impl Shared {
             .send(subscription)
             .map_err(|_| "the backplane is stopping".to_owned())?;
         Ok(stop)
-    }
-}
-
-/// The inboxes of the servers built with a backplane.
-#[derive(Default)]
-struct Inboxes(Mutex<Vec<Inbox>>);
-
-impl Inboxes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Inbox>> {
-        // Each critical section is a push or a pass over the list: nothing in it panics.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn attach(&self, inbox: Inbox) {
-        self.lock().push(inbox);
-    }
-
-    fn deliver(&self, message: &Bytes) {
-        // `Inbox::deliver` never blocks and never calls back into the backplane: calling it
-        // under the lock is fine.
-        let mut inboxes = self.lock();
-        // Servers built with this backplane and gone since are forgotten.
-        inboxes.retain(|inbox| !inbox.is_closed());
-        for inbox in inboxes.iter() {
-            inbox.deliver(message.clone());
-        }
-    }
-
-    fn reconnected(&self) {
-        for inbox in self.lock().iter() {
-            inbox.reconnected();
-        }
     }
 }
 

@@ -19,6 +19,8 @@
 //!     // holds none here.
 //!     .session_store(shared_store)
 //!     .backplane(NatsBackplane::connect("nats://10.0.0.6:4222").await?)
+//!     // Every node's, and nobody else's: it signs what the nodes send each other.
+//!     .backplane_secret(std::env::var("WEBWIRE_SECRET")?)
 //!     .build()?;
 //! # let _ = server; Ok(()) }
 //! ```
@@ -74,8 +76,13 @@
 //! Every node keeps its histories in memory, each with its own epochs: a client that
 //! resumes on the node it was on recovers what it missed there, and a client that moves to
 //! another node is told "not recovered" (another epoch) and subscribes live, never handed
-//! another node's offsets. Publications that reached a node while it was disconnected
-//! from NATS are not in its history.
+//! another node's offsets. A node receives a topic only while one of its connections
+//! subscribes to it: when the last one leaves, what other nodes publish no longer reaches
+//! it, so when a subscriber comes back the node starts the topic's history afresh (a new
+//! epoch) and a client resuming from before is told "not recovered" rather than handed a
+//! history with a hole. A client recovers what it missed when another subscriber kept its
+//! node on the topic meanwhile. Publications published while the node was disconnected
+//! from NATS are missing from its history too.
 //!
 //! JetStream could carry them, but this module does not build it. It would take: a
 //! stream capturing the history topics' subjects (`<prefix>.h.>`; one stream per history
@@ -89,10 +96,14 @@
 //! with direct gets or an ordered consumer filtered on the topic's subject. Live
 //! delivery stays on core subscriptions, as now.
 //!
-//! # NATS is trusted
-//! Whoever can publish on the subjects can make every node deliver signals to any topic
-//! or session and close any session's connections. Give the service a NATS account (or a
-//! user whose permissions allow publish and subscribe on `<prefix>.>` only) of its own.
+//! # Who can write to the subjects
+//! Every message between nodes carries a tag made with the service's secret
+//! ([`ServerBuilder::backplane_secret`](crate::server::ServerBuilder::backplane_secret)),
+//! checked before anything of it is applied, and no session key travels in clear
+//! (`docs/backplane.md`): whoever can publish on the subjects cannot forge a signal or a
+//! logout. They can still replay a message they saw, and read topics' names and signals
+//! (use TLS, and give the service a NATS account, or a user allowed `<prefix>.>` only, of
+//! its own).
 
 mod backplane;
 mod error;
