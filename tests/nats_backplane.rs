@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::nats::NatsServer;
-use common::nodes::{
-    self, Seen, ask, nats_node, news, next_signal, node, publish_until_delivered, signals_until,
-};
+use common::nodes::{self, Seen, ask, nats_node, news, next_signal, node};
 use common::topics::{self, AllButSecret};
 use common::{bounded, listen};
 use serde_json::Value;
@@ -226,19 +224,10 @@ async fn messages_flow_again_after_nats_restarts() {
     // the sessions it holds against the store: the revocation it missed takes effect.
     assert_eq!(bounded(holder_seen.recv()).await, Some(Seen::SessionClosed));
     assert_eq!(b.server.active_sessions(), 0);
-    // Both directions come back, each node's subscription to the room included.
-    publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
-    publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
-    // Flowing as before, each way, once. (What b sent while NATS was away never reached
-    // a: core NATS keeps nothing.)
-    for (from, text) in [(&a, "after a"), (&b, "after b")] {
-        bounded(from.server.publish("room", "news", text))
-            .await
-            .expect("published");
-        for seen in [&mut on_a_seen, &mut on_b_seen] {
-            assert_eq!(signals_until(seen, text).await, [news(text)]);
-        }
-    }
+    // Both directions come back, each node's subscription to the room included, and flow
+    // as before, each way, once. (What b sent while NATS was away never reached a: core
+    // NATS keeps nothing.)
+    nodes::flowing_again(&a, &b, &mut on_a_seen, &mut on_b_seen).await;
 }
 
 #[tokio::test]

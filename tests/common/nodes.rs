@@ -87,6 +87,31 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
 /// The service's secret in these tests.
 pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
+/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
+/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
+/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+pub async fn publish_until_delivered(
+    from: &Node,
+    name: &'static str,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    bounded(async {
+        for attempt in 0.. {
+            let _ = from
+                .server
+                .publish("room", name, format!("{attempt}"))
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+                if matches!(seen, Seen::Signal(got, _) if got == name) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Nodes in one process, routed as Redis routes them: each node's backplane
 /// ([`InProcess::node`]) joins and leaves routes, and a message goes to the nodes that
 /// joined its route (the sender too, if it did: it ignores its own).
@@ -279,31 +304,6 @@ pub fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
 }
 
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-/// (`name` tells these apart from the retries of another node that `seen` may hold.)
-pub async fn publish_until_delivered(
-    from: &Node,
-    name: &'static str,
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-) {
-    bounded(async {
-        for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
-            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
-                if matches!(seen, Seen::Signal(got, _) if got == name) {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-}
-
 /// Every signal `seen` gets up to and including `last`, retries left out.
 pub async fn signals_until(
     seen: &mut mpsc::UnboundedReceiver<Seen>,
@@ -317,6 +317,28 @@ pub async fn signals_until(
         }
     }
     signals
+}
+
+/// After the link between `a` and `b` went away and came back (each with a subscriber to
+/// `room`, whose signals `on_a_seen` and `on_b_seen` get): both directions come back
+/// (b's sending and a's receiving, then a's sending and b's receiving), and then a
+/// publish from each reaches both subscribers once.
+pub async fn flowing_again(
+    a: &Node,
+    b: &Node,
+    on_a_seen: &mut mpsc::UnboundedReceiver<Seen>,
+    on_b_seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    publish_until_delivered(b, "retry-b", on_a_seen).await;
+    publish_until_delivered(a, "retry-a", on_b_seen).await;
+    for (from, text) in [(a, "after a"), (b, "after b")] {
+        bounded(from.server.publish("room", "news", text))
+            .await
+            .expect("published");
+        for seen in [&mut *on_a_seen, &mut *on_b_seen] {
+            assert_eq!(signals_until(seen, text).await, [news(text)]);
+        }
+    }
 }
 
 /// Logs `client` in; returns its session key.
