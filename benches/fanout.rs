@@ -358,6 +358,7 @@ fn main() -> Result {
 }
 
 /// Subscribers on node A (backplane `a`), publishes on node B (backplane `b`).
+#[cfg(any(feature = "redis", feature = "nats"))]
 async fn two_nodes(through: &str, a: impl Backplane, b: impl Backplane, o: &Options) -> Result {
     let (a, a_addr) = start_server(a, o).await?;
     let (b, _) = start_server(b, o).await?;
