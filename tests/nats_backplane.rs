@@ -404,3 +404,47 @@ async fn a_resume_across_a_time_the_node_did_not_serve_the_topic_is_not_silently
         "b never had m2 and m3: {answer:?}"
     );
 }
+
+/// Topics holding what a NATS subject cannot (`.`, wildcards, spaces, any UTF-8, the
+/// longest a topic may be) travel on subjects of their own, each to its subscribers only.
+#[tokio::test]
+async fn any_topic_travels_on_a_subject_of_its_own() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let store = Arc::new(MemoryStore::default());
+    let (a, a_backplane) = nats_node(&nats, "a", Arc::clone(&store)).await;
+    let (b, _) = nats_node(&nats, "b", store).await;
+    let longest = "é".repeat(512); // 1 024 bytes, the longest topic
+    let topics = [
+        "a.b",
+        "a%2Eb",
+        "*",
+        ">",
+        "with space\t",
+        "ünïcödé",
+        &longest,
+    ];
+    let mut subscribers = Vec::new();
+    for topic in topics {
+        let (client, seen) = nodes::subscriber(a.addr).await;
+        assert_eq!(ask(&client, "subscribe", topic).await, "true");
+        subscribers.push((client, seen));
+    }
+    assert!(
+        subjects(&nats, "a")
+            .await
+            .contains(&"webwire.t.a%2Eb".to_owned())
+    );
+    for topic in topics {
+        bounded(b.server.publish(topic, "news", topic.to_owned()))
+            .await
+            .expect("published");
+    }
+    // Each subscriber gets its own topic's signal, and nothing else.
+    for (topic, (client, seen)) in topics.iter().zip(&mut subscribers) {
+        assert_eq!(next_signal(seen).await, news(topic));
+        nodes::nothing_more(client, seen).await;
+    }
+    assert_eq!(a_backplane.received(), topics.len() as u64);
+}

@@ -45,7 +45,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// `%XX` (uppercase hex), so `room/1` is `webwire.t.room/1` and `chat.eu` is
 /// `webwire.t.chat%2Eeu`; no two topics share a subject. A topic of 1 024 bytes (the
 /// longest) takes at most 3 072 bytes escaped, within NATS's default control line of
-/// 4 096 bytes with a prefix of up to about 900 bytes.
+/// 4 096 bytes with any prefix the builder accepts (at most 256 bytes).
 ///
 /// [`send`](Backplane::send) publishes on the route's subject;
 /// [`join`](Backplane::join) subscribes on the first join of a route and resolves once
@@ -301,7 +301,8 @@ impl NatsBackplaneBuilder {
     /// The first token(s) of every subject (default [`NatsBackplane::DEFAULT_PREFIX`]):
     /// every node of a service must use the same, and services sharing one NATS each
     /// their own (or an account each). One or more tokens separated by `.`, of printable
-    /// ASCII without wildcards; [`connect`](Self::connect) refuses another.
+    /// ASCII without wildcards, at most 256 bytes (so that the longest topic's subject fits
+    /// NATS's default control line); [`connect`](Self::connect) refuses another.
     ///
     /// ```
     /// let builder = tokio_webwire::nats::NatsBackplane::builder().prefix("shop.webwire");

@@ -34,12 +34,20 @@ pub(super) fn escaped(name: &str) -> String {
     token
 }
 
+/// The longest prefix: a subject must fit in NATS's control line (4 096 bytes unless the
+/// server's `max_control_line` says otherwise; a longer line makes the server close the
+/// connection) with the longest topic escaped (3 072 bytes) and the rest of a `PUB` line.
+pub(super) const MAX_PREFIX_LEN: usize = 256;
+
 /// Why `prefix` cannot start the backplane's subjects, if it cannot: it must be one or
 /// more tokens separated by `.`, each non-empty, of printable ASCII without wildcards
-/// (`*`, `>`).
+/// (`*`, `>`), at most [`MAX_PREFIX_LEN`] bytes.
 pub(super) fn invalid_prefix(prefix: &str) -> Option<&'static str> {
     if prefix.is_empty() {
         return Some("it is empty");
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Some("it is longer than 256 bytes");
     }
     if prefix.split('.').any(str::is_empty) {
         return Some("it has an empty token (a leading, trailing or doubled '.')");
@@ -120,5 +128,15 @@ mod tests {
         for bad in ["", ".a", "a.", "a..b", "a b", "a.*", "a.>", "x>y", "é"] {
             assert!(invalid_prefix(bad).is_some(), "{bad:?}");
         }
+        assert_eq!(invalid_prefix(&"p".repeat(MAX_PREFIX_LEN)), None);
+        assert!(invalid_prefix(&"p".repeat(MAX_PREFIX_LEN + 1)).is_some());
+        // The longest subject fits in the default control line with room for the rest of
+        // a PUB line ("PUB ", a reply subject none, the size, CRLF).
+        let longest = format!(
+            "{}.t.{}",
+            "p".repeat(MAX_PREFIX_LEN),
+            escaped(&"é".repeat(512))
+        );
+        assert!(longest.len() + 32 < 4096, "{}", longest.len());
     }
 }
