@@ -6,15 +6,17 @@
 //! cargo bench --bench fanout --features redis -- --redis URL   # and two nodes through Redis
 //! cargo bench --bench fanout -- --subscribers 200 --publishes 500
 //! cargo bench --bench fanout --features redis -- --history --redis URL  # the topic keeps a history
+//! cargo bench --bench fanout --features nats -- --nats nats://127.0.0.1:4222  # two nodes through NATS
 //! ```
 //!
 //! With `--history` the topic keeps a history of its last 1 000 publications
 //! (`ServerBuilder::history`): in memory on one node, in Redis on two (one Lua script
-//! per publish instead of a `PUBLISH`), so the figures compare the publish's cost.
+//! per publish instead of a `PUBLISH`), so the figures compare the publish's cost; in each
+//! node's memory on two through NATS (which keeps nothing).
 //!
 //! Two phases, each on one node (publisher and subscribers on one server) and, with
-//! `--redis`, on two (subscribers on node A, publishes on node B, through a
-//! `RedisBackplane`):
+//! `--redis` or `--nats`, on two (subscribers on node A, publishes on node B, through a
+//! `RedisBackplane` or a `NatsBackplane`):
 //! - **latency**: a publish every 20 ms; each subscriber notes when each signal arrives
 //!   (the payload carries the publish time), so every delivery is one sample: p50, p99,
 //!   max;
@@ -66,6 +68,7 @@ struct Options {
     subscribers: usize,
     publishes: usize,
     redis: Option<String>,
+    nats: Option<String>,
     history: bool,
     bench: bool,
 }
@@ -77,6 +80,7 @@ fn options() -> Result<Options> {
         subscribers: if bench { 1000 } else { 20 },
         publishes: if bench { 2000 } else { 50 },
         redis: None,
+        nats: None,
         history: args.iter().any(|a| a == "--history"),
         bench,
     };
@@ -87,6 +91,7 @@ fn options() -> Result<Options> {
             "--subscribers" => options.subscribers = value()?.parse()?,
             "--publishes" => options.publishes = value()?.parse()?,
             "--redis" => options.redis = Some(value()?.clone()),
+            "--nats" => options.nats = Some(value()?.clone()),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -338,7 +343,10 @@ fn main() -> Result {
         measure(&format!("one node{history}"), &server, addr, &o).await?;
         server.shutdown().await;
         if let Some(url) = &o.redis {
-            two_nodes(url, &o).await?;
+            through_redis(url, &o).await?;
+        }
+        if let Some(url) = &o.nats {
+            through_nats(url, &o).await?;
         }
         if !o.bench {
             println!(
@@ -349,19 +357,53 @@ fn main() -> Result {
     })
 }
 
-#[cfg(feature = "redis")]
-async fn two_nodes(url: &str, o: &Options) -> Result {
-    use tokio_webwire::redis::RedisBackplane;
-    let (a, a_addr) = start_server(RedisBackplane::connect(url).await?, o).await?;
-    let (b, _) = start_server(RedisBackplane::connect(url).await?, o).await?;
-    let history = if o.history { ", history in Redis" } else { "" };
-    measure(&format!("two nodes through Redis{history}"), &b, a_addr, o).await?;
+/// Subscribers on node A (backplane `a`), publishes on node B (backplane `b`).
+#[cfg(any(feature = "redis", feature = "nats"))]
+async fn two_nodes(through: &str, a: impl Backplane, b: impl Backplane, o: &Options) -> Result {
+    let (a, a_addr) = start_server(a, o).await?;
+    let (b, _) = start_server(b, o).await?;
+    measure(&format!("two nodes through {through}"), &b, a_addr, o).await?;
     a.shutdown().await;
     b.shutdown().await;
     Ok(())
 }
 
+#[cfg(feature = "redis")]
+async fn through_redis(url: &str, o: &Options) -> Result {
+    use tokio_webwire::redis::RedisBackplane;
+    let through = if o.history {
+        "Redis, history in Redis"
+    } else {
+        "Redis"
+    };
+    let (a, b) = (
+        RedisBackplane::connect(url).await?,
+        RedisBackplane::connect(url).await?,
+    );
+    two_nodes(through, a, b, o).await
+}
+
 #[cfg(not(feature = "redis"))]
-async fn two_nodes(_url: &str, _o: &Options) -> Result {
+async fn through_redis(_url: &str, _o: &Options) -> Result {
     Err("--redis needs the `redis` feature: cargo bench --bench fanout --features redis".into())
+}
+
+#[cfg(feature = "nats")]
+async fn through_nats(url: &str, o: &Options) -> Result {
+    use tokio_webwire::nats::NatsBackplane;
+    let through = if o.history {
+        "NATS, history in each node's memory"
+    } else {
+        "NATS"
+    };
+    let (a, b) = (
+        NatsBackplane::connect(url).await?,
+        NatsBackplane::connect(url).await?,
+    );
+    two_nodes(through, a, b, o).await
+}
+
+#[cfg(not(feature = "nats"))]
+async fn through_nats(_url: &str, _o: &Options) -> Result {
+    Err("--nats needs the `nats` feature: cargo bench --bench fanout --features nats".into())
 }

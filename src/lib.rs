@@ -104,6 +104,9 @@ pub mod backplane;
 pub mod client;
 pub mod contract;
 mod error;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod nats;
 mod payload;
 pub mod protocol;
 #[cfg(feature = "redis")]

@@ -9,57 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::nodes::{self, Node, Seen, ask, next_signal, redis_node};
+use common::nodes::{self, Node, Seen, ask, news, next_signal, redis_node};
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::{Backplane, Route};
 use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::server::TopicError;
-
-/// A news signal with `text`.
-fn news(text: &str) -> (String, String) {
-    ("news".to_owned(), text.to_owned())
-}
-
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-/// (`name` tells these apart from the retries of another node that `seen` may hold.)
-async fn publish_until_delivered(
-    from: &Node,
-    name: &'static str,
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-) {
-    bounded(async {
-        for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
-            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
-                if matches!(seen, Seen::Signal(got, _) if got == name) {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
-}
-
-/// Every signal `seen` gets up to and including `last`, retries left out.
-async fn signals_until(
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-    last: &str,
-) -> Vec<(String, String)> {
-    let mut signals = Vec::new();
-    while signals.last() != Some(&news(last)) {
-        let signal = next_signal(seen).await;
-        if !signal.0.starts_with("retry") {
-            signals.push(signal);
-        }
-    }
-    signals
-}
 
 /// Two nodes on `redis`, each with a subscriber to `room`.
 struct Room {
@@ -121,20 +76,9 @@ async fn messages_flow_again_after_redis_restarts() {
     );
 
     redis.restart().await;
-    // Both directions come back: b's publishing connection and a's subscriber, then a's
-    // publishing connection and b's subscriber.
-    publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
-    publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
     // Flowing as before, each way, once. (What b sent while Redis was away never reached
     // a: pub/sub keeps nothing.)
-    for (from, text) in [(&a, "after a"), (&b, "after b")] {
-        bounded(from.server.publish("room", "news", text))
-            .await
-            .expect("published");
-        for seen in [&mut on_a_seen, &mut on_b_seen] {
-            assert_eq!(signals_until(seen, text).await, [news(text)]);
-        }
-    }
+    nodes::flowing_again(&a, &b, &mut on_a_seen, &mut on_b_seen).await;
 }
 
 #[tokio::test]

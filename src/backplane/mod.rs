@@ -75,6 +75,8 @@
 //! ```
 
 mod envelope;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod inboxes;
 mod interest;
 mod route;
 mod seal;
@@ -88,6 +90,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub(crate) use envelope::{Envelope, NodeId, Refused, random_bytes};
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub(crate) use inboxes::Inboxes;
 pub(crate) use interest::Interest;
 pub use route::{Route, RouteKind};
 pub use seal::MIN_SECRET_LEN;

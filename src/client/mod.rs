@@ -30,6 +30,10 @@ mod supervisor;
 mod tls;
 mod topics;
 
+// The NATS backplane shows its server URLs in errors the same way.
+#[cfg(feature = "nats")]
+pub(crate) use builder::redact_url;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};

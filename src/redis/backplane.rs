@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::history::RedisHistory;
 use super::{RedisConnectError, RedisStore, sanitized};
-use crate::backplane::{Backplane, BackplaneError, Inbox, Route, RouteKind};
+use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route, RouteKind};
 use crate::server::SharedHistory;
 
 /// The first wait before subscribing again after the subscription was lost; it doubles
@@ -130,39 +130,6 @@ struct Channels(tokio::sync::Mutex<Joined>);
 struct Joined {
     counts: HashMap<String, usize>,
     sink: Option<PubSubSink>,
-}
-
-/// The inboxes of the servers built with a backplane.
-#[derive(Default)]
-struct Inboxes(Mutex<Vec<Inbox>>);
-
-impl Inboxes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Inbox>> {
-        // Each critical section is a push or a pass over the list: nothing in it panics.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn attach(&self, inbox: Inbox) {
-        self.lock().push(inbox);
-    }
-
-    fn deliver(&self, message: &Bytes) {
-        // `Inbox::deliver` never blocks and never calls back into the backplane (what it
-        // must do at length runs on a task of its own): calling it under the lock is fine.
-        let mut inboxes = self.lock();
-        // Servers built with this backplane and gone since are forgotten.
-        inboxes.retain(|inbox| !inbox.is_closed());
-        for inbox in inboxes.iter() {
-            inbox.deliver(message.clone());
-        }
-    }
-
-    /// The subscription is back after a gap: the servers catch up.
-    fn reconnected(&self) {
-        for inbox in self.lock().iter() {
-            inbox.reconnected();
-        }
-    }
 }
 
 /// Options of a [`RedisBackplane`] before it connects: [`RedisBackplane::builder`].

@@ -374,6 +374,12 @@ impl Hub {
                 position: Position::default(),
             });
         };
+        // Wanted before the history is read: a node that was deaf to the topic until now
+        // starts its history afresh first (the join below keeps it wanted).
+        let wanted = Wanted::new(self, topic);
+        if wanted.first {
+            self.deaf_until_now(topic);
+        }
         let ring = self.ring(topic, history);
         let mut ring = lock(&ring);
         let (status, missed) = ring.resume(resume);
@@ -385,6 +391,7 @@ impl Hub {
         let position = ring.position();
         self.join(conn, subscriptions, topic, true);
         drop(ring);
+        drop(wanted);
         Ok(Subscribed { status, position })
     }
 
@@ -492,8 +499,16 @@ impl Hub {
     /// not bring the topic): what its sequencer delivered then is stale, and a hole back
     /// to then would be filled (or passed over) for subscribers who joined after it. The
     /// topic starts afresh here, from its next arrival (or a resume's snapshot).
+    ///
+    /// An in-memory history misses what other nodes published meanwhile: it is dropped,
+    /// and the next use makes a new one with a new epoch, so a client resuming from
+    /// before the gap is told "not recovered" rather than handed a history with a hole.
     fn deaf_until_now(&self, topic: &str) {
         if self.shared.is_none() {
+            self.rings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(topic);
             return;
         }
         let mut sequencers = self

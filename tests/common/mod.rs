@@ -5,6 +5,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod example;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod nodes;
 pub mod probe;
 #[cfg(feature = "redis")]

@@ -87,6 +87,31 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
 /// The service's secret in these tests.
 pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
+/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
+/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
+/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+pub async fn publish_until_delivered(
+    from: &Node,
+    name: &'static str,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    bounded(async {
+        for attempt in 0.. {
+            let _ = from
+                .server
+                .publish("room", name, format!("{attempt}"))
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+                if matches!(seen, Seen::Signal(got, _) if got == name) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Nodes in one process, routed as Redis routes them: each node's backplane
 /// ([`InProcess::node`]) joins and leaves routes, and a message goes to the nodes that
 /// joined its route (the sender too, if it did: it ignores its own).
@@ -269,13 +294,51 @@ pub async fn a_publish_reaches_every_node_once(a: &Node, b: &Node) {
     for seen in [&mut on_a_seen, &mut on_b_seen] {
         let mut got = vec![next_signal(seen).await, next_signal(seen).await];
         got.sort();
-        assert_eq!(got, [news_of("sentinel a"), news_of("sentinel b")]);
+        assert_eq!(got, [news("sentinel a"), news("sentinel b")]);
     }
     nothing_more(&other_on_b, &mut other_seen).await;
 }
 
-fn news_of(text: &str) -> (String, String) {
+/// A news signal with `text`.
+pub fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
+}
+
+/// Every signal `seen` gets up to and including `last`, retries left out.
+pub async fn signals_until(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    last: &str,
+) -> Vec<(String, String)> {
+    let mut signals = Vec::new();
+    while signals.last() != Some(&news(last)) {
+        let signal = next_signal(seen).await;
+        if !signal.0.starts_with("retry") {
+            signals.push(signal);
+        }
+    }
+    signals
+}
+
+/// After the link between `a` and `b` went away and came back (each with a subscriber to
+/// `room`, whose signals `on_a_seen` and `on_b_seen` get): both directions come back
+/// (b's sending and a's receiving, then a's sending and b's receiving), and then a
+/// publish from each reaches both subscribers once.
+pub async fn flowing_again(
+    a: &Node,
+    b: &Node,
+    on_a_seen: &mut mpsc::UnboundedReceiver<Seen>,
+    on_b_seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    publish_until_delivered(b, "retry-b", on_a_seen).await;
+    publish_until_delivered(a, "retry-a", on_b_seen).await;
+    for (from, text) in [(a, "after a"), (b, "after b")] {
+        bounded(from.server.publish("room", "news", text))
+            .await
+            .expect("published");
+        for seen in [&mut *on_a_seen, &mut *on_b_seen] {
+            assert_eq!(signals_until(seen, text).await, [news(text)]);
+        }
+    }
 }
 
 /// Logs `client` in; returns its session key.
@@ -403,4 +466,26 @@ pub async fn redis_node(redis: &super::redis::RedisServer) -> Node {
         .await
         .expect("the backplane connects");
     node(|b| b.session_store(store).backplane(backplane)).await
+}
+
+/// A node of the service on `nats`: a probe server with a `NatsBackplane` of its own (its
+/// connection named `name`, as `nats.connection(name)` finds it) and `store`, shared by
+/// the nodes of the test (NATS holds no sessions); the backplane is returned too, to read
+/// what it received.
+#[cfg(feature = "nats")]
+pub async fn nats_node(
+    nats: &super::nats::NatsServer,
+    name: &str,
+    store: Arc<tokio_webwire::session::MemoryStore>,
+) -> (Node, tokio_webwire::nats::NatsBackplane) {
+    use tokio_webwire::nats::{NatsBackplane, async_nats::ConnectOptions};
+    let backplane = bounded(
+        NatsBackplane::builder()
+            .options(ConnectOptions::new().name(name))
+            .connect(&nats.url()),
+    )
+    .await
+    .expect("the backplane connects");
+    let node = node(|b| b.session_store(store).backplane(backplane.clone())).await;
+    (node, backplane)
 }

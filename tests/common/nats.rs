@@ -1,0 +1,294 @@
+//! A real `nats-server` for the tests of feature `nats`: started on a free port of
+//! 127.0.0.1 (`nats-server -a 127.0.0.1 -p PORT`, with its HTTP monitoring on another free
+//! port of 127.0.0.1), stopped (killed and reaped) when dropped, and restartable on the same
+//! ports (a "NATS restarted" test).
+//!
+//! Without a `nats-server` binary a test is skipped ([`NatsServer::start`] returns `None`
+//! after saying so on stderr), unless the environment variable `CI` is set: CI installs
+//! nats-server (`.ci/run`), and a test that silently skipped there would prove nothing.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// How long a started server has to greet a client with its INFO line.
+const READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// How many times a start is tried (each on new free ports, or the same ones for a restart).
+const ATTEMPTS: usize = 5;
+
+/// A `nats-server` process of the test's own.
+pub struct NatsServer {
+    port: u16,
+    monitor: u16,
+    dir: PathBuf,
+    /// `--tls --tlscert --tlskey`: the server then accepts TLS connections only.
+    tls: Option<(PathBuf, PathBuf)>,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port, or returns `None` (the test should return at once)
+    /// when there is no `nats-server` binary outside CI. Panics in CI without one.
+    pub async fn start() -> Option<NatsServer> {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server that speaks TLS only, with the certificate and key given as PEM
+    /// text (a self-signed one for 127.0.0.1 in the test); `None` as for [`start`].
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Option<NatsServer> {
+        Self::start_with(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(&str, &str)>) -> Option<NatsServer> {
+        if !installed() {
+            return None;
+        }
+        let dir = temporary_dir();
+        // The server reads them at every start: they stay beside its log.
+        let tls = tls.map(|(cert_pem, key_pem)| {
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            std::fs::write(&cert, cert_pem).expect("the certificate written");
+            std::fs::write(&key, key_pem).expect("the key written");
+            (cert, key)
+        });
+        let mut server = NatsServer {
+            port: 0,
+            monitor: 0,
+            dir,
+            tls,
+            child: None,
+        };
+        for attempt in 1..=ATTEMPTS {
+            // Taken free and given back, for the restart on the same ports; another process
+            // may take one meanwhile: then the start fails and is tried again on others.
+            server.port = free_port();
+            server.monitor = free_port();
+            match server.spawn().await {
+                Ok(()) => return Some(server),
+                Err(why) => eprintln!("nats-server start {attempt} failed: {why}"),
+            }
+        }
+        panic!("nats-server did not start in {ATTEMPTS} attempts");
+    }
+
+    /// `nats://127.0.0.1:<port>` (`tls://…` for a TLS server).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on for clients (the same after a restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server and reaps it: its port refuses connections once this returns.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error means it has exited already; wait reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, knowing no client (NATS keeps nothing), on the same ports.
+    pub async fn restart(&mut self) {
+        self.stop();
+        for attempt in 1..=ATTEMPTS {
+            match self.spawn().await {
+                Ok(()) => return,
+                Err(why) => eprintln!("nats-server restart {attempt} failed: {why}"),
+            }
+        }
+        panic!("nats-server did not restart on port {}", self.port);
+    }
+
+    /// The server's own view of its client connections: the monitoring endpoint
+    /// `/connz?subs=1`, each connection with its `name`, `subscriptions_list` and the
+    /// messages it was sent (`out_msgs`) and sent (`in_msgs`).
+    pub async fn connections(&self) -> Vec<Value> {
+        let body = http_get(self.monitor, "/connz?subs=1&limit=1024").await;
+        let connz: Value = serde_json::from_str(&body).expect("connz is JSON");
+        connz["connections"]
+            .as_array()
+            .cloned()
+            .expect("connz lists connections")
+    }
+
+    /// The connection named `name` (set with `ConnectOptions::name`).
+    pub async fn connection(&self, name: &str) -> Value {
+        self.connections()
+            .await
+            .into_iter()
+            .find(|connection| connection["name"] == name)
+            .unwrap_or_else(|| panic!("no connection named {name:?}"))
+    }
+
+    /// Runs `nats-server` on `self.port` and waits until it greets a client; on failure the
+    /// process is gone and its log is in the error.
+    async fn spawn(&mut self) -> Result<(), String> {
+        let log = self.dir.join("nats.log");
+        let mut command = Command::new("nats-server");
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            // Monitoring listens on the client address (-a): 127.0.0.1 too.
+            .args(["-m", &self.monitor.to_string()])
+            .arg("-l")
+            .arg(&log);
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg("--tls")
+                .arg("--tlscert")
+                .arg(cert)
+                .arg("--tlskey")
+                .arg(key);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| format!("cannot run nats-server: {err}"))?;
+        self.child = Some(child);
+        let ready = tokio::time::timeout(READY_LIMIT, async {
+            loop {
+                if let Some(child) = &mut self.child {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("nats-server exited: {status}"));
+                    }
+                }
+                if greets(self.port).await && answers(self.monitor).await {
+                    return Ok(());
+                }
+                // Polling a process we cannot be told about: it has no readiness signal
+                // but answering.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no INFO within {READY_LIMIT:?}")));
+        if let Err(why) = ready {
+            self.stop();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("{why}; its log:\n{log}"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether nats-server can be run; `false` (skip) without it outside CI, a panic in CI.
+fn installed() -> bool {
+    match Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "nats-server is not installed, and CI is set: the NATS tests must run in CI \
+                     (`.ci/run` installs it with apt-get install -y nats-server)"
+                );
+            }
+            eprintln!(
+                "SKIPPED: nats-server is not installed (apt-get install nats-server); \
+                 this NATS test did not run"
+            );
+            false
+        }
+        Err(err) => panic!("cannot run nats-server --version: {err}"),
+    }
+}
+
+/// A new temporary directory of this process.
+fn temporary_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tokio-webwire-nats-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory for nats-server");
+    dir
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// Whether a NATS server on `port` sends its `INFO` line within a second (it does before
+/// any TLS, so this works for a TLS server too).
+async fn greets(port: u16) -> bool {
+    let exchange = async {
+        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await?;
+        Ok::<_, std::io::Error>(line.starts_with("INFO "))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), exchange).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Whether the monitoring port answers HTTP.
+async fn answers(port: u16) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head.starts_with(b"HTTP/1."))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), exchange).await,
+        Ok(Ok(true))
+    )
+}
+
+/// The body of `GET path` on the monitoring port (HTTP/1.0: the server closes after it).
+async fn http_get(port: u16, path: &str) -> String {
+    let exchange = async {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(READY_LIMIT, exchange)
+        .await
+        .expect("the monitoring endpoint answered in time")
+        .expect("the monitoring endpoint answered");
+    match response.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+        {
+            body.to_owned()
+        }
+        _ => panic!("GET {path}: {response}"),
+    }
+}
