@@ -92,6 +92,7 @@
 //! network only the nodes reach. The feature has no TLS: `rediss://` URLs are refused.
 
 mod backplane;
+mod connection;
 mod error;
 mod history;
 mod store;

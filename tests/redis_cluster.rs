@@ -1,0 +1,254 @@
+//! Redis Cluster: a real 3-master cluster per test (tests/common/redis_cluster.rs; skipped
+//! without `redis-server` and `redis-cli` unless `CI` is set). The session store on the
+//! cluster, and how the channel names spread over its hash slots.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::bounded;
+use common::redis_cluster::{MASTERS, RedisCluster};
+use tokio_webwire::redis::{RedisConnectError, RedisStore, redis};
+use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore};
+use tokio_webwire::{Session, SessionInfo};
+
+/// A session with a fresh default key and `user` in its info.
+fn session(user: &str) -> Session {
+    let mut info = SessionInfo::new();
+    info.insert("user", &user).expect("a string is JSON");
+    Session::new(DefaultKeyGenerator.generate(), info)
+}
+
+/// How many keys the master on `port` holds.
+async fn keys_on(cluster: &RedisCluster, port: u16) -> usize {
+    let mut node = cluster.node(port).await;
+    bounded(redis::cmd("DBSIZE").query_async(&mut node))
+        .await
+        .expect("DBSIZE")
+}
+
+#[tokio::test]
+async fn sessions_spread_over_every_master_and_round_trip() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
+        .await
+        .expect("the store connects to the cluster");
+    let sessions: Vec<Session> = (0..60).map(|i| session(&format!("user{i}"))).collect();
+    for session in &sessions {
+        bounded(store.save(session)).await.expect("saved");
+    }
+    // Random keys, no hash tag: each master has its share (a master with none of 60 has
+    // a chance of 3 * (2/3)^60, about 1e-10).
+    for port in cluster.ports() {
+        let held = keys_on(&cluster, port).await;
+        assert!(
+            held > 0,
+            "the master on {port} holds none of the 60 sessions"
+        );
+    }
+    for saved in &sessions {
+        let found = bounded(store.lookup(&saved.key))
+            .await
+            .expect("looked up")
+            .expect("found");
+        assert_eq!(found.key, saved.key);
+        assert_eq!(found.info, saved.info);
+    }
+    // Another node's store, through other seed nodes, sees them too.
+    let other = bounded(RedisStore::connect_cluster(&cluster.urls()[2..]))
+        .await
+        .expect("the second store connects through one seed node");
+    for saved in &sessions {
+        bounded(other.remove(&saved.key)).await.expect("removed");
+        assert_eq!(
+            bounded(store.lookup(&saved.key)).await.expect("looked up"),
+            None
+        );
+    }
+    for port in cluster.ports() {
+        assert_eq!(keys_on(&cluster, port).await, 0, "left on {port}");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_with_no_node_up_is_an_error_naming_the_seeds() {
+    // Ports nothing listens on: taken and given back at once.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        })
+        .collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|port| format!("redis://127.0.0.1:{port}/"))
+        .collect();
+    let error = bounded(RedisStore::connect_cluster(&urls))
+        .await
+        .expect_err("nothing to connect to");
+    assert!(
+        matches!(error, RedisConnectError::Unreachable { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    for port in ports {
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    }
+}
+
+/// CRC16 (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster computes key slots.
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc
+}
+
+/// The hash slot of `key`: the CRC16 of its hash tag (what is between its first `{` and
+/// the first `}` after it, if not empty) or of the whole key, modulo 16 384.
+fn slot(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tag.unwrap_or(key)) % 16_384
+}
+
+/// The shard of a slot in the split `redis-cli --cluster create` makes for three masters.
+fn shard(slot: u16) -> usize {
+    match slot {
+        0..=5460 => 0,
+        5461..=10922 => 1,
+        _ => 2,
+    }
+}
+
+/// The channels of 1 000 topics `room/N`, as the backplane names them.
+fn topic_channels() -> Vec<String> {
+    (0..1000)
+        .map(|n| format!("webwire:t:{{room/{n}}}"))
+        .collect()
+}
+
+/// The channels of 1 000 sessions: 32 hex digits each (a keyed hash of the session key,
+/// here a fixed pseudo-random sequence, so the figures are the same on every run).
+fn session_channels() -> Vec<String> {
+    let mut state: u64 = 0x5eed;
+    let mut next = move || {
+        // SplitMix64.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    (0..1000)
+        .map(|_| format!("webwire:s:{{{:016x}{:016x}}}", next(), next()))
+        .collect()
+}
+
+/// How many of `channels` land on each of the three shards.
+fn spread(channels: &[String]) -> [usize; MASTERS] {
+    let mut counts = [0; MASTERS];
+    for channel in channels {
+        counts[shard(slot(channel))] += 1;
+    }
+    counts
+}
+
+#[test]
+fn the_slot_function_is_redis_cluster_s() {
+    // The CRC16/XMODEM check value, and slots from the Redis Cluster specification.
+    assert_eq!(crc16(b"123456789"), 0x31c3);
+    assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+    assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16_384);
+    assert_eq!(slot("foo{{bar}}zap"), crc16(b"{bar") % 16_384);
+    assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
+}
+
+#[test]
+fn topic_and_session_channels_spread_over_three_shards() {
+    let topics = spread(&topic_channels());
+    let sessions = spread(&session_channels());
+    // A naive name with the prefix as the hash tag would put every topic in one slot.
+    let naive = spread(
+        &(0..1000)
+            .map(|n| format!("{{webwire}}:t:room/{n}"))
+            .collect::<Vec<_>>(),
+    );
+    let distinct: std::collections::BTreeSet<u16> =
+        topic_channels().iter().map(|c| slot(c)).collect();
+    println!(
+        "1000 topic channels webwire:t:{{room/N}} on shards 0-5460, 5461-10922, 10923-16383: \
+         {topics:?} ({} distinct slots); 1000 session channels webwire:s:{{<32 hex>}}: \
+         {sessions:?}; {{webwire}}:t:room/N: {naive:?}",
+        distinct.len()
+    );
+    for (what, counts) in [("topics", topics), ("sessions", sessions)] {
+        for (shard, count) in counts.iter().enumerate() {
+            assert!(
+                *count >= 250,
+                "shard {shard} gets {count} of 1000 {what}: {counts:?}"
+            );
+        }
+    }
+    assert_eq!(naive.iter().filter(|count| **count > 0).count(), 1);
+}
+
+#[tokio::test]
+async fn the_cluster_places_channels_where_the_spread_says() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let port = cluster.ports()[0];
+    let mut node = cluster.node(port).await;
+    // The cluster's own split: three ranges, the default ones.
+    // Each range: start, end, the master, its replicas (none here).
+    let ranges: BTreeMap<u16, u16> = bounded(
+        redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Vec<Vec<redis::Value>>>(&mut node),
+    )
+    .await
+    .expect("CLUSTER SLOTS")
+    .into_iter()
+    .map(|range| {
+        let bound =
+            |i: usize| -> u16 { redis::from_redis_value(range[i].clone()).expect("a slot number") };
+        (bound(0), bound(1))
+    })
+    .collect();
+    assert_eq!(
+        ranges,
+        BTreeMap::from([(0, 5460), (5461, 10922), (10923, 16383)])
+    );
+    // Redis's own CLUSTER KEYSLOT agrees with the slot of every channel name measured.
+    let channels: Vec<String> = topic_channels()
+        .into_iter()
+        .chain(session_channels())
+        .collect();
+    let mut pipe = redis::pipe();
+    for channel in &channels {
+        pipe.cmd("CLUSTER").arg("KEYSLOT").arg(channel);
+    }
+    let keyslots: Vec<u16> = bounded(pipe.query_async(&mut node))
+        .await
+        .expect("CLUSTER KEYSLOT");
+    for (channel, keyslot) in channels.iter().zip(keyslots) {
+        assert_eq!(slot(channel), keyslot, "{channel}");
+    }
+}
