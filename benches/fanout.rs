@@ -110,6 +110,7 @@ async fn start_server(
 ) -> Result<(Server<Subscribe>, SocketAddr)> {
     let mut builder = Server::builder(Subscribe)
         .backplane(backplane)
+        .backplane_secret(b"the bench's service secret, 32 b")
         .max_connections(0);
     if o.history {
         builder = builder.history(TOPIC, History::last(1000));

@@ -55,6 +55,7 @@ impl Handler for Open {
 async fn start(backplane: impl Backplane, history: History) -> Result<(Server<Open>, SocketAddr)> {
     let server = Server::builder(Open)
         .backplane(backplane)
+        .backplane_secret(b"the bench's service secret, 32 b")
         .history(TOPIC, history)
         .build()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

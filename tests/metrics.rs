@@ -534,6 +534,7 @@ async fn every_metric_is_described_with_its_unit() {
         ("webwire_bytes_sent_total", Unit::Bytes, true),
         ("webwire_protocol_errors_total", Unit::Count, true),
         ("webwire_fanout_slow_total", Unit::Count, true),
+        ("webwire_backplane_refused_total", Unit::Count, true),
         ("webwire_sessions_active", Unit::Count, false),
         ("webwire_sessions_created_total", Unit::Count, true),
         ("webwire_sessions_closed_total", Unit::Count, true),
@@ -564,14 +565,14 @@ async fn every_metric_is_described_with_its_unit() {
         );
     }
     // Labels have fixed values only: 18 close pairs, 5 outcomes, 6 kinds, 8 statuses, 2
-    // policies, and 8 counters without labels.
+    // policies, and 9 counters without labels.
     assert_eq!(
         recorder
             .counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
-        18 + 5 + 6 + 8 + 2 + 8
+        18 + 5 + 6 + 8 + 2 + 9
     );
     drop(server);
 }

@@ -12,7 +12,7 @@ use common::bounded;
 use common::nodes::{self, Node, Seen, ask, next_signal, redis_node};
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use tokio::sync::mpsc;
-use tokio_webwire::backplane::Backplane;
+use tokio_webwire::backplane::{Backplane, Route};
 use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::server::TopicError;
 
@@ -160,7 +160,7 @@ async fn subscriber_connections_closed_by_redis_subscribe_again() {
     // of subscribers is the only sign of it, so it is looked at until it is back (bounded).
     // Then b's publishes reach a's subscribers again.
     bounded(async {
-        while subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await != 2 {
+        while subscribers(&mut raw, "webwire:all").await != 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -179,19 +179,34 @@ async fn a_send_fails_while_redis_is_down_and_the_subscriber_ends_with_the_backp
     let mut raw = redis.raw().await;
     let backplane = bounded(
         RedisBackplane::builder()
-            .channel("test:bus")
+            .channel_prefix("test:")
             .connect(&redis.url()),
     )
     .await
     .expect("connects");
-    assert_eq!(backplane.channel(), "test:bus");
-    assert_eq!(subscribers(&mut raw, "test:bus").await, 1);
-    bounded(backplane.send("hello".into())).await.expect("sent");
+    let room = Route::topic("room/1").unwrap();
+    assert_eq!(backplane.channel(&room), "test:t:{room/1}");
+    assert_eq!(backplane.channel(&Route::service()), "test:all");
+    // A route joined twice is subscribed once, and left on its last leave.
+    bounded(backplane.join(&room)).await.expect("joined");
+    bounded(backplane.join(&room)).await.expect("joined");
+    assert_eq!(subscribers(&mut raw, "test:t:{room/1}").await, 1);
+    bounded(backplane.leave(&room)).await.expect("left");
+    assert_eq!(subscribers(&mut raw, "test:t:{room/1}").await, 1);
+    bounded(backplane.leave(&room)).await.expect("left");
+    assert_eq!(subscribers(&mut raw, "test:t:{room/1}").await, 0);
+    bounded(backplane.join(&Route::service()))
+        .await
+        .expect("joined");
+    assert_eq!(subscribers(&mut raw, "test:all").await, 1);
+    bounded(backplane.send(&Route::service(), "hello".into()))
+        .await
+        .expect("sent");
 
     // Dropped: its task ends, and its subscriber connection with it.
     drop(backplane);
     bounded(async {
-        while subscribers(&mut raw, "test:bus").await != 0 {
+        while subscribers(&mut raw, "test:all").await != 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -201,7 +216,7 @@ async fn a_send_fails_while_redis_is_down_and_the_subscriber_ends_with_the_backp
         .await
         .expect("connects");
     redis.stop();
-    let error = bounded(backplane.send("lost".into()))
+    let error = bounded(backplane.send(&Route::service(), "lost".into()))
         .await
         .expect_err("Redis is away");
     assert!(

@@ -33,6 +33,7 @@ async fn node(redis: &RedisServer, history: History) -> (Server<AllButSecret>, S
         .history("room/*", history)
         .outbound_queue_len(1024)
         .backplane(backplane)
+        .backplane_secret(common::nodes::SECRET)
         .build()
         .expect("server");
     let addr = listen(&server).await;
@@ -201,6 +202,7 @@ async fn our_client_resubscribing_while_redis_is_away_asks_again_until_it_is_bac
         Server::builder(AllButSecret)
             .history("room/*", History::last(100))
             .backplane(backplane.clone())
+            .backplane_secret(common::nodes::SECRET)
             .build()
             .expect("server")
     };
@@ -450,10 +452,7 @@ async fn a_misses_m2(
         2,
         "both nodes' subscribers"
     );
-    assert_eq!(
-        subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await,
-        0
-    );
+    assert_eq!(subscribers(&mut raw, "webwire:all").await, 0);
     publish(&b, "room/1", "m2").await;
     (a, b, client, raw)
 }
@@ -475,7 +474,7 @@ async fn a_publication_the_backplane_lost_is_filled_in_from_the_stream() {
     assert_eq!(offsets(&seen), [2, 3]);
     assert_eq!(texts(&seen), ["m2", "m3"]);
     bounded(async {
-        while subscribers(&mut raw, RedisBackplane::DEFAULT_CHANNEL).await < 2 {
+        while subscribers(&mut raw, "webwire:all").await < 2 {
             tokio::task::yield_now().await;
         }
     })

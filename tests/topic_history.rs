@@ -405,13 +405,20 @@ async fn the_server_can_take_a_clients_subscription_away() {
 /// one is "not recovered" on the other, never answered with the other's offsets.
 #[tokio::test]
 async fn another_nodes_position_is_not_recovered_and_its_publications_get_local_ones() {
-    let backplane = common::nodes::InProcess::default();
+    let bus = common::nodes::InProcess::default();
+    let secret = common::nodes::SECRET;
     let (a, a_addr) = server(|b| {
         b.history("room", History::last(10))
-            .backplane(backplane.clone())
+            .backplane(bus.node())
+            .backplane_secret(secret)
     })
     .await;
-    let (_b, b_addr) = server(|b| b.history("room", History::last(10)).backplane(backplane)).await;
+    let (_b, b_addr) = server(|b| {
+        b.history("room", History::last(10))
+            .backplane(bus.node())
+            .backplane_secret(secret)
+    })
+    .await;
     let (mut on_a, _) = connect(a_addr, true).await;
     let (mut on_b, _) = connect(b_addr, true).await;
     let a_epoch = subscribe(&mut on_a, "room", None).await.position.epoch;

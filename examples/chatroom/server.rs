@@ -240,6 +240,7 @@ pub(crate) fn build(store: impl SessionStore, backplane: impl Backplane) -> Serv
             History::last(ROOM_HISTORY).max_age(std::time::Duration::from_secs(3600)),
         )
         .backplane(backplane)
+        .backplane_secret(backplane_secret())
         .build()
         .expect("valid options")
 }
@@ -256,4 +257,17 @@ pub(crate) async fn start<H: Handler>(
     let local = listener.local_addr()?;
     tokio::spawn(server.serve(listener));
     Ok((server, local))
+}
+
+/// The secret the servers of the service share (`WEBWIRE_SECRET`, at least 16 bytes): it
+/// tags every message between them (`docs/backplane.md`). Without it, a demo secret
+/// everybody knows, and a warning: fine on one machine, never in production.
+fn backplane_secret() -> Vec<u8> {
+    match std::env::var("WEBWIRE_SECRET") {
+        Ok(secret) => secret.into_bytes(),
+        Err(_) => {
+            tracing::debug!("WEBWIRE_SECRET is not set: the servers use a demo secret");
+            b"demo secret: set WEBWIRE_SECRET!".to_vec()
+        }
+    }
 }

@@ -1,17 +1,19 @@
-//! [`RedisBackplane`]: the nodes of a service talk through one Redis pub/sub channel.
+//! [`RedisBackplane`]: the nodes of a service talk through Redis pub/sub, a channel per
+//! route, each node subscribed to the channels of its own topics and sessions.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSub, PubSubSink};
+use redis::aio::{ConnectionManager, PubSub, PubSubSink, PubSubStream};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::history::RedisHistory;
 use super::{RedisConnectError, RedisStore, sanitized};
-use crate::backplane::{Backplane, BackplaneError, Inbox};
+use crate::backplane::{Backplane, BackplaneError, Inbox, Route, RouteKind};
 use crate::server::SharedHistory;
 
 /// The first wait before subscribing again after the subscription was lost; it doubles
@@ -20,7 +22,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The longest wait between two attempts to subscribe again: a node is deaf to the others
 /// for at most this long after Redis is back.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long one attempt to connect and subscribe may take.
 const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(5);
@@ -28,18 +30,38 @@ const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(5);
 /// How often an idle subscription is checked with a PING, and how long the answer may
 /// take: a connection that died without a word (a peer gone, a network partition) would
 /// otherwise look like a quiet channel forever.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
-const HEALTH_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 
-/// A [`Backplane`] through Redis pub/sub: every node publishes to one channel and
-/// subscribes to it.
+/// The channel of `route` under `prefix`: `<prefix>t:{<topic>}`, `<prefix>s:{<route>}`,
+/// `<prefix>all`. The braces are Redis Cluster's hash tag: a topic's channel and its
+/// history's keys (`<history prefix>{<topic>}:s`) share a slot.
+pub(crate) fn channel_of(prefix: &str, route: &Route) -> String {
+    match route.kind() {
+        RouteKind::Topic => format!("{prefix}t:{{{}}}", route.name()),
+        RouteKind::Session => format!("{prefix}s:{{{}}}", route.name()),
+        _ => format!("{prefix}all"),
+    }
+}
+
+/// A [`Backplane`] through Redis pub/sub: a channel per route, each node subscribed to
+/// the channels of the topics it has subscribers to, of the sessions its connections
+/// hold, and of the service (revocations): a node receives only the traffic of its own
+/// topics and sessions.
+///
+/// | route | channel (default prefix) |
+/// |---|---|
+/// | a topic | `webwire:t:{<topic>}` |
+/// | a session | `webwire:s:{<32 hex digits>}`, a keyed hash of its key |
+/// | the service | `webwire:all` |
 ///
 /// [`send`](Backplane::send) is a `PUBLISH` on a multiplexed connection that reconnects by
-/// itself (a [`ConnectionManager`], configured as
-/// [`RedisStore::connection_config`]); a task of the backplane's own holds a
-/// dedicated subscriber connection and hands every message on the channel to the inboxes
-/// of the servers built with this backplane. The node's own messages come back too, and
-/// its server drops them.
+/// itself (a [`ConnectionManager`], configured as [`RedisStore::connection_config`]); a
+/// task of the backplane's own holds a dedicated subscriber connection,
+/// [`join`](Backplane::join) and [`leave`](Backplane::leave) are a `SUBSCRIBE` and an
+/// `UNSUBSCRIBE` on it (counted: several servers in one process may share the backplane),
+/// and every message on its channels goes to the inboxes of the servers built with this
+/// backplane. The node's own messages come back too, and its server drops them.
 ///
 /// **While Redis is away** (down, restarting, unreachable from this node):
 /// - [`send`](Backplane::send) fails with a [`BackplaneError`], within about half a second when Redis refuses
@@ -48,17 +70,21 @@ const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 ///   ([`Server::publish`](crate::server::Server::publish) and the others) after it has
 ///   delivered to its own connections: local delivery is unaffected;
 /// - the subscriber notices its connection is gone (at once when Redis closes it, within
-///   35 s when it silently died: a PING every 30 s), logs it, and subscribes again, with
-///   waits from 100 ms doubling up to 5 s, for as long as the backplane lives; subscribed
-///   again, it tells the servers ([`Inbox::reconnected`]), which read what they missed of
-///   the topics with a history from Redis;
+///   35 s when it silently died: a PING every 30 s), logs it, and subscribes again to
+///   every channel joined, with waits from 100 ms doubling up to 5 s, for as long as the
+///   backplane lives; subscribed again, it tells the servers ([`Inbox::reconnected`]),
+///   which read what they missed of the topics with a history from Redis, and look up
+///   every session their connections hold in their store: a session revoked meanwhile
+///   (gone from a shared store) is taken from its connections then;
 /// - **messages published by any node while Redis, or this node's subscriber, is
 ///   disconnected are lost for this node**: Redis pub/sub is fire-and-forget, it keeps
 ///   nothing for a subscriber that is not there. A publish or session signal then misses
-///   the connections of the nodes that were not subscribed; a revocation
-///   ([`Server::close_session`](crate::server::Server::close_session)) still removed the
-///   session from a shared store, so no node restores it again, but connections of a
-///   node that missed it keep the session until they close.
+///   the connections of the nodes that were not subscribed (a topic with a history is
+///   caught up from Redis); a revocation is recovered as above.
+///
+/// A revoked session therefore outlives an outage on a node's connections by at most the
+/// time the subscriber takes to notice (at once, or up to 35 s for a silent death), plus
+/// its wait before subscribing again (up to 5 s after Redis is back), plus one lookup.
 ///
 /// The subscriber task ends when the last clone of the backplane is dropped (the server
 /// holds one while it lives).
@@ -72,6 +98,7 @@ const HEALTH_LIMIT: Duration = Duration::from_secs(5);
 /// let server = Server::builder(())
 ///     .session_store(RedisStore::connect(url).await?)
 ///     .backplane(RedisBackplane::connect(url).await?)
+///     .backplane_secret(std::env::var("WEBWIRE_SECRET")?)
 ///     .build()?;
 /// // Reaches the topic's subscribers on every node.
 /// server.publish("news", "headline", "Redis is up").await?;
@@ -84,12 +111,25 @@ pub struct RedisBackplane {
 
 struct Inner {
     publisher: ConnectionManager,
-    channel: String,
+    prefix: String,
     /// The topic histories in Redis, unless turned off.
     history: Option<SharedHistory>,
     inboxes: Arc<Inboxes>,
+    channels: Arc<Channels>,
     /// Cancels the subscriber task when the last clone goes.
     _stop: DropGuard,
+}
+
+/// The channels joined, with how many joins each, and the subscriber connection's sink
+/// while it is up. One lock for both (held across a `SUBSCRIBE`): a join and the
+/// subscriber coming back never cross.
+#[derive(Default)]
+struct Channels(tokio::sync::Mutex<Joined>);
+
+#[derive(Default)]
+struct Joined {
+    counts: HashMap<String, usize>,
+    sink: Option<PubSubSink>,
 }
 
 /// The inboxes of the servers built with a backplane.
@@ -117,8 +157,7 @@ impl Inboxes {
         }
     }
 
-    /// The subscription is back after a gap: the servers catch up from their shared
-    /// histories.
+    /// The subscription is back after a gap: the servers catch up.
     fn reconnected(&self) {
         for inbox in self.lock().iter() {
             inbox.reconnected();
@@ -131,7 +170,7 @@ impl Inboxes {
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let backplane = tokio_webwire::redis::RedisBackplane::builder()
-///     .channel("shop:bus")
+///     .channel_prefix("shop:")
 ///     .connect("redis://127.0.0.1/")
 ///     .await?;
 /// # Ok(()) }
@@ -139,24 +178,24 @@ impl Inboxes {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until it connects"]
 pub struct RedisBackplaneBuilder {
-    channel: String,
+    prefix: String,
     history_prefix: Option<String>,
 }
 
 impl RedisBackplane {
-    /// The pub/sub channel of a backplane, unless [set](RedisBackplaneBuilder::channel):
-    /// `webwire:bus`.
+    /// The prefix of the pub/sub channels of a backplane, unless
+    /// [set](RedisBackplaneBuilder::channel_prefix): `webwire:`.
     ///
     /// ```
     /// use tokio_webwire::redis::RedisBackplane;
     ///
-    /// // `redis-cli SUBSCRIBE webwire:bus` shows what the nodes send each other.
-    /// assert_eq!(RedisBackplane::DEFAULT_CHANNEL, "webwire:bus");
+    /// // `redis-cli PSUBSCRIBE 'webwire:*'` shows what the nodes send each other.
+    /// assert_eq!(RedisBackplane::DEFAULT_CHANNEL_PREFIX, "webwire:");
     /// ```
-    pub const DEFAULT_CHANNEL: &'static str = "webwire:bus";
+    pub const DEFAULT_CHANNEL_PREFIX: &'static str = "webwire:";
 
-    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`) on the
-    /// default channel; see [`RedisBackplaneBuilder::connect`].
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`) with
+    /// the default prefix; see [`RedisBackplaneBuilder::connect`].
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -167,7 +206,7 @@ impl RedisBackplane {
         Self::builder().connect(url).await
     }
 
-    /// Connects through an existing [`redis::Client`] on the default channel; see
+    /// Connects through an existing [`redis::Client`] with the default prefix; see
     /// [`RedisBackplaneBuilder::from_client`].
     ///
     /// ```no_run
@@ -182,14 +221,14 @@ impl RedisBackplane {
         Self::builder().from_client(client).await
     }
 
-    /// A backplane with options: the channel.
+    /// A backplane with options: the channels' prefix, the histories' prefix.
     ///
     /// ```
-    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel("shop:bus");
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel_prefix("shop:");
     /// ```
     pub fn builder() -> RedisBackplaneBuilder {
         RedisBackplaneBuilder {
-            channel: Self::DEFAULT_CHANNEL.to_owned(),
+            prefix: Self::DEFAULT_CHANNEL_PREFIX.to_owned(),
             history_prefix: Some(Self::DEFAULT_HISTORY_PREFIX.to_owned()),
         }
     }
@@ -205,30 +244,37 @@ impl RedisBackplane {
     /// ```
     pub const DEFAULT_HISTORY_PREFIX: &'static str = "webwire:history:";
 
-    /// The pub/sub channel it publishes to and subscribes to.
+    /// The pub/sub channel of `route`: `<prefix>t:{<topic>}`, `<prefix>s:{<route>}`
+    /// or `<prefix>all` (the braces: see [`RedisBackplaneBuilder::channel_prefix`]).
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::backplane::Route;
+    ///
     /// let backplane = tokio_webwire::redis::RedisBackplane::connect("redis://127.0.0.1/").await?;
-    /// assert_eq!(backplane.channel(), "webwire:bus");
+    /// assert_eq!(backplane.channel(&Route::topic("room/1").unwrap()), "webwire:t:{room/1}");
+    /// assert_eq!(backplane.channel(&Route::service()), "webwire:all");
     /// # Ok(()) }
     /// ```
     #[must_use]
-    pub fn channel(&self) -> &str {
-        &self.inner.channel
+    pub fn channel(&self, route: &Route) -> String {
+        channel_of(&self.inner.prefix, route)
     }
 }
 
 impl RedisBackplaneBuilder {
-    /// The pub/sub channel (default [`RedisBackplane::DEFAULT_CHANNEL`]): every node of a
-    /// service must use the same, and services sharing one Redis each their own. Channels
-    /// are global to a Redis server, whatever the database number in the URL.
+    /// The prefix of the pub/sub channels (default
+    /// [`RedisBackplane::DEFAULT_CHANNEL_PREFIX`]): every node of a service must use the
+    /// same, and services sharing one Redis each their own. Channels are global to a
+    /// Redis server, whatever the database number in the URL. A topic's channel holds
+    /// the topic in braces, `<prefix>t:{<topic>}`, Redis Cluster's hash tag, which its
+    /// history's keys share.
     ///
     /// ```
-    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel("shop:bus");
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder().channel_prefix("shop:");
     /// ```
-    pub fn channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = channel.into();
+    pub fn channel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
         self
     }
 
@@ -246,9 +292,10 @@ impl RedisBackplaneBuilder {
     /// Redis is away: `docs/topics.md`, section 5.
     ///
     /// Memory in Redis per topic: the history's signals (at most its `max_bytes`) plus
-    /// about 22 bytes per kept publication in the stream (`cargo bench --bench history
-    /// --features redis -- --redis URL`: 41 bytes of `used_memory` per publication of a
-    /// 19-byte signal, 100 000 kept), and two keys; keys of topics
+    /// about 54 bytes per kept publication in the stream: 22 of Redis's own (`cargo bench
+    /// --bench history --features redis -- --redis URL`: 41 bytes of `used_memory` per
+    /// publication of a 19-byte signal, 100 000 kept, before the tag) and the 32-byte tag
+    /// each publication is kept with (`docs/backplane.md`); and two keys; keys of topics
     /// nobody publishes to any more stay (they are bounded by the history): remove them
     /// with `DEL` if topics come and go.
     ///
@@ -265,7 +312,7 @@ impl RedisBackplaneBuilder {
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
     /// let backplane = tokio_webwire::redis::RedisBackplane::builder()
-    ///     .channel("shop:bus")
+    ///     .channel_prefix("shop:")
     ///     .connect("redis://127.0.0.1/")
     ///     .await?;
     /// # Ok(()) }
@@ -274,18 +321,17 @@ impl RedisBackplaneBuilder {
         self.from_client(super::error::open(url)?).await
     }
 
-    /// Connects through `client`: the publishing connection, then the subscriber, which
-    /// has subscribed when this returns (a message any node publishes from then on
-    /// reaches the servers built with the backplane). Fails if Redis cannot be reached
-    /// now; afterwards the backplane reconnects by itself. Starts a task: call it inside
-    /// a tokio runtime.
+    /// Connects through `client`: the publishing connection, then the subscriber
+    /// connection (subscribed to nothing yet: each server joins its routes). Fails if
+    /// Redis cannot be reached now; afterwards the backplane reconnects by itself. Starts
+    /// a task: call it inside a tokio runtime.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
     /// use tokio_webwire::redis::{RedisBackplane, redis};
     ///
     /// let client = redis::Client::open("redis://127.0.0.1/")?;
-    /// let backplane = RedisBackplane::builder().channel("shop:bus").from_client(client).await?;
+    /// let backplane = RedisBackplane::builder().channel_prefix("shop:").from_client(client).await?;
     /// # Ok(()) }
     /// ```
     pub async fn from_client(
@@ -299,32 +345,32 @@ impl RedisBackplaneBuilder {
                 .map_err(unreachable())?;
         let history = match self.history_prefix {
             Some(prefix) => Some(SharedHistory(std::sync::Arc::new(
-                RedisHistory::new(publisher.clone(), prefix, self.channel.clone())
+                RedisHistory::new(publisher.clone(), prefix, self.prefix.clone())
                     .await
                     .map_err(unreachable())?,
             ))),
             None => None,
         };
-        let subscription = subscribe(&client, &self.channel)
-            .await
-            .map_err(unreachable())?;
+        let channels = Arc::new(Channels::default());
+        let stream = subscribe(&client, &channels).await.map_err(unreachable())?;
         let stop = CancellationToken::new();
         let inboxes = Arc::new(Inboxes::default());
         tokio::spawn(
             Subscriber {
                 client,
-                channel: self.channel.clone(),
+                channels: Arc::clone(&channels),
                 inboxes: Arc::clone(&inboxes),
                 stop: stop.clone(),
             }
-            .run(subscription),
+            .run(stream),
         );
         Ok(RedisBackplane {
             inner: Arc::new(Inner {
                 publisher,
-                channel: self.channel,
+                prefix: self.prefix,
                 history,
                 inboxes,
+                channels,
                 _stop: stop.drop_guard(),
             }),
         })
@@ -332,12 +378,12 @@ impl RedisBackplaneBuilder {
 }
 
 impl Backplane for RedisBackplane {
-    /// `PUBLISH` to the channel. Fails while Redis cannot be reached (after the connection
-    /// manager's quick reconnection attempts); Redis's count of receivers is not looked at:
-    /// a node with no subscriber yet is not an error.
-    async fn send(&self, message: Bytes) -> Result<(), BackplaneError> {
+    /// `PUBLISH` to the route's channel. Fails while Redis cannot be reached (after the
+    /// connection manager's quick reconnection attempts); Redis's count of receivers is
+    /// not looked at: a route no node joined is not an error.
+    async fn send(&self, route: &Route, message: Bytes) -> Result<(), BackplaneError> {
         let _: redis::Value = redis::cmd("PUBLISH")
-            .arg(&self.inner.channel)
+            .arg(self.channel(route))
             .arg(message.as_ref())
             .query_async(&mut self.inner.publisher.clone())
             .await
@@ -350,6 +396,47 @@ impl Backplane for RedisBackplane {
         self.inner.inboxes.attach(inbox);
     }
 
+    /// `SUBSCRIBE` to the route's channel, on its first join; resolves once Redis has
+    /// confirmed it. While the subscriber is disconnected it fails, and the channel is
+    /// subscribed to when it is back.
+    async fn join(&self, route: &Route) -> Result<(), BackplaneError> {
+        let channel = self.channel(route);
+        let mut joined = self.inner.channels.0.lock().await;
+        let count = joined.counts.entry(channel.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return Ok(());
+        }
+        let Some(sink) = joined.sink.as_mut() else {
+            return Err(BackplaneError::new(
+                "not subscribed to Redis now: joined when it is back",
+            ));
+        };
+        limited(sink.subscribe(&channel))
+            .await
+            .map_err(|err| BackplaneError::new(sanitized(err)))
+    }
+
+    /// `UNSUBSCRIBE` from the route's channel, on its last leave.
+    async fn leave(&self, route: &Route) -> Result<(), BackplaneError> {
+        let channel = self.channel(route);
+        let mut joined = self.inner.channels.0.lock().await;
+        let Some(count) = joined.counts.get_mut(&channel) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Ok(());
+        }
+        joined.counts.remove(&channel);
+        let Some(sink) = joined.sink.as_mut() else {
+            return Ok(());
+        };
+        limited(sink.unsubscribe(&channel))
+            .await
+            .map_err(|err| BackplaneError::new(sanitized(err)))
+    }
+
     /// The topic histories in Redis (unless the builder's
     /// [`history_prefix`](RedisBackplaneBuilder::history_prefix) is `None`).
     fn shared_history(&self) -> Option<SharedHistory> {
@@ -360,19 +447,16 @@ impl Backplane for RedisBackplane {
 impl fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackplane")
-            .field("channel", &self.inner.channel)
+            .field("prefix", &self.inner.prefix)
             .finish_non_exhaustive()
     }
 }
 
-/// A subscriber connection to `channel`, subscribed.
-async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, redis::RedisError> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub)
-    };
-    tokio::time::timeout(SUBSCRIBE_LIMIT, attempt)
+/// `command` within [`SUBSCRIBE_LIMIT`].
+async fn limited(
+    command: impl std::future::Future<Output = Result<(), redis::RedisError>>,
+) -> Result<(), redis::RedisError> {
+    tokio::time::timeout(SUBSCRIBE_LIMIT, command)
         .await
         .unwrap_or_else(|_| {
             Err(redis::RedisError::from(std::io::Error::new(
@@ -382,40 +466,67 @@ async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, redi
         })
 }
 
+/// A new subscriber connection, subscribed to every channel joined (under the channels'
+/// lock, which then holds its sink): its stream of messages.
+async fn subscribe(
+    client: &redis::Client,
+    channels: &Channels,
+) -> Result<PubSubStream, redis::RedisError> {
+    let mut joined = channels.0.lock().await;
+    let attempt = async {
+        let pubsub: PubSub = client.get_async_pubsub().await?;
+        let (mut sink, stream) = pubsub.split();
+        let names: Vec<&String> = joined.counts.keys().collect();
+        if !names.is_empty() {
+            sink.subscribe(names).await?;
+        }
+        Ok((sink, stream))
+    };
+    let (sink, stream) = tokio::time::timeout(SUBSCRIBE_LIMIT, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "subscribing timed out",
+            )))
+        })?;
+    joined.sink = Some(sink);
+    Ok(stream)
+}
+
 /// The task that receives what other nodes publish.
 struct Subscriber {
     client: redis::Client,
-    channel: String,
+    channels: Arc<Channels>,
     inboxes: Arc<Inboxes>,
     stop: CancellationToken,
 }
 
 impl Subscriber {
-    /// Delivers from `subscription` until it is lost, subscribes again, and so on, until
-    /// the backplane is dropped.
-    async fn run(self, mut subscription: PubSub) {
+    /// Delivers from `stream` until its connection is lost, subscribes again, and so on,
+    /// until the backplane is dropped.
+    async fn run(self, mut stream: PubSubStream) {
         loop {
             let lost = tokio::select! {
                 () = self.stop.cancelled() => return,
-                lost = self.pump(subscription) => lost,
+                lost = self.pump(stream) => lost,
             };
+            self.channels.0.lock().await.sink = None;
             tracing::warn!(
-                channel = %self.channel,
                 why = %lost,
                 "backplane subscription lost; messages published until it is back are not received"
             );
-            subscription = match self.resubscribe().await {
-                Some(subscription) => subscription,
+            stream = match self.resubscribe().await {
+                Some(stream) => stream,
                 None => return,
             };
-            tracing::info!(channel = %self.channel, "backplane subscribed again");
+            tracing::info!("backplane subscribed again");
             self.inboxes.reconnected();
         }
     }
 
     /// Hands every message to the inboxes until the connection is gone; says why it ended.
-    async fn pump(&self, subscription: PubSub) -> String {
-        let (mut sink, mut messages) = subscription.split();
+    async fn pump(&self, mut messages: PubSubStream) -> String {
         let mut health = tokio::time::interval_at(
             tokio::time::Instant::now() + HEALTH_INTERVAL,
             HEALTH_INTERVAL,
@@ -430,6 +541,10 @@ impl Subscriber {
                     None => return "the connection closed".to_owned(),
                 },
                 _ = health.tick() => {
+                    let sink = self.channels.0.lock().await.sink.clone();
+                    let Some(mut sink) = sink else {
+                        return "the subscriber connection is gone".to_owned();
+                    };
                     if let Err(why) = ping(&mut sink).await {
                         return why;
                     }
@@ -440,7 +555,7 @@ impl Subscriber {
 
     /// Connects and subscribes again, waiting longer after each failure; `None` once the
     /// backplane is dropped.
-    async fn resubscribe(&self) -> Option<PubSub> {
+    async fn resubscribe(&self) -> Option<PubSubStream> {
         let mut backoff = MIN_BACKOFF;
         loop {
             tokio::select! {
@@ -449,10 +564,9 @@ impl Subscriber {
             }
             tokio::select! {
                 () = self.stop.cancelled() => return None,
-                subscribed = subscribe(&self.client, &self.channel) => match subscribed {
-                    Ok(subscription) => return Some(subscription),
+                subscribed = subscribe(&self.client, &self.channels) => match subscribed {
+                    Ok(stream) => return Some(stream),
                     Err(error) => tracing::debug!(
-                        channel = %self.channel,
                         error = %sanitized(error),
                         retry_in = ?backoff,
                         "backplane cannot subscribe yet"

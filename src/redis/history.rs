@@ -6,12 +6,14 @@
 //! - `<prefix>{<topic>}:m`, a hash: `e` the epoch (8 random bytes), `o` the last offset,
 //!   `b` the bytes of signals kept;
 //! - `<prefix>{<topic>}:s`, a stream: one entry per kept publication, its ID
-//!   `<offset>-0`, its fields `f` (the encoded signal) and `t` (Redis's time, ms).
+//!   `<offset>-0`, its fields `f` (the encoded signal and, after it, the 32-byte tag it
+//!   travels with between nodes: `docs/backplane.md`) and `t` (Redis's time, ms).
 //!
 //! A publish is one Lua script, so one round trip, atomic: the epoch (`HSETNX`: a new
 //! random one when the hash is gone), the offset (`HINCRBY`), the entry (`XADD`), the
 //! trimming of the oldest entries beyond the history's count, bytes and age (`XTRIM
-//! MINID`), and the `PUBLISH` to the other nodes with the position: kept iff sent. A
+//! MINID`), and the `PUBLISH` to the other nodes with the position, on the topic's channel
+//! (`<channel prefix>t:{<topic>}`, the same hash tag): kept iff sent. A
 //! resume is one script too: the epoch, the last offset, and `XRANGE` from the first
 //! offset missed. If the keys were flushed or evicted (or only the stream), the next
 //! script starts a new epoch: a client's older position is then "not recovered", never
@@ -47,14 +49,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function offset_of(id) return tonumber(string.match(id, '^%d+')) end
 ";
 
-/// ARGV: new epoch, signal, max count, max bytes, max age in ms (0: none), channel,
-/// envelope header. Returns {epoch, offset}.
+/// ARGV: new epoch, signal and its tag, max count, max bytes, max age in ms (0: none),
+/// channel, envelope header. Returns {epoch, offset}. The bytes counted against the
+/// history's bound are the signals', without their 32-byte tags.
 const APPEND: &str = r"
 local frame = ARGV[2]
 local max_len, max_bytes, max_age = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local offset = redis.call('HINCRBY', meta, 'o', 1)
 redis.call('XADD', stream, string.format('%d-0', offset), 'f', frame, 't', now)
-local bytes = redis.call('HINCRBY', meta, 'b', #frame)
+local bytes = redis.call('HINCRBY', meta, 'b', #frame - 32)
 local len = redis.call('XLEN', stream)
 local cursor, cut = '-', nil
 while len > 0 do
@@ -62,7 +65,7 @@ while len > 0 do
   if not entry then break end
   if len > max_len or bytes > max_bytes or (max_age > 0 and now - tonumber(entry[2][4]) > max_age) then
     len = len - 1
-    bytes = bytes - #entry[2][2]
+    bytes = bytes - (#entry[2][2] - 32)
     cut = entry[1]
     cursor = '(' .. entry[1]
   else
@@ -111,7 +114,8 @@ struct Script {
 pub(crate) struct RedisHistory {
     conn: ConnectionManager,
     prefix: String,
-    channel: String,
+    /// The backplane's channel prefix: a publication goes to its topic's channel.
+    channels: String,
     append: Script,
     read: Script,
 }
@@ -121,12 +125,12 @@ impl RedisHistory {
     pub(crate) async fn new(
         conn: ConnectionManager,
         prefix: String,
-        channel: String,
+        channels: String,
     ) -> Result<Self, redis::RedisError> {
         let history = RedisHistory {
             conn,
             prefix,
-            channel,
+            channels,
             append: Script::new(APPEND),
             read: Script::new(READ),
         };
@@ -224,7 +228,7 @@ impl SharedStore for RedisHistory {
         topic: &'a str,
         history: History,
         envelope: Bytes,
-        plain: Bytes,
+        signed: Bytes,
     ) -> BoxFuture<'a, Result<Position, HistoryError>> {
         Box::pin(async move {
             let keys = self.keys(topic);
@@ -232,13 +236,17 @@ impl SharedStore for RedisHistory {
             let len = history.max_len().to_string();
             let bytes = history.max_bytes_kept().to_string();
             let age = age_ms(history);
+            let channel = super::backplane::channel_of(
+                &self.channels,
+                &crate::backplane::Route::topic_checked(topic),
+            );
             let args: [&[u8]; 7] = [
                 &new_epoch,
-                &plain,
+                &signed,
                 len.as_bytes(),
                 bytes.as_bytes(),
                 age.as_bytes(),
-                self.channel.as_bytes(),
+                channel.as_bytes(),
                 &envelope,
             ];
             let (e, offset): (Vec<u8>, u64) = self.append.run(&self.conn, &keys, &args).await?;

@@ -38,6 +38,19 @@ pub enum ConfigError {
     /// An allowed origin is not `scheme://host[:port]`.
     #[error("allowed origin {0:?} is not scheme://host[:port]")]
     Origin(String),
+    /// A backplane between nodes needs the service's secret
+    /// ([`ServerBuilder::backplane_secret`]), at least
+    /// [`MIN_SECRET_LEN`](crate::backplane::MIN_SECRET_LEN) bytes: without one, whoever can
+    /// write to the backplane could make every node deliver signals and drop sessions.
+    #[error(
+        "a backplane between nodes needs the service's secret (backplane_secret), at least {min} bytes ({len} given)"
+    )]
+    BackplaneSecret {
+        /// The secret's length (0: none given).
+        len: usize,
+        /// The shortest allowed.
+        min: usize,
+    },
 }
 
 /// The options of a server, read by its connections.
@@ -151,6 +164,7 @@ pub struct ServerBuilder<H> {
     allowed_origins: Option<Vec<String>>,
     sessions: SessionConfig,
     backplane: Arc<dyn DynBackplane>,
+    backplane_secret: Option<Vec<u8>>,
     slow_subscriber: SlowSubscriber,
     max_topics_per_connection: usize,
     history: Rules,
@@ -188,6 +202,7 @@ impl<H: Handler> ServerBuilder<H> {
                 v6_prefix: 64,
             },
             backplane: Arc::new(Local),
+            backplane_secret: None,
             slow_subscriber: SlowSubscriber::default(),
             max_topics_per_connection: 1024,
             history: Rules::new(10_000),
@@ -302,6 +317,34 @@ impl<H: Handler> ServerBuilder<H> {
     /// ```
     pub fn backplane(mut self, backplane: impl Backplane) -> Self {
         self.backplane = Arc::new(backplane);
+        self
+    }
+
+    /// The service's secret, shared by every node of the service and by nobody else:
+    /// required with any [`backplane`](Self::backplane) but [`Local`], at least
+    /// [`MIN_SECRET_LEN`](crate::backplane::MIN_SECRET_LEN) bytes (32 random bytes are
+    /// right; [`build`](Self::build) fails without it).
+    ///
+    /// Every message between nodes carries a tag made with it (HMAC-SHA256), checked
+    /// before anything of it is applied: a message forged by whoever can write to the
+    /// backplane, altered on the way, or sent by another service (another secret) is
+    /// dropped and counted ([`Server::backplane_refused`]). It also keys the hash that
+    /// names a session's route (no session key travels in clear between nodes) and
+    /// encrypts the key a revocation carries. `docs/backplane.md` specifies all three.
+    ///
+    /// To change the secret, restart every node with the new one: nodes with different
+    /// secrets refuse each other's messages.
+    ///
+    /// ```
+    /// use tokio_webwire::server::Server;
+    ///
+    /// // From the environment or a secrets manager in a real service.
+    /// let secret = b"32 bytes of random from a vault!";
+    /// let server = Server::builder(()).backplane_secret(secret).build()?;
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    pub fn backplane_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.backplane_secret = Some(secret.as_ref().to_vec());
         self
     }
 
@@ -773,6 +816,18 @@ impl<H: Handler> ServerBuilder<H> {
     /// resolves their handles from the recorder installed at that moment: install the
     /// exporter first ([`server::metrics`](crate::server::metrics)).
     pub fn build(self) -> Result<Server<H>, ConfigError> {
+        let seal = match &self.backplane_secret {
+            Some(secret) if secret.len() >= crate::backplane::MIN_SECRET_LEN => {
+                Some(crate::backplane::Seal::new(secret))
+            }
+            _ if self.backplane.is_local() => None,
+            secret => {
+                return Err(ConfigError::BackplaneSecret {
+                    len: secret.as_ref().map_or(0, Vec::len),
+                    min: crate::backplane::MIN_SECRET_LEN,
+                });
+            }
+        };
         // The upper bound (u32::MAX ms, the wire field) is the encoder's check, below.
         if self.read_timeout < Duration::from_secs(1) {
             return Err(ConfigError::ReadTimeout(self.read_timeout));
@@ -858,6 +913,7 @@ impl<H: Handler> ServerBuilder<H> {
                 config,
                 self.sessions,
                 self.backplane,
+                seal,
             )),
         })
     }

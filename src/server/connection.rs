@@ -533,10 +533,37 @@ impl Connection {
         if self.inner.hub.is_shared(topic) {
             return self.inner.hub.subscribe_shared(self, topic, resume).await;
         }
-        let mut subscriptions = self.subscriptions();
-        self.inner
-            .hub
-            .subscribe_client(self, &mut subscriptions, topic, resume)
+        let subscribed = {
+            let mut subscriptions = self.subscriptions();
+            self.inner
+                .hub
+                .subscribe_client(self, &mut subscriptions, topic, resume)?
+        };
+        // Answered once what other nodes publish to the topic reaches this one.
+        self.inner.hub.sync_backplane().await;
+        Ok(subscribed)
+    }
+
+    /// Resolves once this server's backplane carries what it now wants: after
+    /// [`subscribe`](Self::subscribe), what any node publishes to the topic reaches this
+    /// connection. Without a backplane between nodes (the default), at once.
+    ///
+    /// The first subscriber to a topic on a server makes the server join the topic's
+    /// route on the backplane (`SUBSCRIBE` to its channel on Redis), which takes a round
+    /// trip; until then, what other nodes publish to the topic does not reach it.
+    /// [`subscribe`](Self::subscribe) does not wait for it (it stays synchronous); a
+    /// handler that answers "subscribed" and wants the answer to mean "you will get
+    /// every publication from now on" waits here first. A client's own subscribe
+    /// (`docs/topics.md`) is answered after it.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::TopicError> {
+    /// conn.subscribe("room/rust")?;
+    /// conn.sync_backplane().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync_backplane(&self) {
+        self.inner.hub.sync_backplane().await;
     }
 
     /// The client unsubscribes itself; false if it was not subscribed.

@@ -39,12 +39,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
 
-use crate::backplane::{BackplaneError, Envelope, Inbox, Remote};
+use crate::backplane::{BackplaneError, Envelope, Inbox, Refused, Remote, Route, Seal};
 use crate::payload::Payload;
 use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::connection::encode_signal;
-use crate::server::history::{History, HistoryError, Ring, Rules, SharedRing, SharedStore};
+use crate::server::history::{
+    History, HistoryError, Ring, Rules, SharedRing, SharedStore, Snapshot,
+};
 use crate::server::metrics::Metrics;
 use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
@@ -227,6 +229,8 @@ pub(crate) struct Hub {
     tasks: tokio_util::task::TaskTracker,
     limits: Limits,
     metrics: Metrics,
+    /// Messages from other nodes refused (a bad tag, or not an envelope).
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A topic's delivery order on this node, shared by its deliveries and resumes.
@@ -252,7 +256,18 @@ impl Hub {
         limits: Limits,
         metrics: Metrics,
     ) -> Arc<Self> {
-        let shared = remote.shared_history().map(|history| history.0);
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // What a shared history keeps is tagged as what the nodes send each other.
+        let shared = remote
+            .shared_history()
+            .zip(remote.seal().cloned())
+            .map(|(history, seal)| {
+                Arc::new(Signed {
+                    inner: history.0,
+                    seal,
+                    refused: Arc::clone(&refused),
+                }) as Arc<dyn SharedStore>
+            });
         let hub = Arc::new(Hub {
             sessions,
             topics: Mutex::new(HashMap::new()),
@@ -263,6 +278,7 @@ impl Hub {
             tasks,
             limits,
             metrics,
+            refused,
         });
         hub.remote.attach(Inbox::new(Arc::downgrade(&hub)));
         hub
@@ -301,6 +317,7 @@ impl Hub {
         client: bool,
     ) {
         let mut topics = self.topics();
+        let mut deaf = false;
         // The connection's list shares the map's copy of the name.
         let (name, subscribers) = match topics.get_key_value(topic) {
             Some((name, subscribers)) => (Arc::clone(name), Arc::clone(subscribers)),
@@ -308,6 +325,8 @@ impl Hub {
                 let name: Arc<str> = Arc::from(topic);
                 let subscribers = Arc::new(Subscribers::default());
                 topics.insert(Arc::clone(&name), Arc::clone(&subscribers));
+                // Under the map's lock, as the release when it goes: in order.
+                deaf = self.remote.acquire(|_| Route::topic_checked(topic));
                 (name, subscribers)
             }
         };
@@ -317,6 +336,10 @@ impl Hub {
             .set(client)
             .insert(conn.id(), conn.clone());
         drop(topics);
+        if deaf {
+            // (After the map's lock: a sequencer's is taken before it.)
+            self.deaf_until_now(topic);
+        }
         let list = subscriptions.list(client);
         if !list.iter().any(|t| **t == *name) {
             list.push(name);
@@ -458,7 +481,38 @@ impl Hub {
         if subscribers.is_empty() {
             drop(subscribers);
             topics.remove(topic);
+            self.remote.release(|_| Route::topic_checked(topic));
         }
+    }
+
+    /// This node wants `topic`'s route again after a time it did not (the backplane did
+    /// not bring the topic): what its sequencer delivered then is stale, and a hole back
+    /// to then would be filled (or passed over) for subscribers who joined after it. The
+    /// topic starts afresh here, from its next arrival (or a resume's snapshot).
+    fn deaf_until_now(&self, topic: &str) {
+        if self.shared.is_none() {
+            return;
+        }
+        let mut sequencers = self
+            .sequencers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let idle = sequencers
+            .get(topic)
+            .and_then(|sequencer| sequencer.try_lock().ok().map(|s| s.is_idle()));
+        if idle == Some(true) {
+            sequencers.remove(topic);
+        }
+    }
+
+    /// Resolves once the backplane carries every route this server wanted before.
+    pub(crate) async fn sync_backplane(&self) {
+        self.remote.sync().await;
+    }
+
+    /// How many messages from other nodes were refused.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many of this server's connections subscribe to `topic`.
@@ -505,9 +559,12 @@ impl Hub {
             return Ok(self.arrive(topic, history, position, frame));
         }
         let delivered = self.publish_here(topic, &frame)?;
-        let envelope = || Envelope::Publish {
-            topic: Bytes::copy_from_slice(topic.as_bytes()),
-            frame,
+        let envelope = |_: &Seal| {
+            let envelope = Envelope::Publish {
+                topic: Bytes::copy_from_slice(topic.as_bytes()),
+                frame,
+            };
+            (Route::topic_checked(topic), envelope)
         };
         self.forward(envelope, delivered).await
     }
@@ -525,9 +582,13 @@ impl Hub {
         }
         let frame = self.encode(name, payload)?;
         let delivered = self.signal_holders(key, &frame);
-        let envelope = || Envelope::SessionSignal {
-            key: Bytes::copy_from_slice(key.as_bytes()),
-            frame,
+        let envelope = |seal: &Seal| {
+            let route = seal.session_route(key);
+            let envelope = Envelope::SessionSignal {
+                route: Bytes::copy_from_slice(route.as_bytes()),
+                frame,
+            };
+            (Route::session(route), envelope)
         };
         self.forward(envelope, delivered).await
     }
@@ -535,7 +596,7 @@ impl Hub {
     /// Hands the envelope to the other nodes; `delivered` is what this node did.
     async fn forward(
         &self,
-        envelope: impl FnOnce() -> Envelope,
+        envelope: impl FnOnce(&Seal) -> (Route, Envelope),
         delivered: usize,
     ) -> Result<usize, TopicError> {
         match self.remote.send(envelope).await {
@@ -655,12 +716,20 @@ impl Hub {
     /// What another node sent. Checked before anything reaches a connection: a signal
     /// must decode as one and fit this server's limit (nodes may be configured apart).
     pub(crate) fn receive(self: &Arc<Self>, message: &Bytes) {
-        let Some((node, envelope)) = Envelope::decode(message) else {
-            tracing::warn!(
-                len = message.len(),
-                "the backplane delivered something that is not a WebWire envelope"
-            );
+        let Some(seal) = self.remote.seal() else {
             return;
+        };
+        let (node, envelope) = match Envelope::decode(message, seal) {
+            Ok(opened) => opened,
+            Err(why) => {
+                self.refuse(match why {
+                    Refused::Malformed => "not a WebWire envelope of this version",
+                    Refused::Tag => {
+                        "its tag is not this service's (forged, altered, or another service's)"
+                    }
+                });
+                return;
+            }
         };
         if node == self.remote.node() {
             return;
@@ -687,13 +756,22 @@ impl Hub {
                     self.publish_from_node(topic, &frame);
                 }
             }
-            Envelope::SessionSignal { key, frame } => {
-                if let (Ok(key), true) = (std::str::from_utf8(&key), self.is_signal(&frame)) {
-                    self.signal_holders(key, &frame);
+            Envelope::SessionSignal { route, frame } => {
+                // Only this node's holders have the key that hashes to the route.
+                let key = std::str::from_utf8(&route)
+                    .ok()
+                    .and_then(|route| self.sessions.key_of_route(route));
+                if let (Some(key), true) = (key, self.is_signal(&frame)) {
+                    self.signal_holders(&key, &frame);
                 }
             }
-            Envelope::SessionClosed { key } => {
-                let Ok(key) = String::from_utf8(key.to_vec()) else {
+            Envelope::SessionClosed { route, sealed } => {
+                let key = seal
+                    .decrypt(&sealed)
+                    .and_then(|key| String::from_utf8(key).ok())
+                    .filter(|key| seal.session_route(key).as_bytes() == &route[..]);
+                let Some(key) = key else {
+                    self.refuse("a revocation whose key is not the one its route names");
                     return;
                 };
                 if tokio::runtime::Handle::try_current().is_err() {
@@ -705,6 +783,14 @@ impl Hub {
                     .spawn(async move { hub.sessions.revoke_here(&key).await });
             }
         }
+    }
+
+    /// Counts and logs a message from another node that was not applied.
+    fn refuse(&self, why: &'static str) {
+        self.refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.backplane_refused();
+        tracing::warn!(why, "a message from the backplane was refused");
     }
 
     /// Another node's publication without a position from the shared history: it gets
@@ -887,6 +973,18 @@ impl Hub {
         });
     }
 
+    /// The backplane's link came back: what it may have lost is recovered, the
+    /// publications of shared histories ([`catch_up`](Self::catch_up)) and the
+    /// revocations ([`Sessions::recheck`]), on tasks.
+    pub(crate) fn reconnected(self: &Arc<Self>) {
+        self.catch_up();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let hub = Arc::clone(self);
+            self.tasks
+                .spawn(async move { hub.sessions.recheck().await });
+        }
+    }
+
     /// The backplane may have lost publications (its link was down): every topic of the
     /// shared history this node delivers reads what followed its last delivery from the
     /// store, one after the other on a task, and delivers it in order. (A lost
@@ -971,6 +1069,13 @@ impl Hub {
         let Some((store, history)) = self.shared_history(topic) else {
             return Err(TopicError::InvalidTopic { len: topic.len() });
         };
+        // Wanted while the history is read, so that what is published meanwhile arrives
+        // here (the sequencer buffers it for the seam); the join below keeps it wanted.
+        let wanted = Wanted::new(self, topic);
+        if wanted.first {
+            self.deaf_until_now(topic);
+        }
+        self.remote.sync().await;
         let sequencer = self.sequencer(topic);
         let was_member = {
             let mut sequence = lock_sequencer(&sequencer);
@@ -1063,6 +1168,78 @@ fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, Members> {
 
 fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, Members> {
     subscribers.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A reason to want a topic's route for as long as it lives.
+struct Wanted<'a> {
+    hub: &'a Hub,
+    topic: &'a str,
+    /// Nothing else here wanted it: the node was deaf to the topic until now.
+    first: bool,
+}
+
+impl<'a> Wanted<'a> {
+    fn new(hub: &'a Hub, topic: &'a str) -> Self {
+        let first = hub.remote.acquire(|_| Route::topic_checked(topic));
+        Wanted { hub, topic, first }
+    }
+}
+
+impl Drop for Wanted<'_> {
+    fn drop(&mut self) {
+        let topic = self.topic;
+        self.hub.remote.release(|_| Route::topic_checked(topic));
+    }
+}
+
+/// A shared history whose publications are kept with the tag they travel with: a
+/// publication appended is signed, one read back is delivered only if its tag holds
+/// (whoever can write to the store cannot make a node deliver what no node published).
+struct Signed {
+    inner: Arc<dyn SharedStore>,
+    seal: Seal,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedStore for Signed {
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        history: History,
+        envelope: Bytes,
+        plain: Bytes,
+    ) -> futures_util::future::BoxFuture<'a, Result<Position, HistoryError>> {
+        let signed = Envelope::signed_publication(&self.seal, topic, &plain);
+        self.inner.append(topic, history, envelope, signed)
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        history: History,
+        after: Option<u64>,
+        until: Option<u64>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Snapshot, HistoryError>> {
+        Box::pin(async move {
+            let mut snapshot = self.inner.read(topic, history, after, until).await?;
+            let entries = std::mem::take(&mut snapshot.entries);
+            for (offset, signed) in entries {
+                match Envelope::open_publication(&self.seal, topic, &signed) {
+                    Some(plain) => snapshot.entries.push((offset, plain)),
+                    None => {
+                        self.refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            topic,
+                            offset,
+                            "a publication in the shared history has a bad tag: not delivered"
+                        );
+                    }
+                }
+            }
+            Ok(snapshot)
+        })
+    }
 }
 
 /// A resume in progress: given up (dropped before it joined), it is pending no more.

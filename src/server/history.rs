@@ -193,17 +193,20 @@ pub(crate) struct Snapshot {
 
 /// A history kept outside the process, shared by every node (the engine seam below the
 /// hub; the in-memory engine is [`Ring`]). Publications are stored as their plain
-/// signal; every node wraps them with their position itself.
+/// signal followed by the tag they travel with between nodes (the hub signs what it
+/// appends and checks what it reads back: `Signed` in `fanout.rs`); every node wraps
+/// them with their position itself.
 pub(crate) trait SharedStore: Send + Sync + 'static {
-    /// Gives `plain` the topic's next position, keeps it within `history`'s bounds and
-    /// hands it to the other nodes (`envelope`: the backplane message without its
-    /// position and signal, which the store appends), in one step: kept iff sent.
+    /// Gives `signed` (a signal and its tag) the topic's next position, keeps it within
+    /// `history`'s bounds (counting the signal's bytes, not the tag's) and hands it to
+    /// the other nodes (`envelope`: the backplane message's header, after which the store
+    /// puts the position and `signed`), in one step: kept iff sent.
     fn append<'a>(
         &'a self,
         topic: &'a str,
         history: History,
         envelope: Bytes,
-        plain: Bytes,
+        signed: Bytes,
     ) -> BoxFuture<'a, Result<Position, HistoryError>>;
 
     /// The topic's epoch and last offset (a new epoch if it has none), and the kept

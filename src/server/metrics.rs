@@ -44,6 +44,7 @@
 //! | `webwire_bytes_received_total` | counter | bytes | | WebWire messages read (WebSocket message payloads; WebSocket framing, pings and close frames not counted) |
 //! | `webwire_bytes_sent_total` | counter | bytes | | WebWire messages written: handshakes, replies, signals, session notifications |
 //! | `webwire_protocol_errors_total` | counter | count | `kind` | messages that broke the protocol: `malformed_message`, `message_too_large`, `text_message`, `websocket` (a WebSocket protocol error), `invalid_utf8` (each closes the connection), `unexpected_message` (a type only servers send: ignored) |
+//! | `webwire_backplane_refused_total` | counter | count | | a message from the backplane (or a publication read back from a shared history) was refused: its tag is not the service secret's (forged, altered, another service's), or it is not an envelope; nothing of it reached a client |
 //! | `webwire_fanout_slow_total` | counter | count | `policy` | a publish or session signal found a subscriber's outbound queue full, and the [`SlowSubscriber`](crate::server::SlowSubscriber) policy was applied: `disconnect` (the connection is closed, reason `slow_consumer`) or `skip` (that subscriber missed the signal) |
 //! | `webwire_sessions_active` | gauge | count | | sessions held by at least one connection ([`Server::active_sessions`](crate::server::Server::active_sessions)), as of the last time a connection took or left one |
 //! | `webwire_sessions_created_total` | counter | count | | sessions created ([`Connection::create_session`](crate::server::Connection::create_session)) |
@@ -107,6 +108,7 @@ struct Handles {
     protocol_errors: [Counter; PROTOCOL_ERRORS.len()],
     /// `policy="disconnect"`, then `policy="skip"`.
     fanout_slow: [Counter; 2],
+    backplane_refused: Counter,
 }
 
 /// The `status` labels of `webwire_upgrades_refused_total`: a fixed set, so a hook's
@@ -201,6 +203,7 @@ impl Metrics {
                         .map(|(_, kind)| counter!("webwire_protocol_errors_total", "kind" => kind)),
                     fanout_slow: ["disconnect", "skip"]
                         .map(|policy| counter!("webwire_fanout_slow_total", "policy" => policy)),
+                    backplane_refused: counter!("webwire_backplane_refused_total"),
                 }),
             }
         }
@@ -274,6 +277,13 @@ impl Metrics {
             };
             self.handles.fanout_slow[index].increment(1);
         }
+    }
+
+    /// A message from another node was refused.
+    #[inline]
+    pub(crate) fn backplane_refused(&self) {
+        #[cfg(feature = "metrics")]
+        self.handles.backplane_refused.increment(1);
     }
 
     /// A connection ended for `reason`, with `code` in its closing handshake (`None`:
@@ -355,6 +365,11 @@ fn describe() {
             "webwire_fanout_slow_total",
             Unit::Count,
             "subscribers whose queue was full at a publish or session signal, by the policy applied",
+        ),
+        (
+            "webwire_backplane_refused_total",
+            Unit::Count,
+            "messages from other nodes refused: a bad tag (forged, altered, another service's) or not an envelope",
         ),
         (
             "webwire_sessions_created_total",

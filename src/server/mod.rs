@@ -166,6 +166,7 @@ impl<H> Shared<H> {
         config: Config,
         sessions: SessionConfig,
         backplane: Arc<dyn DynBackplane>,
+        seal: Option<crate::backplane::Seal>,
     ) -> Self
     where
         H: Handler,
@@ -182,7 +183,7 @@ impl<H> Shared<H> {
             metrics: metrics.clone(),
         });
         let admission = Admission::new(config.admission.clone());
-        let remote = Arc::new(Remote::new(backplane));
+        let remote = Arc::new(Remote::new(backplane, seal));
         let handlers = TaskTracker::new();
         Shared {
             admission,
@@ -540,6 +541,33 @@ impl<H: Handler> Server<H> {
             .hub
             .signal_session(key, name, payload.into())
             .await
+    }
+
+    /// How many messages from other nodes this server refused: their tag was not the
+    /// service secret's ([`ServerBuilder::backplane_secret`]: forged, altered on the way,
+    /// or another service's), or they were not envelopes. Nothing of them reached a
+    /// client. Also `webwire_backplane_refused_total` with the `metrics` feature.
+    ///
+    /// ```
+    /// let server = tokio_webwire::server::Server::builder(()).build()?;
+    /// assert_eq!(server.backplane_refused(), 0);
+    /// # Ok::<(), tokio_webwire::server::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn backplane_refused(&self) -> u64 {
+        self.shared.hub.refused()
+    }
+
+    /// Resolves once the backplane carries every route this server wants (see
+    /// [`Connection::sync_backplane`]).
+    ///
+    /// ```no_run
+    /// # async fn f(server: tokio_webwire::server::Server<()>) {
+    /// server.sync_backplane().await;
+    /// # }
+    /// ```
+    pub async fn sync_backplane(&self) {
+        self.shared.hub.sync_backplane().await;
     }
 
     /// How many of this server's connections subscribe to `topic`.

@@ -28,13 +28,14 @@
 //!   revocation is whole whether the servers share one store or each has its own.
 //! - **disconnect**: the connection leaves; the session stays stored and restorable.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use crate::backplane::{Envelope, Remote};
+use crate::backplane::{Envelope, Remote, Route};
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::server::handler::RestoreRefused;
 use crate::server::job::catch_panic;
@@ -141,7 +142,13 @@ pub(crate) struct Sessions {
     /// Each source's sessions: beyond its budget, its oldest leave the store.
     budget: SessionBudget,
     v6_prefix: u8,
+    /// The key of each session registered here, by its route (what other nodes name it
+    /// by): empty for a server alone.
+    routes: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// How many sessions [`Sessions::recheck`] looks up at once.
+const RECHECKS_AT_ONCE: usize = 32;
 
 /// The session options of [`ServerBuilder`](crate::server::ServerBuilder).
 #[derive(Clone)]
@@ -167,6 +174,22 @@ impl Sessions {
         if let Some(observer) = metrics.active_observer() {
             registry = registry.observed(observer);
         }
+        let routes = Arc::new(Mutex::new(HashMap::new()));
+        if let Some(seal) = remote.seal().cloned() {
+            // A session's route is wanted while a connection here has it registered.
+            let (remote, routes) = (Arc::clone(&remote), Arc::clone(&routes));
+            registry = registry.on_key(move |key, added| {
+                let route = seal.session_route(key);
+                let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+                if added {
+                    routes.insert(route.clone(), key.to_owned());
+                    remote.acquire(|_| Route::session(route));
+                } else {
+                    routes.remove(&route);
+                    remote.release(|_| Route::session(route));
+                }
+            });
+        }
         Sessions {
             enabled: config.enabled,
             store: config.store,
@@ -177,14 +200,73 @@ impl Sessions {
             remote,
             budget: SessionBudget::new(config.max_per_source),
             v6_prefix: config.v6_prefix,
+            routes,
+        }
+    }
+
+    /// The key of the session registered here under the route `route`.
+    pub(crate) fn key_of_route(&self, route: &str) -> Option<String> {
+        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        routes.get(route).cloned()
+    }
+
+    /// The backplane's link came back after a gap in which revocations may have been
+    /// lost: every session registered here is looked up in the store
+    /// ([`RECHECKS_AT_ONCE`] at a time), and the connections holding one the store no
+    /// longer has lose it and are told, as in a revocation (the `session_closed` hook runs
+    /// here once for each). A store that fails a lookup leaves that session as it is.
+    pub(crate) async fn recheck(&self) {
+        use futures_util::StreamExt;
+        if !self.enabled {
+            return;
+        }
+        let keys = self.registry.keys();
+        let gone = futures_util::stream::iter(keys)
+            .map(|key| async move {
+                match catch_panic(self.store.lookup(&key)).await {
+                    Ok(Ok(None)) => {
+                        if self.take_from_holders(&key).await > 0 {
+                            if let Err(panic) = catch_panic(self.events.closed(None, &key)).await {
+                                tracing::error!(panic, "the session_closed hook panicked");
+                            }
+                            return 1;
+                        }
+                        0
+                    }
+                    Ok(Ok(Some(_))) => 0,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "a session could not be checked against the store");
+                        0
+                    }
+                    Err(panic) => {
+                        tracing::error!(panic, "the session store panicked in a lookup");
+                        0
+                    }
+                }
+            })
+            .buffer_unordered(RECHECKS_AT_ONCE)
+            .fold(0usize, |sum, gone| async move { sum + gone })
+            .await;
+        if gone > 0 {
+            tracing::info!(
+                sessions = gone,
+                "sessions revoked while the backplane was away were taken from their connections"
+            );
         }
     }
 
     /// Tells the other nodes that the session `key` has ended: their connections lose it
     /// (a store they share no longer has it, so they could not restore it anyway).
+    ///
+    /// It travels on the service's route, to every node (each one's own store may keep the
+    /// session), with the key encrypted and the session's route beside it.
     async fn forward_closed(&self, key: &str) -> Result<(), crate::backplane::BackplaneError> {
-        let envelope = || Envelope::SessionClosed {
-            key: Bytes::copy_from_slice(key.as_bytes()),
+        let envelope = |seal: &crate::backplane::Seal| {
+            let envelope = Envelope::SessionClosed {
+                route: Bytes::from(seal.session_route(key)),
+                sealed: Bytes::from(seal.encrypt(key.as_bytes())),
+            };
+            (Route::service(), envelope)
         };
         self.remote.send(envelope).await
     }
@@ -277,6 +359,8 @@ impl Sessions {
             tracing::warn!(%error, "a login failed: the session store could not save it");
             SessionError::from(error)
         })?;
+        // Announced once what other nodes send the session reaches this one.
+        self.remote.sync().await;
         // Stored, not yet announced: removed again if the announcement fails or this
         // future is dropped while it waits for room in the queue.
         let stored = Unannounced {
@@ -543,6 +627,9 @@ impl Sessions {
             self.events.left(conn, key).await;
             return Message::ReplySessionNotFound { id };
         }
+        drop(op);
+        // Answered once what other nodes send the session reaches this one.
+        self.remote.sync().await;
         reply
     }
 

@@ -24,7 +24,13 @@ pub(crate) struct SessionRegistry<T> {
     /// Told the number of keys after every change, under the lock, so that what it
     /// reports (a metrics gauge) is never an older count set after a newer one.
     observer: Option<Box<dyn Fn(usize) + Send + Sync>>,
+    /// Told of each key that gets its first registration (`true`) or loses its last
+    /// (`false`), under the lock, so that it hears a key's comings and goings in order.
+    on_key: Option<OnKey>,
 }
+
+/// What [`SessionRegistry::on_key`] calls.
+type OnKey = Box<dyn Fn(&str, bool) + Send + Sync>;
 
 impl<T: Clone> SessionRegistry<T> {
     /// A registry allowing `max_connections_per_session` connections per key (0: no limit).
@@ -33,7 +39,15 @@ impl<T: Clone> SessionRegistry<T> {
             max_connections_per_session,
             sessions: Mutex::new(HashMap::new()),
             observer: None,
+            on_key: None,
         }
+    }
+
+    /// Tells `on_key` of each key that gets its first registration (`true`) or loses its
+    /// last (`false`).
+    pub(crate) fn on_key(mut self, on_key: impl Fn(&str, bool) + Send + Sync + 'static) -> Self {
+        self.on_key = Some(Box::new(on_key));
+        self
     }
 
     /// Tells `observer` the number of keys with a connection after every change.
@@ -42,9 +56,12 @@ impl<T: Clone> SessionRegistry<T> {
         self
     }
 
-    fn changed(&self, sessions: &HashMap<String, Vec<(u64, T)>>) {
+    fn changed(&self, sessions: &HashMap<String, Vec<(u64, T)>>, key: &str, added: bool) {
         if let Some(observer) = &self.observer {
             observer(sessions.len());
+        }
+        if let Some(on_key) = &self.on_key {
+            on_key(key, added);
         }
     }
 
@@ -66,7 +83,7 @@ impl<T: Clone> SessionRegistry<T> {
             Some(ids) => ids.push((conn_id, holder.clone())),
             None => {
                 sessions.insert(key.to_owned(), vec![(conn_id, holder.clone())]);
-                self.changed(&sessions);
+                self.changed(&sessions, key, true);
             }
         }
         Ok(())
@@ -95,7 +112,7 @@ impl<T: Clone> SessionRegistry<T> {
             return false;
         }
         sessions.remove(key);
-        self.changed(&sessions);
+        self.changed(&sessions, key, false);
         true
     }
 
@@ -122,7 +139,7 @@ impl<T: Clone> SessionRegistry<T> {
         let mut sessions = self.sessions();
         let revoked = sessions.remove(key);
         if revoked.is_some() {
-            self.changed(&sessions);
+            self.changed(&sessions, key, false);
         }
         revoked
             .map(|ids| ids.into_iter().map(|(_, holder)| holder).collect())
@@ -135,6 +152,11 @@ impl<T: Clone> SessionRegistry<T> {
             .get(key)
             .map(|ids| ids.iter().map(|(_, holder)| holder.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Every key with a registration.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.sessions().keys().cloned().collect()
     }
 
     /// How many keys have at least one connection.

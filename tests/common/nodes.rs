@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_webwire::backplane::{Backplane, BackplaneError, Inbox};
+use tokio_webwire::backplane::{Backplane, BackplaneError, Inbox, Route};
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Server, ServerBuilder};
@@ -84,14 +84,105 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
     );
 }
 
-/// Nodes in one process: each message goes to every attached inbox (the sender's own
-/// ignores it, as with a pub/sub channel).
-#[derive(Default, Clone)]
-pub struct InProcess(Arc<Mutex<Vec<Inbox>>>);
+/// The service's secret in these tests.
+pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
-impl Backplane for InProcess {
-    async fn send(&self, message: Bytes) -> Result<(), BackplaneError> {
-        let inboxes = self.0.lock().expect("not poisoned").clone();
+/// Nodes in one process, routed as Redis routes them: each node's backplane
+/// ([`InProcess::node`]) joins and leaves routes, and a message goes to the nodes that
+/// joined its route (the sender too, if it did: it ignores its own).
+#[derive(Default, Clone)]
+pub struct InProcess(Arc<Mutex<Vec<Member>>>);
+
+#[derive(Default)]
+struct Member {
+    inbox: Option<Inbox>,
+    routes: std::collections::HashMap<Route, usize>,
+    delivered: usize,
+    /// A tap: gets a copy of every message, whatever its route.
+    tap: Option<Vec<(Route, Bytes)>>,
+    /// Its link is down: what is sent to it is lost.
+    down: bool,
+}
+
+/// One node's end of an [`InProcess`] bus.
+#[derive(Clone)]
+pub struct InProcessNode {
+    bus: InProcess,
+    id: usize,
+}
+
+impl InProcess {
+    /// A new node's backplane on this bus.
+    pub fn node(&self) -> InProcessNode {
+        let mut members = self.0.lock().expect("not poisoned");
+        members.push(Member::default());
+        InProcessNode {
+            bus: self.clone(),
+            id: members.len() - 1,
+        }
+    }
+
+    /// A node that records every message on the bus (whoever can read the backplane).
+    pub fn tap(&self) -> InProcessNode {
+        let node = self.node();
+        self.0.lock().expect("not poisoned")[node.id].tap = Some(Vec::new());
+        node
+    }
+}
+
+impl InProcessNode {
+    /// How many messages the bus has handed to this node.
+    pub fn delivered(&self) -> usize {
+        self.bus.0.lock().expect("not poisoned")[self.id].delivered
+    }
+
+    /// What a [tap](InProcess::tap) recorded.
+    pub fn tapped(&self) -> Vec<(Route, Bytes)> {
+        self.bus.0.lock().expect("not poisoned")[self.id]
+            .tap
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Takes this node's link down (what is sent to it is lost) or brings it back (then
+    /// its server is told, [`Inbox::reconnected`]).
+    pub fn set_down(&self, down: bool) {
+        let inbox = {
+            let mut members = self.bus.0.lock().expect("not poisoned");
+            members[self.id].down = down;
+            members[self.id].inbox.clone()
+        };
+        if let (false, Some(inbox)) = (down, inbox) {
+            inbox.reconnected();
+        }
+    }
+
+    /// Whether this node has joined `route`.
+    pub fn joined(&self, route: &Route) -> bool {
+        self.bus.0.lock().expect("not poisoned")[self.id]
+            .routes
+            .contains_key(route)
+    }
+}
+
+impl Backplane for InProcessNode {
+    async fn send(&self, route: &Route, message: Bytes) -> Result<(), BackplaneError> {
+        let inboxes: Vec<Inbox> = {
+            let mut members = self.bus.0.lock().expect("not poisoned");
+            for member in members.iter_mut() {
+                if let Some(tap) = &mut member.tap {
+                    tap.push((route.clone(), message.clone()));
+                }
+            }
+            members
+                .iter_mut()
+                .filter(|member| member.routes.contains_key(route) && !member.down)
+                .filter_map(|member| {
+                    member.delivered += 1;
+                    member.inbox.clone()
+                })
+                .collect()
+        };
         for inbox in inboxes {
             inbox.deliver(message.clone());
         }
@@ -99,7 +190,25 @@ impl Backplane for InProcess {
     }
 
     fn attach(&self, inbox: Inbox) {
-        self.0.lock().expect("not poisoned").push(inbox);
+        self.bus.0.lock().expect("not poisoned")[self.id].inbox = Some(inbox);
+    }
+
+    async fn join(&self, route: &Route) -> Result<(), BackplaneError> {
+        let mut members = self.bus.0.lock().expect("not poisoned");
+        *members[self.id].routes.entry(route.clone()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    async fn leave(&self, route: &Route) -> Result<(), BackplaneError> {
+        let mut members = self.bus.0.lock().expect("not poisoned");
+        let routes = &mut members[self.id].routes;
+        if let Some(count) = routes.get_mut(route) {
+            *count -= 1;
+            if *count == 0 {
+                routes.remove(route);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,11 +219,12 @@ pub struct Node {
     pub addr: SocketAddr,
 }
 
-/// A probe server configured by `configure` (the shared backplane and store).
+/// A probe server configured by `configure` (the shared backplane and store), with the
+/// service's [`SECRET`].
 pub async fn node(
     configure: impl FnOnce(ServerBuilder<Arc<Probe>>) -> ServerBuilder<Arc<Probe>>,
 ) -> Node {
-    let (server, events, addr) = start(configure).await;
+    let (server, events, addr) = start(|b| configure(b.backplane_secret(SECRET))).await;
     Node {
         server,
         events,

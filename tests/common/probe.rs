@@ -109,11 +109,14 @@ impl Handler for Probe {
             }
             // Topics: the payload is the topic; `publish` takes "topic|text" and sends
             // `news` with the text, replying to how many here.
-            "subscribe" => Ok(Payload::utf8(
-                conn.subscribe(&payload.to_text()?)
-                    .map_err(HandlerError::internal)?
-                    .to_string(),
-            )),
+            "subscribe" => {
+                let subscribed = conn
+                    .subscribe(&payload.to_text()?)
+                    .map_err(HandlerError::internal)?;
+                // Answered once other nodes' publications reach it.
+                conn.sync_backplane().await;
+                Ok(Payload::utf8(subscribed.to_string()))
+            }
             "unsubscribe" => Ok(Payload::utf8(
                 conn.unsubscribe(&payload.to_text()?).to_string(),
             )),
