@@ -95,6 +95,7 @@ mod backplane;
 mod connection;
 mod error;
 mod history;
+mod sharded;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};

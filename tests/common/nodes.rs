@@ -404,3 +404,18 @@ pub async fn redis_node(redis: &super::redis::RedisServer) -> Node {
         .expect("the backplane connects");
     node(|b| b.session_store(store).backplane(backplane)).await
 }
+
+/// A node of the service on the Redis Cluster `cluster`: a probe server with a
+/// `RedisStore` and a `RedisBackplane` of its own on the cluster, as a process behind a
+/// load balancer would have.
+#[cfg(feature = "redis")]
+pub async fn redis_cluster_node(cluster: &super::redis_cluster::RedisCluster) -> Node {
+    use tokio_webwire::redis::{RedisBackplane, RedisStore};
+    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
+        .await
+        .expect("the store connects");
+    let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
+        .await
+        .expect("the backplane connects");
+    node(|b| b.session_store(store).backplane(backplane)).await
+}
