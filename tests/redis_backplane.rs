@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::nodes::{self, Node, Seen, ask, next_signal, redis_node};
+use common::nodes::{self, Node, Seen, ask, next_signal, publish_until_delivered, redis_node};
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::{Backplane, Route};
@@ -19,31 +19,6 @@ use tokio_webwire::server::TopicError;
 /// A news signal with `text`.
 fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
-}
-
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-/// (`name` tells these apart from the retries of another node that `seen` may hold.)
-async fn publish_until_delivered(
-    from: &Node,
-    name: &'static str,
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-) {
-    bounded(async {
-        for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
-            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
-                if matches!(seen, Seen::Signal(got, _) if got == name) {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
 }
 
 /// Every signal `seen` gets up to and including `last`, retries left out.

@@ -201,6 +201,83 @@ fn session(user: &str) -> Session {
     Session::new(DefaultKeyGenerator.generate(), info)
 }
 
+/// Every master closes every connection: both nodes subscribe again (each tells its
+/// server, which catches up), and messages flow both ways as before, once.
+#[tokio::test]
+async fn messages_flow_again_after_the_cluster_closes_every_connection() {
+    let Some((cluster, a, b)) = two_nodes().await else {
+        return;
+    };
+    let (on_a, mut on_a_seen) = nodes::subscriber(a.addr).await;
+    let (on_b, mut on_b_seen) = nodes::subscriber(b.addr).await;
+    assert_eq!(nodes::ask(&on_a, "subscribe", "room").await, "true");
+    assert_eq!(nodes::ask(&on_b, "subscribe", "room").await, "true");
+    assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 2);
+    bounded(b.server.publish("room", "news", "before"))
+        .await
+        .expect("published");
+    for seen in [&mut on_a_seen, &mut on_b_seen] {
+        assert_eq!(nodes::next_signal(seen).await, news("before"));
+    }
+
+    assert!(cluster.kill_clients().await >= 2, "both nodes' connections");
+    assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 0);
+    nodes::publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
+    nodes::publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
+    assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 2);
+    for (from, text) in [(&a, "after a"), (&b, "after b")] {
+        bounded(from.server.publish("room", "news", text))
+            .await
+            .expect("published");
+        for seen in [&mut on_a_seen, &mut on_b_seen] {
+            let mut signals = Vec::new();
+            while signals.last() != Some(&news(text)) {
+                let signal = nodes::next_signal(seen).await;
+                if !signal.0.starts_with("retry") {
+                    signals.push(signal);
+                }
+            }
+            assert_eq!(signals, [news(text)], "once");
+        }
+    }
+}
+
+fn news(text: &str) -> (String, String) {
+    ("news".to_owned(), text.to_owned())
+}
+
+/// A publication node a missed while its subscriptions were down (the cluster closed
+/// every connection, node b published at once, a subscribes again after 100 ms), with
+/// nothing published after it: a's subscriber gets it once a is subscribed again, which
+/// only the catch-up after [`Inbox::reconnected`] can bring.
+///
+/// [`Inbox::reconnected`]: tokio_webwire::backplane::Inbox::reconnected
+#[tokio::test]
+async fn a_node_catches_up_a_topic_when_its_subscriptions_are_back() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let (_a, a_addr) = history_node(&cluster).await;
+    let (b, _) = history_node(&cluster).await;
+    let (mut client, _) = connect(a_addr, true).await;
+    subscribe(&mut client, "room/1", None).await;
+    publish(&b, "room/1", "m1").await;
+    assert_eq!(texts(&publications(&mut client, 1).await), ["m1"]);
+
+    assert!(cluster.kill_clients().await >= 2);
+    // b's own connection to the slot's master was closed too: redis-rs reconnects it
+    // within its retries, or the publish fails and is made again.
+    bounded(async {
+        while b.publish("room/1", "msg", "m2").await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let seen = publications(&mut client, 1).await;
+    assert_eq!(offsets(&seen), [2]);
+    assert_eq!(texts(&seen), ["m2"]);
+}
+
 /// How many keys the master on `port` holds.
 async fn keys_on(cluster: &RedisCluster, port: u16) -> usize {
     let mut node = cluster.node(port).await;

@@ -87,6 +87,31 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
 /// The service's secret in these tests.
 pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
+/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
+/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
+/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+pub async fn publish_until_delivered(
+    from: &Node,
+    name: &'static str,
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+) {
+    bounded(async {
+        for attempt in 0.. {
+            let _ = from
+                .server
+                .publish("room", name, format!("{attempt}"))
+                .await;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
+                if matches!(seen, Seen::Signal(got, _) if got == name) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Nodes in one process, routed as Redis routes them: each node's backplane
 /// ([`InProcess::node`]) joins and leaves routes, and a message goes to the nodes that
 /// joined its route (the sender too, if it did: it ignores its own).

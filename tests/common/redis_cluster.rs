@@ -104,6 +104,51 @@ impl RedisCluster {
             .unwrap_or_else(|why| panic!("no connection to the node on {port}: {why}"))
     }
 
+    /// Every master closes every client connection but the one asking (as a restart of
+    /// each, or an operator, would) and stays up; returns how many it closed.
+    pub async fn kill_clients(&self) -> usize {
+        let mut killed = 0;
+        for port in self.ports {
+            let mut node = self.node(port).await;
+            for kind in ["normal", "pubsub"] {
+                let closed: usize = tokio::time::timeout(
+                    READY_LIMIT,
+                    redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg(kind)
+                        .query_async(&mut node),
+                )
+                .await
+                .expect("answered in time")
+                .expect("CLIENT KILL");
+                killed += closed;
+            }
+        }
+        killed
+    }
+
+    /// How many connections subscribe to the sharded channel `channel` (`PUBSUB
+    /// SHARDNUMSUB` on every master, added up: only the master of its slot has any).
+    pub async fn shard_subscribers(&self, channel: &str) -> usize {
+        let mut subscribers = 0;
+        for port in self.ports {
+            let mut node = self.node(port).await;
+            let counts: Vec<(String, usize)> = tokio::time::timeout(
+                READY_LIMIT,
+                redis::cmd("PUBSUB")
+                    .arg("SHARDNUMSUB")
+                    .arg(channel)
+                    .query_async(&mut node),
+            )
+            .await
+            .expect("answered in time")
+            .expect("PUBSUB SHARDNUMSUB");
+            subscribers += counts.first().map_or(0, |(_, n)| *n);
+        }
+        subscribers
+    }
+
     /// Kills every node and reaps it.
     fn stop(&mut self) {
         for mut child in self.children.drain(..) {
