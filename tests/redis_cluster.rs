@@ -16,7 +16,7 @@ use common::topics::{AllButSecret, Seen, connect, publications, read, subscribe,
 use common::{bounded, listen};
 use tokio_webwire::protocol::topics::{Position, Status};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore, redis};
-use tokio_webwire::server::{History, Server};
+use tokio_webwire::server::{History, Server, TopicError};
 use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore};
 use tokio_webwire::{Session, SessionInfo};
 
@@ -276,6 +276,38 @@ async fn a_node_catches_up_a_topic_when_its_subscriptions_are_back() {
     let seen = publications(&mut client, 1).await;
     assert_eq!(offsets(&seen), [2]);
     assert_eq!(texts(&seen), ["m2"]);
+}
+
+/// A topic whose name starts with `}` has an empty hash tag in `{<topic>}`: Redis hashes
+/// its history's two keys whole, into different slots, so a publish to it with a history
+/// fails with a clear error (the keys do not hash to the same slot), nothing kept and nothing sent; without a
+/// history it is an ordinary channel. A known limit of the channel and key names.
+#[tokio::test]
+async fn a_topic_starting_with_a_closing_brace_cannot_keep_a_history_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
+        .await
+        .expect("the backplane connects");
+    let server = Server::builder(AllButSecret)
+        .history("}kept", History::last(10))
+        .backplane(backplane)
+        .backplane_secret(nodes::SECRET)
+        .build()
+        .expect("server");
+    match bounded(server.publish("}kept", "msg", "m1")).await {
+        Err(TopicError::History(error)) => {
+            assert!(error.to_string().contains("same slot"), "{error}");
+        }
+        other => panic!("expected TopicError::History, got {other:?}"),
+    }
+    assert_eq!(
+        bounded(server.publish("}plain", "msg", "m1"))
+            .await
+            .expect("sent"),
+        0
+    );
 }
 
 /// How many keys the master on `port` holds.

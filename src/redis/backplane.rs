@@ -89,6 +89,10 @@ pub(crate) fn channel_of(prefix: &str, route: &Route) -> String {
 /// time the subscriber takes to notice (at once, or up to 35 s for a silent death), plus
 /// its wait before subscribing again (up to 5 s after Redis is back), plus one lookup.
 ///
+/// **On a Redis Cluster** ([`RedisBackplane::connect_cluster`]) the same, with sharded
+/// pub/sub (`SPUBLISH`, `SSUBSCRIBE`) on the master of each channel's slot: see
+/// [`RedisBackplaneBuilder::from_cluster_builder`].
+///
 /// The subscriber task ends when the last clone of the backplane is dropped (the server
 /// holds one while it lives).
 ///
@@ -215,6 +219,25 @@ impl RedisBackplane {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
         Self::builder().connect(url).await
+    }
+
+    /// Connects to the Redis Cluster that `urls` (some of its masters) belong to, with the
+    /// default prefixes; see [`RedisBackplaneBuilder::connect_cluster`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::RedisBackplane;
+    ///
+    /// let backplane =
+    ///     RedisBackplane::connect_cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster<I>(urls: I) -> Result<Self, RedisConnectError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Self::builder().connect_cluster(urls).await
     }
 
     /// Connects through an existing [`redis::Client`] with the default prefix; see

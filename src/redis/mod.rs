@@ -4,11 +4,14 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis |
-//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over one Redis pub/sub channel, sharing the topic histories |
+//! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis or a Redis Cluster |
+//! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over Redis pub/sub, a channel per route, sharing the topic histories |
+//! | `sharded.rs` | the backplane's subscriptions on a Redis Cluster: sharded pub/sub, subscribed again after a node's connection is lost |
 //! | `history.rs` | topic histories in Redis: a stream and a hash per topic, one Lua script per publish and per resume |
+//! | `connection.rs` | where commands go: one Redis (a `ConnectionManager`) or a Redis Cluster (redis-rs's cluster connection), and the cluster client's timeouts |
 //!
-//! Every node of a service uses both, on the same Redis, with the same prefix and channel:
+//! Every node of a service uses both, on the same Redis (or Redis Cluster), with the same
+//! prefixes:
 //!
 //! ```no_run
 //! use tokio_webwire::redis::{RedisBackplane, RedisStore};
@@ -33,9 +36,11 @@
 //! Every node should use the same prefix and idle timeout; a node without expiry
 //! (`Duration::ZERO`) keeps the TTL another node set (`SET … KEEPTTL`, Redis 6.0 or later).
 //!
-//! Fan-out: nothing is stored. Every node publishes its operations (a few bytes of header,
-//! the target topic or session key, the encoded signal) to one channel (`webwire:bus`
-//! unless set), and every node subscribes to it on a connection of its own.
+//! Fan-out: nothing is stored. Every node publishes its operations (an authenticated
+//! envelope: `docs/backplane.md`) to the channel of their route (`webwire:t:{<topic>}`,
+//! `webwire:s:{<32 hex digits>}` for a session, `webwire:all` for revocations, with the
+//! default prefix), and subscribes to the channels of the topics and sessions its
+//! connections have, and to the service's.
 //!
 //! Topic histories ([`ServerBuilder::history`](crate::server::ServerBuilder::history)):
 //! per topic a stream `webwire:history:{<topic>}:s` (the kept publications) and a hash
@@ -79,6 +84,24 @@
 //!   (nothing kept, nothing sent: no resume can hide it); a client's subscribe to such a
 //!   topic is answered `WW_UNAVAILABLE` (it tries again); its live subscribers stay;
 //! - connections, requests and signals are unaffected.
+//!
+//! # On a Redis Cluster
+//! [`RedisStore::connect_cluster`] and [`RedisBackplaneBuilder::connect_cluster`] take
+//! some of the cluster's masters (Redis 7 or later, for sharded pub/sub). Sessions spread
+//! over the slots by their random keys. The backplane publishes with `SPUBLISH` and
+//! subscribes with `SSUBSCRIBE`, so a message crosses only the master of its channel's
+//! slot, never the cluster bus to every master as a plain `PUBLISH` would; a topic's
+//! channel and its history's keys share the `{<topic>}` hash tag, so the history script
+//! and its `SPUBLISH` run on one master. The names spread evenly: 1 000 topics `room/N`
+//! fall 343, 333 and 324 on the three masters of the default slot split, 1 000 session
+//! routes 314, 341 and 345 (`tests/redis_cluster.rs`), where a name with a fixed hash tag
+//! (`{webwire}:t:room/N`) would put all 1 000 on one master.
+//!
+//! While a master is away, what is in its slots fails as above while Redis is away, and
+//! the rest works. A topic whose name begins with `}` has an empty hash tag: its two
+//! history keys fall in different slots, and a publish to it with a history fails
+//! ([`TopicError::History`](crate::server::TopicError::History)); give such topics no
+//! history on a cluster.
 //!
 //! If Redis loses its data (a restart without persistence, a flush), sessions are gone:
 //! their clients are told "session not found" on their next restore and log in again;
