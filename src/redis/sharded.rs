@@ -75,6 +75,7 @@ pub(super) async fn connect(
         inboxes,
         pushes: receiver,
         stop,
+        lost_meanwhile: false,
     };
     Ok((connection, shards, subscriber))
 }
@@ -177,6 +178,8 @@ pub(super) struct ShardSubscriber {
     inboxes: Arc<Inboxes>,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     stop: CancellationToken,
+    /// Whether a loss was reported while every channel was being subscribed again.
+    lost_meanwhile: bool,
 }
 
 impl ShardSubscriber {
@@ -255,32 +258,46 @@ impl ShardSubscriber {
         }
     }
 
-    /// Subscribes every channel joined again, waiting longer after each failure; `false`
-    /// once the backplane is dropped. Messages that arrive meanwhile are delivered, and
-    /// further losses reported meanwhile are covered by this re-subscription.
+    /// Subscribes every channel joined again, waiting longer after each failure (or after
+    /// a loss reported while it was under way); `false` once the backplane is dropped.
+    /// What arrives meanwhile (from the masters that are up) is delivered at once.
     async fn resubscribe(&mut self) -> bool {
+        let shards = Arc::clone(&self.shards);
         let mut backoff = MIN_BACKOFF;
         loop {
-            tokio::select! {
-                () = self.stop.cancelled() => return false,
-                () = tokio::time::sleep(backoff) => {}
+            if self.delivering(tokio::time::sleep(backoff)).await.is_none() {
+                return false;
             }
-            while let Ok(push) = self.pushes.try_recv() {
-                // A loss reported now is one more reason for what follows.
-                let _ = self.take(push);
-            }
-            tokio::select! {
-                () = self.stop.cancelled() => return false,
-                subscribed = self.shards.subscribe_all() => match subscribed {
-                    Ok(()) => return true,
-                    Err(error) => tracing::debug!(
-                        error = %sanitized(error),
-                        retry_in = ?backoff,
-                        "backplane cannot subscribe yet"
-                    ),
-                },
+            self.lost_meanwhile = false;
+            match self.delivering(shards.subscribe_all()).await {
+                None => return false,
+                // A channel subscribed on a connection lost since is gone again.
+                Some(Ok(())) if self.lost_meanwhile => {}
+                Some(Ok(())) => return true,
+                Some(Err(error)) => tracing::debug!(
+                    error = %sanitized(error),
+                    retry_in = ?backoff,
+                    "backplane cannot subscribe yet"
+                ),
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Runs `work` while delivering what arrives; `None` once the backplane is dropped
+    /// (or the cluster connection is gone).
+    async fn delivering<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let push = tokio::select! {
+                () = self.stop.cancelled() => return None,
+                done = &mut work => return Some(done),
+                push = self.pushes.recv() => push?,
+            };
+            // A loss reported now is one more reason for the re-subscription under way.
+            if self.take(push).is_some() {
+                self.lost_meanwhile = true;
+            }
         }
     }
 }
