@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::nodes::{self, Node, Seen, ask, next_signal, publish_until_delivered, redis_node};
+use common::nodes::{
+    self, Node, Seen, ask, next_signal, publish_until_delivered, redis_node, signals_until,
+};
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::{Backplane, Route};
@@ -19,21 +21,6 @@ use tokio_webwire::server::TopicError;
 /// A news signal with `text`.
 fn news(text: &str) -> (String, String) {
     ("news".to_owned(), text.to_owned())
-}
-
-/// Every signal `seen` gets up to and including `last`, retries left out.
-async fn signals_until(
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-    last: &str,
-) -> Vec<(String, String)> {
-    let mut signals = Vec::new();
-    while signals.last() != Some(&news(last)) {
-        let signal = next_signal(seen).await;
-        if !signal.0.starts_with("retry") {
-            signals.push(signal);
-        }
-    }
-    signals
 }
 
 /// Two nodes on `redis`, each with a subscriber to `room`.
@@ -98,8 +85,8 @@ async fn messages_flow_again_after_redis_restarts() {
     redis.restart().await;
     // Both directions come back: b's publishing connection and a's subscriber, then a's
     // publishing connection and b's subscriber.
-    publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
-    publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
+    publish_until_delivered(&b, "room", "retry-b", &mut on_a_seen).await;
+    publish_until_delivered(&a, "room", "retry-a", &mut on_b_seen).await;
     // Flowing as before, each way, once. (What b sent while Redis was away never reached
     // a: pub/sub keeps nothing.)
     for (from, text) in [(&a, "after a"), (&b, "after b")] {

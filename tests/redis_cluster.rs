@@ -2,8 +2,8 @@
 //! without `redis-server` and `redis-cli` unless `CI` is set). The scenarios of
 //! `tests/nodes.rs` on two servers through the cluster (sharded pub/sub, the session
 //! store on the cluster), a topic's history resumed on the other node, the subscriptions
-//! coming back after the cluster closed every connection; the session store on the
-//! cluster; how the channel names spread over the hash slots.
+//! coming back after the cluster closed every connection or a master was away; the session
+//! store on the cluster; how the channel names spread over the hash slots.
 
 mod common;
 
@@ -222,23 +222,65 @@ async fn messages_flow_again_after_the_cluster_closes_every_connection() {
 
     assert!(cluster.kill_clients().await >= 2, "both nodes' connections");
     assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 0);
-    nodes::publish_until_delivered(&b, "retry-b", &mut on_a_seen).await;
-    nodes::publish_until_delivered(&a, "retry-a", &mut on_b_seen).await;
+    nodes::publish_until_delivered(&b, "room", "retry-b", &mut on_a_seen).await;
+    nodes::publish_until_delivered(&a, "room", "retry-a", &mut on_b_seen).await;
     assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 2);
     for (from, text) in [(&a, "after a"), (&b, "after b")] {
         bounded(from.server.publish("room", "news", text))
             .await
             .expect("published");
         for seen in [&mut on_a_seen, &mut on_b_seen] {
-            let mut signals = Vec::new();
-            while signals.last() != Some(&news(text)) {
-                let signal = nodes::next_signal(seen).await;
-                if !signal.0.starts_with("retry") {
-                    signals.push(signal);
-                }
-            }
-            assert_eq!(signals, [news(text)], "once");
+            assert_eq!(nodes::signals_until(seen, text).await, [news(text)], "once");
         }
+    }
+}
+
+/// One master stopped: the channels of its slots are lost (a publish to them fails to
+/// reach the other node), those of the other masters keep flowing to both nodes while
+/// the backplane tries to subscribe again; the master back (empty, same slots), every
+/// channel flows again, once.
+#[tokio::test]
+async fn a_master_away_stops_only_the_channels_of_its_slots() {
+    let Some((mut cluster, a, b)) = two_nodes().await else {
+        return;
+    };
+    let (on_a, mut seen) = nodes::subscriber(a.addr).await;
+    // One topic per master (slots 1 652, 5 717 and 13 847).
+    let topics = ["room/0", "room/1", "room/3"];
+    for topic in topics {
+        assert_eq!(nodes::ask(&on_a, "subscribe", topic).await, "true");
+    }
+    let away = cluster.master_of(slot("{room/1}")).await;
+    for topic in [topics[0], topics[2]] {
+        let master = cluster.master_of(slot(&format!("{{{topic}}}"))).await;
+        assert_ne!(master, away, "{topic} is on another master");
+    }
+
+    cluster.stop_node(away);
+    match bounded(b.server.publish("room/1", "news", "lost")).await {
+        Err(TopicError::Backplane { delivered: 0, .. }) => {}
+        other => panic!("expected a backplane error, got {other:?}"),
+    }
+    // The other masters' channels flow while node a keeps trying to subscribe room/1's.
+    for topic in [topics[0], topics[2]] {
+        bounded(b.server.publish(topic, "news", topic))
+            .await
+            .expect("published through a master that is up");
+        assert_eq!(nodes::next_signal(&mut seen).await, news(topic));
+    }
+
+    cluster.restart_node(away).await;
+    nodes::publish_until_delivered(&b, "room/1", "retry", &mut seen).await;
+    for topic in topics {
+        bounded(b.server.publish(topic, "news", format!("{topic} after")))
+            .await
+            .expect("published");
+        let text = format!("{topic} after");
+        assert_eq!(
+            nodes::signals_until(&mut seen, &text).await,
+            [news(&text)],
+            "once, and nothing lost was delivered"
+        );
     }
 }
 

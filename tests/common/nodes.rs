@@ -87,20 +87,36 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
 /// The service's secret in these tests.
 pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+/// Every signal `seen` gets up to and including the `news` signal `last`, retries (signals
+/// named `retry…`) left out.
+pub async fn signals_until(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    last: &str,
+) -> Vec<(String, String)> {
+    let news = ("news".to_owned(), last.to_owned());
+    let mut signals = Vec::new();
+    while signals.last() != Some(&news) {
+        let signal = next_signal(seen).await;
+        if !signal.0.starts_with("retry") {
+            signals.push(signal);
+        }
+    }
+    signals
+}
+
+/// Publishes signals named `name` to `topic` on `from` until `seen` gets one: the link
+/// between them may still be coming back. Each attempt waits a little for the delivery;
+/// all are bounded. (`name` tells these apart from the retries of another node that
+/// `seen` may hold.)
 pub async fn publish_until_delivered(
     from: &Node,
+    topic: &str,
     name: &'static str,
     seen: &mut mpsc::UnboundedReceiver<Seen>,
 ) {
     bounded(async {
         for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
+            let _ = from.server.publish(topic, name, format!("{attempt}")).await;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
             while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
                 if matches!(seen, Seen::Signal(got, _) if got == name) {

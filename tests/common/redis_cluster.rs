@@ -35,7 +35,8 @@ const BUS_OFFSET: u16 = 10_000;
 pub struct RedisCluster {
     ports: [u16; MASTERS],
     dir: PathBuf,
-    children: Vec<Child>,
+    /// Each running node's port and process.
+    children: Vec<(u16, Child)>,
 }
 
 impl RedisCluster {
@@ -149,9 +150,33 @@ impl RedisCluster {
         subscribers
     }
 
+    /// The port of the master that serves `slot` (`CLUSTER SLOTS`).
+    pub async fn master_of(&self, slot: u16) -> u16 {
+        let mut node = self.node(self.ports[0]).await;
+        // Each range: start, end, the master (host, port, id), its replicas.
+        let ranges: Vec<Vec<redis::Value>> = tokio::time::timeout(
+            READY_LIMIT,
+            redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut node),
+        )
+        .await
+        .expect("answered in time")
+        .expect("CLUSTER SLOTS");
+        for range in ranges {
+            let number = |value: &redis::Value| -> u16 {
+                redis::from_redis_value(value.clone()).expect("a number")
+            };
+            if (number(&range[0])..=number(&range[1])).contains(&slot) {
+                let master: Vec<redis::Value> =
+                    redis::from_redis_value(range[2].clone()).expect("a master");
+                return number(&master[1]);
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
     /// Kills every node and reaps it.
     fn stop(&mut self) {
-        for mut child in self.children.drain(..) {
+        for (_, mut child) in self.children.drain(..) {
             // An error means it has exited already; wait reaps it either way.
             let _ = child.kill();
             let _ = child.wait();
@@ -162,23 +187,8 @@ impl RedisCluster {
     /// `cluster_state:ok`; on failure the logs are in the error (the caller stops them).
     async fn spawn(&mut self) -> Result<(), String> {
         for port in self.ports {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .arg("--cluster-config-file")
-                .arg(self.dir.join(format!("nodes-{port}.conf")))
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&self.dir)
-                .arg("--logfile")
-                .arg(self.log(port))
-                .args(["--daemonize", "no", "--protected-mode", "yes"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|err| format!("cannot run redis-server: {err}"))?;
-            self.children.push(child);
+            let child = self.spawn_node(port)?;
+            self.children.push((port, child));
         }
         let up = tokio::time::timeout(READY_LIMIT, async {
             for port in self.ports {
@@ -198,6 +208,63 @@ impl RedisCluster {
         up.map_err(|why| self.with_logs(why))?;
         self.create().await.map_err(|why| self.with_logs(why))?;
         self.settle().await.map_err(|why| self.with_logs(why))
+    }
+
+    /// Runs the `redis-server` of `port`, with the cluster configuration file of that port
+    /// (a node restarted with it is the same node, with the same slots).
+    fn spawn_node(&self, port: u16) -> Result<Child, String> {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.log(port))
+            .args(["--daemonize", "no", "--protected-mode", "yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| format!("cannot run redis-server: {err}"))
+    }
+
+    /// Kills the master on `port` (one of [`ports`](Self::ports)) and reaps it: its slots
+    /// are served by nobody until [`restart_node`](Self::restart_node) (there are no
+    /// replicas to fail over to).
+    pub fn stop_node(&mut self, port: u16) {
+        if let Some(at) = self.children.iter().position(|(p, _)| *p == port) {
+            let (_, mut child) = self.children.remove(at);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the master on `port` again, empty (nothing is persisted) but the same node
+    /// with the same slots, and waits until every node says `cluster_state:ok` again.
+    pub async fn restart_node(&mut self, port: u16) {
+        self.stop_node(port);
+        let child = self
+            .spawn_node(port)
+            .unwrap_or_else(|why| panic!("{}", self.with_logs(why)));
+        self.children.push((port, child));
+        let up = tokio::time::timeout(READY_LIMIT, async {
+            while !ping(port).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if up.is_err() {
+            panic!(
+                "{}",
+                self.with_logs(format!("no PONG on {port} after a restart"))
+            );
+        }
+        if let Err(why) = self.settle().await {
+            panic!("{}", self.with_logs(why));
+        }
     }
 
     /// `redis-cli --cluster create` with no replicas: the slots split in three.
@@ -255,7 +322,7 @@ impl RedisCluster {
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.children
             .iter_mut()
-            .find_map(|child| child.try_wait().ok().flatten())
+            .find_map(|(_, child)| child.try_wait().ok().flatten())
     }
 
     fn log(&self, port: u16) -> PathBuf {
