@@ -54,6 +54,10 @@ pub(super) async fn connect(
     inboxes: Arc<Inboxes>,
     stop: CancellationToken,
 ) -> Result<(ClusterConnection, Arc<Shards>, ShardSubscriber), RedisConnectError> {
+    // Unbounded, as redis-rs's own pub/sub stream on one Redis: the task only hands each
+    // message to the inboxes, which never block, so it falls behind only if the runtime
+    // starves it; a bounded one would have to drop messages (redis-rs's push sender is
+    // called from its connection's driver and cannot wait).
     let (pushes, receiver) = mpsc::unbounded_channel();
     let client = builder
         .use_protocol(redis::ProtocolVersion::RESP3)
