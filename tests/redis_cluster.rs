@@ -2,7 +2,7 @@
 //! without `redis-server` and `redis-cli` unless `CI` is set). The scenarios of
 //! `tests/nodes.rs` on two servers through the cluster (sharded pub/sub, the session
 //! store on the cluster), a topic's history resumed on the other node, the subscriptions
-//! coming back after the cluster closed every connection or a master was away; the session
+//! coming back after the cluster closed every connection, a master was away or a slot moved; the session
 //! store on the cluster; how the channel names spread over the hash slots.
 
 mod common;
@@ -282,6 +282,41 @@ async fn a_master_away_stops_only_the_channels_of_its_slots() {
             "once, and nothing lost was delivered"
         );
     }
+}
+
+/// A topic's slot moved to another master: Redis unsubscribes the nodes from its channel
+/// on the old one; the backplane subscribes again (on the new one, after redis-rs learns
+/// the move from a MOVED reply), and the topic flows again.
+#[tokio::test]
+async fn a_moved_slot_is_subscribed_again_on_its_new_master() {
+    let Some((cluster, a, b)) = two_nodes().await else {
+        return;
+    };
+    let (on_a, mut seen) = nodes::subscriber(a.addr).await;
+    assert_eq!(nodes::ask(&on_a, "subscribe", "room").await, "true");
+    bounded(b.server.publish("room", "news", "before"))
+        .await
+        .expect("published");
+    assert_eq!(nodes::next_signal(&mut seen).await, news("before"));
+
+    let room = slot("{room}");
+    let from = cluster.master_of(room).await;
+    let to = cluster
+        .ports()
+        .into_iter()
+        .find(|port| *port != from)
+        .expect("another master");
+    cluster.move_slot(room, to).await;
+    assert_eq!(cluster.master_of(room).await, to);
+    nodes::publish_until_delivered(&b, "room", "retry", &mut seen).await;
+    assert_eq!(cluster.shard_subscribers("webwire:t:{room}").await, 1);
+    bounded(b.server.publish("room", "news", "after"))
+        .await
+        .expect("published");
+    assert_eq!(
+        nodes::signals_until(&mut seen, "after").await,
+        [news("after")]
+    );
 }
 
 fn news(text: &str) -> (String, String) {

@@ -174,6 +174,46 @@ impl RedisCluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// Moves `slot` (which must hold no key) to the master on `to`, as `redis-cli --cluster
+    /// reshard` would: importing and migrating, then the new owner on every node. Redis
+    /// unsubscribes the old owner's subscribers to the slot's sharded channels.
+    pub async fn move_slot(&self, slot: u16, to: u16) {
+        let from = self.master_of(slot).await;
+        let id = |port| async move {
+            let mut node = self.node(port).await;
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async(&mut node)
+                .await
+                .expect("CLUSTER MYID");
+            id
+        };
+        let (from_id, to_id) = (id(from).await, id(to).await);
+        let setslot = |port: u16, args: Vec<String>| async move {
+            let mut node = self.node(port).await;
+            let _: () = tokio::time::timeout(
+                READY_LIMIT,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(&args)
+                    .query_async(&mut node),
+            )
+            .await
+            .expect("answered in time")
+            .unwrap_or_else(|err| panic!("CLUSTER SETSLOT {slot} {args:?} on {port}: {err}"));
+        };
+        setslot(to, vec!["IMPORTING".into(), from_id.clone()]).await;
+        setslot(from, vec!["MIGRATING".into(), to_id.clone()]).await;
+        setslot(to, vec!["NODE".into(), to_id.clone()]).await;
+        setslot(from, vec!["NODE".into(), to_id.clone()]).await;
+        for port in self.ports {
+            if port != from && port != to {
+                setslot(port, vec!["NODE".into(), to_id.clone()]).await;
+            }
+        }
+    }
+
     /// Kills every node and reaps it.
     fn stop(&mut self) {
         for (_, mut child) in self.children.drain(..) {
