@@ -61,7 +61,7 @@
 //! | `rustls` | `wss://` for the [`Client`] (webpki roots, or `ClientBuilder::tls_config`); TLS for the server, `Server::serve_tls` and `Server::serve_tls_connection` with a `tokio_rustls::TlsAcceptor` (client certificates and the rest of the handshake reach `before_upgrade` as `server::TlsInfo`); rustls with its `ring` provider, re-exported as `tokio_webwire::tokio_rustls` |
 //! | `hyper` | `Server::upgrade`: a server mounted on a hyper 1 application, which hands it the upgrade request |
 //! | `axum` | the `hyper` feature, and `tokio_webwire::axum::upgrade`: a handler for an axum 0.8 router |
-//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), and `RedisBackplane` (publishes, session signals and logouts reach every node through Redis pub/sub), with redis-rs re-exported as `tokio_webwire::redis::redis` |
+//! | `redis` | `tokio_webwire::redis`: many servers, one service; `RedisStore`, a session store in Redis (a client restores its session on any node), and `RedisBackplane` (publishes, session signals and logouts reach every node through Redis pub/sub), on one Redis or a Redis Cluster, with redis-rs re-exported as `tokio_webwire::redis::redis` |
 //! | `metrics` | server metrics through the [`metrics`](https://docs.rs/metrics) facade (connections, requests by outcome, handlers in flight, bytes, protocol errors, close reasons and codes, sessions, slow subscribers); the application installs an exporter. Names, units and labels: [`server::metrics`] |
 //!
 //! # Modules

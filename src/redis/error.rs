@@ -1,9 +1,10 @@
 //! [`RedisConnectError`]: why connecting to Redis failed, naming the URL or the address.
 
 /// Why [`RedisStore::connect`](super::RedisStore::connect) or
-/// [`RedisBackplane::connect`](super::RedisBackplane::connect) (and their `from_client`)
-/// failed: a URL that does not parse, or a Redis that cannot be reached at its address.
-/// The message names Redis and the URL or address, never a password.
+/// [`RedisBackplane::connect`](super::RedisBackplane::connect) (and their `from_client`,
+/// and the `connect_cluster` of both) failed: a URL that does not parse, or a Redis that
+/// cannot be reached at its address (for a cluster, none of its seed nodes). The message
+/// names Redis and the URL or addresses, never a password.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -28,10 +29,12 @@ pub enum RedisConnectError {
         source: redis::RedisError,
     },
     /// Redis did not answer at the address (down, another port, a firewall) or refused
-    /// the connection (a wrong password).
+    /// the connection (a wrong password); for a cluster, no seed node did, or the cluster
+    /// does not serve every slot.
     #[error("cannot connect to Redis at {addr}: {source}")]
     Unreachable {
-        /// The address (`127.0.0.1:6379`).
+        /// The address (`127.0.0.1:6379`); for a cluster, its seed nodes' addresses
+        /// (`127.0.0.1:7000, 127.0.0.1:7001`).
         addr: String,
         /// What redis-rs reported.
         source: redis::RedisError,
@@ -48,12 +51,19 @@ impl RedisConnectError {
     }
 }
 
+impl RedisConnectError {
+    /// The `InvalidUrl` error of `url`, its password hidden.
+    pub(super) fn invalid_url(url: &str, source: redis::RedisError) -> Self {
+        RedisConnectError::InvalidUrl {
+            url: redacted(url),
+            source,
+        }
+    }
+}
+
 /// Opens a client for `url`, or says which URL is wrong.
 pub(super) fn open(url: &str) -> Result<redis::Client, RedisConnectError> {
-    redis::Client::open(url).map_err(|source| RedisConnectError::InvalidUrl {
-        url: redacted(url),
-        source,
-    })
+    redis::Client::open(url).map_err(|source| RedisConnectError::invalid_url(url, source))
 }
 
 /// `url` with whatever comes between the scheme and the last `@` (a user, a password)

@@ -13,7 +13,9 @@
 //! random one when the hash is gone), the offset (`HINCRBY`), the entry (`XADD`), the
 //! trimming of the oldest entries beyond the history's count, bytes and age (`XTRIM
 //! MINID`), and the `PUBLISH` to the other nodes with the position, on the topic's channel
-//! (`<channel prefix>t:{<topic>}`, the same hash tag): kept iff sent. A
+//! (`<channel prefix>t:{<topic>}`, the same hash tag, so on a Redis Cluster the same slot:
+//! there the script's keys and its `SPUBLISH` to that channel are on one master): kept
+//! iff sent. A
 //! resume is one script too: the epoch, the last offset, and `XRANGE` from the first
 //! offset missed. If the keys were flushed or evicted (or only the stream), the next
 //! script starts a new epoch: a client's older position is then "not recovered", never
@@ -23,8 +25,8 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
+use super::connection::Connection;
 use super::sanitized;
 use crate::protocol::topics::Position;
 use crate::server::History;
@@ -49,6 +51,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function offset_of(id) return tonumber(string.match(id, '^%d+')) end
 ";
 
+/// `PUBLISH` is the command that sends to the other nodes: `PUBLISH` on one Redis,
+/// `SPUBLISH` (sharded pub/sub) on a Redis Cluster.
 /// ARGV: new epoch, signal and its tag, max count, max bytes, max age in ms (0: none),
 /// channel, envelope header. Returns {epoch, offset}. The bytes counted against the
 /// history's bound are the signals', without their 32-byte tags.
@@ -81,7 +85,7 @@ for i = 1, 8 do
   le[i] = string.char(o % 256)
   o = math.floor(o / 256)
 end
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. epoch .. table.concat(le) .. frame)
+redis.call(PUBLISH, ARGV[6], ARGV[7] .. epoch .. table.concat(le) .. frame)
 return {epoch, offset}
 ";
 
@@ -112,7 +116,7 @@ struct Script {
 
 /// Topic histories in Redis: the shared engine of a [`RedisBackplane`](super::RedisBackplane).
 pub(crate) struct RedisHistory {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     /// The backplane's channel prefix: a publication goes to its topic's channel.
     channels: String,
@@ -121,18 +125,20 @@ pub(crate) struct RedisHistory {
 }
 
 impl RedisHistory {
-    /// Loads the scripts through `conn` (which must reach Redis now).
+    /// Loads the scripts through `conn` (which must reach Redis now; on a cluster, every
+    /// master: `SCRIPT LOAD` goes to all of them). A publication goes to the other nodes
+    /// with `SPUBLISH` on a cluster, `PUBLISH` on one Redis.
     pub(crate) async fn new(
-        conn: ConnectionManager,
+        conn: Connection,
         prefix: String,
         channels: String,
     ) -> Result<Self, redis::RedisError> {
         let history = RedisHistory {
-            conn,
+            conn: conn.clone(),
             prefix,
             channels,
-            append: Script::new(APPEND),
-            read: Script::new(READ),
+            append: Script::new(APPEND, &conn),
+            read: Script::new(READ, &conn),
         };
         for script in [&history.append, &history.read] {
             script.load(&mut history.conn.clone()).await?;
@@ -150,14 +156,18 @@ impl RedisHistory {
 }
 
 impl Script {
-    fn new(body: &str) -> Self {
+    fn new(body: &str, conn: &Connection) -> Self {
+        let publish = match conn {
+            Connection::Single(_) => "PUBLISH",
+            Connection::Cluster(_) => "SPUBLISH",
+        };
         Script {
-            body: format!("{PRELUDE}{body}"),
+            body: format!("local PUBLISH = '{publish}'\n{PRELUDE}{body}"),
             sha: Mutex::new(String::new()),
         }
     }
 
-    async fn load(&self, conn: &mut ConnectionManager) -> Result<String, redis::RedisError> {
+    async fn load(&self, conn: &mut Connection) -> Result<String, redis::RedisError> {
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(&self.body)
@@ -171,7 +181,7 @@ impl Script {
     /// it (a restart), so a publish is one round trip but right after that.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        conn: &ConnectionManager,
+        conn: &Connection,
         keys: &[String; 2],
         args: &[&[u8]],
     ) -> Result<T, HistoryError> {

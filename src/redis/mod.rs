@@ -4,11 +4,14 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis |
+//! | `store.rs` | [`RedisStore`]: a [`SessionStore`](crate::session::SessionStore) in Redis or a Redis Cluster |
 //! | `backplane.rs` | [`RedisBackplane`]: a [`Backplane`](crate::backplane::Backplane) over Redis pub/sub, a channel per route, sharing the topic histories |
+//! | `sharded.rs` | the backplane's subscriptions on a Redis Cluster: sharded pub/sub, subscribed again after a node's connection is lost |
 //! | `history.rs` | topic histories in Redis: a stream and a hash per topic, one Lua script per publish and per resume |
+//! | `connection.rs` | where commands go: one Redis (a `ConnectionManager`) or a Redis Cluster (redis-rs's cluster connection), and the cluster client's timeouts |
 //!
-//! Every node of a service uses both, on the same Redis, with the same prefix and channel:
+//! Every node of a service uses both, on the same Redis (or Redis Cluster), with the same
+//! prefixes:
 //!
 //! ```no_run
 //! use tokio_webwire::redis::{RedisBackplane, RedisStore};
@@ -85,6 +88,24 @@
 //!   topic is answered `WW_UNAVAILABLE` (it tries again); its live subscribers stay;
 //! - connections, requests and signals are unaffected.
 //!
+//! # On a Redis Cluster
+//! [`RedisStore::connect_cluster`] and [`RedisBackplaneBuilder::connect_cluster`] take
+//! some of the cluster's masters (Redis 7 or later, for sharded pub/sub). Sessions spread
+//! over the slots by their random keys. The backplane publishes with `SPUBLISH` and
+//! subscribes with `SSUBSCRIBE`, so a message crosses only the master of its channel's
+//! slot, never the cluster bus to every master as a plain `PUBLISH` would; a topic's
+//! channel and its history's keys share the `{<topic>}` hash tag, so the history script
+//! and its `SPUBLISH` run on one master. The names spread evenly: 1 000 topics `room/N`
+//! fall 343, 333 and 324 on the three masters of the default slot split, 1 000 session
+//! routes 314, 341 and 345 (`tests/redis_cluster.rs`), where a name with a fixed hash tag
+//! (`{webwire}:t:room/N`) would put all 1 000 on one master.
+//!
+//! While a master is away, what is in its slots fails as above while Redis is away, and
+//! the rest works. A topic whose name begins with `}` has an empty hash tag: its two
+//! history keys fall in different slots, and a publish to it with a history fails
+//! ([`TopicError::History`](crate::server::TopicError::History)); give such topics no
+//! history on a cluster.
+//!
 //! If Redis loses its data (a restart without persistence, a flush), sessions are gone:
 //! their clients are told "session not found" on their next restore and log in again;
 //! topic histories start a new epoch: resuming clients are told "not recovered".
@@ -109,8 +130,10 @@
 //! a certificate made in the test). Without the feature, `rediss://` URLs are refused.
 
 mod backplane;
+mod connection;
 mod error;
 mod history;
+mod sharded;
 mod store;
 
 pub use backplane::{RedisBackplane, RedisBackplaneBuilder};

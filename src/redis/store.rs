@@ -4,8 +4,11 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use time::OffsetDateTime;
 
+use super::connection::{self, Connection};
 use super::{RedisConnectError, sanitized};
 use crate::Session;
 use crate::session::invalid_record;
@@ -40,6 +43,11 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 ///
 /// Cloning is cheap: clones share one multiplexed connection.
 ///
+/// **On a Redis Cluster** ([`connect_cluster`](Self::connect_cluster)) every command goes
+/// to the master of its key's slot; session keys are random, so sessions spread evenly
+/// over the slots, and so over the masters, by themselves (no hash tag). While a master
+/// is away, the sessions in its slots fail as above, the others are unaffected.
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use tokio_webwire::redis::RedisStore;
@@ -55,7 +63,7 @@ const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     /// `None`: sessions never expire.
     idle_timeout: Option<Duration>,
@@ -124,6 +132,106 @@ impl RedisStore {
     /// ```
     #[must_use]
     pub fn new(connection: ConnectionManager) -> Self {
+        Self::on(Connection::Single(connection))
+    }
+
+    /// Connects to the Redis Cluster that `urls` (some of its masters, `redis://host:port`
+    /// each) belong to, with the default prefix and idle timeout: every master of the
+    /// cluster is found from them. Fails if a URL is invalid or no node can be reached
+    /// now; once connected, the store reconnects to each node by itself, and follows the
+    /// cluster when its slots move. The cluster client is configured as by
+    /// [`cluster_client_builder`](Self::cluster_client_builder).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::RedisStore;
+    ///
+    /// let store = RedisStore::connect_cluster(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+    ///     .await?
+    ///     .prefix("chat:session:");
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster<I>(urls: I) -> Result<Self, RedisConnectError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let (builder, addrs) = connection::cluster_builder(urls)?;
+        let client = builder
+            .build()
+            .map_err(|source| RedisConnectError::Unreachable {
+                addr: addrs.clone(),
+                source,
+            })?;
+        let connection = connection::connect_cluster(&client, addrs).await?;
+        Ok(Self::new_cluster(connection))
+    }
+
+    /// Connects through an existing [`ClusterClient`](redis::cluster::ClusterClient), which
+    /// holds the seed nodes, credentials and timeouts: see
+    /// [`connect_cluster`](Self::connect_cluster).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use tokio_webwire::redis::RedisStore;
+    ///
+    /// let client = RedisStore::cluster_client_builder(["redis://10.0.0.1:6379/"])?
+    ///     .response_timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// let store = RedisStore::from_cluster_client(client).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_cluster_client(client: ClusterClient) -> Result<Self, RedisConnectError> {
+        let connection =
+            connection::connect_cluster(&client, "the Redis Cluster's seed nodes".to_owned())
+                .await?;
+        Ok(Self::new_cluster(connection))
+    }
+
+    /// A store on a cluster connection of the application's own, with the default prefix
+    /// and idle timeout.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::RedisStore;
+    ///
+    /// let client = RedisStore::cluster_client_builder(["redis://10.0.0.1:6379/"])?.build()?;
+    /// let store = RedisStore::new_cluster(client.get_async_connection().await?);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn new_cluster(connection: ClusterConnection) -> Self {
+        Self::on(Connection::Cluster(connection))
+    }
+
+    /// The cluster client builder of [`connect_cluster`](Self::connect_cluster) for the
+    /// seed nodes `urls`: it fails as quickly as [`connection_config`](Self::connection_config)'s
+    /// connection manager does with one Redis (two retries, 100 and at most 200 ms apart;
+    /// a second to connect to a node, half a second per answer, 3 s per command with its
+    /// retries), where redis-rs's defaults would retry 16 times for minutes. Fails if a URL
+    /// is invalid (named, its password hidden).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio_webwire::redis::RedisStore;
+    ///
+    /// let builder = RedisStore::cluster_client_builder(["redis://127.0.0.1:7000/"])?;
+    /// let Err(error) = RedisStore::cluster_client_builder(["redis://u:secret@127.0.0.1:7000 x"]) else {
+    ///     panic!("the URL does not parse");
+    /// };
+    /// assert!(!error.to_string().contains("secret"));
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_client_builder<I>(urls: I) -> Result<ClusterClientBuilder, RedisConnectError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Ok(connection::cluster_builder(urls)?.0)
+    }
+
+    fn on(connection: Connection) -> Self {
         RedisStore {
             connection,
             prefix: Self::DEFAULT_PREFIX.to_owned(),

@@ -11,6 +11,8 @@ pub mod nodes;
 pub mod probe;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
 pub mod script;
 pub mod topics;
 

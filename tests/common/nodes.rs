@@ -87,20 +87,19 @@ pub async fn nothing_more(client: &Client, seen: &mut mpsc::UnboundedReceiver<Se
 /// The service's secret in these tests.
 pub const SECRET: &[u8] = b"the nodes' shared secret, 32 b.!";
 
-/// Publishes signals named `name` on `from` until `seen` gets one: the link between them
-/// may still be coming back. Each attempt waits a little for the delivery; all are bounded.
-/// (`name` tells these apart from the retries of another node that `seen` may hold.)
+/// Publishes signals named `name` to `topic` on `from` until `seen` gets one: the link
+/// between them may still be coming back. Each attempt waits a little for the delivery;
+/// all are bounded. (`name` tells these apart from the retries of another node that
+/// `seen` may hold.)
 pub async fn publish_until_delivered(
     from: &Node,
+    topic: &str,
     name: &'static str,
     seen: &mut mpsc::UnboundedReceiver<Seen>,
 ) {
     bounded(async {
         for attempt in 0.. {
-            let _ = from
-                .server
-                .publish("room", name, format!("{attempt}"))
-                .await;
+            let _ = from.server.publish(topic, name, format!("{attempt}")).await;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
             while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, seen.recv()).await {
                 if matches!(seen, Seen::Signal(got, _) if got == name) {
@@ -329,8 +328,8 @@ pub async fn flowing_again(
     on_a_seen: &mut mpsc::UnboundedReceiver<Seen>,
     on_b_seen: &mut mpsc::UnboundedReceiver<Seen>,
 ) {
-    publish_until_delivered(b, "retry-b", on_a_seen).await;
-    publish_until_delivered(a, "retry-a", on_b_seen).await;
+    publish_until_delivered(b, "room", "retry-b", on_a_seen).await;
+    publish_until_delivered(a, "room", "retry-a", on_b_seen).await;
     for (from, text) in [(a, "after a"), (b, "after b")] {
         bounded(from.server.publish("room", "news", text))
             .await
@@ -488,4 +487,19 @@ pub async fn nats_node(
     .expect("the backplane connects");
     let node = node(|b| b.session_store(store).backplane(backplane.clone())).await;
     (node, backplane)
+}
+
+/// A node of the service on the Redis Cluster `cluster`: a probe server with a
+/// `RedisStore` and a `RedisBackplane` of its own on the cluster, as a process behind a
+/// load balancer would have.
+#[cfg(feature = "redis")]
+pub async fn redis_cluster_node(cluster: &super::redis_cluster::RedisCluster) -> Node {
+    use tokio_webwire::redis::{RedisBackplane, RedisStore};
+    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
+        .await
+        .expect("the store connects");
+    let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
+        .await
+        .expect("the backplane connects");
+    node(|b| b.session_store(store).backplane(backplane)).await
 }

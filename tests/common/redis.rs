@@ -43,26 +43,8 @@ impl RedisServer {
     pub async fn start_with(
         extra: impl FnOnce(&std::path::Path) -> Vec<String>,
     ) -> Option<RedisServer> {
-        match Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::NotFound => {
-                if std::env::var_os("CI").is_some() {
-                    panic!(
-                        "redis-server is not installed, and CI is set: the Redis tests must run \
-                         in CI (`.ci/run` installs it with apt-get install -y redis-server)"
-                    );
-                }
-                eprintln!(
-                    "SKIPPED: redis-server is not installed (apt-get install redis-server); \
-                     this Redis test did not run"
-                );
-                return None;
-            }
-            Err(err) => panic!("cannot run redis-server --version: {err}"),
+        if !installed("redis-server") {
+            return None;
         }
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -223,6 +205,32 @@ pub async fn kill_subscribers(
     .expect("CLIENT KILL")
 }
 
+/// Whether `binary` (a Redis tool, run with `--version`) is installed; outside CI a test
+/// is skipped without it (this says so on stderr), in CI it must be there (this panics).
+pub fn installed(binary: &str) -> bool {
+    match Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "{binary} is not installed, and CI is set: the Redis tests must run in CI \
+                     (`.ci/run` installs it with apt-get install -y redis-server)"
+                );
+            }
+            eprintln!(
+                "SKIPPED: {binary} is not installed (apt-get install redis-server); this \
+                 Redis test did not run"
+            );
+            false
+        }
+        Err(err) => panic!("cannot run {binary} --version: {err}"),
+    }
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -232,7 +240,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Whether a Redis on `port` answers PING within a second.
-async fn ping(port: u16) -> bool {
+pub async fn ping(port: u16) -> bool {
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         stream.write_all(b"PING\r\n").await?;
