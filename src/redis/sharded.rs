@@ -26,9 +26,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::backplane::{HEALTH_INTERVAL, HEALTH_LIMIT, MAX_BACKOFF, MIN_BACKOFF, limited};
-use crate::backplane::Inboxes;
 use super::{RedisConnectError, connection, sanitized};
 use crate::backplane::BackplaneError;
+use crate::backplane::Inboxes;
 
 /// How many `SSUBSCRIBE`s are in flight at once when every channel is subscribed again.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
