@@ -89,6 +89,11 @@ impl Interest {
         first
     }
 
+    /// Whether anything wants `route` now.
+    pub(crate) fn wants(&self, route: &Route) -> bool {
+        self.state().counts.contains_key(route)
+    }
+
     /// One reason less: the last one leaves it.
     pub(crate) fn release(&self, route: &Route) {
         let mut state = self.state();

@@ -344,6 +344,15 @@ impl Remote {
         }
     }
 
+    /// Whether something here wants `route` (always, for a server alone: it hears
+    /// everything it publishes).
+    pub(crate) fn wants(&self, route: impl FnOnce(&Seal) -> Route) -> bool {
+        match (&self.interest, &self.seal) {
+            (Some(interest), Some(seal)) => interest.wants(&route(seal)),
+            _ => true,
+        }
+    }
+
     /// One reason less.
     pub(crate) fn release(&self, route: impl FnOnce(&Seal) -> Route) {
         if let (Some(interest), Some(seal)) = (&self.interest, &self.seal) {

@@ -585,6 +585,12 @@ impl Hub {
             let position = store
                 .append(topic, history, envelope, frame.clone())
                 .await?;
+            // A node that does not listen to the topic (no subscriber, no resume) has
+            // nobody to deliver to, and hears none of the other nodes' publications: a
+            // sequencer here would only see holes and read them from the store.
+            if !self.remote.wants(|_| Route::topic_checked(topic)) {
+                return Ok(0);
+            }
             return Ok(self.arrive(topic, history, position, frame));
         }
         let delivered = self.publish_here(topic, &frame)?;
