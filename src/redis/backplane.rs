@@ -162,6 +162,14 @@ struct Joined {
 pub struct RedisBackplaneBuilder {
     prefix: String,
     history_prefix: Option<String>,
+    health: Health,
+}
+
+/// How often an idle subscription is checked, and how long an answer may take.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    interval: Duration,
+    limit: Duration,
 }
 
 impl RedisBackplane {
@@ -231,6 +239,10 @@ impl RedisBackplane {
         RedisBackplaneBuilder {
             prefix: Self::DEFAULT_CHANNEL_PREFIX.to_owned(),
             history_prefix: Some(Self::DEFAULT_HISTORY_PREFIX.to_owned()),
+            health: Health {
+                interval: HEALTH_INTERVAL,
+                limit: HEALTH_LIMIT,
+            },
         }
     }
 
@@ -308,6 +320,27 @@ impl RedisBackplaneBuilder {
         self
     }
 
+    /// How often the subscriber connection is checked with a `PING` while no message
+    /// comes (default 30 s), and how long its answer, and each attempt to subscribe again,
+    /// may take (default 5 s). A connection that died without a word (a network partition,
+    /// a peer gone) is noticed after at most `interval + limit`; until then this node
+    /// hears nothing of the other nodes and does not know it. Shorter costs a `PING` more
+    /// often per node; too short a `limit` gives up on a slow but living Redis.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = tokio_webwire::redis::RedisBackplane::builder()
+    ///     .health_check(Duration::from_secs(5), Duration::from_secs(2));
+    /// ```
+    pub fn health_check(mut self, interval: Duration, limit: Duration) -> Self {
+        self.health = Health {
+            interval: interval.max(Duration::from_millis(1)),
+            limit: limit.max(Duration::from_millis(1)),
+        };
+        self
+    }
+
     /// Connects to the Redis at `url`; see [`from_client`](Self::from_client).
     ///
     /// ```no_run
@@ -347,7 +380,9 @@ impl RedisBackplaneBuilder {
         let publisher = Connection::Single(publisher);
         let history = self.history(&publisher).await.map_err(unreachable())?;
         let channels = Arc::new(Channels::default());
-        let stream = subscribe(&client, &channels).await.map_err(unreachable())?;
+        let stream = subscribe(&client, &channels, SUBSCRIBE_LIMIT)
+            .await
+            .map_err(unreachable())?;
         let stop = CancellationToken::new();
         let inboxes = Arc::new(Inboxes::default());
         tokio::spawn(
@@ -356,6 +391,7 @@ impl RedisBackplaneBuilder {
                 channels: Arc::clone(&channels),
                 inboxes: Arc::clone(&inboxes),
                 stop: stop.clone(),
+                health: self.health,
             }
             .run(stream),
         );
@@ -589,6 +625,7 @@ pub(super) async fn limited(
 async fn subscribe(
     client: &redis::Client,
     channels: &Channels,
+    limit: Duration,
 ) -> Result<PubSubStream, redis::RedisError> {
     let mut joined = channels.0.lock().await;
     let attempt = async {
@@ -600,7 +637,7 @@ async fn subscribe(
         }
         Ok((sink, stream))
     };
-    let (sink, stream) = tokio::time::timeout(SUBSCRIBE_LIMIT, attempt)
+    let (sink, stream) = tokio::time::timeout(limit, attempt)
         .await
         .unwrap_or_else(|_| {
             Err(redis::RedisError::from(std::io::Error::new(
@@ -618,6 +655,7 @@ struct Subscriber {
     channels: Arc<Channels>,
     inboxes: Arc<Inboxes>,
     stop: CancellationToken,
+    health: Health,
 }
 
 impl Subscriber {
@@ -645,10 +683,8 @@ impl Subscriber {
 
     /// Hands every message to the inboxes until the connection is gone; says why it ended.
     async fn pump(&self, mut messages: PubSubStream) -> String {
-        let mut health = tokio::time::interval_at(
-            tokio::time::Instant::now() + HEALTH_INTERVAL,
-            HEALTH_INTERVAL,
-        );
+        let every = self.health.interval;
+        let mut health = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         // After a stall, one check, not a burst of them (each may hold up the messages).
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -663,7 +699,7 @@ impl Subscriber {
                     let Some(mut sink) = sink else {
                         return "the subscriber connection is gone".to_owned();
                     };
-                    if let Err(why) = ping(&mut sink).await {
+                    if let Err(why) = ping(&mut sink, self.health.limit).await {
                         return why;
                     }
                 }
@@ -682,7 +718,7 @@ impl Subscriber {
             }
             tokio::select! {
                 () = self.stop.cancelled() => return None,
-                subscribed = subscribe(&self.client, &self.channels) => match subscribed {
+                subscribed = subscribe(&self.client, &self.channels, self.health.limit.max(MIN_BACKOFF)) => match subscribed {
                     Ok(stream) => return Some(stream),
                     Err(error) => tracing::debug!(
                         error = %sanitized(error),
@@ -697,10 +733,10 @@ impl Subscriber {
 }
 
 /// Whether the subscriber connection still answers.
-async fn ping(sink: &mut PubSubSink) -> Result<(), String> {
-    match tokio::time::timeout(HEALTH_LIMIT, sink.ping::<redis::Value>()).await {
+async fn ping(sink: &mut PubSubSink, limit: Duration) -> Result<(), String> {
+    match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("PING failed: {}", sanitized(error))),
-        Err(_) => Err(format!("no answer to PING within {HEALTH_LIMIT:?}")),
+        Err(_) => Err(format!("no answer to PING within {limit:?}")),
     }
 }
