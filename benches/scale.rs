@@ -7,6 +7,7 @@
 //! cargo bench --bench scale --features redis -- --redis URL        # a RedisBackplane per node
 //! cargo bench --bench scale --features redis -- --redis URL --broadcast
 //! cargo bench --bench scale --features nats -- --nats URL [--broadcast]
+//! cargo bench --bench scale --features redis -- --redis-cluster URL,URL,URL [--broadcast]
 //! cargo bench --bench scale -- --nodes 16 --topics 1000 --publishes 5
 //! ```
 //!
@@ -129,6 +130,8 @@ struct Options {
     publishes: usize,
     broadcast: bool,
     redis: Option<String>,
+    /// The URLs of a Redis Cluster's masters, comma-separated.
+    cluster: Option<String>,
     nats: Option<String>,
 }
 
@@ -139,6 +142,7 @@ fn options() -> Result<Options> {
         publishes: 5,
         broadcast: false,
         redis: None,
+        cluster: None,
         nats: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -158,6 +162,7 @@ fn options() -> Result<Options> {
             "--broadcast" => o.broadcast = true,
             "--redis" => o.redis = Some(value()?),
             "--nats" => o.nats = Some(value()?),
+            "--redis-cluster" => o.cluster = Some(value()?),
             "--bench" => {}
             other => return Err(format!("unknown option {other}").into()),
         }
@@ -228,8 +233,20 @@ async fn main() -> Result {
     let o = options()?;
     let bus = Bus::default();
     let mut servers = Vec::new();
-    let mut joined_everything = Vec::new();
     for _ in 0..o.nodes {
+        #[cfg(feature = "redis")]
+        if let Some(urls) = &o.cluster {
+            let backplane =
+                tokio_webwire::redis::RedisBackplane::connect_cluster(urls.split(',')).await?;
+            if o.broadcast {
+                for t in 0..o.topics {
+                    let route = Route::topic(&topic(t)).ok_or("a topic")?;
+                    let _ = backplane.join(&route).await;
+                }
+            }
+            servers.push(start(backplane).await?);
+            continue;
+        }
         let (server, url) = match &o.redis {
             #[cfg(feature = "redis")]
             Some(redis) => {
@@ -239,7 +256,6 @@ async fn main() -> Result {
                         let route = Route::topic(&topic(t)).ok_or("a topic")?;
                         let _ = backplane.join(&route).await;
                     }
-                    joined_everything.push(Box::new(backplane.clone()) as Box<dyn Send>);
                 }
                 start(backplane).await?
             }
@@ -272,7 +288,6 @@ async fn main() -> Result {
         };
         servers.push((server, url));
     }
-    drop(joined_everything);
 
     // One client per node, subscribed to the node's topics; every publication it gets is
     // counted, with its latency (the payload carries the publish time, in µs since start).
@@ -340,7 +355,9 @@ async fn main() -> Result {
         o.nodes,
         o.topics,
         publications,
-        if o.redis.is_some() {
+        if o.cluster.is_some() {
+            "Redis Cluster (3 masters)"
+        } else if o.redis.is_some() {
             "Redis"
         } else if o.nats.is_some() {
             "NATS"
