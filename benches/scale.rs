@@ -40,6 +40,10 @@ use tokio_webwire::backplane::{Backplane, BackplaneError, Inbox, Route};
 use tokio_webwire::client::TopicEvent;
 use tokio_webwire::server::{Connection, Handler, Server, SubscribeRefused};
 
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_time;
+
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const SECRET: &[u8] = b"the bench's service secret, 32 b";
@@ -208,24 +212,6 @@ async fn start(backplane: impl Backplane) -> Result<(Server<Open>, String)> {
     let url = format!("ws://{}/", listener.local_addr()?);
     tokio::spawn(server.serve(listener));
     Ok((server, url))
-}
-
-/// The process's CPU time so far (user + system), from `/proc/self/stat`, in clock ticks
-/// of 10 ms (Linux's USER_HZ).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 #[tokio::main]
