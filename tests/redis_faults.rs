@@ -12,7 +12,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::bounded;
@@ -37,7 +37,7 @@ struct Proxy {
     addr: std::net::SocketAddr,
     link: watch::Sender<Link>,
     /// Connections accepted so far.
-    accepted: Arc<AtomicUsize>,
+    accepted: watch::Receiver<usize>,
 }
 
 impl Proxy {
@@ -45,11 +45,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (link, _) = watch::channel(Link::Slow(Duration::ZERO));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (links, count) = (link.clone(), Arc::clone(&accepted));
+        let (count, accepted) = watch::channel(0);
+        let links = link.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
+                count.send_modify(|n| *n += 1);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
@@ -160,7 +160,8 @@ async fn a_slow_link_delays_and_a_partition_loses_only_what_passed_during_it() {
 
     // Partitioned: a hears nothing. b publishes, and revokes the session a's client holds
     // (Redis, reached directly, forgets it at once; the news cannot reach a).
-    let before = proxy.accepted.load(Ordering::SeqCst);
+    let mut accepted = proxy.accepted.clone();
+    let before = *accepted.borrow_and_update();
     proxy.link.send_replace(Link::Partitioned);
     bounded(b.server.publish("room", "news", "lost"))
         .await
@@ -173,12 +174,9 @@ async fn a_slow_link_delays_and_a_partition_loses_only_what_passed_during_it() {
     );
     // a notices (its PING goes unanswered) and tries to subscribe again: a new connection
     // to the proxy shows it.
-    bounded(async {
-        while proxy.accepted.load(Ordering::SeqCst) == before {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    bounded(accepted.wait_for(|&n| n > before))
+        .await
+        .expect("the proxy is alive");
     assert!(
         on_a.session().is_some(),
         "a cannot know of the revocation yet"
