@@ -66,6 +66,7 @@
 //! ```
 
 mod extract;
+mod future;
 mod names;
 mod reply;
 mod routes;
@@ -74,14 +75,19 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 
-use futures_util::future::Either;
+use futures_util::FutureExt;
+
+use crate::router::future::Either;
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
 pub use extract::{
     Attached, FromConnection, FromPayload, INVALID_PAYLOAD, Json, NO_SESSION, State, Text,
 };
 pub use reply::{IntoContractReply, IntoReply};
-pub use routes::{ContractFn, RequestContract, Route, RouteFn, Routes, SignalContract};
+pub use routes::{
+    Chain, ContractFn, FLAT, Push, RequestContract, Route, RouteCall, RouteFn, Routes,
+    SignalContract,
+};
 
 use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name, ProtocolError};
@@ -152,8 +158,9 @@ where
     /// Routes the requests named `name` to `handler`, an async function of
     /// [`FromConnection`] arguments and a last [`FromPayload`] one, returning
     /// [`IntoReply`].
-    pub fn request<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K, F>
+    pub fn request<H, A>(self, name: &str, handler: H) -> Router<S, R::Output, K, F>
     where
+        R: Push<Route<H, A>>,
         H: RouteFn<S, A>,
         A: 'static,
     {
@@ -162,8 +169,9 @@ where
 
     /// Routes the signals named `name` to `handler` (as [`request`](Self::request); what
     /// it returns is dropped, an error logged).
-    pub fn signal<H, A>(self, name: &str, handler: H) -> Router<S, (R, Route<H, A>), K, F>
+    pub fn signal<H, A>(self, name: &str, handler: H) -> Router<S, R::Output, K, F>
     where
+        R: Push<Route<H, A>>,
         H: RouteFn<S, A>,
         A: 'static,
     {
@@ -174,12 +182,9 @@ where
     /// `handler`: [`FromConnection`] arguments, then a `C`; it returns
     /// `Result<C::Reply, E>` (any `E` that converts into a [`HandlerError`]). Its name is
     /// `C::NAME`.
-    #[allow(clippy::type_complexity)] // the route list's type, as `request` builds it
-    pub fn on<C, H, A, O>(
-        self,
-        handler: H,
-    ) -> Router<S, (R, Route<RequestContract<C, H, A>, (C, A, O)>), K, F>
+    pub fn on<C, H, A, O>(self, handler: H) -> Router<S, R::Output, K, F>
     where
+        R: Push<Route<RequestContract<C, H, A>, (C, A, O)>>,
         C: crate::contract::Request,
         H: ContractFn<S, C, A, Output = Result<O, HandlerError>>,
         O: IntoContractReply<C::Reply> + 'static,
@@ -194,12 +199,9 @@ where
 
     /// Routes the contract signal `C` ([`contract::Signal`](crate::contract::Signal)) to
     /// `handler`: [`FromConnection`] arguments, then a `C`; it returns `()`.
-    #[allow(clippy::type_complexity)] // the route list's type, as `signal` builds it
-    pub fn on_signal<C, H, A>(
-        self,
-        handler: H,
-    ) -> Router<S, (R, Route<SignalContract<C, H, A>, (C, A)>), K, F>
+    pub fn on_signal<C, H, A>(self, handler: H) -> Router<S, R::Output, K, F>
     where
+        R: Push<Route<SignalContract<C, H, A>, (C, A)>>,
         C: crate::contract::Signal,
         H: ContractFn<S, C, A, Output = Result<(), HandlerError>>,
         A: 'static,
@@ -291,13 +293,9 @@ where
         })
     }
 
-    fn add<H, A>(
-        mut self,
-        name: &str,
-        handler: H,
-        request: bool,
-    ) -> Router<S, (R, Route<H, A>), K, F>
+    fn add<H, A>(mut self, name: &str, handler: H, request: bool) -> Router<S, R::Output, K, F>
     where
+        R: Push<Route<H, A>>,
         H: RouteFn<S, A>,
         A: 'static,
     {
@@ -310,14 +308,7 @@ where
         list.push((name.to_owned(), index));
         Router {
             state: self.state,
-            routes: (
-                self.routes,
-                Route {
-                    handler,
-                    index,
-                    _args: PhantomData,
-                },
-            ),
+            routes: self.routes.push(Route::new(handler)),
             hooks: self.hooks,
             fallback: self.fallback,
             requests: self.requests,
@@ -384,6 +375,16 @@ fn names(routes: Vec<(String, usize)>, kind: &'static str) -> Result<NameTable, 
     Ok(NameTable::new(map.into_iter().collect()))
 }
 
+/// Logs a signal handler's error (a signal has no reply to carry it).
+fn signal_handled(handled: Result<Payload, HandlerError>) {
+    if let Err(error) = handled {
+        match error.as_reply() {
+            Some((code, message)) => tracing::debug!(%code, message, "signal refused"),
+            None => tracing::error!(%error, "signal failed"),
+        }
+    }
+}
+
 /// A built [`Router`]: the [`Handler`] to serve (`Server::new(router.build()?)`).
 pub struct Routed<S, R, K, F = NotFound> {
     state: S,
@@ -437,8 +438,12 @@ where
         payload: Payload,
     ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
         match self.requests.get(name.as_bytes()) {
-            Some(index) => Either::Left(self.routes.call(index, conn, &self.state, payload)),
-            None => Either::Right(self.fallback.request(conn, name, payload)),
+            Some(index) => Either::Left {
+                future: self.routes.call(index, conn, &self.state, payload),
+            },
+            None => Either::Right {
+                future: self.fallback.request(conn, name, payload),
+            },
         }
     }
 
@@ -449,18 +454,15 @@ where
         payload: Payload,
     ) -> impl Future<Output = ()> + Send {
         match self.signals.get(name.as_bytes()) {
-            Some(index) => Either::Left(async move {
-                let handled = self.routes.call(index, conn, &self.state, payload).await;
-                if let Err(error) = handled {
-                    match error.as_reply() {
-                        Some((code, message)) => {
-                            tracing::debug!(%code, message, "signal refused");
-                        }
-                        None => tracing::error!(%error, "signal failed"),
-                    }
-                }
-            }),
-            None => Either::Right(self.fallback.signal(conn, name, payload)),
+            Some(index) => Either::Left {
+                future: self
+                    .routes
+                    .call(index, conn, &self.state, payload)
+                    .map(signal_handled),
+            },
+            None => Either::Right {
+                future: self.fallback.signal(conn, name, payload),
+            },
         }
     }
 

@@ -357,6 +357,9 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).disconnected(conn, reason)
     }
 
+    // Inlined, so a handler's future (a router's lookup and dispatch) is built in the job
+    // that awaits it rather than in a call of its own.
+    #[inline(always)]
     fn request(
         &self,
         conn: &Connection,
