@@ -37,6 +37,21 @@ impl contract::Request for Login {
     type Reply = Welcome;
 }
 
+/// A contract request that needs a session.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Rename {
+    user: String,
+}
+
+impl contract::Request for Rename {
+    const NAME: &'static str = "rename";
+    type Reply = String;
+}
+
+async fn rename(_session: Session, rename: Rename) -> Result<String, HandlerError> {
+    Ok(rename.user)
+}
+
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 struct Typing {
     user: String,
@@ -128,6 +143,7 @@ struct Sum {
 fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hooks, Fallback> {
     Router::with_state(app)
         .on(login)
+        .on(rename)
         .on_signal(typing)
         .request("whoami", whoami)
         .request(
@@ -225,6 +241,12 @@ async fn a_route_that_needs_a_session_refuses_a_connection_without_one() {
     assert_eq!(message, "this request needs a session");
     let maybe = bounded(client.request("maybe", "")).await.expect("a reply");
     assert_eq!(maybe.to_text().expect("text"), "no");
+    // A contract's message is read after the other arguments: a client without a session
+    // is told so, whatever it sent.
+    for payload in [r#"{"user": "ann"}"#, "not json"] {
+        let (code, _) = reply_error(bounded(client.request("rename", payload)).await);
+        assert_eq!(code, NO_SESSION.as_str(), "{payload}");
+    }
 }
 
 #[tokio::test]

@@ -22,9 +22,10 @@ use futures_util::FutureExt;
 use crate::router::future::{Either, Replying};
 
 use crate::payload::Payload;
-use crate::router::extract::{FromConnection, FromPayload};
+use crate::router::extract::{FromConnection, FromPayload, Json};
 use crate::router::reply::{IntoContractReply, IntoReply};
 use crate::server::{Connection, HandlerError};
+use serde::de::DeserializeOwned;
 
 /// An async function that can handle a route's messages: its arguments are
 /// [`FromConnection`] types and, last, one [`FromPayload`] type; its output is
@@ -41,7 +42,9 @@ pub trait RouteFn<S, Args>: Send + Sync + 'static {
 }
 
 /// An async function that handles a contract's messages: [`FromConnection`] arguments,
-/// then the contract's own type `C`; its output goes to the contract's reply.
+/// then the contract's own type `C`, read from the payload's JSON once the other
+/// arguments are taken (so their refusal, a missing session say, comes before a payload
+/// that does not parse); its output goes to the contract's reply.
 pub trait ContractFn<S, C, Args>: Send + Sync + 'static {
     /// What the function returns.
     type Output;
@@ -50,7 +53,7 @@ pub trait ContractFn<S, C, Args>: Send + Sync + 'static {
         &self,
         conn: &Connection,
         state: &S,
-        message: C,
+        payload: Payload,
     ) -> impl Future<Output = Self::Output> + Send;
 }
 
@@ -118,23 +121,23 @@ macro_rules! contract_fn {
         impl<S, C, F, Fut, $($part,)*> ContractFn<S, C, ($($part,)*)> for F
         where
             S: Sync,
-            C: Send,
+            C: DeserializeOwned + Send,
             F: Fn($($part,)* C) -> Fut + Send + Sync + 'static,
             Fut: Future + Send,
             $($part: FromConnection<S> + Send,)*
         {
             type Output = Result<Fut::Output, HandlerError>;
 
-            // With no argument before the message the closure is one call.
-            #[allow(non_snake_case, unused_variables, clippy::redundant_closure_call)]
+            #[allow(non_snake_case)]
             fn call(
                 &self,
                 conn: &Connection,
                 state: &S,
-                message: C,
+                payload: Payload,
             ) -> impl Future<Output = Self::Output> + Send {
                 let started = (|| {
                     $(let $part = $part::from_connection(conn, state)?;)*
+                    let message = Json::<C>::from_payload(conn, state, payload)?.0;
                     Ok::<_, HandlerError>(self($($part,)* message))
                 })();
                 match started {
@@ -177,9 +180,8 @@ where
         state: &S,
         payload: Payload,
     ) -> Result<Payload, HandlerError> {
-        let message = crate::router::extract::Json::<R>::from_payload(conn, state, payload)?.0;
-        let reply = self.handler.call(conn, state, message).await?;
-        crate::router::extract::Json(reply.into_contract_reply()?).into_reply()
+        let reply = self.handler.call(conn, state, payload).await?;
+        Json(reply.into_contract_reply()?).into_reply()
     }
 }
 
@@ -202,8 +204,7 @@ where
         state: &S,
         payload: Payload,
     ) -> Result<Payload, HandlerError> {
-        let message = crate::router::extract::Json::<G>::from_payload(conn, state, payload)?.0;
-        self.handler.call(conn, state, message).await?;
+        self.handler.call(conn, state, payload).await?;
         Ok(Payload::empty())
     }
 }
