@@ -432,6 +432,14 @@ async fn every_route_of_a_long_router_answers_its_own_name() {
         };
     }
     assert_eq!(tokio_webwire::router::FLAT, 32, "the lists this test spans");
+    // FLAT routes are one list; one more starts a chain.
+    fn list<S, R, K, F>(_: &Router<S, R, K, F>) -> &'static str {
+        std::any::type_name::<R>()
+    }
+    let flat = routes!(Router::new(); "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25", "r26", "r27", "r28", "r29", "r30", "r31");
+    assert!(!list(&flat).contains("Chain"), "{}", list(&flat));
+    let chained = flat.request("r32", || async { "r32" });
+    assert!(list(&chained).contains("Chain"), "{}", list(&chained));
     let router = routes!(Router::new(); "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25", "r26", "r27", "r28", "r29", "r30", "r31", "r32", "r33", "r34", "r35", "r36", "r37", "r38", "r39", "r40", "r41", "r42", "r43", "r44", "r45", "r46", "r47", "r48", "r49", "r50", "r51", "r52", "r53", "r54", "r55", "r56", "r57", "r58", "r59", "r60", "r61", "r62", "r63", "r64", "r65", "r66", "r67", "r68", "r69");
     let server = Server::new(router.build().expect("valid routes"));
     let addr = listen(&server).await;
