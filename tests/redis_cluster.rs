@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
 use common::redis_cluster::{MASTERS, RedisCluster};
@@ -233,6 +234,53 @@ async fn messages_flow_again_after_the_cluster_closes_every_connection() {
             assert_eq!(nodes::signals_until(seen, text).await, [news(text)], "once");
         }
     }
+}
+
+/// A cluster that stops answering without closing a connection (every master in `DEBUG
+/// SLEEP`): the backplane's `health_check` PING notices, it subscribes again, and its
+/// server looks up the sessions it holds; one deleted from the store meanwhile (as by a
+/// revocation this node never heard of) is taken from its client. With the check's
+/// defaults (30 s) nothing would happen within the test's bound.
+#[tokio::test]
+async fn a_silent_cluster_is_noticed_by_the_health_check() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
+        .await
+        .expect("the store connects");
+    let backplane = bounded(
+        RedisBackplane::builder()
+            .health_check(Duration::from_millis(200), Duration::from_millis(200))
+            .connect_cluster(cluster.urls()),
+    )
+    .await
+    .expect("the backplane connects");
+    let a = nodes::node(|builder| builder.session_store(store).backplane(backplane)).await;
+    let (client, mut seen) = nodes::subscriber(a.addr).await;
+    let key = nodes::login(&client, &mut seen).await;
+
+    let mut raw = cluster.raw().await;
+    let deleted: usize = bounded(
+        redis::cmd("DEL")
+            .arg(format!("{}{key}", RedisStore::DEFAULT_PREFIX))
+            .query_async(&mut raw),
+    )
+    .await
+    .expect("DEL");
+    assert_eq!(deleted, 1, "the session was in the store");
+    for port in cluster.ports() {
+        let mut master = cluster.node(port).await;
+        tokio::spawn(async move {
+            let _: redis::RedisResult<redis::Value> = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg("1")
+                .query_async(&mut master)
+                .await;
+        });
+    }
+    assert_eq!(bounded(seen.recv()).await, Some(nodes::Seen::SessionClosed));
+    assert!(client.session().is_none());
 }
 
 /// One master stopped: the channels of its slots are lost (a publish to them fails to

@@ -167,9 +167,9 @@ pub struct RedisBackplaneBuilder {
 
 /// How often an idle subscription is checked, and how long an answer may take.
 #[derive(Debug, Clone, Copy)]
-struct Health {
-    interval: Duration,
-    limit: Duration,
+pub(super) struct Health {
+    pub(super) interval: Duration,
+    pub(super) limit: Duration,
 }
 
 impl RedisBackplane {
@@ -321,8 +321,8 @@ impl RedisBackplaneBuilder {
     }
 
     /// How often the subscriber connection is checked with a `PING` while no message
-    /// comes (default 30 s), and how long its answer, and each attempt to subscribe again,
-    /// may take (default 5 s). A connection that died without a word (a network partition,
+    /// comes (default 30 s; on a cluster, every master is checked), and how long its
+    /// answer, and each attempt to subscribe again, may take (default 5 s). A connection that died without a word (a network partition,
     /// a peer gone) is noticed after at most `interval + limit`; until then this node
     /// hears nothing of the other nodes and does not know it. Shorter costs a `PING` more
     /// often per node; too short a `limit` gives up on a slow but living Redis.
@@ -482,8 +482,14 @@ impl RedisBackplaneBuilder {
     ) -> Result<RedisBackplane, RedisConnectError> {
         let stop = CancellationToken::new();
         let inboxes = Arc::new(Inboxes::default());
-        let (connection, shards, subscriber) =
-            sharded::connect(builder, addrs.clone(), Arc::clone(&inboxes), stop.clone()).await?;
+        let (connection, shards, subscriber) = sharded::connect(
+            builder,
+            addrs.clone(),
+            Arc::clone(&inboxes),
+            stop.clone(),
+            self.health,
+        )
+        .await?;
         let publisher = Connection::Cluster(connection);
         let history =
             self.history(&publisher)

@@ -25,7 +25,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::backplane::{HEALTH_INTERVAL, HEALTH_LIMIT, MAX_BACKOFF, MIN_BACKOFF, limited};
+use super::backplane::{Health, MAX_BACKOFF, MIN_BACKOFF, limited};
 use super::{RedisConnectError, connection, sanitized};
 use crate::backplane::BackplaneError;
 use crate::backplane::Inboxes;
@@ -44,6 +44,9 @@ pub(super) struct Shards {
     leaving: Mutex<HashMap<String, usize>>,
     /// Told when a join failed: the task subscribes everything again.
     failed: Notify,
+    /// How often the masters are PINGed while nothing comes, and how long they may take
+    /// to answer (`RedisBackplaneBuilder::health_check`).
+    health: Health,
 }
 
 /// Connects to the cluster of `builder` (`addrs` its seed nodes, for the error) with
@@ -54,6 +57,7 @@ pub(super) async fn connect(
     addrs: String,
     inboxes: Arc<Inboxes>,
     stop: CancellationToken,
+    health: Health,
 ) -> Result<(ClusterConnection, Arc<Shards>, ShardSubscriber), RedisConnectError> {
     // Unbounded, as redis-rs's own pub/sub stream on one Redis: the task only hands each
     // message to the inboxes, which never block, so it falls behind only if the runtime
@@ -74,6 +78,7 @@ pub(super) async fn connect(
         joined: tokio::sync::Mutex::default(),
         leaving: Mutex::default(),
         failed: Notify::new(),
+        health,
     });
     let subscriber = ShardSubscriber {
         shards: Arc::clone(&shards),
@@ -169,10 +174,11 @@ impl Shards {
         let mut connection = self.connection.clone();
         let command = redis::cmd("PING");
         let ping = command.query_async::<Value>(&mut connection);
-        match tokio::time::timeout(HEALTH_LIMIT, ping).await {
+        let limit = self.health.limit;
+        match tokio::time::timeout(limit, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(format!("PING failed: {}", sanitized(error))),
-            Err(_) => Err(format!("no answer to PING within {HEALTH_LIMIT:?}")),
+            Err(_) => Err(format!("no answer to PING within {limit:?}")),
         }
     }
 }
@@ -211,10 +217,8 @@ impl ShardSubscriber {
 
     /// Hands every message to the inboxes until a subscription is lost; says why.
     async fn pump(&mut self) -> String {
-        let mut health = tokio::time::interval_at(
-            tokio::time::Instant::now() + HEALTH_INTERVAL,
-            HEALTH_INTERVAL,
-        );
+        let every = self.shards.health.interval;
+        let mut health = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -264,6 +264,8 @@ impl RedisCluster {
             .arg("--logfile")
             .arg(self.log(port))
             .args(["--daemonize", "no", "--protected-mode", "yes"])
+            // `DEBUG SLEEP` makes a master that keeps its connections and answers nothing.
+            .args(["--enable-debug-command", "local"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
