@@ -616,7 +616,15 @@ impl fmt::Debug for RedisBackplane {
 pub(super) async fn limited(
     command: impl std::future::Future<Output = Result<(), redis::RedisError>>,
 ) -> Result<(), redis::RedisError> {
-    tokio::time::timeout(SUBSCRIBE_LIMIT, command)
+    within(SUBSCRIBE_LIMIT, command).await
+}
+
+/// `command`, failed with a timeout if it takes longer than `limit`.
+pub(super) async fn within(
+    limit: Duration,
+    command: impl std::future::Future<Output = Result<(), redis::RedisError>>,
+) -> Result<(), redis::RedisError> {
+    tokio::time::timeout(limit, command)
         .await
         .unwrap_or_else(|_| {
             Err(redis::RedisError::from(std::io::Error::new(

@@ -25,7 +25,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::backplane::{Health, MAX_BACKOFF, MIN_BACKOFF, limited};
+use super::backplane::{Health, MAX_BACKOFF, MIN_BACKOFF, limited, within};
 use super::{RedisConnectError, connection, sanitized};
 use crate::backplane::BackplaneError;
 use crate::backplane::Inboxes;
@@ -158,7 +158,9 @@ impl Shards {
             .map(|channel| {
                 let mut connection = self.connection.clone();
                 let channel = channel.clone();
-                async move { limited(connection.ssubscribe(channel)).await }
+                // As on one Redis: each attempt within the health check's limit.
+                let limit = self.health.limit.max(MIN_BACKOFF);
+                async move { within(limit, connection.ssubscribe(channel)).await }
             })
             .collect();
         let mut subscriptions =
