@@ -25,6 +25,11 @@ use tokio_webwire::{Payload, Session, SessionInfo};
 
 use crate::contract::{ChatMessage, LoggedIn, Login, Logout, Say};
 
+// Shared with the other example of many servers.
+#[path = "../common/secret.rs"]
+mod secret;
+use secret::backplane_secret;
+
 /// Error code: the user name and password do not match.
 pub(crate) const WRONG_CREDENTIALS: ErrorCode = ErrorCode::from_static("WRONG_CREDENTIALS");
 /// Error code: the request needs a login, and the connection holds none.
@@ -257,17 +262,4 @@ pub(crate) async fn start<H: Handler>(
     let local = listener.local_addr()?;
     tokio::spawn(server.serve(listener));
     Ok((server, local))
-}
-
-/// The secret the servers of the service share (`WEBWIRE_SECRET`, at least 16 bytes): it
-/// tags every message between them (`docs/backplane.md`). Without it, a demo secret
-/// everybody knows, and a warning: fine on one machine, never in production.
-fn backplane_secret() -> Vec<u8> {
-    match std::env::var("WEBWIRE_SECRET") {
-        Ok(secret) => secret.into_bytes(),
-        Err(_) => {
-            tracing::debug!("WEBWIRE_SECRET is not set: the servers use a demo secret");
-            b"demo secret: set WEBWIRE_SECRET!".to_vec()
-        }
-    }
 }

@@ -15,6 +15,11 @@ use tokio_webwire::backplane::Backplane;
 use tokio_webwire::router::{Router, State};
 use tokio_webwire::server::{CloseReason, Connection, Handler, Server, TopicError};
 
+// Shared with the other example of many servers.
+#[path = "../common/secret.rs"]
+mod secret;
+use secret::backplane_secret;
+
 /// The topic everything is published to.
 pub(crate) const TOPIC: &str = "news";
 /// The signal name of what clients publish.
@@ -158,17 +163,4 @@ pub(crate) async fn start<H: Handler>(
         .map_err(io::Error::other)?;
     tokio::spawn(server.serve(listener));
     Ok((server, local))
-}
-
-/// The secret the servers of the service share (`WEBWIRE_SECRET`, at least 16 bytes): it
-/// tags every message between them (`docs/backplane.md`). Without it, a demo secret
-/// everybody knows, and a warning: fine on one machine, never in production.
-fn backplane_secret() -> Vec<u8> {
-    match std::env::var("WEBWIRE_SECRET") {
-        Ok(secret) => secret.into_bytes(),
-        Err(_) => {
-            tracing::debug!("WEBWIRE_SECRET is not set: the servers use a demo secret");
-            b"demo secret: set WEBWIRE_SECRET!".to_vec()
-        }
-    }
 }
