@@ -36,12 +36,15 @@ pub(crate) fn app(news: News) -> impl Handler {
         .expect("valid names, each routed once")
 }
 
-/// `subscribe`: the news, and the ticks of this server.
+/// `subscribe`: the news, and the ticks of this server. Answered once the backplane
+/// carries the topic here, so that "subscribed" means every later publication arrives,
+/// whichever server it was published on.
 async fn subscribe(conn: Connection, State(news): State<News>) -> Result<&'static str, TopicError> {
     conn.subscribe(&news.tick_topic)?;
     if conn.subscribe(TOPIC)? {
         news.add(1);
     }
+    conn.sync_backplane().await;
     Ok("subscribed")
 }
 
