@@ -49,8 +49,8 @@
 //! | `idle` | `--conns` (10000), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads`, `--quiet`, `--settle` |
 //! | `burst` | `--conns` (2000), `--requests` (32), `--size` (4k), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--quiet` (0.5: RSS unchanged this long is settled), `--settle` (10: bound on waiting for it) |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
-//! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--server-threads` (1) |
-//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own; `match20` / `router20`: the echo as one of 20 names, in a hand-written `match` / on a router), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler and `--write-timeout` set), `--write-timeout` (the builder's 10) |
+//! | `stall` | `--conns` (300), `--impls` (`ours,minimal`; ours once per handler), `--handlers` (`echo,echo-async`), `--stall` (2: a write blocked this long means the server stopped reading), `--settle` (30: bound on waiting for a stable RSS), `--write-timeout` (120, given to our server), `--write-batch` (our server's default), `--server-threads` (1) |
+//! | `serve` | `--impl` (`ours`), `--max-message-size` (8192), `--max-concurrent` (64), `--threads` (1), `--handler` (`echo`: answers at once; `echo-async`: yields once first, so it runs on a task of its own; `match20` / `router20`: the echo as one of 20 names, in a hand-written `match` / on a router), `--defaults` (`false`; `true`: our server with the builder's default options, only the handler, `--write-timeout` and `--write-batch` set), `--write-timeout` (the builder's 10), `--write-batch` (the builder's `write_batch_size`, 32k) |
 //! | `drive` | `--addr`, `--generators` (`raw`), `--configs`, `--warmup`, `--duration`, `--client-threads`, `--pid` (server pid, for CPU/req) |
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only runs a short smoke check.
@@ -499,6 +499,7 @@ fn serve_main(opts: &Options) -> Result<()> {
         max_concurrent,
         defaults: opts.bool_or("defaults", false)?,
         write_timeout: opts.secs("write-timeout")?,
+        write_batch: opts.get("write-batch").map(parse_size).transpose()?,
     };
     let handler: EchoKind = opts.str_or("handler", "echo").parse()?;
     #[cfg(feature = "metrics")]
@@ -676,6 +677,8 @@ struct OursOptions {
     defaults: bool,
     /// The builder's default (10 s) if not given.
     write_timeout: Option<Duration>,
+    /// `write_batch_size`; the builder's default if not given.
+    write_batch: Option<usize>,
 }
 
 async fn serve_ours<H: Handler>(
@@ -698,6 +701,9 @@ async fn serve_ours<H: Handler>(
     }
     if let Some(timeout) = opts.write_timeout {
         builder = builder.write_timeout(timeout);
+    }
+    if let Some(bytes) = opts.write_batch {
+        builder = builder.write_batch_size(bytes);
     }
     let server = builder.build()?;
     server.serve(listener).await;
@@ -2535,11 +2541,14 @@ fn stall_main(opts: &Options) -> Result<()> {
         match which {
             Impl::Ours => {
                 for &handler in &handlers {
-                    let options = vec![
+                    let mut options = vec![
                         ("defaults", "true".to_owned()),
                         ("handler", handler.to_string()),
                         ("write-timeout", write_timeout.as_secs_f64().to_string()),
                     ];
+                    if let Some(bytes) = opts.get("write-batch") {
+                        options.push(("write-batch", bytes.to_owned()));
+                    }
                     targets.push((format!("ours, {handler}"), which, options));
                 }
             }

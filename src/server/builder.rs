@@ -13,7 +13,14 @@ use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
-use crate::transport::{MAX_HEADER_LEN, READ_CHUNK, WRITE_BURST};
+use crate::transport::{MAX_HEADER_LEN, READ_CHUNK};
+
+/// The default [`ServerBuilder::write_batch_size`]: the largest batch with which a client
+/// that pipelines and never reads costs no more than it did before batches (see the
+/// option's docs for the figures). The client's own sockets batch more
+/// (`transport::socket::WRITE_BURST`, 64 KiB): what a server that stops reading
+/// makes a client hold is the client's own choice.
+const DEFAULT_WRITE_BATCH: usize = 32 * 1024;
 
 /// Why a server configuration was refused by [`ServerBuilder::build`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +100,7 @@ pub(crate) struct Config {
 /// | [`max_concurrent_requests`](Self::max_concurrent_requests) | 8 | handlers of one connection waiting at once (those that finish at once take none); reading pauses beyond |
 /// | [`outbound_queue_len`](Self::outbound_queue_len) | 8 | signals waiting to be written to one connection, in messages of `max_message_size` bytes (more when smaller); senders wait beyond |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | drop a connection whose peer accepts no data for this long |
-/// | [`write_batch_size`](Self::write_batch_size) | 64 KiB | frames one connection queues before writing, while its client reads everything (16 KiB once it does not) |
+/// | [`write_batch_size`](Self::write_batch_size) | 32 KiB | frames one connection queues before writing, while its client reads everything (16 KiB once it does not) |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | time a new socket has to send its HTTP upgrade request |
 /// | [`max_upgrade_request_size`](Self::max_upgrade_request_size) | 8 KiB | largest HTTP upgrade request (431 beyond) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 30 s | how long a graceful shutdown waits for running handlers |
@@ -133,8 +140,8 @@ pub(crate) struct Config {
 ///
 /// Every buffer the server keeps for a connection is bounded by these options: one
 /// connection can make it hold at most [`memory_per_connection`](Self::memory_per_connection)
-/// bytes (312 KiB with the defaults), all connections together at most
-/// [`memory_bound`](Self::memory_bound) (about 3.0 GiB at the default 10 000 connections).
+/// bytes (280 KiB with the defaults), all connections together at most
+/// [`memory_bound`](Self::memory_bound) (about 2.7 GiB at the default 10 000 connections).
 /// A client that sends without reading stops being read when its share is full and is
 /// dropped after the write timeout. The kernel's socket buffers come on top (tune them
 /// with the `net.ipv4.tcp_rmem`/`tcp_wmem` sysctls). To serve more connections on less
@@ -180,7 +187,7 @@ impl<H: Handler> ServerBuilder<H> {
             max_concurrent_requests: 8,
             outbound_queue_len: 8,
             write_timeout: Duration::from_secs(10),
-            write_batch_size: WRITE_BURST,
+            write_batch_size: DEFAULT_WRITE_BATCH,
             handshake_timeout: Duration::from_secs(10),
             max_upgrade_request_size: 8 * 1024,
             shutdown_timeout: Duration::from_secs(30),
@@ -668,7 +675,7 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// How many bytes of frames one connection queues before it writes them, while its
-    /// client reads everything it is given (default 64 KiB; at least 1). Replies and
+    /// client reads everything it is given (default 32 KiB; at least 1). Replies and
     /// signals wait in the queue until nothing more is ready or it holds this much, so a
     /// pipelining client gets many in one system call; once a write finds the client not
     /// reading, the queue takes at most 16 KiB (or this, if smaller) until it has been
@@ -677,9 +684,12 @@ impl<H: Handler> ServerBuilder<H> {
     /// The trade: a larger batch costs fewer system calls per request, and a client that
     /// stops reading can make the server hold up to this much more
     /// ([`memory_per_connection`](Self::memory_per_connection)). On the load bench
-    /// (`benches/load.rs`, 4 connections × 64 pipelined requests of 1 KiB) the server took
-    /// about 0.8 µs per request at 64 KiB against about 1.5 at 16 KiB, while 300 clients
-    /// that pipeline 8 KiB requests and never read held about 51 KiB each against 44.
+    /// (`benches/load.rs`, 4 connections × 64 pipelined requests of 1 KiB, medians of 3)
+    /// the server took 1.16× the generous reference server's CPU per request at 32 KiB,
+    /// 1.08× at 64 KiB and 1.44× at 16 KiB, while 300 clients that pipeline 8 KiB
+    /// requests and never read held 40–41 KiB each at 32 KiB, 50 KiB at 64 KiB and 36 KiB
+    /// at 16 KiB. The default is the largest of these that keeps such clients within what
+    /// they cost before the batch existed (44 KiB).
     ///
     /// ```
     /// use tokio_webwire::server::Server;
@@ -768,14 +778,14 @@ impl<H: Handler> ServerBuilder<H> {
     ///
     /// ```text
     /// 32 KiB + b (the connection's state, two 8 KiB read chunks taking turns, and
-    ///          b = write_batch_size, 64 KiB by default: frames waiting for the socket)
+    ///          b = write_batch_size, 32 KiB by default: frames waiting for the socket)
     /// + M × 3 (a message being read, one being assembled, one written past the queue)
     /// + max(M + 14, 8 KiB) × c + M × c (each running handler: its request, which keeps
     ///          the chunk or the frame-sized allocation it was read into, then its reply)
     /// + M × q  (queued signals)
     /// ```
     ///
-    /// With the defaults (8 KiB, 8, 8) that is 319 600 bytes (312 KiB). The read chunk and the write queue
+    /// With the defaults (8 KiB, 8, 8) that is 286 832 bytes (280 KiB). The read chunk and the write queue
     /// exist only while bytes are in flight: an idle connection holds neither, and a busy
     /// one gives them back when it goes quiet. A client that stops reading stops
     /// being read once that is reached, and is dropped after the
@@ -785,9 +795,9 @@ impl<H: Handler> ServerBuilder<H> {
     /// use tokio_webwire::server::Server;
     ///
     /// let builder = Server::builder(());
-    /// assert_eq!(builder.memory_per_connection(), 319_600);
-    /// // At most 10 000 connections by default: about 3.0 GiB in the worst case.
-    /// assert_eq!(builder.memory_bound(), Some(10_000 * 319_600));
+    /// assert_eq!(builder.memory_per_connection(), 286_832);
+    /// // At most 10 000 connections by default: about 2.7 GiB in the worst case.
+    /// assert_eq!(builder.memory_bound(), Some(10_000 * 286_832));
     /// ```
     #[must_use]
     pub fn memory_per_connection(&self) -> usize {

@@ -13,7 +13,7 @@ mod socket;
 
 pub(crate) use frame::MAX_HEADER_LEN;
 pub(crate) use handshake::HeadStop;
-pub(crate) use socket::{READ_CHUNK, Role, Socket, WRITE_BURST, WriteFailed};
+pub(crate) use socket::{READ_CHUNK, Role, Socket, WriteFailed};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
