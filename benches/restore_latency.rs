@@ -9,6 +9,10 @@
 //! reports (`MEMORY USAGE`) for the session's key. Without `--bench` (`cargo test
 //! --benches`) it runs 20 restores of each, as a smoke test.
 
+// The Redis helper reaches the process helpers as `super::daemon`.
+#[path = "../tests/common/daemon.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod daemon;
 #[path = "../tests/common/redis.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod redis_server;

@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::daemon::free_port;
 use common::nodes::{self, node};
-use common::redis::{RedisServer, free_port};
+use common::redis::RedisServer;
 use tokio_webwire::redis::redis::{Client, TlsCertificates};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore};
 

@@ -4,6 +4,8 @@
 // Each test file uses a different subset of these helpers, through `mod common`.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub mod daemon;
 pub mod example;
 #[cfg(feature = "nats")]
 pub mod nats;

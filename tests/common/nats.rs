@@ -7,31 +7,27 @@
 //! after saying so on stderr), unless the environment variable `CI` is set: CI installs
 //! nats-server (`.ci/run`), and a test that silently skipped there would prove nothing.
 
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::daemon::{Daemon, free_port, installed, retry};
+
 /// How long a started server has to greet a client with its INFO line.
 const READY_LIMIT: Duration = Duration::from_secs(10);
-
-/// How many times a start is tried (each on new free ports, or the same ones for a restart).
-const ATTEMPTS: usize = 5;
 
 /// A `nats-server` process of the test's own.
 pub struct NatsServer {
     port: u16,
     monitor: u16,
-    dir: PathBuf,
+    daemon: Daemon,
     /// `--tls --tlscert --tlskey`: the server then accepts TLS connections only.
     tls: Option<(PathBuf, PathBuf)>,
-    child: Option<Child>,
 }
 
 impl NatsServer {
@@ -48,13 +44,13 @@ impl NatsServer {
     }
 
     async fn start_with(tls: Option<(&str, &str)>) -> Option<NatsServer> {
-        if !installed() {
+        if !installed("nats-server", "nats-server") {
             return None;
         }
-        let dir = temporary_dir();
+        let daemon = Daemon::new("nats");
         // The server reads them at every start: they stay beside its log.
         let tls = tls.map(|(cert_pem, key_pem)| {
-            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let (cert, key) = (daemon.dir().join("cert.pem"), daemon.dir().join("key.pem"));
             std::fs::write(&cert, cert_pem).expect("the certificate written");
             std::fs::write(&key, key_pem).expect("the key written");
             (cert, key)
@@ -62,21 +58,18 @@ impl NatsServer {
         let mut server = NatsServer {
             port: 0,
             monitor: 0,
-            dir,
+            daemon,
             tls,
-            child: None,
         };
-        for attempt in 1..=ATTEMPTS {
-            // Taken free and given back, for the restart on the same ports; another process
-            // may take one meanwhile: then the start fails and is tried again on others.
+        // Taken free and given back, for the restart on the same ports; another process
+        // may take one meanwhile: then the start fails and is tried again on others.
+        retry("nats-server start", async || {
             server.port = free_port();
             server.monitor = free_port();
-            match server.spawn().await {
-                Ok(()) => return Some(server),
-                Err(why) => eprintln!("nats-server start {attempt} failed: {why}"),
-            }
-        }
-        panic!("nats-server did not start in {ATTEMPTS} attempts");
+            server.spawn().await
+        })
+        .await;
+        Some(server)
     }
 
     /// `nats://127.0.0.1:<port>` (`tls://…` for a TLS server).
@@ -92,23 +85,13 @@ impl NatsServer {
 
     /// Kills the server and reaps it: its port refuses connections once this returns.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // An error means it has exited already; wait reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.stop();
     }
 
     /// Starts it again, knowing no client (NATS keeps nothing), on the same ports.
     pub async fn restart(&mut self) {
         self.stop();
-        for attempt in 1..=ATTEMPTS {
-            match self.spawn().await {
-                Ok(()) => return,
-                Err(why) => eprintln!("nats-server restart {attempt} failed: {why}"),
-            }
-        }
-        panic!("nats-server did not restart on port {}", self.port);
+        retry("nats-server restart", async || self.spawn().await).await;
     }
 
     /// The server's own view of its client connections: the monitoring endpoint
@@ -132,10 +115,10 @@ impl NatsServer {
             .unwrap_or_else(|| panic!("no connection named {name:?}"))
     }
 
-    /// Runs `nats-server` on `self.port` and waits until it greets a client; on failure the
-    /// process is gone and its log is in the error.
+    /// Runs `nats-server` on `self.port` and waits until it greets a client and its
+    /// monitoring answers.
     async fn spawn(&mut self) -> Result<(), String> {
-        let log = self.dir.join("nats.log");
+        let log = self.daemon.dir().join("nats.log");
         let mut command = Command::new("nats-server");
         command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
@@ -151,89 +134,13 @@ impl NatsServer {
                 .arg("--tlskey")
                 .arg(key);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| format!("cannot run nats-server: {err}"))?;
-        self.child = Some(child);
-        let ready = tokio::time::timeout(READY_LIMIT, async {
-            loop {
-                if let Some(child) = &mut self.child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        return Err(format!("nats-server exited: {status}"));
-                    }
-                }
-                if greets(self.port).await && answers(self.monitor).await {
-                    return Ok(());
-                }
-                // Polling a process we cannot be told about: it has no readiness signal
-                // but answering.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no INFO within {READY_LIMIT:?}")));
-        if let Err(why) = ready {
-            self.stop();
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("{why}; its log:\n{log}"));
-        }
-        Ok(())
+        let (port, monitor) = (self.port, self.monitor);
+        self.daemon
+            .spawn(command, &log, READY_LIMIT, || async move {
+                greets(port).await && answers(monitor).await
+            })
+            .await
     }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Whether nats-server can be run; `false` (skip) without it outside CI, a panic in CI.
-fn installed() -> bool {
-    match Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "nats-server is not installed, and CI is set: the NATS tests must run in CI \
-                     (`.ci/run` installs it with apt-get install -y nats-server)"
-                );
-            }
-            eprintln!(
-                "SKIPPED: nats-server is not installed (apt-get install nats-server); \
-                 this NATS test did not run"
-            );
-            false
-        }
-        Err(err) => panic!("cannot run nats-server --version: {err}"),
-    }
-}
-
-/// A new temporary directory of this process.
-fn temporary_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tokio-webwire-nats-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("a temporary directory for nats-server");
-    dir
-}
-
-/// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
 }
 
 /// Whether a NATS server on `port` sends its `INFO` line within a second (it does before

@@ -6,27 +6,27 @@
 //! after saying so on stderr), unless the environment variable `CI` is set: CI installs
 //! Redis (`.ci/run`), and a test that silently skipped there would prove nothing.
 
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::Ipv4Addr;
+use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::daemon::{Daemon, free_port, retry};
+
 /// How long a started server has to answer PING.
 const READY_LIMIT: Duration = Duration::from_secs(10);
 
-/// How many times a start is tried (each on a new free port, or the same one for a restart).
-const ATTEMPTS: usize = 5;
+/// Whether `binary`, a Redis tool, is installed ([`super::daemon::installed`]).
+pub fn installed(binary: &str) -> bool {
+    super::daemon::installed(binary, "redis-server")
+}
 
 /// A `redis-server` process of the test's own.
 pub struct RedisServer {
     port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
+    daemon: Daemon,
     /// Arguments given to every start, after ours.
     extra: Vec<String>,
 }
@@ -46,31 +46,20 @@ impl RedisServer {
         if !installed("redis-server") {
             return None;
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tokio-webwire-redis-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory for redis-server");
-        let extra = extra(&dir);
+        let daemon = Daemon::new("redis");
+        let extra = extra(daemon.dir());
         let mut server = RedisServer {
             port: 0,
-            dir,
-            child: None,
+            daemon,
             extra,
         };
-        for attempt in 1..=ATTEMPTS {
-            // Redis cannot bind port 0 and tell us which port it got: take a free one and
-            // give it back. Another process may take it meanwhile; then the start fails and
-            // is tried again on another.
+        // Redis cannot bind port 0 and tell us which port it got: a free one each attempt.
+        retry("redis-server start", async || {
             server.port = free_port();
-            match server.spawn().await {
-                Ok(()) => return Some(server),
-                Err(why) => eprintln!("redis-server start {attempt} failed: {why}"),
-            }
-        }
-        panic!("redis-server did not start in {ATTEMPTS} attempts");
+            server.spawn().await
+        })
+        .await;
+        Some(server)
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -98,74 +87,32 @@ impl RedisServer {
 
     /// Kills the server and reaps it: its port refuses connections once this returns.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // An error means it has exited already; wait reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.stop();
     }
 
     /// Starts it again, empty (nothing is persisted), on the same port.
     pub async fn restart(&mut self) {
         self.stop();
-        for attempt in 1..=ATTEMPTS {
-            match self.spawn().await {
-                Ok(()) => return,
-                Err(why) => eprintln!("redis-server restart {attempt} failed: {why}"),
-            }
-        }
-        panic!("redis-server did not restart on port {}", self.port);
+        retry("redis-server restart", async || self.spawn().await).await;
     }
 
-    /// Runs `redis-server` on `self.port` and waits until it answers PING; on failure the
-    /// process is gone and its log is in the error.
+    /// Runs `redis-server` on `self.port` and waits until it answers PING.
     async fn spawn(&mut self) -> Result<(), String> {
-        let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
+        let log = self.daemon.dir().join("redis.log");
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.daemon.dir())
             .arg("--logfile")
             .arg(&log)
             .args(["--daemonize", "no", "--protected-mode", "yes"])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| format!("cannot run redis-server: {err}"))?;
-        self.child = Some(child);
-        let ready = tokio::time::timeout(READY_LIMIT, async {
-            loop {
-                if let Some(child) = &mut self.child {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        return Err(format!("redis-server exited: {status}"));
-                    }
-                }
-                if ping(self.port).await {
-                    return Ok(());
-                }
-                // Polling a process we cannot be told about: it has no readiness signal
-                // but answering.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no PONG within {READY_LIMIT:?}")));
-        if let Err(why) = ready {
-            self.stop();
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("{why}; its log:\n{log}"));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+            .args(&self.extra);
+        let port = self.port;
+        self.daemon
+            .spawn(command, &log, READY_LIMIT, || ping(port))
+            .await
     }
 }
 
@@ -203,40 +150,6 @@ pub async fn kill_subscribers(
     .await
     .expect("answered in time")
     .expect("CLIENT KILL")
-}
-
-/// Whether `binary` (a Redis tool, run with `--version`) is installed; outside CI a test
-/// is skipped without it (this says so on stderr), in CI it must be there (this panics).
-pub fn installed(binary: &str) -> bool {
-    match Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{binary} is not installed, and CI is set: the Redis tests must run in CI \
-                     (`.ci/run` installs it with apt-get install -y redis-server)"
-                );
-            }
-            eprintln!(
-                "SKIPPED: {binary} is not installed (apt-get install redis-server); this \
-                 Redis test did not run"
-            );
-            false
-        }
-        Err(err) => panic!("cannot run {binary} --version: {err}"),
-    }
-}
-
-/// A port of 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
 }
 
 /// Whether a Redis on `port` answers PING within a second.

@@ -11,11 +11,11 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_webwire::redis::redis;
 
+use super::daemon::{retry, temporary_dir};
 use super::redis::{installed, ping};
 
 /// How many masters the cluster has.
@@ -24,9 +24,6 @@ pub const MASTERS: usize = 3;
 /// How long the servers have to answer PING, `redis-cli --cluster create` to finish, and
 /// every node to report `cluster_state:ok`: each of the three steps.
 const READY_LIMIT: Duration = Duration::from_secs(30);
-
-/// How many times a start is tried, each on new free ports.
-const ATTEMPTS: usize = 5;
 
 /// What Redis adds to a node's port for its cluster bus.
 const BUS_OFFSET: u16 = 10_000;
@@ -46,33 +43,26 @@ impl RedisCluster {
         if !installed("redis-server") || !installed("redis-cli") {
             return None;
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tokio-webwire-redis-cluster-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory for the cluster");
+        let dir = temporary_dir("redis-cluster");
         let mut cluster = RedisCluster {
             ports: [0; MASTERS],
             dir,
             children: Vec::new(),
         };
-        for attempt in 1..=ATTEMPTS {
+        retry("Redis Cluster start", async || {
             cluster.ports = cluster_ports();
-            match cluster.spawn().await {
-                Ok(()) => return Some(cluster),
-                Err(why) => {
-                    eprintln!("Redis Cluster start {attempt} failed: {why}");
-                    cluster.stop();
-                    // What the failed nodes wrote (their nodes-P.conf above all) must not
-                    // be read by the next attempt's.
-                    let _ = std::fs::remove_dir_all(&cluster.dir);
-                    std::fs::create_dir_all(&cluster.dir).expect("the cluster's directory");
-                }
+            let started = cluster.spawn().await;
+            if started.is_err() {
+                cluster.stop();
+                // What the failed nodes wrote (their nodes-P.conf above all) must not be
+                // read by the next attempt's.
+                let _ = std::fs::remove_dir_all(&cluster.dir);
+                std::fs::create_dir_all(&cluster.dir).expect("the cluster's directory");
             }
-        }
-        panic!("the Redis Cluster did not start in {ATTEMPTS} attempts");
+            started
+        })
+        .await;
+        Some(cluster)
     }
 
     /// `redis://127.0.0.1:<port>/` of every master: the seed nodes a cluster client is
