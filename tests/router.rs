@@ -11,13 +11,14 @@ use bytes::Bytes;
 use common::nodes::{Seen, next_signal, subscriber};
 use common::{bounded, listen};
 use serde::{Deserialize, Serialize};
+use tokio_webwire::client::TopicEvent;
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::{ErrorCode, Name};
 use tokio_webwire::router::{
     Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
 };
 use tokio_webwire::server::{
-    Connection, Handler, HandlerError, Server, SubscribeRefused, UpgradeRequest,
+    Connection, Handler, HandlerError, Server, SubscribeRefused, TopicError, UpgradeRequest,
 };
 use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
 
@@ -162,6 +163,13 @@ fn router(app: App) -> Router<App, impl tokio_webwire::router::Routes<App>, Hook
         .request("maybe", |session: Option<Session>| async move {
             if session.is_some() { "yes" } else { "no" }
         })
+        .request(
+            "announce",
+            |conn: Connection, Text(user): Text| async move {
+                // A contract signal published from a handler: how many got it here.
+                Ok::<_, TopicError>(Json(conn.emit_to("news", &Typing { user }).await?))
+            },
+        )
         .request("broken", |_: ()| async {
             Err::<(), _>(std::io::Error::other("a secret the client must not see"))
         })
@@ -309,6 +317,70 @@ async fn contract_signals_both_ways() {
     let (_, text) = next_signal(&mut seen).await;
     assert!(text.contains("carol"), "{text}");
     assert_eq!(app.typing.load(Ordering::SeqCst), 2);
+}
+
+/// A contract signal serde cannot write as JSON (a map whose keys are not strings).
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Odd(std::collections::BTreeMap<(u8, u8), u8>);
+
+impl contract::Signal for Odd {
+    const NAME: &'static str = "odd";
+}
+
+#[tokio::test]
+async fn contract_signals_published_to_a_topic() {
+    let server = Server::new(router(App::default()).build().expect("valid routes"));
+    let addr = listen(&server).await;
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let mut news = bounded(client.subscribe("news")).await.expect("subscribed");
+    let next =
+        async |news: &mut tokio_webwire::client::Subscription| match bounded(news.next()).await {
+            Some(TopicEvent::Publication { name, payload, .. }) => {
+                <Typing as contract::Signal>::read(&name, &payload)
+                    .expect("a typing signal")
+                    .expect("its JSON")
+            }
+            other => panic!("expected a publication, got {other:?}"),
+        };
+
+    let sent = bounded(server.emit_to(
+        "news",
+        &Typing {
+            user: "dave".into(),
+        },
+    ))
+    .await;
+    assert_eq!(sent.expect("published"), 1);
+    assert_eq!(
+        next(&mut news).await,
+        Typing {
+            user: "dave".into()
+        }
+    );
+
+    // Not JSON: an error, and nothing published (the next publication is the next one).
+    let odd = Odd([((1, 2), 3)].into());
+    match bounded(server.emit_to("news", &odd)).await {
+        Err(TopicError::Json { reason }) => assert!(reason.contains("key"), "{reason}"),
+        other => panic!("expected a JSON error, got {other:?}"),
+    }
+    // From a handler, through its connection.
+    let here = bounded(client.request("announce", "erin"))
+        .await
+        .expect("a reply");
+    assert_eq!(here.parse_json::<usize>().expect("a count"), 1);
+    assert_eq!(
+        next(&mut news).await,
+        Typing {
+            user: "erin".into()
+        }
+    );
 }
 
 /// Reads a recorded signal's text as a contract signal.

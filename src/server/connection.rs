@@ -612,6 +612,25 @@ impl Connection {
         self.inner.hub.publish(topic, name, payload.into()).await
     }
 
+    /// Publishes the contract signal `signal` to `topic`: the same as
+    /// [`Server::emit_to`](crate::server::Server::emit_to), for handlers.
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Said { user: String, text: String }
+    /// # impl tokio_webwire::contract::Signal for Said { const NAME: &'static str = "said"; }
+    /// # async fn f(conn: tokio_webwire::server::Connection) -> Result<(), tokio_webwire::server::TopicError> {
+    /// conn.emit_to("room/rust", &Said { user: "alice".into(), text: "hi".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit_to<G: crate::contract::Signal>(
+        &self,
+        topic: &str,
+        signal: &G,
+    ) -> Result<usize, TopicError> {
+        self.inner.hub.emit_to(topic, signal).await
+    }
+
     /// Sends the signal `name` with `payload` to every connection holding the session
     /// `key`, on every node: the same as
     /// [`Server::signal_session`](crate::server::Server::signal_session), for handlers.

@@ -154,6 +154,13 @@ pub enum TopicError {
     /// The name or payload cannot be sent as a signal.
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
+    /// A contract signal's value could not be serialized as JSON
+    /// ([`Server::emit_to`](crate::server::Server::emit_to)): nothing was published.
+    #[error("the signal is not JSON: {reason}")]
+    Json {
+        /// serde_json's message.
+        reason: String,
+    },
     /// The topic keeps a history shared by the nodes (the Redis backplane's) and it could
     /// not be written or read (Redis is away): a publish was delivered to nobody and kept
     /// nowhere, so no resume can hide it; publish again later.
@@ -602,6 +609,19 @@ impl Hub {
             (Route::topic_checked(topic), envelope)
         };
         self.forward(envelope, delivered).await
+    }
+
+    /// [`Server::emit_to`](crate::server::Server::emit_to): the contract signal as
+    /// UTF-8 JSON, published to `topic`.
+    pub(crate) async fn emit_to<G: crate::contract::Signal>(
+        self: &Arc<Self>,
+        topic: &str,
+        signal: &G,
+    ) -> Result<usize, TopicError> {
+        let payload = Payload::json(signal).map_err(|error| TopicError::Json {
+            reason: error.to_string(),
+        })?;
+        self.publish(topic, G::NAME, payload).await
     }
 
     /// [`Server::signal_session`](crate::server::Server::signal_session).

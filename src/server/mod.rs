@@ -523,6 +523,30 @@ impl<H: Handler> Server<H> {
         self.shared.hub.publish(topic, name, payload.into()).await
     }
 
+    /// Publishes the contract signal `signal` ([`contract::Signal`](crate::contract::Signal))
+    /// to `topic` as UTF-8 JSON: [`publish`](Self::publish) with the signal's name, so a
+    /// subscriber reads it with [`Signal::read`](crate::contract::Signal::read) and the
+    /// name and type are the ones the contract gives both ends. A value serde cannot write
+    /// as JSON fails with [`TopicError::Json`], publishing nothing.
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize)] struct Said { user: String, text: String }
+    /// # impl tokio_webwire::contract::Signal for Said { const NAME: &'static str = "said"; }
+    /// # async fn f(server: tokio_webwire::server::Server<()>) -> Result<(), tokio_webwire::server::TopicError> {
+    /// let said = Said { user: "alice".into(), text: "hello".into() };
+    /// let here = server.emit_to("room/rust", &said).await?;
+    /// println!("{here} subscribers on this server");
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit_to<G: crate::contract::Signal>(
+        &self,
+        topic: &str,
+        signal: &G,
+    ) -> Result<usize, TopicError> {
+        self.shared.hub.emit_to(topic, signal).await
+    }
+
     /// Sends the signal `name` with `payload` to every connection that holds the session
     /// `key`, on this server and, through the [`backplane`](ServerBuilder::backplane), on
     /// every other: a message to all of one user's devices. Returns to how many of this
