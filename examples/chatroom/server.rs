@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 
 use tokio_webwire::SessionError;
 use tokio_webwire::backplane::Backplane;
-use tokio_webwire::contract::Signal;
 use tokio_webwire::protocol::ErrorCode;
 use tokio_webwire::router::{FromConnection, Router};
 use tokio_webwire::server::{
@@ -21,7 +20,7 @@ use tokio_webwire::server::{
     SubscribeRefused, TopicError,
 };
 use tokio_webwire::session::SessionStore;
-use tokio_webwire::{Payload, Session, SessionInfo};
+use tokio_webwire::{Session, SessionInfo};
 
 use crate::contract::{ChatMessage, LoggedIn, Login, Logout, Say};
 
@@ -111,8 +110,7 @@ async fn say(
     if text.trim().is_empty() {
         return Err(HandlerError::reply(BAD_REQUEST, "say something"));
     }
-    let message = Payload::json(&ChatMessage { from, text })?;
-    match conn.publish(ROOM, ChatMessage::NAME, message).await {
+    match conn.emit_to(ROOM, &ChatMessage { from, text }).await {
         Ok(_) => Ok(None),
         // This server's members got it, the other servers' did not: a partial result, so
         // that the sender does not say it again.
