@@ -2528,6 +2528,10 @@ fn stall_main(opts: &Options) -> Result<()> {
     if conns == 0 || stall.is_zero() {
         return Err("--conns and --stall must be positive".into());
     }
+    // Checked here, not only by the server process it is given to.
+    if let Some(bytes) = opts.get("write-batch") {
+        parse_size(bytes)?;
+    }
     // Each connection costs a descriptor here and one in the server.
     let limit = open_files_limit().unwrap_or(1024);
     if conns + 64 > limit {
@@ -2564,10 +2568,12 @@ fn stall_main(opts: &Options) -> Result<()> {
         }
     }
     let rt = runtime(1)?;
+    let batch = opts.get("write-batch").unwrap_or("the default");
     println!(
         "stalled clients: {conns} connections pipeline \"echo\" requests of the largest size \
          the AcceptConf allows and never read; a write blocked {stall:?} means the server \
-         stopped reading. Ours: default options, write timeout {write_timeout:?}. Server RSS \
+         stopped reading. Ours: default options, write timeout {write_timeout:?}, write batch \
+         {batch}. Server RSS \
          (KiB) before the connections, and once stable (no growth over 2 s, at most {settle:?})"
     );
     println!(

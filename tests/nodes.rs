@@ -332,3 +332,101 @@ async fn a_revocation_the_backplane_cannot_carry_is_still_done_here() {
         other => panic!("expected a backplane error, got {other:?}"),
     }
 }
+
+/// A backplane whose joins of topic routes wait until the test lets them through.
+struct Gated {
+    inner: nodes::InProcessNode,
+    gate: Arc<tokio::sync::Semaphore>,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl Backplane for Gated {
+    async fn send(
+        &self,
+        route: &Route,
+        message: bytes::Bytes,
+    ) -> Result<(), tokio_webwire::backplane::BackplaneError> {
+        self.inner.send(route, message).await
+    }
+    fn attach(&self, inbox: tokio_webwire::backplane::Inbox) {
+        self.inner.attach(inbox);
+    }
+    async fn join(&self, route: &Route) -> Result<(), tokio_webwire::backplane::BackplaneError> {
+        if *route == Route::topic("room").expect("a topic") {
+            self.asked.notify_one();
+            let _permit = self.gate.acquire().await;
+        }
+        self.inner.join(route).await
+    }
+    async fn leave(&self, route: &Route) -> Result<(), tokio_webwire::backplane::BackplaneError> {
+        self.inner.leave(route).await
+    }
+}
+
+/// Joins `room` when a session is created.
+struct JoinOnLogin;
+
+impl tokio_webwire::server::Handler for JoinOnLogin {
+    async fn request(
+        &self,
+        conn: &tokio_webwire::server::Connection,
+        name: tokio_webwire::protocol::Name,
+        _: tokio_webwire::Payload,
+    ) -> Result<tokio_webwire::Payload, tokio_webwire::server::HandlerError> {
+        if name.as_str() == "ping" {
+            return Ok(tokio_webwire::Payload::utf8("pong"));
+        }
+        conn.create_session(tokio_webwire::SessionInfo::new())
+            .await?;
+        Ok(tokio_webwire::Payload::utf8("in"))
+    }
+
+    async fn session_created(
+        &self,
+        conn: &tokio_webwire::server::Connection,
+        _: &tokio_webwire::Session,
+    ) {
+        let _ = conn.subscribe("room");
+    }
+}
+
+/// A login whose `session_created` hook subscribes is answered only once the backplane
+/// carries the topic to this node: what another node publishes after the answer arrives.
+#[tokio::test]
+async fn a_login_is_answered_once_the_hook_subscriptions_reach_the_backplane() {
+    let bus = InProcess::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let server = tokio_webwire::server::Server::builder(JoinOnLogin)
+        .backplane(Gated {
+            inner: bus.node(),
+            gate: Arc::clone(&gate),
+            asked: Arc::clone(&asked),
+        })
+        .backplane_secret(nodes::SECRET)
+        .build()
+        .expect("valid options");
+    let addr = common::listen(&server).await;
+    let client = common::bounded(tokio_webwire::Client::connect(format!("ws://{addr}/")))
+        .await
+        .expect("connects");
+    let mut login = Box::pin(client.request("login", ""));
+    // The hook subscribed and the node asked to join; the join is held.
+    tokio::select! {
+        reply = &mut login => panic!("answered before the join: {reply:?}"),
+        () = common::bounded(asked.notified()) => {}
+    }
+    // A request read after that is answered after anything queued before it: a login
+    // answered without waiting would have arrived by now.
+    let pong = common::bounded(client.request("ping", ""))
+        .await
+        .expect("a pong");
+    assert_eq!(pong.to_text().expect("text"), "pong");
+    assert!(
+        futures_util::poll!(&mut login).is_pending(),
+        "the login was answered while the node had not joined the room"
+    );
+    gate.add_permits(1);
+    let reply = common::bounded(login).await.expect("logged in");
+    assert_eq!(reply.to_text().expect("text"), "in");
+}

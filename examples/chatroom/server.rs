@@ -172,12 +172,10 @@ impl Handler for Room {
         tracing::info!(%reason, "disconnected");
     }
 
-    /// Logged in: a member of the room. The login is answered once the backplane carries
-    /// the room here, so that what is said on another server after it arrives. (A restore
-    /// waits for it by itself: its hook runs before the server's own wait.)
+    /// Logged in: a member of the room. (The login is answered once the backplane carries
+    /// the room here: the server waits for it after this hook.)
     async fn session_created(&self, conn: &Connection, _session: &Session) {
         join(conn);
-        conn.sync_backplane().await;
     }
 
     /// Logged out (by this client, or everywhere by the server): no longer a member.

@@ -5,7 +5,10 @@
 //! [`Router::on`](crate::router::Router::on) routes it and checks the handler's argument
 //! and reply types against it, the client's [`Client::call`](crate::Client::call) sends it
 //! and reads its reply as `Reply`, so a change to either side that breaks the other does
-//! not compile. On the wire it is a plain v2.0 request (or signal) named [`Request::NAME`]
+//! not compile. Signals go the same way: [`Client::emit`](crate::Client::emit),
+//! [`Connection::emit`](crate::server::Connection::emit), and to a topic's subscribers
+//! [`Server::emit_to`](crate::server::Server::emit_to).
+//! On the wire it is a plain v2.0 request (or signal) named [`Request::NAME`]
 //! with the value as UTF-8 JSON: peers without the contract (the JavaScript client, the Go
 //! reference) call it by its name.
 //!

@@ -684,12 +684,13 @@ impl<H: Handler> ServerBuilder<H> {
     /// The trade: a larger batch costs fewer system calls per request, and a client that
     /// stops reading can make the server hold up to this much more
     /// ([`memory_per_connection`](Self::memory_per_connection)). On the load bench
-    /// (`benches/load.rs`, 4 connections × 64 pipelined requests of 1 KiB, medians of 3)
-    /// the server took 1.16× the generous reference server's CPU per request at 32 KiB,
-    /// 1.08× at 64 KiB and 1.44× at 16 KiB, while 300 clients that pipeline 8 KiB
-    /// requests and never read held 40–41 KiB each at 32 KiB, 50 KiB at 64 KiB and 36 KiB
-    /// at 16 KiB. The default is the largest of these that keeps such clients within what
-    /// they cost before the batch existed (44 KiB).
+    /// (`benches/load.rs`, 4 connections × 64 pipelined requests, medians of 3) the server
+    /// took 1.02× the generous reference server's CPU per request at 1 KiB and 1.13× at
+    /// 4 KiB with 32 KiB, 1.02× and 1.08× with 64 KiB, 1.16× and 1.35× with 16 KiB, while
+    /// 300 clients that pipeline 8 KiB requests and never read held 41 KiB each with
+    /// 32 KiB, 50 KiB with 64 KiB and 35 KiB with 16 KiB. The default is the largest of
+    /// these that keeps such clients within what they cost before the batch existed
+    /// (44 KiB).
     ///
     /// ```
     /// use tokio_webwire::server::Server;

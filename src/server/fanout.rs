@@ -154,11 +154,12 @@ pub enum TopicError {
     /// The name or payload cannot be sent as a signal.
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
-    /// A contract signal's value could not be serialized as JSON
-    /// ([`Server::emit_to`](crate::server::Server::emit_to)): nothing was published.
-    #[error("the signal is not JSON: {reason}")]
+    /// A contract signal's value could not be written as JSON
+    /// ([`Server::emit_to`](crate::server::Server::emit_to),
+    /// [`Connection::emit_to`](crate::server::Connection::emit_to)): nothing was published.
+    #[error("the signal cannot be written as JSON: {reason}")]
     Json {
-        /// serde_json's message.
+        /// What serde_json said.
         reason: String,
     },
     /// The topic keeps a history shared by the nodes (the Redis backplane's) and it could

@@ -178,7 +178,11 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// A session was created on `conn` ([`Connection::create_session`]): the client has
-    /// been told and the store has it. The default does nothing.
+    /// been told and the store has it. `create_session` returns after this hook, once the
+    /// backplane carries what the hook subscribed the connection to (as a restore is
+    /// answered after [`session_restored`](Handler::session_restored)): a login answered
+    /// after it misses nothing published to those topics on another server. The default
+    /// does nothing.
     fn session_created(
         &self,
         conn: &Connection,

@@ -394,6 +394,9 @@ impl Sessions {
         if !conn.holds_session(&session.key) {
             self.events.left(conn, &session.key).await;
         }
+        // Returned once what the hook subscribed to reaches this node from the others (at
+        // once when it changed nothing), so that the login's answer promises it.
+        self.remote.sync().await;
         Ok(session)
     }
 

@@ -108,6 +108,8 @@ impl Daemon {
     where
         F: Future<Output = bool>,
     {
+        // One process at a time: one still running is stopped first.
+        self.stop();
         let program = command.get_program().to_string_lossy().into_owned();
         let child = command
             .stdin(Stdio::null())

@@ -91,7 +91,8 @@ impl NatsServer {
     /// Starts it again, knowing no client (NATS keeps nothing), on the same ports.
     pub async fn restart(&mut self) {
         self.stop();
-        retry("nats-server restart", async || self.spawn().await).await;
+        let what = format!("nats-server restart on port {}", self.port);
+        retry(&what, async || self.spawn().await).await;
     }
 
     /// The server's own view of its client connections: the monitoring endpoint

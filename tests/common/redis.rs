@@ -93,7 +93,8 @@ impl RedisServer {
     /// Starts it again, empty (nothing is persisted), on the same port.
     pub async fn restart(&mut self) {
         self.stop();
-        retry("redis-server restart", async || self.spawn().await).await;
+        let what = format!("redis-server restart on port {}", self.port);
+        retry(&what, async || self.spawn().await).await;
     }
 
     /// Runs `redis-server` on `self.port` and waits until it answers PING.
