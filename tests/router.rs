@@ -185,6 +185,20 @@ async fn start() -> (App, Client, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
     (app, client, seen)
 }
 
+/// The router's server, and a client of the topics extension connected to it.
+async fn start_with_topics() -> (Server<impl Handler>, Client) {
+    let server = Server::new(router(App::default()).build().expect("valid routes"));
+    let addr = listen(&server).await;
+    let client = bounded(
+        Client::builder()
+            .topics(true)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    (server, client)
+}
+
 fn reply_error(result: Result<Payload, RequestError>) -> (String, String) {
     match result {
         Err(RequestError::Reply { code, message }) => (code.to_string(), message),
@@ -329,15 +343,7 @@ impl contract::Signal for Odd {
 
 #[tokio::test]
 async fn contract_signals_published_to_a_topic() {
-    let server = Server::new(router(App::default()).build().expect("valid routes"));
-    let addr = listen(&server).await;
-    let client = bounded(
-        Client::builder()
-            .topics(true)
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let (server, client) = start_with_topics().await;
     let mut news = bounded(client.subscribe("news")).await.expect("subscribed");
     let next =
         async |news: &mut tokio_webwire::client::Subscription| match bounded(news.next()).await {
@@ -474,15 +480,7 @@ fn names_are_checked_when_the_router_is_built() {
 /// refused every subscription: the chat room page could not join its room).
 #[tokio::test]
 async fn the_hooks_handler_decides_subscriptions() {
-    let server = Server::new(router(App::default()).build().expect("valid routes"));
-    let addr = listen(&server).await;
-    let client = bounded(
-        Client::builder()
-            .topics(true)
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let (_server, client) = start_with_topics().await;
     let _news = bounded(client.subscribe("news")).await.expect("allowed");
     match bounded(client.subscribe("secret")).await {
         Err(tokio_webwire::client::SubscribeError::Request(RequestError::Reply {
