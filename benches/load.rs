@@ -2528,8 +2528,9 @@ fn stall_main(opts: &Options) -> Result<()> {
     if conns == 0 || stall.is_zero() {
         return Err("--conns and --stall must be positive".into());
     }
+    let write_batch = opts.get("write-batch");
     // Checked here, not only by the server process it is given to.
-    if let Some(bytes) = opts.get("write-batch") {
+    if let Some(bytes) = write_batch {
         parse_size(bytes)?;
     }
     // Each connection costs a descriptor here and one in the server.
@@ -2550,7 +2551,7 @@ fn stall_main(opts: &Options) -> Result<()> {
                         ("handler", handler.to_string()),
                         ("write-timeout", write_timeout.as_secs_f64().to_string()),
                     ];
-                    if let Some(bytes) = opts.get("write-batch") {
+                    if let Some(bytes) = write_batch {
                         options.push(("write-batch", bytes.to_owned()));
                     }
                     targets.push((format!("ours, {handler}"), which, options));
@@ -2568,7 +2569,7 @@ fn stall_main(opts: &Options) -> Result<()> {
         }
     }
     let rt = runtime(1)?;
-    let batch = opts.get("write-batch").unwrap_or("the default");
+    let batch = write_batch.unwrap_or("the default");
     println!(
         "stalled clients: {conns} connections pipeline \"echo\" requests of the largest size \
          the AcceptConf allows and never read; a write blocked {stall:?} means the server \
