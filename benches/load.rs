@@ -44,8 +44,8 @@
 //!
 //! | mode | options (default) |
 //! |---|---|
-//! | `run` (default) | `--generators` (`raw`: tokio-tungstenite; also `client`, `client-unordered`: our `Client`, see `clients`), `--configs CxPxS,..` (`1x1x16,16x1x16,4x64x16,4x64x1k,4x64x4k,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--client-configs` (`4x64x4k,4x64x16`; `none` skips the `clients` table), `--idle-conns` (10000; 0 skips), `--burst-conns` (2000; 0 skips), and `burst`'s `--requests`, `--size`, `--quiet`, `--settle` |
-//! | `clients` | `--configs` (`4x64x4k,4x64x16`), `--generators` (`raw,client,client-unordered`: the raw generator, our `Client` with a task per request, our `Client` with one task per connection driving its requests as a `FuturesUnordered`), `--impl` (`ours`: the server they load), `--warmup`, `--duration`, `--repeat`, `--server-threads`, `--client-threads` |
+//! | `run` (default) | `--generators` (`raw`: tokio-tungstenite; also `client`, `client-unordered`, `client-pipeline`: our `Client`, see `clients`), `--configs CxPxS,..` (`1x1x16,16x1x16,4x64x16,4x64x1k,4x64x4k,4x16x256k`), `--warmup` (1), `--duration` (3), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--client-threads` (1), `--repeat` (1; medians are reported), `--client-configs` (`4x64x4k,4x64x16`; `none` skips the `clients` table), `--idle-conns` (10000; 0 skips), `--burst-conns` (2000; 0 skips), and `burst`'s `--requests`, `--size`, `--quiet`, `--settle` |
+//! | `clients` | `--configs` (`4x64x4k,4x64x16`), `--generators` (`raw,client,client-unordered,client-pipeline`: the raw generator, our `Client` with a task per request, our `Client` with one task per connection driving its requests as a `FuturesUnordered`, our `Client` with one `Pipeline` per connection), `--impl` (`ours`: the server they load), `--warmup`, `--duration`, `--repeat`, `--server-threads`, `--client-threads` |
 //! | `idle` | `--conns` (10000), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads`, `--quiet`, `--settle` |
 //! | `burst` | `--conns` (2000), `--requests` (32), `--size` (4k), `--impls` (`ours,minimal,fastwebsockets`), `--server-threads` (1), `--quiet` (0.5: RSS unchanged this long is settled), `--settle` (10: bound on waiting for it) |
 //! | `soak` | `--duration` (600), `--sample` (10), `--clients` (16), `--rate` (2000 requests/s in all), `--churn-rate` (50 connects/s), `--rss-margin` (4m bytes), `--server-threads` (1) |
@@ -199,18 +199,23 @@ impl Options {
             .collect()
     }
 
-    /// `--generators raw,client,client-unordered`, `default` if not given.
+    /// `--generators raw,client,client-unordered,client-pipeline`, `default` if not given.
     fn generators_or(&self, default: &str) -> Result<Vec<&'static dyn LoadGenerator>> {
         self.str_or("generators", default)
             .split(',')
             .map(|name| match name {
                 "raw" => Ok(&TungsteniteGenerator as &dyn LoadGenerator),
-                "client" => Ok(&ClientGenerator { unordered: false } as &dyn LoadGenerator),
-                "client-unordered" => {
-                    Ok(&ClientGenerator { unordered: true } as &dyn LoadGenerator)
-                }
+                "client" => Ok(&ClientGenerator {
+                    how: Pipelining::Tasks,
+                } as &dyn LoadGenerator),
+                "client-unordered" => Ok(&ClientGenerator {
+                    how: Pipelining::Unordered,
+                } as &dyn LoadGenerator),
+                "client-pipeline" => Ok(&ClientGenerator {
+                    how: Pipelining::Pipeline,
+                } as &dyn LoadGenerator),
                 other => Err(format!(
-                    "unknown generator {other:?} (raw, client, client-unordered)"
+                    "unknown generator {other:?} (raw, client, client-unordered, client-pipeline)"
                 )
                 .into()),
             })
@@ -1183,29 +1188,40 @@ fn load_payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8 + 1).collect()
 }
 
-/// Our own [`Client`](tokio_webwire::Client), one per connection, used one of the two ways a
-/// user pipelines: `P` request loops per connection, each a task of its own (a request, its
-/// reply checked, the next request), all multiplexed by the client; or, `unordered`, one
-/// task per connection driving its `P` requests as a `FuturesUnordered` (a reply checked,
-/// the next request pushed), no task per request.
+/// Our own [`Client`](tokio_webwire::Client), one per connection, used one of the ways a
+/// user pipelines (see [`Pipelining`]).
 struct ClientGenerator {
-    unordered: bool,
+    how: Pipelining,
+}
+
+/// How [`ClientGenerator`] keeps `P` requests in flight on each connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipelining {
+    /// `P` request loops per connection, each a task of its own (a request, its reply
+    /// checked, the next request), all multiplexed by the client.
+    Tasks,
+    /// One task per connection driving its `P` requests as a `FuturesUnordered` (a reply
+    /// checked, the next request pushed).
+    Unordered,
+    /// One task per connection with a [`Pipeline`](tokio_webwire::client::Pipeline) (a
+    /// reply checked, the next request sent).
+    Pipeline,
 }
 
 impl LoadGenerator for ClientGenerator {
     fn name(&self) -> &'static str {
-        if self.unordered {
-            "client, FuturesUnordered per connection"
-        } else {
-            "client, a task per request"
+        match self.how {
+            Pipelining::Tasks => "client, a task per request",
+            Pipelining::Unordered => "client, FuturesUnordered per connection",
+            Pipelining::Pipeline => "client, a Pipeline per connection",
         }
     }
 
     fn key(&self) -> &'static str {
-        if self.unordered {
-            "client-unordered"
-        } else {
-            "client"
+        match self.how {
+            Pipelining::Tasks => "client",
+            Pipelining::Unordered => "client-unordered",
+            Pipelining::Pipeline => "client-pipeline",
         }
     }
 
@@ -1215,21 +1231,27 @@ impl LoadGenerator for ClientGenerator {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..spec.conns {
                 let client = connect_client(addr, spec).await?;
-                if self.unordered {
-                    let (payload, counters) = (payload.clone(), Arc::clone(&counters));
-                    tasks.spawn(unordered_requests(client, spec.pipeline, payload, counters));
-                    continue;
-                }
-                for _ in 0..spec.pipeline {
-                    let (client, payload, counters) =
-                        (client.clone(), payload.clone(), Arc::clone(&counters));
-                    tasks.spawn(async move {
-                        while !counters.stop.load(Ordering::Relaxed) {
-                            let reply = client.request(&ECHO, payload.clone()).await;
-                            count_reply(reply, &payload, &counters)?;
+                let (payload, counters) = (payload.clone(), Arc::clone(&counters));
+                match self.how {
+                    Pipelining::Unordered => {
+                        tasks.spawn(unordered_requests(client, spec.pipeline, payload, counters));
+                    }
+                    Pipelining::Pipeline => {
+                        tasks.spawn(pipelined_requests(client, spec.pipeline, payload, counters));
+                    }
+                    Pipelining::Tasks => {
+                        for _ in 0..spec.pipeline {
+                            let (client, payload, counters) =
+                                (client.clone(), payload.clone(), Arc::clone(&counters));
+                            tasks.spawn(async move {
+                                while !counters.stop.load(Ordering::Relaxed) {
+                                    let reply = client.request(&ECHO, payload.clone()).await;
+                                    count_reply(reply, &payload, &counters)?;
+                                }
+                                Ok(())
+                            });
                         }
-                        Ok(())
-                    });
+                    }
                 }
             }
             while let Some(joined) = tasks.join_next().await {
@@ -1240,8 +1262,9 @@ impl LoadGenerator for ClientGenerator {
     }
 }
 
-/// One connection of [`ClientGenerator`] with `unordered`: `pipeline` requests in flight as
-/// a `FuturesUnordered`, one more pushed per reply until the harness says stop.
+/// One connection of [`ClientGenerator`] with [`Pipelining::Unordered`]: `pipeline`
+/// requests in flight as a `FuturesUnordered`, one more pushed per reply until the harness
+/// says stop.
 async fn unordered_requests(
     client: Client,
     pipeline: usize,
@@ -1257,6 +1280,28 @@ async fn unordered_requests(
         count_reply(reply, &payload, &counters)?;
         if !counters.stop.load(Ordering::Relaxed) {
             in_flight.push(client.request(&echo, payload.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// One connection of [`ClientGenerator`] with [`Pipelining::Pipeline`]: `pipeline`
+/// requests in flight through one [`Pipeline`](tokio_webwire::client::Pipeline), one more
+/// sent per reply until the harness says stop.
+async fn pipelined_requests(
+    client: Client,
+    pipeline: usize,
+    payload: Payload,
+    counters: Arc<LoadCounters>,
+) -> Result<()> {
+    let mut requests = client.pipeline();
+    for _ in 0..pipeline {
+        requests.send(&ECHO, payload.clone()).await?;
+    }
+    while let Some((_, reply)) = requests.next().await {
+        count_reply(reply, &payload, &counters)?;
+        if !counters.stop.load(Ordering::Relaxed) {
+            requests.send(&ECHO, payload.clone()).await?;
         }
     }
     Ok(())
@@ -1659,7 +1704,7 @@ fn run_main(opts: &Options, smoke: bool) -> Result<()> {
 
 /// The generators of the `clients` table: the raw baseline first, then our `Client` used
 /// both ways.
-const CLIENT_GENERATORS: &str = "raw,client,client-unordered";
+const CLIENT_GENERATORS: &str = "raw,client,client-unordered,client-pipeline";
 
 /// Generators by name, without options.
 fn opts_generators(names: &str) -> Result<Vec<&'static dyn LoadGenerator>> {

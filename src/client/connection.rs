@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -26,6 +25,7 @@ use crate::client::builder::{Config, SEND_QUEUE};
 use crate::client::driver::Driver;
 use crate::client::handler::Event;
 use crate::client::pending::{Kind, Pending};
+use crate::client::queue::{FrameQueue, Refused};
 use crate::client::{ConnectError, RequestError, Shared, encode};
 use crate::protocol::{AcceptConf, Message, RequestId};
 use crate::transport::{HeadStop, Incoming, Role, Socket, close_frame};
@@ -48,11 +48,8 @@ const USER_AGENT: &str = concat!("tokio-webwire/", env!("CARGO_PKG_VERSION"));
 pub(crate) struct Link {
     /// Counts the client's connections from 1; pending requests remember theirs.
     pub(crate) generation: u64,
-    /// Encoded frames for the driver. Unbounded as a channel, bounded by `room`.
-    pub(crate) frames: mpsc::UnboundedSender<Bytes>,
-    /// One permit per frame that may wait in `frames`; the driver gives them back as it
-    /// takes frames, once per batch. Closed when the connection ends.
-    pub(crate) room: Semaphore,
+    /// Encoded frames for the driver.
+    pub(crate) queue: FrameQueue,
     /// The server's AcceptConf.
     pub(crate) conf: AcceptConf,
     /// The handler has been told of this connection (`connected` is queued): until then
@@ -75,17 +72,9 @@ impl Link {
         Ok(())
     }
 
-    /// Queues `frame` if there is room right now. `Err` hands it back: no room (`true`) or
-    /// the connection ended (`false`).
-    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (Bytes, bool)> {
-        match self.room.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err((frame, true)),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err((frame, false)),
-        }
-        self.frames
-            .send(frame)
-            .map_err(|returned| (returned.0, false))
+    /// Queues `frame` if there is room right now; hands it back otherwise.
+    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (Bytes, Refused)> {
+        self.queue.try_push(frame)
     }
 
     /// Queues `frame`, waiting for room. `Err` hands it back if the connection ended
@@ -100,19 +89,13 @@ impl Link {
     /// Waits for room for one frame and takes it; false if the connection ended. Cancel
     /// safe: dropped while waiting, it takes nothing.
     pub(crate) async fn reserve(&self) -> bool {
-        match self.room.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
-        }
+        self.queue.reserve().await
     }
 
     /// Queues `frame` in room taken by [`reserve`](Self::reserve); hands it back if the
     /// connection ended.
     pub(crate) fn push_reserved(&self, frame: Bytes) -> Result<(), Bytes> {
-        self.frames.send(frame).map_err(|returned| returned.0)
+        self.queue.push_reserved(frame)
     }
 }
 
@@ -357,7 +340,6 @@ impl std::fmt::Display for Ended {
 /// When it returns, the driver has let go of the queue: every frame ever queued on this
 /// connection belongs to a pending entry that the caller fails.
 pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generation: u64) -> Ended {
-    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     debug!(
         generation,
         read_timeout = ?conf.read_timeout,
@@ -366,12 +348,13 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
     );
     let link = Arc::new(Link {
         generation,
-        frames: frames_tx,
-        room: Semaphore::new(SEND_QUEUE),
+        queue: FrameQueue::new(SEND_QUEUE),
         conf,
         announced: AtomicBool::new(false),
     });
-    let mut driver = Driver::new(shared, Arc::clone(&link), ws, frames_rx);
+    // However this ends (also dropped part-way), nothing is queued on the connection after.
+    let _refuse = RefuseOnDrop(&link);
+    let mut driver = Driver::new(shared, Arc::clone(&link), ws);
     let ended = {
         let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));
         tokio::pin!(driving);
@@ -409,6 +392,16 @@ pub(crate) async fn run(shared: &Shared, ws: WsStream, conf: AcceptConf, generat
     driver.close(ended, CLOSE_GRACE).await;
     debug!(generation, ?ended, "connection ended");
     ended
+}
+
+/// Closes a link's queue when dropped: a frame pushed after that is handed back, for the
+/// next connection.
+struct RefuseOnDrop<'a>(&'a Link);
+
+impl Drop for RefuseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.queue.close();
+    }
 }
 
 /// The session after a reconnection (PROTOCOL.md §4.4): restored by its key, or forgotten

@@ -17,6 +17,7 @@
 //! [`MAX_READS`] messages per round and yields after [`MAX_ROUNDS`] rounds, so a busy
 //! connection cannot starve the other tasks of its worker.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,7 +36,7 @@ use crate::Session;
 use crate::client::connection::{Ended, Link, heartbeat_interval};
 use crate::client::events::signal_bytes;
 use crate::client::handler::Event;
-use crate::client::pending::Kind;
+use crate::client::pending::{Deferred, Kind};
 use crate::client::{RequestError, Shared};
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
@@ -64,7 +64,10 @@ pub(crate) struct Driver<'a, S> {
     shared: &'a Shared,
     link: Arc<Link>,
     socket: Socket<S>,
-    frames: mpsc::UnboundedReceiver<Bytes>,
+    /// Frames taken from the link's queue, not yet fed to the socket.
+    taken: VecDeque<Bytes>,
+    /// Pipeline outcomes of the replies being read, handed over after the batch.
+    deferred: Deferred,
     /// Wakes at the earliest deadline of a pending request; armed for `sweep_at`.
     sweep: Pin<Box<Sleep>>,
     sweep_at: Option<Instant>,
@@ -108,12 +111,7 @@ impl<'a, S> Driver<'a, S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    pub(crate) fn new(
-        shared: &'a Shared,
-        link: Arc<Link>,
-        socket: Socket<S>,
-        frames: mpsc::UnboundedReceiver<Bytes>,
-    ) -> Self {
+    pub(crate) fn new(shared: &'a Shared, link: Arc<Link>, socket: Socket<S>) -> Self {
         let now = Instant::now();
         let heartbeat = heartbeat_interval(link.conf.read_timeout).map(|period| Heartbeat {
             period,
@@ -124,7 +122,8 @@ where
             shared,
             link,
             socket,
-            frames,
+            taken: VecDeque::new(),
+            deferred: Deferred::default(),
             sweep: Box::pin(tokio::time::sleep_until(now)),
             sweep_at: None,
             last_sweep: now,
@@ -216,33 +215,43 @@ where
 
     /// Feeds queued frames while the socket has room. Whether any was fed.
     fn write_queued(&mut self, cx: &mut Context<'_>) -> Result<bool, Ended> {
-        let mut taken = 0;
+        let mut fed = 0;
         loop {
             match self.socket.poll_room(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(failed)) => return Err(lost(&failed)),
                 Poll::Pending => break,
             }
-            let Poll::Ready(Some(frame)) = self.frames.poll_recv(cx) else {
+            if self.taken.is_empty() && !self.link.queue.take(&mut self.taken, cx.waker()) {
+                break;
+            }
+            let Some(frame) = self.taken.pop_front() else {
                 break;
             };
-            taken += 1;
+            fed += 1;
             if let Err(failed) = self.socket.feed(frame) {
                 return Err(lost(&failed));
             }
         }
-        if taken == 0 {
+        if fed == 0 {
             return Ok(false);
         }
-        // Room for as many frames as were taken, given back once per batch.
-        self.link.room.add_permits(taken);
-        self.fed += taken;
+        // Room for as many frames as were fed, given back once per batch.
+        self.link.queue.fed(fed);
+        self.fed += fed;
         self.wrote = true;
         Ok(true)
     }
 
-    /// Reads and dispatches up to [`MAX_READS`] messages.
+    /// Reads and dispatches up to [`MAX_READS`] messages; then hands the pipelines their
+    /// outcomes, a batch each (also when the connection ended meanwhile).
     fn read(&mut self, cx: &mut Context<'_>) -> Result<Read, Ended> {
+        let read = self.read_batch(cx);
+        self.deferred.deliver();
+        read
+    }
+
+    fn read_batch(&mut self, cx: &mut Context<'_>) -> Result<Read, Ended> {
         for read in 0..MAX_READS {
             let Poll::Ready(incoming) = self.socket.poll_read(cx) else {
                 return Ok(if read > 0 { Read::Some } else { Read::Nothing });
@@ -462,7 +471,7 @@ where
                     Ok(payload)
                 }
                 (_, outcome) => outcome,
-            });
+            }, &mut self.deferred);
         match delivered {
             None => debug!(%id, "reply for no pending request ignored"),
             Some(true) => self.completed += 1,
@@ -479,12 +488,12 @@ where
     /// socket takes it at once. Frames queued from now on are refused (their senders try
     /// the next connection).
     pub(crate) async fn close(mut self, ended: Ended, close_timeout: Duration) {
-        self.frames.close();
-        self.link.room.close();
+        let queued = self.link.queue.close();
+        self.taken.extend(queued);
         let frame = match ended {
             Ended::Closing => {
                 let mut fed = Ok(());
-                while let Ok(frame) = self.frames.try_recv() {
+                while let Some(frame) = self.taken.pop_front() {
                     fed = std::future::poll_fn(|cx| self.socket.poll_room(cx)).await;
                     if fed.is_err() {
                         break;
@@ -539,12 +548,12 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use futures_util::StreamExt;
-    use tokio::sync::Semaphore;
     use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 
     use super::*;
     use crate::client::pending::Pending;
+    use crate::client::queue::FrameQueue;
     use crate::protocol::AcceptConf;
     use crate::transport::Role;
 
@@ -558,18 +567,15 @@ mod tests {
     ) -> (
         Arc<Link>,
         Socket<tokio::io::DuplexStream>,
-        mpsc::UnboundedReceiver<Bytes>,
         WebSocketStream<tokio::io::DuplexStream>,
     ) {
         let (c, s) = tokio::io::duplex(4096);
         // The server is tungstenite's: our framing against another implementation.
         let config = WebSocketConfig::default().read_buffer_size(4096);
         let sws = WebSocketStream::from_raw_socket(s, WsRole::Server, Some(config)).await;
-        let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             generation: 1,
-            frames: tx,
-            room: Semaphore::new(64),
+            queue: FrameQueue::new(64),
             conf: AcceptConf::new(read_timeout, 1 << 20),
             announced: AtomicBool::new(true),
         });
@@ -580,15 +586,15 @@ mod tests {
             1 << 20,
             Duration::from_secs(60),
         );
-        (link, socket, rx, sws)
+        (link, socket, sws)
     }
 
     /// After a write that met backpressure and then drained, the client goes idle: a
     /// heartbeat is due 3 s (75 % of 4 s) after that write.
     async fn heartbeat_after_write_of(len: usize) {
         let shared = shared();
-        let (link, socket, rx, mut server) = pair(Duration::from_secs(4)).await;
-        let mut driver = Driver::new(&shared, Arc::clone(&link), socket, rx);
+        let (link, socket, mut server) = pair(Duration::from_secs(4)).await;
+        let mut driver = Driver::new(&shared, Arc::clone(&link), socket);
         let driving = std::future::poll_fn(|cx| driver.poll_drive(cx));
         let script = async {
             link.try_push(Bytes::from(vec![7u8; len])).expect("room");
@@ -622,12 +628,12 @@ mod tests {
     /// filled the socket.
     async fn request_times_out_behind_a_write_of(len: usize) {
         let shared = Arc::new(shared());
-        let (link, socket, rx, _server_never_reads) = pair(Duration::ZERO).await;
+        let (link, socket, _server_never_reads) = pair(Duration::ZERO).await;
         // The driver on a task of its own, as in the client.
         let driver_task = {
             let (shared, link) = (Arc::clone(&shared), Arc::clone(&link));
             tokio::spawn(async move {
-                let mut driver = Driver::new(&shared, link, socket, rx);
+                let mut driver = Driver::new(&shared, link, socket);
                 std::future::poll_fn(|cx| driver.poll_drive(cx)).await
             })
         };
@@ -663,11 +669,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_session_request_dropped_while_waiting_for_room_leaves_no_entry() {
         let shared = shared();
-        let (tx, _rx) = mpsc::unbounded_channel();
         let link = Link {
             generation: 1,
-            frames: tx,
-            room: Semaphore::new(0),
+            queue: FrameQueue::new(0),
             conf: AcceptConf::new(Duration::ZERO, 1 << 20),
             announced: AtomicBool::new(true),
         };

@@ -172,6 +172,37 @@ impl Header {
 
 /// XORs `buf` with the masking key, as a frame's payload is masked and unmasked (RFC 6455
 /// §5.3), eight bytes at a time.
+/// Masking keys for a client's frames (RFC 6455 §5.3: each from a strong source of
+/// entropy), drawn from the thread's CSPRNG sixteen at a time: one draw per frame costs a
+/// lookup of the thread's generator each, a tenth of a small request's client-side CPU.
+#[derive(Debug)]
+pub(crate) struct MaskKeys {
+    keys: [u8; 64],
+    /// The first byte of `keys` not handed out yet.
+    next: usize,
+}
+
+impl MaskKeys {
+    pub(crate) fn new() -> Self {
+        MaskKeys {
+            keys: [0; 64],
+            next: 64,
+        }
+    }
+
+    /// A fresh key, never handed out before.
+    pub(crate) fn next_key(&mut self) -> [u8; 4] {
+        if self.next + 4 > self.keys.len() {
+            rand::fill(&mut self.keys[..]);
+            self.next = 0;
+        }
+        let mut key = [0; 4];
+        key.copy_from_slice(&self.keys[self.next..self.next + 4]);
+        self.next += 4;
+        key
+    }
+}
+
 pub(crate) fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     let [a, b, c, d] = key;
     let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
@@ -193,6 +224,16 @@ mod tests {
 
     fn header(bytes: &[u8]) -> Result<Option<(Header, usize)>, BadHeader> {
         Header::read(bytes)
+    }
+
+    #[test]
+    fn mask_keys_are_drawn_afresh_past_a_batch() {
+        let mut keys = MaskKeys::new();
+        let drawn: Vec<[u8; 4]> = (0..40).map(|_| keys.next_key()).collect();
+        // 40 keys span three draws of 16; random keys of 32 bits repeat with a chance of
+        // about 2e-7 here, while a batch handed out twice (or never filled) repeats always.
+        let distinct: std::collections::HashSet<_> = drawn.iter().collect();
+        assert_eq!(distinct.len(), drawn.len(), "{drawn:?}");
     }
 
     #[test]

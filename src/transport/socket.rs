@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::transport::Incoming;
-use crate::transport::frame::{BadHeader, Header, MAX_HEADER_LEN, Opcode, apply_mask};
+use crate::transport::frame::{BadHeader, Header, MAX_HEADER_LEN, MaskKeys, Opcode, apply_mask};
 
 /// Bytes are read from the socket in chunks of this size (or the rest of a larger frame at
 /// once). A chunk lives only while bytes are in flight, and a message read from it keeps
@@ -90,6 +90,8 @@ pub(crate) enum Role {
 pub(crate) struct Socket<S> {
     io: S,
     role: Role,
+    /// A client's masking keys; boxed, so that a server's socket carries only the `None`.
+    masks: Option<Box<MaskKeys>>,
     max_message_size: usize,
     /// Read and not yet taken as frames; no allocation while nothing is in flight.
     read: BytesMut,
@@ -173,6 +175,7 @@ where
         Socket {
             io,
             role,
+            masks: (role == Role::Client).then(|| Box::new(MaskKeys::new())),
             max_message_size,
             read,
             spare: BytesMut::new(),
@@ -439,10 +442,7 @@ where
     /// Queues a frame: its header, then its payload (masked by a client, copied if short).
     fn queue(&mut self, opcode: Opcode, payload: Bytes) {
         let len = payload.len();
-        let mask = match self.role {
-            Role::Client => Some(rand::random::<[u8; 4]>()),
-            Role::Server => None,
-        };
+        let mask = self.masks.as_mut().map(|keys| keys.next_key());
         let head = Header::len_for(len, mask.is_some());
         self.queued += head + len;
         if mask.is_none() && self.vectored {

@@ -1,0 +1,187 @@
+//! `Pipeline`: many requests in flight from one task, each ending in exactly one outcome
+//! with its ticket, against our server (replies, errors, timeouts, a dropped pipeline, a
+//! closed client) and a scripted one (a lost connection, stray and duplicate replies).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::bounded;
+use common::probe::start;
+use common::script::{Script, recv_message, send};
+use common::vector;
+use tokio_webwire::client::{Reconnect, Ticket};
+use tokio_webwire::protocol::{ErrorCode, Message};
+use tokio_webwire::{Client, Payload, RequestError};
+
+async fn connect(url: String) -> Client {
+    bounded(Client::builder().reconnect(Reconnect::Off).connect(url))
+        .await
+        .expect("connects")
+}
+
+#[tokio::test]
+async fn every_request_ends_in_one_outcome_with_its_ticket() {
+    let (_server, _events, addr) = start(|b| b).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let mut pipeline = client.pipeline();
+    // 300 requests, at most 32 in flight; every fifth one fails on the server.
+    let mut sent: HashMap<Ticket, String> = HashMap::new();
+    let (mut next, mut outcomes) = (0, 0);
+    let send_one = async |pipeline: &mut tokio_webwire::client::Pipeline, i: usize| {
+        let name = if i % 5 == 0 { "fail" } else { "echo" };
+        let ticket = pipeline.send(name, format!("#{i}")).await.expect("queued");
+        (ticket, format!("{name} #{i}"))
+    };
+    while next < 32 {
+        let (ticket, what) = send_one(&mut pipeline, next).await;
+        sent.insert(ticket, what);
+        next += 1;
+    }
+    assert_eq!(pipeline.in_flight(), 32);
+    while let Some((ticket, outcome)) = bounded(pipeline.next()).await {
+        let what = sent.remove(&ticket).expect("one outcome per ticket");
+        match (what.split_once(' '), outcome) {
+            (Some(("echo", body)), Ok(reply)) => assert_eq!(reply.to_text().unwrap(), body),
+            (Some(("fail", _)), Err(RequestError::Reply { code, .. })) => {
+                assert_eq!(code, ErrorCode::from_static("SAMPLE_ERROR"));
+            }
+            (what, outcome) => panic!("{what:?} ended in {outcome:?}"),
+        }
+        outcomes += 1;
+        if next < 300 {
+            let (ticket, what) = send_one(&mut pipeline, next).await;
+            sent.insert(ticket, what);
+            next += 1;
+        }
+    }
+    assert_eq!(outcomes, 300);
+    assert!(sent.is_empty());
+    assert_eq!(pipeline.in_flight(), 0);
+    assert_eq!(client.pending_requests(), 0);
+    // Done, and still usable.
+    assert!(bounded(pipeline.next()).await.is_none());
+    let ticket = bounded(pipeline.send("echo", "again")).await.unwrap();
+    let (answered, reply) = bounded(pipeline.next()).await.unwrap();
+    assert_eq!((answered, reply), (ticket, Ok(Payload::utf8("again"))));
+}
+
+#[tokio::test]
+async fn a_request_times_out_and_its_late_reply_is_ignored() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let mut pipeline = client.pipeline().timeout(Duration::from_millis(50));
+    let held = bounded(pipeline.send("gate", "held")).await.unwrap();
+    bounded(events.entered.recv()).await;
+    let (ticket, outcome) = bounded(pipeline.next()).await.unwrap();
+    assert_eq!(ticket, held);
+    assert!(
+        matches!(outcome, Err(RequestError::Timeout { after }) if after == Duration::from_millis(50)),
+        "{outcome:?}"
+    );
+    assert_eq!(client.pending_requests(), 0);
+    // The late reply comes before this one's and is dropped: the next outcome is this.
+    server.handler().gate.add_permits(1);
+    let ticket = bounded(pipeline.send("echo", "after")).await.unwrap();
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((ticket, Ok(Payload::utf8("after"))))
+    );
+    assert_eq!(pipeline.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_pipeline_leaves_nothing_pending() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let mut pipeline = client.pipeline().timeout(Duration::MAX);
+    for _ in 0..3 {
+        bounded(pipeline.send("gate", "held")).await.unwrap();
+    }
+    for _ in 0..3 {
+        bounded(events.entered.recv()).await;
+    }
+    assert_eq!(client.pending_requests(), 3);
+    drop(pipeline);
+    assert_eq!(client.pending_requests(), 0);
+    // Their replies come, to nobody; the client serves on.
+    server.handler().gate.add_permits(3);
+    assert_eq!(
+        bounded(client.request("echo", "next")).await,
+        Ok(Payload::utf8("next"))
+    );
+}
+
+#[tokio::test]
+async fn closing_the_client_ends_what_is_in_flight() {
+    let (_server, mut events, addr) = start(|b| b).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let mut pipeline = client.pipeline();
+    let held = bounded(pipeline.send("gate", "held")).await.unwrap();
+    bounded(events.entered.recv()).await;
+    bounded(client.close()).await;
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((held, Err(RequestError::ClientClosed)))
+    );
+    assert!(bounded(pipeline.next()).await.is_none());
+    assert_eq!(
+        bounded(pipeline.send("echo", "x")).await,
+        Err(RequestError::ClientClosed)
+    );
+    assert_eq!(pipeline.in_flight(), 0);
+}
+
+/// Against a scripted server: a reply for no request and a second reply for one are
+/// ignored; a lost connection fails what is still in flight, once.
+#[tokio::test]
+async fn stray_replies_are_ignored_and_a_lost_connection_fails_the_rest() {
+    let script = Script::bind().await;
+    let accept_conf = vector("accept_conf_defaults");
+    let (client, mut ws) = bounded(async {
+        tokio::join!(
+            connect(script.url.clone()),
+            script.accept_with(&accept_conf)
+        )
+    })
+    .await;
+    let mut pipeline = client.pipeline();
+    let first = bounded(pipeline.send("q", "1")).await.unwrap();
+    let second = bounded(pipeline.send("q", "2")).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        match bounded(recv_message(&mut ws)).await {
+            Message::RequestUtf8 { id, .. } => ids.push(id),
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        ids.iter().map(|id| id.to_u64()).collect::<Vec<_>>(),
+        [first.id(), second.id()]
+    );
+    let reply = |id, text: &str| {
+        Message::reply(id, Payload::utf8(text))
+            .encode()
+            .expect("a valid reply")
+    };
+    // Unknown id, then the first request's reply twice.
+    bounded(send(
+        &mut ws,
+        &reply(tokio_webwire::protocol::RequestId::from(999), "stray"),
+    ))
+    .await;
+    bounded(send(&mut ws, &reply(ids[0], "one"))).await;
+    bounded(send(&mut ws, &reply(ids[0], "one again"))).await;
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((first, Ok(Payload::utf8("one"))))
+    );
+    drop(ws);
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((second, Err(RequestError::Disconnected)))
+    );
+    assert!(bounded(pipeline.next()).await.is_none());
+    assert_eq!(client.pending_requests(), 0);
+}
