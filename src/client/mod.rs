@@ -388,6 +388,14 @@ impl Shared {
         resolve(&state)
     }
 
+    /// The connection requests go to now, if any.
+    fn current_link(&self) -> Option<Arc<Link>> {
+        match &*self.state.borrow() {
+            State::Connected(link) => Some(Arc::clone(link)),
+            State::Connecting | State::Down | State::Closed => None,
+        }
+    }
+
     fn check_open(&self) -> Result<(), RequestError> {
         if self.is_closed() {
             return Err(RequestError::ClientClosed);

@@ -13,13 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
+use super::connection::Link;
 use super::pending::{Kind, Outcome};
-use super::{Client, RequestError, Waiter, encode, lock};
+use super::queue::Refused;
+use super::{Client, RequestError, Waiter, lock};
 use crate::Payload;
 use crate::protocol::{IntoName, Message, RequestId};
+
+/// The buffer a pipeline encodes its requests into, reserved this much at a time.
+const FRAME_CHUNK: usize = 8 * 1024;
 
 /// Identifies one request of a [`Pipeline`]: returned by [`Pipeline::send`], given back
 /// with the request's outcome.
@@ -125,6 +131,12 @@ impl Inbox {
 pub struct Pipeline {
     client: Client,
     inbox: Arc<Inbox>,
+    /// The connection the last request went to: the next one goes there without a look
+    /// at the client's state, until its queue refuses a frame (the connection ended).
+    link: Option<Arc<Link>>,
+    /// Where requests are encoded, each split off as its frame: a chunk's allocation is
+    /// shared by many frames, and taken again once the driver has dropped them.
+    frames: BytesMut,
     /// Outcomes taken from the inbox, not yet returned.
     ready: VecDeque<(u64, Outcome)>,
     /// Requests sent whose outcome has not been returned.
@@ -152,6 +164,8 @@ impl Client {
         Pipeline {
             client: self.clone(),
             inbox: Arc::default(),
+            link: None,
+            frames: BytesMut::new(),
             ready: VecDeque::new(),
             in_flight: 0,
             timeout: self.shared.config.request_timeout,
@@ -201,16 +215,48 @@ impl Pipeline {
         shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
         let id = shared.next_id();
-        let frame = encode(&Message::request(RequestId::from(id), name, payload.into()))?;
-        let deadline = (Instant::now().checked_add(self.timeout), self.timeout);
+        let message = Message::request(RequestId::from(id), name, payload.into());
+        if self.frames.capacity() < FRAME_CHUNK / 16 {
+            self.frames.reserve(FRAME_CHUNK);
+        }
+        message
+            .encode_into(&mut self.frames)
+            .map_err(RequestError::InvalidMessage)?;
+        let frame = self.frames.split().freeze();
+        let at = Instant::now().checked_add(self.timeout);
+        // Fast path: the connection the last request went to, while it takes frames.
+        let frame = match &self.link {
+            Some(link) => {
+                link.check_size(frame.len())?;
+                let deadline = shared.pending.deadline_at(at, self.timeout);
+                shared
+                    .pending
+                    .insert_piped(id, link.generation, deadline, &self.inbox);
+                match link.try_push(frame) {
+                    Ok(()) => {
+                        self.in_flight += 1;
+                        return Ok(Ticket(id));
+                    }
+                    Err((frame, refused)) => {
+                        shared.pending.remove(id);
+                        if refused == Refused::Closed {
+                            self.link = None;
+                        }
+                        frame
+                    }
+                }
+            }
+            None => frame,
+        };
         shared
             .submit(
                 frame,
                 (id, Kind::Request),
-                deadline,
+                (at, self.timeout),
                 Waiter::Pipeline(&self.inbox),
             )
             .await?;
+        self.link = shared.current_link();
         self.in_flight += 1;
         Ok(Ticket(id))
     }

@@ -1,6 +1,6 @@
 //! [`Message`] → frame: validate first (§2.5), then write into one exactly-sized buffer.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::payload::Encoding;
 use crate::protocol::{Message, MessageType, Name, ProtocolError, RequestId};
@@ -68,26 +68,52 @@ impl Message {
     /// ```
     pub fn encode(&self) -> Result<Bytes, ProtocolError> {
         let layout = self.layout()?;
-        let len = layout.len();
-        let mut buf = Vec::with_capacity(len);
-        buf.push(self.message_type() as u8);
-        if let Some(id) = layout.id {
-            buf.extend_from_slice(id.as_bytes());
-        }
-        if let Some(fixed) = &layout.fixed {
-            buf.extend_from_slice(fixed);
-        }
-        if let Some((short_len, short)) = layout.short {
-            buf.push(short_len);
-            buf.extend_from_slice(short);
-        }
-        if layout.padding {
-            buf.push(0);
-        }
-        buf.extend_from_slice(layout.body);
-        debug_assert_eq!(buf.len(), len);
+        let mut buf = Vec::with_capacity(layout.len());
+        self.write(&layout, &mut buf);
         // `len == capacity`, so this hands the allocation over without another one.
         Ok(Bytes::from(buf))
+    }
+
+    /// Appends the frame [`encode`](Message::encode) would produce to `out`, refusing what
+    /// it refuses (then `out` is left as it was).
+    ///
+    /// For a sender that encodes many messages: with `out` reserved ahead, each frame is
+    /// split off a shared buffer (see [`BytesMut::split`]) instead of an allocation of its
+    /// own.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use tokio_webwire::{Payload, protocol::{Message, Name, RequestId}};
+    ///
+    /// let mut out = BytesMut::with_capacity(4096);
+    /// let message = Message::request(RequestId::from(1), Name::from_static("q"), Payload::utf8("x"));
+    /// message.encode_into(&mut out).unwrap();
+    /// assert_eq!(out.split().freeze(), message.encode().unwrap());
+    /// ```
+    pub fn encode_into(&self, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        let layout = self.layout()?;
+        out.reserve(layout.len());
+        self.write(&layout, out);
+        Ok(())
+    }
+
+    /// Writes the message as `layout` lays it out; `out` has room for it.
+    fn write(&self, layout: &Layout<'_>, out: &mut impl BufMut) {
+        out.put_u8(self.message_type() as u8);
+        if let Some(id) = layout.id {
+            out.put_slice(id.as_bytes());
+        }
+        if let Some(fixed) = &layout.fixed {
+            out.put_slice(fixed);
+        }
+        if let Some((short_len, short)) = layout.short {
+            out.put_u8(short_len);
+            out.put_slice(short);
+        }
+        if layout.padding {
+            out.put_u8(0);
+        }
+        out.put_slice(layout.body);
     }
 
     /// The length of the frame [`Message::encode`] would produce, or why it would refuse.
