@@ -60,6 +60,8 @@ async fn every_request_ends_in_one_outcome_with_its_ticket() {
     assert!(sent.is_empty());
     assert_eq!(pipeline.in_flight(), 0);
     assert_eq!(client.pending_requests(), 0);
+    // 300 ids are two chunks: the older one went once its requests had their outcomes.
+    assert_eq!(client.pipeline_chunks(), 1);
     // Done, and still usable.
     assert!(bounded(pipeline.next()).await.is_none());
     let ticket = bounded(pipeline.send("echo", "again")).await.unwrap();
@@ -102,9 +104,11 @@ async fn a_dropped_pipeline_leaves_nothing_pending() {
     for _ in 0..3 {
         bounded(events.entered.recv()).await;
     }
-    assert_eq!(client.pending_requests(), 3);
-    drop(pipeline);
+    // The pipeline's requests are its own; their chunk of ids is routed to it.
     assert_eq!(client.pending_requests(), 0);
+    assert_eq!(client.pipeline_chunks(), 1);
+    drop(pipeline);
+    assert_eq!(client.pipeline_chunks(), 0);
     // Their replies come, to nobody; the client serves on.
     server.handler().gate.add_permits(3);
     assert_eq!(

@@ -36,7 +36,8 @@ use crate::Session;
 use crate::client::connection::{Ended, Link, heartbeat_interval};
 use crate::client::events::signal_bytes;
 use crate::client::handler::Event;
-use crate::client::pending::{Deferred, Kind};
+use crate::client::pending::Kind;
+use crate::client::pipeline::Deliveries;
 use crate::client::{RequestError, Shared};
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
@@ -66,8 +67,9 @@ pub(crate) struct Driver<'a, S> {
     socket: Socket<S>,
     /// Frames taken from the link's queue, not yet fed to the socket.
     taken: VecDeque<Bytes>,
-    /// Pipeline outcomes of the replies being read, handed over after the batch.
-    deferred: Deferred,
+    /// Replies for pipelines, routed by their id's chunk and handed over a read batch at a
+    /// time.
+    deliveries: Deliveries,
     /// Wakes at the earliest deadline of a pending request; armed for `sweep_at`.
     sweep: Pin<Box<Sleep>>,
     sweep_at: Option<Instant>,
@@ -123,7 +125,7 @@ where
             link,
             socket,
             taken: VecDeque::new(),
-            deferred: Deferred::default(),
+            deliveries: Deliveries::default(),
             sweep: Box::pin(tokio::time::sleep_until(now)),
             sweep_at: None,
             last_sweep: now,
@@ -247,7 +249,7 @@ where
     /// outcomes, a batch each (also when the connection ended meanwhile).
     fn read(&mut self, cx: &mut Context<'_>) -> Result<Read, Ended> {
         let read = self.read_batch(cx);
-        self.deferred.deliver();
+        self.deliveries.deliver();
         read
     }
 
@@ -447,11 +449,23 @@ where
                 return Ok(());
             }
         };
+        // A reply for a pipeline, in the chunk of the last one: no pending entry, no lock.
+        let outcome = match self
+            .deliveries
+            .route(&shared.routes, id.to_u64(), outcome, false)
+        {
+            Ok(()) => {
+                self.completed += 1;
+                return Ok(());
+            }
+            Err(outcome) => outcome,
+        };
         // Session replies change the session here, in the order of the messages around
         // them; a late one (its requester gave up) only if nothing newer came since.
-        let delivered = shared
-            .pending
-            .complete(id.to_u64(), |kind, late| match (kind, outcome) {
+        let delivered = shared.pending.complete(
+            id.to_u64(),
+            outcome,
+            |kind, late, outcome| match (kind, outcome) {
                 (Kind::RestoreSession(epoch), Ok(payload)) => match Session::from_json(&payload.data) {
                     Ok(session) => {
                         if shared.store_session_if(session, late.then_some(epoch)).is_none() {
@@ -471,12 +485,21 @@ where
                     Ok(payload)
                 }
                 (_, outcome) => outcome,
-            }, &mut self.deferred);
+            },
+        );
         match delivered {
-            None => debug!(%id, "reply for no pending request ignored"),
-            Some(true) => self.completed += 1,
+            Ok(true) => self.completed += 1,
             // Nobody waits for it any more (a session request given up); that is fine.
-            Some(false) => {}
+            Ok(false) => {}
+            // A pipeline's, of another chunk; or a late reply after a timeout, or a
+            // duplicate.
+            Err(outcome) => match self
+                .deliveries
+                .route(&shared.routes, id.to_u64(), outcome, true)
+            {
+                Ok(()) => self.completed += 1,
+                Err(_) => debug!(%id, "reply for no pending request ignored"),
+            },
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! | `handler.rs` | [`ClientHandler`]: server signals, connection and session events; its task |
 //! | `events.rs` | the handler's queue, which never makes the driver wait; [`SignalOverflow`] |
 //! | `pending.rs` | requests waiting for replies (a slab indexed by the id, each entry with its deadline and its outcome), and the future that waits for one and cleans up after it |
-//! | `pipeline.rs` | [`Pipeline`]: many requests in flight from one task, their outcomes in one queue, with [`Ticket`]s |
+//! | `pipeline.rs` | [`Pipeline`]: many requests in flight from one task, with [`Ticket`]s; its own table of what is in flight, replies routed to it by their id's chunk |
 //! | `queue.rs` | the queue of encoded frames from the handles to the driver: one lock per push, everything taken at once, room counted in frames |
 //! | `connection.rs` | dial and handshake, a connection's life: session restore, publish, drive, close |
 //! | `driver.rs` | the one task that owns a connection's socket: batched writes, replies, deadline sweep, heartbeats |
@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     next_id: AtomicU64,
     pub(crate) pending: Pending,
+    /// The chunks of request ids pipelines hold: how the driver finds their replies.
+    pub(crate) routes: pipeline::Routes,
     state: watch::Sender<State>,
     /// Set when the client closes: one atomic load per request and per driver wake-up.
     closed: AtomicBool,
@@ -249,6 +251,25 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// `count` fresh request identifiers in a row; the first is returned.
+    pub(crate) fn next_ids(&self, count: u64) -> u64 {
+        self.next_id.fetch_add(count, Ordering::Relaxed)
+    }
+
+    /// Fails what was handed to connection `generation` (`None`: every connection) with
+    /// `error`, the pipelines' requests too. How many requests of the pending table.
+    pub(crate) fn fail_generation(&self, generation: Option<u64>, error: &RequestError) -> usize {
+        let failed = match generation {
+            Some(generation) => self.pending.fail_generation(generation, error),
+            None => {
+                self.pending.fail_all(error);
+                0
+            }
+        };
+        self.routes.end(generation, error);
+        failed
+    }
+
     /// Whether the client is closed (or closing).
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -268,6 +289,7 @@ impl Shared {
             config,
             next_id: AtomicU64::new(1),
             pending: Pending::default(),
+            routes: pipeline::Routes::default(),
             state: watch::Sender::new(State::Connecting),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
@@ -355,7 +377,7 @@ impl Shared {
         }
         self.stop.cancel();
         self.state.send_replace(State::Closed);
-        self.pending.fail_all(&RequestError::ClientClosed);
+        self.fail_generation(None, &RequestError::ClientClosed);
         self.driver.wake();
         self.events.finish();
     }
@@ -388,14 +410,6 @@ impl Shared {
         resolve(&state)
     }
 
-    /// The connection requests go to now, if any.
-    fn current_link(&self) -> Option<Arc<Link>> {
-        match &*self.state.borrow() {
-            State::Connected(link) => Some(Arc::clone(link)),
-            State::Connecting | State::Down | State::Closed => None,
-        }
-    }
-
     fn check_open(&self) -> Result<(), RequestError> {
         if self.is_closed() {
             return Err(RequestError::ClientClosed);
@@ -411,122 +425,29 @@ impl Shared {
         &self,
         len: usize,
         frame: Bytes,
-        request: Option<(u64, Kind, Deadline, Waiter<'_>)>,
+        request: Option<(u64, Kind, Deadline, &Waker)>,
     ) -> Result<Queued<'_>, RequestError> {
         let state = self.state.borrow();
         let State::Connected(link) = &*state else {
             return Ok(Queued::Retry(frame));
         };
         link.check_size(len)?;
-        let Some((id, kind, deadline, waiter)) = request else {
+        let Some((id, kind, deadline, waker)) = request else {
             return Ok(match link.try_push(frame) {
                 Ok(()) => Queued::Signal,
                 Err((frame, _)) => Queued::Retry(frame),
             });
         };
-        let reply = self.register(link, (id, kind), deadline, waiter);
+        let reply = self
+            .pending
+            .insert_polled((id, link.generation, kind, deadline), waker);
         match link.try_push(frame) {
             Ok(()) => Ok(Queued::Request(reply)),
             Err((frame, _)) => {
-                self.withdraw(id, reply);
+                reply.withdraw();
                 Ok(Queued::Retry(frame))
             }
         }
-    }
-
-    /// Registers request `id` of `kind` as pending on `link` until `deadline`, its outcome
-    /// for `waiter`: through the returned [`Reply`] for a task, in the inbox for a
-    /// pipeline.
-    fn register(
-        &self,
-        link: &Link,
-        (id, kind): (u64, Kind),
-        deadline: Deadline,
-        waiter: Waiter<'_>,
-    ) -> Option<Reply<'_>> {
-        match waiter {
-            Waiter::Task(Some(waker)) => Some(
-                self.pending
-                    .insert_polled((id, link.generation, kind, deadline), waker),
-            ),
-            Waiter::Task(None) => Some(self.pending.insert(id, link.generation, kind, deadline)),
-            Waiter::Pipeline(inbox) => {
-                self.pending
-                    .insert_piped(id, link.generation, deadline, inbox);
-                None
-            }
-        }
-    }
-
-    /// Removes request `id`, registered but not sent after all.
-    fn withdraw(&self, id: u64, reply: Option<Reply<'_>>) {
-        match reply {
-            Some(reply) => reply.withdraw(),
-            None => self.pending.remove(id),
-        }
-    }
-
-    /// Queues request `frame` (`id`, `kind`) for `waiter` without waiting when it can, or
-    /// else waits for a connection or for room, until `at` at most; see
-    /// [`register`](Shared::register) for what is returned.
-    async fn submit(
-        &self,
-        frame: Bytes,
-        (id, kind): (u64, Kind),
-        (at, after): (Option<Instant>, Duration),
-        waiter: Waiter<'_>,
-    ) -> Result<Option<Reply<'_>>, RequestError> {
-        let deadline = match kind {
-            Kind::Request => self.pending.deadline_at(at, after),
-            // A late reply must still reach the driver: no sweep for these.
-            Kind::RestoreSession(_) | Kind::CloseSession(_) => Pending::never(),
-        };
-        // Fast path: connected, room in the queue; no await, no clone of the link.
-        let len = frame.len();
-        // A task's waker goes with the entry: the reply's first poll, in this same poll,
-        // need not look at the entry.
-        let queued = match waiter {
-            Waiter::Pipeline(_) => self.try_queue(len, frame, Some((id, kind, deadline, waiter))),
-            Waiter::Task(_) => {
-                let mut frame = Some(frame);
-                std::future::poll_fn(|cx| {
-                    let frame = frame.take().unwrap_or_default();
-                    let waiter = Waiter::Task(Some(cx.waker()));
-                    Poll::Ready(self.try_queue(len, frame, Some((id, kind, deadline, waiter))))
-                })
-                .await
-            }
-        };
-        let frame = match queued? {
-            Queued::Request(reply) => return Ok(reply),
-            Queued::Signal => return Err(RequestError::Disconnected),
-            Queued::Retry(frame) => frame,
-        };
-        // Boxed: waiting for a connection or for room needs a timer and the state's
-        // subscription, which would make every request's future (and the copies of it) a
-        // kilobyte larger.
-        let waiter = match waiter {
-            Waiter::Task(_) => Waiter::Task(None),
-            pipeline @ Waiter::Pipeline(_) => pipeline,
-        };
-        Box::pin(async move {
-            let queued = self.queue(frame, len, |link, frame| async move {
-                self.push_registered(
-                    &link,
-                    frame,
-                    || self.register(&link, (id, kind), deadline, waiter),
-                    |reply| self.withdraw(id, reply),
-                )
-                .await
-            });
-            match at {
-                Some(at) => tokio::time::timeout_at(at, queued)
-                    .await
-                    .unwrap_or(Err(RequestError::Timeout { after })),
-                None => queued.await,
-            }
-        })
-        .await
     }
 
     /// Sends request `message` and waits for its reply, over whichever connection is
@@ -539,18 +460,49 @@ impl Shared {
     async fn exchange(
         &self,
         frame: Bytes,
-        request: (u64, Kind),
-        deadline: (Option<Instant>, Duration),
+        (id, kind): (u64, Kind),
+        (at, after): (Option<Instant>, Duration),
     ) -> Result<Payload, RequestError> {
-        let reply = self
-            .submit(frame, request, deadline, Waiter::Task(None))
-            .await?;
+        let deadline = match kind {
+            Kind::Request => self.pending.deadline_at(at, after),
+            // A late reply must still reach the driver: no sweep for these.
+            Kind::RestoreSession(_) | Kind::CloseSession(_) => Pending::never(),
+        };
+        // Fast path: connected, room in the queue; no await, no clone of the link.
+        let len = frame.len();
+        // The requester's waker goes with the entry: the reply's first poll, right below
+        // in this same poll, need not look at the entry.
+        let mut frame = Some(frame);
+        let queued = std::future::poll_fn(|cx| {
+            let frame = frame.take().unwrap_or_default();
+            Poll::Ready(self.try_queue(len, frame, Some((id, kind, deadline, cx.waker()))))
+        })
+        .await;
+        let reply = match queued? {
+            Queued::Request(reply) => reply,
+            Queued::Signal => return Err(RequestError::Disconnected),
+            Queued::Retry(frame) => {
+                // Boxed: waiting for a connection or for room needs a timer and the
+                // state's subscription, which would make every request's future (and the
+                // copies of it) a kilobyte larger.
+                let queued = Box::pin(async move {
+                    let queued = self.queue(frame, len, |link, frame| async move {
+                        self.send_request_on(&link, frame, (id, kind), deadline)
+                            .await
+                    });
+                    match at {
+                        Some(at) => tokio::time::timeout_at(at, queued)
+                            .await
+                            .unwrap_or(Err(RequestError::Timeout { after })),
+                        None => queued.await,
+                    }
+                });
+                queued.await?
+            }
+        };
         // Dropped before its outcome (timed out by the caller, cancelled), the reply
         // removes the entry.
-        match reply {
-            Some(reply) => reply.await,
-            None => Err(RequestError::Disconnected),
-        }
+        reply.await
     }
 
     /// Queues signal `frame` on whichever connection is current.
@@ -604,36 +556,17 @@ impl Shared {
         (id, kind): (u64, Kind),
         deadline: Deadline,
     ) -> Result<Reply<'_>, Bytes> {
-        self.push_registered(
-            link,
-            frame,
-            || self.pending.insert(id, link.generation, kind, deadline),
-            Reply::withdraw,
-        )
-        .await
-    }
-
-    /// Waits for room on `link`, then `register`s a request and queues its frame. If the
-    /// connection ended before its driver took the frame, nothing was sent: the
-    /// registration is undone with `withdraw` and the frame handed back.
-    async fn push_registered<R>(
-        &self,
-        link: &Link,
-        frame: Bytes,
-        register: impl FnOnce() -> R,
-        withdraw: impl FnOnce(R),
-    ) -> Result<R, Bytes> {
         // Room first, then register and queue with no await in between: a caller that
         // gives up while waiting for room leaves no entry behind (a session request's
         // entry would otherwise wait for a reply that can never come).
         if !link.reserve().await {
             return Err(frame);
         }
-        let registered = register();
+        let reply = self.pending.insert(id, link.generation, kind, deadline);
         match link.push_reserved(frame) {
-            Ok(()) => Ok(registered),
+            Ok(()) => Ok(reply),
             Err(returned) => {
-                withdraw(registered);
+                reply.withdraw();
                 Err(returned)
             }
         }
@@ -694,22 +627,12 @@ impl std::fmt::Debug for Client {
 
 /// What [`Shared::try_queue`] did with a frame.
 enum Queued<'a> {
-    /// The request's frame is queued; its outcome comes through this (a task's) or to
-    /// the pipeline's inbox (`None`).
-    Request(Option<Reply<'a>>),
+    /// The request's frame is queued; its outcome comes through this.
+    Request(Reply<'a>),
     /// The signal's frame is queued.
     Signal,
     /// Not connected, or no room: the frame, for the slow path.
     Retry(Bytes),
-}
-
-/// Who waits for a request's outcome.
-#[derive(Clone, Copy)]
-enum Waiter<'a> {
-    /// The requesting task, with its waker once known.
-    Task(Option<&'a Waker>),
-    /// A pipeline, through its inbox.
-    Pipeline(&'a Arc<pipeline::Inbox>),
 }
 
 /// Locks `mutex`. Nothing panics while one of the client's locks is held; if something did,

@@ -19,14 +19,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::time::Instant;
 
-use super::pipeline::Inbox;
 use crate::Payload;
 use crate::client::RequestError;
 
@@ -72,9 +71,6 @@ struct Entry {
 enum State {
     /// No outcome yet; the requester's waker, once it has polled.
     Waiting(Option<Waker>),
-    /// No outcome yet; a [`Pipeline`](super::Pipeline)'s request, whose outcome goes to
-    /// the pipeline's inbox, and the entry with it.
-    Piped(Arc<Inbox>),
     /// The requester went away (session requests only): the reply is still applied when
     /// it comes, then the entry goes.
     Abandoned,
@@ -83,80 +79,19 @@ enum State {
 }
 
 impl Entry {
-    /// Delivers `outcome`: returns who is to be told (after the lock is released), and
-    /// whether the entry goes at once (nobody will come to take the outcome).
-    fn finish(&mut self, outcome: Outcome) -> (Delivery, bool) {
+    /// Delivers `outcome`: returns the waker to wake (after the lock is released), and
+    /// whether the entry goes at once (nobody will take the outcome).
+    fn finish(&mut self, outcome: Outcome) -> (Option<Waker>, bool) {
         match std::mem::replace(&mut self.state, State::Abandoned) {
             State::Waiting(waker) => {
                 self.state = State::Done(outcome);
-                (Delivery::Wake(waker), false)
+                (waker, false)
             }
-            State::Piped(inbox) => (Delivery::Inbox(inbox, self.id, outcome), true),
-            State::Abandoned => (Delivery::Nobody, true),
+            State::Abandoned => (None, true),
             done @ State::Done(_) => {
                 self.state = done;
-                (Delivery::Nobody, false)
+                (None, false)
             }
-        }
-    }
-
-    /// No outcome yet: a requester or a pipeline waits for one.
-    fn is_waiting(&self) -> bool {
-        matches!(self.state, State::Waiting(_) | State::Piped(_))
-    }
-}
-
-/// Who learns of an outcome, once the entry's lock is released.
-enum Delivery {
-    /// The requester, which takes the outcome from the entry (if it has polled yet).
-    Wake(Option<Waker>),
-    /// A pipeline: the outcome of request `id` goes to its inbox.
-    Inbox(Arc<Inbox>, u64, Outcome),
-    Nobody,
-}
-
-impl Delivery {
-    /// Tells whoever is to be told. Whether someone still wanted the outcome.
-    fn deliver(self) -> bool {
-        match self {
-            Delivery::Wake(waker) => {
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                true
-            }
-            Delivery::Inbox(inbox, id, outcome) => inbox.push([(id, outcome)]),
-            Delivery::Nobody => false,
-        }
-    }
-}
-
-/// Pipeline outcomes held back by the driver while it reads a batch of replies, then
-/// handed over with one lock and one wake-up per run of outcomes for the same pipeline.
-#[derive(Debug, Default)]
-pub(crate) struct Deferred {
-    /// The pipeline `outcomes` go to.
-    inbox: Option<Arc<Inbox>>,
-    outcomes: Vec<(u64, Outcome)>,
-}
-
-impl Deferred {
-    fn hold(&mut self, inbox: Arc<Inbox>, id: u64, outcome: Outcome) {
-        if !self
-            .inbox
-            .as_ref()
-            .is_some_and(|held| Arc::ptr_eq(held, &inbox))
-        {
-            self.deliver();
-            self.inbox = Some(inbox);
-        }
-        self.outcomes.push((id, outcome));
-    }
-
-    /// Hands every outcome held to its pipeline.
-    pub(crate) fn deliver(&mut self) {
-        if let Some(inbox) = self.inbox.take() {
-            inbox.push(self.outcomes.drain(..));
         }
     }
 }
@@ -296,13 +231,28 @@ impl Pending {
         deadline: Deadline,
         waker: Option<&Waker>,
     ) -> Reply<'_> {
-        self.put(Entry {
+        let entry = Entry {
             id,
             generation,
             kind,
             deadline,
             state: State::Waiting(waker.cloned()),
-        });
+        };
+        let mut slot = self.slot(id);
+        if slot.is_none() {
+            *slot = Some(entry);
+        } else {
+            drop(slot);
+            let mut map = super::lock(&self.overflow);
+            map.insert(id, entry);
+            self.overflowing.store(map.len(), Ordering::Release);
+        }
+        // After the insert: a sweep that resets `earliest` before this lowers it scans the
+        // slot after the insert too.
+        if deadline.at < self.earliest.load(Ordering::Acquire) {
+            self.earliest.fetch_min(deadline.at, Ordering::AcqRel);
+            self.sweeper.wake();
+        }
         Reply {
             pending: self,
             id,
@@ -312,92 +262,39 @@ impl Pending {
         }
     }
 
-    /// Puts `entry` in its slot, or in the overflow map if the slot is taken, and lowers
-    /// the earliest deadline if it comes first.
-    fn put(&self, entry: Entry) {
-        let deadline = entry.deadline.at;
-        let mut slot = self.slot(entry.id);
-        if slot.is_none() {
-            *slot = Some(entry);
-        } else {
-            drop(slot);
-            let mut map = super::lock(&self.overflow);
-            map.insert(entry.id, entry);
-            self.overflowing.store(map.len(), Ordering::Release);
-        }
-        // After the insert: a sweep that resets `earliest` before this lowers it scans the
-        // slot after the insert too.
-        if deadline < self.earliest.load(Ordering::Acquire) {
-            self.earliest.fetch_min(deadline, Ordering::AcqRel);
-            self.sweeper.wake();
-        }
-    }
-
-    /// Registers request `id` of a pipeline as handed to connection `generation`, timing
-    /// out at `deadline`; its outcome goes to `inbox`.
-    pub(crate) fn insert_piped(
-        &self,
-        id: u64,
-        generation: u64,
-        deadline: Deadline,
-        inbox: &Arc<Inbox>,
-    ) {
-        self.put(Entry {
-            id,
-            generation,
-            kind: Kind::Request,
-            deadline,
-            state: State::Piped(Arc::clone(inbox)),
-        });
-    }
-
-    /// Forgets every request of the pipeline whose inbox is `inbox` (it was dropped).
-    pub(crate) fn forget_piped(&self, inbox: &Arc<Inbox>) {
-        let ours =
-            |entry: &Entry| matches!(&entry.state, State::Piped(to) if Arc::ptr_eq(to, inbox));
-        for slot in &self.slots {
-            super::lock(slot).take_if(|entry| ours(entry));
-        }
-        let mut map = super::lock(&self.overflow);
-        if !map.is_empty() {
-            map.retain(|_, entry| !ours(entry));
-            self.overflowing.store(map.len(), Ordering::Release);
-        }
-    }
-
-    /// Delivers the reply to request `id`: `outcome` gets the request's kind and whether
-    /// the reply is late (its requester gave up: a session request's), and says what it
-    /// ends in (a session reply changes the session there, in order). `None` when no such
-    /// request is pending (a late reply after a timeout, or a duplicate), else whether a
-    /// requester was still waiting for it.
-    ///
-    /// A pipeline's outcome waits in `deferred` for [`Deferred::deliver`].
+    /// Delivers `outcome`, the reply to request `id`: `apply` gets the request's kind and
+    /// whether the reply is late (its requester gave up: a session request's), and says
+    /// what it ends in (a session reply changes the session there, in order). Whether a
+    /// requester was still waiting for it; the outcome back when no such request is
+    /// pending (a late reply after a timeout, a duplicate, or a pipeline's).
     pub(crate) fn complete(
         &self,
         id: u64,
-        outcome: impl FnOnce(Kind, bool) -> Outcome,
-        deferred: &mut Deferred,
-    ) -> Option<bool> {
-        let mut place = self.find(id)?;
-        let entry = place.entry(id)?;
+        outcome: Outcome,
+        apply: impl FnOnce(Kind, bool, Outcome) -> Outcome,
+    ) -> Result<bool, Outcome> {
+        let Some(mut place) = self.find(id) else {
+            return Err(outcome);
+        };
+        let Some(entry) = place.entry(id) else {
+            return Err(outcome);
+        };
         if matches!(entry.state, State::Done(_)) {
             // A duplicate reply: the first one counts.
-            return None;
+            return Err(outcome);
         }
         let late = matches!(entry.state, State::Abandoned);
-        let outcome = outcome(entry.kind, late);
-        let (delivery, gone) = entry.finish(outcome);
+        let outcome = apply(entry.kind, late, outcome);
+        let (waker, gone) = entry.finish(outcome);
         if gone {
             place.remove(id, self);
         }
         drop(place);
-        Some(match delivery {
-            Delivery::Inbox(inbox, id, outcome) => {
-                deferred.hold(inbox, id, outcome);
-                true
-            }
-            delivery => delivery.deliver(),
-        })
+        let woken = waker.is_some();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(woken || !gone)
     }
 
     /// Forgets request `id` without an outcome.
@@ -431,7 +328,7 @@ impl Pending {
         let count = self.finish_where(
             |entry| {
                 let due = entry.deadline.at <= now;
-                if !due && entry.is_waiting() {
+                if !due && matches!(entry.state, State::Waiting(_)) {
                     earliest = earliest.min(entry.deadline.at);
                 }
                 due
@@ -463,15 +360,15 @@ impl Pending {
         mut which: impl FnMut(&Entry) -> bool,
         error: impl Fn(&Entry) -> RequestError,
     ) -> usize {
-        let mut deliveries = Vec::new();
+        let mut wakers = Vec::new();
         let mut count = 0;
         let mut finish = |entry: &mut Entry| -> bool {
             if matches!(entry.state, State::Done(_)) || !which(entry) {
                 return false;
             }
             count += 1;
-            let (delivery, gone) = entry.finish(Err(error(entry)));
-            deliveries.push(delivery);
+            let (waker, gone) = entry.finish(Err(error(entry)));
+            wakers.extend(waker);
             gone
         };
         for slot in &self.slots {
@@ -491,8 +388,8 @@ impl Pending {
                 self.overflowing.store(map.len(), Ordering::Release);
             }
         }
-        for delivery in deliveries {
-            delivery.deliver();
+        for waker in wakers {
+            waker.wake();
         }
         count
     }
@@ -559,11 +456,6 @@ impl Future for Reply<'_> {
                 }
                 Poll::Pending
             }
-            // Ids are unique: a pipeline's request is never a reply's.
-            State::Piped(_) => {
-                self.done = true;
-                Poll::Ready(Err(RequestError::Disconnected))
-            }
             State::Done(_) | State::Abandoned => {
                 let outcome = match place.remove(id, self.pending).map(|entry| entry.state) {
                     Some(State::Done(outcome)) => outcome,
@@ -627,16 +519,16 @@ mod tests {
         let mut reply = entry(&pending, 1, 0, None);
         assert!(poll(&mut reply).is_pending());
         assert_eq!(
-            pending.complete(2, |_, _| Ok(Payload::empty()), &mut Deferred::default()),
-            None
+            pending.complete(2, Ok(Payload::empty()), |_, _, outcome| outcome),
+            Err(Ok(Payload::empty()))
         );
         assert_eq!(
-            pending.complete(1, |_, _| Ok(Payload::utf8("x")), &mut Deferred::default()),
-            Some(true)
+            pending.complete(1, Ok(Payload::utf8("x")), |_, _, outcome| outcome),
+            Ok(true)
         );
         assert_eq!(
-            pending.complete(1, |_, _| Ok(Payload::empty()), &mut Deferred::default()),
-            None
+            pending.complete(1, Ok(Payload::empty()), |_, _, outcome| outcome),
+            Err(Ok(Payload::empty()))
         );
         assert_eq!(poll(&mut reply), Poll::Ready(Ok(Payload::utf8("x"))));
         assert_eq!(pending.len(), 0);
@@ -693,16 +585,12 @@ mod tests {
         let mut same_slot = entry(&pending, 5 + slots, 0, None);
         assert_eq!(pending.len(), 2);
         assert_eq!(
-            pending.complete(
-                5 + slots,
-                |_, _| Ok(Payload::utf8("b")),
-                &mut Deferred::default()
-            ),
-            Some(true)
+            pending.complete(5 + slots, Ok(Payload::utf8("b")), |_, _, outcome| outcome),
+            Ok(true)
         );
         assert_eq!(
-            pending.complete(5, |_, _| Ok(Payload::utf8("a")), &mut Deferred::default()),
-            Some(true)
+            pending.complete(5, Ok(Payload::utf8("a")), |_, _, outcome| outcome),
+            Ok(true)
         );
         assert_eq!(poll(&mut same_slot), Poll::Ready(Ok(Payload::utf8("b"))));
         assert_eq!(poll(&mut first), Poll::Ready(Ok(Payload::utf8("a"))));
@@ -721,15 +609,11 @@ mod tests {
         drop(restore);
         assert_eq!(pending.len(), 1);
         let mut applied = None;
-        let delivered = pending.complete(
-            2,
-            |kind, late| {
-                applied = Some((kind, late));
-                Ok(Payload::empty())
-            },
-            &mut Deferred::default(),
-        );
-        assert_eq!(delivered, Some(false));
+        let delivered = pending.complete(2, Ok(Payload::empty()), |kind, late, outcome| {
+            applied = Some((kind, late));
+            outcome
+        });
+        assert_eq!(delivered, Ok(false));
         assert_eq!(applied, Some((Kind::RestoreSession(5), true)));
         assert_eq!(pending.len(), 0);
 

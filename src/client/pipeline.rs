@@ -1,28 +1,38 @@
 //! [`Pipeline`]: many requests in flight from one task, their outcomes in one queue.
 //!
-//! A request sent through a pipeline has a pending entry like any other, with its deadline
-//! and its connection, but no waker of its own: the driver puts its outcome in the
-//! pipeline's [`Inbox`] and wakes the one task that reads it. The reader takes everything
-//! the inbox holds under one lock, so a batch of replies costs one wake-up and one lock,
-//! where requests awaited one by one (as tasks, or in a `FuturesUnordered`) cost a wake-up,
-//! a future and a look at their entry each.
+//! A pipeline keeps what it has in flight itself, in a table only its own task touches:
+//! no lock, no shared entry and no waker per request. Its request ids come from the
+//! client's counter in chunks of [`CHUNK`]; each chunk is registered in the client's
+//! [`Routes`] while the pipeline has requests in it. The driver routes a reply whose id
+//! falls in a chunk to the pipeline's [`Inbox`] (the chunk of the last such reply is
+//! cached, so a run of them costs no lock), a read batch's outcomes at a time, with one
+//! lock and one wake-up. When a connection ends, or the client closes, every registered
+//! pipeline is told; it fails what it had sent on that connection itself. Its deadlines
+//! are its own too: a timer the pipeline polls when it waits for an outcome.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::connection::Link;
-use super::pending::{Kind, Outcome};
+use super::pending::Outcome;
 use super::queue::Refused;
-use super::{Client, RequestError, Waiter, lock};
+use super::{Client, RequestError, Shared, lock};
 use crate::Payload;
 use crate::protocol::{IntoName, Message, RequestId};
+
+/// Request ids a pipeline takes from the client's counter at a time.
+const CHUNK: u64 = 256;
+
+/// Slots of a pipeline's table of requests in flight; a power of two.
+const SLOTS: usize = 256;
 
 /// The buffer a pipeline encodes its requests into, reserved this much at a time.
 const FRAME_CHUNK: usize = 8 * 1024;
@@ -32,7 +42,7 @@ const FRAME_CHUNK: usize = 8 * 1024;
 ///
 /// Tickets of one client are unique, and a later request's ticket compares greater.
 ///
-/// ```
+/// ```no_run
 /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
 /// let mut pipeline = client.pipeline();
 /// let first = pipeline.send("echo", "a").await?;
@@ -45,42 +55,259 @@ const FRAME_CHUNK: usize = 8 * 1024;
 pub struct Ticket(u64);
 
 impl Ticket {
-    /// The request's identifier on the wire (the client's counter).
+    /// The request's identifier on the wire.
     #[must_use]
     pub fn id(self) -> u64 {
         self.0
     }
 }
 
-/// Where a pipeline's outcomes wait for it: filled by the connection's driver (and its
-/// deadline sweep), emptied by the pipeline.
+/// What reaches a pipeline from the driver and the supervisor.
+#[derive(Debug)]
+enum Arrival {
+    /// The reply to request `id` (or to an id it never sent, which it ignores).
+    Reply(u64, Outcome),
+    /// The connection of this generation ended (`None`: every connection, the client
+    /// closed): what was sent on it ends in this error.
+    Ended(Option<u64>, RequestError),
+}
+
+/// Where a pipeline's arrivals wait for it.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
-    outcomes: Mutex<Outcomes>,
-    /// The pipeline's reader, woken by a push.
+    arrivals: Mutex<Arrivals>,
+    /// The pipeline's task, woken by a push.
     reader: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
-struct Outcomes {
-    queue: VecDeque<(u64, Outcome)>,
-    /// The pipeline is gone: outcomes are dropped.
+struct Arrivals {
+    queue: VecDeque<Arrival>,
+    /// The pipeline is gone: nothing is queued any more.
     closed: bool,
 }
 
 impl Inbox {
-    /// Hands outcomes (each with its request's id) to the pipeline. False if it is gone.
-    pub(crate) fn push(&self, outcomes: impl IntoIterator<Item = (u64, Outcome)>) -> bool {
+    /// Queues `arrivals` and wakes the pipeline.
+    fn push(&self, arrivals: impl IntoIterator<Item = Arrival>) {
         {
-            let mut held = lock(&self.outcomes);
+            let mut held = lock(&self.arrivals);
             if held.closed {
-                return false;
+                return;
             }
-            held.queue.extend(outcomes);
+            held.queue.extend(arrivals);
         }
         self.reader.wake();
-        true
     }
+}
+
+/// The chunks of request ids pipelines hold, by their first id: how the driver finds the
+/// pipeline a reply is for.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    chunks: Mutex<BTreeMap<u64, Arc<Inbox>>>,
+    /// `chunks.len()`, read without the lock: a client without pipelines pays one load.
+    len: AtomicUsize,
+}
+
+impl Routes {
+    fn register(&self, base: u64, inbox: &Arc<Inbox>) {
+        let mut chunks = lock(&self.chunks);
+        chunks.insert(base, Arc::clone(inbox));
+        self.len.store(chunks.len(), Ordering::Release);
+    }
+
+    fn unregister(&self, base: u64) {
+        let mut chunks = lock(&self.chunks);
+        chunks.remove(&base);
+        self.len.store(chunks.len(), Ordering::Release);
+    }
+
+    /// The chunk `id` falls in, and its pipeline.
+    fn find(&self, id: u64) -> Option<(u64, Arc<Inbox>)> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let chunks = lock(&self.chunks);
+        let (&base, inbox) = chunks.range(..=id).next_back()?;
+        (id - base < CHUNK).then(|| (base, Arc::clone(inbox)))
+    }
+
+    /// Tells every pipeline with a chunk that the connection of `generation` ended (`None`:
+    /// the client closed), with `error` for what it sent there.
+    pub(crate) fn end(&self, generation: Option<u64>, error: &RequestError) {
+        let inboxes: Vec<Arc<Inbox>> = {
+            let chunks = lock(&self.chunks);
+            let mut inboxes: Vec<Arc<Inbox>> = Vec::new();
+            for inbox in chunks.values() {
+                if !inboxes.iter().any(|seen| Arc::ptr_eq(seen, inbox)) {
+                    inboxes.push(Arc::clone(inbox));
+                }
+            }
+            inboxes
+        };
+        for inbox in inboxes {
+            inbox.push([Arrival::Ended(generation, error.clone())]);
+        }
+    }
+
+    /// The number of chunks registered (a test hook's figure).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+}
+
+/// The driver's side of the routes: the chunk of the last reply routed, and the
+/// outcomes of the batch being read, handed over once it is read.
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    /// The chunk of the last reply routed to a pipeline, and that pipeline.
+    cached: Option<(u64, Arc<Inbox>)>,
+    /// The pipeline `held` goes to.
+    to: Option<Arc<Inbox>>,
+    held: Vec<Arrival>,
+}
+
+impl Deliveries {
+    /// Takes the reply to `id` if it is for a pipeline: the chunk of the last one, or else
+    /// (`look_up`) one registered in `routes`. The outcome back if it is not.
+    pub(crate) fn route(
+        &mut self,
+        routes: &Routes,
+        id: u64,
+        outcome: Outcome,
+        look_up: bool,
+    ) -> Result<(), Outcome> {
+        let hit = self
+            .cached
+            .as_ref()
+            .is_some_and(|(base, _)| id.wrapping_sub(*base) < CHUNK);
+        if !hit {
+            if !look_up {
+                return Err(outcome);
+            }
+            let Some(found) = routes.find(id) else {
+                return Err(outcome);
+            };
+            self.cached = Some(found);
+        }
+        let Some((_, inbox)) = &self.cached else {
+            return Err(outcome);
+        };
+        if !self.to.as_ref().is_some_and(|to| Arc::ptr_eq(to, inbox)) {
+            let inbox = Arc::clone(inbox);
+            self.deliver();
+            self.to = Some(inbox);
+        }
+        self.held.push(Arrival::Reply(id, outcome));
+        Ok(())
+    }
+
+    /// Hands the outcomes held to their pipeline.
+    pub(crate) fn deliver(&mut self) {
+        if let Some(to) = self.to.take() {
+            to.push(self.held.drain(..));
+        }
+    }
+}
+
+/// A request in flight, in its pipeline's table.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    id: u64,
+    /// The connection it was handed to.
+    generation: u64,
+    /// When it times out (`None`: never), and the timeout it reports.
+    at: Option<Instant>,
+    after: Duration,
+}
+
+/// A pipeline's requests in flight: slot `id % SLOTS`, or the overflow map when that slot
+/// is still taken (more than [`SLOTS`] in flight, or a slow one).
+#[derive(Debug)]
+struct Table {
+    slots: Box<[Option<Sent>]>,
+    overflow: HashMap<u64, Sent>,
+    len: usize,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+            overflow: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    fn index(id: u64) -> usize {
+        // The cast keeps the low bits, which is all the mask looks at.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = id as usize & (SLOTS - 1);
+        index
+    }
+
+    fn insert(&mut self, sent: Sent) {
+        let slot = &mut self.slots[Self::index(sent.id)];
+        if slot.is_none() {
+            *slot = Some(sent);
+        } else {
+            self.overflow.insert(sent.id, sent);
+        }
+        self.len += 1;
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Sent> {
+        let slot = &mut self.slots[Self::index(id)];
+        let removed = match slot {
+            Some(sent) if sent.id == id => slot.take(),
+            _ if self.overflow.is_empty() => None,
+            _ => self.overflow.remove(&id),
+        };
+        if removed.is_some() {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Removes every request `which` selects, in the order they were sent.
+    fn remove_where(&mut self, mut which: impl FnMut(&Sent) -> bool) -> Vec<Sent> {
+        let mut removed: Vec<Sent> = Vec::new();
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(&mut which) {
+                removed.extend(slot.take());
+            }
+        }
+        self.overflow.retain(|_, sent| {
+            let take = which(sent);
+            if take {
+                removed.push(*sent);
+            }
+            !take
+        });
+        self.len -= removed.len();
+        removed.sort_unstable_by_key(|sent| sent.id);
+        removed
+    }
+
+    /// The earliest deadline of a request in flight.
+    fn earliest(&self) -> Option<Instant> {
+        let slots = self.slots.iter().flatten();
+        slots
+            .chain(self.overflow.values())
+            .filter_map(|sent| sent.at)
+            .min()
+    }
+}
+
+/// The chunks of ids a pipeline has taken, oldest first, with how many of their requests
+/// are in flight; the last one is where the next ids come from.
+#[derive(Debug, Default)]
+struct Chunks {
+    held: VecDeque<(u64, usize)>,
+    /// The next id of the newest chunk, and the end of that chunk.
+    next: u64,
+    end: u64,
 }
 
 /// Many requests in flight from one task, their outcomes as they come: the cheapest way to
@@ -94,12 +321,13 @@ impl Inbox {
 /// [`Client::request`] would have returned ([`RequestError::Timeout`] after the
 /// pipeline's [`timeout`](Pipeline::timeout), [`RequestError::Disconnected`] when its
 /// connection is lost, ...). Outcomes come in the order the server answers, which need not
-/// be the order of the requests.
+/// be the order of the requests. Timeouts are noticed while [`next`](Pipeline::next) waits.
 ///
 /// Where many requests are in flight at once, a pipeline costs less per request than
-/// [`Client::request`] awaited in a task each or in a `FuturesUnordered`: no future, waker
-/// or wake-up per request, and one lock per batch of replies. A pipeline holds its client
-/// open, like a [`Client`] handle. It is also a [`Stream`](futures_util::Stream) of
+/// [`Client::request`] awaited in a task each or in a `FuturesUnordered`: it keeps its
+/// requests in a table of its own, with no lock, future, waker or wake-up per request, and
+/// takes a batch of replies with one lock. A pipeline holds its client open, like a
+/// [`Client`] handle. It is also a [`Stream`](futures_util::Stream) of
 /// `(Ticket, Result<Payload, RequestError>)`.
 ///
 /// Dropping a pipeline forgets its requests: their replies, when they come, are ignored.
@@ -137,10 +365,15 @@ pub struct Pipeline {
     /// Where requests are encoded, each split off as its frame: a chunk's allocation is
     /// shared by many frames, and taken again once the driver has dropped them.
     frames: BytesMut,
-    /// Outcomes taken from the inbox, not yet returned.
+    table: Table,
+    chunks: Chunks,
+    /// Arrivals taken from the inbox, not yet looked at.
+    arrivals: VecDeque<Arrival>,
+    /// Outcomes ready to be returned.
     ready: VecDeque<(u64, Outcome)>,
-    /// Requests sent whose outcome has not been returned.
-    in_flight: usize,
+    /// Fires at `sweep_at`, no later than the earliest deadline in the table.
+    timer: Option<Pin<Box<Sleep>>>,
+    sweep_at: Option<Instant>,
     timeout: Duration,
 }
 
@@ -166,10 +399,21 @@ impl Client {
             inbox: Arc::default(),
             link: None,
             frames: BytesMut::new(),
+            table: Table::new(),
+            chunks: Chunks::default(),
+            arrivals: VecDeque::new(),
             ready: VecDeque::new(),
-            in_flight: 0,
+            timer: None,
+            sweep_at: None,
             timeout: self.shared.config.request_timeout,
         }
+    }
+
+    /// The chunks of request ids registered by pipelines. A test hook, not a stable API.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn pipeline_chunks(&self) -> usize {
+        self.shared.routes.len()
     }
 }
 
@@ -211,10 +455,9 @@ impl Pipeline {
         name: impl IntoName,
         payload: impl Into<Payload>,
     ) -> Result<Ticket, RequestError> {
-        let shared = &*self.client.shared;
-        shared.check_open()?;
+        self.client.shared.check_open()?;
         let name = name.into_name().map_err(RequestError::InvalidName)?;
-        let id = shared.next_id();
+        let id = self.next_id();
         let message = Message::request(RequestId::from(id), name, payload.into());
         if self.frames.capacity() < FRAME_CHUNK / 16 {
             self.frames.reserve(FRAME_CHUNK);
@@ -223,22 +466,18 @@ impl Pipeline {
             .encode_into(&mut self.frames)
             .map_err(RequestError::InvalidMessage)?;
         let frame = self.frames.split().freeze();
-        let at = Instant::now().checked_add(self.timeout);
+        let (at, after) = (Instant::now().checked_add(self.timeout), self.timeout);
         // Fast path: the connection the last request went to, while it takes frames.
         let frame = match &self.link {
             Some(link) => {
                 link.check_size(frame.len())?;
-                let deadline = shared.pending.deadline_at(at, self.timeout);
-                shared
-                    .pending
-                    .insert_piped(id, link.generation, deadline, &self.inbox);
                 match link.try_push(frame) {
                     Ok(()) => {
-                        self.in_flight += 1;
+                        let generation = link.generation;
+                        self.sent(id, generation, at, after);
                         return Ok(Ticket(id));
                     }
                     Err((frame, refused)) => {
-                        shared.pending.remove(id);
                         if refused == Refused::Closed {
                             self.link = None;
                         }
@@ -248,16 +487,10 @@ impl Pipeline {
             }
             None => frame,
         };
-        shared
-            .submit(
-                frame,
-                (id, Kind::Request),
-                (at, self.timeout),
-                Waiter::Pipeline(&self.inbox),
-            )
-            .await?;
-        self.link = shared.current_link();
-        self.in_flight += 1;
+        let link = Box::pin(push(&self.client.shared, frame, at, after)).await?;
+        let generation = link.generation;
+        self.link = Some(link);
+        self.sent(id, generation, at, after);
         Ok(Ticket(id))
     }
 
@@ -287,39 +520,181 @@ impl Pipeline {
     /// ```
     #[must_use]
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.table.len + self.ready.len()
+    }
+
+    /// The next request id: from the newest chunk, or a new chunk (registered, so that
+    /// the driver routes its replies here).
+    fn next_id(&mut self) -> u64 {
+        let chunks = &mut self.chunks;
+        if chunks.next == chunks.end {
+            let base = self.client.shared.next_ids(CHUNK);
+            self.client.shared.routes.register(base, &self.inbox);
+            chunks.held.push_back((base, 0));
+            chunks.next = base;
+            chunks.end = base + CHUNK;
+            // An older chunk with nothing in flight goes (the newest stays for the next ids).
+            self.release_chunks();
+        }
+        let id = self.chunks.next;
+        self.chunks.next += 1;
+        id
+    }
+
+    /// Request `id` was queued on connection `generation`: in flight until `at`.
+    fn sent(&mut self, id: u64, generation: u64, at: Option<Instant>, after: Duration) {
+        self.table.insert(Sent {
+            id,
+            generation,
+            at,
+            after,
+        });
+        if let Some((_, count)) = self.chunks.held.back_mut() {
+            *count += 1;
+        }
+        if let Some(at) = at {
+            if self.sweep_at.is_none_or(|sweep| at < sweep) {
+                self.sweep_at = Some(at);
+                if let Some(timer) = &mut self.timer {
+                    timer.as_mut().reset(at);
+                }
+            }
+        }
+    }
+
+    /// Request `id` has its outcome: one fewer in flight in its chunk.
+    fn settled(&mut self, id: u64) {
+        let held = &mut self.chunks.held;
+        if let Some((_, count)) = held
+            .iter_mut()
+            .find(|(base, _)| id.wrapping_sub(*base) < CHUNK)
+        {
+            *count = count.saturating_sub(1);
+        }
+        if held.front().is_some_and(|&(_, count)| count == 0) && held.len() > 1 {
+            self.release_chunks();
+        }
+    }
+
+    /// Unregisters the oldest chunks with nothing in flight, but never the newest.
+    fn release_chunks(&mut self) {
+        while self.chunks.held.len() > 1
+            && self
+                .chunks
+                .held
+                .front()
+                .is_some_and(|&(_, count)| count == 0)
+        {
+            if let Some((base, _)) = self.chunks.held.pop_front() {
+                self.client.shared.routes.unregister(base);
+            }
+        }
     }
 
     fn poll_outcome(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<(Ticket, Result<Payload, RequestError>)>> {
-        if self.ready.is_empty() {
-            if self.in_flight == 0 {
+        loop {
+            if let Some((id, outcome)) = self.ready.pop_front() {
+                return Poll::Ready(Some((Ticket(id), outcome)));
+            }
+            if self.table.len == 0 {
                 return Poll::Ready(None);
             }
+            if let Some(arrival) = self.arrivals.pop_front() {
+                self.arrive(arrival);
+                continue;
+            }
+            // Once per batch of arrivals: a request whose reply never comes times out
+            // while others keep coming.
+            if self.sweep(cx) || self.take() {
+                continue;
+            }
+            self.inbox.reader.register(cx.waker());
+            // A push between the look and the registration woke nobody: look again.
             if !self.take() {
-                self.inbox.reader.register(cx.waker());
-                // A push between the look and the registration woke nobody: look again.
-                if !self.take() {
-                    return Poll::Pending;
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Moves everything the inbox holds to `arrivals` (empty), under one lock; whether
+    /// anything came.
+    fn take(&mut self) -> bool {
+        let mut held = lock(&self.inbox.arrivals);
+        // A swap: both queues keep their capacity.
+        std::mem::swap(&mut held.queue, &mut self.arrivals);
+        !self.arrivals.is_empty()
+    }
+
+    fn arrive(&mut self, arrival: Arrival) {
+        match arrival {
+            Arrival::Reply(id, outcome) => {
+                // A late reply (timed out), a duplicate or one for nothing sent: ignored.
+                if self.table.remove(id).is_some() {
+                    self.settled(id);
+                    self.ready.push_back((id, outcome));
+                }
+            }
+            Arrival::Ended(generation, error) => {
+                let ended = self
+                    .table
+                    .remove_where(|sent| generation.is_none_or(|ended| sent.generation == ended));
+                for sent in ended {
+                    self.settled(sent.id);
+                    self.ready.push_back((sent.id, Err(error.clone())));
                 }
             }
         }
-        let Some((id, outcome)) = self.ready.pop_front() else {
-            return Poll::Pending;
-        };
-        self.in_flight -= 1;
-        Poll::Ready(Some((Ticket(id), outcome)))
     }
 
-    /// Moves everything the inbox holds to `ready` (empty), under one lock; whether
-    /// anything came.
-    fn take(&mut self) -> bool {
-        let mut outcomes = lock(&self.inbox.outcomes);
-        // A swap: both queues keep their capacity.
-        std::mem::swap(&mut outcomes.queue, &mut self.ready);
-        !self.ready.is_empty()
+    /// Times out what is due, if the timer fired; whether anything did.
+    fn sweep(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(at) = self.sweep_at else {
+            return false;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let due = self
+            .table
+            .remove_where(|sent| sent.at.is_some_and(|at| at <= now));
+        self.sweep_at = self.table.earliest();
+        if let (Some(next), Some(timer)) = (self.sweep_at, &mut self.timer) {
+            timer.as_mut().reset(next);
+        }
+        let timed_out = !due.is_empty();
+        for sent in due {
+            self.settled(sent.id);
+            self.ready
+                .push_back((sent.id, Err(RequestError::Timeout { after: sent.after })));
+        }
+        timed_out
+    }
+}
+
+/// The slow path of [`Pipeline::send`]: waits for a connection with room, until `at`,
+/// queues `frame` there and returns the connection.
+async fn push(
+    shared: &Shared,
+    frame: Bytes,
+    at: Option<Instant>,
+    after: Duration,
+) -> Result<Arc<Link>, RequestError> {
+    let len = frame.len();
+    let pushed = shared.queue(frame, len, |link, frame| async move {
+        link.push(frame).await.map(|()| link)
+    });
+    match at {
+        Some(at) => tokio::time::timeout_at(at, pushed)
+            .await
+            .unwrap_or(Err(RequestError::Timeout { after })),
+        None => pushed.await,
     }
 }
 
@@ -331,19 +706,20 @@ impl futures_util::Stream for Pipeline {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.in_flight, Some(self.in_flight))
+        let in_flight = self.in_flight();
+        (in_flight, Some(in_flight))
     }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
         {
-            let mut outcomes = lock(&self.inbox.outcomes);
-            outcomes.closed = true;
-            outcomes.queue.clear();
+            let mut held = lock(&self.inbox.arrivals);
+            held.closed = true;
+            held.queue.clear();
         }
-        if self.in_flight > self.ready.len() {
-            self.client.shared.pending.forget_piped(&self.inbox);
+        for (base, _) in self.chunks.held.drain(..) {
+            self.client.shared.routes.unregister(base);
         }
     }
 }

@@ -37,7 +37,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, first: (WsStream, AcceptConf)
         } else {
             RequestError::Disconnected
         };
-        let failed = shared.pending.fail_generation(generation, &error);
+        let failed = shared.fail_generation(Some(generation), &error);
         shared.events.push(Event::Disconnected);
         if closing {
             break;
