@@ -189,3 +189,109 @@ async fn stray_replies_are_ignored_and_a_lost_connection_fails_the_rest() {
     assert!(bounded(pipeline.next()).await.is_none());
     assert_eq!(client.pending_requests(), 0);
 }
+
+/// Two pipelines and plain requests on one client at once: every reply reaches the one
+/// that sent its request (the pipelines' ids come in chunks, interleaved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelines_and_plain_requests_share_a_connection() {
+    let (_server, _events, addr) = start(|b| b.max_concurrent_requests(256)).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let run = |label: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut pipeline = client.pipeline();
+            let mut sent = HashMap::new();
+            for i in 0..600 {
+                let body = format!("{label} {i}");
+                let ticket = pipeline.send("echo", body.clone()).await.expect("queued");
+                sent.insert(ticket, body);
+                // Up to 40 in flight: a reply read for each request sent beyond.
+                if pipeline.in_flight() >= 40 {
+                    let (ticket, reply) = pipeline.next().await.expect("in flight");
+                    assert_eq!(reply.unwrap().to_text().unwrap(), sent[&ticket]);
+                    sent.remove(&ticket);
+                }
+            }
+            while let Some((ticket, reply)) = pipeline.next().await {
+                assert_eq!(reply.unwrap().to_text().unwrap(), sent[&ticket]);
+                sent.remove(&ticket);
+            }
+            assert!(sent.is_empty());
+        })
+    };
+    let (a, b) = (run("a"), run("b"));
+    let plain = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let body = format!("plain {i}");
+                assert_eq!(
+                    client.request("echo", body.clone()).await,
+                    Ok(Payload::utf8(body))
+                );
+            }
+        })
+    };
+    for task in [a, b, plain] {
+        bounded(task).await.unwrap();
+    }
+    assert_eq!(client.pending_requests(), 0);
+    // Each pipeline's chunks went with it.
+    assert_eq!(client.pipeline_chunks(), 0);
+}
+
+/// Tells the test when the client has lost its connection.
+struct OnDisconnect(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl tokio_webwire::client::ClientHandler for OnDisconnect {
+    async fn disconnected(&self, _client: &Client) {
+        let _ = self.0.send(());
+    }
+}
+
+/// With reconnecting on, a pipeline's request sent while the server is down waits for
+/// the next connection and is answered there.
+#[tokio::test]
+async fn a_pipeline_goes_on_over_the_next_connection() {
+    let (server, _events, addr) = start(|b| b).await;
+    let backoff = tokio_webwire::client::Backoff::default()
+        .min(Duration::from_millis(5))
+        .max(Duration::from_millis(50));
+    let (disconnected, mut disconnects) = tokio::sync::mpsc::unbounded_channel();
+    let client = bounded(
+        Client::builder()
+            .reconnect(Reconnect::Backoff(backoff))
+            .handler(OnDisconnect(disconnected))
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects");
+    let mut pipeline = client.pipeline();
+    let before = bounded(pipeline.send("echo", "before")).await.unwrap();
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((before, Ok(Payload::utf8("before"))))
+    );
+    bounded(server.shutdown()).await;
+    bounded(disconnects.recv()).await;
+    // Sent while the server is down (the cached connection refuses it): it waits.
+    let restarted = async {
+        let (probe, _events) = common::probe::probe();
+        let server = tokio_webwire::server::Server::new(std::sync::Arc::new(probe));
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        tokio::spawn(server.serve(listener));
+        server
+    };
+    let (during, _server) =
+        bounded(async { tokio::join!(pipeline.send("echo", "during"), restarted) }).await;
+    let during = during.expect("queued on the next connection");
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((during, Ok(Payload::utf8("during"))))
+    );
+}
