@@ -295,3 +295,30 @@ async fn a_pipeline_goes_on_over_the_next_connection() {
         Some((during, Ok(Payload::utf8("during"))))
     );
 }
+
+/// A request that stays in flight keeps its own chunk of ids routed, not the chunks after
+/// it: their routes go as their requests are answered.
+#[tokio::test]
+async fn a_slow_request_pins_only_its_own_chunk() {
+    let (server, mut events, addr) = start(|b| b).await;
+    let client = connect(format!("ws://{addr}/")).await;
+    let mut pipeline = client.pipeline().timeout(Duration::MAX);
+    let held = bounded(pipeline.send("gate", "held")).await.unwrap();
+    bounded(events.entered.recv()).await;
+    // Five chunks' worth of requests after it, each answered before the next is sent.
+    for i in 0..1280 {
+        let ticket = bounded(pipeline.send("echo", format!("{i}")))
+            .await
+            .unwrap();
+        let (answered, _) = bounded(pipeline.next()).await.unwrap();
+        assert_eq!(answered, ticket);
+    }
+    // The held request's chunk and the newest one.
+    assert_eq!(client.pipeline_chunks(), 2);
+    server.handler().gate.add_permits(1);
+    assert_eq!(
+        bounded(pipeline.next()).await,
+        Some((held, Ok(Payload::utf8("held"))))
+    );
+    assert_eq!(client.pipeline_chunks(), 1);
+}

@@ -40,7 +40,8 @@ const FRAME_CHUNK: usize = 8 * 1024;
 /// Identifies one request of a [`Pipeline`]: returned by [`Pipeline::send`], given back
 /// with the request's outcome.
 ///
-/// Tickets of one client are unique, and a later request's ticket compares greater.
+/// Tickets of one client are unique, and within one pipeline a later request's ticket
+/// compares greater.
 ///
 /// ```no_run
 /// # async fn demo(client: tokio_webwire::Client) -> Result<(), tokio_webwire::RequestError> {
@@ -469,6 +470,11 @@ impl Pipeline {
         let (at, after) = (Instant::now().checked_add(self.timeout), self.timeout);
         // Fast path: the connection the last request went to, while it takes frames.
         let frame = match &self.link {
+            // A limit is the connection's: a closed one's says nothing of the next.
+            Some(link) if link.queue.is_closed() => {
+                self.link = None;
+                frame
+            }
             Some(link) => {
                 link.check_size(frame.len())?;
                 match link.try_push(frame) {
@@ -533,8 +539,9 @@ impl Pipeline {
             chunks.held.push_back((base, 0));
             chunks.next = base;
             chunks.end = base + CHUNK;
-            // An older chunk with nothing in flight goes (the newest stays for the next ids).
-            self.release_chunks();
+            // The chunk before, if nothing in it is in flight (the newest stays for the
+            // next ids).
+            self.release_previous();
         }
         let id = self.chunks.next;
         self.chunks.next += 1;
@@ -562,30 +569,38 @@ impl Pipeline {
         }
     }
 
-    /// Request `id` has its outcome: one fewer in flight in its chunk.
+    /// Request `id` has its outcome: one fewer in flight in its chunk. A chunk other than
+    /// the newest goes once nothing in it is in flight, wherever it sits: one slow request
+    /// pins its own chunk, not the ones after it.
     fn settled(&mut self, id: u64) {
         let held = &mut self.chunks.held;
-        if let Some((_, count)) = held
-            .iter_mut()
-            .find(|(base, _)| id.wrapping_sub(*base) < CHUNK)
-        {
-            *count = count.saturating_sub(1);
+        // Sorted by base: the chunk of `id` is the last one starting at or before it.
+        let Some(index) = held.partition_point(|&(base, _)| base <= id).checked_sub(1) else {
+            return;
+        };
+        let newest = index + 1 == held.len();
+        let Some((base, count)) = held.get_mut(index) else {
+            return;
+        };
+        if id - *base >= CHUNK {
+            return;
         }
-        if held.front().is_some_and(|&(_, count)| count == 0) && held.len() > 1 {
-            self.release_chunks();
+        *count = count.saturating_sub(1);
+        if *count == 0 && !newest {
+            let base = *base;
+            held.remove(index);
+            self.client.shared.routes.unregister(base);
         }
     }
 
-    /// Unregisters the oldest chunks with nothing in flight, but never the newest.
-    fn release_chunks(&mut self) {
-        while self.chunks.held.len() > 1
-            && self
-                .chunks
-                .held
-                .front()
-                .is_some_and(|&(_, count)| count == 0)
-        {
-            if let Some((base, _)) = self.chunks.held.pop_front() {
+    /// Unregisters the chunk before the newest if nothing in it is in flight.
+    fn release_previous(&mut self) {
+        let held = &mut self.chunks.held;
+        let Some(index) = held.len().checked_sub(2) else {
+            return;
+        };
+        if held.get(index).is_some_and(|&(_, count)| count == 0) {
+            if let Some((base, _)) = held.remove(index) {
                 self.client.shared.routes.unregister(base);
             }
         }

@@ -36,8 +36,25 @@ struct State {
     held: usize,
     /// The driver found the queue empty: the next push wakes it.
     driver_waits: bool,
+    /// Senders waiting for room: while there are any, room freed is theirs (a push
+    /// without waiting is refused), so that a steady stream of pushes cannot starve them.
+    waiters: usize,
     /// The connection ended: nothing more is taken.
     closed: bool,
+}
+
+/// A sender of [`FrameQueue::reserve`] counted among the waiters; uncounted when dropped.
+struct Waiting<'a> {
+    queue: &'a FrameQueue,
+    counted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            lock(&self.queue.state).waiters -= 1;
+        }
+    }
 }
 
 /// Why a frame was handed back.
@@ -66,7 +83,7 @@ impl FrameQueue {
         if state.closed {
             return Err((frame, Refused::Closed));
         }
-        if state.held >= self.capacity {
+        if state.held >= self.capacity || state.waiters > 0 {
             return Err((frame, Refused::Full));
         }
         state.held += 1;
@@ -74,9 +91,20 @@ impl FrameQueue {
         Ok(())
     }
 
+    /// Whether the connection ended (pushes are refused).
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
     /// Waits for room for one frame and takes it; false if the connection ended. Cancel
     /// safe: dropped while waiting, it takes nothing.
     pub(crate) async fn reserve(&self) -> bool {
+        // Counted among the waiters from the first look that finds no room until this
+        // returns or is dropped.
+        let mut waiting = Waiting {
+            queue: self,
+            counted: false,
+        };
         loop {
             // Registered before the look: room freed after the look wakes this.
             let freed = self.room.notified();
@@ -89,7 +117,14 @@ impl FrameQueue {
                 }
                 if state.held < self.capacity {
                     state.held += 1;
+                    if std::mem::take(&mut waiting.counted) {
+                        state.waiters -= 1;
+                    }
                     return true;
+                }
+                if !waiting.counted {
+                    waiting.counted = true;
+                    state.waiters += 1;
                 }
             }
             freed.await;
@@ -138,7 +173,8 @@ impl FrameQueue {
             state.held = state.held.saturating_sub(count);
             was_full
         };
-        // Only a full queue has senders waiting (they look under the same lock).
+        // Only a full queue has senders waiting (they look under the same lock). They
+        // all look again; those that find no room wait for the next frames fed.
         if was_full {
             self.room.notify_waiters();
         }
@@ -218,6 +254,33 @@ mod tests {
         queue.close();
         let reserved = tokio::time::timeout(Duration::from_secs(1), refused).await;
         assert!(matches!(reserved, Ok(Ok(false))), "{reserved:?}");
+    }
+
+    /// Room freed while a sender waits is that sender's: a push that does not wait is
+    /// refused meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_sender_gets_the_room_before_a_push_that_does_not_wait() {
+        let queue = std::sync::Arc::new(FrameQueue::new(1));
+        queue.try_push(frame(1)).expect("room");
+        let waiting = {
+            let queue = std::sync::Arc::clone(&queue);
+            tokio::spawn(async move { queue.reserve().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        queue.fed(1);
+        assert_eq!(
+            queue.try_push(frame(2)).map_err(|e| e.1),
+            Err(Refused::Full)
+        );
+        let reserved = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert!(matches!(reserved, Ok(Ok(true))), "{reserved:?}");
+        assert_eq!(queue.push_reserved(frame(3)), Ok(()));
+        // A waiter that gives up is no longer counted.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), queue.reserve()).await;
+        assert!(gave_up.is_err());
+        queue.fed(1);
+        queue.try_push(frame(4)).expect("no waiter left");
     }
 
     #[test]
