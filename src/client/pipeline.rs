@@ -471,7 +471,7 @@ impl Pipeline {
         // Fast path: the connection the last request went to, while it takes frames.
         let frame = match &self.link {
             // A limit is the connection's: a closed one's says nothing of the next.
-            Some(link) if link.queue.is_closed() => {
+            Some(link) if link.check_size(frame.len()).is_err() && link.queue.is_closed() => {
                 self.link = None;
                 frame
             }
