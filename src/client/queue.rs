@@ -230,27 +230,28 @@ mod tests {
         assert_eq!(queue.push_reserved(frame(5)), Err(frame(5)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_sender_waits_for_room_and_a_close_releases_it() {
-        let queue = std::sync::Arc::new(FrameQueue::new(1));
-        queue.try_push(frame(1)).expect("room");
+    /// A task that waits for room in `queue` (full), once it waits.
+    async fn waiter(queue: &std::sync::Arc<FrameQueue>) -> tokio::task::JoinHandle<bool> {
         let waiting = {
-            let queue = std::sync::Arc::clone(&queue);
+            let queue = std::sync::Arc::clone(queue);
             tokio::spawn(async move { queue.reserve().await })
         };
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
+        waiting
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_waits_for_room_and_a_close_releases_it() {
+        let queue = std::sync::Arc::new(FrameQueue::new(1));
+        queue.try_push(frame(1)).expect("room");
+        let waiting = waiter(&queue).await;
         queue.fed(1);
         let reserved = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert!(matches!(reserved, Ok(Ok(true))), "{reserved:?}");
 
         // Full again (the reservation holds the room): a close tells the next waiter.
-        let refused = {
-            let queue = std::sync::Arc::clone(&queue);
-            tokio::spawn(async move { queue.reserve().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!refused.is_finished());
+        let refused = waiter(&queue).await;
         queue.close();
         let reserved = tokio::time::timeout(Duration::from_secs(1), refused).await;
         assert!(matches!(reserved, Ok(Ok(false))), "{reserved:?}");
@@ -262,12 +263,7 @@ mod tests {
     async fn a_waiting_sender_gets_the_room_before_a_push_that_does_not_wait() {
         let queue = std::sync::Arc::new(FrameQueue::new(1));
         queue.try_push(frame(1)).expect("room");
-        let waiting = {
-            let queue = std::sync::Arc::clone(&queue);
-            tokio::spawn(async move { queue.reserve().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let waiting = waiter(&queue).await;
         queue.fed(1);
         assert_eq!(
             queue.try_push(frame(2)).map_err(|e| e.1),
