@@ -115,6 +115,7 @@ pub mod redis;
 pub mod router;
 pub mod server;
 pub mod session;
+mod sync;
 mod transport;
 
 pub use client::{Client, ClientBuilder, ClientHandler, ConnectError, RequestError};

@@ -1,11 +1,12 @@
 //! [`Inboxes`]: the inboxes of the servers built with one backplane value, for the
 //! backplanes that receive on a task of their own (Redis, NATS).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use super::Inbox;
+use crate::sync;
 
 /// The inboxes of the servers built with a backplane: each message received goes to
 /// every one (each server ignores what it has no use for).
@@ -15,7 +16,7 @@ pub(crate) struct Inboxes(Mutex<Vec<Inbox>>);
 impl Inboxes {
     fn lock(&self) -> MutexGuard<'_, Vec<Inbox>> {
         // Each critical section is a push or a pass over the list: nothing in it panics.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.0)
     }
 
     /// A server built with the backplane.

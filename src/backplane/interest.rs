@@ -14,12 +14,13 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{DynBackplane, Route};
+use crate::sync;
 
 /// A server's routes, and the task that joins and leaves them.
 pub(crate) struct Interest {
@@ -71,10 +72,7 @@ impl Interest {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Each critical section is a few map operations: nothing in it panics.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.shared.state)
     }
 
     /// One more reason to want `route`: the first one joins it (and returns true).
@@ -176,7 +174,7 @@ async fn run(
             return;
         };
         let next = {
-            let mut state = strong.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = sync::lock(&strong.state);
             match state.dirty.pop_front() {
                 Some(route) => {
                     state.dirty_set.remove(&route);

@@ -39,7 +39,7 @@ mod topics;
 pub(crate) use builder::redact_url;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -62,6 +62,7 @@ pub use reconnect::{Backoff, Reconnect};
 pub use topics::{SubscribeError, Subscription, TopicEvent};
 
 use crate::protocol::{AcceptConf, IntoName, Message, RequestId};
+pub(crate) use crate::sync::lock;
 use crate::{Payload, Session};
 use builder::Config;
 use connection::Link;
@@ -633,12 +634,6 @@ enum Queued<'a> {
     Signal,
     /// Not connected, or no room: the frame, for the slow path.
     Retry(Bytes),
-}
-
-/// Locks `mutex`. Nothing panics while one of the client's locks is held; if something did,
-/// the value is still whole.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn encode(message: &Message) -> Result<Bytes, RequestError> {

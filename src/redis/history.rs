@@ -21,7 +21,7 @@
 //! script starts a new epoch: a client's older position is then "not recovered", never
 //! answered with a gap.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -31,6 +31,7 @@ use super::sanitized;
 use crate::protocol::topics::Position;
 use crate::server::History;
 use crate::server::history::{HistoryError, SharedStore, Snapshot, random_epoch};
+use crate::sync;
 
 /// What both scripts start with: the keys, the topic's epoch (a new one if the hash is
 /// gone, or if the stream is gone while the hash says something was kept), Redis's time.
@@ -173,7 +174,7 @@ impl Script {
             .arg(&self.body)
             .query_async(conn)
             .await?;
-        *self.sha.lock().unwrap_or_else(PoisonError::into_inner) = sha.clone();
+        *sync::lock(&self.sha) = sha.clone();
         Ok(sha)
     }
 
@@ -186,11 +187,7 @@ impl Script {
         args: &[&[u8]],
     ) -> Result<T, HistoryError> {
         let mut conn = conn.clone();
-        let sha = self
-            .sha
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let sha = sync::lock(&self.sha).clone();
         let call = |sha: &str| {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(sha).arg(2).arg(&keys[..]);

@@ -15,7 +15,7 @@
 //! channel it did not leave (its slot moved to another master) counts as a loss too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -29,6 +29,7 @@ use super::backplane::{Health, MAX_BACKOFF, MIN_BACKOFF, limited, within};
 use super::{RedisConnectError, connection, sanitized};
 use crate::backplane::BackplaneError;
 use crate::backplane::Inboxes;
+use crate::sync;
 
 /// How many `SSUBSCRIBE`s are in flight at once when every channel is subscribed again.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
@@ -131,7 +132,7 @@ impl Shards {
 
     fn leaving(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         // Each critical section is a count changed: nothing in it panics.
-        self.leaving.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.leaving)
     }
 
     /// Takes one pending leave of `channel`; whether there was one.

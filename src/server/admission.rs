@@ -14,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::source::Source;
+use crate::sync;
 
 /// How many sources' rates [`Admission`] keeps while none of their sockets is pending;
 /// beyond, those of sources with nothing pending are forgotten (their rate starts full).
@@ -113,7 +114,7 @@ impl Admission {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section is a few map operations that cannot panic half-way.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     /// A place for a socket from `remote_addr`, or why not. When every place is taken, a

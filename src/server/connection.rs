@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::SystemTime;
 
@@ -20,6 +20,7 @@ use crate::server::fanout::{Hub, Subscriptions, TopicError};
 use crate::server::outbox::{Outbound, Outbox};
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
+use crate::sync;
 
 /// Why [`Connection::signal`] could not send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -391,10 +392,7 @@ impl Connection {
 
     fn session_slot(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
         // Every critical section is one assignment or take: poisoning carries nothing.
-        self.inner
-            .session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.inner.session)
     }
 
     pub(crate) fn set_session(&self, session: Option<Session>) {
@@ -441,10 +439,7 @@ impl Connection {
 
     pub(crate) fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         // Held for one topic-map operation, which does not panic.
-        self.inner
-            .subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.inner.subscriptions)
     }
 
     /// Subscribes this connection to `topic`: from now on it gets every signal

@@ -35,7 +35,7 @@
 //! and merges it with what the sequencer delivered meanwhile (`sequencer.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 
@@ -52,6 +52,7 @@ use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
 use crate::session::check_key;
+use crate::sync;
 
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = crate::protocol::topics::MAX_TOPIC_LEN;
@@ -297,7 +298,7 @@ impl Hub {
 
     fn topics(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Subscribers>>> {
         // Each critical section is a map operation or two: nothing in it panics.
-        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.topics)
     }
 
     /// Adds `conn` to `topic`'s subscribers; false if it was one already.
@@ -343,7 +344,7 @@ impl Hub {
         };
         // Inserted while the map is locked: an unsubscribe emptying the topic removes it
         // from the map under the same lock, so it cannot drop it with this one inside.
-        write(&subscribers)
+        sync::write(&subscribers)
             .set(client)
             .insert(conn.id(), conn.clone());
         drop(topics);
@@ -389,7 +390,7 @@ impl Hub {
             self.deaf_until_now(topic);
         }
         let ring = self.ring(topic, history);
-        let mut ring = lock(&ring);
+        let mut ring = sync::lock(&ring);
         let (status, missed) = ring.resume(resume);
         for frame in missed {
             // Not metered by the connection's room: bounded by the history's own bounds,
@@ -416,7 +417,7 @@ impl Hub {
     /// The ring of `topic`, made if it has none (dropping the least recently used one at
     /// the server's limit of histories).
     fn ring(&self, topic: &str, history: History) -> SharedRing {
-        let mut rings = self.rings.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rings = sync::lock(&self.rings);
         if let Some(ring) = rings.get(topic) {
             return Arc::clone(ring);
         }
@@ -494,7 +495,7 @@ impl Hub {
         let Some(subscribers) = topics.get(topic) else {
             return;
         };
-        let mut subscribers = write(subscribers);
+        let mut subscribers = sync::write(subscribers);
         subscribers.set(client).remove(&conn.id());
         if subscribers.is_empty() {
             drop(subscribers);
@@ -513,16 +514,10 @@ impl Hub {
     /// before the gap is told "not recovered" rather than handed a history with a hole.
     fn deaf_until_now(&self, topic: &str) {
         if self.shared.is_none() {
-            self.rings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(topic);
+            sync::lock(&self.rings).remove(topic);
             return;
         }
-        let mut sequencers = self
-            .sequencers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut sequencers = sync::lock(&self.sequencers);
         let idle = sequencers
             .get(topic)
             .and_then(|sequencer| sequencer.try_lock().ok().map(|s| s.is_idle()));
@@ -556,7 +551,7 @@ impl Hub {
     pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
         let subscribers = self.topics().get(topic).cloned();
         subscribers.map_or(0, |subscribers| {
-            let members = read(&subscribers);
+            let members = sync::read(&subscribers);
             members.plain.len() + members.client.len()
         })
     }
@@ -670,7 +665,7 @@ impl Hub {
         };
         self.check_publication(topic, plain, true)?;
         let ring = self.ring(topic, history);
-        let mut ring = lock(&ring);
+        let mut ring = sync::lock(&ring);
         let frame = Publication::frame(topic, Some(ring.next_position()), plain);
         ring.push(frame.clone());
         let delivered = self.deliver(topic, plain, Some(&frame), |_| false);
@@ -708,7 +703,7 @@ impl Hub {
         let Some(subscribers) = self.topics().get(topic).cloned() else {
             return Ok(0);
         };
-        let members = read(&subscribers);
+        let members = sync::read(&subscribers);
         let wrapped;
         let publication = match positioned {
             Some(frame) => Some(frame),
@@ -886,10 +881,7 @@ impl Hub {
     /// one that nothing depends on and nobody here subscribes to, at the server's limit
     /// of histories).
     fn sequencer(&self, topic: &str) -> SharedSequencer {
-        let mut sequencers = self
-            .sequencers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut sequencers = sync::lock(&self.sequencers);
         if let Some(sequencer) = sequencers.get(topic) {
             return Arc::clone(sequencer);
         }
@@ -926,7 +918,7 @@ impl Hub {
         plain: Bytes,
     ) -> usize {
         let sequencer = self.sequencer(topic);
-        let mut sequence = lock_sequencer(&sequencer);
+        let mut sequence = sync::lock(&sequencer);
         let ready = sequence.arrive(position, plain);
         let delivered = self.deliver_sequenced(topic, history, &mut sequence, ready);
         if sequence.hole().is_some() && !sequence.filling {
@@ -971,7 +963,7 @@ impl Hub {
         let (Some(store), Ok(runtime)) =
             (self.shared.clone(), tokio::runtime::Handle::try_current())
         else {
-            let mut sequence = lock_sequencer(&sequencer);
+            let mut sequence = sync::lock(&sequencer);
             let ready = sequence.skip_hole();
             sequence.filling = false;
             self.deliver_sequenced(&topic, history, &mut sequence, ready);
@@ -984,21 +976,21 @@ impl Hub {
                 tokio::time::sleep(HOLE_WAIT).await;
                 {
                     // The topic's first arrival here waited for any that crossed it.
-                    let mut sequence = lock_sequencer(&sequencer);
+                    let mut sequence = sync::lock(&sequencer);
                     if sequence.is_opening() {
                         let Some(hub) = hub.upgrade() else { return };
                         let ready = sequence.skip_hole();
                         hub.deliver_sequenced(&topic, history, &mut sequence, ready);
                     }
                 }
-                let hole = lock_sequencer(&sequencer).hole();
+                let hole = sync::lock(&sequencer).hole();
                 let Some((epoch, after, until)) = hole else {
-                    lock_sequencer(&sequencer).filling = false;
+                    sync::lock(&sequencer).filling = false;
                     return;
                 };
                 let read = store.read(&topic, history, Some(after), Some(until)).await;
                 let Some(hub) = hub.upgrade() else { return };
-                let mut sequence = lock_sequencer(&sequencer);
+                let mut sequence = sync::lock(&sequencer);
                 let mut ready = Vec::new();
                 let passed_over = match read {
                     Ok(snapshot) if snapshot.epoch == epoch => {
@@ -1054,10 +1046,7 @@ impl Hub {
         else {
             return;
         };
-        let topics: Vec<(Arc<str>, SharedSequencer)> = self
-            .sequencers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let topics: Vec<(Arc<str>, SharedSequencer)> = sync::lock(&self.sequencers)
             .iter()
             .map(|(topic, sequencer)| (Arc::clone(topic), Arc::clone(sequencer)))
             .collect();
@@ -1068,14 +1057,14 @@ impl Hub {
                 else {
                     continue;
                 };
-                let Some(from) = lock_sequencer(&sequencer).position() else {
+                let Some(from) = sync::lock(&sequencer).position() else {
                     continue;
                 };
                 let read = store.read(&topic, history, Some(from.offset), None).await;
                 let Some(hub) = hub.upgrade() else { return };
                 match read {
                     Ok(snapshot) if snapshot.epoch == from.epoch => {
-                        let mut sequence = lock_sequencer(&sequencer);
+                        let mut sequence = sync::lock(&sequencer);
                         let mut ready = Vec::new();
                         for (offset, plain) in snapshot.entries {
                             let position = Position {
@@ -1107,7 +1096,7 @@ impl Hub {
         let Some(subscribers) = self.topics().get(topic).cloned() else {
             return;
         };
-        for conn in read(&subscribers).client.values() {
+        for conn in sync::read(&subscribers).client.values() {
             conn.close_with(CloseReason::SlowConsumer);
         }
     }
@@ -1137,12 +1126,12 @@ impl Hub {
         self.remote.sync().await;
         let sequencer = self.sequencer(topic);
         let was_member = {
-            let mut sequence = lock_sequencer(&sequencer);
+            let mut sequence = sync::lock(&sequencer);
             sequence.begin(conn.id());
             // Already a member (a repeated subscribe): it rejoins through the seam.
-            self.topics()
-                .get(topic)
-                .is_some_and(|subscribers| write(subscribers).client.remove(&conn.id()).is_some())
+            self.topics().get(topic).is_some_and(|subscribers| {
+                sync::write(subscribers).client.remove(&conn.id()).is_some()
+            })
         };
         let joined = self
             .join_shared(conn, topic, resume, &sequencer, &*store, history)
@@ -1178,7 +1167,7 @@ impl Hub {
             if !subscriptions.client.iter().any(|t| &**t == topic) {
                 subscriptions.check_room(self.limits.max_topics_per_connection)?;
             }
-            let mut sequence = lock_sequencer(sequencer);
+            let mut sequence = sync::lock(sequencer);
             let wrap = |position, plain: &Bytes| Publication::frame(topic, Some(position), plain);
             match sequence.finish(conn.id(), resume, &snapshot, wrap) {
                 Finish::Again => continue,
@@ -1218,15 +1207,6 @@ impl Hub {
         }
         ok
     }
-}
-
-fn read(subscribers: &Subscribers) -> std::sync::RwLockReadGuard<'_, Members> {
-    // No code that can panic runs under these locks.
-    subscribers.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write(subscribers: &Subscribers) -> std::sync::RwLockWriteGuard<'_, Members> {
-    subscribers.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A reason to want a topic's route for as long as it lives.
@@ -1309,18 +1289,8 @@ struct Pending<'a> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        lock_sequencer(self.sequencer).cancel(self.conn);
+        sync::lock(self.sequencer).cancel(self.conn);
     }
-}
-
-fn lock_sequencer(sequencer: &SharedSequencer) -> MutexGuard<'_, Sequencer> {
-    // A sequencer's critical sections do not panic (queueing, map updates).
-    sequencer.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock(ring: &SharedRing) -> MutexGuard<'_, Ring> {
-    // A ring's critical sections do not panic (queueing, a few field updates).
-    ring.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn check_topic(topic: &str) -> Result<(), TopicError> {

@@ -73,7 +73,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -103,6 +103,7 @@ use self::metrics::Metrics;
 use crate::backplane::{DynBackplane, Remote};
 use crate::payload::Payload;
 use crate::protocol::IntoName;
+use crate::sync;
 use admission::Admission;
 use builder::Config;
 use connection::Peer;
@@ -710,7 +711,7 @@ pub(crate) struct Live {
 impl Live {
     fn lock(&self) -> std::sync::MutexGuard<'_, (bool, HashMap<u64, Connection>)> {
         // Every critical section is one map operation: a panic cannot leave it half done.
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.conns)
     }
 
     /// A connection starts; closed at once if the shutdown already closed the others.
@@ -803,9 +804,7 @@ impl Slots {
 
     fn per_source(&self) -> std::sync::MutexGuard<'_, HashMap<Source, usize>> {
         // One map operation per critical section: a panic cannot leave it half done.
-        self.per_source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.per_source)
     }
 
     fn give_back_source(&self, source: Option<Source>) {

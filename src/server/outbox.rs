@@ -10,9 +10,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use crate::sync;
 use bytes::Bytes;
 
 /// What reaches a connection's driver from other tasks, through its outbox.
@@ -51,7 +52,7 @@ impl Outbox {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every critical section is a few field operations: a panic cannot leave one half
         // done.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.state)
     }
 
     /// Queues `item` and wakes the driver if it waits; gives `item` back once the driver

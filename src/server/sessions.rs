@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -46,6 +46,7 @@ use crate::session::{
     DynSessionStore, Session, SessionError, SessionInfo, SessionKeyGenerator, SessionRegistry,
     check_key,
 };
+use crate::sync;
 
 /// How much longer a session's restore reply can be than its created notification: the
 /// request id (8 bytes), and a `last_lookup` that may gain a fraction of up to nine digits
@@ -180,7 +181,7 @@ impl Sessions {
             let (remote, routes) = (Arc::clone(&remote), Arc::clone(&routes));
             registry = registry.on_key(move |key, added| {
                 let route = seal.session_route(key);
-                let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut routes = sync::lock(&routes);
                 if added {
                     routes.insert(route.clone(), key.to_owned());
                     remote.acquire(|_| Route::session(route));
@@ -206,7 +207,7 @@ impl Sessions {
 
     /// The key of the session registered here under the route `route`.
     pub(crate) fn key_of_route(&self, route: &str) -> Option<String> {
-        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        let routes = sync::lock(&self.routes);
         routes.get(route).cloned()
     }
 

@@ -3,6 +3,7 @@
 //! default, since one host or subscriber is handed a whole /64), and the session budget
 //! per source.
 
+use crate::sync;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
@@ -77,10 +78,7 @@ impl SessionBudget {
             return Vec::new();
         }
         // A few map operations, none of which can panic half-way: poisoning says nothing.
-        let mut tracked = self
-            .sources
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tracked = sync::lock(&self.sources);
         let tracked = &mut *tracked;
         tracked.next += 1;
         let number = tracked.next;

@@ -6,13 +6,14 @@ use std::hash::{BuildHasher, RandomState};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
 use super::store::invalid_record;
 use super::{Session, SessionStore, StoreError};
+use crate::sync;
 
 /// The file name of a session is its key plus this extension, as in the Go server.
 const EXTENSION: &str = ".wwrsess";
@@ -180,10 +181,7 @@ impl FileStore {
     }
 
     fn last_sweep(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.inner
-            .last_sweep
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.inner.last_sweep)
     }
 
     /// Runs a sweep on the blocking pool; a failure is logged.
@@ -233,9 +231,7 @@ impl Inner {
     /// A file lock, by [`lock_index`](Self::lock_index). It guards no data, only the
     /// order of file operations.
     fn lock(&self, index: usize) -> std::sync::MutexGuard<'_, ()> {
-        self.locks[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.locks[index])
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::store::invalid_record;
 use super::{Session, SessionStore, StoreError};
+use crate::sync;
 
 /// Sessions in memory: fast, never fails, lost when the process exits, and bounded.
 ///
@@ -248,7 +249,7 @@ impl MemoryStore {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         // Every critical section leaves the maps consistent before anything can panic:
         // poisoning carries no information here.
-        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sessions = sync::lock(&self.sessions);
         if let Some(timeout) = self.idle_timeout {
             let now = Instant::now();
             sessions.expire(|used_at| now.saturating_duration_since(used_at) >= timeout);

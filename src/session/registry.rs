@@ -13,9 +13,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use super::SessionError;
+use crate::sync;
 
 /// Key → the connections registered under it, each with its holder's handle `T`.
 pub(crate) struct SessionRegistry<T> {
@@ -166,7 +167,7 @@ impl<T: Clone> SessionRegistry<T> {
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Vec<(u64, T)>>> {
         // Each critical section leaves the map consistent before anything can panic.
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.sessions)
     }
 }
 
