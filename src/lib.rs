@@ -109,6 +109,7 @@ mod error;
 pub mod nats;
 mod payload;
 pub mod protocol;
+mod random;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

@@ -75,6 +75,7 @@
 //! ```
 
 mod envelope;
+mod history;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod inboxes;
 mod interest;
@@ -89,16 +90,16 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-pub(crate) use envelope::{Envelope, NodeId, Refused, random_bytes};
+pub(crate) use envelope::{Envelope, NodeId, Refused};
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) use inboxes::Inboxes;
 pub(crate) use interest::Interest;
+pub use history::{History, HistoryError, SharedHistory};
+pub(crate) use history::{SharedStore, Snapshot, random_epoch};
 pub use route::{Route, RouteKind};
 pub use seal::MIN_SECRET_LEN;
 pub(crate) use seal::Seal;
 
-use crate::server::SharedHistory;
-use crate::server::fanout::Hub;
 
 /// Carries messages from one node to the other nodes of a service, by [`Route`].
 ///
@@ -233,11 +234,21 @@ impl BackplaneError {
 #[derive(Clone)]
 pub struct Inbox {
     /// Weak: a backplane outliving its server must not keep the server alive.
-    hub: Weak<Hub>,
+    hub: Weak<dyn Receiver>,
+}
+
+/// The server's side of an [`Inbox`] (its hub, `server/fanout.rs`): what the backplane's
+/// messages are applied to. A trait, so that the backplane sits below the server.
+pub(crate) trait Receiver: Send + Sync + 'static {
+    /// Applies a message from another node; never blocks.
+    fn deliver(self: Arc<Self>, message: &Bytes);
+
+    /// The backplane delivers again after a gap ([`Inbox::reconnected`]).
+    fn reconnected(self: Arc<Self>);
 }
 
 impl Inbox {
-    pub(crate) fn new(hub: Weak<Hub>) -> Self {
+    pub(crate) fn new(hub: Weak<dyn Receiver>) -> Self {
         Inbox { hub }
     }
 
@@ -246,7 +257,7 @@ impl Inbox {
     /// local publish), and a revocation runs on a task of its own.
     pub fn deliver(&self, message: Bytes) {
         if let Some(hub) = self.hub.upgrade() {
-            hub.receive(&message);
+            hub.deliver(&message);
         }
     }
 

@@ -103,7 +103,7 @@ impl Seal {
 
     /// `key` encrypted under a new random nonce: the nonce, then the ciphertext.
     pub(crate) fn encrypt(&self, key: &[u8]) -> Vec<u8> {
-        self.encrypt_with(super::random_bytes(), key)
+        self.encrypt_with(crate::random::random_bytes(), key)
     }
 
     pub(crate) fn encrypt_with(&self, nonce: [u8; NONCE_LEN], key: &[u8]) -> Vec<u8> {

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{NatsConnectError, subject};
-use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route, random_bytes};
+use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route};
+use crate::random::random_bytes;
 
 /// How long a subscription may take to be confirmed by the server (a join, the
 /// backplane's first subscription, the check after a reconnection), and a publish to be

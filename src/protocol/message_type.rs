@@ -3,7 +3,6 @@
 use std::fmt;
 
 use crate::payload::Encoding;
-use crate::protocol::ProtocolError;
 
 /// The first byte of every WebWire message.
 ///
@@ -130,38 +129,6 @@ impl MessageType {
     }
 }
 
-impl TryFrom<u8> for MessageType {
-    type Error = ProtocolError;
-
-    fn try_from(byte: u8) -> Result<Self, ProtocolError> {
-        use MessageType as T;
-        Ok(match byte {
-            0 => T::ReplyError,
-            1 => T::ReplyShutdown,
-            2 => T::ReplyInternalError,
-            3 => T::ReplySessionNotFound,
-            4 => T::ReplyMaxSessConnsReached,
-            5 => T::ReplySessionsDisabled,
-            21 => T::NotifySessionCreated,
-            22 => T::NotifySessionClosed,
-            23 => T::AcceptConf,
-            31 => T::RequestCloseSession,
-            32 => T::RequestRestoreSession,
-            33 => T::Heartbeat,
-            63 => T::SignalBinary,
-            64 => T::SignalUtf8,
-            65 => T::SignalUtf16,
-            127 => T::RequestBinary,
-            128 => T::RequestUtf8,
-            129 => T::RequestUtf16,
-            191 => T::ReplyBinary,
-            192 => T::ReplyUtf8,
-            193 => T::ReplyUtf16,
-            other => return Err(ProtocolError::UnknownType(other)),
-        })
-    }
-}
-
 impl fmt::Display for MessageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self:?} (0x{:02x})", *self as u8)
@@ -171,6 +138,7 @@ impl fmt::Display for MessageType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ProtocolError;
 
     #[test]
     fn every_byte_maps_to_at_most_one_type_and_back() {

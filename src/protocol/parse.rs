@@ -9,6 +9,39 @@ use crate::protocol::{
     AcceptConf, ErrorCode, Message, MessageType, Name, ProtocolError, ProtocolVersion, RequestId,
 };
 
+/// The type byte read: one of the 21 of protocol v2.0, or the rule it breaks.
+impl TryFrom<u8> for MessageType {
+    type Error = ProtocolError;
+
+    fn try_from(byte: u8) -> Result<Self, ProtocolError> {
+        use MessageType as T;
+        Ok(match byte {
+            0 => T::ReplyError,
+            1 => T::ReplyShutdown,
+            2 => T::ReplyInternalError,
+            3 => T::ReplySessionNotFound,
+            4 => T::ReplyMaxSessConnsReached,
+            5 => T::ReplySessionsDisabled,
+            21 => T::NotifySessionCreated,
+            22 => T::NotifySessionClosed,
+            23 => T::AcceptConf,
+            31 => T::RequestCloseSession,
+            32 => T::RequestRestoreSession,
+            33 => T::Heartbeat,
+            63 => T::SignalBinary,
+            64 => T::SignalUtf8,
+            65 => T::SignalUtf16,
+            127 => T::RequestBinary,
+            128 => T::RequestUtf8,
+            129 => T::RequestUtf16,
+            191 => T::ReplyBinary,
+            192 => T::ReplyUtf8,
+            193 => T::ReplyUtf16,
+            other => return Err(ProtocolError::UnknownType(other)),
+        })
+    }
+}
+
 impl Message {
     /// Parses one WebWire message from one WebSocket binary frame.
     ///

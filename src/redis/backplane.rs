@@ -13,39 +13,17 @@ use redis::cluster::ClusterClientBuilder;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::connection::{self, Connection};
+use super::channel::{
+    HEALTH_INTERVAL, HEALTH_LIMIT, Health, MAX_BACKOFF, MIN_BACKOFF, SUBSCRIBE_LIMIT, channel_of,
+    limited,
+};
 use super::history::RedisHistory;
 use super::sharded::{self, Shards};
 use super::{RedisConnectError, RedisStore, sanitized};
-use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route, RouteKind};
-use crate::server::SharedHistory;
+use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route};
+use crate::backplane::SharedHistory;
 
-/// The first wait before subscribing again after the subscription was lost; it doubles
-/// with each failed attempt up to [`MAX_BACKOFF`].
-pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The longest wait between two attempts to subscribe again: a node is deaf to the others
-/// for at most this long after Redis is back.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How long one attempt to connect and subscribe may take.
-const SUBSCRIBE_LIMIT: Duration = Duration::from_secs(5);
-
-/// How often an idle subscription is checked with a PING, and how long the answer may
-/// take: a connection that died without a word (a peer gone, a network partition) would
-/// otherwise look like a quiet channel forever.
-pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
-pub(crate) const HEALTH_LIMIT: Duration = Duration::from_secs(5);
-
-/// The channel of `route` under `prefix`: `<prefix>t:{<topic>}`, `<prefix>s:{<route>}`,
-/// `<prefix>all`. The braces are Redis Cluster's hash tag: a topic's channel and its
-/// history's keys (`<history prefix>{<topic>}:s`) share a slot.
-pub(crate) fn channel_of(prefix: &str, route: &Route) -> String {
-    match route.kind() {
-        RouteKind::Topic => format!("{prefix}t:{{{}}}", route.name()),
-        RouteKind::Session => format!("{prefix}s:{{{}}}", route.name()),
-        _ => format!("{prefix}all"),
-    }
-}
 
 /// A [`Backplane`] through Redis pub/sub: a channel per route, each node subscribed to
 /// the channels of the topics it has subscribers to, of the sessions its connections
@@ -165,12 +143,6 @@ pub struct RedisBackplaneBuilder {
     health: Health,
 }
 
-/// How often an idle subscription is checked, and how long an answer may take.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Health {
-    pub(super) interval: Duration,
-    pub(super) limit: Duration,
-}
 
 impl RedisBackplane {
     /// The prefix of the pub/sub channels of a backplane, unless
@@ -612,27 +584,6 @@ impl fmt::Debug for RedisBackplane {
     }
 }
 
-/// `command` within [`SUBSCRIBE_LIMIT`].
-pub(super) async fn limited(
-    command: impl std::future::Future<Output = Result<(), redis::RedisError>>,
-) -> Result<(), redis::RedisError> {
-    within(SUBSCRIBE_LIMIT, command).await
-}
-
-/// `command`, failed with a timeout if it takes longer than `limit`.
-pub(super) async fn within(
-    limit: Duration,
-    command: impl std::future::Future<Output = Result<(), redis::RedisError>>,
-) -> Result<(), redis::RedisError> {
-    tokio::time::timeout(limit, command)
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "subscribing timed out",
-            )))
-        })
-}
 
 /// A new subscriber connection, subscribed to every channel joined (under the channels'
 /// lock, which then holds its sink): its stream of messages.

@@ -30,7 +30,7 @@ use super::connection::Connection;
 use super::sanitized;
 use crate::protocol::topics::Position;
 use crate::server::History;
-use crate::server::history::{HistoryError, SharedStore, Snapshot, random_epoch};
+use crate::backplane::{HistoryError, SharedStore, Snapshot, random_epoch};
 use crate::sync;
 
 /// What both scripts start with: the keys, the topic's epoch (a new one if the hash is
@@ -243,7 +243,7 @@ impl SharedStore for RedisHistory {
             let len = history.max_len().to_string();
             let bytes = history.max_bytes_kept().to_string();
             let age = age_ms(history);
-            let channel = super::backplane::channel_of(
+            let channel = super::channel::channel_of(
                 &self.channels,
                 &crate::backplane::Route::topic_checked(topic),
             );

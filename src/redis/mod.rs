@@ -130,6 +130,7 @@
 //! a certificate made in the test). Without the feature, `rediss://` URLs are refused.
 
 mod backplane;
+mod channel;
 mod connection;
 mod error;
 mod history;

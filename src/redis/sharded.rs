@@ -25,7 +25,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::backplane::{Health, MAX_BACKOFF, MIN_BACKOFF, limited, within};
+use super::channel::{Health, MAX_BACKOFF, MIN_BACKOFF, limited, within};
 use super::{RedisConnectError, connection, sanitized};
 use crate::backplane::BackplaneError;
 use crate::backplane::Inboxes;

@@ -35,18 +35,17 @@
 //! and merges it with what the sequencer delivered meanwhile (`sequencer.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use bytes::Bytes;
 
-use crate::backplane::{BackplaneError, Envelope, Inbox, Refused, Remote, Route, Seal};
+use crate::backplane::{BackplaneError, Envelope, Inbox, Receiver, Refused, Remote, Route, Seal};
 use crate::payload::Payload;
 use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
 use crate::server::connection::encode_signal;
-use crate::server::history::{
-    History, HistoryError, Ring, Rules, SharedRing, SharedStore, Snapshot,
-};
+use crate::backplane::{History, HistoryError, SharedStore, Snapshot};
+use crate::server::history::{Ring, Rules, SharedRing};
 use crate::server::metrics::Metrics;
 use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
@@ -292,7 +291,8 @@ impl Hub {
             refused,
             received: std::sync::atomic::AtomicU64::new(0),
         });
-        hub.remote.attach(Inbox::new(Arc::downgrade(&hub)));
+        let receiver: Weak<dyn Receiver> = Arc::downgrade(&hub) as Weak<Hub>;
+        hub.remote.attach(Inbox::new(receiver));
         hub
     }
 
@@ -1298,4 +1298,14 @@ fn check_topic(topic: &str) -> Result<(), TopicError> {
         return Err(TopicError::InvalidTopic { len: topic.len() });
     }
     Ok(())
+}
+
+impl Receiver for Hub {
+    fn deliver(self: Arc<Self>, message: &Bytes) {
+        Hub::receive(&self, message);
+    }
+
+    fn reconnected(self: Arc<Self>) {
+        Hub::reconnected(&self);
+    }
 }

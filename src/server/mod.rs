@@ -93,7 +93,7 @@ pub use builder::{ConfigError, ServerBuilder};
 pub use connection::{Connection, SendError};
 pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
 pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused, SubscribeRefused};
-pub use history::{History, HistoryError, SharedHistory};
+pub use crate::backplane::{History, HistoryError, SharedHistory};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 #[cfg(feature = "rustls")]
 pub use tls::TlsInfo;

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::protocol::topics::{Position, Status};
-use crate::server::history::Snapshot;
+use crate::backplane::Snapshot;
 
 /// How many epochs a sequencer remembers having left (their late publications dropped).
 const RETIRED: usize = 4;
