@@ -25,8 +25,8 @@
 //! ([`Envelope::positioned_header`]) and the signed signal ([`Envelope::signed_publication`]),
 //! so that the publication is kept and sent in one step.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use crate::random::random_bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::seal::{Seal, TAG_LEN};
 use crate::protocol::topics::Position;

@@ -91,15 +91,14 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub(crate) use envelope::{Envelope, NodeId, Refused};
+pub use history::{History, HistoryError, SharedHistory};
+pub(crate) use history::{SharedStore, Snapshot, random_epoch};
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) use inboxes::Inboxes;
 pub(crate) use interest::Interest;
-pub use history::{History, HistoryError, SharedHistory};
-pub(crate) use history::{SharedStore, Snapshot, random_epoch};
 pub use route::{Route, RouteKind};
 pub use seal::MIN_SECRET_LEN;
 pub(crate) use seal::Seal;
-
 
 /// Carries messages from one node to the other nodes of a service, by [`Route`].
 ///

@@ -55,9 +55,11 @@ impl Route {
     /// ```
     #[must_use]
     pub fn topic(topic: &str) -> Option<Self> {
-        (!topic.is_empty() && topic.len() <= crate::protocol::topics::MAX_TOPIC_LEN).then(|| Route {
-            kind: RouteKind::Topic,
-            name: Arc::from(topic),
+        (!topic.is_empty() && topic.len() <= crate::protocol::topics::MAX_TOPIC_LEN).then(|| {
+            Route {
+                kind: RouteKind::Topic,
+                name: Arc::from(topic),
+            }
         })
     }
 

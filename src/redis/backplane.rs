@@ -12,18 +12,16 @@ use redis::aio::{ConnectionManager, PubSub, PubSubSink, PubSubStream};
 use redis::cluster::ClusterClientBuilder;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::connection::{self, Connection};
 use super::channel::{
     HEALTH_INTERVAL, HEALTH_LIMIT, Health, MAX_BACKOFF, MIN_BACKOFF, SUBSCRIBE_LIMIT, channel_of,
     limited,
 };
+use super::connection::{self, Connection};
 use super::history::RedisHistory;
 use super::sharded::{self, Shards};
 use super::{RedisConnectError, RedisStore, sanitized};
-use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route};
 use crate::backplane::SharedHistory;
-
-
+use crate::backplane::{Backplane, BackplaneError, Inbox, Inboxes, Route};
 
 /// A [`Backplane`] through Redis pub/sub: a channel per route, each node subscribed to
 /// the channels of the topics it has subscribers to, of the sessions its connections
@@ -142,7 +140,6 @@ pub struct RedisBackplaneBuilder {
     history_prefix: Option<String>,
     health: Health,
 }
-
 
 impl RedisBackplane {
     /// The prefix of the pub/sub channels of a backplane, unless
@@ -583,7 +580,6 @@ impl fmt::Debug for RedisBackplane {
             .finish_non_exhaustive()
     }
 }
-
 
 /// A new subscriber connection, subscribed to every channel joined (under the channels'
 /// lock, which then holds its sink): its stream of messages.

@@ -28,9 +28,9 @@ use futures_util::future::BoxFuture;
 
 use super::connection::Connection;
 use super::sanitized;
+use crate::backplane::{HistoryError, SharedStore, Snapshot, random_epoch};
 use crate::protocol::topics::Position;
 use crate::server::History;
-use crate::backplane::{HistoryError, SharedStore, Snapshot, random_epoch};
 use crate::sync;
 
 /// What both scripts start with: the keys, the topic's epoch (a new one if the hash is

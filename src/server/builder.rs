@@ -5,16 +5,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::backplane::History;
 use crate::backplane::{Backplane, DynBackplane, Local};
 use crate::protocol::{AcceptConf, Message};
-use crate::server::fanout::{Limits, SlowSubscriber};
-use crate::backplane::History;
+use crate::server::config::{Config, ConfigError, Limits, SlowSubscriber, memory_per_connection};
 use crate::server::history::Rules;
 use crate::server::origin::{self, Origins};
 use crate::server::sessions::SessionConfig;
 use crate::server::{Handler, Server, Shared};
 use crate::session::{DefaultKeyGenerator, MemoryStore, SessionKeyGenerator, SessionStore};
-use crate::transport::{MAX_HEADER_LEN, READ_CHUNK};
 
 /// The default [`ServerBuilder::write_batch_size`]: the largest batch with which a client
 /// that pipelines and never reads costs no more than it did before batches (see the
@@ -22,74 +21,6 @@ use crate::transport::{MAX_HEADER_LEN, READ_CHUNK};
 /// (`transport::socket::WRITE_BURST`, 64 KiB): what a server that stops reading
 /// makes a client hold is the client's own choice.
 const DEFAULT_WRITE_BATCH: usize = 32 * 1024;
-
-/// Why a server configuration was refused by [`ServerBuilder::build`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The read timeout must be at least one second (clients send heartbeats at 75 % of
-    /// it) and at most `u32::MAX` milliseconds (it travels as a `u32` in the handshake).
-    #[error("read timeout {0:?} is outside 1 s ..= u32::MAX ms")]
-    ReadTimeout(Duration),
-    /// The message size limit must be at least 32 bytes and fit in a `u32`.
-    #[error("message size limit {0} is outside 32 ..= u32::MAX bytes")]
-    MaxMessageSize(usize),
-    /// The sub-protocol name is longer than the message size limit allows.
-    #[error("the sub-protocol name ({0} bytes) does not fit in the handshake message")]
-    SubProtocol(usize),
-    /// A limit is 0, or too large to be counted (over `u32::MAX`).
-    #[error("{0} must be in 1 ..= u32::MAX")]
-    Limit(&'static str),
-    /// A timeout that must be positive is zero.
-    #[error("{0} must be longer than zero")]
-    ZeroTimeout(&'static str),
-    /// An allowed origin is not `scheme://host[:port]`.
-    #[error("allowed origin {0:?} is not scheme://host[:port]")]
-    Origin(String),
-    /// A backplane between nodes needs the service's secret
-    /// ([`ServerBuilder::backplane_secret`]), at least
-    /// [`MIN_SECRET_LEN`](crate::backplane::MIN_SECRET_LEN) bytes: without one, whoever can
-    /// write to the backplane could make every node deliver signals and drop sessions.
-    #[error(
-        "a backplane between nodes needs the service's secret (backplane_secret), at least {min} bytes ({len} given)"
-    )]
-    BackplaneSecret {
-        /// The secret's length (0: none given).
-        len: usize,
-        /// The shortest allowed.
-        min: usize,
-    },
-}
-
-/// The options of a server, read by its connections.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) read_timeout: Duration,
-    pub(crate) max_message_size: usize,
-    pub(crate) max_concurrent_requests: usize,
-    pub(crate) outbound_queue_len: usize,
-    pub(crate) write_timeout: Duration,
-    pub(crate) write_batch_size: usize,
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_upgrade_request_size: usize,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) abandoned_handler_timeout: Duration,
-    pub(crate) close_timeout: Duration,
-    pub(crate) max_connections: usize,
-    /// 0: no limit.
-    /// 0: no limit.
-    pub(crate) max_connections_per_source: usize,
-    /// Peers whose `X-Forwarded-For` names the client.
-    pub(crate) trusted_proxies: Arc<[std::net::IpAddr]>,
-    /// The pending-upgrade limits, in all and per source.
-    pub(crate) admission: crate::server::admission::Limits,
-    /// Which `Origin`s may open a connection.
-    pub(crate) origins: Origins,
-    /// The handshake every connection starts with, encoded once.
-    pub(crate) accept_conf: Bytes,
-    /// The fan-out's options (the slow-subscriber policy, the topic limit).
-    pub(crate) fanout: Limits,
-}
 
 /// Builds a [`Server`]: `Server::builder(handler)`, options, [`build`](Self::build).
 ///
@@ -176,6 +107,13 @@ pub struct ServerBuilder<H> {
     slow_subscriber: SlowSubscriber,
     max_topics_per_connection: usize,
     history: Rules,
+}
+
+impl<H: Handler> Server<H> {
+    /// A builder to set options before the server is built.
+    pub fn builder(handler: H) -> ServerBuilder<H> {
+        ServerBuilder::new(handler)
+    }
 }
 
 impl<H: Handler> ServerBuilder<H> {
@@ -872,7 +810,9 @@ impl<H: Handler> ServerBuilder<H> {
             Some(listed) => Origins::Listed(
                 listed
                     .iter()
-                    .map(|allowed| origin::listed(allowed))
+                    .map(|allowed| {
+                        origin::listed(allowed).ok_or_else(|| ConfigError::Origin(allowed.clone()))
+                    })
                     .collect::<Result<_, _>>()?,
             ),
         };
@@ -929,32 +869,6 @@ impl<H: Handler> ServerBuilder<H> {
             )),
         })
     }
-}
-
-/// What the server itself may hold for one connection, in bytes: the state of a connection
-/// and its transport's buffers, then messages (see [`ServerBuilder::memory_per_connection`]).
-pub(crate) fn memory_per_connection(
-    max_message_size: usize,
-    max_concurrent_requests: usize,
-    outbound_queue_len: usize,
-    write_batch_size: usize,
-) -> usize {
-    /// The connection's own state (driver, handle, socket, timers), rounded up.
-    const STATE: usize = 16 * 1024;
-    // Two read chunks: the one being read and the one before it, taking turns.
-    let fixed = (STATE + 2 * READ_CHUNK).saturating_add(write_batch_size);
-    let messages = max_concurrent_requests
-        .saturating_add(outbound_queue_len)
-        .saturating_add(3);
-    // A running handler's request is a view of the chunk it was read into, which it keeps
-    // whole until it is done: a chunk, or an allocation of its frame's size.
-    let request = max_message_size
-        .saturating_add(MAX_HEADER_LEN)
-        .max(READ_CHUNK);
-    let requests = max_concurrent_requests.saturating_mul(request);
-    fixed
-        .saturating_add(max_message_size.saturating_mul(messages))
-        .saturating_add(requests)
 }
 
 impl<H> std::fmt::Debug for ServerBuilder<H> {

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use crate::payload::{Encoding, Payload};
 use crate::protocol::topics::{self, Subscribe, codes};
 use crate::protocol::{ErrorCode, Message, Name, RequestId};
-use crate::server::job::catch_panic;
+use crate::server::panic::catch_panic;
 use crate::server::{Connection, Handler, Shared, TopicError};
 
 /// Selects the extension's sub-protocol in the `101` when the request offers it among

@@ -13,45 +13,14 @@ use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_tungstenite::tungstenite::http::Extensions;
 
 use crate::payload::Payload;
+use crate::protocol::IntoName;
 use crate::protocol::topics::{Position, Subscribed};
-use crate::protocol::{IntoName, Message, ProtocolError};
-use crate::server::CloseReason;
+use crate::server::close::CloseReason;
 use crate::server::fanout::{Hub, Subscriptions, TopicError};
-use crate::server::outbox::{Outbound, Outbox};
+use crate::server::outbox::{Outbound, Outbox, SendError, encode_signal};
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
 use crate::sync;
-
-/// Why [`Connection::signal`] could not send.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The connection is closed (or closing): nothing more can be sent on it.
-    #[error("the connection is closed")]
-    Closed,
-    /// The outbound queue is full ([`Connection::try_signal`] only).
-    #[error("the connection's outbound queue is full")]
-    QueueFull,
-    /// The encoded message would exceed the server's message size limit, which clients
-    /// also use as theirs.
-    #[error("the message is {len} bytes, over the limit of {limit}")]
-    TooLarge {
-        /// The encoded length.
-        len: usize,
-        /// The server's `max_message_size`.
-        limit: usize,
-    },
-    /// The name or payload cannot be sent (an invalid name, an odd-length UTF-16 payload, a
-    /// signal with neither name nor payload, ...).
-    #[error(transparent)]
-    Invalid(#[from] ProtocolError),
-    /// The value of a contract signal ([`Connection::emit`]) cannot be written as JSON.
-    #[error("the signal cannot be written as JSON: {reason}")]
-    Json {
-        /// What serde_json said.
-        reason: String,
-    },
-}
 
 /// One client connection, as the server's hooks see it.
 ///
@@ -767,24 +736,6 @@ fn frame_cost(frame: &Bytes) -> u32 {
     u32::try_from(frame.len())
         .unwrap_or(u32::MAX)
         .saturating_add(QUEUED_FRAME_COST)
-}
-
-/// The signal `name` with `payload`, encoded, unless the encoder refuses it or it is over
-/// `limit` bytes (the server's message size limit, which clients use as theirs). One
-/// check for a signal to one connection and for a publish to many.
-pub(crate) fn encode_signal(
-    name: impl IntoName,
-    payload: Payload,
-    limit: usize,
-) -> Result<Bytes, SendError> {
-    let frame = Message::signal(name.into_name()?, payload).encode()?;
-    if frame.len() > limit {
-        return Err(SendError::TooLarge {
-            len: frame.len(),
-            limit,
-        });
-    }
-    Ok(frame)
 }
 
 /// Connections are equal when they are the same connection (clones of one handle), so they

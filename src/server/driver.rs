@@ -38,9 +38,10 @@ use tracing::Instrument;
 
 use crate::protocol::Message;
 use crate::server::connection::{Connection, Peer};
-use crate::server::job::{self, Completion, Job, catch_panic, encode_special};
+use crate::server::job::{self, Completion, Job, encode_special};
 use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox, taken_one};
+use crate::server::panic::catch_panic;
 use crate::server::{CloseReason, Handler, Live, Shared, Slot};
 use crate::transport::{Incoming, Role, Socket, WriteFailed, close_frame};
 

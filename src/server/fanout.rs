@@ -40,13 +40,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use bytes::Bytes;
 
 use crate::backplane::{BackplaneError, Envelope, Inbox, Receiver, Refused, Remote, Route, Seal};
+use crate::backplane::{History, HistoryError, SharedStore, Snapshot};
 use crate::payload::Payload;
 use crate::protocol::topics::{Position, Publication, Status, Subscribed};
 use crate::protocol::{IntoName, Message, MessageType, ProtocolError};
-use crate::server::connection::encode_signal;
-use crate::backplane::{History, HistoryError, SharedStore, Snapshot};
-use crate::server::history::{Ring, Rules, SharedRing};
+use crate::server::config::{Limits, SlowSubscriber};
+use crate::server::history::{Ring, SharedRing};
 use crate::server::metrics::Metrics;
+use crate::server::outbox::encode_signal;
 use crate::server::sequencer::{Finish, Sequencer};
 use crate::server::sessions::Sessions;
 use crate::server::{CloseReason, Connection, SendError};
@@ -79,35 +80,6 @@ impl Members {
             &mut self.plain
         }
     }
-}
-
-/// What the server does with a subscriber whose outbound queue is full when a publish (or
-/// a session signal) reaches it. Set with
-/// [`ServerBuilder::slow_subscriber`](crate::server::ServerBuilder::slow_subscriber).
-///
-/// Either way the publisher and the other subscribers never wait for it.
-///
-/// ```
-/// use tokio_webwire::server::{Server, SlowSubscriber};
-///
-/// // Tickers: a client that misses a price will get the next one.
-/// let server = Server::builder(()).slow_subscriber(SlowSubscriber::Skip).build()?;
-/// # Ok::<(), tokio_webwire::server::ConfigError>(())
-/// ```
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SlowSubscriber {
-    /// Close its connection (close code 1013, "try again later";
-    /// [`CloseReason::SlowConsumer`] for the hooks). Its client sees the disconnect, so
-    /// it knows it may have missed signals; a reconnecting client restores its session
-    /// and subscribes again. The default: nothing is lost without someone noticing.
-    #[default]
-    Disconnect,
-    /// It misses this signal and stays subscribed. Each skip is counted
-    /// (`webwire_fanout_slow_total{policy="skip"}` with the `metrics` feature) and logged
-    /// at debug level; the client is not told. For data where the next signal replaces
-    /// the last (prices, positions).
-    Skip,
 }
 
 /// How long a node holds a publication that came before its turn before it reads the
@@ -245,16 +217,6 @@ pub(crate) struct Hub {
 
 /// A topic's delivery order on this node, shared by its deliveries and resumes.
 type SharedSequencer = Arc<Mutex<Sequencer>>;
-
-/// The options of a server's fan-out.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    pub(crate) slow: SlowSubscriber,
-    pub(crate) max_message_size: usize,
-    pub(crate) max_topics_per_connection: usize,
-    /// Which topics keep a history.
-    pub(crate) history: Arc<Rules>,
-}
 
 impl Hub {
     /// The hub, attached to its backplane (which then holds only a weak reference: a

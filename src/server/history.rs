@@ -155,7 +155,9 @@ impl Ring {
 
     /// Drops what is older than the history's age.
     fn trim(&mut self, now: Instant) {
-        let Some(age) = self.history.max_age_kept() else { return };
+        let Some(age) = self.history.max_age_kept() else {
+            return;
+        };
         while self
             .entries
             .front()
@@ -197,6 +199,8 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ring(history: History, n: u64) -> Ring {

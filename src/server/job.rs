@@ -5,7 +5,6 @@
 //! connection's `max_concurrent_requests` slots while it runs on a task of its own, so a
 //! limit of one means one by one in arrival order, whatever the message.
 
-use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -13,10 +12,10 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 
 use crate::payload::Payload;
 use crate::protocol::{Message, Name, RedactedKey, RequestId};
+use crate::server::panic::panic_message;
 use crate::server::{Connection, Handler, HandlerError, Shared, client_topics};
 
 /// One message's work.
@@ -256,24 +255,6 @@ pub(crate) fn encode_special(reply: Message) -> Bytes {
     reply
         .encode()
         .expect("a reply of a type and an identifier always encodes")
-}
-
-/// Runs `future`, turning a panic into its message. The whole call is inside the future,
-/// so a hook that panics before its first await is caught too.
-pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
-    AssertUnwindSafe(future)
-        .catch_unwind()
-        .await
-        .map_err(panic_message)
-}
-
-/// The text a panic was raised with.
-fn panic_message(panic: Box<dyn Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(not a string)".to_owned())
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@
 //! | `webwire_protocol_errors_total` | counter | count | `kind` | messages that broke the protocol: `malformed_message`, `message_too_large`, `text_message`, `websocket` (a WebSocket protocol error), `invalid_utf8` (each closes the connection), `unexpected_message` (a type only servers send: ignored) |
 //! | `webwire_backplane_received_total` | counter | count | | messages the backplane handed to this server (its own included, when the backplane brings them back): with a routing backplane, the traffic of the topics and sessions this node has a use for, and of revocations |
 //! | `webwire_backplane_refused_total` | counter | count | | a message from the backplane (or a publication read back from a shared history) was refused: its tag is not the service secret's (forged, altered, another service's), or it is not an envelope; nothing of it reached a client |
-//! | `webwire_fanout_slow_total` | counter | count | `policy` | a publish or session signal found a subscriber's outbound queue full, and the [`SlowSubscriber`](crate::server::SlowSubscriber) policy was applied: `disconnect` (the connection is closed, reason `slow_consumer`) or `skip` (that subscriber missed the signal) |
+//! | `webwire_fanout_slow_total` | counter | count | `policy` | a publish or session signal found a subscriber's outbound queue full, and the [`SlowSubscriber`](crate::server::config::SlowSubscriber) policy was applied: `disconnect` (the connection is closed, reason `slow_consumer`) or `skip` (that subscriber missed the signal) |
 //! | `webwire_sessions_active` | gauge | count | | sessions held by at least one connection ([`Server::active_sessions`](crate::server::Server::active_sessions)), as of the last time a connection took or left one |
 //! | `webwire_sessions_created_total` | counter | count | | sessions created ([`Connection::create_session`](crate::server::Connection::create_session)) |
 //! | `webwire_sessions_closed_total` | counter | count | | sessions closed for good: their last connection left them explicitly, or the server revoked them ([`Server::close_session`](crate::server::Server::close_session)); a disconnect or an expiry in the store does not count |
@@ -271,12 +271,12 @@ impl Metrics {
 
     /// A publish or session signal found a subscriber's queue full; `policy` was applied.
     #[inline]
-    pub(crate) fn fanout_slow(&self, policy: crate::server::SlowSubscriber) {
+    pub(crate) fn fanout_slow(&self, policy: crate::server::config::SlowSubscriber) {
         #[cfg(feature = "metrics")]
         {
             let index = match policy {
-                crate::server::SlowSubscriber::Disconnect => 0,
-                crate::server::SlowSubscriber::Skip => 1,
+                crate::server::config::SlowSubscriber::Disconnect => 0,
+                crate::server::config::SlowSubscriber::Skip => 1,
             };
             self.handles.fanout_slow[index].increment(1);
         }

@@ -47,6 +47,8 @@
 mod admission;
 mod builder;
 mod client_topics;
+mod close;
+mod config;
 mod connection;
 mod driver;
 pub(crate) mod fanout;
@@ -59,6 +61,7 @@ pub mod metrics;
 mod mount;
 mod origin;
 mod outbox;
+mod panic;
 mod sequencer;
 mod sessions;
 mod source;
@@ -89,12 +92,15 @@ use tokio_util::task::TaskTracker;
 use crate::session::SessionError;
 use crate::transport::{Role, Socket, close_frame};
 
-pub use builder::{ConfigError, ServerBuilder};
-pub use connection::{Connection, SendError};
-pub use fanout::{MAX_TOPIC_LEN, SlowSubscriber, TopicError};
-pub use handler::{CloseReason, Handler, HandlerError, RestoreRefused, SubscribeRefused};
 pub use crate::backplane::{History, HistoryError, SharedHistory};
+pub use builder::ServerBuilder;
+pub use close::CloseReason;
+pub use config::{ConfigError, SlowSubscriber};
+pub use connection::Connection;
+pub use fanout::{MAX_TOPIC_LEN, TopicError};
+pub use handler::{Handler, HandlerError, RestoreRefused, SubscribeRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
+pub use outbox::SendError;
 #[cfg(feature = "rustls")]
 pub use tls::TlsInfo;
 pub use upgrade_request::UpgradeRequest;
@@ -105,7 +111,7 @@ use crate::payload::Payload;
 use crate::protocol::IntoName;
 use crate::sync;
 use admission::Admission;
-use builder::Config;
+use config::Config;
 use connection::Peer;
 use fanout::Hub;
 use sessions::{SessionConfig, SessionEvents, Sessions};
@@ -226,11 +232,6 @@ impl<H: Handler> Server<H> {
         Self::builder(handler)
             .build()
             .expect("the default options are valid")
-    }
-
-    /// A builder to set options before the server is built.
-    pub fn builder(handler: H) -> ServerBuilder<H> {
-        ServerBuilder::new(handler)
     }
 
     /// The handler, e.g. to reach state it holds.

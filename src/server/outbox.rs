@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::sync;
 use bytes::Bytes;
+
+use crate::payload::Payload;
+use crate::protocol::{IntoName, Message, ProtocolError};
+use crate::sync;
 
 /// What reaches a connection's driver from other tasks, through its outbox.
 #[derive(Debug)]
@@ -140,6 +143,55 @@ pub(crate) fn taken_one(taken: &mut VecDeque<Outbound>) -> Option<Outbound> {
         *taken = VecDeque::new();
     }
     item
+}
+
+/// Why [`Connection::signal`] could not send.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed (or closing): nothing more can be sent on it.
+    #[error("the connection is closed")]
+    Closed,
+    /// The outbound queue is full ([`Connection::try_signal`] only).
+    #[error("the connection's outbound queue is full")]
+    QueueFull,
+    /// The encoded message would exceed the server's message size limit, which clients
+    /// also use as theirs.
+    #[error("the message is {len} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The encoded length.
+        len: usize,
+        /// The server's `max_message_size`.
+        limit: usize,
+    },
+    /// The name or payload cannot be sent (an invalid name, an odd-length UTF-16 payload, a
+    /// signal with neither name nor payload, ...).
+    #[error(transparent)]
+    Invalid(#[from] ProtocolError),
+    /// The value of a contract signal ([`Connection::emit`]) cannot be written as JSON.
+    #[error("the signal cannot be written as JSON: {reason}")]
+    Json {
+        /// What serde_json said.
+        reason: String,
+    },
+}
+
+/// The signal `name` with `payload`, encoded, unless the encoder refuses it or it is over
+/// `limit` bytes (the server's message size limit, which clients use as theirs). One
+/// check for a signal to one connection and for a publish to many.
+pub(crate) fn encode_signal(
+    name: impl IntoName,
+    payload: Payload,
+    limit: usize,
+) -> Result<Bytes, SendError> {
+    let frame = Message::signal(name.into_name()?, payload).encode()?;
+    if frame.len() > limit {
+        return Err(SendError::TooLarge {
+            len: frame.len(),
+            limit,
+        });
+    }
+    Ok(frame)
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::protocol::topics::{Position, Status};
 use crate::backplane::Snapshot;
+use crate::protocol::topics::{Position, Status};
 
 /// How many epochs a sequencer remembers having left (their late publications dropped).
 const RETIRED: usize = 4;

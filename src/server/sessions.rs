@@ -38,8 +38,8 @@ use bytes::Bytes;
 use crate::backplane::{Envelope, Remote, Route};
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::server::handler::RestoreRefused;
-use crate::server::job::catch_panic;
 use crate::server::metrics::SessionMetrics;
+use crate::server::panic::catch_panic;
 use crate::server::source::{SessionBudget, Source};
 use crate::server::{Connection, Handler};
 use crate::session::{
