@@ -21,12 +21,16 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, warn};
 
-use crate::client::builder::{Config, SEND_QUEUE};
+use crate::client::config::{Config, SEND_QUEUE};
 use crate::client::driver::Driver;
-use crate::client::handler::Event;
+use crate::client::driver::Ended;
+use crate::client::events::Event;
+use crate::client::link::Link;
 use crate::client::pending::{Kind, Pending};
-use crate::client::queue::{FrameQueue, Refused};
-use crate::client::{ConnectError, RequestError, Shared, encode};
+use crate::client::queue::FrameQueue;
+use crate::client::send::encode;
+use crate::client::shared::Shared;
+use crate::client::{ConnectError, RequestError};
 use crate::protocol::{AcceptConf, Message, RequestId};
 use crate::transport::{HeadStop, Incoming, Role, Socket, close_frame};
 
@@ -41,76 +45,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The `User-Agent` of the upgrade request, unless the application sets one.
 const USER_AGENT: &str = concat!("tokio-webwire/", env!("CARGO_PKG_VERSION"));
-
-/// What requests and signals see of a live connection: where to put frames, and the
-/// server's parameters. Replaced in the client's state when the connection changes.
-#[derive(Debug)]
-pub(crate) struct Link {
-    /// Counts the client's connections from 1; pending requests remember theirs.
-    pub(crate) generation: u64,
-    /// Encoded frames for the driver.
-    pub(crate) queue: FrameQueue,
-    /// The server's AcceptConf.
-    pub(crate) conf: AcceptConf,
-    /// The handler has been told of this connection (`connected` is queued): until then
-    /// the driver holds server signals back, so that none reaches the handler before it.
-    pub(crate) announced: AtomicBool,
-}
-
-impl Link {
-    /// The largest message the server accepts.
-    pub(crate) fn limit(&self) -> usize {
-        usize::try_from(self.conf.message_buffer_size).unwrap_or(usize::MAX)
-    }
-
-    /// Refuses a message of `len` bytes that the server would not accept.
-    pub(crate) fn check_size(&self, len: usize) -> Result<(), RequestError> {
-        let limit = self.limit();
-        if len > limit {
-            return Err(RequestError::PayloadTooLarge { len, limit });
-        }
-        Ok(())
-    }
-
-    /// Queues `frame` if there is room right now; hands it back otherwise.
-    pub(crate) fn try_push(&self, frame: Bytes) -> Result<(), (Bytes, Refused)> {
-        self.queue.try_push(frame)
-    }
-
-    /// Queues `frame`, waiting for room. `Err` hands it back if the connection ended
-    /// before the driver took it: nothing was sent.
-    pub(crate) async fn push(&self, frame: Bytes) -> Result<(), Bytes> {
-        if !self.reserve().await {
-            return Err(frame);
-        }
-        self.push_reserved(frame)
-    }
-
-    /// Waits for room for one frame and takes it; false if the connection ended. Cancel
-    /// safe: dropped while waiting, it takes nothing.
-    pub(crate) async fn reserve(&self) -> bool {
-        self.queue.reserve().await
-    }
-
-    /// Queues `frame` in room taken by [`reserve`](Self::reserve); hands it back if the
-    /// connection ended.
-    pub(crate) fn push_reserved(&self, frame: Bytes) -> Result<(), Bytes> {
-        self.queue.push_reserved(frame)
-    }
-}
-
-/// The shortest heartbeat period: a server that announces a read timeout of a
-/// millisecond (a hostile or broken one) would otherwise make the client send heartbeats
-/// in a loop. Read timeouts down to a third of a second are still served; ours allows no
-/// less than one second.
-pub(crate) const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The client's heartbeat period for a server read timeout: 75 % of it (§1.5), but no
-/// less than [`MIN_HEARTBEAT_INTERVAL`]. A zero timeout means the server has no read
-/// deadline, so no heartbeats.
-pub(crate) fn heartbeat_interval(read_timeout: Duration) -> Option<Duration> {
-    (!read_timeout.is_zero()).then(|| (read_timeout - read_timeout / 4).max(MIN_HEARTBEAT_INTERVAL))
-}
 
 /// Checks the server's AcceptConf against what the client expects (§1.3): major version
 /// 2 (the minor is informational) and the same sub-protocol name, byte for byte.
@@ -307,32 +241,6 @@ async fn read_accept_conf(ws: &mut WsStream) -> Result<AcceptConf, ConnectError>
     }
 }
 
-/// How a connection ended; its `Display` is what the client's log says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
-    /// The server closed it with a close frame (its code: 1001 when it shuts down).
-    ServerClosed(Option<u16>),
-    /// The socket failed or closed without a close frame, or a write failed or timed out.
-    Lost,
-    /// The server broke the protocol; the client closed the connection.
-    Violation,
-    /// The client is closing.
-    Closing,
-}
-
-impl std::fmt::Display for Ended {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ended::ServerClosed(Some(1001)) => f.write_str("the server is going away (1001)"),
-            Ended::ServerClosed(Some(code)) => write!(f, "closed by the server ({code})"),
-            Ended::ServerClosed(None) => f.write_str("closed by the server"),
-            Ended::Lost => f.write_str("connection lost"),
-            Ended::Violation => f.write_str("closed by the client: the server broke the protocol"),
-            Ended::Closing => f.write_str("closed by the client"),
-        }
-    }
-}
-
 /// Runs one established connection until it ends. Publishes its [`Link`] first (unless
 /// the client is closing); after a reconnection (`generation` > 1) it first restores the
 /// client's session, if it has one, so that no request overtakes the restore.
@@ -466,30 +374,6 @@ async fn restore_on(shared: &Shared, link: &Link, key: String) -> Result<(), Req
 mod tests {
     use super::*;
     use crate::protocol::ProtocolVersion;
-
-    #[test]
-    fn heartbeat_at_three_quarters_of_the_read_timeout() {
-        assert_eq!(
-            heartbeat_interval(Duration::from_secs(60)),
-            Some(Duration::from_secs(45))
-        );
-        assert_eq!(
-            heartbeat_interval(Duration::from_millis(3_000)),
-            Some(Duration::from_millis(2_250))
-        );
-        assert_eq!(heartbeat_interval(Duration::ZERO), None);
-    }
-
-    #[test]
-    fn a_tiny_read_timeout_cannot_make_heartbeats_a_busy_loop() {
-        for announced in [Duration::from_millis(1), Duration::from_nanos(1)] {
-            assert_eq!(heartbeat_interval(announced), Some(MIN_HEARTBEAT_INTERVAL));
-        }
-        assert_eq!(
-            heartbeat_interval(Duration::from_millis(400)),
-            Some(Duration::from_millis(300))
-        );
-    }
 
     #[test]
     fn accept_conf_checks() {

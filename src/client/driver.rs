@@ -33,12 +33,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, warn};
 
 use crate::Session;
-use crate::client::connection::{Ended, Link, heartbeat_interval};
+use crate::client::RequestError;
+use crate::client::events::Event;
 use crate::client::events::signal_bytes;
-use crate::client::handler::Event;
+use crate::client::link::Link;
 use crate::client::pending::Kind;
-use crate::client::pipeline::Deliveries;
-use crate::client::{RequestError, Shared};
+use crate::client::routes::Deliveries;
+use crate::client::shared::Shared;
 use crate::protocol::{Message, MessageType, RequestId};
 use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
 
@@ -566,6 +567,45 @@ fn lost(failed: &WriteFailed) -> Ended {
     Ended::Lost
 }
 
+/// How a connection ended; its `Display` is what the client's log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The server closed it with a close frame (its code: 1001 when it shuts down).
+    ServerClosed(Option<u16>),
+    /// The socket failed or closed without a close frame, or a write failed or timed out.
+    Lost,
+    /// The server broke the protocol; the client closed the connection.
+    Violation,
+    /// The client is closing.
+    Closing,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ServerClosed(Some(1001)) => f.write_str("the server is going away (1001)"),
+            Ended::ServerClosed(Some(code)) => write!(f, "closed by the server ({code})"),
+            Ended::ServerClosed(None) => f.write_str("closed by the server"),
+            Ended::Lost => f.write_str("connection lost"),
+            Ended::Violation => f.write_str("closed by the client: the server broke the protocol"),
+            Ended::Closing => f.write_str("closed by the client"),
+        }
+    }
+}
+
+/// The shortest heartbeat period: a server that announces a read timeout of a
+/// millisecond (a hostile or broken one) would otherwise make the client send heartbeats
+/// in a loop. Read timeouts down to a third of a second are still served; ours allows no
+/// less than one second.
+pub(crate) const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The client's heartbeat period for a server read timeout: 75 % of it (§1.5), but no
+/// less than [`MIN_HEARTBEAT_INTERVAL`]. A zero timeout means the server has no read
+/// deadline, so no heartbeats.
+pub(crate) fn heartbeat_interval(read_timeout: Duration) -> Option<Duration> {
+    (!read_timeout.is_zero()).then(|| (read_timeout - read_timeout / 4).max(MIN_HEARTBEAT_INTERVAL))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
@@ -634,6 +674,30 @@ mod tests {
                 assert_eq!(&next.expect("msg").expect("ok").into_data()[..], HEARTBEAT);
             }
         }
+    }
+
+    #[test]
+    fn heartbeat_at_three_quarters_of_the_read_timeout() {
+        assert_eq!(
+            heartbeat_interval(Duration::from_secs(60)),
+            Some(Duration::from_secs(45))
+        );
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(3_000)),
+            Some(Duration::from_millis(2_250))
+        );
+        assert_eq!(heartbeat_interval(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_tiny_read_timeout_cannot_make_heartbeats_a_busy_loop() {
+        for announced in [Duration::from_millis(1), Duration::from_nanos(1)] {
+            assert_eq!(heartbeat_interval(announced), Some(MIN_HEARTBEAT_INTERVAL));
+        }
+        assert_eq!(
+            heartbeat_interval(Duration::from_millis(400)),
+            Some(Duration::from_millis(300))
+        );
     }
 
     #[tokio::test(start_paused = true)]

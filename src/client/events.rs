@@ -9,13 +9,13 @@
 //! [`ClientBuilder::max_queued_signals`]: crate::ClientBuilder::max_queued_signals
 //! [`Client::dropped_signals`]: crate::Client::dropped_signals
 
+use crate::protocol::Name;
+use crate::{Payload, Session};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
-
-use crate::client::handler::Event;
 
 /// The default [`ClientBuilder::max_queued_signals`](crate::ClientBuilder::max_queued_signals).
 pub const DEFAULT_MAX_QUEUED_SIGNALS: usize = 1024;
@@ -153,7 +153,7 @@ impl Events {
     /// server that floods session notifications gets there, and the connection is closed
     /// rather than the queue grown without bound.
     pub(crate) fn push(&self, event: Event) -> bool {
-        let mut queue = super::lock(&self.queue);
+        let mut queue = crate::sync::lock(&self.queue);
         if queue.finished {
             return true;
         }
@@ -193,7 +193,7 @@ impl Events {
 
     /// Counts a signal dropped before it reached the queue (held back beyond the limit).
     pub(crate) fn count_dropped_signal(&self) {
-        let mut queue = super::lock(&self.queue);
+        let mut queue = crate::sync::lock(&self.queue);
         self.overflow(&mut queue);
     }
 
@@ -221,7 +221,7 @@ impl Events {
     /// One party is done queueing; after the last, the handler's task ends once it has
     /// handled the queued events.
     pub(crate) fn finish(&self) {
-        let mut queue = super::lock(&self.queue);
+        let mut queue = crate::sync::lock(&self.queue);
         queue.open = queue.open.saturating_sub(1);
         if queue.open == 0 {
             queue.finished = true;
@@ -234,7 +234,7 @@ impl Events {
     pub(crate) async fn next(&self) -> Option<Event> {
         loop {
             {
-                let mut queue = super::lock(&self.queue);
+                let mut queue = crate::sync::lock(&self.queue);
                 if let Some(event) = queue.pop_front() {
                     if queue.is_empty() {
                         queue.overflowing = false;
@@ -249,6 +249,16 @@ impl Events {
             self.ready.notified().await;
         }
     }
+}
+
+/// One thing the handler is told about, queued in the order it happened.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Connected,
+    Disconnected,
+    Signal(Name, Payload),
+    SessionCreated(Session),
+    SessionClosed,
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::client::events::Event;
+use crate::client::handle::Client;
 use crate::protocol::Name;
-use crate::{Client, Payload, Session};
+use crate::{Payload, Session};
 
 /// What a [`Client`] tells the application: server signals, connection and session
 /// events. Every method has a default that does nothing, so implement only what you need;
@@ -129,16 +131,6 @@ impl<H: ClientHandler> ClientHandler for Arc<H> {
     fn session_closed(&self, client: &Client) -> impl Future<Output = ()> + Send {
         H::session_closed(self, client)
     }
-}
-
-/// One thing the handler is told about, queued in the order it happened.
-#[derive(Debug)]
-pub(crate) enum Event {
-    Connected,
-    Disconnected,
-    Signal(Name, Payload),
-    SessionCreated(Session),
-    SessionClosed,
 }
 
 /// Runs the handler for each event until the queue is finished. `client` is a handle that

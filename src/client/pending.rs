@@ -166,7 +166,7 @@ impl Pending {
         // The cast keeps the low bits, which is all the mask looks at.
         #[allow(clippy::cast_possible_truncation)]
         let index = id as usize & (SLOTS - 1);
-        super::lock(&self.slots[index])
+        crate::sync::lock(&self.slots[index])
     }
 
     /// The place of entry `id`, locked, if it is pending.
@@ -179,7 +179,7 @@ impl Pending {
         if self.overflowing.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let map = super::lock(&self.overflow);
+        let map = crate::sync::lock(&self.overflow);
         map.contains_key(&id).then_some(Place::Overflow(map))
     }
 
@@ -243,7 +243,7 @@ impl Pending {
             *slot = Some(entry);
         } else {
             drop(slot);
-            let mut map = super::lock(&self.overflow);
+            let mut map = crate::sync::lock(&self.overflow);
             map.insert(id, entry);
             self.overflowing.store(map.len(), Ordering::Release);
         }
@@ -372,7 +372,7 @@ impl Pending {
             gone
         };
         for slot in &self.slots {
-            let mut slot = super::lock(slot);
+            let mut slot = crate::sync::lock(slot);
             if slot.as_mut().is_some_and(&mut finish) {
                 *slot = None;
             }
@@ -382,7 +382,7 @@ impl Pending {
         // that an insert made while it reset `earliest` (a store-then-load race the hint
         // alone would allow). Sweeps are rare (at most one per millisecond).
         {
-            let mut map = super::lock(&self.overflow);
+            let mut map = crate::sync::lock(&self.overflow);
             if !map.is_empty() {
                 map.retain(|_, entry| !finish(entry));
                 self.overflowing.store(map.len(), Ordering::Release);
@@ -399,9 +399,9 @@ impl Pending {
         let slots = self
             .slots
             .iter()
-            .filter(|slot| super::lock(slot).is_some())
+            .filter(|slot| crate::sync::lock(slot).is_some())
             .count();
-        slots + super::lock(&self.overflow).len()
+        slots + crate::sync::lock(&self.overflow).len()
     }
 }
 

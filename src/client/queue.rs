@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::lock;
+use crate::sync::lock;
 
 /// See the [module docs](self).
 #[derive(Debug)]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::client::connection::{self, WsStream};
-use crate::client::handler::Event;
+use crate::client::events::Event;
 use crate::client::reconnect::random_jitter;
-use crate::client::{Reconnect, RequestError, Shared, State};
+use crate::client::shared::{Shared, State};
+use crate::client::{Reconnect, RequestError};
 use crate::protocol::AcceptConf;
 
 /// Owns the connections of one client until it is closed or gives up reconnecting.

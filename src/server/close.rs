@@ -1,9 +1,9 @@
-//! Why a connection ends: [`CloseReason`], what the driver closes with and the
+//! Why a connection ends: [`CloseReason`](crate::server::CloseReason), what the driver closes with and the
 //! [`disconnected`](crate::server::Handler::disconnected) hook is told.
 
 use std::fmt;
 
-/// Why a connection ended, as given to [`Handler::disconnected`].
+/// Why a connection ended, as given to [`Handler::disconnected`](crate::server::Handler::disconnected).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -19,7 +19,7 @@ pub enum CloseReason {
     /// let the handlers already running send their replies, and closed the connection
     /// with a close code.
     ProtocolViolation(String),
-    /// [`Connection::close`] was called.
+    /// [`Connection::close`](crate::server::Connection::close) was called.
     Closed,
     /// The `connected` hook panicked; the server closed the connection with code 1011.
     HookFailed,

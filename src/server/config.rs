@@ -1,6 +1,6 @@
 //! What a built server's options are: [`Config`], read by its connections, the fan-out's
-//! [`Limits`] and [`SlowSubscriber`] policy; why a configuration is refused
-//! ([`ConfigError`]); the memory one connection may hold. [`ServerBuilder`](crate::server::ServerBuilder) sets them.
+//! [`Limits`] and [`SlowSubscriber`](crate::server::SlowSubscriber) policy; why a configuration is refused
+//! ([`ConfigError`](crate::server::ConfigError)); the memory one connection may hold. [`ServerBuilder`](crate::server::ServerBuilder) sets them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::server::history::Rules;
 use crate::server::origin::Origins;
 use crate::transport::{MAX_HEADER_LEN, READ_CHUNK};
 
-/// Why a server configuration was refused by [`ServerBuilder::build`].
+/// Why a server configuration was refused by [`ServerBuilder::build`](crate::server::ServerBuilder::build).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -35,7 +35,7 @@ pub enum ConfigError {
     #[error("allowed origin {0:?} is not scheme://host[:port]")]
     Origin(String),
     /// A backplane between nodes needs the service's secret
-    /// ([`ServerBuilder::backplane_secret`]), at least
+    /// ([`ServerBuilder::backplane_secret`](crate::server::ServerBuilder::backplane_secret)), at least
     /// [`MIN_SECRET_LEN`](crate::backplane::MIN_SECRET_LEN) bytes: without one, whoever can
     /// write to the backplane could make every node deliver signals and drop sessions.
     #[error(
@@ -96,7 +96,7 @@ pub(crate) struct Config {
 #[non_exhaustive]
 pub enum SlowSubscriber {
     /// Close its connection (close code 1013, "try again later";
-    /// [`CloseReason::SlowConsumer`] for the hooks). Its client sees the disconnect, so
+    /// [`CloseReason::SlowConsumer`](crate::server::CloseReason::SlowConsumer) for the hooks). Its client sees the disconnect, so
     /// it knows it may have missed signals; a reconnecting client restores its session
     /// and subscribes again. The default: nothing is lost without someone noticing.
     #[default]
@@ -119,7 +119,7 @@ pub(crate) struct Limits {
 }
 
 /// What the server itself may hold for one connection, in bytes: the state of a connection
-/// and its transport's buffers, then messages (see [`ServerBuilder::memory_per_connection`]).
+/// and its transport's buffers, then messages (see [`ServerBuilder::memory_per_connection`](crate::server::ServerBuilder::memory_per_connection)).
 pub(crate) fn memory_per_connection(
     max_message_size: usize,
     max_concurrent_requests: usize,

@@ -145,14 +145,14 @@ pub(crate) fn taken_one(taken: &mut VecDeque<Outbound>) -> Option<Outbound> {
     item
 }
 
-/// Why [`Connection::signal`] could not send.
+/// Why [`Connection::signal`](crate::server::Connection::signal) could not send.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
     /// The connection is closed (or closing): nothing more can be sent on it.
     #[error("the connection is closed")]
     Closed,
-    /// The outbound queue is full ([`Connection::try_signal`] only).
+    /// The outbound queue is full ([`Connection::try_signal`](crate::server::Connection::try_signal) only).
     #[error("the connection's outbound queue is full")]
     QueueFull,
     /// The encoded message would exceed the server's message size limit, which clients
@@ -168,7 +168,7 @@ pub enum SendError {
     /// signal with neither name nor payload, ...).
     #[error(transparent)]
     Invalid(#[from] ProtocolError),
-    /// The value of a contract signal ([`Connection::emit`]) cannot be written as JSON.
+    /// The value of a contract signal ([`Connection::emit`](crate::server::Connection::emit)) cannot be written as JSON.
     #[error("the signal cannot be written as JSON: {reason}")]
     Json {
         /// What serde_json said.
