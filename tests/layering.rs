@@ -347,14 +347,36 @@ impl Crate {
     }
 }
 
-/// The layers of ARCHITECTURE.md, top first: each row's top-level modules.
-fn layers(architecture: &str) -> Vec<Vec<String>> {
+/// The "Layers, bottom up" section of ARCHITECTURE.md.
+fn section(architecture: &str) -> &str {
     let section = architecture
         .split("## Layers, bottom up")
         .nth(1)
         .expect("ARCHITECTURE.md has a \"Layers, bottom up\" section");
-    let table = section.split("\n## ").next().unwrap_or(section);
-    table
+    section.split("\n## ").next().unwrap_or(section)
+}
+
+/// The pairs of files that ARCHITECTURE.md says use each other, and why: its lines
+/// ``- `a` and `b` use each other: ...``, each pair sorted.
+fn allowed_pairs(architecture: &str) -> Vec<(String, String)> {
+    section(architecture)
+        .lines()
+        .filter(|l| l.starts_with("- `") && l.contains("` use each other"))
+        .filter_map(|l| {
+            let mut names = l.split('`').skip(1).step_by(2).map(|n| {
+                n.trim_start_matches("src/")
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            });
+            let (a, b) = (names.next()?, names.next()?);
+            Some(if a < b { (a, b) } else { (b, a) })
+        })
+        .collect()
+}
+
+/// The layers of ARCHITECTURE.md, top first: each row's top-level modules.
+fn layers(architecture: &str) -> Vec<Vec<String>> {
+    section(architecture)
         .lines()
         .filter(|l| l.starts_with("| `"))
         .map(|row| {
@@ -383,6 +405,8 @@ fn no_module_uses_one_above_it_and_no_two_files_use_each_other() {
     let architecture =
         fs::read_to_string(manifest.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let layers = layers(&architecture);
+    let allowed = allowed_pairs(&architecture);
+    let mut excused = Vec::new();
     assert!(
         layers.len() > 5,
         "the layering table was not found in ARCHITECTURE.md: {layers:?}"
@@ -406,6 +430,10 @@ fn no_module_uses_one_above_it_and_no_two_files_use_each_other() {
                 if let Some(back) = back
                     && module < target
                 {
+                    if allowed.contains(&(show(module), show(target))) {
+                        excused.push((show(module), show(target)));
+                        continue;
+                    }
                     wrong.push(format!(
                         "{} and {} use each other ({why}; {back})",
                         show(module),
