@@ -41,20 +41,15 @@ use crate::client::pending::Kind;
 use crate::client::routes::Deliveries;
 use crate::client::shared::Shared;
 use crate::protocol::{Message, MessageType, RequestId};
-use crate::transport::{Incoming, Socket, WriteFailed, close_frame};
+use crate::transport::{
+    Incoming, MAX_READS, Round, Socket, WriteFailed, close_frame, feed_while_room, rounds,
+};
 
 /// The one-byte heartbeat frame (§1.5), shared rather than encoded each time.
 const HEARTBEAT: &[u8] = &[MessageType::Heartbeat as u8];
 
 /// Why a server that floods session notifications is disconnected.
 const FLOOD: &str = "session notifications faster than the handler takes them";
-
-/// Messages read per round: a long burst of replies still lets queued requests out.
-const MAX_READS: usize = 64;
-
-/// Rounds of (write queued frames, read) in one wake-up before the driver yields to the
-/// other tasks of its worker.
-const MAX_ROUNDS: usize = 16;
 
 /// Two sweeps of the pending requests are at least this far apart: a request times out
 /// at most this long after its deadline, and many different deadlines in a row cost one
@@ -143,39 +138,36 @@ where
 
     /// Drives the connection until it ends, and says how.
     pub(crate) fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
-        self.shared.driver.register(cx.waker());
+        self.shared.closing.register(cx.waker());
         if !self.held.is_empty() && self.link.announced.load(Ordering::Acquire) {
             self.held_bytes = 0;
             for signal in self.held.drain(..) {
                 self.shared.events.push(signal);
             }
         }
-        let mut busy = true;
-        for _ in 0..MAX_ROUNDS {
+        let busy = rounds(|| {
             if self.shared.is_closed() {
-                return Poll::Ready(Ended::Closing);
+                return Err(Ended::Closing);
             }
             let completed = self.completed;
-            let mut progress = match self.write_queued(cx) {
-                Ok(progress) => progress,
-                Err(ended) => return Poll::Ready(ended),
-            };
-            let read = match self.read(cx) {
-                Ok(read) => read,
-                Err(ended) => return Poll::Ready(ended),
-            };
-            progress |= read != Read::Nothing;
-            if self.completed > completed {
+            let wrote = self.write_queued(cx)?;
+            let read = self.read(cx)?;
+            Ok(if self.completed > completed {
                 // Requesters were woken: let them run (and queue their next requests)
                 // before reading on. Come back at once if the socket may hold more.
-                busy = read == Read::Limit;
-                break;
-            }
-            if !progress {
-                busy = false;
-                break;
-            }
-        }
+                Round::Yield {
+                    busy: read == Read::Limit,
+                }
+            } else if wrote || read != Read::Nothing {
+                Round::Progress
+            } else {
+                Round::Idle
+            })
+        });
+        let busy = match busy {
+            Ok(busy) => busy,
+            Err(ended) => return Poll::Ready(ended),
+        };
         if let Err(ended) = self.poll_timers(cx) {
             return Poll::Ready(ended);
         }
@@ -218,24 +210,17 @@ where
 
     /// Feeds queued frames while the socket has room. Whether any was fed.
     fn write_queued(&mut self, cx: &mut Context<'_>) -> Result<bool, Ended> {
-        let mut fed = 0;
-        loop {
-            match self.socket.poll_room(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(failed)) => return Err(lost(&failed)),
-                Poll::Pending => break,
+        let (taken, queue) = (&mut self.taken, &self.link.queue);
+        let fed = feed_while_room(&mut self.socket, cx, |cx| {
+            if taken.is_empty() && !queue.take(taken, cx.waker()) {
+                return Poll::Pending;
             }
-            if self.taken.is_empty() && !self.link.queue.take(&mut self.taken, cx.waker()) {
-                break;
-            }
-            let Some(frame) = self.taken.pop_front() else {
-                break;
-            };
-            fed += 1;
-            if let Err(failed) = self.socket.feed(frame) {
-                return Err(lost(&failed));
-            }
-        }
+            taken
+                .pop_front()
+                .map_or(Poll::Pending, |frame| Poll::Ready(Some(frame)))
+        })
+        .map_err(|failed| lost(&failed))?
+        .frames;
         if fed == 0 {
             return Ok(false);
         }
@@ -560,10 +545,7 @@ enum Read {
 
 /// How a failed write ends the connection.
 fn lost(failed: &WriteFailed) -> Ended {
-    match failed {
-        WriteFailed::TimedOut => debug!("the server stopped reading: write timed out"),
-        WriteFailed::Failed(error) => debug!(%error, "write failed"),
-    }
+    failed.log();
     Ended::Lost
 }
 

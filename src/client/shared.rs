@@ -3,10 +3,9 @@
 //! the session and its epoch, the handler's queue, the topics), and the operations on it
 //! that are not the sending path (`send.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +19,7 @@ use crate::client::pending::Pending;
 use crate::client::routes::Routes;
 use crate::client::subscriptions::Topics;
 use crate::sync::lock;
+use crate::transport::Closing;
 
 /// Where the client's connection stands, as requests and signals see it.
 pub(crate) enum State {
@@ -41,12 +41,11 @@ pub(crate) struct Shared {
     /// The chunks of request ids pipelines hold: how the driver finds their replies.
     pub(crate) routes: Routes,
     pub(crate) state: watch::Sender<State>,
-    /// Set when the client closes: one atomic load per request and per driver wake-up.
-    pub(crate) closed: AtomicBool,
+    /// Raised when the client closes (one atomic load per request and per driver
+    /// wake-up), and the current connection's driver woken.
+    pub(crate) closing: Closing,
     /// Cancelled when the client closes, for the waits that select on it (reconnecting).
     pub(crate) stop: CancellationToken,
-    /// The current connection's driver, woken when the client closes.
-    pub(crate) driver: AtomicWaker,
     /// The client's session, if any: changed by the driver (notifications, restore and
     /// close replies) and, while no connection is in use, by `close_session` and the
     /// restore after a reconnection. A `std` mutex, never held across an await.
@@ -128,7 +127,7 @@ impl Shared {
 
     /// Whether the client is closed (or closing).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closing.is_raised()
     }
 
     /// The state of a client that is about to connect. The handler's queue is finished
@@ -147,9 +146,8 @@ impl Shared {
             pending: Pending::default(),
             routes: Routes::default(),
             state: watch::Sender::new(State::Connecting),
-            closed: AtomicBool::new(false),
+            closing: Closing::default(),
             stop: CancellationToken::new(),
-            driver: AtomicWaker::new(),
             session: Mutex::new(SessionSlot::default()),
             session_op: tokio::sync::Mutex::new(()),
             events,
@@ -228,13 +226,13 @@ impl Shared {
     /// Closes the client without waiting: no new work, pending requests fail, the driver
     /// writes what was queued, then a close frame.
     pub(crate) fn shut_down(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if !self.closing.raise() {
             return;
         }
         self.stop.cancel();
         self.state.send_replace(State::Closed);
         self.fail_generation(None, &RequestError::ClientClosed);
-        self.driver.wake();
+        self.closing.wake();
         self.events.finish();
     }
 }

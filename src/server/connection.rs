@@ -2,13 +2,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio_tungstenite::tungstenite::http::Extensions;
 
@@ -21,6 +19,7 @@ use crate::server::outbox::{Outbound, Outbox, SendError, encode_signal};
 use crate::server::sessions::Sessions;
 use crate::session::{Session, SessionError, SessionInfo};
 use crate::sync;
+use crate::transport::Closing;
 
 /// One client connection, as the server's hooks see it.
 ///
@@ -52,13 +51,11 @@ struct Inner {
     /// what the formula says whatever their sizes. Closed when the connection begins to
     /// close, which fails every waiting sender.
     room: Semaphore,
-    /// Set when the connection begins to close, for whatever reason: sends fail from then
-    /// on. An atomic flag because the driver reads it on every wake-up.
-    closing: AtomicBool,
+    /// Raised when the connection begins to close, for whatever reason: sends fail from
+    /// then on; the driver is woken, so that [`Connection::close`] from any task reaches it.
+    closing: Closing,
     /// Wakes [`Connection::closed`] waiters (the driver reads `closing`).
     closed: Notify,
-    /// The driver's waker, so that [`Connection::close`] from any task reaches it.
-    driver: AtomicWaker,
     /// Why the connection closes, once it does.
     close_reason: Mutex<Option<CloseReason>>,
     /// The server's sessions and topics.
@@ -102,9 +99,8 @@ impl Connection {
                 max_message_size,
                 outbox: Outbox::default(),
                 room: Semaphore::new(room),
-                closing: AtomicBool::new(false),
+                closing: Closing::default(),
                 closed: Notify::new(),
-                driver: AtomicWaker::new(),
                 close_reason: Mutex::new(None),
                 hub,
                 subscriptions: Mutex::new(Subscriptions::default()),
@@ -179,7 +175,7 @@ impl Connection {
     /// Whether the connection is closed or closing: sends will fail.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.inner.closing.load(Ordering::Acquire)
+        self.inner.closing.is_raised()
     }
 
     /// Waits until the connection is closed, for whatever reason: for a task that serves
@@ -651,10 +647,10 @@ impl Connection {
             slot.get_or_insert(reason);
         }
         let inner = &self.inner;
-        if !inner.closing.swap(true, Ordering::AcqRel) {
+        if inner.closing.raise() {
             inner.room.close();
             inner.closed.notify_waiters();
-            inner.driver.wake();
+            inner.closing.wake();
         }
     }
 
@@ -674,7 +670,7 @@ impl Connection {
 
     /// The driver's waker, woken by [`close_with`](Self::close_with).
     pub(crate) fn register_driver(&self, waker: &Waker) {
-        self.inner.driver.register(waker);
+        self.inner.closing.register(waker);
     }
 
     /// Queues an encoded signal or notification, waiting for room.
@@ -706,7 +702,7 @@ impl Connection {
 
     /// The driver is gone: stored handles must not keep its task alive through its waker.
     pub(crate) fn forget_driver(&self) {
-        drop(self.inner.driver.take());
+        self.inner.closing.forget();
     }
 
     /// Gives back the room of a written signal (the driver).

@@ -43,15 +43,9 @@ use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox, taken_one};
 use crate::server::panic::catch_panic;
 use crate::server::{CloseReason, Handler, Live, Shared, Slot};
-use crate::transport::{Incoming, Role, Socket, WriteFailed, close_frame};
-
-/// Messages handled between two flushes: a long pipelined burst still gets its replies out
-/// regularly.
-const MAX_READS: usize = 64;
-
-/// Rounds of (outbox, read, flush) in one wake-up before the driver yields to the other
-/// tasks of its worker (hyper's dispatcher bounds its loop the same way).
-const MAX_ROUNDS: usize = 16;
+use crate::transport::{
+    Incoming, MAX_READS, Role, Round, Socket, WriteFailed, close_frame, feed_while_room, rounds,
+};
 
 /// The read timeout is checked this many times per timeout: an idle connection is closed
 /// between `T` and `T + T/10` after its last message, for one timer per connection instead
@@ -349,15 +343,10 @@ fn take(
 
 /// What ended a connection's writes.
 fn write_failed(failed: &WriteFailed) -> CloseReason {
+    failed.log();
     match failed {
-        WriteFailed::TimedOut => {
-            tracing::debug!("peer stopped reading: write timed out");
-            CloseReason::WriteTimeout
-        }
-        WriteFailed::Failed(error) => {
-            tracing::debug!(%error, "write failed");
-            CloseReason::ConnectionLost
-        }
+        WriteFailed::TimedOut => CloseReason::WriteTimeout,
+        WriteFailed::Failed(_) => CloseReason::ConnectionLost,
     }
 }
 
@@ -414,25 +403,28 @@ where
             self.cx.conn.register_driver(cx.waker());
             self.waker = Some(cx.waker().clone());
         }
-        for _ in 0..MAX_ROUNDS {
+        let busy = rounds(|| {
             if let Some(reason) = self.cx.conn.closing_reason() {
-                return Poll::Ready(reason);
+                return Err(reason);
             }
-            let progress = match self.poll_round(cx) {
-                Ok(progress) => progress,
-                Err(reason) => return Poll::Ready(reason),
-            };
-            let probed = match self.poll_read_timeout(cx) {
-                Ok(probed) => probed,
-                Err(reason) => return Poll::Ready(reason),
-            };
-            if !progress && !probed {
-                return Poll::Pending;
+            let progress = self.poll_round(cx)?;
+            let probed = self.poll_read_timeout(cx)?;
+            Ok(if progress || probed {
+                Round::Progress
+            } else {
+                Round::Idle
+            })
+        });
+        match busy {
+            Err(reason) => Poll::Ready(reason),
+            Ok(busy) => {
+                if busy {
+                    // Let the worker's other tasks run, and come back.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
             }
         }
-        // Busy: let the worker's other tasks run, and come back.
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// One round: write what the outbox holds, read and handle what arrived, flush.
@@ -737,24 +729,29 @@ where
     /// and whether it stopped because the outbox is empty (`Ready`) or because the socket
     /// has no room (`Pending`); either way a waker is registered for what it waits on.
     fn feed_outbox(&mut self, cx: &mut Context<'_>) -> Result<(bool, Poll<()>), WriteFailed> {
-        let mut progress = false;
         let Some(socket) = self.socket.as_mut() else {
-            return Ok((progress, Poll::Ready(())));
+            return Ok((false, Poll::Ready(())));
         };
-        loop {
-            if socket.poll_room(cx)?.is_pending() {
-                return Ok((progress, Poll::Pending));
+        let (taken, running, conn, tally) = (
+            &mut self.taken,
+            &mut self.running,
+            &self.cx.conn,
+            &mut self.tally,
+        );
+        let fed = feed_while_room(socket, cx, |cx| {
+            let outbound = std::task::ready!(next_outbound(taken, conn.outbox(), cx));
+            let frame = take(outbound, running, conn, tally);
+            if let Some(frame) = &frame {
+                tally.sent(frame);
             }
-            let Poll::Ready(outbound) = next_outbound(&mut self.taken, self.cx.conn.outbox(), cx)
-            else {
-                return Ok((progress, Poll::Ready(())));
-            };
-            progress = true;
-            if let Some(frame) = take(outbound, &mut self.running, &self.cx.conn, &mut self.tally) {
-                self.tally.sent(&frame);
-                socket.feed(frame)?;
-            }
-        }
+            Poll::Ready(frame)
+        })?;
+        let stopped = if fed.full {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        };
+        Ok((fed.taken > 0, stopped))
     }
 
     /// Writes what running handlers and the outbox still send, until no handler runs and

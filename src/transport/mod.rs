@@ -7,10 +7,12 @@
 //! bytes are in flight; tungstenite still makes the client's opening handshake, whose
 //! stream [`HeadStop`] keeps from reading past the HTTP head.
 
+mod drive;
 mod frame;
 mod handshake;
 mod socket;
 
+pub(crate) use drive::{Closing, MAX_READS, Round, feed_while_room, rounds};
 pub(crate) use frame::MAX_HEADER_LEN;
 pub(crate) use handshake::HeadStop;
 pub(crate) use socket::{READ_CHUNK, Role, Socket, WriteFailed};
