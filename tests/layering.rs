@@ -16,14 +16,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A module's path below the crate root: `["server", "connection"]`; `[]` is `lib.rs`.
 type ModPath = Vec<String>;
 
-/// One source file: its module path and its code, comments and unit tests removed.
+/// One source file's code, comments and unit tests removed.
 struct File {
-    path: PathBuf,
     code: String,
 }
 
@@ -57,7 +56,6 @@ fn modules(root: &Path) -> BTreeMap<ModPath, File> {
             out.insert(
                 module,
                 File {
-                    path: path.clone(),
                     code: code_of(&text),
                 },
             );
