@@ -49,7 +49,7 @@ pub(crate) struct Shared {
     /// The client's session, if any: changed by the driver (notifications, restore and
     /// close replies) and, while no connection is in use, by `close_session` and the
     /// restore after a reconnection. A `std` mutex, never held across an await.
-    pub(crate) session: Mutex<SessionSlot>,
+    pub(crate) session: Mutex<SessionState>,
     /// Held by `restore_session`, `close_session` and the restore after a reconnection, so
     /// that they never interleave: a session closed offline is not resurrected by a restore
     /// still in flight, and a restore never starts while another one is pending.
@@ -148,7 +148,7 @@ impl Shared {
             state: watch::Sender::new(State::Connecting),
             closing: Closing::default(),
             stop: CancellationToken::new(),
-            session: Mutex::new(SessionSlot::default()),
+            session: Mutex::new(SessionState::default()),
             session_op: tokio::sync::Mutex::new(()),
             events,
             tasks: TaskTracker::new(),
@@ -175,7 +175,7 @@ impl Shared {
     }
 
     /// A session request (restore or close) is about to be sent: its epoch, which a late
-    /// reply to it must still find (see [`SessionSlot`]).
+    /// reply to it must still find (see [`SessionState`]).
     pub(crate) fn session_request_epoch(&self) -> u64 {
         lock(&self.session).next_epoch()
     }
@@ -190,12 +190,12 @@ impl Shared {
     /// `epoch` (`Some`): `None`, and nothing changed, if a newer session request or session
     /// has come since.
     pub(crate) fn store_session_if(&self, session: Session, epoch: Option<u64>) -> Option<bool> {
-        let mut slot = lock(&self.session);
-        if epoch.is_some_and(|epoch| epoch != slot.epoch) {
+        let mut state = lock(&self.session);
+        if epoch.is_some_and(|epoch| epoch != state.epoch) {
             return None;
         }
-        slot.next_epoch();
-        slot.current = Some(session.clone());
+        state.next_epoch();
+        state.current = Some(session.clone());
         // Pushed under the lock: two changes reach the handler in the order they were made.
         Some(self.events.push(Event::SessionCreated(session)))
     }
@@ -210,11 +210,11 @@ impl Shared {
     /// `epoch` (`Some`): `None`, and nothing changed, if a newer session request or session
     /// has come since.
     pub(crate) fn forget_session_if(&self, epoch: Option<u64>) -> Option<bool> {
-        let mut slot = lock(&self.session);
-        if epoch.is_some_and(|epoch| epoch != slot.epoch) {
+        let mut state = lock(&self.session);
+        if epoch.is_some_and(|epoch| epoch != state.epoch) {
             return None;
         }
-        let gone = slot.current.take();
+        let gone = state.current.take();
         Some(gone.is_none() || self.events.push(Event::SessionClosed))
     }
 
@@ -248,12 +248,12 @@ impl Shared {
 /// not count: a late restore that finds no session takes its place, in step with the
 /// server that restored it.
 #[derive(Debug, Default)]
-pub(crate) struct SessionSlot {
+pub(crate) struct SessionState {
     pub(crate) current: Option<Session>,
     pub(crate) epoch: u64,
 }
 
-impl SessionSlot {
+impl SessionState {
     /// Counts a change or a request; returns the new epoch.
     pub(crate) fn next_epoch(&mut self) -> u64 {
         self.epoch += 1;

@@ -579,10 +579,10 @@ impl<H: Handler> ServerBuilder<H> {
     }
 
     /// How many requests and signals of one connection are handled at once on tasks of
-    /// their own (default 8): handlers that finish when first polled (most) take no slot.
+    /// their own (default 8): handlers that finish when first polled (most) take no permit.
     /// When all are busy the server stops reading that connection until one finishes;
     /// 1 handles every message, session requests included, one by one, in order. Each
-    /// slot may hold a request and its reply, `2 × max_message_size` bytes
+    /// permit may hold a request and its reply, `2 × max_message_size` bytes
     /// ([`memory_per_connection`](Self::memory_per_connection)).
     pub fn max_concurrent_requests(mut self, limit: usize) -> Self {
         self.max_concurrent_requests = limit;

@@ -42,7 +42,7 @@ struct Inner {
     connected_at: SystemTime,
     max_message_size: usize,
     /// To the driver. Bounded by its users: signals hold a permit of `room`, and each
-    /// handler slot sends one `Done`.
+    /// handler permit sends one `Done`.
     outbox: Outbox,
     /// Room for signals and notifications in the outbox, in bytes
     /// (`outbound_queue_len` × `max_message_size`): each queued frame holds its length
@@ -172,14 +172,21 @@ impl Connection {
         self.inner.connected_at
     }
 
-    /// Whether the connection is closed or closing: sends will fail.
+    /// Whether the connection is closed for sending: it began to close, for whatever
+    /// reason, and every send fails from now on. "Closed" means this throughout, as for
+    /// tokio's channels ([`Sender::is_closed`](tokio::sync::mpsc::Sender::is_closed)): the
+    /// driver may still be writing replies and handlers may still run;
+    /// [`Handler::disconnected`](crate::server::Handler::disconnected) is called once the
+    /// connection has ended.
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.inner.closing.is_raised()
     }
 
-    /// Waits until the connection is closed, for whatever reason: for a task that serves
-    /// one connection (a subscription, a stream of updates) to know when to stop.
+    /// Waits until the connection is closed for sending ([`is_closed`](Self::is_closed)),
+    /// for whatever reason: for a task that serves one connection (a subscription, a
+    /// stream of updates) to know when to stop. It resolves when closing begins, before the
+    /// connection's last replies are written and while its handlers may still run.
     ///
     /// Cancel safe: dropping the future changes nothing.
     pub async fn closed(&self) {
@@ -279,7 +286,7 @@ impl Connection {
     /// The session this connection holds, if any.
     #[must_use]
     pub fn session(&self) -> Option<Session> {
-        self.session_slot().clone()
+        self.held_session().clone()
     }
 
     /// Creates a session for this connection (PROTOCOL.md §4.3) with `info`, and returns it.
@@ -352,27 +359,27 @@ impl Connection {
     /// store (restorable by its key) or the client may not learn that it lost it. Await it
     /// to the end (spawn it if it must not hold up a `select!`).
     pub async fn close_session(&self) -> Result<(), SessionError> {
-        self.sessions().close(self).await
+        self.sessions().leave(self).await
     }
 
-    fn session_slot(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
+    fn held_session(&self) -> std::sync::MutexGuard<'_, Option<Session>> {
         // Every critical section is one assignment or take: poisoning carries nothing.
         sync::lock(&self.inner.session)
     }
 
     pub(crate) fn set_session(&self, session: Option<Session>) {
-        *self.session_slot() = session;
+        *self.held_session() = session;
     }
 
     /// Takes the session off the connection, if it holds one.
     pub(crate) fn take_session(&self) -> Option<Session> {
-        self.session_slot().take()
+        self.held_session().take()
     }
 
     /// Whether the connection holds the session `key` (compared in place: no copy of the
     /// session).
     pub(crate) fn holds_session(&self, key: &str) -> bool {
-        self.session_slot()
+        self.held_session()
             .as_ref()
             .is_some_and(|session| session.key == key)
     }
@@ -381,12 +388,12 @@ impl Connection {
     /// One step, so that of two parties ending the same session (a revocation and the
     /// connection's own close) exactly one does it and tells the client.
     pub(crate) fn take_session_if(&self, key: &str) -> bool {
-        let mut slot = self.session_slot();
-        let held = slot.as_ref().is_some_and(|session| session.key == key);
-        if held {
-            *slot = None;
+        let mut held = self.held_session();
+        let matches = held.as_ref().is_some_and(|session| session.key == key);
+        if matches {
+            *held = None;
         }
-        held
+        matches
     }
 
     /// The server's `max_message_size`, which every frame to this client respects.
@@ -542,7 +549,7 @@ impl Connection {
         }
         self.inner
             .outbox
-            .push(Outbound::Reply(frame))
+            .push(Outbound::Unmetered(frame))
             .map_err(|_| SendError::Closed)
     }
 
@@ -643,8 +650,8 @@ impl Connection {
     /// now on it takes no more signals, [`closed`](Self::closed) resolves, and the driver
     /// is woken to act on it.
     pub(crate) fn close_with(&self, reason: CloseReason) {
-        if let Ok(mut slot) = self.inner.close_reason.lock() {
-            slot.get_or_insert(reason);
+        if let Ok(mut kept) = self.inner.close_reason.lock() {
+            kept.get_or_insert(reason);
         }
         let inner = &self.inner;
         if inner.closing.raise() {
@@ -664,7 +671,7 @@ impl Connection {
             .close_reason
             .lock()
             .ok()
-            .and_then(|slot| slot.clone());
+            .and_then(|kept| kept.clone());
         Some(reason.unwrap_or(CloseReason::ServerShutdown))
     }
 
@@ -693,7 +700,7 @@ impl Connection {
     fn queue(&self, permit: SemaphorePermit<'_>, frame: Bytes) -> Result<(), SendError> {
         self.inner
             .outbox
-            .push(Outbound::Signal(frame))
+            .push(Outbound::Metered(frame))
             .map_err(|_| SendError::Closed)?;
         // The driver gives the permit back once the frame is written.
         permit.forget();
@@ -710,8 +717,8 @@ impl Connection {
         self.inner.room.add_permits(frame_cost(frame) as usize);
     }
 
-    /// Hands a finished handler's reply (if any) to the driver, freeing its slot. Never
-    /// waits: each slot sends exactly one.
+    /// Hands a finished handler's reply (if any) to the driver, giving its permit back. Never
+    /// waits: each permit sends exactly one.
     pub(crate) fn complete(&self, reply: Option<Bytes>) {
         let _ = self.inner.outbox.push(Outbound::Done(reply));
     }

@@ -4,13 +4,13 @@
 //! ```text
 //!          ┌──────────────────────── driver task (owns the Socket) ───────────────────────┐
 //! socket ─►│ read ─► parse ─► Job ─► polled once here ── Ready ─► reply fed to the socket ─┼─► socket
-//!          │                            └─ Pending: own task, one slot ─► Done(reply) ─┐   │
+//!          │                            └─ Pending: own task, one permit ─► Done(reply) ─┐   │
 //!          │ outbox ◄─ Connection::signal, session notifications (bounded by room) ◄───┘   │
 //!          │   └─► fed to the socket while it has room; flushed once nothing is ready       │
 //!          └───────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The driver reads only while the socket has room for a reply and a handler slot is
+//! The driver reads only while the socket has room for a reply and a handler permit is
 //! free, so a client that does not read, or one that floods slow requests, stops being
 //! read (backpressure without a queue); one that stays so for the write timeout is dropped.
 //! It handles at most [`MAX_READS`] messages between two flushes and yields after
@@ -21,7 +21,7 @@
 //! session notifications), reads (heartbeats, pings, a close), enforces the read and write
 //! timeouts, and holds the jobs it reads, at most `max_concurrent_requests` of them, until
 //! the hook returns; they are dispatched in their order then. Beyond that it stops reading,
-//! as it does when every handler slot is busy.
+//! as it does when every handler permit is taken.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -42,7 +42,7 @@ use crate::server::job::{self, Completion, Job, encode_special};
 use crate::server::metrics::{ProtocolErrorKind, Tally};
 use crate::server::outbox::{Outbound, Outbox, taken_one};
 use crate::server::panic::catch_panic;
-use crate::server::{CloseReason, Handler, Live, Shared, Slot};
+use crate::server::{CloseReason, Handler, Live, Place, Shared};
 use crate::transport::{
     Incoming, MAX_READS, Role, Round, Socket, WriteFailed, close_frame, feed_while_room, rounds,
 };
@@ -54,7 +54,7 @@ const READ_TIMEOUT_TICKS: u32 = 10;
 
 /// Serves one upgraded connection until it is closed, then runs the `disconnected` hook.
 ///
-/// `slot` is the connection's place among the server's `max_connections`, held until the
+/// `place` is the connection's place among the server's `max_connections`, held until the
 /// socket is closed (handlers that still run then do not keep it: see
 /// [`Driver::close`]).
 ///
@@ -67,7 +67,7 @@ pub(crate) fn serve<H, S>(
     shared: Arc<Shared<H>>,
     (io, read): (S, BytesMut),
     peer: Peer,
-    slot: Slot,
+    place: Place,
 ) -> impl Future<Output = ()> + Send
 where
     H: Handler,
@@ -127,7 +127,7 @@ where
             }
         };
         tracing::debug!(%reason, "closing");
-        Box::pin(driver.close(&reason, slot)).await;
+        Box::pin(driver.close(&reason, place)).await;
         drop(driver);
         Box::pin(departure.depart()).await;
         Box::pin(disconnected(&shared, &conn, &reason)).await;
@@ -151,7 +151,7 @@ impl Departure<'_> {
     /// that stopped mid-way leaves the session lock to the next).
     async fn depart(mut self) {
         self.conn.leave_topics();
-        self.conn.sessions().disconnected(self.conn).await;
+        self.conn.sessions().disconnect(self.conn).await;
         self.live.deregister(self.conn);
         self.armed = false;
     }
@@ -162,7 +162,7 @@ impl Drop for Departure<'_> {
         if self.armed {
             // Without waiting for the session lock: a task that panicked cannot wait.
             self.conn.leave_topics();
-            self.conn.sessions().disconnected_now(self.conn);
+            self.conn.sessions().disconnect_now(self.conn);
             self.live.deregister(self.conn);
         }
     }
@@ -209,7 +209,7 @@ where
         socket: Some(socket),
         taken: VecDeque::new(),
         running: 0,
-        jobs: JobSlot { start, spare: None },
+        jobs: Launcher { start, spare: None },
         waker: None,
         ticker,
         heard: false,
@@ -230,10 +230,10 @@ struct Driver<H, S, M, F> {
     socket: Option<Socket<S>>,
     /// Taken from the outbox, not yet written (the socket had no room).
     taken: VecDeque<Outbound>,
-    /// Jobs running on tasks of their own, each holding a slot until its `Done` arrives.
+    /// Jobs running on tasks of their own, each holding a permit until its `Done` arrives.
     running: usize,
     max_running: usize,
-    jobs: JobSlot<M, F>,
+    jobs: Launcher<M, F>,
     /// The waker last given to the connection (registered again only when it changes).
     waker: Option<Waker>,
     /// Checks the read timeout, [`READ_TIMEOUT_TICKS`] times per timeout.
@@ -258,9 +258,9 @@ struct Driver<H, S, M, F> {
     abandon: Option<CancellationToken>,
 }
 
-/// Where a job is polled for the first time: one pinned allocation, reused for every job
+/// Starts jobs: polls each one for the first time in one pinned allocation, reused for every job
 /// that finishes in that poll (most do), and handed over to the task of one that does not.
-struct JobSlot<M, F> {
+struct Launcher<M, F> {
     start: M,
     spare: Option<Pin<Box<Option<F>>>>,
 }
@@ -273,7 +273,7 @@ enum Started<F> {
     Waiting(Pin<Box<Option<F>>>),
 }
 
-impl<M, F> JobSlot<M, F>
+impl<M, F> Launcher<M, F>
 where
     F: Future<Output = Option<Bytes>>,
 {
@@ -282,22 +282,22 @@ where
         M: Fn(Arc<job::Context<H>>, Job) -> F,
     {
         let request = job.request_id();
-        let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
-        slot.set(Some((self.start)(Arc::clone(cx), job)));
+        let mut boxed = self.spare.take().unwrap_or_else(|| Box::pin(None));
+        boxed.set(Some((self.start)(Arc::clone(cx), job)));
         // A no-op waker: a job that is not done is polled again by its own task at once,
         // so nothing it registers here needs to reach anyone.
         let mut noop = Context::from_waker(Waker::noop());
-        let polled = match slot.as_mut().as_pin_mut() {
+        let polled = match boxed.as_mut().as_pin_mut() {
             Some(future) => span.in_scope(|| job::poll_job(future, &mut noop, request)),
             None => Poll::Ready(None),
         };
         match polled {
             Poll::Ready(reply) => {
-                slot.set(None);
-                self.spare = Some(slot);
+                boxed.set(None);
+                self.spare = Some(boxed);
                 Started::Done(reply)
             }
-            Poll::Pending => Started::Waiting(slot),
+            Poll::Pending => Started::Waiting(boxed),
         }
     }
 }
@@ -315,7 +315,7 @@ fn next_outbound(
 }
 
 /// Accounts for what came out of a connection's outbox (a signal's room given back, a
-/// handler's slot freed, its reply counted); returns the frame to write, if any.
+/// handler's permit given back, its reply counted); returns the frame to write, if any.
 fn take(
     outbound: Outbound,
     running: &mut usize,
@@ -323,12 +323,12 @@ fn take(
     tally: &mut Tally,
 ) -> Option<Bytes> {
     match outbound {
-        Outbound::Signal(frame) => {
+        Outbound::Metered(frame) => {
             conn.signal_written(&frame);
             Some(frame)
         }
         // Counted when it finished (`Driver::reply`).
-        Outbound::Reply(frame) => Some(frame),
+        Outbound::Unmetered(frame) => Some(frame),
         Outbound::Done(reply) => {
             debug_assert!(*running > 0, "a Done without a running job");
             *running = running.saturating_sub(1);
@@ -430,7 +430,7 @@ where
     /// One round: write what the outbox holds, read and handle what arrived, flush.
     /// Whether anything happened.
     fn poll_round(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
-        // The outbox first: replies of finished handlers free slots for reading.
+        // The outbox first: replies of finished handlers give permits back for reading.
         let (mut progress, _) = self
             .feed_outbox(cx)
             .map_err(|failed| write_failed(&failed))?;
@@ -533,7 +533,7 @@ where
     }
 
     /// Starts a job: polled once here; finished, its reply is written at once; waiting,
-    /// it moves to a task of its own with one of the connection's slots.
+    /// it moves to a task of its own with one of the connection's permits.
     fn dispatch(&mut self, job: Job) -> Result<(), CloseReason> {
         let request = job.request_id();
         if self.cx.shared.is_shutting_down() {
@@ -601,7 +601,7 @@ where
         self.tally.replied(&frame);
         if !self.taken.is_empty() || self.cx.conn.outbox().has_queued() {
             self.cx.conn.outbox().take(&mut self.taken);
-            self.taken.push_back(Outbound::Reply(frame));
+            self.taken.push_back(Outbound::Unmetered(frame));
             return Ok(());
         }
         let socket = self.socket.as_mut().ok_or(CloseReason::ConnectionLost)?;
@@ -610,8 +610,8 @@ where
     }
 
     /// Checks the read timeout: `Err` once no message came for [`READ_TIMEOUT_TICKS`]
-    /// ticks. Time spent not reading (all slots busy, or no room to write) is not the
-    /// client's silence; but a client that left while every slot was busy would never be
+    /// ticks. Time spent not reading (all permits taken, or no room to write) is not the
+    /// client's silence; but a client that left while every permit was taken would never be
     /// read again, so each tick spent so sends it a ping: once it is gone, a write fails
     /// (the second ping at the latest, after its reset) and the connection ends as lost,
     /// within two ticks. `Ok(true)` when a ping waits to be flushed.
@@ -646,10 +646,10 @@ where
     /// reference server does: running handlers finish and their replies go out before the
     /// close frame, unless the peer is gone or closed first (requests held for a `connected`
     /// hook that did not finish get the shutdown reply). Then the socket is closed and
-    /// `slot`, the connection's place, given back. Handlers that still run then have
+    /// `place`, the connection's place, given back. Handlers that still run then have
     /// nobody to answer: they get the abandoned-handler timeout to finish, and are dropped
     /// after it. When this returns no handler of the connection runs.
-    async fn close(&mut self, reason: &CloseReason, slot: Slot) {
+    async fn close(&mut self, reason: &CloseReason, place: Place) {
         // From here on the connection takes no more signals and `closed()` resolves, also
         // while running handlers finish.
         self.cx.conn.close_with(reason.clone());
@@ -671,7 +671,7 @@ where
             if let Some(id) = job.request_id() {
                 let reply = encode_special(Message::ReplyShutdown { id });
                 self.tally.replied(&reply);
-                self.taken.push_back(Outbound::Reply(reply));
+                self.taken.push_back(Outbound::Unmetered(reply));
             }
         }
         match frame {
@@ -692,8 +692,8 @@ where
         }
         self.socket = None;
         // The socket is closed: its place is free, whatever still runs.
-        drop(slot);
-        // Nobody can receive these replies any more; their slots still have to be free
+        drop(place);
+        // Nobody can receive these replies any more; their permits still have to come back
         // before the connection is gone, within the abandoned-handler timeout.
         let grace = self.cx.shared.config.abandoned_handler_timeout;
         if tokio::time::timeout(grace, self.finish_running())

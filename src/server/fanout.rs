@@ -796,7 +796,7 @@ impl Hub {
                 }
                 let hub = Arc::clone(self);
                 self.tasks
-                    .spawn(async move { hub.sessions.revoke_here(&key).await });
+                    .spawn(async move { hub.sessions.revoked_elsewhere(&key).await });
             }
         }
     }

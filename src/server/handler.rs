@@ -121,8 +121,8 @@ pub trait Handler: Send + Sync + 'static {
     /// and write timeouts apply. Requests and signals the client sends meanwhile are read
     /// and held, at most
     /// [`max_concurrent_requests`](crate::server::ServerBuilder::max_concurrent_requests) of
-    /// them (the memory the same slots bound otherwise), and handled in their order once the
-    /// hook returns; beyond that the connection is not read until then, as when every slot
+    /// them (the memory the same permits bound otherwise), and handled in their order once the
+    /// hook returns; beyond that the connection is not read until then, as when every permit
     /// is busy. A hook may take any time: if the connection closes meanwhile, it is dropped
     /// (cut short at its await point), and the requests it held are answered with the
     /// shutdown reply. A hook that panics closes the connection with code 1011.

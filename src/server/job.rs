@@ -2,7 +2,7 @@
 //! guard that gives every request exactly one reply ([`Completion`]).
 //!
 //! Requests, signals and the two session requests are all jobs: each takes one of the
-//! connection's `max_concurrent_requests` slots while it runs on a task of its own, so a
+//! connection's `max_concurrent_requests` permits while it runs on a task of its own, so a
 //! limit of one means one by one in arrival order, whatever the message.
 
 use std::future::Future;
@@ -122,7 +122,7 @@ pub(crate) struct Context<H> {
 ///
 /// Panics are not caught here but around each poll of this future ([`poll_job`]): so
 /// the handler's future is stored right inside this one, with no wrapper to be moved
-/// into, and the whole future (copied into its slot for every request) stays small. The
+/// into, and the whole future (copied into the driver's reused box for every request) stays small. The
 /// rare session requests are boxed for the same reason.
 pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Bytes> {
     let Context { shared, conn } = &*cx;
@@ -141,7 +141,7 @@ pub(crate) async fn run<H: Handler>(cx: Arc<Context<H>>, job: Job) -> Option<Byt
         }
         Job::Restore { id, key } => (id, Box::pin(conn.sessions().restore(conn, id, key)).await),
         Job::CloseSession { id } => {
-            let reply = Box::pin(conn.sessions().close_requested(conn, id)).await;
+            let reply = Box::pin(conn.sessions().leave_requested(conn, id)).await;
             (id, reply)
         }
     };
@@ -178,7 +178,7 @@ where
 }
 
 /// Owned by a job that runs on a task of its own: hands its reply to the connection's
-/// driver and frees its slot, exactly once, however the task ends. A task stopped at the
+/// driver and gives its permit back, exactly once, however the task ends. A task stopped at the
 /// shutdown deadline (or dropped by a runtime that shuts down) answers its request with the
 /// shutdown reply.
 #[must_use = "dropping a completion answers its request with the shutdown reply"]

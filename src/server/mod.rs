@@ -157,7 +157,7 @@ pub(crate) struct Shared<H> {
     listeners: TaskTracker,
     next_connection_id: AtomicU64,
     /// Live WebWire connections, against `max_connections`.
-    pub(crate) slots: Arc<Slots>,
+    pub(crate) places: Arc<Places>,
     /// Sockets of ours not yet upgraded, against `max_pending_upgrades` and the limits
     /// per source.
     admission: Arc<Admission>,
@@ -181,7 +181,7 @@ impl<H> Shared<H> {
         let handler = Arc::new(handler);
         let events: Arc<dyn SessionEvents> = handler.clone();
         let metrics = Metrics::new();
-        let slots = Arc::new(Slots {
+        let places = Arc::new(Places {
             live: AtomicUsize::new(0),
             max: config.max_connections,
             max_per_source: config.max_connections_per_source,
@@ -211,7 +211,7 @@ impl<H> Shared<H> {
             handlers,
             listeners: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
-            slots,
+            places,
             shutdown_done: CancellationToken::new(),
             metrics,
         }
@@ -394,8 +394,8 @@ impl<H: Handler> Server<H> {
                 ticket.upgraded();
             }
             drop(ticket);
-            if let Some((ws, peer, slot)) = upgraded {
-                driver::serve(shared, ws, peer, slot).await;
+            if let Some((ws, peer, place)) = upgraded {
+                driver::serve(shared, ws, peer, place).await;
             }
         };
         self.shared.connections.spawn(fut);
@@ -433,8 +433,8 @@ impl<H: Handler> Server<H> {
             let io = ws.into_inner();
             let frame = if shared.is_shutting_down() {
                 close_frame(CloseCode::Away, "server shutting down")
-            } else if let Some(slot) = shared.slots.try_take(remote_addr) {
-                driver::serve(shared, (io, BytesMut::new()), peer, slot).await;
+            } else if let Some(place) = shared.places.try_take(remote_addr) {
+                driver::serve(shared, (io, BytesMut::new()), peer, place).await;
                 return;
             } else {
                 close_frame(CloseCode::Again, "too many connections")
@@ -634,7 +634,7 @@ impl<H: Handler> Server<H> {
     /// How many WebWire connections are open (upgraded, not yet closed).
     #[must_use]
     pub fn connection_count(&self) -> usize {
-        self.shared.slots.live.load(Ordering::Acquire)
+        self.shared.places.live.load(Ordering::Acquire)
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.
@@ -746,7 +746,7 @@ impl Live {
 /// Counts the open WebWire connections against the server's `max_connections`, and each
 /// source's against `max_connections_per_source`.
 #[derive(Debug)]
-pub(crate) struct Slots {
+pub(crate) struct Places {
     live: AtomicUsize,
     /// 0: no limit.
     max: usize,
@@ -762,9 +762,9 @@ pub(crate) struct Slots {
 /// One open connection's place among the server's `max_connections` (and its source's);
 /// given back on drop.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<Slots>, Option<Source>);
+pub(crate) struct Place(Arc<Places>, Option<Source>);
 
-impl Slots {
+impl Places {
     /// Whether the server is full: a look only, no place is taken (so another upgrade may
     /// take the last one before [`try_take`](Self::try_take)).
     pub(crate) fn is_full(&self) -> bool {
@@ -774,7 +774,7 @@ impl Slots {
     /// A place for one more connection from `remote_addr`, unless the server or its
     /// source is full. Checking and counting is one step, so racing upgrades cannot
     /// overshoot either limit.
-    pub(crate) fn try_take(self: &Arc<Self>, remote_addr: Option<SocketAddr>) -> Option<Slot> {
+    pub(crate) fn try_take(self: &Arc<Self>, remote_addr: Option<SocketAddr>) -> Option<Place> {
         let fits = |live: usize| (self.max == 0 || live < self.max).then_some(live + 1);
         if self
             .live
@@ -800,7 +800,7 @@ impl Slots {
             *open += 1;
         }
         self.metrics.connection_opened();
-        Some(Slot(Arc::clone(self), source))
+        Some(Place(Arc::clone(self), source))
     }
 
     fn per_source(&self) -> std::sync::MutexGuard<'_, HashMap<Source, usize>> {
@@ -821,7 +821,7 @@ impl Slots {
     }
 }
 
-impl Drop for Slot {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.give_back_source(self.1);
         self.0.live.fetch_sub(1, Ordering::AcqRel);

@@ -3,7 +3,7 @@
 //! is served as any other.
 //!
 //! ```text
-//! hyper / axum ─► router ─► Server::upgrade(request) ─► upgrade::check, OnUpgrade?, upgrade::accept (before_upgrade, slot)
+//! hyper / axum ─► router ─► Server::upgrade(request) ─► upgrade::check, OnUpgrade?, upgrade::accept (before_upgrade, place)
 //!                                 │                       └─► 101 (or the refusal) back to the router
 //!                                 └─► task on the server's tracker: hyper's OnUpgrade ─► WebSocket ─► driver
 //! ```
@@ -135,7 +135,7 @@ impl<H: Handler> Server<H> {
             let Accepted {
                 response,
                 peer,
-                slot,
+                place,
             } = match accepted {
                 Ok(accepted) => accepted,
                 Err(refused) => return refusal(&shared.metrics, &refused),
@@ -154,7 +154,7 @@ impl<H: Handler> Server<H> {
                 };
                 // hyper replays what it read past the request itself.
                 let io = TokioIo::new(upgraded);
-                driver::serve(shared, (io, BytesMut::new()), peer, slot).await;
+                driver::serve(shared, (io, BytesMut::new()), peer, place).await;
             });
             response.map(|()| R::from(""))
         }

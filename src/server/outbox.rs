@@ -6,7 +6,7 @@
 //! connection, idle or not, while this queue allocates only when something is queued. The
 //! driver takes everything queued in one step (one lock per batch, not per frame), and a
 //! sender wakes the driver only when it is waiting. Bounded by its users, not by itself:
-//! signals hold a permit of the connection's room, and each handler slot sends one `Done`.
+//! signals hold a permit of the connection's room, and each handler permit sends one `Done`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,14 +22,15 @@ use crate::sync;
 /// What reaches a connection's driver from other tasks, through its outbox.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A signal or a session notification; it holds one permit of the connection's room,
-    /// given back once it is written.
-    Signal(Bytes),
-    /// The reply of a handler that finished when it was first polled, queued behind
-    /// frames that were already waiting so that it does not overtake them; also a
-    /// publication a resume replays (bounded by its history, not by the room).
-    Reply(Bytes),
-    /// A handler that ran on its own task ended, so its slot is free; with its reply when
+    /// A frame that holds the connection's room until it is written: a signal, a
+    /// publication, a session notification.
+    Metered(Bytes),
+    /// A frame bounded by something else than the room: the reply of a handler that
+    /// finished when it was first polled (bounded by the handler permits), queued behind
+    /// frames that were already waiting so that it does not overtake them; a publication
+    /// a resume replays (bounded by its history).
+    Unmetered(Bytes),
+    /// A handler that ran on its own task ended, so its permit is back; with its reply when
     /// it answered a request.
     Done(Option<Bytes>),
 }
@@ -220,7 +221,7 @@ mod tests {
         assert!(outbox.poll_take(&mut taken, &mut cx).is_pending());
         outbox.push(Outbound::Done(None)).unwrap();
         outbox
-            .push(Outbound::Reply(Bytes::from_static(b"x")))
+            .push(Outbound::Unmetered(Bytes::from_static(b"x")))
             .unwrap();
         assert_eq!(
             count.0.load(Ordering::SeqCst),

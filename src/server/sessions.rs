@@ -1,32 +1,58 @@
-//! Sessions on the server (PROTOCOL.md §4): creating, restoring, closing and revoking them,
+//! Sessions on the server (PROTOCOL.md §4): creating, restoring, leaving and revoking them,
 //! and which connections hold which key.
 //!
-//! Per connection, one session at most, kept in the [`Connection`]; a per-connection async
-//! lock serialises that connection's session operations (create, restore, close, and the
-//! cleanup when it disconnects), so none of them can interleave with another of the same
-//! connection. Across connections, the [`SessionRegistry`] checks the connection limit and
-//! registers in one step, and a revocation ([`Sessions::revoke`]) takes every registration
-//! of a key at once.
+//! # A session's life on one server
+//! Two machines, the operations between their states named as the code names them.
 //!
-//! What each operation guarantees:
+//! **A connection and a session** (one session per connection at most, kept in the
+//! [`Connection`]; a per-connection async lock serialises these operations, so none
+//! interleaves with another of the same connection):
+//!
+//! ```text
+//!            create ──────────────────────────────┐
+//!  Unheld ──restore: registered──► Restoring ──attach──► Held
+//!    ▲                                  │                  │
+//!    │                    revoked (the attach finds no     │ leave / leave_requested
+//!    │                    registration: "not found")       │ disconnect
+//!    └──────────────────────────────────┴──────────────────┤ revoke / revoked_elsewhere
+//!                                                           ▼
+//!                                                         Unheld
+//! ```
+//!
+//! | operation | from | who asks | who is told |
+//! |---|---|---|---|
+//! | `create` | Unheld | the application ([`Connection::create_session`]) | the client (NotifySessionCreated, before the request's reply), `session_created` |
+//! | `restore` | Unheld or Held (another session, which it leaves as a disconnect would) | the client (a restore request) | the client (the reply), `session_restored` (which may refuse) |
+//! | `leave` | Held | the application ([`Connection::close_session`]) | the client (NotifySessionClosed), `session_left`, and `session_closed` if it was the last holder |
+//! | `leave_requested` | Held (or Unheld: nothing happens) | the client (a close request) | the client (the empty reply), `session_left`, `session_closed` if last |
+//! | `disconnect` | Held | the connection's end | nobody: the session stays stored and restorable |
+//! | `revoke` | Held or Restoring, every holder of the key at once | the application ([`Server::close_session`](crate::server::Server::close_session)) | each holder's client (NotifySessionClosed) and `session_left`; `session_closed` once |
+//! | `revoked_elsewhere` | as `revoke` | another node (the backplane) | as `revoke`, here |
+//!
+//! **A key on this server**: *Stored* (in the store, no connection here holds it) ⇄
+//! *Active* (one connection here holds it at least: `create`, `restore` / the last holder
+//! `disconnect`s) → *Ended* (removed from the store). A key ends when its last holder
+//! `leave`s (a restore still under way on another connection then fails: only holders keep
+//! it alive), or when it is revoked; either way the other nodes are told, and their
+//! holders lose it too (`revoked_elsewhere`), so a revocation is whole whether the nodes
+//! share one store or each has its own.
+//!
+//! The [`SessionRegistry`] keeps the registrations (key → connections): `register` checks
+//! the per-session limit and registers in one step, `attach` runs only while the
+//! registration stands (so a restore is wholly before or after a revocation), `leave` ends
+//! the key with its last holder, `disconnect` drops one registration, `revoke` takes all of
+//! a key's at once.
+//!
+//! What each operation guarantees besides:
 //! - **create**: a fresh key, saved in the store, then announced to the client before the
 //!   request's reply. A store that fails fails the creation (`SessionError::Store`), and
 //!   the client is told nothing: no session is announced that a reconnect could not
 //!   restore.
 //! - **restore**: only a key the store has, within the per-session connection limit, and
 //!   accepted by `Handler::session_restored`.
-//! - **close** (a connection's own logout, or its client's close request): that connection
-//!   leaves the session; the session ends (removed from the store) only when its last
-//!   connection on this server leaves (a restore of it still under way on another
-//!   connection then fails). Other connections of this server keep it. With a
-//!   backplane, the other servers remove it from their stores too and their connections
-//!   lose it then and are told.
-//! - **revoke** (`Server::close_session`): the session ends everywhere. It is removed from
-//!   the store first, so nothing restores it from then on, then taken off every connection
-//!   of this server that holds it or is restoring it. With a backplane, every other server
-//!   does the same with its own store and connections ([`Sessions::revoke_here`]), so a
-//!   revocation is whole whether the servers share one store or each has its own.
-//! - **disconnect**: the connection leaves; the session stays stored and restorable.
+//! - **revoke**: the session is removed from the store first, so nothing restores it from
+//!   then on, then taken off every connection of this server that holds it or is
+//!   restoring it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -100,7 +126,7 @@ struct Reservation<'a> {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.sessions.registry.deregister(self.key, self.conn_id);
+        self.sessions.registry.disconnect(self.key, self.conn_id);
     }
 }
 
@@ -226,7 +252,7 @@ impl Sessions {
             .map(|key| async move {
                 match catch_panic(self.store.lookup(&key)).await {
                     Ok(Ok(None)) => {
-                        if self.take_from_holders(&key).await > 0 {
+                        if self.revoke_holders(&key).await > 0 {
                             if let Err(panic) = catch_panic(self.events.closed(None, &key)).await {
                                 tracing::error!(panic, "the session_closed hook panicked");
                             }
@@ -274,9 +300,9 @@ impl Sessions {
 
     /// Takes the session `key` off `conn` and out of the registry. Returns whether `conn`
     /// still held it (a revocation may have taken it first, and run `session_left`).
-    fn detach(&self, conn: &Connection, key: &str) -> bool {
+    fn disconnect_from(&self, conn: &Connection, key: &str) -> bool {
         let held = conn.take_session_if(key);
-        self.registry.deregister(key, conn.id());
+        self.registry.disconnect(key, conn.id());
         held
     }
 
@@ -284,7 +310,7 @@ impl Sessions {
     /// to leave ends it. Returns the session's key if `conn` held one, and whether it
     /// ended; the caller runs the `session_closed` hook once it has released the lock (a
     /// hook may start a new session on the connection).
-    async fn leave(&self, conn: &Connection) -> Option<(String, bool)> {
+    async fn leave_held(&self, conn: &Connection) -> Option<(String, bool)> {
         // Taken in one step: a revocation racing this either took it first (and told the
         // client) or finds nothing.
         let session = conn.take_session()?;
@@ -346,7 +372,7 @@ impl Sessions {
         // Registered before it is announced (a custom generator that repeats a key must not
         // push a session past its connection limit); undone if the announcement fails or
         // this future is dropped while it waits for room in the queue.
-        self.registry.try_register(&session.key, conn.id(), conn)?;
+        self.registry.register(&session.key, conn.id(), conn)?;
         let reservation = Reservation {
             sessions: self,
             key: &session.key,
@@ -402,12 +428,12 @@ impl Sessions {
     }
 
     /// [`Connection::close_session`]: the connection leaves its session and is told so.
-    pub(crate) async fn close(&self, conn: &Connection) -> Result<(), SessionError> {
+    pub(crate) async fn leave(&self, conn: &Connection) -> Result<(), SessionError> {
         if !self.enabled {
             return Err(SessionError::Disabled);
         }
         let op = conn.session_op().await;
-        let Some((key, last)) = self.leave(conn).await else {
+        let Some((key, last)) = self.leave_held(conn).await else {
             return Ok(());
         };
         // The connection may be gone already: then there is nobody to tell.
@@ -439,7 +465,7 @@ impl Sessions {
         // The other nodes are told at the same time as this node's connections, not after
         // them (each of which may wait for room in its queue).
         let (held, forwarded) =
-            futures_util::future::join(self.take_from_holders(key), self.forward_closed(key)).await;
+            futures_util::future::join(self.revoke_holders(key), self.forward_closed(key)).await;
         removed?;
         self.metrics.closed();
         self.events.closed(None, key).await;
@@ -461,7 +487,7 @@ impl Sessions {
     /// The removal is what makes a revocation whole when each node has a store of its own
     /// (a `MemoryStore` or `FileStore` per process): the revoking node could only remove
     /// it from its own. With a shared store it is a second removal of a key already gone.
-    pub(crate) async fn revoke_here(&self, key: &str) {
+    pub(crate) async fn revoked_elsewhere(&self, key: &str) {
         if !self.enabled || check_key(key).is_err() {
             return;
         }
@@ -476,7 +502,7 @@ impl Sessions {
             ),
             Err(panic) => tracing::error!(panic, "the session store panicked in a removal"),
         }
-        if self.take_from_holders(key).await > 0 {
+        if self.revoke_holders(key).await > 0 {
             if let Err(panic) = catch_panic(self.events.closed(None, key)).await {
                 tracing::error!(panic, "the session_closed hook panicked");
             }
@@ -485,7 +511,7 @@ impl Sessions {
 
     /// Takes every registration of `key` at once; each connection that held the session
     /// loses it and is told. Returns how many held it.
-    async fn take_from_holders(&self, key: &str) -> usize {
+    async fn revoke_holders(&self, key: &str) -> usize {
         let mut holders = self.registry.revoke(key);
         holders.retain(|conn| conn.take_session_if(key));
         let closed = session_closed_notification();
@@ -524,7 +550,7 @@ impl Sessions {
         let reservation = if already_held {
             None
         } else {
-            if let Err(error) = self.registry.try_register(key, conn.id(), conn) {
+            if let Err(error) = self.registry.register(key, conn.id(), conn) {
                 tracing::debug!(%error, "restore refused");
                 return Message::ReplyMaxSessConnsReached { id };
             }
@@ -540,7 +566,7 @@ impl Sessions {
                 // Gone from the store (expired, removed by another server): a connection
                 // that held it does not keep it either (unless a revocation took it during
                 // the lookup, and ran `session_left` itself).
-                if already_held && self.detach(conn, key) {
+                if already_held && self.disconnect_from(conn, key) {
                     drop(op);
                     self.events.left(conn, key).await;
                 }
@@ -577,12 +603,12 @@ impl Sessions {
         }
         // The session it held is replaced: it leaves that one (hooks once the lock is
         // released; none if a revocation took it during the lookup and ran them).
-        let replaced = current.filter(|old| !already_held && self.detach(conn, &old.key));
+        let replaced = current.filter(|old| !already_held && self.disconnect_from(conn, &old.key));
         // Attached only while still registered: a revocation that took the key's
         // registrations after the lookup found it wins, and the client is not told of a
         // session that no longer exists. (A session already held is replaced by the one
         // just looked up, with its new `last_lookup`.)
-        let attached = self.registry.attach_if_registered(key, conn.id(), || {
+        let attached = self.registry.attach(key, conn.id(), || {
             conn.set_session(Some(session.clone()));
         });
         // The registration now belongs to the attached session (or was revoked with it).
@@ -614,7 +640,7 @@ impl Sessions {
         };
         let op = conn.session_op().await;
         if refused {
-            let lost = self.detach(conn, key);
+            let lost = self.disconnect_from(conn, key);
             drop(op);
             // A session the connection held before this restore was granted by an earlier
             // hook (`session_created` or `session_restored`): losing it is leaving it.
@@ -639,12 +665,12 @@ impl Sessions {
 
     /// Answers a close-session request (§4.5): the empty reply, whether or not the
     /// connection held a session; no notification to the requester.
-    pub(crate) async fn close_requested(&self, conn: &Connection, id: RequestId) -> Message {
+    pub(crate) async fn leave_requested(&self, conn: &Connection, id: RequestId) -> Message {
         if !self.enabled {
             return Message::ReplySessionsDisabled { id };
         }
         let op = conn.session_op().await;
-        let left = self.leave(conn).await;
+        let left = self.leave_held(conn).await;
         drop(op);
         if let Some((key, last)) = left {
             self.events.left(conn, &key).await;
@@ -662,18 +688,18 @@ impl Sessions {
     /// connection's session lock, so that an operation still under way on a stored handle
     /// (a create from another task) ends first and its session is not left registered to
     /// a connection that no longer exists.
-    pub(crate) async fn disconnected(&self, conn: &Connection) {
+    pub(crate) async fn disconnect(&self, conn: &Connection) {
         let _op = conn.session_op().await;
-        self.disconnected_now(conn);
+        self.disconnect_now(conn);
     }
 
-    /// [`disconnected`](Self::disconnected) without the session lock, for a connection
+    /// [`disconnect`](Self::disconnect) without the session lock, for a connection
     /// task that cannot wait any more (it panicked, or the runtime dropped it): a session
     /// operation still running on a handler task of the connection may then register
     /// after this.
-    pub(crate) fn disconnected_now(&self, conn: &Connection) {
+    pub(crate) fn disconnect_now(&self, conn: &Connection) {
         if let Some(session) = conn.take_session() {
-            self.registry.deregister(&session.key, conn.id());
+            self.registry.disconnect(&session.key, conn.id());
         }
     }
 

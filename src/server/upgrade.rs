@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::http::{Extensions, StatusCode, header};
 
 use crate::server::connection::Peer;
 use crate::server::metrics::Metrics;
-use crate::server::{Handler, Shared, Slot, UpgradeRequest};
+use crate::server::{Handler, Place, Shared, UpgradeRequest};
 
 /// The answer to an HTTP request that is not upgraded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Refusal {
 pub(crate) struct Accepted {
     pub(crate) response: Response,
     pub(crate) peer: Peer,
-    pub(crate) slot: Slot,
+    pub(crate) place: Place,
 }
 
 /// The server's own checks of an upgrade request, before anything is asked of the handler
@@ -105,7 +105,7 @@ pub(crate) fn check<H: Handler>(
     // flood at the limit must not become a flood of those calls. Only a look, no place
     // taken (a refused upgrade would hold one for nothing); the place is taken after the
     // hook, in one step with the check, so racing upgrades still cannot overshoot.
-    if shared.slots.is_full() {
+    if shared.places.is_full() {
         shared.metrics.connection_rejected();
         return Err(too_many_connections());
     }
@@ -168,7 +168,7 @@ pub(crate) async fn accept<H: Handler>(
         return Err(Refusal::SHUTTING_DOWN);
     }
     // Filled up while the hook ran.
-    let Some(slot) = shared.slots.try_take(remote_addr) else {
+    let Some(place) = shared.places.try_take(remote_addr) else {
         return Err(too_many_connections());
     };
     let (request, attached) = upgrade.into_parts();
@@ -186,7 +186,7 @@ pub(crate) async fn accept<H: Handler>(
     Ok(Accepted {
         response,
         peer,
-        slot,
+        place,
     })
 }
 
@@ -240,7 +240,7 @@ pub(crate) async fn upgrade<H, S>(
     shared: &Shared<H>,
     io: impl Future<Output = io::Result<(S, Extensions)>>,
     remote_addr: Option<SocketAddr>,
-) -> Option<((S, BytesMut), Peer, Slot)>
+) -> Option<((S, BytesMut), Peer, Place)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -260,7 +260,7 @@ async fn exchange<H, S>(
     mut io: S,
     extensions: Extensions,
     remote_addr: Option<SocketAddr>,
-) -> Option<((S, BytesMut), Peer, Slot)>
+) -> Option<((S, BytesMut), Peer, Place)>
 where
     H: Handler,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -300,7 +300,7 @@ where
     Some((
         (io, BytesMut::from(&rest[..])),
         accepted.peer,
-        accepted.slot,
+        accepted.place,
     ))
 }
 

@@ -5,11 +5,11 @@
 //! the registration happen under one lock, so two restores racing for the last free place
 //! cannot both win (the Go server checks and registers separately, §8 defect 2). A
 //! revocation takes a key's whole entry out under the same lock, and a restore attaches its
-//! session only while its registration is still there ([`attach_if_registered`]), so a
+//! session only while its registration is still there ([`attach`]), so a
 //! restore racing a revocation either ends before it (and is revoked with the rest) or
 //! fails.
 //!
-//! [`attach_if_registered`]: SessionRegistry::attach_if_registered
+//! [`attach`]: SessionRegistry::attach
 
 use std::collections::HashMap;
 use std::fmt;
@@ -68,12 +68,7 @@ impl<T: Clone> SessionRegistry<T> {
 
     /// Registers `conn_id` (held by `holder`) under `key`, unless the key already has its
     /// maximum of connections. Registering a connection twice counts once.
-    pub(crate) fn try_register(
-        &self,
-        key: &str,
-        conn_id: u64,
-        holder: &T,
-    ) -> Result<(), SessionError> {
+    pub(crate) fn register(&self, key: &str, conn_id: u64, holder: &T) -> Result<(), SessionError> {
         let limit = self.max_connections_per_session;
         let mut sessions = self.sessions();
         match sessions.get_mut(key) {
@@ -91,7 +86,7 @@ impl<T: Clone> SessionRegistry<T> {
     }
 
     /// Removes `conn_id` from `key`; true if it was the key's last connection.
-    pub(crate) fn deregister(&self, key: &str, conn_id: u64) -> bool {
+    pub(crate) fn disconnect(&self, key: &str, conn_id: u64) -> bool {
         // Every other registration keeps the key.
         self.leave(key, conn_id, |_| true)
     }
@@ -119,12 +114,7 @@ impl<T: Clone> SessionRegistry<T> {
 
     /// Runs `attach` if `conn_id` is still registered under `key`, under the registry's
     /// lock (so a [`revoke`](Self::revoke) is wholly before or after it); false if not.
-    pub(crate) fn attach_if_registered(
-        &self,
-        key: &str,
-        conn_id: u64,
-        attach: impl FnOnce(),
-    ) -> bool {
+    pub(crate) fn attach(&self, key: &str, conn_id: u64, attach: impl FnOnce()) -> bool {
         let sessions = self.sessions();
         let registered = sessions
             .get(key)
@@ -200,7 +190,7 @@ mod tests {
                 let (registry, barrier) = (Arc::clone(&registry), Arc::clone(&barrier));
                 thread::spawn(move || {
                     barrier.wait();
-                    registry.try_register("k", id, &id).is_ok()
+                    registry.register("k", id, &id).is_ok()
                 })
             })
             .collect();
@@ -237,38 +227,38 @@ mod tests {
     #[test]
     fn the_limit_error_names_the_limit() {
         let registry = SessionRegistry::<u64>::new(2);
-        registry.try_register("k", 1, &1).unwrap();
-        registry.try_register("k", 2, &2).unwrap();
-        let err = registry.try_register("k", 3, &3).unwrap_err();
+        registry.register("k", 1, &1).unwrap();
+        registry.register("k", 2, &2).unwrap();
+        let err = registry.register("k", 3, &3).unwrap_err();
         assert_eq!(err, SessionError::LimitReached { limit: 2 });
         // Other sessions have their own places.
-        registry.try_register("other", 3, &3).unwrap();
+        registry.register("other", 3, &3).unwrap();
     }
 
     #[test]
     fn registering_twice_counts_once() {
         let registry = SessionRegistry::<u64>::new(1);
-        registry.try_register("k", 7, &7).unwrap();
-        registry.try_register("k", 7, &7).unwrap();
+        registry.register("k", 7, &7).unwrap();
+        registry.register("k", 7, &7).unwrap();
         assert_eq!(registry.holders("k"), [7]);
-        assert!(registry.deregister("k", 7));
+        assert!(registry.disconnect("k", 7));
     }
 
     #[test]
     fn deregistering_reports_the_last_connection() {
         let registry = SessionRegistry::<u64>::new(0);
-        registry.try_register("a", 1, &1).unwrap();
-        registry.try_register("a", 2, &2).unwrap();
-        registry.try_register("b", 3, &3).unwrap();
+        registry.register("a", 1, &1).unwrap();
+        registry.register("a", 2, &2).unwrap();
+        registry.register("b", 3, &3).unwrap();
         assert_eq!(registry.active_sessions(), 2);
 
-        assert!(!registry.deregister("a", 9), "unknown connection");
-        assert!(!registry.deregister("zzz", 1), "unknown key");
-        assert!(!registry.deregister("b", 1), "connection of another key");
-        assert!(!registry.deregister("a", 1), "one left");
+        assert!(!registry.disconnect("a", 9), "unknown connection");
+        assert!(!registry.disconnect("zzz", 1), "unknown key");
+        assert!(!registry.disconnect("b", 1), "connection of another key");
+        assert!(!registry.disconnect("a", 1), "one left");
         assert_eq!(registry.holders("a"), [2]);
-        assert!(registry.deregister("a", 2), "the last one");
-        assert!(!registry.deregister("a", 2), "already gone");
+        assert!(registry.disconnect("a", 2), "the last one");
+        assert!(!registry.disconnect("a", 2), "already gone");
 
         assert_eq!(registry.active_sessions(), 1);
         assert_eq!(registry.holders("a").len(), 0);
@@ -278,16 +268,16 @@ mod tests {
     #[test]
     fn a_freed_place_can_be_taken() {
         let registry = SessionRegistry::<u64>::new(1);
-        registry.try_register("k", 1, &1).unwrap();
-        assert!(registry.try_register("k", 2, &2).is_err());
-        assert!(registry.deregister("k", 1));
-        registry.try_register("k", 2, &2).unwrap();
+        registry.register("k", 1, &1).unwrap();
+        assert!(registry.register("k", 2, &2).is_err());
+        assert!(registry.disconnect("k", 1));
+        registry.register("k", 2, &2).unwrap();
     }
 
     #[test]
     fn debug_hides_keys() {
         let registry = SessionRegistry::<u64>::new(4);
-        registry.try_register("secret", 1, &1).unwrap();
+        registry.register("secret", 1, &1).unwrap();
         assert_eq!(
             format!("{registry:?}"),
             "SessionRegistry { max_connections_per_session: 4, active_sessions: 1 }"
@@ -297,18 +287,18 @@ mod tests {
     #[test]
     fn a_revocation_takes_every_holder_and_stops_later_attaches() {
         let registry = SessionRegistry::<u64>::new(0);
-        registry.try_register("k", 1, &1).unwrap();
-        registry.try_register("k", 2, &2).unwrap();
+        registry.register("k", 1, &1).unwrap();
+        registry.register("k", 2, &2).unwrap();
         let mut attached = false;
-        assert!(registry.attach_if_registered("k", 1, || attached = true));
+        assert!(registry.attach("k", 1, || attached = true));
         assert!(attached);
 
         let mut revoked = registry.revoke("k");
         revoked.sort_unstable();
         assert_eq!(revoked, [1, 2]);
         assert!(registry.holders("k").is_empty());
-        assert!(!registry.attach_if_registered("k", 2, || panic!("attached a revoked key")));
-        assert!(!registry.deregister("k", 2), "nothing left to deregister");
+        assert!(!registry.attach("k", 2, || panic!("attached a revoked key")));
+        assert!(!registry.disconnect("k", 2), "nothing left to disconnect");
         assert!(registry.revoke("k").is_empty());
     }
 
@@ -316,7 +306,7 @@ mod tests {
     fn the_last_holder_leaving_ends_registrations_still_pending() {
         let registry = SessionRegistry::<u64>::new(0);
         for id in [1, 2, 3] {
-            registry.try_register("k", id, &id).unwrap();
+            registry.register("k", id, &id).unwrap();
         }
         // 1 and 2 hold the session; 3 is restoring.
         let holds = |holders: &[u64]| {
@@ -326,7 +316,7 @@ mod tests {
         assert!(!registry.leave("k", 1, holds(&[2])), "2 still holds it");
         assert!(registry.leave("k", 2, holds(&[])), "only a restore is left");
         assert!(registry.holders("k").is_empty());
-        assert!(!registry.attach_if_registered("k", 3, || panic!("attached after the end")));
+        assert!(!registry.attach("k", 3, || panic!("attached after the end")));
         assert!(!registry.leave("k", 3, holds(&[])), "already gone");
     }
 
@@ -339,15 +329,15 @@ mod tests {
             move |count| seen.store(count, Ordering::Relaxed)
         });
         let count = || seen.load(Ordering::Relaxed);
-        registry.try_register("a", 1, &1).unwrap();
-        registry.try_register("b", 2, &2).unwrap();
-        registry.try_register("b", 3, &3).unwrap();
+        registry.register("a", 1, &1).unwrap();
+        registry.register("b", 2, &2).unwrap();
+        registry.register("b", 3, &3).unwrap();
         assert_eq!(count(), 2);
-        registry.deregister("b", 2);
+        registry.disconnect("b", 2);
         assert_eq!(count(), 2, "b still has a connection");
-        registry.deregister("b", 3);
+        registry.disconnect("b", 3);
         assert_eq!(count(), 1);
-        registry.try_register("c", 4, &4).unwrap();
+        registry.register("c", 4, &4).unwrap();
         assert!(registry.leave("c", 4, |_| false));
         assert_eq!(count(), 1);
         registry.revoke("a");
