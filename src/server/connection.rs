@@ -58,8 +58,10 @@ struct Inner {
     closed: Notify,
     /// Why the connection closes, once it does.
     close_reason: Mutex<Option<CloseReason>>,
-    /// The server's sessions and topics.
+    /// The server's topics.
     hub: Arc<Hub>,
+    /// The server's sessions.
+    sessions: Arc<Sessions>,
     /// The topics this connection subscribes to.
     subscriptions: Mutex<Subscriptions>,
     /// The session this connection holds.
@@ -87,6 +89,7 @@ impl Connection {
         max_message_size: usize,
         room: usize,
         hub: Arc<Hub>,
+        sessions: Arc<Sessions>,
     ) -> Self {
         Connection {
             inner: Arc::new(Inner {
@@ -103,6 +106,7 @@ impl Connection {
                 closed: Notify::new(),
                 close_reason: Mutex::new(None),
                 hub,
+                sessions,
                 subscriptions: Mutex::new(Subscriptions::default()),
                 session: Mutex::new(None),
                 session_op: tokio::sync::Mutex::new(()),
@@ -406,7 +410,7 @@ impl Connection {
     }
 
     pub(crate) fn sessions(&self) -> &Sessions {
-        &self.inner.hub.sessions
+        &self.inner.sessions
     }
 
     pub(crate) fn subscriptions(&self) -> std::sync::MutexGuard<'_, Subscriptions> {

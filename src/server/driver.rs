@@ -88,6 +88,7 @@ where
             .outbound_queue_len
             .saturating_mul(config.max_message_size),
         Arc::clone(&shared.hub),
+        Arc::clone(&shared.sessions),
     );
     let cx = Arc::new(job::Context {
         shared: Arc::clone(&shared),

@@ -188,10 +188,11 @@ impl Subscriptions {
     }
 }
 
-/// The fan-out of one server: its topics, and its end of the backplane. Also the home
-/// of the server's [`Sessions`], which the backplane reaches too.
+/// The fan-out of one server: its topics, and its end of the backplane. It reaches the
+/// server's [`Sessions`] for what the backplane brings them (revocations, a gap to
+/// recheck) and for a session's signals.
 pub(crate) struct Hub {
-    pub(crate) sessions: Sessions,
+    sessions: Arc<Sessions>,
     topics: Mutex<HashMap<Arc<str>, Arc<Subscribers>>>,
     /// The histories of topics that keep one, by topic: they outlive their subscribers
     /// (publications land while a client reconnects). Lock order: a ring, then `topics`,
@@ -222,7 +223,7 @@ impl Hub {
     /// The hub, attached to its backplane (which then holds only a weak reference: a
     /// server that is gone ignores what arrives).
     pub(crate) fn new(
-        sessions: Sessions,
+        sessions: Arc<Sessions>,
         remote: Arc<Remote>,
         tasks: tokio_util::task::TaskTracker,
         limits: Limits,

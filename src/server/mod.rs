@@ -136,6 +136,8 @@ pub struct Server<H> {
 pub(crate) struct Shared<H> {
     pub(crate) handler: Arc<H>,
     /// Sessions and topics, also reached by the backplane.
+    /// Sessions on this server: who holds which, and every operation on them.
+    pub(crate) sessions: Arc<Sessions>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: Config,
     /// Set when a shutdown begins: upgrades get 503, requests the shutdown reply, signals
@@ -192,10 +194,12 @@ impl<H> Shared<H> {
         let admission = Admission::new(config.admission.clone());
         let remote = Arc::new(Remote::new(backplane, seal));
         let handlers = TaskTracker::new();
+        let sessions = Arc::new(Sessions::new(sessions, events, Arc::clone(&remote)));
         Shared {
             admission,
+            sessions: Arc::clone(&sessions),
             hub: Hub::new(
-                Sessions::new(sessions, events, Arc::clone(&remote)),
+                sessions,
                 remote,
                 handlers.clone(),
                 config.fanout.clone(),
@@ -486,7 +490,7 @@ impl<H: Handler> Server<H> {
     /// been cleared in the same step as the lookup of the holders, so none keeps it, but
     /// some may not be told and the hook may not run.
     pub async fn close_session(&self, key: &str) -> Result<usize, SessionError> {
-        self.shared.hub.sessions.revoke(key).await
+        self.shared.sessions.revoke(key).await
     }
 
     /// Publishes the signal `name` with `payload` to every connection subscribed to
@@ -622,13 +626,13 @@ impl<H: Handler> Server<H> {
     /// The connections that hold the session `key` (empty when none does).
     #[must_use]
     pub fn session_connections(&self, key: &str) -> Vec<Connection> {
-        self.shared.hub.sessions.connections(key)
+        self.shared.sessions.connections(key)
     }
 
     /// How many sessions are held by at least one connection.
     #[must_use]
     pub fn active_sessions(&self) -> usize {
-        self.shared.hub.sessions.active()
+        self.shared.sessions.active()
     }
 
     /// How many WebWire connections are open (upgraded, not yet closed).
