@@ -549,27 +549,14 @@ async fn a_socket_that_stops_reading_is_reaped_by_the_write_timeout() {
     socket
         .set_recv_buffer_size(4096)
         .expect("small receive buffer");
-    let stream = bounded(socket.connect(addr)).await.expect("connect");
-    let (mut ws, _) = bounded(tokio_tungstenite::client_async(
-        format!("ws://{addr}/"),
-        stream,
-    ))
-    .await
-    .expect("handshake");
+    let mut ws = common::websocket_over(socket, addr).await;
     assert!(matches!(
         bounded(ws.next()).await,
         Some(Ok(WsMessage::Binary(_)))
     ));
     // From here on the peer reads nothing.
     let conn = bounded(events.connected.recv()).await.expect("connected");
-    let payload = Payload::binary(vec![7u8; chunk]);
-    let mut sent = 0usize;
-    let outcome = loop {
-        match bounded(conn.signal("flood", payload.clone())).await {
-            Ok(()) => sent += 1,
-            Err(error) => break error,
-        }
-    };
+    let (sent, outcome) = common::flood(&conn, Payload::binary(vec![7u8; chunk])).await;
     assert_eq!(outcome, SendError::Closed);
     assert_eq!(
         bounded(events.disconnected.recv()).await,

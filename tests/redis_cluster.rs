@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
 use common::redis_cluster::{MASTERS, RedisCluster};
-use common::topics::{AllButSecret, Seen, connect, publications, read, subscribe, subscribe_frame};
+use common::topics::{
+    AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, subscribe,
+    subscribe_frame, texts,
+};
 use common::{bounded, listen};
 use tokio_webwire::protocol::topics::{Position, Status};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore, redis};
@@ -62,32 +65,15 @@ async fn a_session_outlives_its_node() {
 }
 
 /// A node whose `room/*` topics keep their last 100 publications in the cluster.
-async fn history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
+async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
     let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(AllButSecret)
-        .history("room/*", History::last(100))
-        .backplane(backplane)
-        .backplane_secret(nodes::SECRET)
+    let server = history_node(backplane, "room/*", History::last(100))
         .build()
         .expect("server");
     let addr = listen(&server).await;
     (server, addr)
-}
-
-async fn publish(server: &Server<AllButSecret>, topic: &str, text: &str) {
-    bounded(server.publish(topic, "msg", text.to_owned()))
-        .await
-        .expect("published");
-}
-
-fn texts(seen: &[(Position, String)]) -> Vec<&str> {
-    seen.iter().map(|(_, text)| text.as_str()).collect()
-}
-
-fn offsets(seen: &[(Position, String)]) -> Vec<u64> {
-    seen.iter().map(|(position, _)| position.offset).collect()
 }
 
 /// Topics on every master: a client of node a subscribed to each gets what node b
@@ -98,8 +84,8 @@ async fn a_topic_history_is_resumed_on_the_other_node() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let (a, a_addr) = history_node(&cluster).await;
-    let (b, b_addr) = history_node(&cluster).await;
+    let (a, a_addr) = cluster_history_node(&cluster).await;
+    let (b, b_addr) = cluster_history_node(&cluster).await;
     // room/0, room/1 and room/3 are on three different masters (slots 1 652, 5 717 and
     // 13 847: the slot function is checked against Redis's below).
     let topics = ["room/0", "room/1", "room/3"];
@@ -382,8 +368,8 @@ async fn a_node_catches_up_a_topic_when_its_subscriptions_are_back() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let (_a, a_addr) = history_node(&cluster).await;
-    let (b, _) = history_node(&cluster).await;
+    let (_a, a_addr) = cluster_history_node(&cluster).await;
+    let (b, _) = cluster_history_node(&cluster).await;
     let (mut client, _) = connect(a_addr, true).await;
     subscribe(&mut client, "room/1", None).await;
     publish(&b, "room/1", "m1").await;
@@ -415,10 +401,7 @@ async fn a_topic_starting_with_a_closing_brace_cannot_keep_a_history_on_a_cluste
     let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(AllButSecret)
-        .history("}kept", History::last(10))
-        .backplane(backplane)
-        .backplane_secret(nodes::SECRET)
+    let server = history_node(backplane, "}kept", History::last(10))
         .build()
         .expect("server");
     match bounded(server.publish("}kept", "msg", "m1")).await {

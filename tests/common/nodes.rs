@@ -44,15 +44,7 @@ impl ClientHandler for Recorder {
 /// A client of `addr` (no reconnection) whose signals and session events are recorded.
 pub async fn subscriber(addr: SocketAddr) -> (Client, mpsc::UnboundedReceiver<Seen>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .request_timeout(Duration::from_secs(10))
-            .handler(Recorder(tx))
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let client = super::client_with(addr, Reconnect::Off, Recorder(tx)).await;
     (client, rx)
 }
 
