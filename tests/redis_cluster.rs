@@ -4,6 +4,11 @@
 //! store on the cluster), a topic's history resumed on the other node, the subscriptions
 //! coming back after the cluster closed every connection, a master was away or a slot moved; the session
 //! store on the cluster; how the channel names spread over the hash slots.
+//!
+//! Over 600 lines, one subject: the backplane and store on a real cluster. Each test
+//! starts its own cluster (seconds each) through the same helpers here; the scenarios
+//! shared with the other backends already live in `tests/common/nodes.rs`, and what stays
+//! is what only a cluster shows (slots, moves, masters away).
 
 mod common;
 
@@ -12,17 +17,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
+use common::redis::session;
 use common::redis_cluster::{MASTERS, RedisCluster};
 use common::topics::{
     AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, subscribe,
     subscribe_frame, texts,
 };
 use common::{bounded, listen};
+use tokio_webwire::Session;
 use tokio_webwire::protocol::topics::{Position, Status};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore, redis};
 use tokio_webwire::server::{History, Server, TopicError};
-use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore};
-use tokio_webwire::{Session, SessionInfo};
+use tokio_webwire::session::SessionStore;
 
 /// Two nodes on a fresh cluster, or `None` (skip) without one.
 async fn two_nodes() -> Option<(RedisCluster, Node, Node)> {
@@ -179,13 +185,6 @@ async fn a_topic_history_is_resumed_on_the_other_node() {
         .expect("XLEN");
         assert_eq!(kept, 5, "{topic}");
     }
-}
-
-/// A session with a fresh default key and `user` in its info.
-fn session(user: &str) -> Session {
-    let mut info = SessionInfo::new();
-    info.insert("user", &user).expect("a string is JSON");
-    Session::new(DefaultKeyGenerator.generate(), info)
 }
 
 /// Every master closes every connection: both nodes subscribe again (each tells its
