@@ -43,15 +43,7 @@ struct ClientEvents {
 async fn connect(addr: SocketAddr, reconnect: Reconnect) -> (Client, ClientEvents) {
     let (signals, signals_rx) = mpsc::unbounded_channel();
     let (connected, connected_rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(reconnect)
-            .request_timeout(Duration::from_secs(10))
-            .handler(Forward { signals, connected })
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let client = common::client_with(addr, reconnect, Forward { signals, connected }).await;
     let events = ClientEvents {
         signals: signals_rx,
         connected: connected_rx,
@@ -220,16 +212,7 @@ async fn timeouts_and_cancellation_leave_nothing_pending() {
 async fn restart_on(addr: SocketAddr) -> Server<Arc<Probe>> {
     let (probe, _events) = common::probe::probe();
     let server = Server::new(Arc::new(probe));
-    let listener = bounded(async {
-        loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => return listener,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
-    tokio::spawn(server.serve(listener));
+    common::listen_on(&server, addr).await;
     server
 }
 

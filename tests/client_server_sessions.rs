@@ -39,15 +39,7 @@ async fn connect(
     reconnect: Reconnect,
 ) -> (Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(reconnect)
-            .request_timeout(Duration::from_secs(10))
-            .handler(Watch(tx))
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let client = common::client_with(addr, reconnect, Watch(tx)).await;
     (client, rx)
 }
 
@@ -220,16 +212,7 @@ async fn serve_on(addr: SocketAddr, store: Arc<MemoryStore>) -> Server<Arc<Probe
         .session_store(store)
         .build()
         .expect("valid options");
-    let listener = bounded(async {
-        loop {
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(listener) => return listener,
-                Err(_) => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
-    tokio::spawn(server.serve(listener));
+    common::listen_on(&server, addr).await;
     server
 }
 

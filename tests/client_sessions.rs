@@ -1,5 +1,10 @@
 //! Client sessions against a scripted server (PROTOCOL.md §4): notifications 15 and 16,
 //! restore and close requests byte for byte, and the restore after a reconnection.
+//!
+//! Over 600 lines, one subject: the client's session state machine as the scripted
+//! server drives it. Every test uses the same event recorder and scripted-session
+//! helpers at the top, and the late-reply cases read as one sequence with the ones
+//! before them.
 
 mod common;
 

@@ -9,16 +9,23 @@ mod echo_server;
 
 use common::bounded;
 use tokio::sync::mpsc;
-use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::client::ClientHandler;
 use tokio_webwire::protocol::Name;
+use tokio_webwire::server::Server;
 use tokio_webwire::{Client, Encoding, Payload};
+
+/// The example's echo server on a fresh port, holding messages to `limit` bytes; returns
+/// it and its URL.
+async fn serve(limit: usize) -> (Server<echo_server::Echo>, String) {
+    let (server, addr) = echo_server::start("127.0.0.1:0", limit)
+        .await
+        .expect("binds");
+    (server, format!("ws://{addr}/"))
+}
 
 #[tokio::test]
 async fn the_example_client_prints_every_exchange() {
-    let (server, addr) = echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
-        .await
-        .expect("binds");
-    let url = format!("ws://{addr}/");
+    let (server, url) = serve(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
     let mut out = Vec::new();
     bounded(echo_client::run(&url, Client::builder(), &mut out))
         .await
@@ -49,23 +56,13 @@ impl ClientHandler for Signals {
 
 async fn connect(url: &str) -> (Client, mpsc::UnboundedReceiver<(Name, Payload)>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .handler(Signals(tx))
-            .connect(url),
-    )
-    .await
-    .expect("connects");
+    let client = common::example::client_with(url, Signals(tx)).await;
     (client, rx)
 }
 
 #[tokio::test]
 async fn replies_keep_the_encoding_and_signals_return_to_their_sender_only() {
-    let (server, addr) = echo_server::start("127.0.0.1:0", echo_server::DEFAULT_MAX_MESSAGE_SIZE)
-        .await
-        .expect("binds");
-    let url = format!("ws://{addr}/");
+    let (server, url) = serve(echo_server::DEFAULT_MAX_MESSAGE_SIZE).await;
     let (a, mut a_signals) = connect(&url).await;
     let (b, mut b_signals) = connect(&url).await;
 
@@ -103,10 +100,8 @@ async fn replies_keep_the_encoding_and_signals_return_to_their_sender_only() {
 #[tokio::test]
 async fn a_larger_limit_echoes_a_256_kib_payload() {
     let limit = 512 * 1024;
-    let (server, addr) = echo_server::start("127.0.0.1:0", limit)
-        .await
-        .expect("binds");
-    let (client, _signals) = connect(&format!("ws://{addr}/")).await;
+    let (server, url) = serve(limit).await;
+    let (client, _signals) = connect(&url).await;
     // A period of 251 bytes (no power of two), so that a byte lost or moved shows.
     let payload = Payload::binary(
         (0..256 * 1024)
@@ -127,13 +122,7 @@ async fn a_larger_limit_echoes_a_256_kib_payload() {
 #[cfg(feature = "rustls")]
 #[tokio::test]
 async fn the_server_serves_wss_from_pem_files() {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
-    let dir = std::env::temp_dir().join(format!("tokio-webwire-echo-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (dir, cert, key) = common::example::self_signed_pem_files("echo-tls");
 
     let missing = echo_server::start_tls("127.0.0.1:0", 8192, &dir.join("none.pem"), &key).await;
     let error = missing.expect_err("no certificate file").to_string();

@@ -35,13 +35,7 @@ async fn a_wrong_command_line_prints_the_usage() {
 #[cfg(feature = "rustls")]
 #[tokio::test]
 async fn tls_mistakes_say_what_to_do() {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
-    let dir = std::env::temp_dir().join(format!("tokio-webwire-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (dir, cert, key) = common::example::self_signed_pem_files("errors");
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
 
     let swapped = run("echo", &["--addr", "127.0.0.1:0", "--tls", key, cert], "").await;

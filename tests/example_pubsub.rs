@@ -8,7 +8,7 @@ mod pubsub_server;
 use common::bounded;
 use tokio::sync::mpsc;
 use tokio_webwire::backplane::Local;
-use tokio_webwire::client::{ClientHandler, Reconnect};
+use tokio_webwire::client::ClientHandler;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::{Client, Payload, RequestError};
 
@@ -25,14 +25,7 @@ impl ClientHandler for Signals {
 
 async fn connect(url: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .handler(Signals(tx))
-            .connect(url),
-    )
-    .await
-    .expect("connects");
+    let client = common::example::client_with(url, Signals(tx)).await;
     (client, rx)
 }
 

@@ -39,13 +39,7 @@ async fn login_from(source: &str, addr: SocketAddr, user: &str) -> String {
     socket
         .bind(format!("{source}:0").parse().expect("an address"))
         .expect("bind the source address");
-    let tcp = bounded(socket.connect(addr)).await.expect("connect");
-    let (mut ws, _) = bounded(tokio_tungstenite::client_async(
-        format!("ws://{addr}/"),
-        tcp,
-    ))
-    .await
-    .expect("upgrade");
+    let mut ws = common::websocket_over(socket, addr).await;
     let _accept_conf = bounded(ws.next()).await;
     let request = Message::request(
         RequestId::from(1),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::nats::NatsServer;
 use common::nodes::{self, Seen, ask, nats_node, news, next_signal, node};
-use common::topics::{self, AllButSecret};
+use common::topics::{self, history_node};
 use common::{bounded, listen};
 use serde_json::Value;
 use tokio_webwire::backplane::{Backplane, Route};
@@ -24,7 +24,7 @@ use tokio_webwire::nats::async_nats::connection::State;
 use tokio_webwire::nats::async_nats::{ConnectOptions, rustls};
 use tokio_webwire::nats::{NatsBackplane, NatsConnectError};
 use tokio_webwire::protocol::topics::Status;
-use tokio_webwire::server::{History, Server, TopicError};
+use tokio_webwire::server::{History, TopicError};
 use tokio_webwire::session::MemoryStore;
 
 /// Waits until `check` holds: for what only shows in another process (the NATS server's
@@ -354,10 +354,7 @@ async fn a_resume_across_a_time_the_node_did_not_serve_the_topic_is_not_silently
         )
         .await
         .expect("connects");
-        let server = Server::builder(AllButSecret)
-            .history("room", History::last(10))
-            .backplane(backplane)
-            .backplane_secret(nodes::SECRET)
+        let server = history_node(backplane, "room", History::last(10))
             .build()
             .expect("valid options");
         let addr = listen(&server).await;

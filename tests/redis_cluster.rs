@@ -4,6 +4,11 @@
 //! store on the cluster), a topic's history resumed on the other node, the subscriptions
 //! coming back after the cluster closed every connection, a master was away or a slot moved; the session
 //! store on the cluster; how the channel names spread over the hash slots.
+//!
+//! Over 600 lines, one subject: the backplane and store on a real cluster. Each test
+//! starts its own cluster (seconds each) through the same helpers here; the scenarios
+//! shared with the other backends already live in `tests/common/nodes.rs`, and what stays
+//! is what only a cluster shows (slots, moves, masters away).
 
 mod common;
 
@@ -12,14 +17,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
+use common::redis::session;
 use common::redis_cluster::{MASTERS, RedisCluster};
-use common::topics::{AllButSecret, Seen, connect, publications, read, subscribe, subscribe_frame};
+use common::topics::{
+    AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, subscribe,
+    subscribe_frame, texts,
+};
 use common::{bounded, listen};
+use tokio_webwire::Session;
 use tokio_webwire::protocol::topics::{Position, Status};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore, redis};
 use tokio_webwire::server::{History, Server, TopicError};
-use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore};
-use tokio_webwire::{Session, SessionInfo};
+use tokio_webwire::session::SessionStore;
 
 /// Two nodes on a fresh cluster, or `None` (skip) without one.
 async fn two_nodes() -> Option<(RedisCluster, Node, Node)> {
@@ -62,32 +71,15 @@ async fn a_session_outlives_its_node() {
 }
 
 /// A node whose `room/*` topics keep their last 100 publications in the cluster.
-async fn history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
+async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
     let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(AllButSecret)
-        .history("room/*", History::last(100))
-        .backplane(backplane)
-        .backplane_secret(nodes::SECRET)
+    let server = history_node(backplane, "room/*", History::last(100))
         .build()
         .expect("server");
     let addr = listen(&server).await;
     (server, addr)
-}
-
-async fn publish(server: &Server<AllButSecret>, topic: &str, text: &str) {
-    bounded(server.publish(topic, "msg", text.to_owned()))
-        .await
-        .expect("published");
-}
-
-fn texts(seen: &[(Position, String)]) -> Vec<&str> {
-    seen.iter().map(|(_, text)| text.as_str()).collect()
-}
-
-fn offsets(seen: &[(Position, String)]) -> Vec<u64> {
-    seen.iter().map(|(position, _)| position.offset).collect()
 }
 
 /// Topics on every master: a client of node a subscribed to each gets what node b
@@ -98,8 +90,8 @@ async fn a_topic_history_is_resumed_on_the_other_node() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let (a, a_addr) = history_node(&cluster).await;
-    let (b, b_addr) = history_node(&cluster).await;
+    let (a, a_addr) = cluster_history_node(&cluster).await;
+    let (b, b_addr) = cluster_history_node(&cluster).await;
     // room/0, room/1 and room/3 are on three different masters (slots 1 652, 5 717 and
     // 13 847: the slot function is checked against Redis's below).
     let topics = ["room/0", "room/1", "room/3"];
@@ -193,13 +185,6 @@ async fn a_topic_history_is_resumed_on_the_other_node() {
         .expect("XLEN");
         assert_eq!(kept, 5, "{topic}");
     }
-}
-
-/// A session with a fresh default key and `user` in its info.
-fn session(user: &str) -> Session {
-    let mut info = SessionInfo::new();
-    info.insert("user", &user).expect("a string is JSON");
-    Session::new(DefaultKeyGenerator.generate(), info)
 }
 
 /// Every master closes every connection: both nodes subscribe again (each tells its
@@ -382,8 +367,8 @@ async fn a_node_catches_up_a_topic_when_its_subscriptions_are_back() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let (_a, a_addr) = history_node(&cluster).await;
-    let (b, _) = history_node(&cluster).await;
+    let (_a, a_addr) = cluster_history_node(&cluster).await;
+    let (b, _) = cluster_history_node(&cluster).await;
     let (mut client, _) = connect(a_addr, true).await;
     subscribe(&mut client, "room/1", None).await;
     publish(&b, "room/1", "m1").await;
@@ -415,10 +400,7 @@ async fn a_topic_starting_with_a_closing_brace_cannot_keep_a_history_on_a_cluste
     let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(AllButSecret)
-        .history("}kept", History::last(10))
-        .backplane(backplane)
-        .backplane_secret(nodes::SECRET)
+    let server = history_node(backplane, "}kept", History::last(10))
         .build()
         .expect("server");
     match bounded(server.publish("}kept", "msg", "m1")).await {

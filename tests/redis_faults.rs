@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::bounded;
-use common::nodes::{self, Seen, node};
+use common::nodes::{self, Seen};
 use common::redis::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_webwire::redis::{RedisBackplane, RedisStore};
+use tokio_webwire::redis::RedisBackplane;
 
 /// What the proxy does with the bytes it forwards.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,17 +128,8 @@ async fn a_slow_link_delays_and_a_partition_loses_only_what_passed_during_it() {
     )
     .await
     .expect("a's backplane connects through the proxy");
-    let a_store = bounded(RedisStore::connect(&redis.url()))
-        .await
-        .expect("a store");
-    let a = node(|builder| builder.session_store(a_store).backplane(a_backplane)).await;
-    let b_backplane = bounded(RedisBackplane::connect(&redis.url()))
-        .await
-        .expect("b's backplane");
-    let b_store = bounded(RedisStore::connect(&redis.url()))
-        .await
-        .expect("b store");
-    let b = node(|builder| builder.session_store(b_store).backplane(b_backplane)).await;
+    let a = nodes::redis_node_with(&redis, a_backplane).await;
+    let b = nodes::redis_node(&redis).await;
     let (on_a, mut seen) = nodes::subscriber(a.addr).await;
     assert_eq!(nodes::ask(&on_a, "subscribe", "room").await, "true");
     let key = nodes::login(&on_a, &mut seen).await;

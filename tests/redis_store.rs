@@ -8,11 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::redis::RedisServer;
+use common::redis::{RedisServer, session};
 use time::OffsetDateTime;
+use tokio_webwire::Session;
 use tokio_webwire::redis::{RedisStore, redis};
 use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator, SessionStore, StoreError};
-use tokio_webwire::{Session, SessionInfo};
 
 /// A store on `server`, every call bounded.
 async fn store(server: &RedisServer) -> RedisStore {
@@ -26,13 +26,6 @@ async fn query<T: redis::FromRedisValue>(
     cmd: &redis::Cmd,
 ) -> T {
     bounded(cmd.query_async(con)).await.expect("a Redis reply")
-}
-
-/// A session with a fresh default key and `user` in its info.
-fn session(user: &str) -> Session {
-    let mut info = SessionInfo::new();
-    info.insert("user", &user).expect("a string is JSON");
-    Session::new(DefaultKeyGenerator.generate(), info)
 }
 
 #[tokio::test]

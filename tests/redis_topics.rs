@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use common::topics::{
-    AllButSecret, Seen, connect, publications, read, resumed, subscribe, subscribe_frame,
+    AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, resumed,
+    subscribe, subscribe_frame, texts,
 };
 use common::{bounded, listen};
 use tokio_webwire::Client;
@@ -29,29 +30,12 @@ async fn node(redis: &RedisServer, history: History) -> (Server<AllButSecret>, S
     let backplane = bounded(RedisBackplane::connect(&redis.url()))
         .await
         .expect("the backplane connects");
-    let server = Server::builder(AllButSecret)
-        .history("room/*", history)
+    let server = history_node(backplane, "room/*", history)
         .outbound_queue_len(1024)
-        .backplane(backplane)
-        .backplane_secret(common::nodes::SECRET)
         .build()
         .expect("server");
     let addr = listen(&server).await;
     (server, addr)
-}
-
-async fn publish(server: &Server<AllButSecret>, topic: &str, text: &str) {
-    bounded(server.publish(topic, "msg", text.to_owned()))
-        .await
-        .expect("published");
-}
-
-fn texts(seen: &[(Position, String)]) -> Vec<&str> {
-    seen.iter().map(|(_, text)| text.as_str()).collect()
-}
-
-fn offsets(seen: &[(Position, String)]) -> Vec<u64> {
-    seen.iter().map(|(position, _)| position.offset).collect()
 }
 
 async fn gone(server: &Server<AllButSecret>, topic: &str) {
@@ -319,6 +303,24 @@ async fn flushed_keys_start_a_new_epoch_and_nothing_stale_is_delivered() {
     assert_eq!(seen[0].0.offset, 1);
 }
 
+/// The epoch of `topic`'s history on the node at `addr`, from a client that subscribes
+/// and leaves (which makes the history if there was none).
+async fn epoch_of(addr: SocketAddr, topic: &str) -> u64 {
+    let (mut client, _) = connect(addr, true).await;
+    subscribe(&mut client, topic, None).await.position.epoch
+}
+
+/// How many publications of `topic` the history's stream in Redis holds (`XLEN`).
+async fn kept(raw: &mut MultiplexedConnection, topic: &str) -> usize {
+    bounded(
+        cmd("XLEN")
+            .arg(format!("webwire:history:{{{topic}}}:s"))
+            .query_async(raw),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_history_is_trimmed_by_count_bytes_and_age() {
     let Some(redis) = RedisServer::start().await else {
@@ -327,22 +329,11 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     let mut raw = redis.raw().await;
     // Count: the last 3 of 6.
     let (server, addr) = node(&redis, History::last(3)).await;
-    let (mut client, _) = connect(addr, true).await;
-    let epoch = subscribe(&mut client, "room/count", None)
-        .await
-        .position
-        .epoch;
-    drop(client);
+    let epoch = epoch_of(addr, "room/count").await;
     for i in 1..=6 {
         publish(&server, "room/count", &format!("m{i}")).await;
     }
-    let len: usize = bounded(
-        cmd("XLEN")
-            .arg("webwire:history:{room/count}:s")
-            .query_async(&mut raw),
-    )
-    .await
-    .unwrap();
+    let len = kept(&mut raw, "room/count").await;
     assert_eq!(len, 3);
     let (mut client, _) = connect(addr, true).await;
     let at = |offset| Some(Position { epoch, offset });
@@ -365,12 +356,7 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
 
     // Bytes: each signal here is 7 bytes (`40 03 "msg" "mN"`), 20 bytes keep two.
     let (server, addr) = node(&redis, History::last(100).max_bytes(20)).await;
-    let (mut client, _) = connect(addr, true).await;
-    let epoch = subscribe(&mut client, "room/bytes", None)
-        .await
-        .position
-        .epoch;
-    drop(client);
+    let epoch = epoch_of(addr, "room/bytes").await;
     for i in 1..=5 {
         publish(&server, "room/bytes", &format!("m{i}")).await;
     }
@@ -389,22 +375,11 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
         History::last(100).max_age(Duration::from_millis(200)),
     )
     .await;
-    let (mut client, _) = connect(addr, true).await;
-    let epoch = subscribe(&mut client, "room/age", None)
-        .await
-        .position
-        .epoch;
-    drop(client);
+    let epoch = epoch_of(addr, "room/age").await;
     publish(&server, "room/age", "old").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&server, "room/age", "young").await;
-    let len: usize = bounded(
-        cmd("XLEN")
-            .arg("webwire:history:{room/age}:s")
-            .query_async(&mut raw),
-    )
-    .await
-    .unwrap();
+    let len = kept(&mut raw, "room/age").await;
     assert_eq!(len, 1, "the old one was trimmed by the publish");
     let (mut client, _) = connect(addr, true).await;
     let at = |offset| Some(Position { epoch, offset });

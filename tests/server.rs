@@ -420,14 +420,7 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let pipe = 64 * 1024;
     let (_silent, _) = RawClient::connect_in_memory(&server, pipe).await;
     let conn = bounded(events.connected.recv()).await.unwrap();
-    let chunk = Payload::binary(vec![7u8; 60 * 1024]);
-    let mut sent = 0usize;
-    let outcome = loop {
-        match bounded(conn.signal("flood", chunk.clone())).await {
-            Ok(()) => sent += 1,
-            Err(error) => break error,
-        }
-    };
+    let (sent, outcome) = common::flood(&conn, Payload::binary(vec![7u8; 60 * 1024])).await;
     assert_eq!(outcome, SendError::Closed);
     assert_eq!(
         bounded(events.disconnected.recv()).await,

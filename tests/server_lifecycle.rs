@@ -1,5 +1,10 @@
 //! The server's life cycle: HTTP upgrade and refusal, headless connections, closing a
 //! connection, graceful shutdown (with and without a deadline).
+//!
+//! Over 600 lines, one subject: a connection's life on the server, from the upgrade
+//! request (refused, answered over HTTP, over the limit) to its close or the server's
+//! shutdown, all on the probe server of `tests/common/probe.rs` and the raw HTTP helpers
+//! here. (A split into upgrade, connection and shutdown files would be the next step.)
 
 mod common;
 

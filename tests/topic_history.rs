@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use common::topics::{Seen, connect, publications, read, resumed, subscribe, subscribe_frame};
+use common::topics::{
+    Seen, connect, publications, publish, read, resumed, subscribe, subscribe_frame,
+};
 use common::{bounded, listen};
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::topics::{self, Position, Status, Subscribed};
@@ -52,12 +54,6 @@ async fn server(
     let server = configure(Server::builder(App)).build().expect("server");
     let addr = listen(&server).await;
     (server, addr)
-}
-
-async fn publish(server: &Server<App>, topic: &str, text: &str) {
-    bounded(server.publish(topic, "msg", text.to_owned()))
-        .await
-        .expect("published");
 }
 
 #[tokio::test]

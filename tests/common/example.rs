@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
+use tokio_webwire::Client;
+use tokio_webwire::client::{ClientHandler, Reconnect};
 
 /// How long a command may take: a client's 5 s timeouts fit in it with room to spare.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -158,4 +160,32 @@ impl Server {
             stderr,
         }
     }
+}
+
+/// Our client of an example's server at `url`, with `handler`, without reconnection (an
+/// example's server does not come back).
+pub async fn client_with<H: ClientHandler>(url: &str, handler: H) -> Client {
+    super::bounded(
+        Client::builder()
+            .reconnect(Reconnect::Off)
+            .handler(handler)
+            .connect(url),
+    )
+    .await
+    .expect("connects")
+}
+
+/// A self-signed certificate for 127.0.0.1 written as PEM files into a fresh directory
+/// named after `what` and this process: returns the directory, the certificate's file and
+/// the key's file. The test removes the directory.
+#[cfg(feature = "rustls")]
+pub fn self_signed_pem_files(what: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("tokio-webwire-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("the certificate written");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("the key written");
+    (dir, cert, key)
 }

@@ -31,10 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_webwire::Client;
-use tokio_webwire::client::Reconnect;
+use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::http::StatusCode;
-use tokio_webwire::server::{Handler, Server, UpgradeRequest};
+use tokio_webwire::server::{Connection, Handler, SendError, Server, UpgradeRequest};
+use tokio_webwire::{Client, Payload};
 
 const VENDORED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -157,6 +157,67 @@ pub async fn clients(addr: SocketAddr, n: usize) -> Vec<Client> {
         clients.push(client);
     }
     clients
+}
+
+/// Our client connected to `addr` with `handler`, reconnecting as `reconnect` says,
+/// requests bounded by [`LIMIT`].
+pub async fn client_with<H: ClientHandler>(
+    addr: SocketAddr,
+    reconnect: Reconnect,
+    handler: H,
+) -> Client {
+    bounded(
+        Client::builder()
+            .reconnect(reconnect)
+            .request_timeout(LIMIT)
+            .handler(handler)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects")
+}
+
+/// Signals `payload` to `conn` until a signal is refused, as to a peer that stopped
+/// reading; returns how many were accepted and the refusal.
+pub async fn flood(conn: &Connection, payload: Payload) -> (usize, SendError) {
+    let mut sent = 0usize;
+    loop {
+        match bounded(conn.signal("flood", payload.clone())).await {
+            Ok(()) => sent += 1,
+            Err(error) => return (sent, error),
+        }
+    }
+}
+
+/// Connects `socket` (set up by the caller: a source address, buffer sizes) to `addr` and
+/// upgrades it to a WebSocket; nothing is read yet.
+pub async fn websocket_over(
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+) -> WebSocketStream<TcpStream> {
+    let stream = bounded(socket.connect(addr)).await.expect("connect");
+    let (ws, _) = bounded(tokio_tungstenite::client_async(
+        format!("ws://{addr}/"),
+        stream,
+    ))
+    .await
+    .expect("upgrade");
+    ws
+}
+
+/// Starts `server` on exactly `addr`, as a server restarted on the port of one that
+/// stopped: the bind is retried until the old listener has let go of the port.
+pub async fn listen_on<H: Handler>(server: &Server<H>, addr: SocketAddr) {
+    let listener = bounded(async {
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => return listener,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    tokio::spawn(server.serve(listener));
 }
 
 /// Starts `server` on a fresh port of 127.0.0.1 and returns its address.

@@ -44,15 +44,7 @@ impl ClientHandler for Recorder {
 /// A client of `addr` (no reconnection) whose signals and session events are recorded.
 pub async fn subscriber(addr: SocketAddr) -> (Client, mpsc::UnboundedReceiver<Seen>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let client = bounded(
-        Client::builder()
-            .reconnect(Reconnect::Off)
-            .request_timeout(Duration::from_secs(10))
-            .handler(Recorder(tx))
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let client = super::client_with(addr, Reconnect::Off, Recorder(tx)).await;
     (client, rx)
 }
 
@@ -457,13 +449,21 @@ pub async fn a_session_outlives_its_node(a: &Node, b: &Node) {
 /// `RedisBackplane` of its own, as a process behind a load balancer would have.
 #[cfg(feature = "redis")]
 pub async fn redis_node(redis: &super::redis::RedisServer) -> Node {
-    use tokio_webwire::redis::{RedisBackplane, RedisStore};
-    let store = bounded(RedisStore::connect(&redis.url()))
-        .await
-        .expect("the store connects");
-    let backplane = bounded(RedisBackplane::connect(&redis.url()))
+    let backplane = bounded(tokio_webwire::redis::RedisBackplane::connect(&redis.url()))
         .await
         .expect("the backplane connects");
+    redis_node_with(redis, backplane).await
+}
+
+/// [`redis_node`], with a backplane the test made (through a proxy, with other options).
+#[cfg(feature = "redis")]
+pub async fn redis_node_with(
+    redis: &super::redis::RedisServer,
+    backplane: impl tokio_webwire::backplane::Backplane,
+) -> Node {
+    let store = bounded(tokio_webwire::redis::RedisStore::connect(&redis.url()))
+        .await
+        .expect("the store connects");
     node(|b| b.session_store(store).backplane(backplane)).await
 }
 

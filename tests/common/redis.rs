@@ -167,3 +167,11 @@ pub async fn ping(port: u16) -> bool {
         Ok(Ok(true))
     )
 }
+
+/// A session with a fresh default key and `user` in its info, for a store to keep.
+pub fn session(user: &str) -> tokio_webwire::Session {
+    use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator};
+    let mut info = tokio_webwire::SessionInfo::new();
+    info.insert("user", &user).expect("a string is JSON");
+    tokio_webwire::Session::new(DefaultKeyGenerator.generate(), info)
+}

@@ -7,9 +7,12 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_webwire::Payload;
+use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
 use tokio_webwire::protocol::{Message, RequestId};
-use tokio_webwire::server::{Connection, Handler, SubscribeRefused};
+use tokio_webwire::server::{
+    Connection, Handler, History, Server, ServerBuilder, SubscribeRefused,
+};
 
 use super::{RawClient, bounded};
 
@@ -148,6 +151,37 @@ pub async fn resumed(client: &mut RawClient, from: Position, last: u64, what: &s
         }
     }
     texts
+}
+
+/// Publishes the signal `msg` with `text` to `topic` on `server`, bounded.
+pub async fn publish<H: Handler>(server: &Server<H>, topic: &str, text: &str) {
+    bounded(server.publish(topic, "msg", text.to_owned()))
+        .await
+        .expect("published");
+}
+
+/// The texts of publications read by [`publications`], in order.
+pub fn texts(seen: &[(Position, String)]) -> Vec<&str> {
+    seen.iter().map(|(_, text)| text.as_str()).collect()
+}
+
+/// The offsets of publications read by [`publications`], in order.
+pub fn offsets(seen: &[(Position, String)]) -> Vec<u64> {
+    seen.iter().map(|(position, _)| position.offset).collect()
+}
+
+/// A node of the service on `backplane`: [`AllButSecret`]'s server whose topics matching
+/// `pattern` keep `history`, with the nodes' shared secret. Not yet built, so that a test
+/// can add to it.
+pub fn history_node(
+    backplane: impl Backplane,
+    pattern: &str,
+    history: History,
+) -> ServerBuilder<AllButSecret> {
+    Server::builder(AllButSecret)
+        .history(pattern, history)
+        .backplane(backplane)
+        .backplane_secret(super::nodes::SECRET)
 }
 
 /// Lets clients subscribe to anything but `secret`.
