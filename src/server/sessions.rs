@@ -130,6 +130,14 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// A session a restore attached, before the `session_restored` hook: its reply, and
+/// whether the connection held it already.
+struct Restored {
+    session: Session,
+    reply: Message,
+    already_held: bool,
+}
+
 /// A session saved in the store but not announced to its client: removed from the store
 /// when dropped (on a task, as dropping cannot wait), so that a creation that did not reach
 /// its client leaves nothing a key could restore.
@@ -537,7 +545,6 @@ impl Sessions {
         if !self.enabled {
             return Message::ReplySessionsDisabled { id };
         }
-        let op = conn.session_op().await;
         // Keys are untrusted bytes: one we could never have made is simply not found.
         let Some(key) = std::str::from_utf8(&key)
             .ok()
@@ -545,6 +552,75 @@ impl Sessions {
         else {
             return Message::ReplySessionNotFound { id };
         };
+        // Each step under the connection's session lock notes the sessions the connection
+        // left; their `session_left` hooks run once the lock is released (a hook may use the
+        // connection's sessions), whichever way the step ended.
+        let mut left = Vec::new();
+        let attached = {
+            let _op = conn.session_op().await;
+            self.attach_stored(conn, id, key, &mut left).await
+        };
+        self.tell_left(conn, &left).await;
+        let Restored {
+            session,
+            reply,
+            already_held,
+        } = match attached {
+            Ok(restored) => restored,
+            Err(reply) => return reply,
+        };
+        // The hook runs without the lock; a refusal takes the session off again before the
+        // client hears of it.
+        let refused = match catch_panic(self.events.restored(conn, &session)).await {
+            Ok(Ok(())) => false,
+            Ok(Err(RestoreRefused)) => true,
+            Err(panic) => {
+                tracing::error!(panic, "the session_restored hook panicked: restore refused");
+                true
+            }
+        };
+        let mut left = Vec::new();
+        let kept = {
+            let _op = conn.session_op().await;
+            if refused {
+                // A session the connection held before this restore was granted by an
+                // earlier hook (`session_created` or `session_restored`): losing it is
+                // leaving it.
+                if self.disconnect_from(conn, key) && already_held {
+                    left.push(key.to_owned());
+                }
+                false
+            } else if !conn.holds_session(key) {
+                // A revocation (or the connection's own logout) took the session while the
+                // hook ran: it was not restored, and whatever the hook granted is undone
+                // (its `session_left` may have run before the hook granted it).
+                left.push(key.to_owned());
+                false
+            } else {
+                true
+            }
+        };
+        self.tell_left(conn, &left).await;
+        if !kept {
+            return Message::ReplySessionNotFound { id };
+        }
+        // Answered once what other nodes send the session reaches this one.
+        self.remote.sync().await;
+        reply
+    }
+
+    /// The locked part of a restore: the key registered (within the per-session limit),
+    /// the session looked up and checked against this server's reply size, the session
+    /// the connection held before left, and the one looked up attached, only while its
+    /// registration stands. The sessions the connection left go into `left`; `Err` is the
+    /// reply that ends the restore.
+    async fn attach_stored(
+        &self,
+        conn: &Connection,
+        id: RequestId,
+        key: &str,
+        left: &mut Vec<String>,
+    ) -> Result<Restored, Message> {
         let current = conn.session();
         let already_held = current.as_ref().is_some_and(|session| session.key == key);
         let reservation = if already_held {
@@ -552,7 +628,7 @@ impl Sessions {
         } else {
             if let Err(error) = self.registry.register(key, conn.id(), conn) {
                 tracing::debug!(%error, "restore refused");
-                return Message::ReplyMaxSessConnsReached { id };
+                return Err(Message::ReplyMaxSessConnsReached { id });
             }
             Some(Reservation {
                 sessions: self,
@@ -567,14 +643,13 @@ impl Sessions {
                 // that held it does not keep it either (unless a revocation took it during
                 // the lookup, and ran `session_left` itself).
                 if already_held && self.disconnect_from(conn, key) {
-                    drop(op);
-                    self.events.left(conn, key).await;
+                    left.push(key.to_owned());
                 }
-                return Message::ReplySessionNotFound { id };
+                return Err(Message::ReplySessionNotFound { id });
             }
             Err(error) => {
                 tracing::error!(%error, "the session store failed a lookup");
-                return Message::ReplyInternalError { id };
+                return Err(Message::ReplyInternalError { id });
             }
         };
         // The key the client sent is the session's key, whatever the store returned.
@@ -582,28 +657,14 @@ impl Sessions {
             key: key.to_owned(),
             ..session
         };
-        let json = match session.to_json() {
-            Ok(json) => json,
-            Err(error) => {
-                tracing::error!(%error, "a stored session cannot be written as JSON");
-                return Message::ReplyInternalError { id };
-            }
-        };
-        // A session saved by a server with a larger message size limit may not fit in this
-        // one's reply: refused before it is attached, not attached and then unanswerable.
-        let reply = Message::ReplyUtf8 { id, data: json };
-        let limit = conn.max_message_size();
-        if let Some(len) = reply.encoded_len().ok().filter(|&len| len > limit) {
-            tracing::error!(
-                len,
-                limit,
-                "a stored session is too large for a restore reply"
-            );
-            return Message::ReplyInternalError { id };
+        let reply = self.restore_reply(conn, id, &session)?;
+        // The session it held is replaced: it leaves that one (none if a revocation took it
+        // during the lookup and ran the hooks).
+        if let Some(old) =
+            current.filter(|old| !already_held && self.disconnect_from(conn, &old.key))
+        {
+            left.push(old.key);
         }
-        // The session it held is replaced: it leaves that one (hooks once the lock is
-        // released; none if a revocation took it during the lookup and ran them).
-        let replaced = current.filter(|old| !already_held && self.disconnect_from(conn, &old.key));
         // Attached only while still registered: a revocation that took the key's
         // registrations after the lookup found it wins, and the client is not told of a
         // session that no longer exists. (A session already held is replaced by the one
@@ -617,50 +678,47 @@ impl Sessions {
             if already_held {
                 conn.take_session_if(key);
             }
-            drop(op);
-            if let Some(old) = &replaced {
-                self.events.left(conn, &old.key).await;
-            }
-            return Message::ReplySessionNotFound { id };
+            return Err(Message::ReplySessionNotFound { id });
         }
-        drop(op);
-        if let Some(old) = &replaced {
-            self.events.left(conn, &old.key).await;
+        Ok(Restored {
+            session,
+            reply,
+            already_held,
+        })
+    }
+
+    /// The reply that restores `session`, unless it cannot be written or is over this
+    /// server's message size limit (a session saved by a server with a larger limit):
+    /// refused before it is attached, not attached and then unanswerable.
+    fn restore_reply(
+        &self,
+        conn: &Connection,
+        id: RequestId,
+        session: &Session,
+    ) -> Result<Message, Message> {
+        let json = session.to_json().map_err(|error| {
+            tracing::error!(%error, "a stored session cannot be written as JSON");
+            Message::ReplyInternalError { id }
+        })?;
+        let reply = Message::ReplyUtf8 { id, data: json };
+        let limit = conn.max_message_size();
+        if let Some(len) = reply.encoded_len().ok().filter(|&len| len > limit) {
+            tracing::error!(
+                len,
+                limit,
+                "a stored session is too large for a restore reply"
+            );
+            return Err(Message::ReplyInternalError { id });
         }
-        // The hook runs without the lock (it may use the connection's sessions); a refusal
-        // takes the session off again before the client hears of it.
-        let verdict = catch_panic(self.events.restored(conn, &session)).await;
-        let refused = match verdict {
-            Ok(Ok(())) => false,
-            Ok(Err(RestoreRefused)) => true,
-            Err(panic) => {
-                tracing::error!(panic, "the session_restored hook panicked: restore refused");
-                true
-            }
-        };
-        let op = conn.session_op().await;
-        if refused {
-            let lost = self.disconnect_from(conn, key);
-            drop(op);
-            // A session the connection held before this restore was granted by an earlier
-            // hook (`session_created` or `session_restored`): losing it is leaving it.
-            if already_held && lost {
-                self.events.left(conn, key).await;
-            }
-            return Message::ReplySessionNotFound { id };
-        }
-        // A revocation (or the connection's own logout) may have taken the session while
-        // the hook ran: then it was not restored, and whatever the hook granted is undone
-        // (its `session_left` may have run before the hook granted it).
-        if !conn.holds_session(key) {
-            drop(op);
+        Ok(reply)
+    }
+
+    /// Runs `session_left` for each session `conn` left, in order (with its session lock
+    /// released).
+    async fn tell_left(&self, conn: &Connection, left: &[String]) {
+        for key in left {
             self.events.left(conn, key).await;
-            return Message::ReplySessionNotFound { id };
         }
-        drop(op);
-        // Answered once what other nodes send the session reaches this one.
-        self.remote.sync().await;
-        reply
     }
 
     /// Answers a close-session request (§4.5): the empty reply, whether or not the
