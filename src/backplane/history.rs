@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+use crate::backplane::{Envelope, Seal};
 use crate::protocol::topics::Position;
 
 /// What a topic's history keeps: the last [`last`](Self::last) publications, at most
@@ -179,5 +180,55 @@ pub(crate) fn random_epoch() -> u64 {
         if epoch != 0 {
             return epoch;
         }
+    }
+}
+
+/// A shared history whose publications are kept with the tag they travel with: a
+/// publication appended is signed, one read back is delivered only if its tag holds
+/// (whoever can write to the store cannot make a node deliver what no node published).
+pub(crate) struct Signed {
+    pub(crate) inner: Arc<dyn SharedStore>,
+    pub(crate) seal: Seal,
+    pub(crate) refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedStore for Signed {
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        history: History,
+        envelope: Bytes,
+        plain: Bytes,
+    ) -> futures_util::future::BoxFuture<'a, Result<Position, HistoryError>> {
+        let signed = Envelope::signed_publication(&self.seal, topic, &plain);
+        self.inner.append(topic, history, envelope, signed)
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        history: History,
+        after: Option<u64>,
+        until: Option<u64>,
+    ) -> futures_util::future::BoxFuture<'a, Result<Snapshot, HistoryError>> {
+        Box::pin(async move {
+            let mut snapshot = self.inner.read(topic, history, after, until).await?;
+            let entries = std::mem::take(&mut snapshot.entries);
+            for (offset, signed) in entries {
+                match Envelope::open_publication(&self.seal, topic, &signed) {
+                    Some(plain) => snapshot.entries.push((offset, plain)),
+                    None => {
+                        self.refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            topic,
+                            offset,
+                            "a publication in the shared history has a bad tag: not delivered"
+                        );
+                    }
+                }
+            }
+            Ok(snapshot)
+        })
     }
 }

@@ -92,7 +92,7 @@ use futures_util::future::BoxFuture;
 
 pub(crate) use envelope::{Envelope, NodeId, Refused};
 pub use history::{History, HistoryError, SharedHistory};
-pub(crate) use history::{SharedStore, Snapshot, random_epoch};
+pub(crate) use history::{SharedStore, Signed, Snapshot, random_epoch};
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) use inboxes::Inboxes;
 pub(crate) use interest::Interest;
