@@ -23,6 +23,11 @@
 //! the hook returns; they are dispatched in their order then. Beyond that it stops reading,
 //! as it does when every handler permit is taken.
 
+mod close;
+mod launch;
+
+use launch::{Launcher, Started};
+
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -225,7 +230,7 @@ where
 }
 
 /// The state of one connection's driver. `M` starts a job ([`job::run`]), `F` is its future.
-struct Driver<H, S, M, F> {
+pub(super) struct Driver<H, S, M, F> {
     cx: Arc<job::Context<H>>,
     /// `None` once the closing handshake took it.
     socket: Option<Socket<S>>,
@@ -257,50 +262,6 @@ struct Driver<H, S, M, F> {
     /// `stop_handlers`, so the shutdown deadline stops them too). Made with the first such
     /// job.
     abandon: Option<CancellationToken>,
-}
-
-/// Starts jobs: polls each one for the first time in one pinned allocation, reused for every job
-/// that finishes in that poll (most do), and handed over to the task of one that does not.
-struct Launcher<M, F> {
-    start: M,
-    spare: Option<Pin<Box<Option<F>>>>,
-}
-
-/// How far a job got when it was polled once.
-enum Started<F> {
-    /// Finished, with its reply.
-    Done(Option<Bytes>),
-    /// Waiting: it goes on on a task of its own.
-    Waiting(Pin<Box<Option<F>>>),
-}
-
-impl<M, F> Launcher<M, F>
-where
-    F: Future<Output = Option<Bytes>>,
-{
-    fn start<H>(&mut self, cx: &Arc<job::Context<H>>, job: Job, span: &tracing::Span) -> Started<F>
-    where
-        M: Fn(Arc<job::Context<H>>, Job) -> F,
-    {
-        let request = job.request_id();
-        let mut boxed = self.spare.take().unwrap_or_else(|| Box::pin(None));
-        boxed.set(Some((self.start)(Arc::clone(cx), job)));
-        // A no-op waker: a job that is not done is polled again by its own task at once,
-        // so nothing it registers here needs to reach anyone.
-        let mut noop = Context::from_waker(Waker::noop());
-        let polled = match boxed.as_mut().as_pin_mut() {
-            Some(future) => span.in_scope(|| job::poll_job(future, &mut noop, request)),
-            None => Poll::Ready(None),
-        };
-        match polled {
-            Poll::Ready(reply) => {
-                boxed.set(None);
-                self.spare = Some(boxed);
-                Started::Done(reply)
-            }
-            Poll::Pending => Started::Waiting(boxed),
-        }
-    }
 }
 
 /// The next item of a connection's outbox: what was taken before, or what is queued now.
@@ -643,89 +604,6 @@ where
         Ok(probed)
     }
 
-    /// Ends the connection for `reason`. Requests read before the end are answered, as the
-    /// reference server does: running handlers finish and their replies go out before the
-    /// close frame, unless the peer is gone or closed first (requests held for a `connected`
-    /// hook that did not finish get the shutdown reply). Then the socket is closed and
-    /// `place`, the connection's place, given back. Handlers that still run then have
-    /// nobody to answer: they get the abandoned-handler timeout to finish, and are dropped
-    /// after it. When this returns no handler of the connection runs.
-    async fn close(&mut self, reason: &CloseReason, place: Place) {
-        // From here on the connection takes no more signals and `closed()` resolves, also
-        // while running handlers finish.
-        self.cx.conn.close_with(reason.clone());
-        let frame = match reason {
-            CloseReason::Closed => Some(close_frame(CloseCode::Normal, "closed by the server")),
-            CloseReason::ServerShutdown => {
-                Some(close_frame(CloseCode::Away, "server shutting down"))
-            }
-            CloseReason::ReadTimeout => Some(close_frame(CloseCode::Normal, "read timeout")),
-            CloseReason::HookFailed => Some(close_frame(CloseCode::Error, "internal error")),
-            CloseReason::SlowConsumer => Some(close_frame(CloseCode::Again, "too slow")),
-            CloseReason::ProtocolViolation(_) => self.violation.take(),
-            CloseReason::ClientClosed | CloseReason::ConnectionLost | CloseReason::WriteTimeout => {
-                None
-            }
-        };
-        let code = frame.as_ref().map(|frame| u16::from(frame.code));
-        for job in std::mem::take(&mut self.held) {
-            if let Some(id) = job.request_id() {
-                let reply = encode_special(Message::ReplyShutdown { id });
-                self.tally.replied(&reply);
-                self.taken.push_back(Outbound::Unmetered(reply));
-            }
-        }
-        match frame {
-            Some(frame) => {
-                if poll_fn(|cx| self.poll_wind_down(cx)).await.is_ok() {
-                    if let Some(socket) = self.socket.take() {
-                        socket
-                            .close(frame, self.cx.shared.config.close_timeout)
-                            .await;
-                    }
-                }
-            }
-            None => {
-                if let Some(socket) = self.socket.take() {
-                    socket.finish();
-                }
-            }
-        }
-        self.socket = None;
-        // The socket is closed: its place is free, whatever still runs.
-        drop(place);
-        // Nobody can receive these replies any more; their permits still have to come back
-        // before the connection is gone, within the abandoned-handler timeout.
-        let grace = self.cx.shared.config.abandoned_handler_timeout;
-        if tokio::time::timeout(grace, self.finish_running())
-            .await
-            .is_err()
-        {
-            tracing::debug!(
-                running = self.running,
-                "handlers of a gone client stopped: abandoned-handler timeout"
-            );
-            if let Some(abandon) = &self.abandon {
-                abandon.cancel();
-            }
-            // Each stopped job's completion sends its `Done` at once.
-            self.finish_running().await;
-        }
-        self.tally.closed(&self.cx.shared.metrics, reason, code);
-        // Whatever comes now has nobody to go to, and nothing wakes this task any more.
-        self.cx.conn.outbox().close();
-        self.cx.conn.forget_driver();
-    }
-
-    /// Waits until no job of the connection runs any more, dropping what they send.
-    async fn finish_running(&mut self) {
-        let conn = self.cx.conn.clone();
-        while self.running > 0 {
-            let outbound = poll_fn(|cx| next_outbound(&mut self.taken, conn.outbox(), cx)).await;
-            take(outbound, &mut self.running, &conn, &mut self.tally);
-        }
-    }
-
     /// Feeds what the outbox holds while the socket has room. Says whether it fed anything,
     /// and whether it stopped because the outbox is empty (`Ready`) or because the socket
     /// has no room (`Pending`); either way a waker is registered for what it waits on.
@@ -753,22 +631,5 @@ where
             Poll::Ready(())
         };
         Ok((fed.taken > 0, stopped))
-    }
-
-    /// Writes what running handlers and the outbox still send, until no handler runs and
-    /// everything is flushed. `Err` when the socket failed.
-    fn poll_wind_down(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteFailed>> {
-        let (_, outbox) = self.feed_outbox(cx)?;
-        std::task::ready!(outbox);
-        self.tally.flush(&self.cx.shared.metrics);
-        let Some(socket) = self.socket.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        std::task::ready!(socket.poll_flush(cx))?;
-        if self.running > 0 {
-            // Woken by the next `Done` through the outbox.
-            return Poll::Pending;
-        }
-        Poll::Ready(Ok(()))
     }
 }
