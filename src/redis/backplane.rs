@@ -1,5 +1,10 @@
 //! [`RedisBackplane`]: the nodes of a service talk through Redis pub/sub, a channel per
 //! route, each node subscribed to the channels of its own topics and sessions.
+//!
+//! Over 600 lines (704): one backplane whole: its builder (every option with its docs), the
+//! connection to one Redis or a cluster, the `Backplane` implementation and the subscriber
+//! task that owns the pub/sub connection; each part is short, and they share the builder's
+//! private state.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,4 +1,8 @@
 //! [`ServerBuilder`]: every option of a server, its default and its limits.
+//!
+//! Over 600 lines (958, 910 before the unit tests): one method per option of a server, each
+//! with its default, its limits and the memory it implies in its docs, which are most of
+//! the file; `build` checks them all in one place.
 
 use std::sync::Arc;
 use std::time::Duration;

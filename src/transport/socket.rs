@@ -21,6 +21,10 @@
 //!   armed only while a write waits, so a connection whose writes go straight out never
 //!   touches the timer wheel;
 //! - pings answered, the closing handshake both ways ([`Socket::close`], [`Socket::finish`]).
+//!
+//! Over 600 lines (1187, 672 before the unit tests): one type, the whole WebSocket of one
+//! connection (reading, fragments, writing, closing), whose parts share its buffers; the
+//! rest is its unit tests, which need its private state.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};

@@ -22,6 +22,9 @@
 //! timeouts, and holds the jobs it reads, at most `max_concurrent_requests` of them, until
 //! the hook returns; they are dispatched in their order then. Beyond that it stops reading,
 //! as it does when every handler permit is taken.
+//!
+//! Over 600 lines (636): the poll loop of one connection, one type whose steps share its
+//! state; the closing and a job's first poll are in the files beside it.
 
 mod close;
 mod launch;
