@@ -2,6 +2,8 @@
 //! [`Client::close_session`], serialised with each other and with the restore after a
 //! reconnection, each bounded by the request timeout.
 
+use std::future::Future;
+
 use bytes::Bytes;
 
 use crate::Session;
@@ -47,10 +49,8 @@ impl Client {
     /// ```
     pub async fn restore_session(&self, key: &str) -> Result<Session, RequestError> {
         let shared = &*self.shared;
-        shared.check_open()?;
         let timeout = shared.config.request_timeout;
-        let restore = async {
-            let _op = shared.session_op().await;
+        self.session_operation(async {
             if shared.has_session() {
                 return Err(RequestError::SessionActive);
             }
@@ -63,10 +63,8 @@ impl Client {
             let reply = shared.exchange(frame, (id, kind), (None, timeout)).await?;
             // The driver checked and stored the session already; this parse cannot fail.
             Session::from_json(&reply.data).map_err(RequestError::InvalidReply)
-        };
-        tokio::time::timeout(timeout, restore)
-            .await
-            .unwrap_or(Err(RequestError::Timeout { after: timeout }))
+        })
+        .await
     }
 
     /// Closes the client's session (PROTOCOL.md §4.5) and calls
@@ -85,10 +83,7 @@ impl Client {
     /// session (or session request) came first, which it leaves alone.
     pub async fn close_session(&self) -> Result<(), RequestError> {
         let shared = &*self.shared;
-        shared.check_open()?;
-        let timeout = shared.config.request_timeout;
-        let close = async {
-            let _op = shared.session_op().await;
+        self.session_operation(async {
             if !shared.has_session() {
                 return Ok(());
             }
@@ -120,8 +115,25 @@ impl Client {
             }
             shared.forget_session();
             Ok(())
+        })
+        .await
+    }
+
+    /// Runs a session operation: on an open client, after the operations before it (they
+    /// never interleave: a session closed offline is not resurrected by a restore still in
+    /// flight), the whole of it within the request timeout.
+    async fn session_operation<T>(
+        &self,
+        operation: impl Future<Output = Result<T, RequestError>>,
+    ) -> Result<T, RequestError> {
+        let shared = &*self.shared;
+        shared.check_open()?;
+        let timeout = shared.config.request_timeout;
+        let locked = async {
+            let _op = shared.session_op().await;
+            operation.await
         };
-        tokio::time::timeout(timeout, close)
+        tokio::time::timeout(timeout, locked)
             .await
             .unwrap_or(Err(RequestError::Timeout { after: timeout }))
     }
