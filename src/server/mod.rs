@@ -2,24 +2,27 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `mod.rs` | [`Server`]: listening, headless connections, shutdown |
-//! | `builder.rs` | [`ServerBuilder`]: the options, [`ConfigError`] |
-//! | `handler.rs` | [`Handler`] (the hooks), [`HandlerError`], [`CloseReason`] |
-//! | `connection.rs` | [`Connection`], the handle hooks receive; [`SendError`] |
+//! | `handle.rs` | [`Server`]: the handle, what it offers besides serving, shutdown |
+//! | `accept.rs` | where connections come from: `serve`, `serve_connection`, `serve_websocket` |
+//! | `builder.rs`, `config.rs` | [`ServerBuilder`]: the options; [`ConfigError`], [`SlowSubscriber`] |
+//! | `shared.rs`, `live.rs` | what every connection shares; the open connections and their places |
+//! | `handler.rs`, `close.rs`, `panic.rs` | [`Handler`] (the hooks), [`HandlerError`]; [`CloseReason`]; panics caught |
+//! | `connection/` | [`Connection`], the handle hooks receive: identity, signalling, closing; its session; its topics |
 //! | `listen.rs` | [`bind`], [`bind_with_backlog`]: listening for bursts; [`configure_socket`]: options of accepted sockets |
+//! | `admission.rs`, `source.rs` | the pending upgrades, in all and per source; what a source is |
 //! | `upgrade.rs` | the HTTP upgrade: checks and `before_upgrade` for every path in, the HTTP side of sockets the server accepts itself |
 //! | `upgrade_request.rs` | [`UpgradeRequest`]: what `before_upgrade` sees, what it attaches to the connection |
 //! | `origin.rs` | which `Origin`s may connect (cross-site WebSocket hijacking) |
 //! | `tls.rs` | `serve_tls`, `serve_tls_connection`, `TlsInfo` for `before_upgrade` (feature `rustls`) |
 //! | `mount.rs` | `Server::upgrade`: a request a hyper or axum application hands over (feature `hyper`) |
-//! | `driver.rs` | per connection: the one task that reads, dispatches and writes |
-//! | `outbox.rs` | the queue from other tasks into a connection's driver |
+//! | `driver/` | per connection: the one task that reads, dispatches and writes; its closing |
+//! | `outbox.rs` | the queue from other tasks into a connection's driver; [`SendError`] |
 //! | `job.rs` | what a message asks (a `Job`), and the guard of its one reply |
-//! | `sessions.rs` | sessions on the server: create, restore, close, who holds which key |
+//! | `sessions/` | sessions on the server: the state machine of a session's life, its operations |
 //! | `client_topics.rs` | the topics extension on the server: the sub-protocol negotiated at the upgrade, the `ww.` requests of a client |
-//! | `history.rs` | [`History`]: which topics keep their last publications, the ring of one topic (in memory), the engine seam to a [`SharedHistory`] |
+//! | `history.rs` | which topics keep their last publications, the ring of one topic (in memory) |
 //! | `sequencer.rs` | a topic of a shared history on one node: its publications delivered in offset order, holes filled, the resume seam |
-//! | `fanout.rs` | one signal to many: topics, signals to a session's connections, what other nodes send through the backplane; [`SlowSubscriber`], [`TopicError`] |
+//! | `fanout/` | one signal to many: topics, signals to a session's connections, what other nodes send; [`TopicError`] |
 //! | `metrics.rs` | the server's metrics (feature `metrics`): names, units, labels; no-ops without the feature |
 //!
 //! ```no_run
