@@ -18,7 +18,7 @@ use common::{RawClient, bounded};
 use tokio::sync::mpsc;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 
 const TOPIC: &str = "ticker";
 
@@ -36,12 +36,7 @@ fn rate() -> u64 {
 struct Ticker;
 
 impl Handler for Ticker {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             "subscribe" => {
                 conn.subscribe(TOPIC)?;

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 use tokio_webwire::session::{MemoryStore, SessionStore};
 use tokio_webwire::{Payload, Session, SessionInfo};
 
@@ -20,12 +20,7 @@ use tokio_webwire::{Payload, Session, SessionInfo};
 struct Login;
 
 impl Handler for Login {
-    async fn request(
-        &self,
-        conn: &Connection,
-        _: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, _: Name, payload: Payload) -> HandlerResult {
         let mut info = SessionInfo::new();
         info.insert("user", &payload.to_text()?)?;
         conn.create_session(info).await?;

@@ -11,19 +11,14 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 
 /// Echoes, after a short sleep for requests named `sleep` (so that handler runs on a task
 /// of its own).
 struct SleepyEcho;
 
 impl Handler for SleepyEcho {
-    async fn request(
-        &self,
-        _conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         if name.as_str() == "sleep" {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

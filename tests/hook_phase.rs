@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::client::Reconnect;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerResult, Server};
 use tokio_webwire::{Client, Payload, SessionInfo};
 
 /// A chat-like server whose `connected` hook replays a history, may subscribe, may create
@@ -68,12 +68,7 @@ impl Handler for App {
         self.greeted.store(true, Ordering::SeqCst);
     }
 
-    async fn request(
-        &self,
-        _conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             // Whether the hook had returned when this request was handled.
             "greeted" => Ok(Payload::utf8(

@@ -25,7 +25,7 @@ use tokio_webwire::client::Reconnect;
 use tokio_webwire::http::{Request, Response, StatusCode};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{
-    CloseReason, Connection, Handler, HandlerError, Server, UpgradeRequest,
+    CloseReason, Connection, Handler, HandlerResult, Server, UpgradeRequest,
 };
 use tokio_webwire::{Client, ConnectError, Payload, RequestError};
 
@@ -77,12 +77,7 @@ impl Handler for App {
         let _ = self.disconnected.send(reason.clone());
     }
 
-    async fn request(
-        &self,
-        conn: &Connection,
-        _name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, _name: Name, payload: Payload) -> HandlerResult {
         let token = conn.get::<Seen>().and_then(|seen| seen.token.clone());
         let text = payload.to_text()?;
         Ok(Payload::utf8(format!(

@@ -18,7 +18,8 @@ use tokio_webwire::router::{
     Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
 };
 use tokio_webwire::server::{
-    Connection, Handler, HandlerError, Server, SubscribeRefused, TopicError, UpgradeRequest,
+    Connection, Handler, HandlerError, HandlerResult, Server, SubscribeRefused, TopicError,
+    UpgradeRequest,
 };
 use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
 
@@ -94,12 +95,7 @@ impl Handler for Hooks {
 struct Fallback;
 
 impl Handler for Fallback {
-    async fn request(
-        &self,
-        _: &Connection,
-        name: Name,
-        _: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _: &Connection, name: Name, _: Payload) -> HandlerResult {
         Ok(Payload::utf8(format!("fallback for {name}")))
     }
 }

@@ -9,7 +9,7 @@ use common::RawClient;
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
 use tokio_webwire::router::Router;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerError, HandlerResult, Server};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -26,12 +26,7 @@ const NAMES: [&str; 19] = [
 struct Match;
 
 impl Handler for Match {
-    async fn request(
-        &self,
-        _: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _: &Connection, name: Name, payload: Payload) -> HandlerResult {
         if name.as_str() == "echo" {
             return Ok(payload);
         }

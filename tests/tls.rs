@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio_webwire::client::Reconnect;
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, TlsInfo, UpgradeRequest};
+use tokio_webwire::server::{
+    Connection, Handler, HandlerError, HandlerResult, Server, TlsInfo, UpgradeRequest,
+};
 use tokio_webwire::tokio_rustls::TlsAcceptor;
 use tokio_webwire::tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_webwire::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -316,12 +318,7 @@ impl Handler for MutualTls {
         Ok(())
     }
 
-    async fn request(
-        &self,
-        conn: &Connection,
-        _: Name,
-        _: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, _: Name, _: Payload) -> HandlerResult {
         let user = conn
             .get::<User>()
             .ok_or(HandlerError::internal("no user"))?;

@@ -19,7 +19,8 @@ use tokio_webwire::Payload;
 use tokio_webwire::protocol::topics::{self, Position, Status, Subscribed};
 use tokio_webwire::protocol::{Message, Name, RequestId};
 use tokio_webwire::server::{
-    Connection, Handler, HandlerError, History, Server, ServerBuilder, SubscribeRefused, TopicError,
+    Connection, Handler, HandlerResult, History, Server, ServerBuilder, SubscribeRefused,
+    TopicError,
 };
 
 /// Lets clients subscribe to anything but `secret`; answers the request `plain` (to show
@@ -35,12 +36,7 @@ impl Handler for App {
         common::all_but_secret(topic)
     }
 
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        _: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, _: Payload) -> HandlerResult {
         if name.as_str() == "subscribe-here" {
             conn.subscribe("room")?;
         }
@@ -363,12 +359,7 @@ async fn the_server_can_take_a_clients_subscription_away() {
         ) -> Result<(), SubscribeRefused> {
             Ok(())
         }
-        async fn request(
-            &self,
-            conn: &Connection,
-            _: Name,
-            _: Payload,
-        ) -> Result<Payload, HandlerError> {
+        async fn request(&self, conn: &Connection, _: Name, _: Payload) -> HandlerResult {
             Ok(Payload::utf8(conn.unsubscribe("room").to_string()))
         }
     }

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_webwire::http::StatusCode;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server, UpgradeRequest};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server, UpgradeRequest};
 use tokio_webwire::{Client, Payload};
 
 /// The status line the server answers an upgrade request with, `origin` in its `Origin`
@@ -206,12 +206,7 @@ impl Handler for Authenticating {
             .send((conn.get::<User>().cloned(), path, conn.remote_addr()));
     }
 
-    async fn request(
-        &self,
-        conn: &Connection,
-        _name: Name,
-        _payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, _name: Name, _payload: Payload) -> HandlerResult {
         let user = conn.get::<User>().map_or("nobody", |user| user.0.as_str());
         Ok(Payload::utf8(user))
     }
@@ -300,12 +295,7 @@ impl Handler for Gated {
         Ok(())
     }
 
-    async fn request(
-        &self,
-        _: &Connection,
-        _: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _: &Connection, _: Name, payload: Payload) -> HandlerResult {
         let _ = self.request_entered.send(());
         let _permit = self.request_gate.acquire().await;
         Ok(payload)

@@ -73,7 +73,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerError, HandlerResult, Server};
 use tokio_webwire::session::{MemoryStore, SessionStore};
 use tokio_webwire::{Payload, Session, SessionInfo};
 
@@ -90,12 +90,7 @@ const STORED_KEY: &str = "s";
 struct FuzzHandler;
 
 impl Handler for FuzzHandler {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_bytes() {
             b"fail" => Err(HandlerError::reply(
                 ErrorCode::from_static("FAIL"),

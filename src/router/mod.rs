@@ -93,8 +93,8 @@ use crate::payload::Payload;
 use crate::protocol::{ErrorCode, Name, ProtocolError};
 use crate::router::names::NameTable;
 use crate::server::{
-    CloseReason, Connection, Handler, HandlerError, RestoreRefused, SubscribeRefused,
-    UpgradeRequest,
+    CloseReason, Connection, Handler, HandlerError, HandlerResult, RestoreRefused,
+    SubscribeRefused, UpgradeRequest,
 };
 use crate::session::Session;
 
@@ -255,13 +255,12 @@ where
     /// ```
     /// use tokio_webwire::{Payload, protocol::Name};
     /// use tokio_webwire::router::Router;
-    /// use tokio_webwire::server::{Connection, Handler, HandlerError};
+    /// use tokio_webwire::server::{Connection, Handler, HandlerResult};
     ///
     /// /// Every other request, passed on to the application that was there before.
     /// struct Legacy;
     /// impl Handler for Legacy {
-    ///     async fn request(&self, _: &Connection, name: Name, _: Payload)
-    ///         -> Result<Payload, HandlerError> {
+    ///     async fn request(&self, _: &Connection, name: Name, _: Payload) -> HandlerResult {
     ///         Ok(Payload::utf8(format!("legacy {name}")))
     ///     }
     /// }
@@ -528,12 +527,7 @@ where
 pub struct NotFound;
 
 impl Handler for NotFound {
-    async fn request(
-        &self,
-        _: &Connection,
-        name: Name,
-        _: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _: &Connection, name: Name, _: Payload) -> HandlerResult {
         Err(HandlerError::reply(
             UNKNOWN_REQUEST,
             format!("no request named {:?}", name.as_str()),

@@ -34,18 +34,13 @@ use crate::session::Session;
 /// that way is answered with the shutdown reply). Otherwise hooks run to completion.
 ///
 /// ```
-/// use tokio_webwire::server::{Connection, Handler, HandlerError};
+/// use tokio_webwire::server::{Connection, Handler, HandlerError, HandlerResult};
 /// use tokio_webwire::{Payload, protocol::{ErrorCode, Name}};
 ///
 /// struct Echo;
 ///
 /// impl Handler for Echo {
-///     async fn request(
-///         &self,
-///         _conn: &Connection,
-///         name: Name,
-///         payload: Payload,
-///     ) -> Result<Payload, HandlerError> {
+///     async fn request(&self, _conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
 ///         match name.as_str() {
 ///             "echo" => Ok(payload),
 ///             _ => Err(HandlerError::reply(ErrorCode::from_static("UNKNOWN"), "no such request")),
@@ -76,7 +71,7 @@ pub trait Handler: Send + Sync + 'static {
     /// default accepts every request.
     ///
     /// ```
-    /// use tokio_webwire::server::{Connection, Handler, HandlerError, UpgradeRequest};
+    /// use tokio_webwire::server::{Connection, Handler, HandlerResult, UpgradeRequest};
     /// use tokio_webwire::{Payload, http::StatusCode, protocol::Name};
     ///
     /// #[derive(Clone)]
@@ -95,8 +90,7 @@ pub trait Handler: Send + Sync + 'static {
     ///         Ok(())
     ///     }
     ///
-    ///     async fn request(&self, conn: &Connection, _: Name, _: Payload)
-    ///         -> Result<Payload, HandlerError> {
+    ///     async fn request(&self, conn: &Connection, _: Name, _: Payload) -> HandlerResult {
     ///         let user = conn.get::<User>().map_or("nobody", |user| user.0.as_str());
     ///         Ok(Payload::utf8(format!("hello, {user}")))
     ///     }
@@ -167,7 +161,7 @@ pub trait Handler: Send + Sync + 'static {
         conn: &Connection,
         name: Name,
         payload: Payload,
-    ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
+    ) -> impl Future<Output = HandlerResult> + Send {
         let _ = (conn, name, payload);
         async {
             Err(HandlerError::reply(
@@ -369,7 +363,7 @@ impl<H: Handler> Handler for Arc<H> {
         conn: &Connection,
         name: Name,
         payload: Payload,
-    ) -> impl Future<Output = Result<Payload, HandlerError>> + Send {
+    ) -> impl Future<Output = HandlerResult> + Send {
         (**self).request(conn, name, payload)
     }
 
@@ -464,6 +458,24 @@ pub struct SubscribeRefused;
 /// assert!(!parse("x").unwrap_err().is_reply());
 /// ```
 pub struct HandlerError(Failure);
+
+/// What a request handler returns: the reply's payload (or `T`), or a [`HandlerError`]. The
+/// signature of [`Handler::request`] fits on one line with it.
+///
+/// ```
+/// use tokio_webwire::Payload;
+/// use tokio_webwire::protocol::Name;
+/// use tokio_webwire::server::{Connection, Handler, HandlerResult};
+///
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     async fn request(&self, _: &Connection, _: Name, payload: Payload) -> HandlerResult {
+///         Ok(payload)
+///     }
+/// }
+/// ```
+pub type HandlerResult<T = Payload> = Result<T, HandlerError>;
 
 enum Failure {
     Reply { code: ErrorCode, message: String },

@@ -27,13 +27,13 @@
 //!
 //! ```no_run
 //! use tokio::net::{TcpListener, TcpStream};
-//! use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+//! use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 //! use tokio_webwire::{Payload, protocol::Name};
 //!
 //! struct Echo;
 //!
 //! impl Handler for Echo {
-//!     async fn request(&self, _: &Connection, _: Name, payload: Payload) -> Result<Payload, HandlerError> {
+//!     async fn request(&self, _: &Connection, _: Name, payload: Payload) -> HandlerResult {
 //!         Ok(payload)
 //!     }
 //! }
@@ -84,7 +84,7 @@ pub use config::{ConfigError, SlowSubscriber};
 pub use connection::Connection;
 pub use fanout::{MAX_TOPIC_LEN, TopicError};
 pub use handle::Server;
-pub use handler::{Handler, HandlerError, RestoreRefused, SubscribeRefused};
+pub use handler::{Handler, HandlerError, HandlerResult, RestoreRefused, SubscribeRefused};
 pub use listen::{DEFAULT_BACKLOG, bind, bind_with_backlog, configure_socket};
 pub use outbox::SendError;
 #[cfg(feature = "rustls")]

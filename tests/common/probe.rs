@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::sync::{Barrier, Semaphore, mpsc};
 use tokio_webwire::protocol::{ErrorCode, Message, Name, RequestId};
 use tokio_webwire::server::{
-    CloseReason, Connection, Handler, HandlerError, RestoreRefused, Server, ServerBuilder,
+    CloseReason, Connection, Handler, HandlerError, HandlerResult, RestoreRefused, Server,
+    ServerBuilder,
 };
 use tokio_webwire::{Encoding, Payload, Session, SessionInfo};
 
@@ -51,12 +52,7 @@ impl Handler for Probe {
         let _ = self.disconnected.send(reason.clone());
     }
 
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             "fail" => Err(HandlerError::reply(
                 ErrorCode::from_static("SAMPLE_ERROR"),

@@ -38,7 +38,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::client::{Backoff, Reconnect};
 use tokio_webwire::protocol::{ErrorCode, Message, Name};
-use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, SendError, Server};
+use tokio_webwire::server::{
+    CloseReason, Connection, Handler, HandlerError, HandlerResult, SendError, Server,
+};
 use tokio_webwire::session::MemoryStore;
 use tokio_webwire::{Client, Payload, RequestError, SessionInfo};
 
@@ -59,12 +61,7 @@ impl Ledger {
 }
 
 impl Handler for Ledger {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         if name == "login" {
             let mut info = SessionInfo::new();
             info.insert("user", &payload.to_text()?)?;

@@ -14,7 +14,7 @@ use common::probe::{Events, Probe, parse, probe, request, start};
 use common::{RawClient, begin_shutdown, bounded, listen, vector};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 use tokio_webwire::session::{FileStore, MemoryStore, SessionStore, StoreError};
 use tokio_webwire::{Payload, Session, SessionInfo};
 

@@ -138,12 +138,7 @@ async fn a_session_the_store_did_not_save_is_never_announced() {
 struct Relogin;
 
 impl Handler for Relogin {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        _payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, _payload: Payload) -> HandlerResult {
         match name.as_str() {
             "login" => {
                 let session = conn.create_session(SessionInfo::new()).await?;
