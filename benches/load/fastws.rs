@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::wire::{accept_conf_frame, echo_reply};
+use crate::wire::{accept_loop, echo_reply};
 use crate::{BoxError, Result};
 
 /// The memory reference: fastwebsockets as its own echo example uses it. hyper serves the
@@ -23,11 +23,7 @@ pub(crate) async fn serve_fastwebsockets(
     limit: usize,
     gather: bool,
 ) -> Result<()> {
-    let accept_conf = accept_conf_frame(limit)?;
-    loop {
-        let (socket, _) = listener.accept().await?;
-        let _ = socket.set_nodelay(true);
-        let accept_conf = accept_conf.clone();
+    accept_loop(listener, limit, |socket, accept_conf| {
         if gather {
             tokio::spawn(fastwebsockets_upgrade(
                 GatherWrites::new(socket),
@@ -37,7 +33,8 @@ pub(crate) async fn serve_fastwebsockets(
         } else {
             tokio::spawn(fastwebsockets_upgrade(socket, accept_conf, limit));
         }
-    }
+    })
+    .await
 }
 
 /// Serves the HTTP/1 upgrade request of one connection of [`serve_fastwebsockets`], then

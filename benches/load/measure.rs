@@ -62,22 +62,21 @@ pub(crate) async fn measure(
     let mut load = generator.run(addr, spec, Arc::clone(&counters));
     let server_cpu =
         || -> Result<Option<u64>> { server_pid.map(|pid| cpu_ns(&pid.to_string())).transpose() };
+    // The replies so far, the time, the server's CPU time and ours.
+    let sample = || -> Result<_> {
+        Ok((
+            counters.replies.load(Ordering::Relaxed),
+            Instant::now(),
+            server_cpu()?,
+            cpu_ns("self")?,
+        ))
+    };
     // Drive the generator while the harness sleeps; it must not finish on its own.
     let window = async {
         tokio::time::sleep(warmup).await;
-        let start = (
-            counters.replies.load(Ordering::Relaxed),
-            Instant::now(),
-            server_cpu()?,
-            cpu_ns("self")?,
-        );
+        let start = sample()?;
         tokio::time::sleep(duration).await;
-        let end = (
-            counters.replies.load(Ordering::Relaxed),
-            Instant::now(),
-            server_cpu()?,
-            cpu_ns("self")?,
-        );
+        let end = sample()?;
         Ok::<_, BoxError>((start, end))
     };
     tokio::pin!(window);

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::Result;
-use crate::wire::{Flow, accept_conf_frame, echo_reply, pump};
+use crate::wire::{Flow, accept_loop, echo_reply, pump};
 
 /// The read chunk and the write buffer of a minimal tokio-tungstenite server.
 #[derive(Debug, Clone, Copy)]
@@ -72,11 +72,7 @@ pub(crate) async fn serve_minimal(
     limit: usize,
     buffers: Buffers,
 ) -> Result<()> {
-    let accept_conf = accept_conf_frame(limit)?;
-    loop {
-        let (socket, _) = listener.accept().await?;
-        let _ = socket.set_nodelay(true);
-        let accept_conf = accept_conf.clone();
+    accept_loop(listener, limit, |socket, accept_conf| {
         tokio::spawn(async move {
             let config = buffers.config(limit);
             let Ok(mut ws) =
@@ -94,5 +90,6 @@ pub(crate) async fn serve_minimal(
             })
             .await;
         });
-    }
+    })
+    .await
 }

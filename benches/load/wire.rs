@@ -1,5 +1,5 @@
-//! What the minimal servers and the raw load generator share: the AcceptConf frame, the echo
-//! reply and [`pump`], a full-duplex WebSocket loop.
+//! What the minimal servers and the raw load generator share: the accept loop (with the
+//! AcceptConf frame sent first), the echo reply and [`pump`], a full-duplex WebSocket loop.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_webwire::protocol::{AcceptConf, Message};
@@ -18,12 +19,27 @@ use crate::{REPLY_BINARY, REQUEST_BINARY, Result};
 
 /// The AcceptConf the minimal servers send first, the same as ours, so the generator sees
 /// no difference.
-pub(crate) fn accept_conf_frame(limit: usize) -> Result<Bytes> {
+fn accept_conf_frame(limit: usize) -> Result<Bytes> {
     Ok(Message::AcceptConf(AcceptConf::new(
         Duration::from_secs(60),
         u32::try_from(limit)?,
     ))
     .encode()?)
+}
+
+/// The minimal servers' accept loop, for ever: Nagle off on each connection, then `serve`
+/// with the socket and the AcceptConf frame to send first.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    limit: usize,
+    mut serve: impl FnMut(TcpStream, Bytes),
+) -> Result<()> {
+    let accept_conf = accept_conf_frame(limit)?;
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let _ = socket.set_nodelay(true);
+        serve(socket, accept_conf.clone());
+    }
 }
 
 /// `0xBF` + id + payload of a binary request, in one buffer.
