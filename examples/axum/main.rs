@@ -16,6 +16,8 @@
 //! it, in process and as processes.
 
 mod app;
+#[path = "../common/cli.rs"]
+mod cli;
 #[path = "../common/interrupt.rs"]
 mod interrupt;
 #[path = "../common/logging.rs"]
@@ -32,21 +34,10 @@ const USAGE: &str = "usage: axum [--addr HOST:PORT]";
 async fn main() -> ExitCode {
     logging::init("info");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = match &args[..] {
-        [] => DEFAULT_ADDR,
-        [flag, addr] if flag == "--addr" => addr.as_str(),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let Some(addr) = cli::addr_only(&args, DEFAULT_ADDR) else {
+        return cli::usage(USAGE);
     };
-    match serve(addr).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "axum example failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code("axum example", serve(addr).await)
 }
 
 /// Serves until Ctrl-C, then shuts down gracefully.

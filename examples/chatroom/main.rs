@@ -29,6 +29,8 @@
 //! only errors, so as not to clutter the chat: it shows connection and session events as
 //! `*` lines (`RUST_LOG=info` or `debug` shows more of either).
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod client;
 mod contract;
 #[path = "../common/interrupt.rs"]
@@ -73,19 +75,10 @@ async fn main() -> ExitCode {
         ["--client", url] => chat(url).await,
         ref server_args => match server_options(server_args) {
             Some(options) => serve(&options).await,
-            None => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
+            None => return cli::usage(USAGE),
         },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "chatroom failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code("chatroom", result)
 }
 
 /// The server's options.

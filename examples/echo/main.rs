@@ -22,6 +22,8 @@
 //!
 //! Both log connects, disconnects and errors to stderr (`RUST_LOG=debug` shows more).
 
+#[path = "../common/cli.rs"]
+mod cli;
 mod client;
 #[path = "../common/interrupt.rs"]
 mod interrupt;
@@ -52,19 +54,10 @@ async fn main() -> ExitCode {
         }
         ref server_args => match server_options(server_args) {
             Some(options) => serve(options).await,
-            None => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
+            None => return cli::usage(USAGE),
         },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "echo failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code("echo", result)
 }
 
 /// The server's options.

@@ -14,6 +14,8 @@
 //! requests it answers are listed in `server.rs`. It runs until Ctrl-C, the end of its
 //! standard input (so a test runner that dies takes it along), or a `shutdown` request.
 
+#[path = "../common/cli.rs"]
+mod cli;
 #[path = "../common/logging.rs"]
 mod logging;
 mod server;
@@ -27,19 +29,8 @@ const USAGE: &str = "usage: peer [--addr HOST:PORT]";
 async fn main() -> ExitCode {
     logging::init("warn");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = match &args[..] {
-        [] => DEFAULT_ADDR,
-        [flag, addr] if flag == "--addr" => addr.as_str(),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    let Some(addr) = cli::addr_only(&args, DEFAULT_ADDR) else {
+        return cli::usage(USAGE);
     };
-    match server::run(addr).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "peer failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code("peer", server::run(addr).await)
 }

@@ -21,6 +21,8 @@
 //! drives the same server code. Connects, disconnects and errors are logged to stderr
 //! (`RUST_LOG=debug` shows more).
 
+#[path = "../common/cli.rs"]
+mod cli;
 #[path = "../common/interrupt.rs"]
 mod interrupt;
 #[path = "../common/logging.rs"]
@@ -61,18 +63,9 @@ async fn main() -> ExitCode {
         ["--subscribe", "--url", url] => subscribe(url).await,
         ["--publish", text] => publish(&default_url, text).await,
         ["--publish", text, "--url", url] => publish(url, text).await,
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
+        _ => return cli::usage(USAGE),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "pubsub failed");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code("pubsub", result)
 }
 
 /// Serves, publishes a tick every second and reports the subscriber count, until Ctrl-C.

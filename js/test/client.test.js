@@ -1,8 +1,7 @@
 // The client against the Rust server of examples/peer: every flow a page relies on.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import WebSocket from 'ws';
 
 import {
   AbortError,
@@ -22,10 +21,7 @@ import {
   WebWireError,
   connect,
 } from '../webwire.js';
-import { nextEvent, startPeer, within } from './support/helpers.js';
-
-/** Fast reconnects, so a restart costs the tests milliseconds. */
-const OPTIONS = { WebSocket, reconnect: { minDelay: 10, maxDelay: 100 }, requestTimeout: 5000 };
+import { PEER_OPTIONS as OPTIONS, nextEvent, peerSuite, startPeer, within } from './support/helpers.js';
 
 /** A Storage-like object in memory, standing in for localStorage. */
 function memoryStorage() {
@@ -49,23 +45,7 @@ async function rejection(promise, what) {
 }
 
 describe('the client against examples/peer', () => {
-  /** @type {Awaited<ReturnType<typeof startPeer>>} */
-  let peer;
-  /** @type {WebWireClient[]} */
-  const clients = [];
-  const open = async (options = {}, url = peer.url) => {
-    const client = await within(connect(url, { ...OPTIONS, ...options }), 'connect');
-    clients.push(client);
-    return client;
-  };
-
-  before(async () => {
-    peer = await startPeer();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await peer.stop();
-  });
+  const { peer, open, clients } = peerSuite();
 
   test('the handshake sets the heartbeat to 75 % of the read timeout and the size limit', async () => {
     const client = await open();
@@ -255,7 +235,7 @@ describe('the client against examples/peer', () => {
     assert.equal(storage.items.size, 1);
     first.close();
 
-    const reloaded = new WebWireClient(peer.url, { ...OPTIONS, persistSession: storage });
+    const reloaded = new WebWireClient(peer().url, { ...OPTIONS, persistSession: storage });
     clients.push(reloaded);
     const restored = nextEvent(reloaded, 'sessioncreated');
     await within(reloaded.connect(), 'connect');
@@ -269,7 +249,7 @@ describe('the client against examples/peer', () => {
 
   test('a forgotten session is dropped from storage after a failed restore', async () => {
     const storage = memoryStorage();
-    const probe = new WebWireClient(peer.url, { ...OPTIONS, autoconnect: false, persistSession: storage });
+    const probe = new WebWireClient(peer().url, { ...OPTIONS, autoconnect: false, persistSession: storage });
     storage.setItem(`webwire-session:${probe.url}`, JSON.stringify({ session: 'unknown-key' }));
     clients.push(probe);
     const dropped = nextEvent(probe, 'sessionclosed');
@@ -280,14 +260,14 @@ describe('the client against examples/peer', () => {
   });
 
   test('sessions disabled: a restore fails at once with its kind (no timeout)', async () => {
-    const client = await open({ requestTimeout: 60_000 }, peer.noSessionsUrl);
+    const client = await open({ requestTimeout: 60_000 }, peer().noSessionsUrl);
     const disabled = await rejection(client.restoreSession('any-key'), 'restore');
     assert.ok(disabled instanceof SessionsDisabledError);
     assert.equal(disabled.kind, 'sessions_disabled');
   });
 
   test('autoconnect off: nothing connects until connect(), requests fail meanwhile', async () => {
-    const client = new WebWireClient(peer.url, { ...OPTIONS, autoconnect: false });
+    const client = new WebWireClient(peer().url, { ...OPTIONS, autoconnect: false });
     clients.push(client);
     assert.equal(client.state, 'idle');
     const refused = await rejection(client.request('echo', 'x'), 'request while idle');
@@ -300,7 +280,7 @@ describe('the client against examples/peer', () => {
   test('restoreSession made while connecting waits for the connection', async () => {
     const owner = await open();
     await owner.request('login', 'frank');
-    const client = new WebWireClient(peer.url, OPTIONS);
+    const client = new WebWireClient(peer().url, OPTIONS);
     clients.push(client);
     assert.equal(client.state, 'connecting');
     const session = await within(client.restoreSession(owner.session.key), 'restore');
@@ -309,7 +289,7 @@ describe('the client against examples/peer', () => {
   });
 
   test('autoconnect on: a request made before the connection waits for it', async () => {
-    const client = new WebWireClient(peer.url, OPTIONS);
+    const client = new WebWireClient(peer().url, OPTIONS);
     clients.push(client);
     assert.equal(client.state, 'connecting');
     assert.equal((await within(client.request('echo', 'early'), 'early request')).text(), 'early');

@@ -9,26 +9,31 @@ import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
 import { DisconnectedError, ProtocolError, TimeoutError, WebWireClient, connect } from '../webwire.js';
-import { acceptConf, fakeServer, nextEvent, within } from './support/helpers.js';
+import { acceptConf, fakeServer, nextEvent, withFakeServer, within } from './support/helpers.js';
 import { repoRoot } from './support/shared.js';
 
 const OPTIONS = { WebSocket, reconnect: false, requestTimeout: 5000 };
+
+/** A promise, and the function that resolves it. */
+function deferred() {
+  let resolve;
+  const promise = new Promise((settle) => {
+    resolve = settle;
+  });
+  return { promise, resolve };
+}
 
 /** The next frame the fake server receives on `socket`. */
 const nextFrame = (socket) => within(new Promise((resolve) => socket.once('message', resolve)), 'a frame');
 
 test('a frame that does not parse closes the connection with a protocol error', async () => {
-  let closeCode;
-  const closed = new Promise((resolve) => {
-    closeCode = resolve;
-  });
-  const server = await fakeServer((socket) => {
+  const { promise: closed, resolve: closeCode } = deferred();
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     // Answer the first request with type 6, the v1.x protocol-error reply v2.0 dropped.
     socket.once('message', (frame) => socket.send(Buffer.from([0x06, ...frame.subarray(1, 9)])));
     socket.once('close', (code) => closeCode(code));
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     const gone = nextEvent(client, 'disconnect');
     const error = await within(client.request('x', 'y').catch((e) => e), 'the request to fail');
@@ -38,23 +43,18 @@ test('a frame that does not parse closes the connection with a protocol error', 
     assert.ok((await gone).detail.error instanceof ProtocolError);
     assert.equal(await within(closed, 'the close'), 1002);
     assert.equal(client.connected, false);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('a text message is a protocol error too', async () => {
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.once('message', () => socket.send('{"not": "binary"}'));
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     const error = await within(client.request('x', 'y').catch((e) => e), 'the request to fail');
     assert.ok(error instanceof ProtocolError);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('the handshake: another major version, another sub-protocol or no AcceptConf fail the connect', async () => {
@@ -65,52 +65,42 @@ test('the handshake: another major version, another sub-protocol or no AcceptCon
     [Buffer.from([0x17, 2, 0]), /AcceptConf/],
   ];
   for (const [first, message] of cases) {
-    const server = await fakeServer((socket) => socket.send(first));
-    try {
+    await withFakeServer((socket) => socket.send(first), async (server) => {
       const error = await within(connect(server.url, OPTIONS).catch((e) => e), 'connect to fail');
       assert.ok(error instanceof ProtocolError, String(error));
       assert.match(error.message, message);
-    } finally {
-      await server.close();
-    }
+    });
   }
   // With the expected sub-protocol the same handshake is accepted.
-  const server = await fakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from('chat')])));
-  try {
+  await withFakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from('chat')])), async (server) => {
     const client = await within(connect(server.url, { ...OPTIONS, subProtocol: 'chat' }), 'connect');
     assert.ok(client.connected);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('a connection lost with a request in flight rejects it as disconnected', async () => {
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.once('message', () => socket.terminate());
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     const error = await within(client.request('x', 'y').catch((e) => e), 'the request to fail');
     assert.ok(error instanceof DisconnectedError);
     assert.equal(error.kind, 'disconnected');
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('each client has its own id counter from 1, written as u64 little-endian', async () => {
   const ids = [];
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.on('message', (frame) => {
       ids.push(frame.subarray(1, 9).toString('hex'));
       // ReplyUtf16 with padding byte and "ok": decoded from the payload only.
       socket.send(Buffer.from([0xc1, ...frame.subarray(1, 9), 0, 0x6f, 0, 0x6b, 0]));
     });
-  });
-  try {
+  }, async (server) => {
     const a = await within(connect(server.url, OPTIONS), 'connect a');
     const b = await within(connect(server.url, OPTIONS), 'connect b');
     assert.equal((await a.request('n', 'x')).text(), 'ok');
@@ -120,27 +110,21 @@ test('each client has its own id counter from 1, written as u64 little-endian', 
     assert.deepEqual(ids, ['0100000000000000', '0100000000000000', '0200000000000000']);
     a.close();
     b.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('heartbeats are sent at 75 % of the advertised read timeout, and only then', async () => {
   let connectedAt = 0;
   const frames = [];
-  let heartbeat;
-  const beat = new Promise((resolve) => {
-    heartbeat = resolve;
-  });
-  const server = await fakeServer((socket) => {
+  const { promise: beat, resolve: heartbeat } = deferred();
+  await withFakeServer((socket) => {
     socket.send(acceptConf(200));
     connectedAt = performance.now();
     socket.on('message', (frame) => {
       frames.push(frame);
       if (frame.length === 1 && frame[0] === 0x21) heartbeat(performance.now() - connectedAt);
     });
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     assert.equal(client.heartbeatPeriod, 150);
     const after = await within(beat, 'a heartbeat');
@@ -148,21 +132,16 @@ test('heartbeats are sent at 75 % of the advertised read timeout, and only then'
     assert.ok(after >= 140, `heartbeat after ${after} ms`);
     assert.equal(frames.length, 1);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('a server that never answers the handshake fails the connect within connectTimeout', async () => {
-  const server = await fakeServer(() => {});
-  try {
+  await withFakeServer(() => {}, async (server) => {
     const client = new WebWireClient(server.url, { ...OPTIONS, autoconnect: false, connectTimeout: 100 });
     const error = await within(client.connect().catch((e) => e), 'connect to fail');
     assert.ok(error instanceof DisconnectedError);
     assert.match(error.message, /no handshake/);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('read timeouts of 0 and of 2^32-1 ms give no heartbeat and a clamped period, not a flood', async () => {
@@ -170,25 +149,21 @@ test('read timeouts of 0 and of 2^32-1 ms give no heartbeat and a clamped period
     [0, 0],
     [0xffffffff, 2 ** 31 - 1],
   ]) {
-    const server = await fakeServer((socket) => socket.send(acceptConf(readTimeout)));
-    try {
+    await withFakeServer((socket) => socket.send(acceptConf(readTimeout)), async (server) => {
       const client = await within(connect(server.url, OPTIONS), 'connect');
       assert.equal(client.heartbeatPeriod, period);
       client.close();
-    } finally {
-      await server.close();
-    }
+    });
   }
 });
 
 test('server signals webwire-js got wrong arrive intact (named without payload, UTF-16 padded)', async () => {
   const frames = ['400161', '41036162630068006900', '41004100', '3f056576656e74010203'];
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     // After the client's first message, so that its listener is in place.
     socket.once('message', () => frames.forEach((hex) => socket.send(Buffer.from(hex, 'hex'))));
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     const received = [];
     const all = within(
@@ -209,44 +184,35 @@ test('server signals webwire-js got wrong arrive intact (named without payload, 
       ['event', 'binary', '\x01\x02\x03'],
     ]);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('replies for unknown ids are ignored; the right one still resolves', async () => {
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.on('message', (frame) => {
       socket.send(Buffer.from('c0ffffffffffffffff7374726179', 'hex')); // id nobody used
       socket.send(Buffer.from([0xc0, ...frame.subarray(1, 9), 0x6f, 0x6b]));
     });
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     assert.equal((await within(client.request('n', 'x'), 'reply')).text(), 'ok');
     assert.ok(client.connected);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('while reconnecting, requests wait up to their timeout; attempts back off', async () => {
   const attempts = [];
-  let fifth;
-  const fiveAttempts = new Promise((resolve) => {
-    fifth = resolve;
-  });
+  const { promise: fiveAttempts, resolve: fifth } = deferred();
   let refuse = false;
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     attempts.push(performance.now());
     if (attempts.length === 5) fifth(undefined);
     // After the first connection, every attempt is dropped before the handshake.
     if (refuse) socket.terminate();
     else socket.send(acceptConf());
-  });
-  try {
+  }, async (server) => {
     const client = await within(
       connect(server.url, { ...OPTIONS, reconnect: { minDelay: 40, maxDelay: 160 } }),
       'connect',
@@ -267,9 +233,7 @@ test('while reconnecting, requests wait up to their timeout; attempts back off',
       // Less a millisecond: timers round their delay.
       assert.ok(gaps[i] >= floor - 1, `attempt ${i + 3} came ${gaps[i]} ms after the one before`);
     }
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 /** A memory Storage holding the session key `key` for `url`, as the client stores it. */
@@ -314,8 +278,7 @@ async function recordingTimers(body) {
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 test('close() while connecting, then connect(): a fresh attempt connects (React StrictMode)', async () => {
-  const server = await fakeServer((socket) => socket.send(acceptConf()));
-  try {
+  await withFakeServer((socket) => socket.send(acceptConf()), async (server) => {
     const client = new WebWireClient(server.url, { WebSocket, reconnect: false });
     assert.equal(client.state, 'connecting');
     client.close();
@@ -323,9 +286,7 @@ test('close() while connecting, then connect(): a fresh attempt connects (React 
     await within(client.connect(), 'connect after close');
     assert.equal(client.state, 'connected');
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('the connect() helper closes the client when the first attempt fails: no retries', async (t) => {
@@ -350,7 +311,7 @@ test('the connect() helper closes the client when the first attempt fails: no re
 
 test('a restore reply whose session does not parse is a failed restore: key forgotten, still connected', async () => {
   let connections = 0;
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     connections++;
     socket.send(acceptConf());
     socket.on('message', (frame) => {
@@ -358,8 +319,7 @@ test('a restore reply whose session does not parse is a failed restore: key forg
       if (frame[0] === 0x20) socket.send(replyTo(frame, '{"k":"abc","c":"2019-01-04T21:19:06Z"}'));
       else socket.send(replyTo(frame, 'ok'));
     });
-  });
-  try {
+  }, async (server) => {
     const storage = storageWith(server.url, 'abc');
     const client = new WebWireClient(server.url, {
       WebSocket,
@@ -378,25 +338,19 @@ test('a restore reply whose session does not parse is a failed restore: key forg
     assert.equal(connections, 1);
     assert.deepEqual(lost, []);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('messages waiting for the connection go out before what a connect listener sends', async () => {
   const names = [];
-  let both;
-  const two = new Promise((resolve) => {
-    both = resolve;
-  });
-  const server = await fakeServer((socket) => {
+  const { promise: two, resolve: both } = deferred();
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.on('message', (frame) => {
       names.push(nameOf(frame));
       if (names.length === 2) both(undefined);
     });
-  });
-  try {
+  }, async (server) => {
     const client = new WebWireClient(server.url, OPTIONS);
     client.on('connect', () => void client.signal('fromlistener', 'x'));
     const queued = client.signal('queued', 'x');
@@ -404,14 +358,11 @@ test('messages waiting for the connection go out before what a connect listener 
     await within(two, 'two signals');
     assert.deepEqual(names, ['queued', 'fromlistener']);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('connectTimeout Infinity starts no timer: the connect succeeds', async () => {
-  const server = await fakeServer((socket) => socket.send(acceptConf()));
-  try {
+  await withFakeServer((socket) => socket.send(acceptConf()), async (server) => {
     const delays = await recordingTimers(async () => {
       const client = new WebWireClient(server.url, { ...OPTIONS, autoconnect: false, connectTimeout: Infinity });
       await within(client.connect(), 'connect');
@@ -419,14 +370,11 @@ test('connectTimeout Infinity starts no timer: the connect succeeds', async () =
     });
     // A timer of Infinity ms fires at once (Node and browsers): none may be asked for.
     assert.ok(delays.every((ms) => Number.isFinite(ms) && ms <= MAX_TIMER_MS), `delays ${delays}`);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('reconnect delays beyond the longest timer are clamped, not turned into a tight loop', async () => {
-  const server = await fakeServer((socket) => socket.send(acceptConf()));
-  try {
+  await withFakeServer((socket) => socket.send(acceptConf()), async (server) => {
     const delays = await recordingTimers(async () => {
       const client = await within(
         connect(server.url, { ...OPTIONS, reconnect: { minDelay: 2 ** 32, maxDelay: 2 ** 33 } }),
@@ -441,9 +389,7 @@ test('reconnect delays beyond the longest timer are clamped, not turned into a t
     assert.ok(delays.every((ms) => ms === undefined || (Number.isFinite(ms) && ms <= MAX_TIMER_MS)), `delays ${delays}`);
     // The retry waits between half the (clamped) ceiling and all of it.
     assert.ok(delays.some((ms) => ms >= MAX_TIMER_MS / 2), `no long retry delay among ${delays}`);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('timeouts must be numbers >= 0 or Infinity: NaN, negative and strings are TypeErrors', async () => {
@@ -498,44 +444,35 @@ test('errors name the URL without its credentials: no userinfo, no query', async
 
 test('autoconnect off: a failed connect() leaves the client idle, no retries in the background', async () => {
   let connections = 0;
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     connections++;
     socket.terminate();
-  });
-  try {
+  }, async (server) => {
     const client = new WebWireClient(server.url, { WebSocket, autoconnect: false, reconnect: { minDelay: 10, maxDelay: 20 } });
     const error = await within(client.connect().catch((e) => e), 'connect to fail');
     assert.ok(error instanceof DisconnectedError, String(error));
     assert.equal(client.state, 'idle');
     assert.equal(connections, 1);
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('the sub-protocol is compared as bytes: invalid UTF-8 does not pass for U+FFFD', async () => {
-  const server = await fakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from([0xff])])));
-  try {
+  await withFakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from([0xff])])), async (server) => {
     const error = await within(connect(server.url, { ...OPTIONS, subProtocol: '\uFFFD' }).catch((e) => e), 'connect to fail');
     assert.ok(error instanceof ProtocolError, String(error));
     assert.match(error.message, /sub-protocol/);
-  } finally {
-    await server.close();
-  }
-  const exact = await fakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from('\uFFFD')])));
-  try {
+  });
+  await withFakeServer((socket) => socket.send(Buffer.concat([acceptConf(), Buffer.from('\uFFFD')])), async (exact) => {
     const client = await within(connect(exact.url, { ...OPTIONS, subProtocol: '\uFFFD' }), 'connect');
     assert.ok(client.connected);
     client.close();
-  } finally {
-    await exact.close();
-  }
+  });
 });
 
 test('restoreSession checks for an active session again when it is sent', async () => {
   const restores = [];
   const session = (key) => JSON.stringify({ k: key, c: '2019-01-04T21:19:06Z', l: '2019-01-04T21:19:06Z', i: {} });
-  const server = await fakeServer((socket) => {
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     socket.on('message', (frame) => {
       if (frame[0] !== 0x20) return;
@@ -543,8 +480,7 @@ test('restoreSession checks for an active session again when it is sent', async 
       restores.push(key);
       socket.send(replyTo(frame, session(key)));
     });
-  });
-  try {
+  }, async (server) => {
     // The client restores its stored key after connecting; the application's restore,
     // made before that, waits for it and finds a session active by then.
     const client = new WebWireClient(server.url, { ...OPTIONS, persistSession: storageWith(server.url, 'stored') });
@@ -554,9 +490,7 @@ test('restoreSession checks for an active session again when it is sent', async 
     assert.equal(client.session?.key, 'stored');
     assert.deepEqual(restores, ['stored']);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('a late reply to a timed-out restoreSession or closeSession applies, unless a newer session came first', async () => {
@@ -565,15 +499,11 @@ test('a late reply to a timed-out restoreSession or closeSession applies, unless
   const closeReply = (frame) => Buffer.concat([Buffer.from([0xbf]), frame.subarray(1, 9)]);
   // SignalUtf8 "sync": everything the server sent before it has been handled once it arrives.
   const sync = Buffer.from([0x40, 4, ...Buffer.from('sync')]);
-  let accept;
-  const accepted = new Promise((resolve) => {
-    accept = resolve;
-  });
-  const server = await fakeServer((socket) => {
+  const { promise: accepted, resolve: accept } = deferred();
+  await withFakeServer((socket) => {
     socket.send(acceptConf());
     accept(socket);
-  });
-  try {
+  }, async (server) => {
     const client = await within(connect(server.url, OPTIONS), 'connect');
     const socket = await within(accepted, 'the connection');
     const seen = [];
@@ -619,9 +549,7 @@ test('a late reply to a timed-out restoreSession or closeSession applies, unless
     assert.equal(client.session?.key, 'newest');
     assert.deepEqual(seen, ['created fresh', 'created newest']);
     client.close();
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 test('reconnect delays have a floor: a negative, NaN or tiny minDelay cannot retry in a busy loop', async () => {

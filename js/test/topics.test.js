@@ -3,14 +3,11 @@
 // what it missed (then a 'topic-recovered' event, then live ones), a refusal, and a
 // client without the extension.
 
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import WebSocket from 'ws';
 
-import { ReplyError, connect } from '../webwire.js';
-import { nextEvent, startPeer, within } from './support/helpers.js';
-
-const OPTIONS = { WebSocket, reconnect: { minDelay: 10, maxDelay: 100 }, requestTimeout: 5000 };
+import { ReplyError } from '../webwire.js';
+import { nextEvent, peerSuite, within } from './support/helpers.js';
 
 /** Collects a client's publications and recovery events, in the order they came. */
 function record(client) {
@@ -35,21 +32,7 @@ function record(client) {
 }
 
 describe('the topics extension against examples/peer', () => {
-  /** @type {Awaited<ReturnType<typeof startPeer>>} */
-  let peer;
-  const clients = [];
-  const open = async (options = {}) => {
-    const client = await within(connect(peer.url, { ...OPTIONS, ...options }), 'connect');
-    clients.push(client);
-    return client;
-  };
-  before(async () => {
-    peer = await startPeer();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await peer.stop();
-  });
+  const { open } = peerSuite();
 
   test('a dropped subscriber resumes with exactly what it missed, then live ones', async () => {
     const subscriber = await open({ topics: true });

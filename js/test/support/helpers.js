@@ -5,8 +5,10 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { WebSocketServer } from 'ws';
+import { after, before } from 'node:test';
+import WebSocket, { WebSocketServer } from 'ws';
 
+import { connect } from '../../webwire.js';
 import { repoRoot } from './shared.js';
 
 /** How long any one wait in a test may take before it fails instead of hanging. */
@@ -87,6 +89,35 @@ export async function startPeer() {
   };
 }
 
+/** The clients' options against the peer: fast reconnects, so a restart costs the tests milliseconds. */
+export const PEER_OPTIONS = { WebSocket, reconnect: { minDelay: 10, maxDelay: 100 }, requestTimeout: 5000 };
+
+/**
+ * For a `describe` against examples/peer: starts it before the suite's tests and, after
+ * them, closes every client in `clients` and stops it. `peer()` is the running peer;
+ * `open(options, url)` connects a client (bounded) with `PEER_OPTIONS` and `options`, to
+ * the peer's `url` unless another is given, and adds it to `clients`.
+ */
+export function peerSuite() {
+  /** @type {Awaited<ReturnType<typeof startPeer>>} */
+  let peer;
+  /** @type {import('../../webwire.js').WebWireClient[]} */
+  const clients = [];
+  before(async () => {
+    peer = await startPeer();
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    await peer.stop();
+  });
+  const open = async (options = {}, url = peer.url) => {
+    const client = await within(connect(url, { ...PEER_OPTIONS, ...options }), 'connect');
+    clients.push(client);
+    return client;
+  };
+  return { peer: () => peer, open, clients };
+}
+
 /** AcceptConf bytes. @param {number} readTimeout @param {number} size @param {number} [major] */
 export function acceptConf(readTimeout = 60_000, size = 8192, major = 2) {
   const frame = Buffer.alloc(11);
@@ -115,4 +146,21 @@ export async function fakeServer(onConnection) {
       server.close(() => resolve(undefined));
     }),
   };
+}
+
+/**
+ * Runs `body` against a `fakeServer` scripted by `onConnection`, then closes the server,
+ * whether `body` passed or threw.
+ * @template T
+ * @param {(socket: import('ws').WebSocket) => void} onConnection
+ * @param {(server: Awaited<ReturnType<typeof fakeServer>>) => Promise<T>} body
+ * @returns {Promise<T>}
+ */
+export async function withFakeServer(onConnection, body) {
+  const server = await fakeServer(onConnection);
+  try {
+    return await body(server);
+  } finally {
+    await server.close();
+  }
 }
