@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_webwire::client::Reconnect;
 use tokio_webwire::protocol::Name;
 use tokio_webwire::redis::{RedisStore, redis};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 use tokio_webwire::session::{MemoryStore, SessionStore};
 use tokio_webwire::{Client, Payload, SessionInfo};
 
@@ -35,12 +35,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 struct Login;
 
 impl Handler for Login {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         if name != "login" {
             return Ok(payload);
         }

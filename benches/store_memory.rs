@@ -97,7 +97,7 @@ fn churn(bounded: bool) -> Result<(), Box<dyn std::error::Error>> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Ws;
     use tokio_webwire::protocol::{Message, Name, RequestId};
-    use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+    use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
     use tokio_webwire::{Payload, SessionInfo};
 
     struct Login;
@@ -108,7 +108,7 @@ fn churn(bounded: bool) -> Result<(), Box<dyn std::error::Error>> {
             conn: &Connection,
             _name: Name,
             _payload: Payload,
-        ) -> Result<Payload, HandlerError> {
+        ) -> HandlerResult {
             let mut info = SessionInfo::new();
             info.insert("user", "mallory")?;
             let session = conn.create_session(info).await?;

@@ -3,7 +3,7 @@
 
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{Connection, Handler, HandlerError};
+use tokio_webwire::server::{Connection, Handler, HandlerError, HandlerResult};
 
 use crate::Result;
 
@@ -15,12 +15,7 @@ pub(crate) struct Echo {
 }
 
 impl Handler for Echo {
-    async fn request(
-        &self,
-        _conn: &Connection,
-        _name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _conn: &Connection, _name: Name, payload: Payload) -> HandlerResult {
         if self.yields {
             tokio::task::yield_now().await;
         }
@@ -37,12 +32,7 @@ pub(crate) fn other(name: &'static str) -> Result<Payload, HandlerError> {
 pub(crate) struct Match20;
 
 impl Handler for Match20 {
-    async fn request(
-        &self,
-        _conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             "login" => other("login"),
             "logout" => other("logout"),

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::{Message, Name, RequestId};
-use tokio_webwire::server::{Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{Connection, Handler, HandlerResult, Server};
 use tokio_webwire::{Client, Payload, SessionInfo};
 
 use crate::generators::connect;
@@ -26,12 +26,7 @@ use crate::{BoxError, Result, runtime};
 pub(crate) struct SoakHandler;
 
 impl Handler for SoakHandler {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             "notify" => {
                 conn.signal("news", payload.clone()).await?;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use tokio_webwire::Payload;
 use tokio_webwire::protocol::Name;
-use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerError, Server};
+use tokio_webwire::server::{CloseReason, Connection, Handler, HandlerResult, Server};
 
 /// The handler: stateless, so one value serves every connection.
 #[derive(Debug)]
@@ -26,12 +26,7 @@ impl Handler for Echo {
 
     /// Any request name: the reply is the request's payload. A `Payload` carries its
     /// encoding, so UTF-8 stays UTF-8, UTF-16 stays UTF-16 and binary stays binary.
-    async fn request(
-        &self,
-        _conn: &Connection,
-        _name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, _conn: &Connection, _name: Name, payload: Payload) -> HandlerResult {
         Ok(payload)
     }
 

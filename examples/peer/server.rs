@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_webwire::protocol::{ErrorCode, Name};
-use tokio_webwire::server::{Connection, Handler, HandlerError, History, Server, SubscribeRefused};
+use tokio_webwire::server::{
+    Connection, Handler, HandlerError, HandlerResult, History, Server, SubscribeRefused,
+};
 use tokio_webwire::session::MemoryStore;
 use tokio_webwire::{Encoding, Payload, SessionInfo};
 
@@ -80,12 +82,7 @@ fn encoding_name(encoding: Encoding) -> &'static str {
 }
 
 impl Handler for Peer {
-    async fn request(
-        &self,
-        conn: &Connection,
-        name: Name,
-        payload: Payload,
-    ) -> Result<Payload, HandlerError> {
+    async fn request(&self, conn: &Connection, name: Name, payload: Payload) -> HandlerResult {
         match name.as_str() {
             "echo" => Ok(payload),
             "describe" => {

@@ -1,7 +1,7 @@
 //! The router's own futures, each polled with one `match` and inlined into the job that
 //! polls it: `futures-util`'s `Either` and `Map` were not inlined there and cost a call
 //! each, and `Map` keeps a state to replace. With the flat dispatch of `routes.rs` they
-//! took a request on `benches/load.rs`'s `router20` from 2 141 instructions to 2 041
+//! took a request on `benches/load/`'s `router20` from 2 141 instructions to 2 041
 //! (callgrind; a hand-written `match` of the same 20 names: 1 934).
 
 use std::future::Future;

@@ -10,7 +10,7 @@
 //!
 //! A list of `Either`s, one per route, was the first shape: its walk down to the route and
 //! its poll through every level cost 8 % of a request at 20 routes against a hand-written
-//! `match` (`benches/load.rs`, `router20` against `match20`).
+//! `match` (`benches/load/`, `router20` against `match20`).
 
 use std::future::{Future, ready};
 use std::marker::PhantomData;

@@ -627,7 +627,7 @@ impl<H: Handler> ServerBuilder<H> {
     /// The trade: a larger batch costs fewer system calls per request, and a client that
     /// stops reading can make the server hold up to this much more
     /// ([`memory_per_connection`](Self::memory_per_connection)). On the load bench
-    /// (`benches/load.rs`, 4 connections × 64 pipelined requests, medians of 3) the server
+    /// (`benches/load/`, 4 connections × 64 pipelined requests, medians of 3) the server
     /// took 1.02× the generous reference server's CPU per request at 1 KiB and 1.13× at
     /// 4 KiB with 32 KiB, 1.02× and 1.08× with 64 KiB, 1.16× and 1.35× with 16 KiB, while
     /// 300 clients that pipeline 8 KiB requests and never read held 41 KiB each with
