@@ -239,7 +239,7 @@ impl<H: Handler> Server<H> {
     /// How many WebWire connections are open (upgraded, not yet closed).
     #[must_use]
     pub fn connection_count(&self) -> usize {
-        self.shared.places.live.load(Ordering::Acquire)
+        self.shared.places.count()
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::server::config::Config;
 use crate::server::metrics::Metrics;
 use crate::server::source::Source;
 use crate::server::{CloseReason, Connection};
@@ -16,7 +17,7 @@ use crate::sync;
 pub(crate) struct Live {
     /// Whether the shutdown closed them all (a connection that registers later is closed
     /// at once), and the connections.
-    pub(crate) conns: Mutex<(bool, HashMap<u64, Connection>)>,
+    conns: Mutex<(bool, HashMap<u64, Connection>)>,
 }
 
 impl Live {
@@ -57,16 +58,16 @@ impl Live {
 /// source's against `max_connections_per_source`.
 #[derive(Debug)]
 pub(crate) struct Places {
-    pub(crate) live: AtomicUsize,
+    live: AtomicUsize,
     /// 0: no limit.
-    pub(crate) max: usize,
+    max: usize,
     /// 0: no limit.
-    pub(crate) max_per_source: usize,
-    pub(crate) v6_prefix: u8,
+    max_per_source: usize,
+    v6_prefix: u8,
     /// Open connections by source (only sources with some).
-    pub(crate) per_source: Mutex<HashMap<Source, usize>>,
+    per_source: Mutex<HashMap<Source, usize>>,
     /// `webwire_connections_open` follows `live`.
-    pub(crate) metrics: Metrics,
+    metrics: Metrics,
 }
 
 /// One open connection's place among the server's `max_connections` (and its source's);
@@ -75,6 +76,23 @@ pub(crate) struct Places {
 pub(crate) struct Place(Arc<Places>, Option<Source>);
 
 impl Places {
+    /// No connection open yet; the limits of `config`.
+    pub(crate) fn new(config: &Config, metrics: Metrics) -> Self {
+        Places {
+            live: AtomicUsize::new(0),
+            max: config.max_connections,
+            max_per_source: config.max_connections_per_source,
+            v6_prefix: config.admission.v6_prefix,
+            per_source: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// How many connections are open.
+    pub(crate) fn count(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
     /// Whether the server is full: a look only, no place is taken (so another upgrade may
     /// take the last one before [`try_take`](Self::try_take)).
     pub(crate) fn is_full(&self) -> bool {

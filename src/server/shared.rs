@@ -1,8 +1,7 @@
 //! [`Shared`]: what all connections of a server share.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,14 +65,7 @@ impl<H> Shared<H> {
         let handler = Arc::new(handler);
         let events: Arc<dyn SessionEvents> = handler.clone();
         let metrics = Metrics::new();
-        let places = Arc::new(Places {
-            live: AtomicUsize::new(0),
-            max: config.max_connections,
-            max_per_source: config.max_connections_per_source,
-            v6_prefix: config.admission.v6_prefix,
-            per_source: Mutex::new(HashMap::new()),
-            metrics: metrics.clone(),
-        });
+        let places = Arc::new(Places::new(&config, metrics.clone()));
         let admission = Admission::new(config.admission.clone());
         let remote = Arc::new(Remote::new(backplane, seal));
         let handlers = TaskTracker::new();
