@@ -3,6 +3,9 @@
 // The wire format is specified in PROTOCOL.md (§1-§5); the codec below follows the strict
 // rules of tokio-webwire's Rust codec (names and error codes printable ASCII, UTF-16 header
 // padding, 8-byte little-endian request identifiers). See README.md for the API.
+//
+// Over 600 lines on purpose: the client ships as this one file, which a page imports as is
+// (no bundler, no dependencies); its parts run in order: codec, errors, `WebWireClient`.
 
 /** @typedef {'binary' | 'utf8' | 'utf16'} Encoding */
 
