@@ -1,7 +1,8 @@
 //! What the tests' real servers (`redis-server`, a Redis Cluster, `nats-server`) have in
 //! common: the binary checked for (skipped without it outside CI, required in CI), a
 //! directory of their own, free ports of 127.0.0.1, a process started and awaited until it
-//! answers, tried again on failure, and killed and reaped when dropped.
+//! answers, tried again on failure, and killed and reaped when dropped; a server of one
+//! port kept across restarts ([`RealServer`]).
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -157,5 +158,64 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One kind of single server ([`RealServer`]'s): its ports, and how it is run on them.
+pub trait Kind {
+    /// The program, to name a start or restart in messages: "redis-server".
+    const PROGRAM: &'static str;
+
+    /// Takes free ports for a start; a restart keeps them.
+    fn take_ports(&mut self);
+
+    /// The port it listens on for clients.
+    fn port(&self) -> u16;
+
+    /// Runs the program in `daemon` on its ports and waits until it answers.
+    fn spawn(&self, daemon: &mut Daemon) -> impl Future<Output = Result<(), String>>;
+}
+
+/// A server of kind `K` of the test's own: stopped (killed and reaped) when dropped, and
+/// restartable on the same ports.
+pub struct RealServer<K> {
+    daemon: Daemon,
+    kind: K,
+}
+
+impl<K: Kind> RealServer<K> {
+    /// Starts `kind` in `daemon` on free ports. They are taken free and given back, for a
+    /// restart on the same ports; another process may take one meanwhile: then the start
+    /// fails and is tried again on others.
+    pub async fn launch(daemon: Daemon, kind: K) -> RealServer<K> {
+        let mut server = RealServer { daemon, kind };
+        retry(&format!("{} start", K::PROGRAM), async || {
+            server.kind.take_ports();
+            server.kind.spawn(&mut server.daemon).await
+        })
+        .await;
+        server
+    }
+
+    /// What it is run with.
+    pub fn kind(&self) -> &K {
+        &self.kind
+    }
+
+    /// The port it listens on for clients (the same after a restart).
+    pub fn port(&self) -> u16 {
+        self.kind.port()
+    }
+
+    /// Kills the server and reaps it: its port refuses connections once this returns.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Starts it again, on the same ports.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let what = format!("{} restart on port {}", K::PROGRAM, self.port());
+        retry(&what, async || self.kind.spawn(&mut self.daemon).await).await;
     }
 }

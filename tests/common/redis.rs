@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::daemon::{Daemon, free_port, retry};
+use super::daemon::{Daemon, Kind, RealServer, free_port};
 
 /// How long a started server has to answer PING.
 const READY_LIMIT: Duration = Duration::from_secs(10);
@@ -23,10 +23,13 @@ pub fn installed(binary: &str) -> bool {
     super::daemon::installed(binary, "redis-server")
 }
 
-/// A `redis-server` process of the test's own.
-pub struct RedisServer {
+/// A `redis-server` process of the test's own. A restart, on the same port, starts it
+/// empty (nothing is persisted).
+pub type RedisServer = RealServer<Redis>;
+
+/// How a `redis-server` is run: its port and the arguments of the test.
+pub struct Redis {
     port: u16,
-    daemon: Daemon,
     /// Arguments given to every start, after ours.
     extra: Vec<String>,
 }
@@ -48,23 +51,13 @@ impl RedisServer {
         }
         let daemon = Daemon::new("redis");
         let extra = extra(daemon.dir());
-        let mut server = RedisServer {
-            port: 0,
-            daemon,
-            extra,
-        };
         // Redis cannot bind port 0 and tell us which port it got: a free one each attempt.
-        retry("redis-server start", async || {
-            server.port = free_port();
-            server.spawn().await
-        })
-        .await;
-        Some(server)
+        Some(RealServer::launch(daemon, Redis { port: 0, extra }).await)
     }
 
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.port())
     }
 
     /// A plain connection to it, to look at what the code under test wrote and to steer
@@ -79,39 +72,34 @@ impl RedisServer {
         .expect("connected in time")
         .expect("a plain connection")
     }
+}
 
-    /// The port it listens on (the same after a restart).
-    pub fn port(&self) -> u16 {
+impl Kind for Redis {
+    const PROGRAM: &'static str = "redis-server";
+
+    fn take_ports(&mut self) {
+        self.port = free_port();
+    }
+
+    fn port(&self) -> u16 {
         self.port
     }
 
-    /// Kills the server and reaps it: its port refuses connections once this returns.
-    pub fn stop(&mut self) {
-        self.daemon.stop();
-    }
-
-    /// Starts it again, empty (nothing is persisted), on the same port.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let what = format!("redis-server restart on port {}", self.port);
-        retry(&what, async || self.spawn().await).await;
-    }
-
-    /// Runs `redis-server` on `self.port` and waits until it answers PING.
-    async fn spawn(&mut self) -> Result<(), String> {
-        let log = self.daemon.dir().join("redis.log");
+    /// Runs `redis-server` on its port and waits until it answers PING.
+    async fn spawn(&self, daemon: &mut Daemon) -> Result<(), String> {
+        let log = daemon.dir().join("redis.log");
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(self.daemon.dir())
+            .arg(daemon.dir())
             .arg("--logfile")
             .arg(&log)
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .args(&self.extra);
         let port = self.port;
-        self.daemon
+        daemon
             .spawn(command, &log, READY_LIMIT, || ping(port))
             .await
     }
