@@ -8,7 +8,7 @@
 //! nats-server (`.ci/run`), and a test that silently skipped there would prove nothing.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,18 +16,14 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::daemon::{Daemon, Kind, RealServer, free_port, installed};
-
-/// How long a started server has to greet a client with its INFO line.
-const READY_LIMIT: Duration = Duration::from_secs(10);
+use super::daemon::{Daemon, Kind, READY_LIMIT, RealServer, free_port, installed};
 
 /// A `nats-server` process of the test's own. A restart, on the same ports, knows no
 /// client (NATS keeps nothing).
 pub type NatsServer = RealServer<Nats>;
 
-/// How a `nats-server` is run: its ports, and whether it speaks TLS.
+/// How a `nats-server` is run: its monitoring port, and whether it speaks TLS.
 pub struct Nats {
-    port: u16,
     monitor: u16,
     /// `--tls --tlscert --tlskey`: the server then accepts TLS connections only.
     tls: Option<(PathBuf, PathBuf)>,
@@ -58,12 +54,7 @@ impl NatsServer {
             std::fs::write(&key, key_pem).expect("the key written");
             (cert, key)
         });
-        let nats = Nats {
-            port: 0,
-            monitor: 0,
-            tls,
-        };
-        Some(RealServer::launch(daemon, nats).await)
+        Some(RealServer::launch(daemon, Nats { monitor: 0, tls }).await)
     }
 
     /// `nats://127.0.0.1:<port>` (`tls://…` for a TLS server).
@@ -101,26 +92,17 @@ impl NatsServer {
 impl Kind for Nats {
     const PROGRAM: &'static str = "nats-server";
 
-    fn take_ports(&mut self) {
-        self.port = free_port();
+    fn take_other_ports(&mut self) {
         self.monitor = free_port();
     }
 
-    fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Runs `nats-server` on its ports and waits until it greets a client and its
-    /// monitoring answers.
-    async fn spawn(&self, daemon: &mut Daemon) -> Result<(), String> {
-        let log = daemon.dir().join("nats.log");
-        let mut command = Command::new("nats-server");
+    fn args(&self, command: &mut Command, port: u16, _: &Path, log: &Path) {
         command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             // Monitoring listens on the client address (-a): 127.0.0.1 too.
             .args(["-m", &self.monitor.to_string()])
             .arg("-l")
-            .arg(&log);
+            .arg(log);
         if let Some((cert, key)) = &self.tls {
             command
                 .arg("--tls")
@@ -129,12 +111,11 @@ impl Kind for Nats {
                 .arg("--tlskey")
                 .arg(key);
         }
-        let (port, monitor) = (self.port, self.monitor);
-        daemon
-            .spawn(command, &log, READY_LIMIT, || async move {
-                greets(port).await && answers(monitor).await
-            })
-            .await
+    }
+
+    /// Whether it greets a client and its monitoring answers.
+    async fn ready(&self, port: u16) -> bool {
+        greets(port).await && answers(self.monitor).await
     }
 }
 

@@ -6,17 +6,16 @@
 //! after saying so on stderr), unless the environment variable `CI` is set: CI installs
 //! Redis (`.ci/run`), and a test that silently skipped there would prove nothing.
 
+use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::daemon::{Daemon, Kind, RealServer, free_port};
-
-/// How long a started server has to answer PING.
-const READY_LIMIT: Duration = Duration::from_secs(10);
+use super::daemon::{Daemon, Kind, READY_LIMIT, RealServer};
 
 /// Whether `binary`, a Redis tool, is installed ([`super::daemon::installed`]).
 pub fn installed(binary: &str) -> bool {
@@ -27,9 +26,8 @@ pub fn installed(binary: &str) -> bool {
 /// empty (nothing is persisted).
 pub type RedisServer = RealServer<Redis>;
 
-/// How a `redis-server` is run: its port and the arguments of the test.
+/// How a `redis-server` is run: with the arguments of the test.
 pub struct Redis {
-    port: u16,
     /// Arguments given to every start, after ours.
     extra: Vec<String>,
 }
@@ -43,16 +41,13 @@ impl RedisServer {
 
     /// [`start`](Self::start), with more arguments for redis-server, made from the
     /// directory the server runs in (files for it go there).
-    pub async fn start_with(
-        extra: impl FnOnce(&std::path::Path) -> Vec<String>,
-    ) -> Option<RedisServer> {
+    pub async fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<RedisServer> {
         if !installed("redis-server") {
             return None;
         }
         let daemon = Daemon::new("redis");
         let extra = extra(daemon.dir());
-        // Redis cannot bind port 0 and tell us which port it got: a free one each attempt.
-        Some(RealServer::launch(daemon, Redis { port: 0, extra }).await)
+        Some(RealServer::launch(daemon, Redis { extra }).await)
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -77,31 +72,21 @@ impl RedisServer {
 impl Kind for Redis {
     const PROGRAM: &'static str = "redis-server";
 
-    fn take_ports(&mut self) {
-        self.port = free_port();
-    }
-
-    fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Runs `redis-server` on its port and waits until it answers PING.
-    async fn spawn(&self, daemon: &mut Daemon) -> Result<(), String> {
-        let log = daemon.dir().join("redis.log");
-        let mut command = Command::new("redis-server");
+    fn args(&self, command: &mut Command, port: u16, dir: &Path, log: &Path) {
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(daemon.dir())
+            .arg(dir)
             .arg("--logfile")
-            .arg(&log)
+            .arg(log)
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .args(&self.extra);
-        let port = self.port;
-        daemon
-            .spawn(command, &log, READY_LIMIT, || ping(port))
-            .await
+    }
+
+    /// Whether it answers PING.
+    fn ready(&self, port: u16) -> impl Future<Output = bool> {
+        ping(port)
     }
 }
 
