@@ -345,14 +345,24 @@ async fn restore_timing_out(client: &Client, ws: &mut Ws, key: &str) -> bytes::B
     frame
 }
 
-/// Sends a close that times out; returns its frame as the server got it.
-async fn close_timing_out(client: &Client, ws: &mut Ws) -> bytes::Bytes {
+/// The server creates a session, then the client sends a close of it that times out;
+/// returns the close's frame as the server got it.
+async fn close_timing_out(client: &Client, ws: &mut Ws, events: &mut Events) -> bytes::Bytes {
+    create_session(ws, events).await;
     let (closed, frame) =
         bounded(async { tokio::join!(client.close_session(), recv_frame(ws)) }).await;
     assert_eq!(closed, Err(RequestError::Timeout { after: IMPATIENT }));
     // Kept until the server confirms.
     assert!(client.session().is_some());
     frame
+}
+
+/// Once the late replies are in: nothing more happens before a signal, the client holds
+/// `session`, and no request is pending.
+async fn settled_with(client: &Client, ws: &mut Ws, events: &mut Events, session: Session) {
+    events.nothing_before_signal(ws).await;
+    assert_eq!(client.session(), Some(session));
+    assert_eq!(client.pending_requests(), 0);
 }
 
 #[tokio::test]
@@ -368,9 +378,7 @@ async fn a_late_restore_reply_does_not_overwrite_a_session_created_since() {
         &reply_vector("reply_utf8_restored_session", id_of(&frame)),
     )
     .await;
-    events.nothing_before_signal(&mut ws).await;
-    assert_eq!(client.session(), Some(notified_session()));
-    assert_eq!(client.pending_requests(), 0);
+    settled_with(&client, &mut ws, &mut events, notified_session()).await;
 }
 
 #[tokio::test]
@@ -396,17 +404,14 @@ async fn a_late_restore_reply_does_not_overwrite_a_newer_restore() {
     assert_eq!(restored.key, "other");
     // One session event: the one asked for last.
     assert_eq!(events.next().await, Seen::SessionCreated(restored.clone()));
-    events.nothing_before_signal(&mut ws).await;
-    assert_eq!(client.session(), Some(restored));
-    assert_eq!(client.pending_requests(), 0);
+    settled_with(&client, &mut ws, &mut events, restored).await;
 }
 
 #[tokio::test]
 async fn a_late_close_reply_does_not_end_a_session_created_since() {
     let script = Script::bind().await;
     let (client, mut ws, mut events) = impatient(&script).await;
-    create_session(&mut ws, &mut events).await;
-    let frame = close_timing_out(&client, &mut ws).await;
+    let frame = close_timing_out(&client, &mut ws, &mut events).await;
     // A new session since (the server replaced it)...
     send(&mut ws, &notify_created("fresh")).await;
     let Seen::SessionCreated(fresh) = events.next().await else {
@@ -415,17 +420,14 @@ async fn a_late_close_reply_does_not_end_a_session_created_since() {
     assert_eq!(fresh.key, "fresh");
     // ...and the forgotten close's confirmation comes last: the new session stays.
     send(&mut ws, &reply_vector("reply_binary_empty", id_of(&frame))).await;
-    events.nothing_before_signal(&mut ws).await;
-    assert_eq!(client.session(), Some(fresh));
-    assert_eq!(client.pending_requests(), 0);
+    settled_with(&client, &mut ws, &mut events, fresh).await;
 }
 
 #[tokio::test]
 async fn a_late_close_reply_with_nothing_newer_still_ends_the_session() {
     let script = Script::bind().await;
     let (client, mut ws, mut events) = impatient(&script).await;
-    create_session(&mut ws, &mut events).await;
-    let frame = close_timing_out(&client, &mut ws).await;
+    let frame = close_timing_out(&client, &mut ws, &mut events).await;
     send(&mut ws, &reply_vector("reply_binary_empty", id_of(&frame))).await;
     assert_eq!(events.next().await, Seen::SessionClosed);
     assert_eq!(client.session(), None);

@@ -15,7 +15,6 @@ use tokio_webwire::client::{Backoff, Reconnect, SubscribeError, Subscription, To
 use tokio_webwire::protocol::topics::Status;
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, History, Server, ServerBuilder, SlowSubscriber,
-    SubscribeRefused,
 };
 use tokio_webwire::{Client, RequestError};
 
@@ -23,13 +22,7 @@ use tokio_webwire::{Client, RequestError};
 struct App(mpsc::UnboundedSender<CloseReason>);
 
 impl Handler for App {
-    async fn subscribe_requested(
-        &self,
-        _: &Connection,
-        topic: &str,
-    ) -> Result<(), SubscribeRefused> {
-        common::all_but_secret(topic)
-    }
+    subscribe_all_but_secret!();
 
     async fn disconnected(&self, _: &Connection, reason: &CloseReason) {
         let _ = self.0.send(reason.clone());

@@ -73,6 +73,26 @@ fn replies(frames: &[Bytes]) -> Vec<Message> {
         .collect()
 }
 
+/// Sends `[request, violation]` and asserts that the connection closed with `code` after
+/// the one reply, `(id, data)`: the request read before the violation (`what`) is answered.
+async fn answered_before_close(
+    [request, violation]: [WsMessage; 2],
+    code: CloseCode,
+    (id, data): (u64, &'static [u8]),
+    what: &str,
+) {
+    let (frames, close) = exchange(vec![request, violation]).await;
+    assert_eq!(close, Some(code));
+    assert_eq!(
+        replies(&frames),
+        vec![Message::ReplyBinary {
+            id: RequestId::from(id),
+            data: Bytes::from_static(data),
+        }],
+        "the request read before {what} is answered"
+    );
+}
+
 /// Found by `server_frames`: a request whose handler was still running when a later message
 /// broke the protocol never got its reply. The reader queued the violation's close frame
 /// at once and the writer sent it and ended; the handler finished afterwards and its reply
@@ -82,35 +102,28 @@ fn replies(frames: &[Bytes]) -> Vec<Message> {
 #[tokio::test(start_paused = true)]
 async fn running_handler_is_answered_before_a_violation_closes() {
     // `7F` alone: a request of 1 byte, which `Message::parse` rejects (malformed, 1002).
-    let (frames, close) = exchange(vec![
-        sleep_request(1),
-        WsMessage::Binary(Bytes::from_static(b"\x7f")),
-    ])
+    answered_before_close(
+        [
+            sleep_request(1),
+            WsMessage::Binary(Bytes::from_static(b"\x7f")),
+        ],
+        CloseCode::Protocol,
+        (1, b"zzz"),
+        "the violation",
+    )
     .await;
-    assert_eq!(close, Some(CloseCode::Protocol));
-    assert_eq!(
-        replies(&frames),
-        vec![Message::ReplyBinary {
-            id: RequestId::from(1),
-            data: Bytes::from_static(b"zzz"),
-        }],
-        "the request read before the violation is answered"
-    );
 }
 
 /// The same with a text message as the violation (1003).
 #[tokio::test(start_paused = true)]
 async fn running_handler_is_answered_before_a_text_message_closes() {
-    let (frames, close) = exchange(vec![sleep_request(2), WsMessage::text("hi")]).await;
-    assert_eq!(close, Some(CloseCode::Unsupported));
-    assert_eq!(
-        replies(&frames),
-        vec![Message::ReplyBinary {
-            id: RequestId::from(2),
-            data: Bytes::from_static(b"zzz"),
-        }],
-        "the request read before the text message is answered"
-    );
+    answered_before_close(
+        [sleep_request(2), WsMessage::text("hi")],
+        CloseCode::Unsupported,
+        (2, b"zzz"),
+        "the text message",
+    )
+    .await;
 }
 
 /// Control: a handler that finishes at once is answered before the close frame.
@@ -123,18 +136,14 @@ async fn inline_handler_is_answered_before_a_violation_closes() {
     }
     .encode()
     .expect("encodes");
-    let (frames, close) = exchange(vec![
-        WsMessage::Binary(frame),
-        WsMessage::Binary(Bytes::from_static(b"\x7f")),
-    ])
+    answered_before_close(
+        [
+            WsMessage::Binary(frame),
+            WsMessage::Binary(Bytes::from_static(b"\x7f")),
+        ],
+        CloseCode::Protocol,
+        (3, b"now"),
+        "the violation",
+    )
     .await;
-    assert_eq!(close, Some(CloseCode::Protocol));
-    assert_eq!(
-        replies(&frames),
-        vec![Message::ReplyBinary {
-            id: RequestId::from(3),
-            data: Bytes::from_static(b"now"),
-        }],
-        "the request read before the violation is answered"
-    );
 }

@@ -287,6 +287,14 @@ impl Waiting {
             bounded(self.started.recv()).await;
         }
     }
+
+    /// `n` handlers ended, each `dropped` (or done), and then the hook ran with `reason`.
+    async fn ended_then_gone(&mut self, n: usize, dropped: bool, reason: CloseReason) {
+        for _ in 0..n {
+            assert_eq!(bounded(self.ended.recv()).await, Some(dropped));
+        }
+        assert_eq!(bounded(self.gone.recv()).await, Some(reason));
+    }
 }
 
 #[tokio::test]
@@ -326,13 +334,9 @@ async fn a_clients_place_comes_back_when_it_leaves_while_its_handlers_wait() {
     // The server did not read the client's close frame (no slot was free): its pings
     // found the connection gone.
     waiting.hold.add_permits(8);
-    for _ in 0..8 {
-        assert_eq!(bounded(waiting.ended.recv()).await, Some(false));
-    }
-    assert_eq!(
-        bounded(waiting.gone.recv()).await,
-        Some(CloseReason::ConnectionLost)
-    );
+    waiting
+        .ended_then_gone(8, false, CloseReason::ConnectionLost)
+        .await;
 }
 
 #[tokio::test]
@@ -348,13 +352,9 @@ async fn handlers_of_a_gone_client_are_dropped_at_the_abandoned_handler_timeout(
     waiting.busy(&client, 3).await;
     client.close().await;
     // The hold never opens: each handler is dropped, then the hook runs.
-    for _ in 0..3 {
-        assert_eq!(bounded(waiting.ended.recv()).await, Some(true));
-    }
-    assert_eq!(
-        bounded(waiting.gone.recv()).await,
-        Some(CloseReason::ClientClosed)
-    );
+    waiting
+        .ended_then_gone(3, true, CloseReason::ClientClosed)
+        .await;
 }
 
 #[tokio::test]

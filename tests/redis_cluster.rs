@@ -38,37 +38,7 @@ async fn two_nodes() -> Option<(RedisCluster, Node, Node)> {
     Some((cluster, a, b))
 }
 
-#[tokio::test]
-async fn a_publish_reaches_every_node_once() {
-    let Some((_cluster, a, b)) = two_nodes().await else {
-        return;
-    };
-    nodes::a_publish_reaches_every_node_once(&a, &b).await;
-}
-
-#[tokio::test]
-async fn a_session_is_signalled_and_revoked_everywhere() {
-    let Some((_cluster, a, mut b)) = two_nodes().await else {
-        return;
-    };
-    nodes::a_session_is_signalled_and_revoked_everywhere(&a, &mut b).await;
-}
-
-#[tokio::test]
-async fn a_logout_ends_the_session_on_every_node() {
-    let Some((_cluster, a, mut b)) = two_nodes().await else {
-        return;
-    };
-    nodes::a_logout_ends_the_session_on_every_node(&a, &mut b).await;
-}
-
-#[tokio::test]
-async fn a_session_outlives_its_node() {
-    let Some((_cluster, a, b)) = two_nodes().await else {
-        return;
-    };
-    nodes::a_session_outlives_its_node(&a, &b).await;
-}
+nodes_scenarios!(two_nodes);
 
 /// A node whose `room/*` topics keep their last 100 publications in the cluster.
 async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {

@@ -28,6 +28,25 @@ async fn query<T: redis::FromRedisValue>(
     bounded(cmd.query_async(con)).await.expect("a Redis reply")
 }
 
+/// The TTL in Redis, in milliseconds (`PTTL`: -1 for none), of a session of `user` saved
+/// with `saving` and then looked up with `looking` (the same store, or another node's).
+async fn ttl_after_lookup(
+    server: &RedisServer,
+    saving: &RedisStore,
+    looking: &RedisStore,
+    user: &str,
+) -> i64 {
+    let mut con = server.raw().await;
+    let saved = session(user);
+    bounded(saving.save(&saved)).await.expect("saved");
+    bounded(looking.lookup(&saved.key))
+        .await
+        .expect("looked up")
+        .expect("found");
+    let redis_key = format!("webwire:session:{}", saved.key);
+    query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await
+}
+
 #[tokio::test]
 async fn save_lookup_remove() {
     let Some(server) = RedisServer::start().await else {
@@ -135,15 +154,7 @@ async fn zero_idle_timeout_sets_no_ttl() {
         return;
     };
     let store = store(&server).await.idle_timeout(Duration::ZERO);
-    let mut con = server.raw().await;
-    let saved = session("dave");
-    bounded(store.save(&saved)).await.expect("saved");
-    bounded(store.lookup(&saved.key))
-        .await
-        .expect("looked up")
-        .expect("found");
-    let redis_key = format!("webwire:session:{}", saved.key);
-    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    let ttl = ttl_after_lookup(&server, &store, &store, "dave").await;
     assert_eq!(ttl, -1, "no expiry");
 }
 
@@ -154,15 +165,7 @@ async fn a_store_without_expiry_keeps_the_ttl_another_node_set() {
     };
     let expiring = store(&server).await.idle_timeout(Duration::from_secs(3600));
     let lasting = store(&server).await.idle_timeout(Duration::ZERO);
-    let mut con = server.raw().await;
-    let saved = session("fay");
-    bounded(expiring.save(&saved)).await.expect("saved");
-    bounded(lasting.lookup(&saved.key))
-        .await
-        .expect("looked up")
-        .expect("found");
-    let redis_key = format!("webwire:session:{}", saved.key);
-    let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
+    let ttl = ttl_after_lookup(&server, &expiring, &lasting, "fay").await;
     assert!(
         ttl > 0,
         "the other node's expiry survives the lookup: {ttl}"

@@ -16,7 +16,7 @@ use common::topics::{
     AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, resumed,
     subscribe, subscribe_frame, texts,
 };
-use common::{bounded, listen};
+use common::{RawClient, bounded, listen};
 use tokio_webwire::Client;
 use tokio_webwire::client::{Backoff, Reconnect, TopicEvent};
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
@@ -321,6 +321,25 @@ async fn kept(raw: &mut MultiplexedConnection, topic: &str) -> usize {
     .unwrap()
 }
 
+/// A new client of `addr` whose resume of `topic` at offset `lost` of `epoch`, which the
+/// history no longer holds, is not recovered; it then resumes at `first_kept`, the oldest
+/// offset kept (request 5), and is returned to read what comes.
+async fn resumed_after_trim(
+    addr: SocketAddr,
+    topic: &str,
+    epoch: u64,
+    (lost, first_kept): (u64, u64),
+) -> RawClient {
+    let (mut client, _) = connect(addr, true).await;
+    let at = |offset| Some(Position { epoch, offset });
+    assert_eq!(
+        subscribe(&mut client, topic, at(lost)).await.status,
+        Status::NotRecovered
+    );
+    client.send(subscribe_frame(5, topic, at(first_kept))).await;
+    client
+}
+
 #[tokio::test]
 async fn the_history_is_trimmed_by_count_bytes_and_age() {
     let Some(redis) = RedisServer::start().await else {
@@ -335,13 +354,7 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     }
     let len = kept(&mut raw, "room/count").await;
     assert_eq!(len, 3);
-    let (mut client, _) = connect(addr, true).await;
-    let at = |offset| Some(Position { epoch, offset });
-    assert_eq!(
-        subscribe(&mut client, "room/count", at(2)).await.status,
-        Status::NotRecovered
-    );
-    client.send(subscribe_frame(5, "room/count", at(3))).await;
+    let mut client = resumed_after_trim(addr, "room/count", epoch, (2, 3)).await;
     assert_eq!(
         texts(&publications(&mut client, 3).await),
         ["m4", "m5", "m6"]
@@ -360,13 +373,7 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     for i in 1..=5 {
         publish(&server, "room/bytes", &format!("m{i}")).await;
     }
-    let (mut client, _) = connect(addr, true).await;
-    let at = |offset| Some(Position { epoch, offset });
-    assert_eq!(
-        subscribe(&mut client, "room/bytes", at(2)).await.status,
-        Status::NotRecovered
-    );
-    client.send(subscribe_frame(5, "room/bytes", at(3))).await;
+    let mut client = resumed_after_trim(addr, "room/bytes", epoch, (2, 3)).await;
     assert_eq!(texts(&publications(&mut client, 2).await), ["m4", "m5"]);
 
     // Age: Redis's clock is the subject, and it cannot be paused; 300 ms of it pass.
@@ -381,13 +388,7 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     publish(&server, "room/age", "young").await;
     let len = kept(&mut raw, "room/age").await;
     assert_eq!(len, 1, "the old one was trimmed by the publish");
-    let (mut client, _) = connect(addr, true).await;
-    let at = |offset| Some(Position { epoch, offset });
-    assert_eq!(
-        subscribe(&mut client, "room/age", at(0)).await.status,
-        Status::NotRecovered
-    );
-    client.send(subscribe_frame(5, "room/age", at(1))).await;
+    let mut client = resumed_after_trim(addr, "room/age", epoch, (0, 1)).await;
     assert_eq!(texts(&publications(&mut client, 1).await), ["young"]);
     assert!(matches!(
         read(client.recv().await),
@@ -399,7 +400,9 @@ async fn the_history_is_trimmed_by_count_bytes_and_age() {
     // And too old to replay when read, though not yet trimmed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        subscribe(&mut client, "room/age", at(1)).await.status,
+        subscribe(&mut client, "room/age", Some(Position { epoch, offset: 1 }))
+            .await
+            .status,
         Status::NotRecovered
     );
 }

@@ -18,8 +18,7 @@ use tokio_webwire::router::{
     Attached, INVALID_PAYLOAD, Json, NO_SESSION, RouteError, Router, State, Text, UNKNOWN_REQUEST,
 };
 use tokio_webwire::server::{
-    Connection, Handler, HandlerError, HandlerResult, Server, SubscribeRefused, TopicError,
-    UpgradeRequest,
+    Connection, Handler, HandlerError, HandlerResult, Server, TopicError, UpgradeRequest,
 };
 use tokio_webwire::{Client, Payload, RequestError, Session, SessionInfo, contract};
 
@@ -82,13 +81,7 @@ impl Handler for Hooks {
         Ok(())
     }
 
-    async fn subscribe_requested(
-        &self,
-        _: &Connection,
-        topic: &str,
-    ) -> Result<(), SubscribeRefused> {
-        common::all_but_secret(topic)
-    }
+    subscribe_all_but_secret!();
 }
 
 /// Requests of names no route has.

@@ -8,11 +8,14 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::probe::{parse, request, start};
 use common::{RawClient, bounded, listen, vector};
 use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -161,6 +164,22 @@ async fn requests_that_are_not_upgrades_get_an_http_answer() {
     );
 }
 
+/// A listener of the test's own (the program's, not the server's) on a free port of
+/// 127.0.0.1, and its address.
+async fn own_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// The next socket of `listener`, upgraded by the program itself with tungstenite's
+/// defaults, and where it comes from: a headless WebSocket to hand over.
+async fn accept_upgraded(listener: &TcpListener) -> (WebSocketStream<TcpStream>, SocketAddr) {
+    let (socket, remote) = listener.accept().await.unwrap();
+    let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+    (ws, remote)
+}
+
 /// An upgrade request of a WebSocket version `version`.
 fn upgrade_request(version: &str) -> String {
     format!(
@@ -233,13 +252,11 @@ async fn another_websocket_version_gets_426_naming_version_13() {
 #[tokio::test]
 async fn headless_connections_are_served_and_included_in_shutdown() {
     let (server, mut events, _addr) = start(|b| b).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = own_listener().await;
     let accepting = server.clone();
     tokio::spawn(async move {
         // First socket: the program upgrades it itself and hands over the WebSocket.
-        let (socket, remote) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        let (ws, remote) = accept_upgraded(&listener).await;
         accepting.serve_websocket(ws, Some(remote), Some("upgraded-by-the-program"));
         // Second socket: handed over raw, the server upgrades it.
         let (socket, remote) = listener.accept().await.unwrap();
@@ -497,13 +514,11 @@ async fn a_client_that_vanishes_is_a_lost_connection() {
 #[tokio::test]
 async fn a_headless_websocket_is_held_to_the_size_limit() {
     let (server, _events, _addr) = start(|b| b.max_message_size(1024)).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = own_listener().await;
     let accepting = server.clone();
     tokio::spawn(async move {
-        let (socket, remote) = listener.accept().await.unwrap();
         // tungstenite's defaults accept far more than the server's limit.
-        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        let (ws, remote) = accept_upgraded(&listener).await;
         accepting.serve_websocket(ws, Some(remote), None);
     });
     let (mut client, _) = RawClient::connect(addr).await;

@@ -28,13 +28,7 @@ use tokio_webwire::server::{
 struct App;
 
 impl Handler for App {
-    async fn subscribe_requested(
-        &self,
-        _: &Connection,
-        topic: &str,
-    ) -> Result<(), SubscribeRefused> {
-        common::all_but_secret(topic)
-    }
+    subscribe_all_but_secret!();
 
     async fn request(&self, conn: &Connection, name: Name, _: Payload) -> HandlerResult {
         if name.as_str() == "subscribe-here" {

@@ -47,6 +47,16 @@ fn position(decoded: &Value) -> Option<Position> {
     })
 }
 
+/// The id and data of `message`, the vector `vector`, which must be a binary request named
+/// `expected`.
+fn topics_request(message: Message, expected: Name, vector: &str) -> (RequestId, Bytes) {
+    let Message::RequestBinary { id, name, data } = message else {
+        panic!("{vector}: not a binary request");
+    };
+    assert_eq!(name, expected, "{vector}");
+    (id, data)
+}
+
 fn request(id: RequestId, name: Name, payload: Bytes) -> Bytes {
     Message::request(id, name, Payload::binary(payload))
         .encode()
@@ -66,15 +76,7 @@ fn every_valid_message_reads_and_writes_as_listed() {
         let message = Message::parse(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let written = match str_of(decoded, "kind") {
             "subscribe" => {
-                let Message::RequestBinary {
-                    id: got,
-                    name: n,
-                    data,
-                } = message
-                else {
-                    panic!("{name}: not a binary request");
-                };
-                assert_eq!(n, topics::SUBSCRIBE, "{name}");
+                let (got, data) = topics_request(message, topics::SUBSCRIBE, name);
                 assert_eq!(got, id(decoded), "{name}");
                 let resume = decoded["resume"].as_object().map(|resume| Position {
                     epoch: epoch(resume["epoch_hex"].as_str().expect("epoch")),
@@ -88,15 +90,7 @@ fn every_valid_message_reads_and_writes_as_listed() {
                 request(got, topics::SUBSCRIBE, subscribe.encode())
             }
             "unsubscribe" => {
-                let Message::RequestBinary {
-                    id: got,
-                    name: n,
-                    data,
-                } = message
-                else {
-                    panic!("{name}: not a binary request");
-                };
-                assert_eq!(n, topics::UNSUBSCRIBE, "{name}");
+                let (got, data) = topics_request(message, topics::UNSUBSCRIBE, name);
                 let topic = str_of(decoded, "topic");
                 assert_eq!(topics::parse_unsubscribe(&data), Ok(topic), "{name}");
                 request(

@@ -1,7 +1,8 @@
 //! What the tests' real servers (`redis-server`, a Redis Cluster, `nats-server`) have in
 //! common: the binary checked for (skipped without it outside CI, required in CI), a
 //! directory of their own, free ports of 127.0.0.1, a process started and awaited until it
-//! answers, tried again on failure, and killed and reaped when dropped.
+//! answers, tried again on failure, and killed and reaped when dropped; a server of one
+//! port kept across restarts ([`RealServer`]).
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -157,5 +158,87 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How long a [`RealServer`] has to answer: once started, and each request of a test.
+pub const READY_LIMIT: Duration = Duration::from_secs(10);
+
+/// One kind of single server ([`RealServer`]'s): how it is run on its ports.
+pub trait Kind {
+    /// The program: "redis-server". Its log in its directory is named for it.
+    const PROGRAM: &'static str;
+
+    /// Takes free ports for a start besides the one for clients (a restart keeps them).
+    fn take_other_ports(&mut self) {}
+
+    /// Adds the arguments that make it listen for clients on `port`, work in `dir` and log
+    /// to `log`.
+    fn args(&self, command: &mut Command, port: u16, dir: &Path, log: &Path);
+
+    /// Whether it answers on `port` (and its other ports).
+    fn ready(&self, port: u16) -> impl Future<Output = bool>;
+}
+
+/// A server of kind `K` of the test's own: stopped (killed and reaped) when dropped, and
+/// restartable on the same ports.
+pub struct RealServer<K> {
+    daemon: Daemon,
+    port: u16,
+    kind: K,
+}
+
+impl<K: Kind> RealServer<K> {
+    /// Starts `kind` in `daemon` on free ports. They are taken free and given back (most
+    /// servers cannot bind port 0 and say which port they got), for a restart on the same
+    /// ports; another process may take one meanwhile: then the start fails and is tried
+    /// again on others.
+    pub async fn launch(daemon: Daemon, kind: K) -> RealServer<K> {
+        let mut server = RealServer {
+            daemon,
+            port: 0,
+            kind,
+        };
+        retry(&format!("{} start", K::PROGRAM), async || {
+            server.port = free_port();
+            server.kind.take_other_ports();
+            server.spawn().await
+        })
+        .await;
+        server
+    }
+
+    /// What it is run with.
+    pub fn kind(&self) -> &K {
+        &self.kind
+    }
+
+    /// The port it listens on for clients (the same after a restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server and reaps it: its port refuses connections once this returns.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Starts it again, on the same ports.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let what = format!("{} restart on port {}", K::PROGRAM, self.port);
+        retry(&what, async || self.spawn().await).await;
+    }
+
+    /// Runs the program on its ports and waits until it answers.
+    async fn spawn(&mut self) -> Result<(), String> {
+        let log = self.daemon.dir().join(format!("{}.log", K::PROGRAM));
+        let mut command = Command::new(K::PROGRAM);
+        self.kind
+            .args(&mut command, self.port, self.daemon.dir(), &log);
+        let (kind, port) = (&self.kind, self.port);
+        self.daemon
+            .spawn(command, &log, READY_LIMIT, || kind.ready(port))
+            .await
     }
 }

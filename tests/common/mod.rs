@@ -88,6 +88,21 @@ pub fn all_but_secret(topic: &str) -> Result<(), tokio_webwire::server::Subscrib
     Ok(())
 }
 
+/// The `subscribe_requested` of a test's `Handler` that follows [`all_but_secret`], written
+/// inside its `impl Handler for …` block: `subscribe_all_but_secret!();`.
+#[macro_export]
+macro_rules! subscribe_all_but_secret {
+    () => {
+        async fn subscribe_requested(
+            &self,
+            _: &tokio_webwire::server::Connection,
+            topic: &str,
+        ) -> Result<(), tokio_webwire::server::SubscribeRefused> {
+            $crate::common::all_but_secret(topic)
+        }
+    };
+}
+
 /// Counts its `before_upgrade` calls; refuses with the status in `X-Refuse`, if any.
 #[derive(Default)]
 pub struct CountingHook(pub AtomicUsize);

@@ -8,7 +8,7 @@
 //! nats-server (`.ci/run`), and a test that silently skipped there would prove nothing.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,16 +16,15 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::daemon::{Daemon, free_port, installed, retry};
+use super::daemon::{Daemon, Kind, READY_LIMIT, RealServer, free_port, installed};
 
-/// How long a started server has to greet a client with its INFO line.
-const READY_LIMIT: Duration = Duration::from_secs(10);
+/// A `nats-server` process of the test's own. A restart, on the same ports, knows no
+/// client (NATS keeps nothing).
+pub type NatsServer = RealServer<Nats>;
 
-/// A `nats-server` process of the test's own.
-pub struct NatsServer {
-    port: u16,
+/// How a `nats-server` is run: its monitoring port, and whether it speaks TLS.
+pub struct Nats {
     monitor: u16,
-    daemon: Daemon,
     /// `--tls --tlscert --tlskey`: the server then accepts TLS connections only.
     tls: Option<(PathBuf, PathBuf)>,
 }
@@ -55,51 +54,24 @@ impl NatsServer {
             std::fs::write(&key, key_pem).expect("the key written");
             (cert, key)
         });
-        let mut server = NatsServer {
-            port: 0,
-            monitor: 0,
-            daemon,
-            tls,
-        };
-        // Taken free and given back, for the restart on the same ports; another process
-        // may take one meanwhile: then the start fails and is tried again on others.
-        retry("nats-server start", async || {
-            server.port = free_port();
-            server.monitor = free_port();
-            server.spawn().await
-        })
-        .await;
-        Some(server)
+        Some(RealServer::launch(daemon, Nats { monitor: 0, tls }).await)
     }
 
     /// `nats://127.0.0.1:<port>` (`tls://…` for a TLS server).
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// The port it listens on for clients (the same after a restart).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Kills the server and reaps it: its port refuses connections once this returns.
-    pub fn stop(&mut self) {
-        self.daemon.stop();
-    }
-
-    /// Starts it again, knowing no client (NATS keeps nothing), on the same ports.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let what = format!("nats-server restart on port {}", self.port);
-        retry(&what, async || self.spawn().await).await;
+        let scheme = if self.kind().tls.is_some() {
+            "tls"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port())
     }
 
     /// The server's own view of its client connections: the monitoring endpoint
     /// `/connz?subs=1`, each connection with its `name`, `subscriptions_list` and the
     /// messages it was sent (`out_msgs`) and sent (`in_msgs`).
     pub async fn connections(&self) -> Vec<Value> {
-        let body = http_get(self.monitor, "/connz?subs=1&limit=1024").await;
+        let body = http_get(self.kind().monitor, "/connz?subs=1&limit=1024").await;
         let connz: Value = serde_json::from_str(&body).expect("connz is JSON");
         connz["connections"]
             .as_array()
@@ -115,18 +87,22 @@ impl NatsServer {
             .find(|connection| connection["name"] == name)
             .unwrap_or_else(|| panic!("no connection named {name:?}"))
     }
+}
 
-    /// Runs `nats-server` on `self.port` and waits until it greets a client and its
-    /// monitoring answers.
-    async fn spawn(&mut self) -> Result<(), String> {
-        let log = self.daemon.dir().join("nats.log");
-        let mut command = Command::new("nats-server");
+impl Kind for Nats {
+    const PROGRAM: &'static str = "nats-server";
+
+    fn take_other_ports(&mut self) {
+        self.monitor = free_port();
+    }
+
+    fn args(&self, command: &mut Command, port: u16, _: &Path, log: &Path) {
         command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             // Monitoring listens on the client address (-a): 127.0.0.1 too.
             .args(["-m", &self.monitor.to_string()])
             .arg("-l")
-            .arg(&log);
+            .arg(log);
         if let Some((cert, key)) = &self.tls {
             command
                 .arg("--tls")
@@ -135,12 +111,11 @@ impl NatsServer {
                 .arg("--tlskey")
                 .arg(key);
         }
-        let (port, monitor) = (self.port, self.monitor);
-        self.daemon
-            .spawn(command, &log, READY_LIMIT, || async move {
-                greets(port).await && answers(monitor).await
-            })
-            .await
+    }
+
+    /// Whether it greets a client and its monitoring answers.
+    async fn ready(&self, port: u16) -> bool {
+        greets(port).await && answers(self.monitor).await
     }
 }
 

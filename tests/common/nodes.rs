@@ -445,6 +445,48 @@ pub async fn a_session_outlives_its_node(a: &Node, b: &Node) {
     );
 }
 
+/// The four scenarios above as the `#[tokio::test]` functions of one backend, named as the
+/// scenarios are: `$two_nodes` is an `async fn() -> Option<(K, Node, Node)>` (`K`, the
+/// backend's servers, kept until the scenario is over; `None` skips, without the binary).
+/// Used as `nodes_scenarios!(two_nodes);` at the top level of a test file (exported, the
+/// macro stands at the crate root).
+#[macro_export]
+macro_rules! nodes_scenarios {
+    ($two_nodes:ident) => {
+        #[tokio::test]
+        async fn a_publish_reaches_every_node_once() {
+            let Some((_servers, a, b)) = $two_nodes().await else {
+                return;
+            };
+            $crate::common::nodes::a_publish_reaches_every_node_once(&a, &b).await;
+        }
+
+        #[tokio::test]
+        async fn a_session_is_signalled_and_revoked_everywhere() {
+            let Some((_servers, a, mut b)) = $two_nodes().await else {
+                return;
+            };
+            $crate::common::nodes::a_session_is_signalled_and_revoked_everywhere(&a, &mut b).await;
+        }
+
+        #[tokio::test]
+        async fn a_logout_ends_the_session_on_every_node() {
+            let Some((_servers, a, mut b)) = $two_nodes().await else {
+                return;
+            };
+            $crate::common::nodes::a_logout_ends_the_session_on_every_node(&a, &mut b).await;
+        }
+
+        #[tokio::test]
+        async fn a_session_outlives_its_node() {
+            let Some((_servers, a, b)) = $two_nodes().await else {
+                return;
+            };
+            $crate::common::nodes::a_session_outlives_its_node(&a, &b).await;
+        }
+    };
+}
+
 /// A node of the service on `redis`: a probe server with a `RedisStore` and a
 /// `RedisBackplane` of its own, as a process behind a load balancer would have.
 #[cfg(feature = "redis")]

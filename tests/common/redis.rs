@@ -6,27 +6,28 @@
 //! after saying so on stderr), unless the environment variable `CI` is set: CI installs
 //! Redis (`.ci/run`), and a test that silently skipped there would prove nothing.
 
+use std::future::Future;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::daemon::{Daemon, free_port, retry};
-
-/// How long a started server has to answer PING.
-const READY_LIMIT: Duration = Duration::from_secs(10);
+use super::daemon::{Daemon, Kind, READY_LIMIT, RealServer};
 
 /// Whether `binary`, a Redis tool, is installed ([`super::daemon::installed`]).
 pub fn installed(binary: &str) -> bool {
     super::daemon::installed(binary, "redis-server")
 }
 
-/// A `redis-server` process of the test's own.
-pub struct RedisServer {
-    port: u16,
-    daemon: Daemon,
+/// A `redis-server` process of the test's own. A restart, on the same port, starts it
+/// empty (nothing is persisted).
+pub type RedisServer = RealServer<Redis>;
+
+/// How a `redis-server` is run: with the arguments of the test.
+pub struct Redis {
     /// Arguments given to every start, after ours.
     extra: Vec<String>,
 }
@@ -40,31 +41,18 @@ impl RedisServer {
 
     /// [`start`](Self::start), with more arguments for redis-server, made from the
     /// directory the server runs in (files for it go there).
-    pub async fn start_with(
-        extra: impl FnOnce(&std::path::Path) -> Vec<String>,
-    ) -> Option<RedisServer> {
+    pub async fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Option<RedisServer> {
         if !installed("redis-server") {
             return None;
         }
         let daemon = Daemon::new("redis");
         let extra = extra(daemon.dir());
-        let mut server = RedisServer {
-            port: 0,
-            daemon,
-            extra,
-        };
-        // Redis cannot bind port 0 and tell us which port it got: a free one each attempt.
-        retry("redis-server start", async || {
-            server.port = free_port();
-            server.spawn().await
-        })
-        .await;
-        Some(server)
+        Some(RealServer::launch(daemon, Redis { extra }).await)
     }
 
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.port())
     }
 
     /// A plain connection to it, to look at what the code under test wrote and to steer
@@ -79,41 +67,26 @@ impl RedisServer {
         .expect("connected in time")
         .expect("a plain connection")
     }
+}
 
-    /// The port it listens on (the same after a restart).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
+impl Kind for Redis {
+    const PROGRAM: &'static str = "redis-server";
 
-    /// Kills the server and reaps it: its port refuses connections once this returns.
-    pub fn stop(&mut self) {
-        self.daemon.stop();
-    }
-
-    /// Starts it again, empty (nothing is persisted), on the same port.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let what = format!("redis-server restart on port {}", self.port);
-        retry(&what, async || self.spawn().await).await;
-    }
-
-    /// Runs `redis-server` on `self.port` and waits until it answers PING.
-    async fn spawn(&mut self) -> Result<(), String> {
-        let log = self.daemon.dir().join("redis.log");
-        let mut command = Command::new("redis-server");
+    fn args(&self, command: &mut Command, port: u16, dir: &Path, log: &Path) {
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(self.daemon.dir())
+            .arg(dir)
             .arg("--logfile")
-            .arg(&log)
+            .arg(log)
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .args(&self.extra);
-        let port = self.port;
-        self.daemon
-            .spawn(command, &log, READY_LIMIT, || ping(port))
-            .await
+    }
+
+    /// Whether it answers PING.
+    fn ready(&self, port: u16) -> impl Future<Output = bool> {
+        ping(port)
     }
 }
 

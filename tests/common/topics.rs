@@ -10,9 +10,7 @@ use tokio_webwire::Payload;
 use tokio_webwire::backplane::Backplane;
 use tokio_webwire::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
 use tokio_webwire::protocol::{Message, RequestId};
-use tokio_webwire::server::{
-    Connection, Handler, History, Server, ServerBuilder, SubscribeRefused,
-};
+use tokio_webwire::server::{Handler, History, Server, ServerBuilder};
 
 use super::{RawClient, bounded};
 
@@ -188,11 +186,5 @@ pub fn history_node(
 pub struct AllButSecret;
 
 impl Handler for AllButSecret {
-    async fn subscribe_requested(
-        &self,
-        _: &Connection,
-        topic: &str,
-    ) -> Result<(), SubscribeRefused> {
-        super::all_but_secret(topic)
-    }
+    crate::subscribe_all_but_secret!();
 }
