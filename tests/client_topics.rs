@@ -39,6 +39,13 @@ async fn serve_on(listener: TcpListener, builder: ServerBuilder<App>) -> Server<
     server
 }
 
+/// A server from `builder` on a free port, and its address.
+async fn serve(builder: ServerBuilder<App>) -> (Server<App>, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (serve_on(listener, builder).await, addr)
+}
+
 async fn client(addr: SocketAddr) -> Client {
     let backoff = Backoff::default()
         .min(Duration::from_millis(5))
@@ -76,10 +83,7 @@ async fn texts(subscription: &mut Subscription, count: usize) -> (Vec<String>, V
 #[tokio::test]
 async fn a_subscriber_disconnected_with_1013_reconnects_and_loses_nothing() {
     let (reasons_tx, mut reasons) = mpsc::unbounded_channel();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = serve_on(
-        listener,
+    let (server, addr) = serve(
         builder(reasons_tx)
             .outbound_queue_len(1)
             .slow_subscriber(SlowSubscriber::Disconnect),
@@ -129,9 +133,7 @@ async fn a_subscriber_disconnected_with_1013_reconnects_and_loses_nothing() {
 #[tokio::test]
 async fn a_subscription_not_read_holds_back_past_its_buffer_and_loses_nothing() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = serve_on(listener, builder(reasons_tx)).await;
+    let (server, addr) = serve(builder(reasons_tx)).await;
     let client = bounded(
         Client::builder()
             .topics(true)
@@ -185,9 +187,7 @@ async fn a_subscription_not_read_holds_back_past_its_buffer_and_loses_nothing() 
 #[tokio::test]
 async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = serve_on(listener, builder(reasons_tx.clone())).await;
+    let (server, addr) = serve(builder(reasons_tx.clone())).await;
     let client = client(addr).await;
     let mut room = bounded(client.subscribe("room/2")).await.unwrap();
     for i in 1..=3 {
@@ -219,9 +219,7 @@ async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
 #[tokio::test]
 async fn refusals_and_a_client_without_the_extension_get_clear_errors() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = serve_on(listener, builder(reasons_tx)).await;
+    let (server, addr) = serve(builder(reasons_tx)).await;
     let client = client(addr).await;
     match bounded(client.subscribe("secret")).await {
         Err(SubscribeError::Request(RequestError::Reply { code, .. })) => {

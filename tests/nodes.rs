@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use common::nodes::{self, InProcess, Node, node};
 use tokio_webwire::backplane::{Backplane, Route};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::server::{Connection, Handler, HandlerResult};
 use tokio_webwire::session::MemoryStore;
+use tokio_webwire::{Payload, Session};
 
 /// Two nodes sharing a fresh backplane and store.
 async fn two_nodes() -> (Node, Node) {
@@ -366,26 +369,17 @@ impl Backplane for Gated {
 /// Joins `room` when a session is created.
 struct JoinOnLogin;
 
-impl tokio_webwire::server::Handler for JoinOnLogin {
-    async fn request(
-        &self,
-        conn: &tokio_webwire::server::Connection,
-        name: tokio_webwire::protocol::Name,
-        _: tokio_webwire::Payload,
-    ) -> Result<tokio_webwire::Payload, tokio_webwire::server::HandlerError> {
+impl Handler for JoinOnLogin {
+    async fn request(&self, conn: &Connection, name: Name, _: Payload) -> HandlerResult {
         if name.as_str() == "ping" {
-            return Ok(tokio_webwire::Payload::utf8("pong"));
+            return Ok(Payload::utf8("pong"));
         }
         conn.create_session(tokio_webwire::SessionInfo::new())
             .await?;
-        Ok(tokio_webwire::Payload::utf8("in"))
+        Ok(Payload::utf8("in"))
     }
 
-    async fn session_created(
-        &self,
-        conn: &tokio_webwire::server::Connection,
-        _: &tokio_webwire::Session,
-    ) {
+    async fn session_created(&self, conn: &Connection, _: &Session) {
         let _ = conn.subscribe("room");
     }
 }

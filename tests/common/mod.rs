@@ -33,7 +33,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::http::StatusCode;
-use tokio_webwire::server::{Connection, Handler, SendError, Server, UpgradeRequest};
+use tokio_webwire::protocol::Name;
+use tokio_webwire::server::{
+    Connection, Handler, HandlerResult, SendError, Server, UpgradeRequest,
+};
 use tokio_webwire::{Client, Payload};
 
 const VENDORED: &str = concat!(
@@ -122,12 +125,7 @@ impl Handler for CountingHook {
 pub struct Echo;
 
 impl Handler for Echo {
-    async fn request(
-        &self,
-        _: &tokio_webwire::server::Connection,
-        _: tokio_webwire::protocol::Name,
-        payload: tokio_webwire::Payload,
-    ) -> Result<tokio_webwire::Payload, tokio_webwire::server::HandlerError> {
+    async fn request(&self, _: &Connection, _: Name, payload: Payload) -> HandlerResult {
         Ok(payload)
     }
 }

@@ -102,17 +102,12 @@ impl RedisCluster {
         for port in self.ports {
             let mut node = self.node(port).await;
             for kind in ["normal", "pubsub"] {
-                let closed: usize = tokio::time::timeout(
-                    READY_LIMIT,
-                    redis::cmd("CLIENT")
-                        .arg("KILL")
-                        .arg("TYPE")
-                        .arg(kind)
-                        .query_async(&mut node),
-                )
-                .await
-                .expect("answered in time")
-                .expect("CLIENT KILL");
+                let kill = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg(kind)
+                    .clone();
+                let closed: usize = answer(&mut node, &kill, "CLIENT KILL").await;
                 killed += closed;
             }
         }
@@ -125,16 +120,9 @@ impl RedisCluster {
         let mut subscribers = 0;
         for port in self.ports {
             let mut node = self.node(port).await;
-            let counts: Vec<(String, usize)> = tokio::time::timeout(
-                READY_LIMIT,
-                redis::cmd("PUBSUB")
-                    .arg("SHARDNUMSUB")
-                    .arg(channel)
-                    .query_async(&mut node),
-            )
-            .await
-            .expect("answered in time")
-            .expect("PUBSUB SHARDNUMSUB");
+            let numsub = redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).clone();
+            let counts: Vec<(String, usize)> =
+                answer(&mut node, &numsub, "PUBSUB SHARDNUMSUB").await;
             subscribers += counts.first().map_or(0, |(_, n)| *n);
         }
         subscribers
@@ -144,13 +132,12 @@ impl RedisCluster {
     pub async fn master_of(&self, slot: u16) -> u16 {
         let mut node = self.node(self.ports[0]).await;
         // Each range: start, end, the master (host, port, id), its replicas.
-        let ranges: Vec<Vec<redis::Value>> = tokio::time::timeout(
-            READY_LIMIT,
-            redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut node),
+        let ranges: Vec<Vec<redis::Value>> = answer(
+            &mut node,
+            &redis::cmd("CLUSTER").arg("SLOTS").clone(),
+            "CLUSTER SLOTS",
         )
-        .await
-        .expect("answered in time")
-        .expect("CLUSTER SLOTS");
+        .await;
         for range in ranges {
             let number = |value: &redis::Value| -> u16 {
                 redis::from_redis_value(value.clone()).expect("a number")
@@ -380,6 +367,18 @@ impl Drop for RedisCluster {
 }
 
 /// A plain connection to the node on `port`.
+/// `cmd`'s answer from `node` within `READY_LIMIT`; panics with `what` if it failed.
+async fn answer<T: redis::FromRedisValue>(
+    node: &mut redis::aio::MultiplexedConnection,
+    cmd: &redis::Cmd,
+    what: &str,
+) -> T {
+    tokio::time::timeout(READY_LIMIT, cmd.query_async(node))
+        .await
+        .expect("answered in time")
+        .expect(what)
+}
+
 async fn node_connection(port: u16) -> Result<redis::aio::MultiplexedConnection, String> {
     let client =
         redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|err| err.to_string())?;
