@@ -37,11 +37,7 @@ async fn the_servers_close_frame_is_answered() {
     within(ws.close(Some(going_away)))
         .await
         .expect("close sent");
-    assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Away));
-    assert_eq!(
-        within(client.request("q", "x")).await,
-        Err(RequestError::Disconnected)
-    );
+    closed_with(&client, &mut ws, Some(CloseCode::Away)).await;
 }
 
 #[tokio::test]
@@ -49,14 +45,7 @@ async fn text_message_is_a_violation_too() {
     let script = Script::bind().await;
     let (client, mut ws) = connect(&script).await;
     ws.send(WsMessage::text("hello")).await.unwrap();
-    assert_eq!(
-        within(close_code(&mut ws)).await,
-        Some(CloseCode::Unsupported)
-    );
-    assert_eq!(
-        within(client.request("q", "x")).await,
-        Err(RequestError::Disconnected)
-    );
+    closed_with(&client, &mut ws, Some(CloseCode::Unsupported)).await;
 }
 
 #[tokio::test]
@@ -67,7 +56,12 @@ async fn oversize_message_from_the_server_is_a_violation() {
     let mut signal = b"\x3f\x01s".to_vec();
     signal.resize(65, 0);
     send(&mut ws, &signal).await;
-    assert_eq!(within(close_code(&mut ws)).await, Some(CloseCode::Size));
+    closed_with(&client, &mut ws, Some(CloseCode::Size)).await;
+}
+
+/// The client closes `ws` with `code`, and its requests then fail as disconnected.
+async fn closed_with(client: &Client, ws: &mut Ws, code: Option<CloseCode>) {
+    assert_eq!(within(close_code(ws)).await, code);
     assert_eq!(
         within(client.request("q", "x")).await,
         Err(RequestError::Disconnected)

@@ -80,10 +80,22 @@ fn recorder() -> (Recorder, mpsc::UnboundedReceiver<Seen>) {
 /// Runs `request` (a call on the client) while the script reads the request it sends and
 /// answers it with the reply vector `name` under its id; returns the call's outcome.
 async fn answered_with<T>(request: impl Future<Output = T>, ws: &mut Ws, name: &str) -> T {
+    answered_by(request, ws, |id| vec![reply_vector(name, id)]).await
+}
+
+/// Runs `request` while the script reads the request it sends and answers it with the
+/// frames `answer` makes from its id, in order; returns the call's outcome.
+async fn answered_by<T>(
+    request: impl Future<Output = T>,
+    ws: &mut Ws,
+    answer: impl FnOnce(RequestId) -> Vec<Vec<u8>>,
+) -> T {
     let (outcome, ()) = within(async {
         tokio::join!(request, async {
             let id = recv_request(ws).await.request_id().unwrap();
-            send(ws, &reply_vector(name, id)).await;
+            for frame in answer(id) {
+                send(ws, &frame).await;
+            }
         })
     })
     .await;

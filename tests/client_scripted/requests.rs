@@ -88,14 +88,11 @@ async fn error_and_special_replies_map_to_their_variants() {
 async fn error_message_is_decoded_lossily() {
     let script = Script::bind().await;
     let (client, mut ws) = connect(&script).await;
-    let (reply, ()) = within(async {
-        tokio::join!(client.request("q", "x"), async {
-            let id = recv_request(&mut ws).await.request_id().unwrap();
-            let mut frame = vec![0x00];
-            frame.extend_from_slice(id.as_bytes());
-            frame.extend_from_slice(b"\x01Eok\xff");
-            send(&mut ws, &frame).await;
-        })
+    let reply = answered_by(client.request("q", "x"), &mut ws, |id| {
+        let mut frame = vec![0x00];
+        frame.extend_from_slice(id.as_bytes());
+        frame.extend_from_slice(b"\x01Eok\xff");
+        vec![frame]
     })
     .await;
     assert_eq!(
@@ -141,19 +138,14 @@ async fn out_of_order_replies_reach_their_requests() {
 async fn replies_for_unknown_ids_are_ignored() {
     let script = Script::bind().await;
     let (client, mut ws) = connect(&script).await;
-    let (reply, ()) = within(async {
-        tokio::join!(client.request("q", "x"), async {
-            let id = recv_request(&mut ws).await.request_id().unwrap();
-            send(&mut ws, &reply_vector("reply_binary", RequestId::from(999))).await;
-            send(
-                &mut ws,
-                &reply_vector("reply_shutdown", RequestId::from(1000)),
-            )
-            .await;
-            send(&mut ws, &reply_vector("reply_utf16", id)).await;
+    let reply = answered_by(client.request("q", "x"), &mut ws, |id| {
+        vec![
+            reply_vector("reply_binary", RequestId::from(999)),
+            reply_vector("reply_shutdown", RequestId::from(1000)),
+            reply_vector("reply_utf16", id),
             // A duplicate of the reply that was already delivered.
-            send(&mut ws, &reply_vector("reply_utf16", id)).await;
-        })
+            reply_vector("reply_utf16", id),
+        ]
     })
     .await;
     assert_eq!(reply, Ok(Payload::utf16("hi")));
@@ -166,20 +158,19 @@ async fn replies_for_unknown_ids_are_ignored() {
 async fn unexpected_well_formed_messages_are_ignored() {
     let script = Script::bind().await;
     let (client, mut ws) = connect(&script).await;
-    let (reply, ()) = within(async {
-        tokio::join!(client.request("q", "x"), async {
-            let id = recv_request(&mut ws).await.request_id().unwrap();
-            for name in [
-                "heartbeat",
-                "request_utf8_named",
-                "close_session_request",
-                "accept_conf_defaults",
-                "notify_session_closed",
-            ] {
-                send(&mut ws, &vector(name)).await;
-            }
-            send(&mut ws, &reply_vector("reply_binary", id)).await;
-        })
+    let reply = answered_by(client.request("q", "x"), &mut ws, |id| {
+        let mut frames: Vec<Vec<u8>> = [
+            "heartbeat",
+            "request_utf8_named",
+            "close_session_request",
+            "accept_conf_defaults",
+            "notify_session_closed",
+        ]
+        .into_iter()
+        .map(vector)
+        .collect();
+        frames.push(reply_vector("reply_binary", id));
+        frames
     })
     .await;
     assert_eq!(reply, Ok(Payload::binary(vec![1, 2, 3])));

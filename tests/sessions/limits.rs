@@ -182,15 +182,20 @@ async fn a_stored_session_too_large_for_the_reply_is_not_attached() {
     let key = login(&mut a, 1, &"u".repeat(2000)).await.key;
 
     let (mut b, _) = RawClient::connect(small_addr).await;
-    b.send(restore(1, key.as_bytes())).await;
+    restore_fails_internally(&mut b, &key).await;
+    assert!(small.session_connections(&key).is_empty());
+    assert_eq!(small.active_sessions(), 0);
+}
+
+/// `client` asks to restore `key` and is answered with an internal error.
+async fn restore_fails_internally(client: &mut RawClient, key: &str) {
+    client.send(restore(1, key.as_bytes())).await;
     assert_eq!(
-        parse(b.recv().await),
+        parse(client.recv().await),
         Message::ReplyInternalError {
             id: RequestId::from(1)
         }
     );
-    assert!(small.session_connections(&key).is_empty());
-    assert_eq!(small.active_sessions(), 0);
 }
 
 /// A revocation that lands while the `session_restored` hook runs: the restore is not
@@ -265,13 +270,7 @@ async fn a_restore_that_never_finishes_leaves_no_registration() {
     bounded(events.disconnected.recv()).await;
 
     let (mut b, _) = RawClient::connect(addr).await;
-    b.send(restore(1, key.as_bytes())).await;
-    assert_eq!(
-        parse(b.recv().await),
-        Message::ReplyInternalError {
-            id: RequestId::from(1)
-        }
-    );
+    restore_fails_internally(&mut b, &key).await;
     assert_eq!(server.active_sessions(), 0);
     assert!(server.session_connections(&key).is_empty());
 }
