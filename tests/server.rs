@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::probe::{Events, parse, request, start};
 use common::{RawClient, bounded, unhex, vector};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::Payload;
@@ -281,13 +282,7 @@ async fn bad_input_closes_with_the_matching_code() {
     let mut exact = vec![0x3fu8, 0];
     exact.resize(8192, b'x');
     client.send(exact).await;
-    client
-        .send(request(1, "echo", Payload::utf8("still here")))
-        .await;
-    assert_eq!(
-        parse(client.recv().await).request_id(),
-        Some(RequestId::from(1))
-    );
+    echo_answered(&mut client, 1, "still here").await;
 }
 
 #[tokio::test]
@@ -312,26 +307,31 @@ async fn client_bound_messages_are_ignored_and_pings_answered() {
         client.next().await,
         Some(WsMessage::Pong(Bytes::from_static(b"p")))
     );
-    client.send(request(9, "echo", Payload::utf8("ok"))).await;
-    assert_eq!(
-        parse(client.recv().await).request_id(),
-        Some(RequestId::from(9))
-    );
+    echo_answered(&mut client, 9, "ok").await;
 }
 
 #[tokio::test]
 async fn session_requests_are_refused_while_sessions_are_disabled() {
     let (_server, _events, addr) = start(|b| b.sessions(false)).await;
     let (mut client, _) = RawClient::connect(addr).await;
-    client.send(vector("restore_session_request")).await;
+    client
+        .answered_vector("restore_session_request", "reply_sessions_disabled")
+        .await;
+    client
+        .answered_vector("close_session_request", "reply_sessions_disabled")
+        .await;
+}
+
+/// `client` is still served: an echo request `id` of `text` gets its reply.
+async fn echo_answered<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut RawClient<S>,
+    id: u64,
+    text: &str,
+) {
+    client.send(request(id, "echo", Payload::utf8(text))).await;
     assert_eq!(
-        &client.recv().await[..],
-        &vector("reply_sessions_disabled")[..]
-    );
-    client.send(vector("close_session_request")).await;
-    assert_eq!(
-        &client.recv().await[..],
-        &vector("reply_sessions_disabled")[..]
+        parse(client.recv().await).request_id(),
+        Some(RequestId::from(id))
     );
 }
 
@@ -381,13 +381,7 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    chatty
-        .send(request(1, "echo", Payload::utf8("after 10.5 s")))
-        .await;
-    assert_eq!(
-        parse(chatty.recv().await).request_id(),
-        Some(RequestId::from(1))
-    );
+    echo_answered(&mut chatty, 1, "after 10.5 s").await;
 }
 
 #[tokio::test]

@@ -330,6 +330,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
+    /// Sends the golden vector `sent` and checks that the answer is the vector `expected`,
+    /// byte for byte.
+    pub async fn answered_vector(&mut self, sent: &str, expected: &str) {
+        self.send(vector(sent)).await;
+        assert_eq!(&self.recv().await[..], &vector(expected)[..]);
+    }
+
     /// The next message, or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<WsMessage> {
         match bounded(self.ws.next()).await {

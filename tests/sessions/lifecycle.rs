@@ -69,11 +69,9 @@ async fn concurrent_restores_respect_the_connection_limit() {
 async fn unknown_and_made_up_keys_are_not_found() {
     let (server, _events, addr) = start(|b| b).await;
     let (mut client, _) = RawClient::connect(addr).await;
-    client.send(vector("restore_session_request")).await;
-    assert_eq!(
-        &client.recv().await[..],
-        &vector("reply_session_not_found")[..]
-    );
+    client
+        .answered_vector("restore_session_request", "reply_session_not_found")
+        .await;
     for key in [
         &b"../../etc/passwd"[..],
         b"a b",
@@ -112,11 +110,9 @@ impl SessionStore for Broken {
 async fn a_failing_lookup_is_an_internal_error() {
     let (server, _events, addr) = start(|b| b.session_store(Broken)).await;
     let (mut client, _) = RawClient::connect(addr).await;
-    client.send(vector("restore_session_request")).await;
-    assert_eq!(
-        &client.recv().await[..],
-        &vector("reply_internal_error")[..]
-    );
+    client
+        .answered_vector("restore_session_request", "reply_internal_error")
+        .await;
     assert_eq!(server.active_sessions(), 0, "the reservation is released");
 }
 
