@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::nodes::{self, InProcess, Node, node};
+use tokio::sync::mpsc;
 use tokio_webwire::backplane::{Backplane, Route};
 use tokio_webwire::protocol::Name;
 use tokio_webwire::server::{Connection, Handler, HandlerResult};
@@ -118,13 +119,16 @@ async fn what_another_node_sends_is_checked_before_it_reaches_a_client() {
         .unwrap();
     nodes::nothing_more(&on_a, &mut on_a_seen).await;
     // What fits still flows.
-    common::bounded(b.server.publish("room", "news", "small"))
+    news_reaches(&b, "small", &mut on_a_seen).await;
+}
+
+/// `from` publishes `text` as news to the room, and `seen` (a subscriber's events) gets
+/// it.
+async fn news_reaches(from: &Node, text: &str, seen: &mut mpsc::UnboundedReceiver<nodes::Seen>) {
+    common::bounded(from.server.publish("room", "news", text))
         .await
         .unwrap();
-    assert_eq!(
-        nodes::next_signal(&mut on_a_seen).await,
-        ("news".to_owned(), "small".to_owned())
-    );
+    assert_eq!(nodes::next_signal(seen).await, nodes::news(text));
 }
 
 /// Whoever can write to the backplane but has not the service's secret: an envelope of
@@ -153,13 +157,7 @@ async fn forged_and_altered_envelopes_are_refused() {
     assert_eq!(a.server.backplane_refused(), 1);
 
     // A genuine envelope, recorded by the tap, altered byte by byte.
-    common::bounded(b.server.publish("room", "news", "genuine"))
-        .await
-        .unwrap();
-    assert_eq!(
-        nodes::next_signal(&mut on_a_seen).await,
-        ("news".to_owned(), "genuine".to_owned())
-    );
+    news_reaches(&b, "genuine", &mut on_a_seen).await;
     let (_, genuine) = tap
         .tapped()
         .into_iter()

@@ -342,9 +342,12 @@ pub async fn login(client: &Client, seen: &mut mpsc::UnboundedReceiver<Seen>) ->
     key
 }
 
-/// A session signal on one node reaches the session's connections on every node; a
-/// revocation on one node logs the session out everywhere, and no node restores it.
-pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Node) {
+/// A client subscribed to `node`, and what it sees.
+type Subscriber = (Client, mpsc::UnboundedReceiver<Seen>);
+
+/// A client on `a` logs in, and a client on `b` restores its session (the store is
+/// shared): returns the session's key and both clients.
+async fn logged_in_on_both(a: &Node, b: &Node) -> (String, Subscriber, Subscriber) {
     let (on_a, mut on_a_seen) = subscriber(a.addr).await;
     let key = login(&on_a, &mut on_a_seen).await;
     let (on_b, mut on_b_seen) = subscriber(b.addr).await;
@@ -355,6 +358,13 @@ pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Nod
         bounded(on_b_seen.recv()).await,
         Some(Seen::SessionCreated(key.clone()))
     );
+    (key, (on_a, on_a_seen), (on_b, on_b_seen))
+}
+
+/// A session signal on one node reaches the session's connections on every node; a
+/// revocation on one node logs the session out everywhere, and no node restores it.
+pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Node) {
+    let (key, (on_a, mut on_a_seen), (on_b, mut on_b_seen)) = logged_in_on_both(a, b).await;
 
     assert_eq!(
         bounded(a.server.signal_session(&key, "news", "to alice"))
@@ -404,16 +414,7 @@ pub async fn a_session_is_signalled_and_revoked_everywhere(a: &Node, b: &mut Nod
 /// from the shared store, so the connections holding it on the other nodes lose it too,
 /// at once and told, rather than at their next restore.
 pub async fn a_logout_ends_the_session_on_every_node(a: &Node, b: &mut Node) {
-    let (on_a, mut on_a_seen) = subscriber(a.addr).await;
-    let key = login(&on_a, &mut on_a_seen).await;
-    let (on_b, mut on_b_seen) = subscriber(b.addr).await;
-    bounded(on_b.restore_session(&key))
-        .await
-        .expect("restored on the other node");
-    assert_eq!(
-        bounded(on_b_seen.recv()).await,
-        Some(Seen::SessionCreated(key.clone()))
-    );
+    let (key, (on_a, _on_a_seen), (on_b, mut on_b_seen)) = logged_in_on_both(a, b).await;
 
     bounded(on_a.close_session())
         .await
