@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use common::bounded;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_webwire::client::{ClientHandler, Reconnect};
 use tokio_webwire::protocol::{AcceptConf, Message, Name};
-use tokio_webwire::{Client, Payload};
+use tokio_webwire::{Client, ConnectError, Payload};
 
 /// A handler that takes each signal only when the test lets it, and reports its size.
 struct Slow {
@@ -48,6 +50,27 @@ fn accept_conf(announced: u32) -> Vec<u8> {
         .to_vec()
 }
 
+/// Accepts on `listener` the client `connecting` and answers its upgrade, announcing
+/// `announced` bytes; returns the server's end of the socket and the connected client.
+async fn accepted(
+    listener: &TcpListener,
+    connecting: JoinHandle<Result<Client, ConnectError>>,
+    announced: u32,
+) -> (WebSocketStream<TcpStream>, Client) {
+    let (tcp, _) = bounded(listener.accept()).await.expect("accept");
+    let mut ws = bounded(tokio_tungstenite::accept_async(tcp))
+        .await
+        .expect("upgrade");
+    bounded(ws.send(WsMessage::binary(accept_conf(announced))))
+        .await
+        .expect("handshake");
+    let client = bounded(connecting)
+        .await
+        .expect("joined")
+        .expect("connects");
+    (ws, client)
+}
+
 fn signal(len: usize) -> Vec<u8> {
     Message::signal(Name::from_static("flood"), Payload::binary(vec![7u8; len]))
         .encode()
@@ -71,17 +94,7 @@ async fn a_flood_of_large_signals_is_held_within_the_byte_budget() {
             })
             .connect(url),
     );
-    let (tcp, _) = bounded(listener.accept()).await.expect("accept");
-    let mut ws = bounded(tokio_tungstenite::accept_async(tcp))
-        .await
-        .expect("upgrade");
-    bounded(ws.send(WsMessage::binary(accept_conf(16 << 20))))
-        .await
-        .expect("handshake");
-    let client = bounded(connecting)
-        .await
-        .expect("joined")
-        .expect("connects");
+    let (mut ws, client) = accepted(&listener, connecting, 16 << 20).await;
     // The handler takes the first signal and stays in it: the rest queue behind it.
     bounded(ws.send(WsMessage::binary(signal(MIB))))
         .await
@@ -132,18 +145,8 @@ async fn a_flood_of_large_signals_is_held_within_the_byte_budget() {
 async fn a_message_over_the_announced_size_closes_the_connection() {
     let (listener, url) = hostile().await;
     let connecting = tokio::spawn(Client::builder().reconnect(Reconnect::Off).connect(url));
-    let (tcp, _) = bounded(listener.accept()).await.expect("accept");
-    let mut ws = bounded(tokio_tungstenite::accept_async(tcp))
-        .await
-        .expect("upgrade");
     // It announces 1 KiB, then sends 2 KiB (the client's own limit is 16 MiB).
-    bounded(ws.send(WsMessage::binary(accept_conf(1024))))
-        .await
-        .expect("handshake");
-    let _client = bounded(connecting)
-        .await
-        .expect("joined")
-        .expect("connects");
+    let (mut ws, _client) = accepted(&listener, connecting, 1024).await;
     bounded(ws.send(WsMessage::binary(signal(2048))))
         .await
         .expect("sent");

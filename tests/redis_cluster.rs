@@ -201,9 +201,7 @@ async fn a_silent_cluster_is_noticed_by_the_health_check() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
-        .await
-        .expect("the store connects");
+    let store = store_on(&cluster).await;
     let backplane = bounded(
         RedisBackplane::builder()
             .health_check(Duration::from_millis(200), Duration::from_millis(200))
@@ -387,6 +385,13 @@ async fn a_topic_starting_with_a_closing_brace_cannot_keep_a_history_on_a_cluste
     );
 }
 
+/// A session store on `cluster`.
+async fn store_on(cluster: &RedisCluster) -> RedisStore {
+    bounded(RedisStore::connect_cluster(cluster.urls()))
+        .await
+        .expect("the store connects to the cluster")
+}
+
 /// How many keys the master on `port` holds.
 async fn keys_on(cluster: &RedisCluster, port: u16) -> usize {
     let mut node = cluster.node(port).await;
@@ -400,9 +405,7 @@ async fn sessions_spread_over_every_master_and_round_trip() {
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let store = bounded(RedisStore::connect_cluster(cluster.urls()))
-        .await
-        .expect("the store connects to the cluster");
+    let store = store_on(&cluster).await;
     let sessions: Vec<Session> = (0..60).map(|i| session(&format!("user{i}"))).collect();
     for session in &sessions {
         bounded(store.save(session)).await.expect("saved");

@@ -95,13 +95,7 @@ async fn error_replies_hide_internal_errors() {
         );
     }
     // The connection survived the panic.
-    client
-        .send(request(5, "echo", Payload::utf8("alive")))
-        .await;
-    assert_eq!(
-        parse(client.recv().await),
-        Message::reply(RequestId::from(5), Payload::utf8("alive"))
-    );
+    echo_replied(&mut client, 5, "alive").await;
 }
 
 #[tokio::test]
@@ -335,6 +329,19 @@ async fn echo_answered<S: AsyncRead + AsyncWrite + Unpin>(
     );
 }
 
+/// An echo request `id` of `text` from `client` is answered with `text`.
+async fn echo_replied<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut RawClient<S>,
+    id: u64,
+    text: &str,
+) {
+    client.send(request(id, "echo", Payload::utf8(text))).await;
+    assert_eq!(
+        parse(client.recv().await),
+        Message::reply(RequestId::from(id), Payload::utf8(text))
+    );
+}
+
 /// Waits for `client` to be closed by the 2 s read timeout, 2 to 2.2 s from now.
 async fn closed_for_silence(client: &mut RawClient<tokio::io::DuplexStream>, events: &mut Events) {
     let silent_from = tokio::time::Instant::now();
@@ -393,13 +400,7 @@ async fn a_heartbeat_flood_is_harmless() {
             .await
             .unwrap();
     }
-    client
-        .send(request(1, "echo", Payload::utf8("after the flood")))
-        .await;
-    assert_eq!(
-        parse(client.recv().await),
-        Message::reply(RequestId::from(1), Payload::utf8("after the flood"))
-    );
+    echo_replied(&mut client, 1, "after the flood").await;
 }
 
 #[tokio::test(start_paused = true)]
