@@ -6,12 +6,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use common::topics::topics_client;
 use common::{LIMIT, bounded};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_webwire::client::{Backoff, Reconnect, SubscribeError, Subscription, TopicEvent};
+use tokio_webwire::client::{SubscribeError, Subscription, TopicEvent};
 use tokio_webwire::protocol::topics::Status;
 use tokio_webwire::server::{
     CloseReason, Connection, Handler, History, Server, ServerBuilder, SlowSubscriber,
@@ -46,21 +46,6 @@ async fn serve(builder: ServerBuilder<App>) -> (Server<App>, SocketAddr) {
     (serve_on(listener, builder).await, addr)
 }
 
-async fn client(addr: SocketAddr) -> Client {
-    let backoff = Backoff::default()
-        .min(Duration::from_millis(5))
-        .max(Duration::from_millis(50));
-    bounded(
-        Client::builder()
-            .topics(true)
-            .reconnect(Reconnect::Backoff(backoff))
-            .request_timeout(LIMIT)
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects")
-}
-
 async fn next(subscription: &mut Subscription) -> TopicEvent {
     bounded(subscription.next()).await.expect("an event")
 }
@@ -89,7 +74,7 @@ async fn a_subscriber_disconnected_with_1013_reconnects_and_loses_nothing() {
             .slow_subscriber(SlowSubscriber::Disconnect),
     )
     .await;
-    let client = client(addr).await;
+    let client = topics_client(addr).await;
     let mut room = bounded(client.subscribe("room/1"))
         .await
         .expect("subscribed");
@@ -188,7 +173,7 @@ async fn a_subscription_not_read_holds_back_past_its_buffer_and_loses_nothing() 
 async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();
     let (server, addr) = serve(builder(reasons_tx.clone())).await;
-    let client = client(addr).await;
+    let client = topics_client(addr).await;
     let mut room = bounded(client.subscribe("room/2")).await.unwrap();
     for i in 1..=3 {
         bounded(server.publish("room/2", "msg", format!("m{i}")))
@@ -220,7 +205,7 @@ async fn a_restarted_server_is_a_new_epoch_reported_as_not_recovered() {
 async fn refusals_and_a_client_without_the_extension_get_clear_errors() {
     let (reasons_tx, _reasons) = mpsc::unbounded_channel();
     let (server, addr) = serve(builder(reasons_tx)).await;
-    let client = client(addr).await;
+    let client = topics_client(addr).await;
     match bounded(client.subscribe("secret")).await {
         Err(SubscribeError::Request(RequestError::Reply { code, .. })) => {
             assert_eq!(code.as_str(), "WW_REFUSED");

@@ -14,11 +14,10 @@ use std::time::Duration;
 use common::redis::{RedisServer, kill_subscribers, subscribers};
 use common::topics::{
     AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, resumed,
-    subscribe, subscribe_frame, texts,
+    subscribe, subscribe_frame, texts, topics_client,
 };
 use common::{RawClient, bounded, listen};
-use tokio_webwire::Client;
-use tokio_webwire::client::{Backoff, Reconnect, TopicEvent};
+use tokio_webwire::client::TopicEvent;
 use tokio_webwire::protocol::topics::{Position, Status, Subscribed, codes};
 use tokio_webwire::redis::RedisBackplane;
 use tokio_webwire::redis::redis::aio::MultiplexedConnection;
@@ -194,18 +193,7 @@ async fn our_client_resubscribing_while_redis_is_away_asks_again_until_it_is_bac
     let addr = listener.local_addr().unwrap();
     let server = build();
     tokio::spawn(server.serve(listener));
-    let backoff = Backoff::default()
-        .min(Duration::from_millis(5))
-        .max(Duration::from_millis(50));
-    let client = bounded(
-        Client::builder()
-            .topics(true)
-            .reconnect(Reconnect::Backoff(backoff))
-            .request_timeout(common::LIMIT)
-            .connect(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connects");
+    let client = topics_client(addr).await;
     let mut room = bounded(client.subscribe("room/1"))
         .await
         .expect("subscribed");

@@ -95,7 +95,10 @@ async fn error_replies_hide_internal_errors() {
         );
     }
     // The connection survived the panic.
-    echo_replied(&mut client, 5, "alive").await;
+    assert_eq!(
+        echo(&mut client, 5, "alive").await,
+        Message::reply(RequestId::from(5), Payload::utf8("alive"))
+    );
 }
 
 #[tokio::test]
@@ -276,7 +279,10 @@ async fn bad_input_closes_with_the_matching_code() {
     let mut exact = vec![0x3fu8, 0];
     exact.resize(8192, b'x');
     client.send(exact).await;
-    echo_answered(&mut client, 1, "still here").await;
+    assert_eq!(
+        echo(&mut client, 1, "still here").await.request_id(),
+        Some(RequestId::from(1))
+    );
 }
 
 #[tokio::test]
@@ -301,7 +307,10 @@ async fn client_bound_messages_are_ignored_and_pings_answered() {
         client.next().await,
         Some(WsMessage::Pong(Bytes::from_static(b"p")))
     );
-    echo_answered(&mut client, 9, "ok").await;
+    assert_eq!(
+        echo(&mut client, 9, "ok").await.request_id(),
+        Some(RequestId::from(9))
+    );
 }
 
 #[tokio::test]
@@ -316,30 +325,14 @@ async fn session_requests_are_refused_while_sessions_are_disabled() {
         .await;
 }
 
-/// `client` is still served: an echo request `id` of `text` gets its reply.
-async fn echo_answered<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends an echo request `id` of `text` from `client`; returns the server's answer.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut RawClient<S>,
     id: u64,
     text: &str,
-) {
+) -> Message {
     client.send(request(id, "echo", Payload::utf8(text))).await;
-    assert_eq!(
-        parse(client.recv().await).request_id(),
-        Some(RequestId::from(id))
-    );
-}
-
-/// An echo request `id` of `text` from `client` is answered with `text`.
-async fn echo_replied<S: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut RawClient<S>,
-    id: u64,
-    text: &str,
-) {
-    client.send(request(id, "echo", Payload::utf8(text))).await;
-    assert_eq!(
-        parse(client.recv().await),
-        Message::reply(RequestId::from(id), Payload::utf8(text))
-    );
+    parse(client.recv().await)
 }
 
 /// Waits for `client` to be closed by the 2 s read timeout, 2 to 2.2 s from now.
@@ -388,7 +381,10 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    echo_answered(&mut chatty, 1, "after 10.5 s").await;
+    assert_eq!(
+        echo(&mut chatty, 1, "after 10.5 s").await.request_id(),
+        Some(RequestId::from(1))
+    );
 }
 
 #[tokio::test]
@@ -400,7 +396,10 @@ async fn a_heartbeat_flood_is_harmless() {
             .await
             .unwrap();
     }
-    echo_replied(&mut client, 1, "after the flood").await;
+    assert_eq!(
+        echo(&mut client, 1, "after the flood").await,
+        Message::reply(RequestId::from(1), Payload::utf8("after the flood"))
+    );
 }
 
 #[tokio::test(start_paused = true)]

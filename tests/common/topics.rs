@@ -2,17 +2,19 @@
 //! requests, and what the server sends read as the extension reads it.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_webwire::Payload;
 use tokio_webwire::backplane::Backplane;
+use tokio_webwire::client::{Backoff, Reconnect};
 use tokio_webwire::protocol::topics::{self, Position, Publication, Status, Subscribe, Subscribed};
 use tokio_webwire::protocol::{Message, RequestId};
 use tokio_webwire::server::{Handler, History, Server, ServerBuilder};
+use tokio_webwire::{Client, Payload};
 
-use super::{RawClient, bounded};
+use super::{LIMIT, RawClient, bounded};
 
 /// A raw client offering the extension; returns it and whether the server selected it.
 pub async fn connect(addr: SocketAddr, offer: bool) -> (RawClient, bool) {
@@ -32,6 +34,23 @@ pub async fn connect(addr: SocketAddr, offer: bool) -> (RawClient, bool) {
     let mut client = RawClient { ws };
     client.recv().await; // AcceptConf
     (client, selected)
+}
+
+/// Our client with the topics extension at `addr`: it reconnects at once (5 to 50 ms
+/// apart) and its requests are bounded by `LIMIT`.
+pub async fn topics_client(addr: SocketAddr) -> Client {
+    let backoff = Backoff::default()
+        .min(Duration::from_millis(5))
+        .max(Duration::from_millis(50));
+    bounded(
+        Client::builder()
+            .topics(true)
+            .reconnect(Reconnect::Backoff(backoff))
+            .request_timeout(LIMIT)
+            .connect(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("connects")
 }
 
 pub fn subscribe_frame(id: u64, topic: &str, resume: Option<Position>) -> Bytes {
