@@ -52,16 +52,25 @@ async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, 
     (server, addr)
 }
 
+/// A node on a cluster and its address.
+type HistoryNode = (Server<AllButSecret>, SocketAddr);
+
+/// Two history nodes on a fresh cluster, or `None` (skip) without one.
+async fn two_history_nodes() -> Option<(RedisCluster, HistoryNode, HistoryNode)> {
+    let cluster = RedisCluster::start().await?;
+    let a = cluster_history_node(&cluster).await;
+    let b = cluster_history_node(&cluster).await;
+    Some((cluster, a, b))
+}
+
 /// Topics on every master: a client of node a subscribed to each gets what node b
 /// publishes, with the positions the history in the cluster gives; it moves to node b
 /// and resumes each from where it was: exactly what it missed, then live ones.
 #[tokio::test]
 async fn a_topic_history_is_resumed_on_the_other_node() {
-    let Some(cluster) = RedisCluster::start().await else {
+    let Some((cluster, (a, a_addr), (b, b_addr))) = two_history_nodes().await else {
         return;
     };
-    let (a, a_addr) = cluster_history_node(&cluster).await;
-    let (b, b_addr) = cluster_history_node(&cluster).await;
     // room/0, room/1 and room/3 are on three different masters (slots 1 652, 5 717 and
     // 13 847: the slot function is checked against Redis's below).
     let topics = ["room/0", "room/1", "room/3"];
@@ -332,11 +341,9 @@ fn news(text: &str) -> (String, String) {
 /// [`Inbox::reconnected`]: tokio_webwire::backplane::Inbox::reconnected
 #[tokio::test]
 async fn a_node_catches_up_a_topic_when_its_subscriptions_are_back() {
-    let Some(cluster) = RedisCluster::start().await else {
+    let Some((cluster, (_a, a_addr), (b, _))) = two_history_nodes().await else {
         return;
     };
-    let (_a, a_addr) = cluster_history_node(&cluster).await;
-    let (b, _) = cluster_history_node(&cluster).await;
     let (mut client, _) = connect(a_addr, true).await;
     subscribe(&mut client, "room/1", None).await;
     publish(&b, "room/1", "m1").await;
