@@ -18,6 +18,7 @@ use common::redis::RedisServer;
 use contract::{ChatMessage, Login, Logout, Say};
 use tokio_webwire::Client;
 use tokio_webwire::contract::Signal;
+use tokio_webwire::protocol::ErrorCode;
 use tokio_webwire::redis::{RedisBackplane, RedisStore};
 
 async fn chat_server(redis: &RedisServer) -> std::net::SocketAddr {
@@ -53,6 +54,25 @@ fn said(from: &str, text: &str) -> (String, String) {
         ChatMessage::NAME.to_owned(),
         serde_json::to_string(&message).unwrap(),
     )
+}
+
+/// `outcome` (of `what`) is a refusal with `code` and `message`.
+fn refused<T: std::fmt::Debug>(
+    outcome: Result<T, tokio_webwire::RequestError>,
+    code: ErrorCode,
+    message: &str,
+    what: &str,
+) {
+    match outcome {
+        Err(tokio_webwire::RequestError::Reply {
+            code: got,
+            message: said,
+        }) => {
+            assert_eq!(got, code);
+            assert_eq!(said, message);
+        }
+        other => panic!("expected {what} refused, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -131,28 +151,20 @@ async fn with_redis_away_logins_and_messages_are_refused_with_errors_to_act_on()
     let say = Say {
         text: "anyone?".into(),
     };
-    match bounded(alice.call(say)).await {
-        Err(tokio_webwire::RequestError::Reply { code, message }) => {
-            assert_eq!(code, server::ROOM_UNAVAILABLE);
-            assert_eq!(
-                message,
-                "the room cannot keep messages right now: nothing was said; try again in a moment"
-            );
-        }
-        other => panic!("expected the message refused, got {other:?}"),
-    }
+    refused(
+        bounded(alice.call(say)).await,
+        server::ROOM_UNAVAILABLE,
+        "the room cannot keep messages right now: nothing was said; try again in a moment",
+        "the message",
+    );
 
     let (bob, mut bob_seen) = subscriber(a).await;
-    match bounded(bob.call(login("bob", "builder"))).await {
-        Err(tokio_webwire::RequestError::Reply { code, message }) => {
-            assert_eq!(code, server::SESSIONS_UNAVAILABLE);
-            assert_eq!(
-                message,
-                "logins cannot be saved right now; try again in a moment"
-            );
-        }
-        other => panic!("expected the login refused, got {other:?}"),
-    }
+    refused(
+        bounded(bob.call(login("bob", "builder"))).await,
+        server::SESSIONS_UNAVAILABLE,
+        "logins cannot be saved right now; try again in a moment",
+        "the login",
+    );
     assert!(bob.session().is_none(), "no session was announced");
     assert!(bob_seen.try_recv().is_err(), "no session event either");
     // The refused message was queued for nobody (it would have come before the reply).
