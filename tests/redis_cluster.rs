@@ -40,14 +40,23 @@ async fn two_nodes() -> Option<(RedisCluster, Node, Node)> {
 
 nodes_scenarios!(two_nodes);
 
-/// A node whose `room/*` topics keep their last 100 publications in the cluster.
-async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
+/// A server on `cluster` whose topics matching `pattern` keep `history` in the cluster.
+async fn cluster_history_server(
+    cluster: &RedisCluster,
+    pattern: &str,
+    history: History,
+) -> Server<AllButSecret> {
     let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
         .await
         .expect("the backplane connects");
-    let server = history_node(backplane, "room/*", History::last(100))
+    history_node(backplane, pattern, history)
         .build()
-        .expect("server");
+        .expect("server")
+}
+
+/// A node whose `room/*` topics keep their last 100 publications in the cluster.
+async fn cluster_history_node(cluster: &RedisCluster) -> (Server<AllButSecret>, SocketAddr) {
+    let server = cluster_history_server(cluster, "room/*", History::last(100)).await;
     let addr = listen(&server).await;
     (server, addr)
 }
@@ -372,12 +381,7 @@ async fn a_topic_starting_with_a_closing_brace_cannot_keep_a_history_on_a_cluste
     let Some(cluster) = RedisCluster::start().await else {
         return;
     };
-    let backplane = bounded(RedisBackplane::builder().connect_cluster(cluster.urls()))
-        .await
-        .expect("the backplane connects");
-    let server = history_node(backplane, "}kept", History::last(10))
-        .build()
-        .expect("server");
+    let server = cluster_history_server(&cluster, "}kept", History::last(10)).await;
     match bounded(server.publish("}kept", "msg", "m1")).await {
         Err(TopicError::History(error)) => {
             assert!(error.to_string().contains("same slot"), "{error}");

@@ -279,10 +279,7 @@ async fn bad_input_closes_with_the_matching_code() {
     let mut exact = vec![0x3fu8, 0];
     exact.resize(8192, b'x');
     client.send(exact).await;
-    assert_eq!(
-        echo(&mut client, 1, "still here").await.request_id(),
-        Some(RequestId::from(1))
-    );
+    echo_answered(&mut client, 1, "still here").await;
 }
 
 #[tokio::test]
@@ -307,10 +304,7 @@ async fn client_bound_messages_are_ignored_and_pings_answered() {
         client.next().await,
         Some(WsMessage::Pong(Bytes::from_static(b"p")))
     );
-    assert_eq!(
-        echo(&mut client, 9, "ok").await.request_id(),
-        Some(RequestId::from(9))
-    );
+    echo_answered(&mut client, 9, "ok").await;
 }
 
 #[tokio::test]
@@ -333,6 +327,16 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Message {
     client.send(request(id, "echo", Payload::utf8(text))).await;
     parse(client.recv().await)
+}
+
+/// `client` is still served: its echo request `id` of `text` is answered.
+async fn echo_answered<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut RawClient<S>,
+    id: u64,
+    text: &str,
+) {
+    let answer = echo(client, id, text).await;
+    assert_eq!(answer.request_id(), Some(RequestId::from(id)));
 }
 
 /// Waits for `client` to be closed by the 2 s read timeout, 2 to 2.2 s from now.
@@ -381,10 +385,7 @@ async fn read_timeout_closes_a_silent_connection_and_heartbeats_keep_it_open() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        echo(&mut chatty, 1, "after 10.5 s").await.request_id(),
-        Some(RequestId::from(1))
-    );
+    echo_answered(&mut chatty, 1, "after 10.5 s").await;
 }
 
 #[tokio::test]
