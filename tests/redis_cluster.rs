@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
-use common::redis::session;
+use common::redis::{found, session};
 use common::redis_cluster::{MASTERS, RedisCluster};
 use common::topics::{
     AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, subscribe,
@@ -431,10 +431,7 @@ async fn sessions_spread_over_every_master_and_round_trip() {
         );
     }
     for saved in &sessions {
-        let found = bounded(store.lookup(&saved.key))
-            .await
-            .expect("looked up")
-            .expect("found");
+        let found = found(&store, &saved.key).await;
         assert_eq!(found.key, saved.key);
         assert_eq!(found.info, saved.info);
     }

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::redis::{RedisServer, session};
+use common::redis::{RedisServer, found, session};
 use time::OffsetDateTime;
 use tokio_webwire::Session;
 use tokio_webwire::redis::{RedisStore, redis};
@@ -19,6 +19,19 @@ async fn store(server: &RedisServer) -> RedisStore {
     bounded(RedisStore::connect(&server.url()))
         .await
         .expect("the store connects")
+}
+
+/// A store on `server` with the idle timeout `idle` that has saved `saved`, a raw
+/// connection to Redis, and the key Redis keeps `saved` under.
+async fn saved_with_idle_timeout(
+    server: &RedisServer,
+    idle: Duration,
+    saved: &Session,
+) -> (RedisStore, redis::aio::MultiplexedConnection, String) {
+    let store = store(server).await.idle_timeout(idle);
+    let con = server.raw().await;
+    bounded(store.save(saved)).await.expect("saved");
+    (store, con, format!("webwire:session:{}", saved.key))
 }
 
 async fn query<T: redis::FromRedisValue>(
@@ -39,10 +52,7 @@ async fn ttl_after_lookup(
     let mut con = server.raw().await;
     let saved = session(user);
     bounded(saving.save(&saved)).await.expect("saved");
-    bounded(looking.lookup(&saved.key))
-        .await
-        .expect("looked up")
-        .expect("found");
+    found(looking, &saved.key).await;
     let redis_key = format!("webwire:session:{}", saved.key);
     query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await
 }
@@ -56,10 +66,7 @@ async fn save_lookup_remove() {
     let saved = session("alice");
     bounded(store.save(&saved)).await.expect("saved");
 
-    let found = bounded(store.lookup(&saved.key))
-        .await
-        .expect("looked up")
-        .expect("found");
+    let found = found(&store, &saved.key).await;
     assert_eq!(found.key, saved.key);
     assert_eq!(found.created, saved.created);
     assert_eq!(found.info, saved.info);
@@ -86,12 +93,10 @@ async fn lookup_refreshes_last_lookup_and_the_ttl() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = store(&server).await.idle_timeout(Duration::from_secs(3600));
-    let mut con = server.raw().await;
     let mut saved = session("bob");
     saved.last_lookup = OffsetDateTime::now_utc() - Duration::from_secs(600);
-    bounded(store.save(&saved)).await.expect("saved");
-    let redis_key = format!("webwire:session:{}", saved.key);
+    let (store, mut con, redis_key) =
+        saved_with_idle_timeout(&server, Duration::from_secs(3600), &saved).await;
     let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
     assert!(
         (3_500_000..=3_600_000).contains(&ttl),
@@ -101,10 +106,7 @@ async fn lookup_refreshes_last_lookup_and_the_ttl() {
     // Most of the TTL gone: a lookup gives it back whole.
     let _: () = query(&mut con, redis::cmd("PEXPIRE").arg(&redis_key).arg(5_000)).await;
     let before = OffsetDateTime::now_utc();
-    let found = bounded(store.lookup(&saved.key))
-        .await
-        .expect("looked up")
-        .expect("found");
+    let found = found(&store, &saved.key).await;
     assert!(
         found.last_lookup >= before,
         "last_lookup is the lookup's time"
@@ -126,11 +128,9 @@ async fn an_idle_session_expires_in_redis() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = store(&server).await.idle_timeout(Duration::from_secs(1));
-    let mut con = server.raw().await;
     let saved = session("carol");
-    bounded(store.save(&saved)).await.expect("saved");
-    let redis_key = format!("webwire:session:{}", saved.key);
+    let (store, mut con, redis_key) =
+        saved_with_idle_timeout(&server, Duration::from_secs(1), &saved).await;
     // The TTL is the idle timeout, in milliseconds.
     let ttl: i64 = query(&mut con, redis::cmd("PTTL").arg(&redis_key)).await;
     assert!(ttl > 0 && ttl <= 1000, "{ttl}");
