@@ -17,13 +17,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::nodes::{self, Node, redis_cluster_node};
-use common::redis::{found, session};
+use common::redis::session;
 use common::redis_cluster::{MASTERS, RedisCluster};
 use common::topics::{
     AllButSecret, Seen, connect, history_node, offsets, publications, publish, read, subscribe,
     subscribe_frame, texts,
 };
-use common::{bounded, listen};
+use common::{bounded, found, listen};
 use tokio_webwire::Session;
 use tokio_webwire::protocol::topics::{Position, Status};
 use tokio_webwire::redis::{RedisBackplane, RedisConnectError, RedisStore, redis};

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::bounded;
-use common::redis::{RedisServer, found, session};
+use common::redis::{RedisServer, session};
+use common::{bounded, found};
 use time::OffsetDateTime;
 use tokio_webwire::Session;
 use tokio_webwire::redis::{RedisStore, redis};

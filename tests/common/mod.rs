@@ -130,6 +130,17 @@ impl Handler for Echo {
     }
 }
 
+/// The session `store` keeps under `key`, which must be there.
+pub async fn found(
+    store: &impl tokio_webwire::session::SessionStore,
+    key: &str,
+) -> tokio_webwire::Session {
+    bounded(store.lookup(key))
+        .await
+        .expect("looked up")
+        .expect("found")
+}
+
 /// Every await in a test is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(10);
 

@@ -141,17 +141,6 @@ pub async fn ping(port: u16) -> bool {
     )
 }
 
-/// The session `store` keeps under `key`, which must be there.
-pub async fn found(
-    store: &impl tokio_webwire::session::SessionStore,
-    key: &str,
-) -> tokio_webwire::Session {
-    super::bounded(store.lookup(key))
-        .await
-        .expect("looked up")
-        .expect("found")
-}
-
 /// A session with a fresh default key and `user` in its info, for a store to keep.
 pub fn session(user: &str) -> tokio_webwire::Session {
     use tokio_webwire::session::{DefaultKeyGenerator, SessionKeyGenerator};
