@@ -32,9 +32,9 @@ pub(crate) enum Round {
     Yield { busy: bool },
 }
 
-/// Runs `round` until it is idle or yields, [`MAX_ROUNDS`] times at most. Whether the
-/// driver is still busy: then it wakes itself and returns `Pending`, so that the worker's
-/// other tasks run before it goes on.
+/// Runs `round` until it is idle or yields, [`MAX_ROUNDS`] times at most. Returns whether
+/// the driver is still busy; the caller then wakes its own task before it returns
+/// `Pending`, so that the worker's other tasks run before it goes on.
 pub(crate) fn rounds<E>(mut round: impl FnMut() -> Result<Round, E>) -> Result<bool, E> {
     for _ in 0..MAX_ROUNDS {
         match round()? {
