@@ -323,9 +323,7 @@ impl Connection {
     /// now on it takes no more signals, [`closed`](Self::closed) resolves, and the driver
     /// is woken to act on it.
     pub(crate) fn close_with(&self, reason: CloseReason) {
-        if let Ok(mut kept) = self.inner.close_reason.lock() {
-            kept.get_or_insert(reason);
-        }
+        sync::lock(&self.inner.close_reason).get_or_insert(reason);
         let inner = &self.inner;
         if inner.closing.raise() {
             inner.room.close();
@@ -339,12 +337,7 @@ impl Connection {
         if !self.is_closed() {
             return None;
         }
-        let reason = self
-            .inner
-            .close_reason
-            .lock()
-            .ok()
-            .and_then(|kept| kept.clone());
+        let reason = sync::lock(&self.inner.close_reason).clone();
         Some(reason.unwrap_or(CloseReason::ServerShutdown))
     }
 
